@@ -1,0 +1,81 @@
+"""Agent error hierarchy.
+
+```
+AgentError
+├── ConfigError(AgentError, ValueError)      bad/missing key; message names the file and key path
+├── ModelError                               impact fit failed, invalid parameters
+├── SolverError                              carries .result (a SolveResult)
+├── BrokerError                              .retryable: bool
+│   ├── BrokerUnavailable   (retryable)      timeouts, disconnects
+│   ├── BrokerRejected      (not retryable)  venue said no; carries the venue's reason
+│   └── BrokerProtocolError (not retryable)  venue sent something we cannot parse
+└── InvariantViolation(AgentError, AssertionError)  our bug; crash the run
+```
+
+Numerical outcomes (an infeasible allocation, a solver at its iteration cap) are *results* with a
+status, not exceptions; exceptions are for broken contracts.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+__all__ = [
+    "AgentError",
+    "BrokerError",
+    "BrokerProtocolError",
+    "BrokerRejected",
+    "BrokerUnavailable",
+    "ConfigError",
+    "InvariantViolation",
+    "ModelError",
+    "SolverError",
+]
+
+
+class AgentError(Exception):
+    """Base class of every error the agent raises on purpose."""
+
+
+class ConfigError(AgentError, ValueError):
+    """Raised when a config file is missing, malformed or has a bad value; names file and key."""
+
+
+class ModelError(AgentError):
+    """Raised when an impact model cannot be fitted or has invalid parameters."""
+
+
+class SolverError(AgentError):
+    """Raised when no solver could produce a usable schedule; ``result`` holds the last attempt."""
+
+    def __init__(self, message: str, result: Any = None) -> None:
+        super().__init__(message)
+        self.result = result
+
+
+class BrokerError(AgentError):
+    """Base class of broker errors; ``retryable`` says whether trying again can help."""
+
+    retryable = False
+
+
+class BrokerUnavailable(BrokerError):
+    """Raised on timeouts and disconnects: the request may be retried."""
+
+    retryable = True
+
+
+class BrokerRejected(BrokerError):
+    """Raised when the venue refused a request; ``reason`` is the venue's text."""
+
+    def __init__(self, message: str, reason: str = "") -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+class BrokerProtocolError(BrokerError):
+    """Raised when the venue sent something we cannot parse."""
+
+
+class InvariantViolation(AgentError, AssertionError):
+    """Raised when an internal invariant breaks (e.g. a fill larger than its order): a bug."""

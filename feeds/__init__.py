@@ -1,0 +1,1 @@
+"""Limit-order-book feeds: replayed files and live websockets."""
