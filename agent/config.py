@@ -1,0 +1,260 @@
+"""Deployment config: a TOML file validated by frozen pydantic models.
+
+Every table forbids unknown keys, so a misspelt key fails at start-up. ``load_config`` turns any
+problem into one ``ConfigError`` line naming the file and the key path, e.g.
+``config/replay.toml: orders[0].quantity: Input should be greater than 0``.
+
+Relative paths in the file (data files, history files) are resolved against the directory of the
+config file, so a config works from any working directory.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import tomllib
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+from agent.errors import ConfigError
+from agent.model import Side
+
+__all__ = [
+    "AgentConfig",
+    "BrokerConfig",
+    "EstimationConfig",
+    "FeedConfig",
+    "LoggingConfig",
+    "MpcConfig",
+    "OrderConfig",
+    "load_config",
+]
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+PositiveFloat = Annotated[float, Field(gt=0)]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class LoggingConfig(_Strict):
+    """``[logging]``: output format and level."""
+
+    format: Literal["auto", "json", "console"] = "auto"
+    level: Literal["debug", "info", "warning", "error"] = "info"
+
+
+class FeedConfig(_Strict):
+    """``[feed]``: where books come from.
+
+    ``files`` maps each symbol to one MBP-10 file (CSV, .csv.gz, .csv.zst, .dbn, .dbn.zst).
+    ``speed`` = 0 replays as fast as possible; K > 0 paces by event time K times faster than real.
+    """
+
+    kind: Literal["replay"] = "replay"
+    speed: float = Field(0.0, ge=0)
+    files: dict[str, Path] = Field(default_factory=dict)
+    chunk_rows: int = Field(250_000, ge=1)
+
+
+class BrokerConfig(_Strict):
+    """``[broker]``: the in-process simulated broker.
+
+    Child orders are immediate-or-cancel limit orders priced ``collar_bps`` through the mid; the
+    simulated venue fills them ``latency_ms`` after sending against the book then in force, by
+    walking the levels inside the collar (partial fill when depth is short).
+    """
+
+    kind: Literal["simulated"] = "simulated"
+    latency_ms: float = Field(50.0, ge=0)
+    collar_bps: float = Field(50.0, gt=0)
+
+
+class EstimationConfig(_Strict):
+    """``[estimation]``: rolling re-estimation of the impact cost g_t(x).
+
+    ``window_s``: rolling window of snapshots (seconds of event time).
+    ``max_size``/``n_sizes``: size grid (shares) on which the window's mean walk-the-book cost
+    curve is evaluated before the quadratic fit. ``beyond_depth``: what a size past the visible
+    levels costs (``extrapolate`` the deepest level's price slope, ``penalty`` on the last level's
+    price, or ``refuse`` such sizes). ``history``: MBP-10 files of earlier days from which the
+    intraday liquidity profile is learned (flat when empty).
+    """
+
+    window_s: float = Field(600.0, gt=0)
+    max_size: float = Field(20_000.0, gt=0)
+    n_sizes: int = Field(50, ge=4, le=2000)
+    beyond_depth: Literal["extrapolate", "penalty", "refuse"] = "extrapolate"
+    penalty_bps: float = Field(100.0, ge=0)
+    min_snapshots: int = Field(10, ge=1)
+    max_window_rows: int = Field(20_000, ge=100)
+    history: list[Path] = Field(default_factory=list)
+    profile_bucket_s: float = Field(1800.0, gt=0)
+
+
+class MpcConfig(_Strict):
+    """``[mpc]``: the receding-horizon re-solve.
+
+    The horizon always runs to the order's deadline. ``final_retry_s``: in the last period,
+    whatever a partial fill left is sent again this often until the deadline.
+    ``on_solve_failure``: ``twap`` sends the TWAP slice, ``pause`` sends nothing this period.
+    """
+
+    final_retry_s: float = Field(15.0, gt=0)
+    on_solve_failure: Literal["twap", "pause"] = "twap"
+
+
+class OrderConfig(_Strict):
+    """``[[orders]]``: one parent order.
+
+    ``quantity`` shares to ``side`` between ``start`` and ``end`` (timezone-aware datetimes), in
+    periods of ``period_s`` seconds; children are whole multiples of ``lot`` (an odd-lot remainder
+    is allowed). ``max_child_qty`` caps one child (0 = no cap).
+    """
+
+    id: str = Field(min_length=1, pattern=r"^[A-Za-z0-9_.-]+$")
+    symbol: str = Field(min_length=1)
+    side: Side
+    quantity: PositiveFloat
+    start: datetime
+    end: datetime
+    period_s: PositiveFloat
+    lot: int = Field(1, ge=1)
+    max_child_qty: float = Field(0.0, ge=0)
+
+    @field_validator("start", "end")
+    @classmethod
+    def _aware(cls, v: datetime) -> datetime:
+        if v.tzinfo is None:
+            raise ValueError("must carry a timezone, e.g. 2025-06-02T13:30:00Z")
+        return v
+
+    @field_validator("quantity")
+    @classmethod
+    def _whole(cls, v: float) -> float:
+        if v != int(v):
+            raise ValueError("must be a whole number of shares")
+        return v
+
+    @model_validator(mode="after")
+    def _window(self) -> OrderConfig:
+        if self.end <= self.start:
+            raise ValueError(f"end ({self.end.isoformat()}) must be after start")
+        if self.period_s > (self.end - self.start).total_seconds():
+            raise ValueError("period_s is longer than end - start")
+        return self
+
+    @property
+    def start_ns(self) -> int:
+        """Return the start as ns since the epoch."""
+        return _to_ns(self.start)
+
+    @property
+    def end_ns(self) -> int:
+        """Return the deadline as ns since the epoch."""
+        return _to_ns(self.end)
+
+
+class AgentConfig(_Strict):
+    """The whole file."""
+
+    logging: LoggingConfig = LoggingConfig()
+    feed: FeedConfig
+    broker: BrokerConfig = BrokerConfig()
+    estimation: EstimationConfig = EstimationConfig()
+    mpc: MpcConfig = MpcConfig()
+    orders: list[OrderConfig] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _cross(self) -> AgentConfig:
+        seen: set[str] = set()
+        for i, o in enumerate(self.orders):
+            if o.id in seen:
+                raise ValueError(f"orders[{i}].id: duplicate order id {o.id!r}")
+            seen.add(o.id)
+            if o.symbol not in self.feed.files:
+                raise ValueError(
+                    f"orders[{i}].symbol: no feed source for {o.symbol!r} (add it to [feed.files])"
+                )
+        return self
+
+
+def _to_ns(dt: datetime) -> int:
+    # Exact integer arithmetic: float timestamps lose the last microseconds.
+    return (dt - _EPOCH) // timedelta(microseconds=1) * 1_000
+
+
+def _loc(loc: tuple[int | str, ...]) -> str:
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out += ("." if out else "") + str(part)
+    return out or "(top level)"
+
+
+def _resolve_paths(raw: dict[str, Any], base: Path) -> None:
+    feed = raw.get("feed")
+    if isinstance(feed, dict) and isinstance(feed.get("files"), dict):
+        for sym, p in feed["files"].items():
+            if isinstance(p, str):
+                feed["files"][sym] = str((base / p).resolve()) if not Path(p).is_absolute() else p
+    est = raw.get("estimation")
+    if isinstance(est, dict) and isinstance(est.get("history"), list):
+        est["history"] = [
+            str((base / p).resolve()) if isinstance(p, str) and not Path(p).is_absolute() else p
+            for p in est["history"]
+        ]
+
+
+def load_config(path: str | Path) -> tuple[AgentConfig, str]:
+    """Read and validate a config file.
+
+    Args:
+        path: TOML file.
+
+    Returns:
+        The validated config and the SHA-256 hex digest of the file's bytes.
+
+    Raises:
+        ConfigError: unreadable file, TOML syntax error, unknown key, bad value, missing data
+            file; the message names the file and the key path.
+    """
+    p = Path(path)
+    try:
+        data = p.read_bytes()
+    except OSError as e:
+        raise ConfigError(f"{p}: cannot read config file ({e.strerror or e})") from e
+    try:
+        raw = tomllib.loads(data.decode("utf-8"))
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
+        raise ConfigError(f"{p}: not valid TOML: {e}") from e
+    _resolve_paths(raw, p.resolve().parent)
+    try:
+        cfg = AgentConfig.model_validate(raw)
+    except ValidationError as e:
+        err = e.errors()[0]
+        msg = err["msg"].removeprefix("Value error, ")
+        where = _loc(tuple(err["loc"]))
+        if where == "(top level)" and ": " in msg:  # cross-field messages carry their own path
+            where, msg = msg.split(": ", 1)
+        more = f" (and {e.error_count() - 1} more)" if e.error_count() > 1 else ""
+        raise ConfigError(f"{p}: {where}: {msg}{more}") from None
+    for sym, fp in cfg.feed.files.items():
+        if not fp.is_file():
+            raise ConfigError(f"{p}: feed.files.{sym}: data file not found: {fp}")
+    for i, fp in enumerate(cfg.estimation.history):
+        if not fp.is_file():
+            raise ConfigError(f"{p}: estimation.history[{i}]: data file not found: {fp}")
+    return cfg, hashlib.sha256(data).hexdigest()
