@@ -1,0 +1,498 @@
+"""The async shell: moves books and order events between the feeds, the core and the broker.
+
+One task per symbol reads that symbol's feed and drives every parent order on it; one task pumps
+the broker's order events into the trackers. Each batch is cut at the orders' decision times so
+that a decision sees exactly the book in force at its time, and the simulated venue executes a
+child at ``decision + latency`` against the book then in force.
+
+At every decision time of a parent order (period starts, then retries within the last period):
+re-estimate g_t from the rolling window (vectorised walk of the book + quadratic fit), forecast
+the later periods with the intraday profile, re-solve the allocation of what is left (from fills)
+to the deadline, and send this period's child. A TWAP shadow runs beside it on its own simulated
+broker and the same books, as the benchmark in ``run.summary``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import structlog
+
+from agent.brokers.base import Broker, BookDrivenBroker
+from agent.brokers.matching import collar_limit_px
+from agent.brokers.simulated import SimulatedBroker
+from agent.config import AgentConfig, OrderConfig
+from agent.impact.book_walk import BeyondDepth, DepthPolicy, cost_curve
+from agent.impact.fit import fit_quadratic
+from agent.model import ChildOrder, OrderEvent, OrderFilled, Side
+from agent.orders.tracker import OrderTracker, Transition
+from agent.planner import Decision, PeriodGrid, decide_mpc, round_lot, twap_child_qty
+from agent.profile import LiquidityProfile
+from agent.window import RollingWindow
+from feeds.base import BookFeed
+from feeds.model import BookBatch
+
+__all__ = ["ParentRunner", "RunSummary", "run"]
+
+_NS = 1_000_000_000
+_EVENT_NAMES = {
+    "acknowledged": "order.acknowledged",
+    "partially_filled": "order.partially_filled",
+    "filled": "order.filled",
+    "cancelled": "order.cancelled",
+    "rejected": "order.rejected",
+}
+
+FeedFactory = Callable[[str], BookFeed]
+
+
+@dataclass(slots=True)
+class RunSummary:
+    """Outcome of one parent order (also logged as ``run.summary``)."""
+
+    parent_id: str
+    symbol: str
+    side: str
+    target_qty: float
+    filled_qty: float
+    avg_px: float
+    arrival_mid: float
+    shortfall_bps: float
+    twap_filled_qty: float
+    twap_avg_px: float
+    twap_shortfall_bps: float
+    n_periods: int
+    n_children: int
+    status: str
+
+    def as_log(self) -> dict[str, Any]:
+        """Return the fields for the log line (NaN as None)."""
+        out: dict[str, Any] = {}
+        for k in self.__slots__:  # type: ignore[attr-defined]
+            v = getattr(self, k)
+            out[k] = None if isinstance(v, float) and not math.isfinite(v) else v
+        return out
+
+
+def _shortfall_bps(side: Side, avg_px: float, arrival_mid: float) -> float:
+    # Positive = cost, for buys and sells alike.
+    if not (math.isfinite(avg_px) and math.isfinite(arrival_mid) and arrival_mid > 0):
+        return math.nan
+    return side.sign * (avg_px - arrival_mid) / arrival_mid * 1e4
+
+
+@dataclass(slots=True)
+class _Leg:
+    """One strategy working the parent: the MPC itself or its TWAP shadow."""
+
+    name: str
+    broker: Broker
+    tracker: OrderTracker
+    prefix: str
+    n_sent: int = 0
+    log_level: str = "info"
+    children: list[str] = field(default_factory=list)
+
+
+class ParentRunner:
+    """Works one parent order: decisions at period boundaries, children to the broker.
+
+    Args:
+        order: The parent order's config.
+        cfg: The whole config (estimation, mpc, broker sections).
+        broker: Where the MPC children go.
+        shadow: Simulated broker for the TWAP benchmark (None: no benchmark).
+        profile: Intraday liquidity profile for the forecast.
+    """
+
+    def __init__(
+        self,
+        order: OrderConfig,
+        cfg: AgentConfig,
+        broker: Broker,
+        shadow: SimulatedBroker | None,
+        profile: LiquidityProfile,
+    ) -> None:
+        self.order = order
+        self.cfg = cfg
+        self.side = order.side
+        self.grid = PeriodGrid(order.start_ns, order.end_ns, int(order.period_s * _NS))
+        self.window = RollingWindow(
+            order.symbol, int(cfg.estimation.window_s * _NS), cfg.estimation.max_window_rows
+        )
+        self.profile = profile
+        est = cfg.estimation
+        self.sizes = np.linspace(est.max_size / est.n_sizes, est.max_size, est.n_sizes)
+        self.policy = DepthPolicy(BeyondDepth(est.beyond_depth), est.penalty_bps)
+        self.mpc = _Leg("mpc", broker, OrderTracker(order.quantity), order.id)
+        self.twap = (
+            _Leg("twap", shadow, OrderTracker(order.quantity), f"{order.id}-twap", log_level="debug")
+            if shadow is not None
+            else None
+        )
+        self.log = structlog.get_logger().bind(parent_id=order.id, symbol=order.symbol)
+        self.arrival_mid = math.nan
+        self._last_mid = math.nan
+        self._last_ts = -1
+        self._k_next = 0  # next period to decide
+        self._retry_next = 0  # next retry time in the last period (ns)
+        self.n_decisions = 0
+        self.done = False
+
+    # -- scheduling ---------------------------------------------------------------------------
+    def next_time(self) -> int | None:
+        """Return the next decision time in ns (None once the deadline has passed)."""
+        if self.done:
+            return None
+        if self._k_next < self.grid.n:
+            return self.grid.start_of(self._k_next)
+        if self._retry_next < self.order.end_ns:
+            return self._retry_next
+        return self.order.end_ns
+
+    def observe(self, seg: BookBatch) -> None:
+        """Take in validated rows that precede the next decision time."""
+        if not len(seg):
+            return
+        self.window.append(seg)
+        self._last_mid = float(seg.mid[-1])
+        self._last_ts = int(seg.ts_event_ns[-1])
+
+    async def on_time(self, t_ns: int) -> None:
+        """Act at decision time ``t_ns`` (equal to ``next_time()``)."""
+        if math.isnan(self.arrival_mid) and math.isfinite(self._last_mid):
+            self.arrival_mid = self._last_mid
+        if self._k_next < self.grid.n:
+            k = self._k_next
+            self._k_next += 1
+            if k == self.grid.n - 1:
+                self._retry_next = t_ns + int(self.cfg.mpc.final_retry_s * _NS)
+            await self._decide(k, t_ns)
+        elif t_ns < self.order.end_ns:
+            self._retry_next = t_ns + int(self.cfg.mpc.final_retry_s * _NS)
+            await self._final_retry(t_ns)
+        else:
+            self.done = True
+            self.log.info(
+                "order.deadline_reached",
+                remaining_qty=self.mpc.tracker.remaining_qty,
+                open_qty=self.mpc.tracker.open_qty,
+            )
+
+    # -- decisions ----------------------------------------------------------------------------
+    async def _decide(self, k: int, t_ns: int) -> None:
+        tracker = self.mpc.tracker
+        remaining = tracker.uncommitted_qty
+        twap_qty = twap_child_qty(
+            self.grid, k, tracker.parent_qty, tracker.filled_qty + tracker.open_qty,
+            self.order.lot,
+        )
+        fields: dict[str, Any] = {}
+        if not math.isfinite(self._last_mid):
+            decision = Decision(k, 0.0, np.zeros(0), math.nan, "no_book", "no valid book yet", 0.0)
+        else:
+            window = self.window.view(t_ns)
+            beta = gamma = math.nan
+            if len(window) >= self.cfg.estimation.min_snapshots:
+                curve = cost_curve(window, self.side.value, self.sizes, self.policy)
+                fit = fit_quadratic(curve)
+                beta, gamma = fit.beta, fit.gamma
+                fields = {
+                    "beta": fit.beta, "gamma": fit.gamma, "fit_r2": fit.r2,
+                    "fit_rmse": fit.rmse, "fit_status": fit.status,
+                    "n_snapshots": fit.n_snapshots, "frac_beyond_depth": fit.frac_beyond_depth,
+                }
+                if fit.frac_beyond_depth > 0:
+                    fields["beyond_depth_policy"] = self.policy.kind.value
+            else:
+                fields = {"n_snapshots": len(window), "fit_status": "insufficient_data"}
+            if math.isfinite(beta) and math.isfinite(gamma):
+                starts = self.grid.starts(k)
+                mb, mg = self.profile.multipliers(starts)
+                decision = decide_mpc(
+                    self.grid, k, remaining, beta * mb, gamma * mg, lot=self.order.lot,
+                    max_child_qty=self.order.max_child_qty,
+                    fallback_twap_qty=(
+                        twap_qty if self.cfg.mpc.on_solve_failure == "twap" else None
+                    ),
+                )
+                if decision.status == "twap_fallback":
+                    self.log.warning("mpc.solve_failed", period=k, message=decision.message)
+            else:
+                decision = Decision(
+                    k, min(twap_qty, remaining), np.zeros(0), math.nan, "twap_fallback",
+                    "no impact estimate", 0.0,
+                )
+        self.n_decisions += 1
+        self.log.info(
+            "mpc.step",
+            period=k,
+            n_periods=self.grid.n,
+            ts_ns=t_ns,
+            remaining_qty=tracker.remaining_qty,
+            open_qty=tracker.open_qty,
+            child_qty=decision.child_qty,
+            lam=None if math.isnan(decision.lam) else decision.lam,
+            status=decision.status,
+            solve_ms=round(decision.solve_ms, 4),
+            mid=self._last_mid if math.isfinite(self._last_mid) else None,
+            **fields,
+        )
+        await self._send(self.mpc, decision.child_qty, t_ns)
+        if self.twap is not None:
+            tw = self.twap.tracker
+            q = twap_child_qty(self.grid, k, tw.parent_qty, tw.filled_qty + tw.open_qty,
+                               self.order.lot)
+            await self._send(self.twap, min(q, tw.uncommitted_qty), t_ns)
+
+    async def _final_retry(self, t_ns: int) -> None:
+        for leg in (self.mpc, self.twap):
+            if leg is None:
+                continue
+            q = leg.tracker.uncommitted_qty
+            if leg.tracker.n_open == 0 and q > 0:
+                if leg is self.mpc:
+                    self.log.info("mpc.final_retry", ts_ns=t_ns, child_qty=q)
+                await self._send(leg, q, t_ns)
+
+    async def _send(self, leg: _Leg, qty: float, t_ns: int) -> None:
+        cap = self.order.max_child_qty
+        if cap > 0:
+            qty = min(qty, cap)
+        qty = min(qty, leg.tracker.uncommitted_qty)
+        if qty <= 0 or not math.isfinite(self._last_mid):
+            return
+        leg.n_sent += 1
+        coid = f"{leg.prefix}-{leg.n_sent:05d}"
+        child = ChildOrder(
+            client_order_id=coid,
+            parent_id=self.order.id,
+            symbol=self.order.symbol,
+            side=self.side,
+            qty=float(qty),
+            limit_px=collar_limit_px(self.side, self._last_mid, self.cfg.broker.collar_bps),
+            ts_created_ns=t_ns,
+        )
+        leg.tracker.on_submitted(child, t_ns)
+        leg.children.append(coid)
+        self.log.log(
+            _level(leg.log_level), "order.submitted", strategy=leg.name, client_order_id=coid,
+            qty=child.qty, limit_px=child.limit_px, ts_ns=t_ns,
+        )
+        await leg.broker.submit(child)
+
+    # -- events -------------------------------------------------------------------------------
+    def leg_for(self, client_order_id: str) -> _Leg | None:
+        """Return the leg that owns a client order id."""
+        if self.twap is not None and client_order_id in self.twap.tracker.children:
+            return self.twap
+        if client_order_id in self.mpc.tracker.children:
+            return self.mpc
+        return None
+
+    def apply(self, leg: _Leg, event: OrderEvent) -> Transition:
+        """Apply a broker event to the leg's tracker and log the state change."""
+        tr = leg.tracker.on_event(event)
+        if tr.applied and tr.new is not None and tr.new != tr.old:
+            fields: dict[str, Any] = {"strategy": leg.name, "client_order_id": tr.client_order_id,
+                                      "state": str(tr.new)}
+            if isinstance(event, OrderFilled):
+                fields |= {"fill_qty": event.qty, "fill_px": event.px, "exec_id": event.exec_id}
+            child = leg.tracker.children[tr.client_order_id]
+            fields |= {"filled_qty": child.filled_qty, "order_qty": child.order.qty}
+            if child.reason:
+                fields["reason"] = child.reason
+            if tr.note:
+                fields["note"] = tr.note
+            self.log.log(_level(leg.log_level), _EVENT_NAMES.get(str(tr.new), "order.updated"),
+                         **fields)
+        elif isinstance(event, OrderFilled) and tr.applied:
+            self.log.log(_level(leg.log_level), "order.partially_filled", strategy=leg.name,
+                         client_order_id=tr.client_order_id, fill_qty=event.qty,
+                         fill_px=event.px, exec_id=event.exec_id)
+        elif tr.note in ("duplicate", "stale"):
+            self.log.debug("order.event_ignored", client_order_id=tr.client_order_id,
+                           note=tr.note, event=type(event).__name__)
+        return tr
+
+    def summary(self) -> RunSummary:
+        """Return the parent's outcome so far."""
+        t = self.mpc.tracker
+        tw = self.twap.tracker if self.twap is not None else None
+        status = "completed" if t.filled_qty >= t.parent_qty - 1e-9 else "incomplete"
+        return RunSummary(
+            parent_id=self.order.id,
+            symbol=self.order.symbol,
+            side=self.side.value,
+            target_qty=t.parent_qty,
+            filled_qty=t.filled_qty,
+            avg_px=t.avg_px,
+            arrival_mid=self.arrival_mid,
+            shortfall_bps=_shortfall_bps(self.side, t.avg_px, self.arrival_mid),
+            twap_filled_qty=tw.filled_qty if tw else math.nan,
+            twap_avg_px=tw.avg_px if tw else math.nan,
+            twap_shortfall_bps=(
+                _shortfall_bps(self.side, tw.avg_px, self.arrival_mid) if tw else math.nan
+            ),
+            n_periods=self.grid.n,
+            n_children=self.mpc.n_sent,
+            status=status,
+        )
+
+
+def _level(name: str) -> int:
+    return {"debug": 10, "info": 20, "warning": 30, "error": 40}[name]
+
+
+class _Router:
+    """Route broker events to the parent runner that owns the client order id."""
+
+    def __init__(self, runners: list[ParentRunner]) -> None:
+        self.runners = runners
+        self.log = structlog.get_logger()
+
+    def route(self, event: OrderEvent) -> None:
+        for r in self.runners:
+            leg = r.leg_for(event.client_order_id)
+            if leg is not None:
+                r.apply(leg, event)
+                return
+        # Never drop a fill silently: an execution we cannot attribute needs a human.
+        self.log.error("order.unknown_event", client_order_id=event.client_order_id,
+                       event=type(event).__name__, detail=repr(event))
+
+
+async def _pump_events(broker: Broker, router: _Router) -> None:
+    async for event in broker.events():
+        router.route(event)
+
+
+async def _settle() -> None:
+    # Let the event pumps apply what the simulated venues just produced.
+    for _ in range(2):
+        await asyncio.sleep(0)
+
+
+async def _run_symbol(
+    symbol: str,
+    feed: BookFeed,
+    runners: list[ParentRunner],
+    venues: list[BookDrivenBroker],
+) -> None:
+    log = structlog.get_logger().bind(symbol=symbol)
+    try:
+        updates: AsyncIterator[BookBatch] = feed.updates()
+        async for batch in updates:
+            pos = 0
+            n = len(batch)
+            ts = batch.ts_event_ns
+            while pos < n:
+                times = [t for r in runners if (t := r.next_time()) is not None]
+                if not times:
+                    break
+                t_next = min(times)
+                # Rows up to and including t_next are the book in force at t_next; decide
+                # only once a later row proves nothing more can arrive for that instant.
+                cut = int(np.searchsorted(ts, t_next, side="right")) if t_next < ts[-1] else n
+                seg = batch.slice(pos, cut)
+                if len(seg):
+                    for r in runners:
+                        r.observe(seg)
+                    for v in venues:
+                        v.on_book(seg)
+                    await _settle()
+                pos = cut
+                if pos < n:
+                    for r in runners:
+                        if r.next_time() == t_next:
+                            await r.on_time(t_next)
+                    await _settle()
+            if all(r.done for r in runners):
+                break
+        # Data ended, or every order is past its deadline: orders already sent execute against
+        # the last book; nothing new is sent on a book that no longer updates.
+        for v in venues:
+            v.on_end(symbol)
+        await _settle()
+        for r in runners:
+            if not r.done:
+                log.warning("feed.ended_before_deadline", parent_id=r.order.id,
+                            periods_decided=r._k_next, n_periods=r.grid.n,
+                            remaining_qty=r.mpc.tracker.remaining_qty)
+                r.done = True
+    finally:
+        await feed.aclose()
+        stats = getattr(feed, "stats", None)
+        log.info("feed.closed", **(_stats_fields(stats)))
+
+
+def _stats_fields(stats: Any) -> dict[str, Any]:
+    if stats is None:
+        return {}
+    if hasattr(stats, "as_dict"):
+        return dict(stats.as_dict())
+    if hasattr(stats, "__dataclass_fields__"):
+        return {k: getattr(stats, k) for k in stats.__dataclass_fields__}
+    return {"stats": repr(stats)}
+
+
+async def run(
+    cfg: AgentConfig,
+    feed_factory: FeedFactory,
+    *,
+    broker: Broker | None = None,
+    profiles: dict[str, LiquidityProfile] | None = None,
+) -> list[RunSummary]:
+    """Work every parent order of ``cfg`` to its deadline and return the summaries.
+
+    Args:
+        cfg: Validated config.
+        feed_factory: Opens the book feed of a symbol.
+        broker: Where MPC children go; a ``SimulatedBroker`` per the config when None.
+        profiles: Intraday liquidity profile per symbol (flat when missing).
+    """
+    log = structlog.get_logger()
+    latency_ns = int(cfg.broker.latency_ms * 1e6)
+    main = broker if broker is not None else SimulatedBroker(latency_ns)
+    shadow = SimulatedBroker(latency_ns, name="twap-shadow")
+    profiles = profiles or {}
+    runners = [
+        ParentRunner(o, cfg, main, shadow, profiles.get(o.symbol, LiquidityProfile.flat()))
+        for o in cfg.orders
+    ]
+    router = _Router(runners)
+    venues: list[BookDrivenBroker] = [shadow]
+    if isinstance(main, BookDrivenBroker):
+        venues.insert(0, main)
+    by_symbol: dict[str, list[ParentRunner]] = {}
+    for r in runners:
+        by_symbol.setdefault(r.order.symbol, []).append(r)
+    log.info("daemon.started", n_orders=len(runners), symbols=sorted(by_symbol),
+             broker=main.name)
+    async with asyncio.TaskGroup() as tg:
+        pumps = [tg.create_task(_pump_events(b, router)) for b in {id(main): main,
+                                                                    id(shadow): shadow}.values()]
+        sym_tasks = [
+            tg.create_task(_run_symbol(sym, feed_factory(sym), rs, venues))
+            for sym, rs in by_symbol.items()
+        ]
+        await asyncio.gather(*sym_tasks)
+        await _settle()
+        await main.aclose()
+        await shadow.aclose()
+        await asyncio.gather(*pumps)
+    summaries = [r.summary() for r in runners]
+    for s, r in zip(summaries, runners, strict=True):
+        if r.mpc.tracker.n_open:
+            log.error("run.open_orders_at_exit", parent_id=s.parent_id,
+                      open_qty=r.mpc.tracker.open_qty)
+        if r.mpc.tracker.orphan_fills:
+            log.error("run.orphan_fills", parent_id=s.parent_id,
+                      n=len(r.mpc.tracker.orphan_fills))
+        log.log(20 if s.status == "completed" else 30, "run.summary", **s.as_log())
+    return summaries

@@ -1,0 +1,138 @@
+"""Per-period decisions of a parent order (pure).
+
+Symbols (as in ``execution-math.md``):
+    N      number of periods between the order's start and its deadline
+    k      index of the current period, 0 <= k < N
+    S_k    shares left to plan at period k: parent - filled - working (from fills, not the plan)
+    beta, gamma   quadratic impact parameters, g(x) = beta*x + gamma*x**2 (currency)
+    x      the plan for periods k..N-1, shape (N-k,); x[0] is this period's child order
+
+The horizon always runs to the deadline (never a fixed H forced to finish early): with equal
+costs in every period the plan is uniform.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+
+import numpy as np
+from numpy.typing import NDArray
+
+from agent.mpc.solvers import SolveResult, SolveStatus, solve_quadratic
+
+__all__ = ["Decision", "PeriodGrid", "decide_mpc", "round_lot", "twap_child_qty"]
+
+
+@dataclass(frozen=True, slots=True)
+class PeriodGrid:
+    """Periods ``[start + k*period, start + (k+1)*period)``, the last one cut at ``end``."""
+
+    start_ns: int
+    end_ns: int
+    period_ns: int
+
+    @property
+    def n(self) -> int:
+        """Return the number of periods N."""
+        return max(1, math.ceil((self.end_ns - self.start_ns) / self.period_ns))
+
+    def start_of(self, k: int) -> int:
+        """Return the start time of period ``k`` in ns."""
+        return self.start_ns + k * self.period_ns
+
+    def starts(self, k0: int = 0) -> NDArray[np.int64]:
+        """Return the start times of periods ``k0..N-1``, shape (N-k0,)."""
+        return self.start_ns + np.arange(k0, self.n, dtype=np.int64) * self.period_ns
+
+
+def round_lot(qty: float, lot: int) -> float:
+    """Return ``qty`` rounded down to a whole number of lots (shares)."""
+    return float(math.floor(qty / lot + 1e-9) * lot)
+
+
+def twap_child_qty(grid: PeriodGrid, k: int, parent_qty: float, done_qty: float, lot: int) -> float:
+    """Return the TWAP child at period ``k``: catch up to ``k+1`` N-ths of the parent.
+
+    Args:
+        grid: The order's periods.
+        k: Current period.
+        parent_qty: Parent shares S.
+        done_qty: Shares filled or working.
+        lot: Lot size; the target is rounded down to lots except at the last period.
+    """
+    if k >= grid.n - 1:
+        target = parent_qty
+    else:
+        target = round_lot(parent_qty * (k + 1) / grid.n, lot)
+    return max(0.0, target - done_qty)
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    """What the MPC decided at one period.
+
+    Attributes:
+        k: Period index.
+        child_qty: Shares to send now (0 = nothing).
+        plan: Planned shares for periods k..N-1, shape (N-k,).
+        lam: KKT multiplier (marginal cost at the optimum), NaN when undefined.
+        status: Solver status, or ``final`` (last period: send what is left), ``twap_fallback``.
+        message: Solver message.
+        solve_ms: Wall time of the solve, ms.
+    """
+
+    k: int
+    child_qty: float
+    plan: NDArray[np.float64]
+    lam: float
+    status: str
+    message: str
+    solve_ms: float
+
+
+def decide_mpc(
+    grid: PeriodGrid,
+    k: int,
+    remaining: float,
+    beta: NDArray[np.float64],
+    gamma: NDArray[np.float64],
+    *,
+    lot: int,
+    max_child_qty: float = 0.0,
+    fallback_twap_qty: float | None = None,
+) -> Decision:
+    """Re-solve the allocation of ``remaining`` over periods ``k..N-1`` and pick this child.
+
+    Args:
+        grid: The order's periods.
+        k: Current period.
+        remaining: Shares to plan S_k (>= 0).
+        beta: Forecast linear cost per period k..N-1, shape (N-k,), currency per share.
+        gamma: Forecast quadratic cost, shape (N-k,), currency per share squared.
+        lot: Lot size in shares.
+        max_child_qty: Cap per child (0 = none).
+        fallback_twap_qty: Child to send if the solve fails (None = send nothing).
+
+    Returns:
+        The decision; ``child_qty`` never exceeds ``remaining`` or the cap.
+    """
+    h = grid.n - k
+    cap = max_child_qty if max_child_qty > 0 else math.inf
+    if remaining <= 0:
+        return Decision(k, 0.0, np.zeros(h), math.nan, "done", "nothing left", 0.0)
+    if h <= 1:
+        child = min(remaining, cap)
+        return Decision(k, child, np.array([child]), math.nan, "final", "last period", 0.0)
+    caps = None if math.isinf(cap) else np.full(h, cap)
+    t0 = time.perf_counter()
+    res: SolveResult = solve_quadratic(beta, gamma, remaining, caps=caps, lot=lot)
+    solve_ms = (time.perf_counter() - t0) * 1e3
+    if res.status is SolveStatus.OPTIMAL or res.status is SolveStatus.INFEASIBLE:
+        # INFEASIBLE here means the caps cannot absorb S_k: x is then the caps (best effort);
+        # the shortfall shows in the summary, never silently.
+        child = float(min(res.x[0], remaining, cap))
+        return Decision(k, child, res.x, res.lam, str(res.status), res.message, solve_ms)
+    child = 0.0 if fallback_twap_qty is None else min(fallback_twap_qty, remaining, cap)
+    return Decision(k, child, res.x, math.nan, "twap_fallback", res.message, solve_ms)
