@@ -1,0 +1,32 @@
+"""Rolling window: time bounds and even thinning."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from agent.window import RollingWindow
+from feeds.model import BookBatch
+
+
+def rows(ts: list[int]) -> BookBatch:
+    n = len(ts)
+    z = np.zeros((n, 10))
+    t = np.array(ts, np.int64)
+    return BookBatch("S", t, t, z, z, z, z)
+
+
+def test_view_keeps_only_the_window():
+    w = RollingWindow("S", window_ns=100)
+    w.append(rows([0, 10, 20]))
+    w.append(rows([90, 110, 150]))
+    assert w.view(115).ts_event_ns.tolist() == [20, 90, 110]  # 15 < ts <= 115
+    assert w.view(150).ts_event_ns.tolist() == [90, 110, 150]
+    assert len(w.view(1000)) == 0
+
+
+def test_view_thins_evenly_above_max_rows():
+    w = RollingWindow("S", window_ns=10_000, max_rows=100)
+    w.append(rows(list(range(1000))))
+    v = w.view(999)
+    assert len(v) == 100
+    assert v.ts_event_ns[0] == 0 and np.all(np.diff(v.ts_event_ns) == 10)
