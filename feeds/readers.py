@@ -205,8 +205,8 @@ def _iter_csv_chunks(
             bid_sz = df[_BID_SZ].to_numpy(np.float64)
             ask_sz = df[_ASK_SZ].to_numpy(np.float64)
             # An empty level is an empty price cell; a missing size cell means size 0.
-            np.nan_to_num(bid_sz, copy=False, nan=0.0, posinf=np.inf, neginf=-np.inf)
-            np.nan_to_num(ask_sz, copy=False, nan=0.0, posinf=np.inf, neginf=-np.inf)
+            bid_sz[np.isnan(bid_sz)] = 0.0
+            ask_sz[np.isnan(ask_sz)] = 0.0
             present = np.unique(codes)
             if present.size == 1:
                 yield BookBatch(
