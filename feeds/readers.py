@@ -46,10 +46,10 @@ __all__ = ["SUPPORTED_SUFFIXES", "read_lobster", "read_mbp10"]
 
 SUPPORTED_SUFFIXES: Final = (".csv", ".csv.gz", ".csv.zst", ".dbn", ".dbn.zst")
 
-_PX_SCALE: Final = 1e-9  # DBN fixed-point price unit, dollars
+_PX_DIV: Final = 1e9  # DBN fixed-point prices are dollars * 1e9
 _UNDEF_PRICE: Final = np.iinfo(np.int64).max
 _LOBSTER_EMPTY: Final = 9_999_999_999  # |price| of an empty LOBSTER level, dollars * 1e4
-_LOBSTER_PX_SCALE: Final = 1e-4
+_LOBSTER_PX_DIV: Final = 1e4  # LOBSTER prices are dollars * 1e4
 _LOBSTER_TZ: Final = ZoneInfo("America/New_York")  # LOBSTER times are NASDAQ local time
 
 _BID_PX = [f"bid_px_{i:02d}" for i in range(N_LEVELS)]
@@ -392,7 +392,8 @@ def _dbn_chunk(
 
 
 def _dbn_px(px: NDArray[np.int64]) -> NDArray[np.float64]:
-    out = px.astype(np.float64) * _PX_SCALE
+    # Divide (not multiply by 1e-9): correctly rounded, so 3720250000000 -> 3720.25 exactly.
+    out = px.astype(np.float64) / _PX_DIV
     out[px == _UNDEF_PRICE] = np.nan
     return out
 
@@ -465,7 +466,7 @@ def read_lobster(
         sz = np.zeros((n, N_LEVELS))
         raw_px = book[:, px_col::4]
         empty = np.abs(raw_px) >= _LOBSTER_EMPTY
-        px[:, :levels] = np.where(empty, np.nan, raw_px * _LOBSTER_PX_SCALE)
+        px[:, :levels] = np.where(empty, np.nan, raw_px / _LOBSTER_PX_DIV)
         sz[:, :levels] = np.where(empty, 0.0, book[:, sz_col::4])
         return px, sz
 
