@@ -1,1 +1,40 @@
-"""impact package."""
+"""Impact estimation: walk-the-book cost curves, parametric fits, intraday forecast (pure).
+
+Modules:
+    book_walk  vectorised walk of MBP-10 snapshots -> window cost curve g(x) (mean, std)
+    fit        quadratic, power-law and piecewise power-law fits of g with diagnostics
+"""
+
+from agent.impact.book_walk import (
+    BeyondDepth,
+    CostCurve,
+    CurveAccumulator,
+    DepthPolicy,
+    cost_curve,
+    walk_cost,
+)
+from agent.impact.fit import (
+    FitStatus,
+    PiecewisePowerFit,
+    PowerFit,
+    QuadraticFit,
+    fit_piecewise_power,
+    fit_power,
+    fit_quadratic,
+)
+
+__all__ = [
+    "BeyondDepth",
+    "CostCurve",
+    "CurveAccumulator",
+    "DepthPolicy",
+    "FitStatus",
+    "PiecewisePowerFit",
+    "PowerFit",
+    "QuadraticFit",
+    "cost_curve",
+    "fit_piecewise_power",
+    "fit_power",
+    "fit_quadratic",
+    "walk_cost",
+]

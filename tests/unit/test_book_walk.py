@@ -1,0 +1,291 @@
+"""Walk-the-book cost: hand-computed books, a plain-loop reference, the kink accumulation."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from agent.impact.book_walk import (
+    BeyondDepth,
+    CostCurve,
+    CurveAccumulator,
+    DepthPolicy,
+    cost_curve,
+    side_arrays,
+    walk_cost,
+)
+from feeds.model import BookBatch
+
+NAN = math.nan
+PENALTY = DepthPolicy(BeyondDepth.PENALTY, 100.0)
+EXTRAP = DepthPolicy(BeyondDepth.EXTRAPOLATE)
+REFUSE = DepthPolicy(BeyondDepth.REFUSE)
+
+
+def _batch(bids: list[list[tuple[float, float]]], asks: list[list[tuple[float, float]]],
+           levels: int = 10) -> BookBatch:
+    """Build a batch from per-row (price, size) lists; missing levels are empty."""
+    n = len(bids)
+    bp = np.full((n, levels), np.nan)
+    bs = np.zeros((n, levels))
+    ap = np.full((n, levels), np.nan)
+    as_ = np.zeros((n, levels))
+    for i in range(n):
+        for lev, (p, s) in enumerate(bids[i]):
+            bp[i, lev], bs[i, lev] = p, s
+        for lev, (p, s) in enumerate(asks[i]):
+            ap[i, lev], as_[i, lev] = p, s
+    ts = np.arange(n, dtype=np.int64) * 1_000_000_000
+    return BookBatch("TEST", ts, ts.copy(), bp, bs, ap, as_)
+
+
+# Mid 100 everywhere; prices in quarters so every cost below is exact in binary.
+ROW_A_BIDS = [(99.75, 400), (99.5, 400)]
+ROW_A_ASKS = [(100.25, 100), (100.5, 200), (NAN, 0), (101.0, 300)]  # a hole, then trailing empties
+ROW_B_BIDS = [(99.75 - 0.25 * lev, 100) for lev in range(10)]
+ROW_B_ASKS = [(100.25 + 0.25 * lev, 100) for lev in range(10)]
+
+
+def _loop_cost(px_row, sz_row, mid, x, policy, side):
+    """Plain-Python walk of one snapshot (the reference): total cost against the mid."""
+    sign = 1.0 if side == "buy" else -1.0
+    remaining, cost = x, 0.0
+    first_d = sign * (px_row[0] - mid)
+    first_s = sz_row[0] if np.isfinite(px_row[0]) else 0.0
+    last_d, last_px, last_s, depth = first_d, px_row[0], 0.0, 0.0
+    for p, s in zip(px_row, sz_row, strict=True):
+        if not np.isfinite(p) or not s > 0:
+            continue
+        d = sign * (p - mid)
+        take = min(remaining, s)
+        cost += take * d
+        remaining -= take
+        depth += s
+        last_d, last_px, last_s = d, p, s
+    if remaining <= 0:
+        return cost
+    if policy.kind is BeyondDepth.REFUSE:
+        return NAN
+    if policy.kind is BeyondDepth.PENALTY:
+        return cost + remaining * (last_d + abs(last_px) * policy.penalty_bps * 1e-4)
+    span = depth - last_s / 2 - first_s / 2
+    k = max(0.0, (last_d - first_d) / span) if span > 0 else 0.0
+    e = last_d + k * last_s / 2
+    return cost + remaining * e + k * remaining**2 / 2
+
+
+@pytest.mark.parametrize(
+    ("side", "sizes", "policy", "expected"),
+    [
+        ("buy", [50, 100, 250, 600], PENALTY, [12.5, 25.0, 100.0, 425.0]),
+        ("buy", [700], PENALTY, [425.0 + 100 * (101.0 * 1.01 - 100.0)]),
+        ("buy", [700], EXTRAP, [562.5]),
+        ("buy", [600, 700], REFUSE, [425.0, NAN]),
+        ("sell", [100, 500, 800], PENALTY, [25.0, 150.0, 300.0]),
+        ("sell", [1000], PENALTY, [300.0 + 200 * (100.0 - 99.5 * 0.99)]),
+        ("sell", [1000], EXTRAP, [437.5]),
+        ("sell", [800, 801], REFUSE, [300.0, NAN]),
+    ],
+)
+def test_walk_cost_matches_hand_computed_book(side, sizes, policy, expected):
+    """Known curve of a book with a hole, trailing empty levels and a size past the depth.
+
+    Buy walks asks 100.25x100, 100.5x200, (empty), 101x300 (depth 600); sell walks bids
+    99.75x400, 99.5x400 (depth 800). Extrapolation: slope k = (d_last - d_0) / (D - s_last/2 -
+    s_0/2); buy k = 0.75/400, 100 shares past depth cost 100*(1 + 150k) + k*100**2/2 = 137.5.
+    """
+    batch = _batch([ROW_A_BIDS], [ROW_A_ASKS])
+    px, sz, mid = side_arrays(batch, side)
+
+    got = walk_cost(px, sz, mid, np.array(sizes, dtype=float), policy, side=side)
+
+    np.testing.assert_allclose(got[0], expected, rtol=1e-12, equal_nan=True)
+
+
+def test_cost_curve_is_window_mean_std_and_depth_share():
+    """Mean, population std and beyond-depth share over two hand-made rows."""
+    batch = _batch([ROW_A_BIDS, ROW_B_BIDS], [ROW_A_ASKS, ROW_B_ASKS])
+    sizes = np.array([100.0, 600.0, 700.0, 1000.0, 1100.0])
+    # Row B asks: 100 shares per level at 0.25, 0.5, ..., 2.5 from the mid.
+    row_b = np.array([25.0, 25 + 50 + 75 + 100 + 125 + 150, 525 + 175, 0.0, 0.0])
+    row_b[3] = sum(25.0 * (lev + 1) for lev in range(10))
+    row_b[4] = row_b[3] + 100 * (100.25 + 0.25 * 9) * 1.01 - 100 * 100
+    row_a = np.array([25.0, 425.0, 626.0, 0.0, 0.0])
+    row_a[3] = 425 + 400 * (101.0 * 1.01 - 100)
+    row_a[4] = 425 + 500 * (101.0 * 1.01 - 100)
+
+    curve = cost_curve(batch, "buy", sizes, PENALTY)
+
+    both = np.vstack([row_a, row_b])
+    np.testing.assert_allclose(curve.mean_cost, both.mean(0), rtol=1e-12)
+    np.testing.assert_allclose(curve.std_cost, both.std(0), rtol=1e-9, atol=1e-9)
+    np.testing.assert_array_equal(curve.frac_beyond_depth, [0, 0, 0.5, 0.5, 1.0])
+    assert curve.n_snapshots == 2
+    assert curve.policy_used
+
+
+def test_refuse_makes_curve_unknown_where_any_snapshot_runs_out():
+    """Under REFUSE the mean is NaN from the first size some snapshot cannot fill."""
+    batch = _batch([ROW_A_BIDS, ROW_B_BIDS], [ROW_A_ASKS, ROW_B_ASKS])
+
+    curve = cost_curve(batch, "buy", np.array([100.0, 600.0, 601.0]), REFUSE)
+
+    assert np.isfinite(curve.mean_cost[:2]).all()
+    assert np.isnan(curve.mean_cost[2]) and np.isnan(curve.std_cost[2])
+    knots, slopes = curve.segments()
+    np.testing.assert_array_equal(knots, [0.0, 100.0, 600.0])
+    assert slopes.size == 2
+
+
+def _random_books(rng: np.random.Generator, n: int, levels: int = 10) -> BookBatch:
+    """Random ordered books: gaps of 1-3 ticks, random depth, trailing and inner empty levels."""
+    mid = 20 + rng.random(n) * 5
+    half = rng.integers(1, 4, n) * 0.01
+    ask = mid[:, None] + half[:, None] + np.cumsum(rng.integers(0, 3, (n, levels)), 1) * 0.01
+    bid = mid[:, None] - half[:, None] - np.cumsum(rng.integers(0, 3, (n, levels)), 1) * 0.01
+    asz = rng.integers(1, 30, (n, levels)) * 100.0
+    bsz = rng.integers(1, 30, (n, levels)) * 100.0
+    for px, sz in ((ask, asz), (bid, bsz)):
+        keep = rng.integers(1, levels + 1, n)
+        empty = np.arange(levels)[None, :] >= keep[:, None]
+        empty |= (rng.random((n, levels)) < 0.05) & (np.arange(levels)[None, :] > 0)
+        px[empty] = np.nan
+        sz[empty] = 0.0
+    ts = np.arange(n, dtype=np.int64)
+    return BookBatch("RND", ts, ts.copy(), bid, bsz, ask, asz)
+
+
+@pytest.mark.parametrize("side", ["buy", "sell"])
+@pytest.mark.parametrize("kind", list(BeyondDepth))
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_vectorised_walk_equals_plain_loop_on_random_books(side, kind, seed):
+    """walk_cost (per level, vectorised) equals the plain loop row by row, size by size."""
+    rng = np.random.default_rng(seed)
+    batch = _random_books(rng, 60)
+    sizes = np.sort(rng.choice(np.arange(50, 30_000, 50), 25, replace=False)).astype(float)
+    policy = DepthPolicy(kind, penalty_bps=float(rng.uniform(0, 300)))
+    px, sz, mid = side_arrays(batch, side)
+
+    got = walk_cost(px, sz, mid, sizes, policy, side=side)
+
+    ref = np.array([[_loop_cost(px[i], sz[i], mid[i], x, policy, side) for x in sizes]
+                    for i in range(len(batch))])
+    np.testing.assert_allclose(got, ref, rtol=1e-12, atol=1e-9, equal_nan=True)
+
+
+@pytest.mark.parametrize("side", ["buy", "sell"])
+@pytest.mark.parametrize("kind", list(BeyondDepth))
+@pytest.mark.parametrize("grid", ["uniform", "irregular"])
+def test_kink_accumulation_equals_row_matrix_moments(side, kind, grid):
+    """cost_curve (kinks binned, two cumsums) gives walk_cost's mean, std and depth share."""
+    rng = np.random.default_rng(7)
+    batch = _random_books(rng, 3000)
+    if grid == "uniform":
+        sizes = np.arange(100.0, 10_001.0, 100.0)
+    else:
+        sizes = np.unique(np.round(np.geomspace(10, 40_000, 80)))
+    policy = DepthPolicy(kind)
+    px, sz, mid = side_arrays(batch, side)
+
+    curve = cost_curve(batch, side, sizes, policy)
+
+    mat = walk_cost(px, sz, mid, sizes, policy, side=side)
+    depth = sz.sum(1)
+    frac = (depth[:, None] < sizes[None, :]).mean(0)
+    np.testing.assert_allclose(curve.frac_beyond_depth, frac, rtol=0, atol=1e-15)
+    if kind is BeyondDepth.REFUSE:
+        mat = np.where(frac[None, :] > 0, np.nan, mat)
+    scale = float(np.nanmax(np.abs(mat)))
+    mean = np.where(np.isnan(mat).any(0), np.nan, mat.mean(0))
+    std = np.where(np.isnan(mat).any(0), np.nan, mat.std(0))
+    np.testing.assert_allclose(curve.mean_cost, mean, rtol=1e-11, atol=1e-12, equal_nan=True)
+    np.testing.assert_allclose(curve.std_cost, std, rtol=1e-7, atol=1e-9 * scale,
+                               equal_nan=True)
+
+
+def test_mean_curve_is_convex_and_segments_are_monotone():
+    """The window mean of convex piecewise-linear curves is convex; segments() slopes rise."""
+    rng = np.random.default_rng(3)
+    batch = _random_books(rng, 2000)
+
+    curve = cost_curve(batch, "buy", np.arange(100.0, 20_001.0, 100.0), EXTRAP)
+
+    knots, slopes = curve.segments()
+    raw = np.diff(np.r_[0.0, curve.mean_cost]) / np.diff(knots)
+    assert np.all(np.diff(raw) >= -1e-9 * np.abs(raw).max())
+    assert np.all(np.diff(slopes) >= 0)
+
+
+def test_rows_without_a_mid_are_dropped_and_counted():
+    """A snapshot with an empty side has no mid: it is left out and counted in n_dropped."""
+    batch = _batch([ROW_A_BIDS, []], [ROW_A_ASKS, ROW_A_ASKS])
+
+    curve = cost_curve(batch, "buy", np.array([100.0]), PENALTY)
+    px, sz, mid = side_arrays(batch, "buy")
+    mat = walk_cost(px, sz, mid, np.array([100.0]), PENALTY)
+
+    assert curve.n_snapshots == 1 and curve.n_dropped == 1
+    assert curve.mean_cost[0] == 25.0
+    assert mat[0, 0] == 25.0 and np.isnan(mat[1, 0])
+
+
+def test_empty_window_gives_nan_curve_not_an_error():
+    """An empty window is a result (NaN curve, zero snapshots), not an exception."""
+    curve = cost_curve(BookBatch.empty("X"), "sell", np.array([100.0, 200.0]))
+
+    assert curve.n_snapshots == 0
+    assert np.isnan(curve.mean_cost).all() and np.isnan(curve.frac_beyond_depth).all()
+    assert not curve.policy_used
+
+
+def test_accumulator_merge_equals_one_pass():
+    """Curves are additive over disjoint rows: merging two halves equals one pass."""
+    rng = np.random.default_rng(11)
+    batch = _random_books(rng, 5000)
+    sizes = np.arange(500.0, 30_001.0, 500.0)
+    left = CurveAccumulator(sizes, "sell", PENALTY)
+    right = CurveAccumulator(sizes, "sell", PENALTY)
+
+    left.add(batch.slice(0, 1234))
+    right.add(batch.slice(1234, 5000))
+    left.merge(right)
+
+    whole = cost_curve(batch, "sell", sizes, PENALTY)
+    merged = left.result()
+    np.testing.assert_allclose(merged.mean_cost, whole.mean_cost, rtol=1e-12)
+    np.testing.assert_allclose(merged.std_cost, whole.std_cost, rtol=1e-9)
+    assert merged.n_snapshots == whole.n_snapshots == 5000
+    with pytest.raises(ValueError, match="merge"):
+        left.merge(CurveAccumulator(sizes, "buy", PENALTY))
+
+
+@pytest.mark.parametrize("bad", [[], [0.0, 1.0], [2.0, 1.0], [1.0, np.inf]])
+def test_bad_sizes_are_rejected(bad):
+    """Sizes must be a non-empty, positive, strictly increasing grid (a broken contract)."""
+    with pytest.raises(ValueError, match="sizes"):
+        CurveAccumulator(np.array(bad), "buy")
+
+
+def test_policy_validation_and_description():
+    """Penalty must be finite and >= 0; strings coerce to the enum; describe() names the rule."""
+    assert DepthPolicy("penalty", 50).kind is BeyondDepth.PENALTY
+    assert "50 bps" in DepthPolicy("penalty", 50).describe()
+    assert "extrapolate" in EXTRAP.describe() and "refuse" in REFUSE.describe()
+    with pytest.raises(ValueError, match="penalty_bps"):
+        DepthPolicy(BeyondDepth.PENALTY, -1.0)
+    with pytest.raises(ValueError):
+        DepthPolicy("sideways")
+    with pytest.raises(ValueError, match="side"):
+        cost_curve(BookBatch.empty("X"), "hold", np.array([1.0]))  # type: ignore[arg-type]
+
+
+def test_cost_curve_dataclass_helpers():
+    """mean_slippage is g(x)/x; segments() of an all-NaN curve is empty."""
+    sizes = np.array([100.0, 200.0])
+    curve = CostCurve(sizes, np.array([1.0, 4.0]), np.zeros(2), 3, np.zeros(2))
+    np.testing.assert_allclose(curve.mean_slippage, [0.01, 0.02])
+    empty = CostCurve(sizes, np.full(2, np.nan), np.full(2, np.nan), 0, np.full(2, np.nan))
+    knots, slopes = empty.segments()
+    assert knots.tolist() == [0.0] and slopes.size == 0
