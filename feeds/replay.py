@@ -116,7 +116,7 @@ class ReplayFeed:
         self._running = False
         self._prev_ts: int | None = None
         self._t0: tuple[int, int] | None = None  # (wall ns, event ns) of the first valid row
-        self._log = log.bind(symbol=symbol, path=str(self.path))
+        self._log: Any = log
 
     async def aclose(self) -> None:
         """Stop the replay; ``updates()`` ends at its next step. Idempotent."""
@@ -143,6 +143,8 @@ class ReplayFeed:
         if self._closed:
             return
         self._running = True
+        # Bind here, not in __init__, so the logger follows the logging config at replay time.
+        self._log = structlog.get_logger(__name__).bind(symbol=self.symbol, path=str(self.path))
         try:
             if self._reader is None:
                 self._reader = await asyncio.to_thread(
