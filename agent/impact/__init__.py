@@ -3,6 +3,7 @@
 Modules:
     book_walk  vectorised walk of MBP-10 snapshots -> window cost curve g(x) (mean, std)
     fit        quadratic, power-law and piecewise power-law fits of g with diagnostics
+    profile    intraday liquidity profile learned from history; forecast of (beta_t, gamma_t)
 """
 
 from agent.impact.book_walk import (
@@ -22,6 +23,7 @@ from agent.impact.fit import (
     fit_power,
     fit_quadratic,
 )
+from agent.impact.profile import IntradayProfile, forecast, learn_profile
 
 __all__ = [
     "BeyondDepth",
@@ -29,6 +31,7 @@ __all__ = [
     "CurveAccumulator",
     "DepthPolicy",
     "FitStatus",
+    "IntradayProfile",
     "PiecewisePowerFit",
     "PowerFit",
     "QuadraticFit",
@@ -36,5 +39,7 @@ __all__ = [
     "fit_piecewise_power",
     "fit_power",
     "fit_quadratic",
+    "forecast",
+    "learn_profile",
     "walk_cost",
 ]
