@@ -35,7 +35,7 @@ from numpy.typing import ArrayLike, NDArray
 from agent.impact.book_walk import CostCurve, CurveAccumulator, DepthPolicy, Side
 from feeds.model import BookBatch
 
-__all__ = ["DAY_NS", "IntradayProfile", "forecast", "learn_profile"]
+__all__ = ["DAY_NS", "IntradayProfile", "forecast", "learn_profile", "profile_from"]
 
 DAY_NS = 86_400 * 1_000_000_000
 _CLIP = (1.0 / 20.0, 20.0)
@@ -176,7 +176,7 @@ def learn_profile(
         stops = np.r_[cuts, len(batch)]
         for lo, hi in zip(starts, stops, strict=True):  # one slice per bucket run
             accs[int(b[lo])].add(batch.slice(int(lo), int(hi)))
-    return _profile_from(accs, bucket_ns, min_snapshots)
+    return profile_from(accs, bucket_ns, min_snapshots)
 
 
 def _shape(curve: CostCurve, ref: int) -> tuple[float, float, float]:
@@ -193,10 +193,20 @@ def _shape(curve: CostCurve, ref: int) -> tuple[float, float, float]:
     return s0, g - s0 * xr, g
 
 
-def _profile_from(
-    accs: list[CurveAccumulator], bucket_ns: int, min_snapshots: int
+def profile_from(
+    accs: list[CurveAccumulator], bucket_ns: int, min_snapshots: int = 200
 ) -> IntradayProfile:
-    """Turn per-bucket accumulators into multipliers (see the module docstring)."""
+    """Turn per-bucket curve accumulators into a profile (see the module docstring).
+
+    Args:
+        accs: One accumulator per time-of-day bucket, shape (B,) with ``B = DAY_NS /
+            bucket_ns``, all with the same sizes, side and policy.
+        bucket_ns: Bucket width in ns.
+        min_snapshots: Buckets with fewer snapshots copy their nearest neighbour.
+
+    Returns:
+        The profile; flat when no bucket has enough snapshots.
+    """
     n_b = len(accs)
     total = CurveAccumulator(accs[0].sizes, accs[0].side, accs[0].policy)
     for acc in accs:
