@@ -1,0 +1,158 @@
+"""``exec-agent calibrate`` end to end: synthetic folders, the real FROG day, bad input."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from agent import calibrate
+from feeds.synth import generate_day, write_mbp10_csv
+
+pytestmark = pytest.mark.integration
+
+SHARED_DATA = Path(__file__).resolve().parents[2].parent / "shared" / "data"
+FROG_DIR = SHARED_DATA / "databento-mbp10" / "FROG"
+DBN_FILE = SHARED_DATA / "dbn" / "XNAS.ITCH.test_data.mbp-10.dbn.zst"
+MODELS = ("quadratic", "quadratic_visible", "power", "piecewise_power")
+
+
+def _run(*argv: str) -> int:
+    parser = argparse.ArgumentParser()
+    calibrate.add_parser(parser.add_subparsers())
+    args = parser.parse_args(["calibrate", *argv])
+    return args.func(args)
+
+
+@pytest.fixture(scope="module")
+def synth_dirs(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Two tickers as folders (gz and zst), plus a history day of each in another folder."""
+    root = tmp_path_factory.mktemp("synth")
+    for sym, seed in (("SYNA", 1), ("SYNB", 2)):
+        write_mbp10_csv(generate_day(sym, "2025-06-02", seed, n_rows=6000),
+                        root / "data" / sym / f"{sym}_2025-06-02.csv.gz")
+        write_mbp10_csv(generate_day(sym, "2025-05-30", seed + 10, n_rows=6000),
+                        root / "history" / sym / f"{sym}_2025-05-30.csv.zst")
+    return root
+
+
+@pytest.fixture(scope="module")
+def synth_result(synth_dirs: Path) -> tuple[Path, dict]:
+    out = synth_dirs / "out"
+    code = _run(str(synth_dirs / "data" / "SYNA"), str(synth_dirs / "data" / "SYNB"),
+                "--out", str(out), "--sizes", "100:5000:100",
+                "--history", str(synth_dirs / "history" / "SYNA"),
+                str(synth_dirs / "history" / "SYNB"), "--progress", "off")
+    assert code == 0
+    return out, json.loads((out / "impact.json").read_text())
+
+
+def test_calibrate_writes_curves_models_and_figures(synth_result):
+    """impact.json has, per ticker and side, the curve and every model with diagnostics;
+    the figures are written and small."""
+    out, res = synth_result
+
+    assert set(res["tickers"]) == {"SYNA", "SYNB"}
+    for data in res["tickers"].values():
+        assert data["n_rows"] == 6000
+        for side in ("buy", "sell"):
+            c = data[side]["curve"]
+            assert len(c["sizes"]) == len(c["mean_cost"]) == len(c["std_cost"]) == 50
+            assert c["n_snapshots"] > 5000
+            mean = np.array(c["mean_cost"])
+            assert np.all(np.diff(mean) > 0)  # cost grows with size
+            assert np.all(np.diff(mean, 2) >= -1e-9 * mean.max())  # and is convex
+            for m in MODELS:
+                fit = data[side]["models"][m]
+                assert fit["status"] == "ok", fit
+                assert {"r2", "rmse", "n_snapshots", "frac_beyond_depth", "message"} <= set(fit)
+            q = data[side]["models"]["quadratic"]
+            assert q["beta"] >= 0 and q["gamma"] >= 0
+            assert data[side]["beyond_depth"]["policy"] == "extrapolate"
+            sched = data[side]["schedule"]
+            assert sched["status"] == "ok"
+            assert sum(sched["x"]) == pytest.approx(10_000)
+            assert min(sched["x"]) >= 0
+    for name in ("summary.png", "fit_SYNA.png", "profile_SYNB.png"):
+        assert 10_000 < (out / name).stat().st_size < 300_000
+
+
+def test_history_gives_a_time_of_day_forecast(synth_result):
+    """With --history the forecast profile is learned (not flat) and the open is dearer."""
+    _, res = synth_result
+
+    prof = res["tickers"]["SYNA"]["buy"]["forecast_profile"]
+
+    assert prof["source"] == "history"
+    open_bucket = prof["bucket_start_utc"].index("13:30")
+    mid_bucket = prof["bucket_start_utc"].index("16:00")
+    assert prof["cost_mult"][open_bucket] > prof["cost_mult"][mid_bucket]
+
+
+def test_without_history_the_forecast_is_flat_and_schedule_uniform(tmp_path, synth_dirs):
+    """No history: flat profile, and constant costs give the uniform (TWAP) schedule."""
+    code = _run(str(synth_dirs / "data" / "SYNB"), "--out", str(tmp_path), "--no-figures",
+                "--side", "sell", "--beyond-depth", "penalty", "--penalty-bps", "50",
+                "--periods", "8")
+
+    res = json.loads((tmp_path / "impact.json").read_text())
+    assert code == 0
+    sell = res["tickers"]["SYNB"]["sell"]
+    assert "buy" not in res["tickers"]["SYNB"]
+    assert sell["forecast_profile"]["source"] == "flat"
+    np.testing.assert_allclose(sell["schedule"]["x"], 10_000 / 8, rtol=1e-9)
+    assert sell["beyond_depth"] == {
+        "policy": "penalty", "penalty_bps": 50.0,
+        "description": "penalty: last visible price worsened by 50 bps",
+        "used": sell["beyond_depth"]["used"],
+    }
+    assert not (tmp_path / "summary.png").exists()
+
+
+def test_bad_input_exits_2_with_one_line(tmp_path, capsys):
+    """A missing path is a user error: exit code 2 and a one-line message, no traceback."""
+    code = _run(str(tmp_path / "nope"), "--out", str(tmp_path / "o"))
+
+    err = capsys.readouterr().err
+    assert code == 2
+    assert "nope" in err and "Traceback" not in err
+
+
+@pytest.mark.realdata
+def test_calibrate_real_frog_day_beta_within_half_spread(tmp_path):
+    """On the real FROG session the quadratic beta lies within the observed half-spreads."""
+    if not FROG_DIR.is_dir():
+        pytest.skip(f"real data not available: {FROG_DIR} (see ../shared/data/README.md)")
+
+    code = _run(str(FROG_DIR), "--out", str(tmp_path), "--no-figures")
+
+    res = json.loads((tmp_path / "impact.json").read_text())["tickers"]["FROG"]
+    assert code == 0
+    assert res["n_rows"] == 33_286
+    hs = res["half_spread"]
+    for side in ("buy", "sell"):
+        q = res[side]["models"]["quadratic"]
+        qv = res[side]["models"]["quadratic_visible"]
+        assert q["status"] == "ok" and q["r2"] > 0.99
+        assert hs["min"] <= q["beta"] <= hs["max"]
+        # the fit of the visible book alone: beta between the 5th and 95th percentile
+        assert hs["p05"] <= qv["beta"] <= hs["p95"]
+        assert res[side]["beyond_depth"]["used"]  # 10 levels never hold 10,000 FROG shares
+
+
+@pytest.mark.realdata
+def test_calibrate_reads_dbn(tmp_path):
+    """A DBN file goes through the same path (symbols taken from the file)."""
+    if not DBN_FILE.is_file():
+        pytest.skip(f"real data not available: {DBN_FILE} (see ../shared/data/README.md)")
+
+    code = _run(str(DBN_FILE), "--out", str(tmp_path), "--no-figures", "--sizes", "1,2,5,10")
+
+    res = json.loads((tmp_path / "impact.json").read_text())
+    assert code == 0
+    assert res["tickers"]
+    for data in res["tickers"].values():
+        assert data["buy"]["curve"]["sizes"] == [1.0, 2.0, 5.0, 10.0]
