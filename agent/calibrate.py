@@ -80,31 +80,66 @@ def add_parser(subparsers: Any) -> None:
         "against the mid per ticker and side, fit quadratic, power-law and piecewise power-law "
         "models, and write impact.json plus PNG figures to --out.",
     )
-    p.add_argument("paths", nargs="+", metavar="PATH",
-                   help="MBP-10 files (csv, csv.gz, csv.zst, dbn, dbn.zst) or per-ticker folders")
+    p.add_argument(
+        "paths",
+        nargs="+",
+        metavar="PATH",
+        help="MBP-10 files (csv, csv.gz, csv.zst, dbn, dbn.zst) or per-ticker folders",
+    )
     p.add_argument("--out", required=True, metavar="DIR", help="output folder (created)")
-    p.add_argument("--sizes", type=_sizes, default=_sizes("100:10000:100"),
-                   help="order sizes in shares: START:STOP:STEP or a comma list "
-                   "(default 100:10000:100, the specification's grid)")
+    p.add_argument(
+        "--sizes",
+        type=_sizes,
+        default=_sizes("100:10000:100"),
+        help="order sizes in shares: START:STOP:STEP or a comma list "
+        "(default 100:10000:100, the specification's grid)",
+    )
     p.add_argument("--side", choices=["buy", "sell", "both"], default="both")
-    p.add_argument("--beyond-depth", choices=[k.value for k in BeyondDepth],
-                   default=BeyondDepth.EXTRAPOLATE.value,
-                   help="cost of shares past the 10 visible levels (default extrapolate)")
-    p.add_argument("--penalty-bps", type=float, default=100.0,
-                   help="price penalty of --beyond-depth penalty, bps of the last level (100)")
-    p.add_argument("--history", nargs="*", default=[], metavar="PATH",
-                   help="files or folders to learn the intraday profile from (flat if none)")
-    p.add_argument("--bucket-s", type=float, default=1800.0,
-                   help="time-of-day bucket of the intraday profile, seconds (1800)")
-    p.add_argument("--shares", type=float, default=10_000.0,
-                   help="parent order of the schedule panel, shares (10000)")
-    p.add_argument("--periods", type=int, default=20,
-                   help="periods of the schedule panel over the session (20)")
-    p.add_argument("--regimes", type=int, default=2,
-                   help="regimes of the piecewise power law (2)")
+    p.add_argument(
+        "--beyond-depth",
+        choices=[k.value for k in BeyondDepth],
+        default=BeyondDepth.EXTRAPOLATE.value,
+        help="cost of shares past the 10 visible levels (default extrapolate)",
+    )
+    p.add_argument(
+        "--penalty-bps",
+        type=float,
+        default=100.0,
+        help="price penalty of --beyond-depth penalty, bps of the last level (100)",
+    )
+    p.add_argument(
+        "--history",
+        nargs="*",
+        default=[],
+        metavar="PATH",
+        help="files or folders to learn the intraday profile from (flat if none)",
+    )
+    p.add_argument(
+        "--bucket-s",
+        type=float,
+        default=1800.0,
+        help="time-of-day bucket of the intraday profile, seconds (1800)",
+    )
+    p.add_argument(
+        "--shares",
+        type=float,
+        default=10_000.0,
+        help="parent order of the schedule panel, shares (10000)",
+    )
+    p.add_argument(
+        "--periods",
+        type=int,
+        default=20,
+        help="periods of the schedule panel over the session (20)",
+    )
+    p.add_argument("--regimes", type=int, default=2, help="regimes of the piecewise power law (2)")
     p.add_argument("--no-figures", action="store_true", help="write impact.json only")
-    p.add_argument("--progress", choices=["auto", "on", "off"], default="auto",
-                   help="progress bar on stderr (auto: only when stderr is a terminal)")
+    p.add_argument(
+        "--progress",
+        choices=["auto", "on", "off"],
+        default="auto",
+        help="progress bar on stderr (auto: only when stderr is a terminal)",
+    )
     p.set_defaults(func=run)
 
 
@@ -115,8 +150,7 @@ def _data_files(folder: Path) -> list[Path]:
     from feeds.readers import SUPPORTED_SUFFIXES
 
     return sorted(
-        f for f in folder.iterdir()
-        if f.is_file() and f.name.lower().endswith(SUPPORTED_SUFFIXES)
+        f for f in folder.iterdir() if f.is_file() and f.name.lower().endswith(SUPPORTED_SUFFIXES)
     )
 
 
@@ -181,8 +215,9 @@ def _accumulate(
         st = stats.get(ticker)
         if st is None:
             st = stats[ticker] = _TickerStats()
-            st.buckets = {s: [CurveAccumulator(sizes, s, policy) for _ in range(n_b)]
-                          for s in sides}
+            st.buckets = {
+                s: [CurveAccumulator(sizes, s, policy) for _ in range(n_b)] for s in sides
+            }
             st.depth = {s: [] for s in sides}
         if path not in st.files:
             st.files.append(path)
@@ -232,12 +267,19 @@ def _stats(v: NDArray[np.float64]) -> dict[str, float]:
     if v.size == 0:
         return {}
     q = np.quantile(v, [0.0, 0.05, 0.5, 0.95, 1.0])
-    return {"min": q[0], "p05": q[1], "median": q[2], "mean": float(v.mean()), "p95": q[3],
-            "max": q[4]}
+    return {
+        "min": q[0],
+        "p05": q[1],
+        "median": q[2],
+        "mean": float(v.mean()),
+        "p95": q[3],
+        "max": q[4],
+    }
 
 
-def _waterfill(beta: NDArray[np.float64], gamma: NDArray[np.float64], total: float
-               ) -> NDArray[np.float64]:
+def _waterfill(
+    beta: NDArray[np.float64], gamma: NDArray[np.float64], total: float
+) -> NDArray[np.float64]:
     """Minimise sum beta_t x_t + gamma_t x_t^2 s.t. sum x = total, x >= 0 (bisection on lam)."""
     g = np.maximum(gamma, 1e-15 * max(float(np.max(gamma)), 1e-15))
 
@@ -255,8 +297,9 @@ def _waterfill(beta: NDArray[np.float64], gamma: NDArray[np.float64], total: flo
     return x * (total / x.sum()) if x.sum() > 0 else np.full_like(beta, total / beta.size)
 
 
-def _schedule(fit: QuadraticFit, starts: NDArray[np.int64], shares: float,
-              profile: IntradayProfile) -> dict[str, Any]:
+def _schedule(
+    fit: QuadraticFit, starts: NDArray[np.int64], shares: float, profile: IntradayProfile
+) -> dict[str, Any]:
     if not fit.ok:
         return {"status": "no_fit"}
     beta_t, gamma_t = forecast(fit.beta, fit.gamma, int(starts[0]), starts, profile)
@@ -283,8 +326,12 @@ def _period_starts(st: _TickerStats, n: int) -> NDArray[np.int64]:
 
 
 def _estimate(
-    ticker: str, st: _TickerStats, args: argparse.Namespace, sides: Sequence[Side],
-    history: dict[str, dict[str, IntradayProfile]], bucket_ns: int,
+    ticker: str,
+    st: _TickerStats,
+    args: argparse.Namespace,
+    sides: Sequence[Side],
+    history: dict[str, dict[str, IntradayProfile]],
+    bucket_ns: int,
 ) -> dict[str, Any]:
     hs = np.concatenate(st.half_spread) if st.half_spread else np.empty(0)
     out: dict[str, Any] = {
@@ -307,15 +354,26 @@ def _estimate(
         }
         if curve.policy_used:
             log.warning(
-                "impact.beyond_depth_used", ticker=ticker, side=s,
-                policy=curve.policy.kind.value, penalty_bps=curve.policy.penalty_bps,
+                "impact.beyond_depth_used",
+                ticker=ticker,
+                side=s,
+                policy=curve.policy.kind.value,
+                penalty_bps=curve.policy.penalty_bps,
                 frac_beyond_depth_max=float(np.nanmax(curve.frac_beyond_depth)),
                 first_size_beyond=float(curve.sizes[np.argmax(curve.frac_beyond_depth > 0)]),
             )
         for name, fit in models.items():
-            log.info("impact.fitted", ticker=ticker, side=s, model=name, status=fit.status,
-                     r2=fit.r2, rmse=fit.rmse, n_snapshots=fit.n_snapshots,
-                     frac_beyond_depth=fit.frac_beyond_depth)
+            log.info(
+                "impact.fitted",
+                ticker=ticker,
+                side=s,
+                model=name,
+                status=fit.status,
+                r2=fit.r2,
+                rmse=fit.rmse,
+                n_snapshots=fit.n_snapshots,
+                frac_beyond_depth=fit.frac_beyond_depth,
+            )
         in_sample = profile_from(st.buckets[s], bucket_ns, min_snapshots=200)
         fprof = history.get(ticker, {}).get(s, IntradayProfile.flat())
         depth = np.concatenate(st.depth[s]) if st.depth[s] else np.empty(0)
@@ -400,8 +458,10 @@ def run(args: argparse.Namespace) -> int:
                 hstats = _accumulate(hist_sources, sides, args.sizes, policy, bucket_ns, hbar)
             finally:
                 hbar.close()
-            history = {t: {s: profile_from(h.buckets[s], bucket_ns) for s in sides}
-                       for t, h in hstats.items()}
+            history = {
+                t: {s: profile_from(h.buckets[s], bucket_ns) for s in sides}
+                for t, h in hstats.items()
+            }
     except (OSError, ValueError, FeedError) as e:
         print(f"exec-agent calibrate: {e}", file=sys.stderr)
         return 2
@@ -413,8 +473,11 @@ def run(args: argparse.Namespace) -> int:
             "command": "exec-agent calibrate",
             "sizes": args.sizes.tolist(),
             "sides": list(sides),
-            "beyond_depth": {"policy": policy.kind.value, "penalty_bps": policy.penalty_bps,
-                             "description": policy.describe()},
+            "beyond_depth": {
+                "policy": policy.kind.value,
+                "penalty_bps": policy.penalty_bps,
+                "description": policy.describe(),
+            },
             "cost_units": "total cost in currency against the mid; g(x) = beta*x + gamma*x**2",
             "history": [str(p) for p in args.history],
             "bucket_s": args.bucket_s,

@@ -21,8 +21,13 @@ from __future__ import annotations
 
 import os
 
-for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS",
-             "VECLIB_MAXIMUM_THREADS", "NUMEXPR_NUM_THREADS"):
+for _var in (
+    "OMP_NUM_THREADS",
+    "OPENBLAS_NUM_THREADS",
+    "MKL_NUM_THREADS",
+    "VECLIB_MAXIMUM_THREADS",
+    "NUMEXPR_NUM_THREADS",
+):
     os.environ[_var] = "1"
 
 import argparse  # noqa: E402
@@ -83,12 +88,14 @@ def baseline_curve(df: pd.DataFrame, sizes: np.ndarray) -> tuple[np.ndarray, np.
 
 def batch_from_frame(df: pd.DataFrame) -> BookBatch:
     """Columnar BookBatch from a Databento-layout frame (timestamps unused here)."""
+
     def cols(kind: str) -> np.ndarray:
         return df[[f"{kind}_{lev:02d}" for lev in range(L)]].to_numpy(dtype=np.float64)
 
     ts = np.arange(len(df), dtype=np.int64)
-    return BookBatch("BENCH", ts, ts, cols("bid_px"), cols("bid_sz"), cols("ask_px"),
-                     cols("ask_sz"))
+    return BookBatch(
+        "BENCH", ts, ts, cols("bid_px"), cols("bid_sz"), cols("ask_px"), cols("ask_sz")
+    )
 
 
 def ours_from_frame(df: pd.DataFrame, sizes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -123,12 +130,19 @@ def bench_vs_spec(quick: bool) -> dict[str, float]:
     m_base, s_base = baseline_curve(sub, SIZES)
     base_t = (time.perf_counter() - t) * len(df) / n_base
     m_check, s_check = ours_from_frame(sub, SIZES)
-    diff = max(float(np.max(np.abs(m_check - m_base) / np.abs(m_base))),
-               float(np.max(np.abs(s_check - s_base) / np.abs(s_base))))
+    diff = max(
+        float(np.max(np.abs(m_check - m_base) / np.abs(m_base))),
+        float(np.max(np.abs(s_check - s_base) / np.abs(s_base))),
+    )
     return {
-        "rows": len(df), "sizes": SIZES.size, "baseline_rows_timed": n_base,
-        "baseline_s": base_t, "ours_s": ours_t, "speedup": base_t / ours_t,
-        "max_rel_diff": diff, "mean_slippage_at_10000": float(m_ours[-1]),
+        "rows": len(df),
+        "sizes": SIZES.size,
+        "baseline_rows_timed": n_base,
+        "baseline_s": base_t,
+        "ours_s": ours_t,
+        "speedup": base_t / ours_t,
+        "max_rel_diff": diff,
+        "mean_slippage_at_10000": float(m_ours[-1]),
         "std_slippage_at_10000": float(s_ours[-1]),
     }
 
@@ -145,30 +159,46 @@ def bench_vs_read_csv(workdir: Path) -> dict[str, float]:
     batch = batch_from_frame(pd.read_csv(path))
     one = _median_time(lambda: cost_curve(batch, "buy", SIZES, PENALTY), repeat=5)
     both = _median_time(
-        lambda: (cost_curve(batch, "buy", SIZES, PENALTY),
-                 cost_curve(batch, "sell", SIZES, PENALTY)),
+        lambda: (
+            cost_curve(batch, "buy", SIZES, PENALTY),
+            cost_curve(batch, "sell", SIZES, PENALTY),
+        ),
         repeat=5,
     )
-    return {"rows": len(batch), "file_mb": path.stat().st_size / 1e6, "read_csv_s": read_t,
-            "curve_one_side_s": one, "curve_both_sides_s": both,
-            "read_over_one_side": read_t / one, "read_over_both_sides": read_t / both}
+    return {
+        "rows": len(batch),
+        "file_mb": path.stat().st_size / 1e6,
+        "read_csv_s": read_t,
+        "curve_one_side_s": one,
+        "curve_both_sides_s": both,
+        "read_over_one_side": read_t / one,
+        "read_over_both_sides": read_t / both,
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
     """Run both parts, print a table and the pass/fail of the targets."""
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--quick", action="store_true",
-                    help="time the baseline on 500 rows and scale to 10,000 (labelled)")
-    ap.add_argument("--workdir", type=Path,
-                    default=Path(tempfile.gettempdir()) / "exec-agent-bench",
-                    help="cache folder of the 1M-row file")
+    ap.add_argument(
+        "--quick",
+        action="store_true",
+        help="time the baseline on 500 rows and scale to 10,000 (labelled)",
+    )
+    ap.add_argument(
+        "--workdir",
+        type=Path,
+        default=Path(tempfile.gettempdir()) / "exec-agent-bench",
+        help="cache folder of the 1M-row file",
+    )
     ap.add_argument("--json", type=Path, help="also write the numbers to this file")
     args = ap.parse_args(argv)
     args.workdir.mkdir(parents=True, exist_ok=True)
 
     p1 = bench_vs_spec(args.quick)
-    print(f"[1] {p1['rows']:,} rows x {p1['sizes']} sizes, buy, penalty 1%"
-          + (" (baseline timed on 500 rows, scaled)" if args.quick else ""))
+    print(
+        f"[1] {p1['rows']:,} rows x {p1['sizes']} sizes, buy, penalty 1%"
+        + (" (baseline timed on 500 rows, scaled)" if args.quick else "")
+    )
     print(f"    spec iterrows walk : {p1['baseline_s']:10.3f} s")
     print(f"    cost_curve (median): {p1['ours_s'] * 1e3:10.3f} ms")
     print(f"    speed-up           : {p1['speedup']:10.0f} x   (target >= 3000 x)")
@@ -176,14 +206,20 @@ def main(argv: list[str] | None = None) -> int:
     p2 = bench_vs_read_csv(args.workdir)
     print(f"[2] {p2['rows']:,}-row MBP-10 CSV ({p2['file_mb']:.0f} MB), {SIZES.size} sizes")
     print(f"    pandas.read_csv    : {p2['read_csv_s']:10.3f} s")
-    print(f"    curve, one side    : {p2['curve_one_side_s']:10.3f} s"
-          f"   (read_csv / curve = {p2['read_over_one_side']:.1f})")
-    print(f"    curve, both sides  : {p2['curve_both_sides_s']:10.3f} s"
-          f"   (read_csv / curve = {p2['read_over_both_sides']:.1f})")
+    print(
+        f"    curve, one side    : {p2['curve_one_side_s']:10.3f} s"
+        f"   (read_csv / curve = {p2['read_over_one_side']:.1f})"
+    )
+    print(
+        f"    curve, both sides  : {p2['curve_both_sides_s']:10.3f} s"
+        f"   (read_csv / curve = {p2['read_over_both_sides']:.1f})"
+    )
     ok1 = p1["speedup"] >= 3000 and p1["max_rel_diff"] < 1e-9
     ok2 = p2["read_over_one_side"] > 1
-    print(f"targets: speed-up >= 3000x with equal numbers: {'PASS' if ok1 else 'FAIL'}; "
-          f"curve cheaper than read_csv: {'PASS' if ok2 else 'FAIL'}")
+    print(
+        f"targets: speed-up >= 3000x with equal numbers: {'PASS' if ok1 else 'FAIL'}; "
+        f"curve cheaper than read_csv: {'PASS' if ok2 else 'FAIL'}"
+    )
     if args.json:
         args.json.write_text(json.dumps({"vs_spec": p1, "vs_read_csv": p2}, indent=1))
     return 0 if ok1 and ok2 else 1

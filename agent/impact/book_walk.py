@@ -268,7 +268,7 @@ def walk_cost(
     sz: ArrayLike,
     mid: ArrayLike,
     sizes: ArrayLike,
-    policy: DepthPolicy = DepthPolicy(),  # noqa: B008 (frozen, immutable default)
+    policy: DepthPolicy = DepthPolicy(),
     *,
     side: Side = "buy",
 ) -> NDArray[np.float64]:
@@ -294,7 +294,6 @@ def walk_cost(
     x = _check_sizes(sizes)
     px = np.asarray(px, dtype=np.float64)
     mid = np.asarray(mid, dtype=np.float64)
-    ok = np.isfinite(mid) & np.isfinite(px[:, 0]) if px.ndim == 2 else None
     p = _prepare(px, np.asarray(sz, dtype=np.float64), mid, policy, side)
     n_lev, m = p.d.shape
     out = np.zeros((m, x.size))
@@ -312,8 +311,8 @@ def walk_cost(
     else:
         out += r * (p.e[:, None] + 0.5 * p.k[:, None] * r)
     if p.n_dropped:
-        full = np.full((ok.size, x.size), np.nan)
-        full[ok] = out
+        full = np.full((mid.size, x.size), np.nan)
+        full[np.isfinite(mid) & np.isfinite(px[:, 0])] = out
         return full
     return out
 
@@ -383,7 +382,7 @@ class CurveAccumulator:
         self,
         sizes: ArrayLike,
         side: Side,
-        policy: DepthPolicy = DepthPolicy(),  # noqa: B008 (frozen, immutable default)
+        policy: DepthPolicy = DepthPolicy(),
     ) -> None:
         if side not in ("buy", "sell"):
             raise ValueError(f"side must be 'buy' or 'sell', got {side!r}")
@@ -413,15 +412,13 @@ class CurveAccumulator:
             return t.astype(np.intp)
         return np.searchsorted(self.sizes, pos, side="left")
 
-    def add_arrays(
-        self, px: ArrayLike, sz: ArrayLike, mid: ArrayLike
-    ) -> None:
+    def add_arrays(self, px: ArrayLike, sz: ArrayLike, mid: ArrayLike) -> None:
         """Add rows given as the walked side's arrays (see ``walk_cost`` for shapes)."""
         px = np.asarray(px, dtype=np.float64)
         sz = np.asarray(sz, dtype=np.float64)
         mid = np.asarray(mid, dtype=np.float64)
         g = self.sizes.size
-        for lo in range(0, px.shape[0], _CHUNK_ROWS):  # chunks of 65k rows, not rows
+        for lo in range(0, px.shape[0], _CHUNK_ROWS):  # chunks of rows, not single rows
             hi = lo + _CHUNK_ROWS
             p = _prepare(px[lo:hi], sz[lo:hi], mid[lo:hi], self.policy, self.side)
             self.n_dropped += p.n_dropped
@@ -468,8 +465,9 @@ class CurveAccumulator:
         n = self.n_snapshots
         if n == 0:
             nan = np.full(x.size, np.nan)
-            return CostCurve(x, nan, nan.copy(), 0, nan.copy(), self.policy, self.side,
-                             self.n_dropped)
+            return CostCurve(
+                x, nan, nan.copy(), 0, nan.copy(), self.policy, self.side, self.n_dropped
+            )
         tot = np.cumsum(self._delta[:-1], axis=0)  # (G, 8) coefficient sums in force at x_g
         x2 = x * x
         s1 = tot[:, 0] + tot[:, 1] * x + tot[:, 2] * x2
@@ -488,7 +486,7 @@ def cost_curve(
     batch: BookBatch,
     side: Side,
     sizes: ArrayLike,
-    policy: DepthPolicy = DepthPolicy(),  # noqa: B008 (frozen, immutable default)
+    policy: DepthPolicy = DepthPolicy(),
 ) -> CostCurve:
     """Return the window mean (and spread) of the walk-the-book total cost curve.
 

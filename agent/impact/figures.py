@@ -10,7 +10,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
 __all__ = ["draw_all", "draw_fit", "draw_profile", "draw_summary"]
@@ -68,26 +67,54 @@ def draw_summary(result: dict[str, Any], out: Path) -> Path:
             s = _arr(c["mean_cost"]) / x
             e = _arr(c["std_cost"]) / x
             step = max(1, x.size // 20)
-            a_imp.errorbar(x[::step], s[::step], yerr=e[::step], fmt="o", ms=3, capsize=2,
-                           color=colors[t], alpha=0.7)
+            a_imp.errorbar(
+                x[::step],
+                s[::step],
+                yerr=e[::step],
+                fmt="o",
+                ms=3,
+                capsize=2,
+                color=colors[t],
+                alpha=0.7,
+            )
             a_imp.plot(x, s, ls, color=colors[t], label=f"{t} {side}")
-            a_depth.plot(x, _arr(c["frac_beyond_depth"]), ls, color=colors[t],
-                         label=f"{t} {side}")
+            a_depth.plot(x, _arr(c["frac_beyond_depth"]), ls, color=colors[t], label=f"{t} {side}")
         sched = data.get("buy", data.get("sell", {})).get("schedule", {})
         if sched.get("status") == "ok":
-            a_sched.plot(np.arange(len(sched["x"])), sched["x"], "o-", color=colors[t],
-                         label=f"{t} (forecast profile)")
+            a_sched.plot(
+                np.arange(len(sched["x"])),
+                sched["x"],
+                "o-",
+                color=colors[t],
+                label=f"{t} (forecast profile)",
+            )
         sched2 = data.get("buy", data.get("sell", {})).get("schedule_in_sample_profile", {})
         if sched2.get("status") == "ok":
-            a_sched.plot(np.arange(len(sched2["x"])), sched2["x"], "x--", color=colors[t],
-                         alpha=0.6, label=f"{t} (in-sample profile)")
-    a_imp.set(title="(a) Temporary impact: mean slippage per share, +-1 std",
-              xlabel="order size x (shares)", ylabel="g(x)/x (currency per share)")
+            a_sched.plot(
+                np.arange(len(sched2["x"])),
+                sched2["x"],
+                "x--",
+                color=colors[t],
+                alpha=0.6,
+                label=f"{t} (in-sample profile)",
+            )
+    a_imp.set(
+        title="(a) Temporary impact: mean slippage per share, +-1 std",
+        xlabel="order size x (shares)",
+        ylabel="g(x)/x (currency per share)",
+    )
     a_imp.set_yscale("log")
-    a_sched.set(title="(b) Optimal schedule of the parent order (quadratic g, buy)",
-                xlabel="period", ylabel="shares")
-    a_depth.set(title="(d) Snapshots whose 10 visible levels hold fewer than x shares",
-                xlabel="order size x (shares)", ylabel="share of snapshots", ylim=(-0.02, 1.02))
+    a_sched.set(
+        title="(b) Optimal schedule of the parent order (quadratic g, buy)",
+        xlabel="period",
+        ylabel="shares",
+    )
+    a_depth.set(
+        title="(d) Snapshots whose 10 visible levels hold fewer than x shares",
+        xlabel="order size x (shares)",
+        ylabel="share of snapshots",
+        ylim=(-0.02, 1.02),
+    )
     names, betas, gammas = [], [], []
     for t, data in tickers.items():
         for side in ("buy", "sell"):
@@ -126,19 +153,32 @@ def draw_fit(ticker: str, data: dict[str, Any], out: Path) -> Path:
             if m is None:
                 continue
             r2 = m.get("r2")
-            a.plot(x, _model_slippage(name, m, x), ls, lw=1.6,
-                   label=f"{label} (R2={r2:.4f})" if r2 is not None else label)
+            a.plot(
+                x,
+                _model_slippage(name, m, x),
+                ls,
+                lw=1.6,
+                label=f"{label} (R2={r2:.4f})" if r2 is not None else label,
+            )
         beyond = np.flatnonzero(frac > 0.05)
         if beyond.size:
-            a.axvspan(x[beyond[0]], x[-1], color="tab:red", alpha=0.06,
-                      label="> 5% of snapshots past visible depth")
+            a.axvspan(
+                x[beyond[0]],
+                x[-1],
+                color="tab:red",
+                alpha=0.06,
+                label="> 5% of snapshots past visible depth",
+            )
         a2 = a.twinx()
         a2.plot(x, frac, color="tab:red", lw=1, alpha=0.7)
         a2.set_ylabel("share past visible depth", color="tab:red")
         a2.set_ylim(0, 1.02)
         pol = data[side]["beyond_depth"]["policy"]
-        a.set(title=f"{ticker} {side}: per-share slippage (beyond depth: {pol})",
-              xlabel="order size x (shares)", ylabel="g(x)/x (currency per share)")
+        a.set(
+            title=f"{ticker} {side}: per-share slippage (beyond depth: {pol})",
+            xlabel="order size x (shares)",
+            ylabel="g(x)/x (currency per share)",
+        )
         a.grid(True, alpha=0.3)
         a.legend(fontsize=7, loc="upper left")
     return _save(fig, out / f"fit_{ticker}.png")
@@ -156,20 +196,29 @@ def draw_profile(ticker: str, data: dict[str, Any], out: Path) -> Path:
         if has.size:
             idx = np.arange(has[0], has[-1] + 1)
             hours = idx * p["bucket_s"] / 3600
-            for key, label, mk in (("beta_mult", "beta (spread part)", "o-"),
-                                   ("gamma_mult", "gamma (depth part)", "s-"),
-                                   ("cost_mult", f"g({p['ref_size']:.0f} sh)", "^-")):
+            for key, label, mk in (
+                ("beta_mult", "beta (spread part)", "o-"),
+                ("gamma_mult", "gamma (depth part)", "s-"),
+                ("cost_mult", f"g({p['ref_size']:.0f} sh)", "^-"),
+            ):
                 a.plot(hours, np.array(p[key])[idx], mk, ms=4, label=f"{label}, in-sample")
             f = data[side]["forecast_profile"]
             if f["source"] != "flat":
                 fi = np.arange(len(f["cost_mult"]))
                 fh = fi * f["bucket_s"] / 3600
                 keep = (fh >= hours[0]) & (fh <= hours[-1])
-                a.plot(fh[keep], np.array(f["cost_mult"])[keep], "k--",
-                       label="g multiplier, forecast (history)")
+                a.plot(
+                    fh[keep],
+                    np.array(f["cost_mult"])[keep],
+                    "k--",
+                    label="g multiplier, forecast (history)",
+                )
         a.axhline(1.0, color="0.5", lw=0.8)
-        a.set(title=f"{ticker} {side}: intraday liquidity multipliers",
-              xlabel="bucket start (hours, UTC)", ylabel="multiplier vs whole sample")
+        a.set(
+            title=f"{ticker} {side}: intraday liquidity multipliers",
+            xlabel="bucket start (hours, UTC)",
+            ylabel="multiplier vs whole sample",
+        )
         a.set_yscale("log")
         a.grid(True, alpha=0.3)
         a.legend(fontsize=7)

@@ -34,7 +34,7 @@ from enum import StrEnum
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
-from scipy.optimize import least_squares, nnls
+from scipy.optimize import least_squares, lsq_linear, nnls
 
 from agent.impact.book_walk import CostCurve
 
@@ -242,7 +242,8 @@ def fit_quadratic(curve: CostCurve, *, max_frac_beyond: float = 1.0) -> Quadrati
         return QuadraticFit(math.nan, math.nan, **_failed(curve, FitStatus.EMPTY_WINDOW, d))
     if d.x.size < 2:
         return QuadraticFit(
-            math.nan, math.nan,
+            math.nan,
+            math.nan,
             **_failed(curve, FitStatus.TOO_FEW_POINTS, f"{d.x.size} usable sizes, need 2"),
             n_sizes=int(d.x.size),
         )
@@ -252,7 +253,14 @@ def fit_quadratic(curve: CostCurve, *, max_frac_beyond: float = 1.0) -> Quadrati
     beta, gamma = float(coef[0]), float(coef[1] / scale)
     r2, rmse = _diagnostics(d, beta + gamma * d.x)
     return QuadraticFit(
-        beta, gamma, r2, rmse, d.n_snapshots, d.frac_beyond, str(FitStatus.OK), d.note,
+        beta,
+        gamma,
+        r2,
+        rmse,
+        d.n_snapshots,
+        d.frac_beyond,
+        str(FitStatus.OK),
+        d.note,
         int(d.x.size),
     )
 
@@ -266,9 +274,7 @@ def _log_hinge_design(lx: NDArray[np.float64], lbreaks: NDArray[np.float64]) -> 
     return np.column_stack(cols)
 
 
-def _fit_log_hinge(
-    d: _Data, lbreaks: NDArray[np.float64]
-) -> tuple[NDArray[np.float64], bool, str]:
+def _fit_log_hinge(d: _Data, lbreaks: NDArray[np.float64]) -> tuple[NDArray[np.float64], bool, str]:
     """Fit ``theta = (log a_0, b_0, delta_1..)`` with ``b_0, delta_k >= 0`` to ``s`` (absolute).
 
     Start from the bounded log-space least squares, then minimise the absolute residuals of
@@ -280,8 +286,6 @@ def _fit_log_hinge(
     lo = np.r_[-np.inf, np.zeros(design.shape[1] - 1)]
     hi = np.full(design.shape[1], np.inf)
     if pos.sum() >= design.shape[1]:
-        from scipy.optimize import lsq_linear
-
         start = lsq_linear(design[pos], np.log(d.s[pos]), bounds=(lo, hi)).x
     else:
         start = np.r_[math.log(max(float(np.mean(d.s)), 1e-12)), np.zeros(design.shape[1] - 1)]
@@ -314,19 +318,25 @@ def fit_power(curve: CostCurve, *, max_frac_beyond: float = 1.0) -> PowerFit:
         return PowerFit(math.nan, math.nan, **_failed(curve, FitStatus.EMPTY_WINDOW, d))
     if d.x.size < 2 or not np.any(d.s > 0):
         return PowerFit(
-            math.nan, math.nan,
-            **_failed(curve, FitStatus.TOO_FEW_POINTS,
-                      f"{d.x.size} usable sizes with positive cost, need 2"),
+            math.nan,
+            math.nan,
+            **_failed(
+                curve,
+                FitStatus.TOO_FEW_POINTS,
+                f"{d.x.size} usable sizes with positive cost, need 2",
+            ),
             n_sizes=int(d.x.size),
         )
     theta, ok, msg = _fit_log_hinge(d, np.empty(0))
     if not ok:
-        return PowerFit(math.nan, math.nan, **_failed(curve, FitStatus.FAILED, msg),
-                        n_sizes=int(d.x.size))
+        return PowerFit(
+            math.nan, math.nan, **_failed(curve, FitStatus.FAILED, msg), n_sizes=int(d.x.size)
+        )
     a, b = float(np.exp(theta[0])), float(theta[1])
     r2, rmse = _diagnostics(d, a * np.power(d.x, b))
-    return PowerFit(a, b, r2, rmse, d.n_snapshots, d.frac_beyond, str(FitStatus.OK), d.note,
-                    int(d.x.size))
+    return PowerFit(
+        a, b, r2, rmse, d.n_snapshots, d.frac_beyond, str(FitStatus.OK), d.note, int(d.x.size)
+    )
 
 
 def fit_piecewise_power(
@@ -370,31 +380,58 @@ def fit_piecewise_power(
     empty_bp = np.full(k_reg - 1, np.nan) if bps is None else bps
     d = _data(curve, max_frac_beyond)
     if isinstance(d, str):
-        return PiecewisePowerFit(empty_bp, nan_k, nan_k.copy(),
-                                 **_failed(curve, FitStatus.EMPTY_WINDOW, d))
+        return PiecewisePowerFit(
+            empty_bp, nan_k, nan_k.copy(), **_failed(curve, FitStatus.EMPTY_WINDOW, d)
+        )
     if d.x.size < k_reg + 1 or not np.any(d.s > 0):
         return PiecewisePowerFit(
-            empty_bp, nan_k, nan_k.copy(),
-            **_failed(curve, FitStatus.TOO_FEW_POINTS,
-                      f"{d.x.size} usable sizes, need {k_reg + 1} for {k_reg} regimes"),
+            empty_bp,
+            nan_k,
+            nan_k.copy(),
+            **_failed(
+                curve,
+                FitStatus.TOO_FEW_POINTS,
+                f"{d.x.size} usable sizes, need {k_reg + 1} for {k_reg} regimes",
+            ),
             n_sizes=int(d.x.size),
         )
     if bps is None:
         bps = _search_breakpoints(d, k_reg - 1)
     theta, ok, msg = _fit_log_hinge(d, np.log(bps))
     if not ok:
-        return PiecewisePowerFit(bps, nan_k, nan_k.copy(), **_failed(curve, FitStatus.FAILED, msg),
-                                 n_sizes=int(d.x.size))
+        return PiecewisePowerFit(
+            bps, nan_k, nan_k.copy(), **_failed(curve, FitStatus.FAILED, msg), n_sizes=int(d.x.size)
+        )
     b = theta[1] + np.concatenate([[0.0], np.cumsum(theta[2:])])
     la = np.empty(k_reg)
     la[0] = theta[0]
     for k in range(1, k_reg):  # K regimes, a handful
         la[k] = la[k - 1] + (b[k - 1] - b[k]) * math.log(bps[k - 1])
-    fit = PiecewisePowerFit(bps, np.exp(la), b, math.nan, math.nan, d.n_snapshots,
-                            d.frac_beyond, str(FitStatus.OK), d.note, int(d.x.size))
+    fit = PiecewisePowerFit(
+        bps,
+        np.exp(la),
+        b,
+        math.nan,
+        math.nan,
+        d.n_snapshots,
+        d.frac_beyond,
+        str(FitStatus.OK),
+        d.note,
+        int(d.x.size),
+    )
     r2, rmse = _diagnostics(d, fit.cost(d.x) / d.x)
-    return PiecewisePowerFit(bps, fit.a, fit.b, r2, rmse, d.n_snapshots, d.frac_beyond,
-                             str(FitStatus.OK), d.note, int(d.x.size))
+    return PiecewisePowerFit(
+        bps,
+        fit.a,
+        fit.b,
+        r2,
+        rmse,
+        d.n_snapshots,
+        d.frac_beyond,
+        str(FitStatus.OK),
+        d.note,
+        int(d.x.size),
+    )
 
 
 def _search_breakpoints(d: _Data, n_breaks: int) -> NDArray[np.float64]:

@@ -86,9 +86,7 @@ class IntradayProfile:
         """Return the liquidity multiplier of the total cost at time ``ts_ns`` (1.0 when flat)."""
         return float(self.cost_mult[self.bucket(ts_ns)])
 
-    def multipliers(
-        self, starts_ns: ArrayLike
-    ) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
+    def multipliers(self, starts_ns: ArrayLike) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
         """Return beta and gamma multipliers of periods relative to the first one.
 
         Args:

@@ -32,20 +32,33 @@ def synth_dirs(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Two tickers as folders (gz and zst), plus a history day of each in another folder."""
     root = tmp_path_factory.mktemp("synth")
     for sym, seed in (("SYNA", 1), ("SYNB", 2)):
-        write_mbp10_csv(generate_day(sym, "2025-06-02", seed, n_rows=6000),
-                        root / "data" / sym / f"{sym}_2025-06-02.csv.gz")
-        write_mbp10_csv(generate_day(sym, "2025-05-30", seed + 10, n_rows=6000),
-                        root / "history" / sym / f"{sym}_2025-05-30.csv.zst")
+        write_mbp10_csv(
+            generate_day(sym, "2025-06-02", seed, n_rows=6000),
+            root / "data" / sym / f"{sym}_2025-06-02.csv.gz",
+        )
+        write_mbp10_csv(
+            generate_day(sym, "2025-05-30", seed + 10, n_rows=6000),
+            root / "history" / sym / f"{sym}_2025-05-30.csv.zst",
+        )
     return root
 
 
 @pytest.fixture(scope="module")
 def synth_result(synth_dirs: Path) -> tuple[Path, dict]:
     out = synth_dirs / "out"
-    code = _run(str(synth_dirs / "data" / "SYNA"), str(synth_dirs / "data" / "SYNB"),
-                "--out", str(out), "--sizes", "100:5000:100",
-                "--history", str(synth_dirs / "history" / "SYNA"),
-                str(synth_dirs / "history" / "SYNB"), "--progress", "off")
+    code = _run(
+        str(synth_dirs / "data" / "SYNA"),
+        str(synth_dirs / "data" / "SYNB"),
+        "--out",
+        str(out),
+        "--sizes",
+        "100:5000:100",
+        "--history",
+        str(synth_dirs / "history" / "SYNA"),
+        str(synth_dirs / "history" / "SYNB"),
+        "--progress",
+        "off",
+    )
     assert code == 0
     return out, json.loads((out / "impact.json").read_text())
 
@@ -94,9 +107,20 @@ def test_history_gives_a_time_of_day_forecast(synth_result):
 
 def test_without_history_the_forecast_is_flat_and_schedule_uniform(tmp_path, synth_dirs):
     """No history: flat profile, and constant costs give the uniform (TWAP) schedule."""
-    code = _run(str(synth_dirs / "data" / "SYNB"), "--out", str(tmp_path), "--no-figures",
-                "--side", "sell", "--beyond-depth", "penalty", "--penalty-bps", "50",
-                "--periods", "8")
+    code = _run(
+        str(synth_dirs / "data" / "SYNB"),
+        "--out",
+        str(tmp_path),
+        "--no-figures",
+        "--side",
+        "sell",
+        "--beyond-depth",
+        "penalty",
+        "--penalty-bps",
+        "50",
+        "--periods",
+        "8",
+    )
 
     res = json.loads((tmp_path / "impact.json").read_text())
     assert code == 0
@@ -105,7 +129,8 @@ def test_without_history_the_forecast_is_flat_and_schedule_uniform(tmp_path, syn
     assert sell["forecast_profile"]["source"] == "flat"
     np.testing.assert_allclose(sell["schedule"]["x"], 10_000 / 8, rtol=1e-9)
     assert sell["beyond_depth"] == {
-        "policy": "penalty", "penalty_bps": 50.0,
+        "policy": "penalty",
+        "penalty_bps": 50.0,
         "description": "penalty: last visible price worsened by 50 bps",
         "used": sell["beyond_depth"]["used"],
     }

@@ -24,8 +24,9 @@ EXTRAP = DepthPolicy(BeyondDepth.EXTRAPOLATE)
 REFUSE = DepthPolicy(BeyondDepth.REFUSE)
 
 
-def _batch(bids: list[list[tuple[float, float]]], asks: list[list[tuple[float, float]]],
-           levels: int = 10) -> BookBatch:
+def _batch(
+    bids: list[list[tuple[float, float]]], asks: list[list[tuple[float, float]]], levels: int = 10
+) -> BookBatch:
     """Build a batch from per-row (price, size) lists; missing levels are empty."""
     n = len(bids)
     bp = np.full((n, levels), np.nan)
@@ -170,8 +171,12 @@ def test_vectorised_walk_equals_plain_loop_on_random_books(side, kind, seed):
 
     got = walk_cost(px, sz, mid, sizes, policy, side=side)
 
-    ref = np.array([[_loop_cost(px[i], sz[i], mid[i], x, policy, side) for x in sizes]
-                    for i in range(len(batch))])
+    ref = np.array(
+        [
+            [_loop_cost(px[i], sz[i], mid[i], x, policy, side) for x in sizes]
+            for i in range(len(batch))
+        ]
+    )
     np.testing.assert_allclose(got, ref, rtol=1e-12, atol=1e-9, equal_nan=True)
 
 
@@ -201,8 +206,7 @@ def test_kink_accumulation_equals_row_matrix_moments(side, kind, grid):
     mean = np.where(np.isnan(mat).any(0), np.nan, mat.mean(0))
     std = np.where(np.isnan(mat).any(0), np.nan, mat.std(0))
     np.testing.assert_allclose(curve.mean_cost, mean, rtol=1e-11, atol=1e-12, equal_nan=True)
-    np.testing.assert_allclose(curve.std_cost, std, rtol=1e-7, atol=1e-9 * scale,
-                               equal_nan=True)
+    np.testing.assert_allclose(curve.std_cost, std, rtol=1e-7, atol=1e-9 * scale, equal_nan=True)
 
 
 def test_mean_curve_is_convex_and_segments_are_monotone():

@@ -19,8 +19,9 @@ from feeds.model import BookBatch
 SIZES = np.arange(100.0, 10_001.0, 100.0)
 
 
-def _curve(g: np.ndarray, sizes: np.ndarray = SIZES, frac: np.ndarray | None = None,
-           n: int = 500) -> CostCurve:
+def _curve(
+    g: np.ndarray, sizes: np.ndarray = SIZES, frac: np.ndarray | None = None, n: int = 500
+) -> CostCurve:
     frac = np.zeros_like(sizes) if frac is None else frac
     return CostCurve(sizes, g, np.zeros_like(g), n, frac)
 
@@ -84,8 +85,14 @@ def test_too_few_sizes_degrades_gracefully(fitter):
     """REFUSE leaving one finite size gives too_few_points, not an exception."""
     g = np.full(SIZES.size, np.nan)
     g[0] = 1.0
-    curve = CostCurve(SIZES, g, np.zeros_like(g), 10, np.r_[0.0, np.ones(SIZES.size - 1)],
-                      DepthPolicy(BeyondDepth.REFUSE))
+    curve = CostCurve(
+        SIZES,
+        g,
+        np.zeros_like(g),
+        10,
+        np.r_[0.0, np.ones(SIZES.size - 1)],
+        DepthPolicy(BeyondDepth.REFUSE),
+    )
 
     fit = fitter(curve)
 
@@ -96,8 +103,14 @@ def test_too_few_sizes_degrades_gracefully(fitter):
 def test_fit_reports_beyond_depth_share_and_policy():
     """The fit reports the mean beyond-depth share of its sizes and names the policy used."""
     frac = np.linspace(0, 0.5, SIZES.size)
-    curve = CostCurve(SIZES, 0.01 * SIZES + 1e-6 * SIZES**2, np.zeros(SIZES.size), 100, frac,
-                      DepthPolicy(BeyondDepth.PENALTY, 25))
+    curve = CostCurve(
+        SIZES,
+        0.01 * SIZES + 1e-6 * SIZES**2,
+        np.zeros(SIZES.size),
+        100,
+        frac,
+        DepthPolicy(BeyondDepth.PENALTY, 25),
+    )
 
     fit = fit_quadratic(curve)
     strict = fit_quadratic(curve, max_frac_beyond=0.0)
@@ -130,7 +143,7 @@ def test_power_exponent_is_non_negative():
 def test_piecewise_power_recovers_regimes_and_is_continuous():
     """Flat slippage up to 2000 shares then a power law: breakpoint, exponents, continuity."""
     x0, s0, b1 = 2000.0, 0.02, 0.6
-    s = np.where(SIZES < x0, s0, s0 * (SIZES / x0) ** b1)
+    s = np.where(x0 > SIZES, s0, s0 * (SIZES / x0) ** b1)
 
     fixed = fit_piecewise_power(_curve(s * SIZES), breakpoints=[x0])
     searched = fit_piecewise_power(_curve(s * SIZES), n_regimes=2)

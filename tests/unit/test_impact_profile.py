@@ -12,8 +12,9 @@ SIZES = np.arange(100.0, 2001.0, 100.0)
 H = 3_600_000_000_000  # one hour in ns
 
 
-def _day(day: int, hours: list[float], half_spread: list[float], depth: list[float],
-         per_hour: int = 300) -> BookBatch:
+def _day(
+    day: int, hours: list[float], half_spread: list[float], depth: list[float], per_hour: int = 300
+) -> BookBatch:
     """Constant books per UTC hour: the given half-spread (0.01 ticks) and shares per level."""
     ts, hs, dp = [], [], []
     for h, s, d in zip(hours, half_spread, depth, strict=True):
