@@ -40,6 +40,12 @@ def _model_slippage(name: str, m: dict[str, Any], x: np.ndarray) -> np.ndarray:
     return np.array(m["a"])[k] * np.power(x, np.array(m["b"])[k])
 
 
+def _legend(ax: Any, loc: str = "best") -> None:
+    """Draw the legend only when something is labelled (an empty legend warns)."""
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(fontsize=7, loc=loc)
+
+
 def _save(fig: Figure, path: Path) -> Path:
     fig.savefig(path, dpi=_DPI)
     return path
@@ -131,7 +137,7 @@ def draw_summary(result: dict[str, Any], out: Path) -> Path:
     a_par.set(title="(c) Quadratic model g(x) = beta x + gamma x^2")
     for a in (a_imp, a_sched, a_par, a_depth):
         a.grid(True, alpha=0.3)
-        a.legend(fontsize=7)
+        _legend(a)
     return _save(fig, out / "summary.png")
 
 
@@ -180,7 +186,7 @@ def draw_fit(ticker: str, data: dict[str, Any], out: Path) -> Path:
             ylabel="g(x)/x (currency per share)",
         )
         a.grid(True, alpha=0.3)
-        a.legend(fontsize=7, loc="upper left")
+        _legend(a, loc="upper left")
     return _save(fig, out / f"fit_{ticker}.png")
 
 
@@ -221,7 +227,7 @@ def draw_profile(ticker: str, data: dict[str, Any], out: Path) -> Path:
         )
         a.set_yscale("log")
         a.grid(True, alpha=0.3)
-        a.legend(fontsize=7)
+        _legend(a)
     return _save(fig, out / f"profile_{ticker}.png")
 
 

@@ -49,6 +49,11 @@ __all__ = [
 ]
 
 
+# Upper bound of every power-law exponent and exponent increment: past it a "fit" is a
+# degenerate curve (near-zero costs, then a wall), not a market impact.
+_B_MAX = 8.0
+
+
 class FitStatus(StrEnum):
     """Outcome of a fit."""
 
@@ -284,7 +289,7 @@ def _fit_log_hinge(d: _Data, lbreaks: NDArray[np.float64]) -> tuple[NDArray[np.f
     design = _log_hinge_design(lx, lbreaks)
     pos = d.s > 0
     lo = np.r_[-np.inf, np.zeros(design.shape[1] - 1)]
-    hi = np.full(design.shape[1], np.inf)
+    hi = np.r_[np.inf, np.full(design.shape[1] - 1, _B_MAX)]
     if pos.sum() >= design.shape[1]:
         start = lsq_linear(design[pos], np.log(d.s[pos]), bounds=(lo, hi)).x
     else:
@@ -303,7 +308,7 @@ def _fit_log_hinge(d: _Data, lbreaks: NDArray[np.float64]) -> tuple[NDArray[np.f
 
 
 def fit_power(curve: CostCurve, *, max_frac_beyond: float = 1.0) -> PowerFit:
-    """Fit ``g(x) = a*x**(1+b)`` with ``a > 0, b >= 0`` (never raises on data).
+    """Fit ``g(x) = a*x**(1+b)`` with ``a > 0, 0 <= b <= 8`` (never raises on data).
 
     Args:
         curve: Window curve from ``cost_curve``.
@@ -449,10 +454,9 @@ def _search_breakpoints(d: _Data, n_breaks: int) -> NDArray[np.float64]:
         theta, _, _ = _fit_log_hinge(d, lbps)
         return float(np.sum((np.exp(_log_hinge_design(lx, lbps) @ theta) - d.s) ** 2))
 
+    # The caller guarantees at least K + 1 sizes, hence n_breaks <= interior.size.
     for _ in range(n_breaks):
         free = np.array([c for c in interior if c not in chosen])
-        if free.size == 0:
-            break
         coarse = np.unique(np.linspace(0, free.size - 1, min(40, free.size)).round().astype(int))
         errs = [sse(float(free[i])) for i in coarse]  # at most 40 candidates
         j = int(np.argmin(errs))
@@ -461,6 +465,4 @@ def _search_breakpoints(d: _Data, n_breaks: int) -> NDArray[np.float64]:
         fine = np.arange(lo, hi + 1)
         errs_fine = [sse(float(free[i])) for i in fine]  # the sizes between two coarse ones
         chosen.append(float(free[fine[int(np.argmin(errs_fine))]]))
-    while len(chosen) < n_breaks:  # fewer interior sizes than breakpoints asked for
-        chosen.append(float(d.x[-1]) * (1 + len(chosen)))
     return np.sort(np.array(chosen))

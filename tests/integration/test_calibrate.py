@@ -181,3 +181,25 @@ def test_calibrate_reads_dbn(tmp_path):
     assert res["tickers"]
     for data in res["tickers"].values():
         assert data["buy"]["curve"]["sizes"] == [1.0, 2.0, 5.0, 10.0]
+
+
+def test_one_side_refuse_still_draws(tmp_path, synth_dirs):
+    """--side buy with --beyond-depth refuse: NaN-tail curves, failed fits drawn as gaps."""
+    code = _run(
+        str(synth_dirs / "data" / "SYNB"),
+        "--out",
+        str(tmp_path),
+        "--side",
+        "buy",
+        "--beyond-depth",
+        "refuse",
+        "--sizes",
+        "100:20000:500",
+        "--progress",
+        "off",
+    )
+
+    res = json.loads((tmp_path / "impact.json").read_text())["tickers"]["SYNB"]
+    assert code == 0
+    assert res["buy"]["curve"]["mean_cost"][-1] is None  # JSON null: unknown past the depth
+    assert (tmp_path / "fit_SYNB.png").exists() and (tmp_path / "summary.png").exists()

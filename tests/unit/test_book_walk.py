@@ -293,3 +293,24 @@ def test_cost_curve_dataclass_helpers():
     empty = CostCurve(sizes, np.full(2, np.nan), np.full(2, np.nan), 0, np.full(2, np.nan))
     knots, slopes = empty.segments()
     assert knots.tolist() == [0.0] and slopes.size == 0
+
+
+def test_shape_and_side_contracts():
+    """Mismatched arrays and unknown sides are broken contracts: ValueError."""
+    batch = _batch([ROW_A_BIDS], [ROW_A_ASKS])
+    px, sz, mid = side_arrays(batch, "buy")
+    with pytest.raises(ValueError, match="side"):
+        side_arrays(batch, "hold")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="shapes"):
+        walk_cost(px, sz[:, :5], mid, np.array([1.0]))
+
+
+def test_chunk_with_only_dropped_rows_adds_nothing():
+    """A batch whose rows all lack a mid leaves the accumulator empty but counts the drops."""
+    acc = CurveAccumulator(np.array([100.0]), "buy")
+    batch = _batch([[]], [ROW_A_ASKS])
+
+    acc.add(batch)
+
+    assert acc.n_snapshots == 0 and acc.n_dropped == 1
+    assert np.isnan(acc.result().mean_cost).all()

@@ -195,3 +195,37 @@ def test_quadratic_fit_on_random_books_is_convex_and_sane():
         fit = fit_quadratic(cost_curve(batch, side, SIZES))
         assert fit.ok and fit.beta >= 0 and fit.gamma >= 0
         assert math.isfinite(fit.r2) and fit.r2 > 0.5
+
+
+@pytest.mark.parametrize("fitter", [fit_power, fit_piecewise_power])
+def test_optimiser_failure_is_a_status(monkeypatch, fitter):
+    """If scipy's least_squares reports failure, the fit says so instead of raising."""
+    import agent.impact.fit as fit_mod
+
+    real = fit_mod.least_squares
+
+    def failing(*args, **kwargs):
+        res = real(*args, **kwargs)
+        res.success = False
+        res.message = "forced failure"
+        return res
+
+    monkeypatch.setattr(fit_mod, "least_squares", failing)
+
+    fit = fitter(
+        _curve(2e-3 * SIZES**1.3),
+        **({"breakpoints": [2000.0]} if fitter is fit_piecewise_power else {}),
+    )
+
+    assert fit.status == FitStatus.FAILED and "forced" in fit.message
+
+
+def test_power_fit_with_mostly_zero_cost_does_not_raise():
+    """A curve with a single positive cost still fits (start point falls back to the mean)."""
+    g = np.zeros(SIZES.size)
+    g[-1] = 1.0
+
+    fit = fit_power(_curve(g))
+
+    assert fit.status in (FitStatus.OK, FitStatus.FAILED)
+    assert fit.n_sizes == SIZES.size

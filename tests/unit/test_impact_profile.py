@@ -100,3 +100,36 @@ def test_to_dict_is_json_ready():
     assert d["bucket_start_utc"][13] == "13:00"
     assert len(d["beta_mult"]) == 24 and d["source"] == "history"
     assert IntradayProfile.flat().to_dict()["ref_size"] is None
+
+
+def test_single_learned_bucket_fills_the_day():
+    """One bucket with data: every bucket copies it, so the profile is flat in value."""
+    prof = learn_profile([_day(0, [13.5], [0.02], [100.0])], "buy", SIZES, min_snapshots=50)
+
+    assert prof.source == "history"
+    np.testing.assert_allclose(prof.beta_mult, 1.0)
+    assert prof.n_snapshots.sum() == 300
+
+
+def test_bucket_with_unknown_cost_copies_its_neighbour():
+    """Under REFUSE a bucket whose book cannot fill the reference size is not learned."""
+    from agent.impact.book_walk import BeyondDepth, DepthPolicy
+
+    hist = [_day(0, [13.5, 14.5, 15.5], [0.04, 0.01, 0.02], [100.0, 400.0, 5.0])]
+
+    prof = learn_profile(
+        hist, "buy", SIZES, bucket_s=3600, min_snapshots=50, policy=DepthPolicy(BeyondDepth.REFUSE)
+    )
+
+    thin = prof.bucket(int(15.6 * H))
+    assert prof.n_snapshots[thin] == 0
+    assert prof.beta_mult[thin] == prof.beta_mult[prof.bucket(int(14.6 * H))]
+
+
+def test_fill_nearest_without_any_value_is_ones():
+    """Nothing learned anywhere: multipliers default to 1."""
+    from agent.impact.profile import _fill_nearest
+
+    out = _fill_nearest(np.array([3.0, 4.0]), np.array([False, False]))
+
+    assert out.tolist() == [1.0, 1.0]
