@@ -183,6 +183,8 @@ class _TickerStats:
     buckets: dict[str, list[CurveAccumulator]] = field(default_factory=dict)
     t_first: int | None = None
     t_last: int | None = None
+    tod_min: int = DAY_NS  # earliest time of day seen, ns after midnight UTC
+    tod_max: int = 0  # latest time of day seen
 
 
 def _batches(
@@ -231,6 +233,9 @@ def _accumulate(
             continue
         st.t_first = int(b.ts_event_ns[0]) if st.t_first is None else st.t_first
         st.t_last = int(b.ts_event_ns[-1])
+        tod = b.ts_event_ns % DAY_NS
+        st.tod_min = min(st.tod_min, int(tod.min()))
+        st.tod_max = max(st.tod_max, int(tod.max()))
         st.half_spread.append(0.5 * (b.ask_px[:, 0] - b.bid_px[:, 0]))
         bucket = (b.ts_event_ns % DAY_NS) // bucket_ns
         cuts = np.flatnonzero(np.diff(bucket)) + 1
@@ -316,13 +321,11 @@ def _schedule(
 
 
 def _period_starts(st: _TickerStats, n: int) -> NDArray[np.int64]:
-    """Start times of ``n`` equal periods over the first day's traded span."""
+    """Start times of ``n`` equal periods spanning the traded times of day, on the first day."""
     t0 = int(st.t_first or 0)
     day0 = t0 - t0 % DAY_NS
-    last = int(st.t_last or t0)
-    t1 = min(last, day0 + DAY_NS - 1) if last - t0 < DAY_NS else day0 + (last % DAY_NS)
-    span = max(t1 - t0, n)
-    return t0 + (np.arange(n, dtype=np.int64) * span) // n
+    span = max(st.tod_max - st.tod_min, n)
+    return day0 + st.tod_min + (np.arange(n, dtype=np.int64) * span) // n
 
 
 def _estimate(

@@ -203,3 +203,50 @@ def test_one_side_refuse_still_draws(tmp_path, synth_dirs):
     assert code == 0
     assert res["buy"]["curve"]["mean_cost"][-1] is None  # JSON null: unknown past the depth
     assert (tmp_path / "fit_SYNB.png").exists() and (tmp_path / "summary.png").exists()
+
+
+@pytest.mark.parametrize(
+    "extra",
+    [["--bucket-s", "7000"], ["--periods", "0"], ["--shares", "-5"]],
+)
+def test_bad_options_exit_2(tmp_path, synth_dirs, capsys, extra):
+    """Options that cannot work are user errors: exit 2, one line on stderr."""
+    code = _run(str(synth_dirs / "data" / "SYNB"), "--out", str(tmp_path), *extra)
+
+    assert code == 2
+    assert capsys.readouterr().err.startswith("exec-agent calibrate:")
+
+
+@pytest.mark.parametrize("sizes", ["5:1:1", "a,b", "0,10"])
+def test_bad_sizes_are_rejected_by_the_parser(tmp_path, sizes):
+    """--sizes must parse as START:STOP:STEP or a list of positive increasing sizes."""
+    with pytest.raises(SystemExit) as exc:
+        _run(str(tmp_path), "--out", str(tmp_path), "--sizes", sizes)
+    assert exc.value.code == 2
+
+
+def test_empty_folder_is_a_user_error(tmp_path, capsys):
+    """A folder without any MBP-10 file: exit 2 naming the folder."""
+    (tmp_path / "EMPTY").mkdir()
+
+    code = _run(str(tmp_path / "EMPTY"), "--out", str(tmp_path / "o"))
+
+    assert code == 2
+    assert "EMPTY" in capsys.readouterr().err
+
+
+def test_progress_bar_on_request(tmp_path, synth_dirs, capsys):
+    """--progress on draws a tqdm bar on stderr even when it is not a terminal."""
+    code = _run(
+        str(synth_dirs / "data" / "SYNB"),
+        "--out",
+        str(tmp_path),
+        "--no-figures",
+        "--progress",
+        "on",
+        "--sizes",
+        "100:1000:100",
+    )
+
+    assert code == 0
+    assert "rows" in capsys.readouterr().err
