@@ -190,7 +190,7 @@ class _TickerStats:
 def _batches(
     sources: list[tuple[str | None, Path]], bar: Any
 ) -> Iterator[tuple[str, str, tuple[Any, int]]]:
-    """Yield (ticker, file, (validation result, rows read)), updating the progress bar."""
+    """Yield ("folder\0symbol", file, (validation result, rows read)), updating the bar."""
     from feeds.readers import read_mbp10
     from feeds.validate import validate_batch
 
@@ -200,7 +200,7 @@ def _batches(
             res = validate_batch(batch, prev)
             prev = res.last_ts_ns if res.last_ts_ns is not None else prev
             bar.update(len(batch))
-            yield ticker or batch.symbol, str(path), (res, len(batch))
+            yield f"{ticker or ''}\0{batch.symbol}", str(path), (res, len(batch))
 
 
 def _accumulate(
@@ -246,7 +246,42 @@ def _accumulate(
             st.depth[s].append(sz.sum(axis=1))
             for lo, hi in runs:  # one run per bucket change, not per row
                 st.buckets[s][int(bucket[lo])].add(b.slice(lo, hi))
-    return stats
+    return _name_tickers(stats)
+
+
+def _merge_stats(a: _TickerStats, b: _TickerStats) -> _TickerStats:
+    """Combine the accumulations of disjoint rows of one ticker."""
+    a.files += [f for f in b.files if f not in a.files]
+    a.n_rows += b.n_rows
+    for k, v in b.n_rejected.items():
+        a.n_rejected[k] = a.n_rejected.get(k, 0) + v
+    a.half_spread += b.half_spread
+    for side, accs in b.buckets.items():
+        a.depth[side] += b.depth[side]
+        for mine, theirs in zip(a.buckets[side], accs, strict=True):
+            mine.merge(theirs)
+    firsts = [t for t in (a.t_first, b.t_first) if t is not None]
+    lasts = [t for t in (a.t_last, b.t_last) if t is not None]
+    a.t_first = min(firsts) if firsts else None
+    a.t_last = max(lasts) if lasts else None
+    a.tod_min = min(a.tod_min, b.tod_min)
+    a.tod_max = max(a.tod_max, b.tod_max)
+    return a
+
+
+def _name_tickers(raw: dict[str, _TickerStats]) -> dict[str, _TickerStats]:
+    """Name each accumulation: a folder holding one symbol is that folder's ticker (the
+    specification's CRWV/, FROG/, SOUN/); otherwise, and for loose files, the symbol."""
+    per_folder: dict[str, set[str]] = {}
+    for key in raw:
+        folder, symbol = key.split("\0", 1)
+        per_folder.setdefault(folder, set()).add(symbol)
+    out: dict[str, _TickerStats] = {}
+    for key, st in raw.items():
+        folder, symbol = key.split("\0", 1)
+        name = folder if folder and len(per_folder[folder]) == 1 else symbol
+        out[name] = _merge_stats(out[name], st) if name in out else st
+    return out
 
 
 # -- estimation -----------------------------------------------------------------------------

@@ -250,3 +250,33 @@ def test_progress_bar_on_request(tmp_path, synth_dirs, capsys):
 
     assert code == 0
     assert "rows" in capsys.readouterr().err
+
+
+def test_folder_with_several_symbols_is_split_by_symbol(tmp_path):
+    """A folder of one symbol is named after the folder; a mixed folder splits by symbol, and
+    a loose file of a symbol already seen merges into it."""
+    for sym, seed in (("SYNA", 3), ("SYNB", 4)):
+        write_mbp10_csv(
+            generate_day(sym, "2025-06-03", seed, n_rows=800), tmp_path / "MIX" / f"{sym}.csv"
+        )
+    write_mbp10_csv(generate_day("SYNA", "2025-06-04", 5, n_rows=700), tmp_path / "solo.csv")
+    write_mbp10_csv(
+        generate_day("SYNB", "2025-06-04", 6, n_rows=600), tmp_path / "ALIAS" / "b.csv.gz"
+    )
+
+    code = _run(
+        str(tmp_path / "MIX"),
+        str(tmp_path / "solo.csv"),
+        str(tmp_path / "ALIAS"),
+        "--out",
+        str(tmp_path / "o"),
+        "--no-figures",
+        "--sizes",
+        "100:1000:100",
+    )
+
+    res = json.loads((tmp_path / "o" / "impact.json").read_text())["tickers"]
+    assert code == 0
+    assert set(res) == {"SYNA", "SYNB", "ALIAS"}
+    assert res["SYNA"]["n_rows"] == 1500 and len(res["SYNA"]["files"]) == 2
+    assert res["SYNB"]["n_rows"] == 800 and res["ALIAS"]["n_rows"] == 600
