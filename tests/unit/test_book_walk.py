@@ -314,3 +314,70 @@ def test_chunk_with_only_dropped_rows_adds_nothing():
 
     assert acc.n_snapshots == 0 and acc.n_dropped == 1
     assert np.isnan(acc.result().mean_cost).all()
+
+
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+
+@st.composite
+def _books_and_grid(draw):
+    """A few ordered one-sided books (random gaps, sizes, empty levels) and a size grid."""
+    n = draw(st.integers(1, 6))
+    levels = draw(st.integers(1, 10))
+    mid = draw(st.floats(1.0, 500.0))
+    gaps = draw(
+        st.lists(
+            st.lists(st.floats(0.0, 2.0), min_size=levels, max_size=levels), min_size=n, max_size=n
+        )
+    )
+    sizes = draw(
+        st.lists(
+            st.lists(
+                st.sampled_from([0.0, 1.0, 37.5, 100.0, 250.0, 1e4]),
+                min_size=levels,
+                max_size=levels,
+            ),
+            min_size=n,
+            max_size=n,
+        )
+    )
+    px = mid + 0.005 + np.cumsum(np.array(gaps), axis=1)
+    sz = np.array(sizes)
+    px[sz == 0] = np.nan
+    px[:, 0] = np.where(np.isnan(px[:, 0]), mid + 0.005, px[:, 0])
+    grid = np.unique(np.array(draw(st.lists(st.floats(0.5, 5e4), min_size=1, max_size=30))))
+    return px, sz, np.full(n, mid), grid
+
+
+@settings(max_examples=80, deadline=None)
+@given(
+    data=_books_and_grid(),
+    kind=st.sampled_from(list(BeyondDepth)),
+    side=st.sampled_from(["buy", "sell"]),
+)
+def test_property_three_implementations_agree(data, kind, side):
+    """Plain loop, per-level matrix and kink accumulation agree on arbitrary ordered books."""
+    px, sz, mid, grid = data
+    if side == "sell":  # mirror the asks into bids
+        px = 2 * mid[:, None] - px
+    policy = DepthPolicy(kind, 100.0)
+
+    mat = walk_cost(px, sz, mid, grid, policy, side=side)
+    acc = CurveAccumulator(grid, side, policy)
+    acc.add_arrays(px, sz, mid)
+    curve = acc.result()
+
+    ref = np.array(
+        [
+            [_loop_cost(px[i], sz[i], mid[i], x, policy, side) for x in grid]
+            for i in range(px.shape[0])
+        ]
+    )
+    scale = max(1.0, float(np.nanmax(np.abs(ref), initial=0.0)))
+    np.testing.assert_allclose(mat, ref, rtol=1e-10, atol=1e-10 * scale, equal_nan=True)
+    unknown = np.isnan(ref).any(axis=0)
+    mean = np.where(unknown, np.nan, ref.mean(axis=0))
+    np.testing.assert_allclose(curve.mean_cost, mean, rtol=1e-9, atol=1e-9 * scale, equal_nan=True)
+    rise = np.diff(mat, axis=1)
+    assert np.all(rise[np.isfinite(rise)] >= -1e-9 * scale)  # cost rises with x
