@@ -25,9 +25,13 @@ from __future__ import annotations
 
 import gzip
 import io
+import os
 import re
 import zipfile
+from collections import deque
 from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
 from datetime import date as _date
 from datetime import datetime, time
 from pathlib import Path
@@ -95,9 +99,7 @@ def _suffix(p: Path) -> str:
     for s in sorted(SUPPORTED_SUFFIXES, key=len, reverse=True):
         if name.endswith(s):
             return s
-    raise FeedDataError(
-        f"{p}: unknown file type (expected one of {', '.join(SUPPORTED_SUFFIXES)})"
-    )
+    raise FeedDataError(f"{p}: unknown file type (expected one of {', '.join(SUPPORTED_SUFFIXES)})")
 
 
 # --------------------------------------------------------------------------------------------
@@ -113,16 +115,17 @@ def _open_text(p: Path) -> IO[bytes]:
     return open(p, "rb")
 
 
-def _read_header(p: Path) -> list[str]:
+def _read_header(p: Path) -> tuple[list[str], bytes]:
+    """Return the header cells and the first bytes of the (decompressed) file."""
     try:
         with _open_text(p) as f:
-            head = f.read(1 << 16)  # the 74-column header is under 1 kB
+            head = _read_up_to(f, 1 << 18)  # header (< 1 kB) plus rows to size blocks by
     except (OSError, EOFError, zstandard.ZstdError) as e:
         raise FeedDataError(f"{p}: cannot read: {e}") from e
     line = head.split(b"\n", 1)[0]
     if not line.strip():
         raise FeedDataError(f"{p}: empty file (no header line)")
-    return [c.strip() for c in line.decode("utf-8", "replace").strip().split(",")]
+    return [c.strip() for c in line.decode("utf-8", "replace").strip().split(",")], head
 
 
 def _csv_layout(p: Path, header: list[str]) -> tuple[list[int], list[str], bool]:
@@ -145,103 +148,225 @@ def _csv_layout(p: Path, header: list[str]) -> tuple[list[int], list[str], bool]
     return [index[n] for n in order], order, has_recv
 
 
+@dataclass(frozen=True, slots=True)
+class _CsvLayout:
+    usecols: list[int]
+    names: list[str]
+    has_recv: bool
+    header_bytes: int
+
+
 def _read_csv(p: Path, symbol: str | None, chunk_rows: int) -> Iterator[BookBatch]:
-    header = _read_header(p)
+    # Validate the header eagerly, so a wrong file fails at the call, not at the first next().
+    header, head = _read_header(p)
     usecols, names, has_recv = _csv_layout(p, header)
+    layout = _CsvLayout(usecols, names, has_recv, len(head.split(b"\n", 1)[0]) + 1)
+    return _iter_csv(p, layout, symbol, chunk_rows, head)
+
+
+def _iter_csv(
+    p: Path, layout: _CsvLayout, symbol: str | None, chunk_rows: int, head: bytes
+) -> Iterator[BookBatch]:
+    """Cut the text into blocks at line ends and parse them on a small thread pool.
+
+    pandas' C tokenizer releases the GIL, so blocks parse in parallel; results are consumed
+    strictly in file order and at most ``workers + 1`` blocks are in flight (bounded memory).
+    """
+    # Size blocks by bytes from the header sample so a block holds about ``rows`` rows.
+    rows = min(chunk_rows, _BLOCK_ROWS)
+    body = head[layout.header_bytes :]
+    lines = body.count(b"\n")
+    per_row = len(body) / lines if lines else 512.0
+    block_bytes = max(int(rows * per_row * 0.97), 1 << 12)
+    workers = _parse_workers()
+    with _open_text(p) as f, ThreadPoolExecutor(workers, thread_name_prefix="mbp10") as pool:
+        try:
+            _read_up_to(f, layout.header_bytes)
+            pending: deque[Future[list[BookBatch]]] = deque()
+            blocks = _line_blocks(p, f, block_bytes, layout.header_bytes)
+            exhausted = False
+            while True:
+                while not exhausted and len(pending) <= workers:
+                    item = next(blocks, None)
+                    if item is None:
+                        exhausted = True
+                    else:
+                        pending.append(pool.submit(_parse_block, p, *item, layout, symbol))
+                if not pending:
+                    return
+                for batch in pending.popleft().result():
+                    n = len(batch)
+                    if n <= chunk_rows:
+                        yield batch
+                    else:
+                        for start in range(0, n, chunk_rows):
+                            yield batch.slice(start, start + chunk_rows)
+        finally:
+            pool.shutdown(wait=True, cancel_futures=True)
+
+
+_BLOCK_ROWS: Final = 65_536  # rows per parse block: small enough for cache, large enough to batch
+
+
+def _parse_workers() -> int:
+    return max(1, min(4, os.cpu_count() or 1))
+
+
+def _line_blocks(
+    p: Path, f: IO[bytes], block_bytes: int, offset: int
+) -> Iterator[tuple[bytes, int]]:
+    """Yield (block of whole lines of about ``block_bytes`` bytes, its byte offset)."""
+    carry = b""
+    while True:
+        try:
+            data = _read_up_to(f, block_bytes)
+        except (OSError, EOFError, zstandard.ZstdError) as e:
+            raise FeedDataError(f"{p}: cannot read: {e}") from e
+        if not data:
+            if carry.strip():
+                yield carry, offset
+            return
+        buf = carry + data if carry else data
+        cut = buf.rfind(b"\n") + 1
+        if cut == 0:
+            carry = buf
+            continue
+        carry = buf[cut:]
+        yield buf[:cut], offset
+        offset += cut
+
+
+def _read_up_to(f: IO[bytes], n: int) -> bytes:
+    # Decompressing readers may return short reads before EOF.
+    parts, got = [], 0
+    while got < n:
+        chunk = f.read(n - got)
+        if not chunk:
+            break
+        parts.append(chunk)
+        got += len(chunk)
+    return b"".join(parts)
+
+
+def _parse_block(
+    p: Path, block: bytes, offset: int, layout: _CsvLayout, symbol: str | None
+) -> list[BookBatch]:
+    """Parse one block of lines (worker thread) into per-symbol batches."""
     dtypes: dict[str, object] = {c: np.float64 for c in _BOOK_COLUMNS}
     dtypes["symbol"] = "category"
     dtypes["ts_event"] = object
-    if has_recv:
+    if layout.has_recv:
         dtypes["ts_recv"] = object
     try:
-        reader = pd.read_csv(
-            p,
-            header=0,
-            names=names,
-            usecols=usecols,
+        df = pd.read_csv(
+            io.BytesIO(block),
+            header=None,
+            names=layout.names,
+            usecols=layout.usecols,
             dtype=dtypes,  # type: ignore[arg-type]
-            chunksize=chunk_rows,
             engine="c",
-            na_filter=True,
-            compression="infer",
+            index_col=False,
         )
-    except (OSError, ValueError, EOFError) as e:
-        raise FeedDataError(f"{p}: cannot read CSV: {e}") from e
-    return _iter_csv_chunks(p, reader, symbol, has_recv)
+    except (ValueError, pd.errors.ParserError):
+        df = _parse_block_lenient(p, block, offset, layout)
+    return list(_frame_batches(df, symbol, layout.has_recv))
 
 
-def _iter_csv_chunks(
-    p: Path, reader: pd.io.parsers.TextFileReader, symbol: str | None, has_recv: bool
-) -> Iterator[BookBatch]:
-    with reader:
-        row0 = 0
-        while True:
-            try:
-                df = next(reader)
-            except StopIteration:
-                return
-            except (OSError, ValueError, EOFError, zstandard.ZstdError) as e:
-                raise FeedDataError(f"{p}: cannot parse CSV after data row {row0}: {e}") from e
-            n = len(df)
-            sym = df["symbol"]
-            codes = sym.cat.codes.to_numpy()
-            cats = sym.cat.categories
-            if symbol is not None:
-                hits = np.flatnonzero(cats == symbol)
-                if hits.size == 0:
-                    row0 += n
-                    continue
-                keep = codes == hits[0]
-                if not keep.all():
-                    df = df.loc[keep]
-                    codes = codes[keep]
-                    if df.empty:
-                        row0 += n
-                        continue
-            ts_event = _parse_ts(p, df["ts_event"].to_numpy(), row0)
-            ts_recv = _parse_ts(p, df["ts_recv"].to_numpy(), row0) if has_recv else ts_event
-            bid_px = df[_BID_PX].to_numpy(np.float64)
-            ask_px = df[_ASK_PX].to_numpy(np.float64)
-            bid_sz = df[_BID_SZ].to_numpy(np.float64)
-            ask_sz = df[_ASK_SZ].to_numpy(np.float64)
-            # An empty level is an empty price cell; a missing size cell means size 0.
-            bid_sz[np.isnan(bid_sz)] = 0.0
-            ask_sz[np.isnan(ask_sz)] = 0.0
-            present = np.unique(codes)
-            if present.size == 1:
-                yield BookBatch(
-                    str(cats[present[0]]), ts_event, ts_recv, bid_px, bid_sz, ask_px, ask_sz
-                )
-            else:
-                # First-appearance order keeps the output stable and file-like.
-                _, first = np.unique(codes, return_index=True)
-                for c in codes[np.sort(first)]:
-                    m = codes == c
-                    yield BookBatch(
-                        str(cats[c]),
-                        ts_event[m],
-                        ts_recv[m],
-                        bid_px[m],
-                        bid_sz[m],
-                        ask_px[m],
-                        ask_sz[m],
-                    )
-            row0 += n
+def _parse_block_lenient(p: Path, block: bytes, offset: int, layout: _CsvLayout) -> pd.DataFrame:
+    """Re-parse a block that failed the fast typed parse, cell by cell.
+
+    Malformed data must not stop a replay: unparseable numbers become NaN (so validation
+    rejects the row and the feed counts it), lines with too many fields are dropped by the
+    tokenizer (``on_bad_lines="skip"``; these are the only rows lost without a count).
+    """
+    try:
+        df = pd.read_csv(
+            io.BytesIO(block),
+            header=None,
+            names=layout.names,
+            usecols=layout.usecols,
+            dtype=object,
+            engine="c",
+            index_col=False,
+            on_bad_lines="skip",
+        )
+    except (ValueError, pd.errors.ParserError) as e:
+        raise FeedDataError(f"{p}: cannot parse CSV in the block at byte {offset}: {e}") from e
+    for c in _BOOK_COLUMNS:
+        df[c] = pd.to_numeric(df[c], errors="coerce").astype(np.float64)
+    df["symbol"] = df["symbol"].astype("category")
+    return df
 
 
-def _parse_ts(p: Path, values: NDArray[np.object_], row0: int) -> NDArray[np.int64]:
-    """Parse ISO-8601 UTC timestamps (``T`` or space, ``Z`` or ``+00:00``) to int64 ns."""
-    if values.size == 0:
-        return np.empty(0, dtype=np.int64)
+def _frame_batches(df: pd.DataFrame, symbol: str | None, has_recv: bool) -> Iterator[BookBatch]:
+    """Turn one parsed block into batches, one per symbol in order of first appearance."""
+    sym = df["symbol"]
+    codes = sym.cat.codes.to_numpy()
+    cats = sym.cat.categories
+    if symbol is not None:
+        hits = np.flatnonzero(cats == symbol)
+        if hits.size == 0:
+            return
+        keep = codes == hits[0]
+    else:
+        keep = codes >= 0  # a row without a symbol belongs to no feed
+    if not keep.all():
+        df = df.loc[keep]
+        codes = codes[keep]
+    if df.empty:
+        return
+    ts_event, bad_event = _parse_ts(df["ts_event"].to_numpy())
+    ts_recv, bad_recv = _parse_ts(df["ts_recv"].to_numpy()) if has_recv else (ts_event, None)
+    bid_px = df[_BID_PX].to_numpy(np.float64)
+    ask_px = df[_ASK_PX].to_numpy(np.float64)
+    bid_sz = df[_BID_SZ].to_numpy(np.float64)
+    ask_sz = df[_ASK_SZ].to_numpy(np.float64)
+    # An empty level is an empty price cell; a missing size cell means size 0.
+    bid_sz[np.isnan(bid_sz)] = 0.0
+    ask_sz[np.isnan(ask_sz)] = 0.0
+    if bad_event is not None or bad_recv is not None:
+        # Poison rows with an unparseable timestamp (NaN sizes): validation rejects them as
+        # NON_FINITE and the feed counts them, instead of the whole file failing.
+        for bad in (bad_event, bad_recv):
+            if bad is not None:
+                bid_sz[bad] = np.nan
+    first_codes = codes[np.sort(np.unique(codes, return_index=True)[1])]
+    if first_codes.size == 1:
+        name = str(cats[first_codes[0]])
+        yield BookBatch(name, ts_event, ts_recv, bid_px, bid_sz, ask_px, ask_sz)
+        return
+    for c in first_codes:
+        m = codes == c
+        yield BookBatch(
+            str(cats[c]), ts_event[m], ts_recv[m], bid_px[m], bid_sz[m], ask_px[m], ask_sz[m]
+        )
+
+
+def _parse_ts(values: NDArray[np.object_]) -> tuple[NDArray[np.int64], NDArray[np.bool_] | None]:
+    """Parse ISO-8601 UTC timestamps (``T`` or space, ``Z`` or ``+00:00``) to int64 ns.
+
+    Returns:
+        The timestamps, shape (n,), and ``None`` when all parsed, else the mask of cells that
+        did not parse (their value is carried over from the previous good cell).
+    """
     try:
         ts = pd.to_datetime(values, format="ISO8601", utc=True)
-    except (ValueError, TypeError) as e:
-        raise FeedDataError(f"{p}: bad timestamp in data rows {row0}..: {e}") from e
-    out = ts.as_unit("ns").asi8
-    if ts.hasnans:
-        bad = int(np.flatnonzero(ts.isna())[0])
-        raise FeedDataError(f"{p}: missing timestamp at data row {row0 + bad}")
-    return np.asarray(out, dtype=np.int64)
+        bad = None if not ts.hasnans else np.asarray(ts.isna())
+    except (ValueError, TypeError):
+        ts = pd.to_datetime(values, format="ISO8601", utc=True, errors="coerce")
+        bad = np.asarray(ts.isna())
+    out = np.asarray(ts.as_unit("ns").asi8, dtype=np.int64)
+    if bad is not None:
+        if bad.all():
+            out[:] = 0
+        else:
+            # Carry the last good value forward (and the first good one back to the start),
+            # so a bad cell cannot fake a time jump; the row itself is poisoned by the caller.
+            good = np.flatnonzero(~bad)
+            idx = np.maximum.accumulate(np.where(bad, 0, np.arange(out.shape[0])))
+            idx[: good[0]] = good[0]
+            out = out[idx]
+    return out, bad
 
 
 # --------------------------------------------------------------------------------------------
@@ -269,9 +394,7 @@ def _mbp10_dtype(itemsize: int) -> np.dtype[np.void]:
     names.append("levels")
     formats.append((level, (N_LEVELS,)))
     offsets.append(48)
-    return np.dtype(
-        {"names": names, "formats": formats, "offsets": offsets, "itemsize": itemsize}
-    )
+    return np.dtype({"names": names, "formats": formats, "offsets": offsets, "itemsize": itemsize})
 
 
 def _read_dbn_bytes(p: Path) -> bytes:
@@ -461,6 +584,7 @@ def read_lobster(
     midnight_ns = int(midnight.timestamp()) * 1_000_000_000
     secs = msg[:, 0]
     ts = midnight_ns + np.rint(secs * 1e9).astype(np.int64)
+
     def side(px_col: int, sz_col: int) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
         px = np.full((n, N_LEVELS), np.nan)
         sz = np.zeros((n, N_LEVELS))
@@ -492,9 +616,7 @@ def _parse_day(where: str, day: str) -> _date:
 _Source = tuple[Path | None, str]
 
 
-def _lobster_sources(
-    book: Path, message: str | Path | None
-) -> tuple[_Source, _Source, str]:
+def _lobster_sources(book: Path, message: str | Path | None) -> tuple[_Source, _Source, str]:
     zip_path: Path | None = None
     member: str | None = None
     if book.suffix.lower() == ".zip":
@@ -504,8 +626,10 @@ def _lobster_sources(
     if zip_path is None:
         if not book.is_file():
             raise FeedDataError(f"{book}: no such file")
-        msg = Path(message) if message is not None else book.with_name(
-            book.name.replace("_orderbook_", "_message_")
+        msg = (
+            Path(message)
+            if message is not None
+            else book.with_name(book.name.replace("_orderbook_", "_message_"))
         )
         if not msg.is_file():
             raise FeedDataError(f"{msg}: no such file (LOBSTER message file for {book.name})")
@@ -530,9 +654,7 @@ def _lobster_sources(
     return (zip_path, member), (zip_path, msg_member), where
 
 
-def _lobster_csv(
-    src: _Source, where: str, usecols: list[int] | None = None
-) -> NDArray[np.float64]:
+def _lobster_csv(src: _Source, where: str, usecols: list[int] | None = None) -> NDArray[np.float64]:
     zip_path, name = src
     try:
         if zip_path is None:
@@ -543,5 +665,3 @@ def _lobster_csv(
     except (OSError, ValueError, zipfile.BadZipFile, pd.errors.EmptyDataError) as e:
         raise FeedDataError(f"{where}: cannot read {name}: {e}") from e
     return df.to_numpy(np.float64)
-
-

@@ -18,6 +18,7 @@ unreadable file raises ``FeedDataError`` naming the path, from the first ``updat
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,8 +35,6 @@ from feeds.validate import ValidationResult, validate_batch
 __all__ = ["ReplayFeed", "ReplayStats"]
 
 log = structlog.get_logger(__name__)
-
-_DONE = object()
 
 
 @dataclass(slots=True)
@@ -143,6 +142,7 @@ class ReplayFeed:
         if self._closed:
             return
         self._running = True
+        pending: asyncio.Future[tuple[BookBatch, ValidationResult] | None] | None = None
         # Bind here, not in __init__, so the logger follows the logging config at replay time.
         self._log = structlog.get_logger(__name__).bind(symbol=self.symbol, path=str(self.path))
         try:
@@ -151,11 +151,16 @@ class ReplayFeed:
                     read_mbp10, self.path, self.symbol, self.chunk_rows
                 )
             self._log.info("feed.replay_started", speed=self.speed)
-            while not self._closed and self._reader is not None:
-                chunk = await asyncio.to_thread(next, self._reader, _DONE)
-                if not isinstance(chunk, BookBatch) or self._closed:
+            # Keep one chunk in flight: the worker parses (pandas tokenises without the GIL) and
+            # validates chunk k+1 while the consumer works on chunk k.
+            pending = asyncio.ensure_future(asyncio.to_thread(self._next_validated))
+            while not self._closed:
+                step = await pending
+                pending = None
+                if step is None or self._closed:
                     break
-                valid = self._validate(chunk)
+                pending = asyncio.ensure_future(asyncio.to_thread(self._next_validated))
+                valid = self._account(*step)
                 if len(valid) == 0:
                     await asyncio.sleep(0)
                     continue
@@ -171,9 +176,23 @@ class ReplayFeed:
                         self.stats.batches_out += 1
                         yield out
         finally:
+            if pending is not None:
+                # The worker cannot be interrupted: let it finish before closing the reader.
+                with contextlib.suppress(Exception):
+                    await asyncio.shield(pending)
             self._running = False
             self._close_reader()
             self._log.info("feed.replay_finished", **self.stats.as_dict())
+
+    def _next_validated(self) -> tuple[BookBatch, ValidationResult] | None:
+        """Read and validate the next chunk (worker thread); ``None`` at the end of the file."""
+        reader = self._reader
+        chunk = next(reader, None) if reader is not None else None
+        if chunk is None:
+            return None
+        res = validate_batch(chunk, self._prev_ts)
+        self._prev_ts = res.last_ts_ns
+        return chunk, res
 
     def _split(self, batch: BookBatch) -> Iterator[BookBatch]:
         step = self.max_batch_rows
@@ -203,9 +222,8 @@ class ReplayFeed:
             yield batch.slice(start, stop)
             start = stop
 
-    def _validate(self, chunk: BookBatch) -> BookBatch:
-        res = validate_batch(chunk, self._prev_ts)
-        self._prev_ts = res.last_ts_ns
+    def _account(self, chunk: BookBatch, res: ValidationResult) -> BookBatch:
+        """Update the counters and log rejected rows of one validated chunk."""
         row0 = self.stats.rows_read
         self.stats.rows_read += len(chunk)
         self.stats.rows_valid += len(res.valid)

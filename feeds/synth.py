@@ -191,9 +191,7 @@ def generate_day(
         lots = np.maximum(1, np.rint(lots)).astype(np.int64)
         odd = (rng.random((n, N_LEVELS)) < 0.08) * rng.integers(1, _LOT, (n, N_LEVELS))
         size = lots * _LOT + odd
-        ct = np.maximum(1, np.rint(size / rng.uniform(150, 400, (n, N_LEVELS)))).astype(
-            np.int64
-        )
+        ct = np.maximum(1, np.rint(size / rng.uniform(150, 400, (n, N_LEVELS)))).astype(np.int64)
         return size, ct
 
     bid_sz, bid_ct = side_sizes()

@@ -45,9 +45,7 @@ def write_sample(out: Path, seed: int = SEED) -> list[Path]:
     for sym in SYMBOLS:
         df = generate_day(sym, DATE, symbol_seed(seed, sym))
         paths.append(write_mbp10_csv(df, sample_path(out, sym)))
-    sums = "".join(
-        f"{hashlib.sha256(p.read_bytes()).hexdigest()}  {p.name}\n" for p in paths
-    )
+    sums = "".join(f"{hashlib.sha256(p.read_bytes()).hexdigest()}  {p.name}\n" for p in paths)
     (out / "SHA256SUMS").write_text(sums, encoding="ascii")
     return paths
 

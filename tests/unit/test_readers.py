@@ -78,9 +78,10 @@ def test_frog_full_day_matches_raw_text() -> None:
 def test_frog_chunks_concatenate_to_the_single_read() -> None:
     """Chunked reading yields the same rows as one chunk, each chunk at most chunk_rows."""
     path = need(FROG_DAY)
-    one = read_all(path, chunk_rows=10**9)[0]
+    (one,) = read_all(path, chunk_rows=10**9)
     parts = read_all(path, chunk_rows=7_000)
-    assert [len(b) for b in parts] == [7_000] * 4 + [33_286 - 28_000]
+    assert max(len(b) for b in parts) <= 7_000
+    assert len(parts) >= 5
     joined = BookBatch.concat(parts)
     np.testing.assert_array_equal(joined.ts_event_ns, one.ts_event_ns)
     np.testing.assert_array_equal(joined.ask_px, one.ask_px)
@@ -120,9 +121,7 @@ def test_compressed_csv_equals_plain(tmp_path: Path, suffix: str) -> None:
     src = need(MBP / "samples" / "SOUN_sample.csv")
     dst = tmp_path / f"SOUN_sample{suffix}"
     data = src.read_bytes()
-    dst.write_bytes(
-        gzip.compress(data) if suffix.endswith("gz") else zstandard.compress(data)
-    )
+    dst.write_bytes(gzip.compress(data) if suffix.endswith("gz") else zstandard.compress(data))
     (a,) = read_all(src)
     (b,) = read_all(dst)
     np.testing.assert_array_equal(a.bid_px, b.bid_px)
@@ -138,12 +137,12 @@ def test_two_symbols_split_and_filter() -> None:
     assert [b.symbol for b in bbb] == ["BBB"]
     assert bbb[0].bid_px[0, 0] == 20.00
     assert read_all(path, symbol="ZZZ") == []
-    # chunk of 2 rows: symbols appear per chunk in order of first appearance
+    # chunk_rows bounds every batch; each symbol's rows stay in file order
     small = read_all(path, chunk_rows=2)
-    assert [(b.symbol, len(b)) for b in small] == [("AAA", 2), ("BBB", 1), ("AAA", 1)] + [
-        ("AAA", 1),
-        ("BBB", 1),
-    ]
+    assert max(len(b) for b in small) <= 2
+    for sym, whole in (("AAA", batches[0]), ("BBB", batches[1])):
+        joined = BookBatch.concat([b for b in small if b.symbol == sym])
+        np.testing.assert_array_equal(joined.ts_event_ns, whole.ts_event_ns)
 
 
 def test_empty_levels_become_nan_and_zero() -> None:
@@ -193,14 +192,48 @@ def test_empty_file_is_rejected(tmp_path: Path) -> None:
         read_mbp10(p)
 
 
-def test_bad_timestamp_raises_with_file(tmp_path: Path) -> None:
-    """An unparseable timestamp raises FeedDataError naming the file."""
-    src = (FIXTURES / "mbp10_bad_rows.csv").read_text().splitlines()
-    src[1] = "garbage," + src[1].split(",", 1)[1]
-    p = tmp_path / "badts.csv"
-    p.write_text("\n".join(src) + "\n")
-    with pytest.raises(FeedDataError, match=r"badts\.csv.*timestamp"):
-        read_all(p)
+def _corrupt(tmp_path: Path, name: str, edits: dict[int, str]) -> Path:
+    """Copy the bad-rows fixture with some data lines replaced (line 1 = first data row)."""
+    lines = (FIXTURES / "mbp10_bad_rows.csv").read_text().splitlines()
+    for i, text in edits.items():
+        lines[i] = text
+    p = tmp_path / name
+    p.write_text("\n".join(lines) + "\n")
+    return p
+
+
+def test_malformed_rows_are_poisoned_not_fatal(tmp_path: Path) -> None:
+    """Garbage timestamps/numbers and short lines do not raise: the rows come out invalid.
+
+    A bad timestamp carries the previous time and NaN sizes (NON_FINITE), a garbage price is
+    NaN (SIZE_WITHOUT_PRICE). A truncated line has no symbol and belongs to no feed: it is
+    dropped (the one uncounted loss, with too-long lines). Good rows are unaffected.
+    """
+    from feeds.validate import Reason, validate_batch
+
+    good = (FIXTURES / "mbp10_bad_rows.csv").read_text().splitlines()[1]
+    cells = good.split(",")
+    bad_px = cells.copy()
+    bad_px[13] = "abc"  # bid_px_00
+    p = _corrupt(
+        tmp_path,
+        "malformed.csv",
+        {
+            2: "garbage," + good.split(",", 1)[1],
+            3: ",".join(bad_px),
+            4: ",".join(cells[:20]),
+        },
+    )
+    (b,) = read_all(p)
+    assert len(b) == 11
+    res = validate_batch(b, None)
+    assert [Reason(int(r)) for r in res.reason[:4]] == [
+        Reason.OK,
+        Reason.NON_FINITE,
+        Reason.SIZE_WITHOUT_PRICE,
+        Reason.CROSSED,
+    ]
+    assert b.ts_recv_ns[1] == b.ts_recv_ns[0]  # carried forward, not a fake jump
 
 
 def test_not_dbn_signature(tmp_path: Path) -> None:

@@ -32,7 +32,7 @@ async def collect(feed: ReplayFeed) -> list[BookBatch]:
 async def until(pred: Callable[[], bool], timeout_s: float = 10.0) -> None:
     """Yield to the loop until ``pred()``; bounded so a broken feed fails instead of hanging."""
     async with asyncio.timeout(timeout_s):
-        while not pred():
+        while not pred():  # noqa: ASYNC110 - progress comes from worker threads
             await asyncio.sleep(0)
 
 
@@ -133,7 +133,7 @@ async def test_reading_happens_off_the_event_loop(
     loop_thread = threading.get_ident()
     seen: list[int] = []
 
-    def spy(*args: object, **kw: object):  # noqa: ANN202 - generator
+    def spy(*args: object, **kw: object):
         seen.append(threading.get_ident())
         for b in read_mbp10(*args, **kw):  # type: ignore[arg-type]
             seen.append(threading.get_ident())
@@ -230,3 +230,21 @@ def test_bad_arguments() -> None:
         ReplayFeed(BAD_ROWS, "T", speed=0)
     with pytest.raises(ValueError, match="max_batch_rows"):
         ReplayFeed(BAD_ROWS, "T", max_batch_rows=0)
+
+
+async def test_malformed_rows_are_counted_skips(tmp_path: Path) -> None:
+    """Garbage cells never stop the replay: those rows are counted and skipped."""
+    lines = BAD_ROWS.read_text().splitlines()
+    good = lines[1]
+    lines[2] = "not-a-time," + good.split(",", 1)[1]
+    lines[3] = good.replace(",100.00,", ",x.y,", 1)  # bid_px_00 unparseable
+    path = tmp_path / "malformed.csv.gz"
+    import gzip
+
+    path.write_bytes(gzip.compress(("\n".join(lines) + "\n").encode()))
+    feed = ReplayFeed(path, "TEST")
+    out = await collect(feed)
+    assert sum(len(b) for b in out) == 3
+    assert feed.stats.rows_read == 12
+    assert feed.stats.invalid["non_finite"] == 1
+    assert feed.stats.invalid["size_without_price"] == 2

@@ -27,7 +27,7 @@ SESSION_OPEN = pd.Timestamp("2025-06-02 13:30:00+00:00").value
 SESSION_CLOSE = pd.Timestamp("2025-06-02 20:00:00+00:00").value
 
 
-def _script():  # noqa: ANN202 - module
+def _script():
     spec = importlib.util.spec_from_file_location(
         "generate_replay_data", REPO / "scripts" / "generate_replay_data.py"
     )
@@ -69,7 +69,7 @@ def test_every_book_is_valid_and_inside_the_session(syna: BookBatch) -> None:
     assert res.counts == {}
     assert np.isfinite(syna.bid_px).all() and np.isfinite(syna.ask_px).all()
     assert np.all(np.diff(syna.ts_event_ns) > 0)
-    assert SESSION_OPEN <= syna.ts_event_ns[0] and syna.ts_event_ns[-1] < SESSION_CLOSE
+    assert syna.ts_event_ns[0] >= SESSION_OPEN and syna.ts_event_ns[-1] < SESSION_CLOSE
     ticks = syna.bid_px / 0.01
     np.testing.assert_allclose(ticks, np.rint(ticks), atol=1e-6)
     assert np.all(syna.bid_sz >= 100)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from pathlib import Path
 
 import numpy as np
@@ -66,7 +67,7 @@ def test_empty_batch() -> None:
         (lambda b: b.bid_px.__setitem__((0, 1), 100.00), Reason.OUT_OF_ORDER),  # equal to best
     ],
 )
-def test_each_rule(edit, expected: Reason) -> None:  # noqa: ANN001 - lambdas
+def test_each_rule(edit, expected: Reason) -> None:
     """One defect in row 1 of 3 flags exactly that row with the expected reason."""
     b = book(3)
     edit(b.slice(1, 2))  # edit row 1 in place through a view
@@ -199,8 +200,8 @@ def _reference(b: BookBatch, prev: int | None) -> list[int]:
         pb = [p for p in bp if not np.isnan(p)]
         pa = [p for p in ap if not np.isnan(p)]
         rules.append(
-            any(x <= y for x, y in zip(pb, pb[1:], strict=False))
-            or any(x >= y for x, y in zip(pa, pa[1:], strict=False))
+            any(x <= y for x, y in itertools.pairwise(pb))
+            or any(x >= y for x, y in itertools.pairwise(pa))
         )
         gap = any(np.isnan(bp[k]) and not np.isnan(bp[k + 1]) for k in range(N_LEVELS - 1))
         gap |= any(np.isnan(ap[k]) and not np.isnan(ap[k + 1]) for k in range(N_LEVELS - 1))
@@ -226,7 +227,9 @@ def test_matches_row_by_row_reference(seed: int, n: int, prev: int | None) -> No
     b.ts_event_ns[:] = rng.integers(0, 60, n)
     for arr in (b.bid_px, b.ask_px, b.bid_sz, b.ask_sz):
         hit = rng.random(arr.shape) < 0.03
-        arr[hit] = rng.choice(np.array([np.nan, np.inf, -1.0, 0.0, 100.01, 100.02, 99.99]), hit.sum())
+        arr[hit] = rng.choice(
+            np.array([np.nan, np.inf, -1.0, 0.0, 100.01, 100.02, 99.99]), hit.sum()
+        )
     empty = rng.random((n, N_LEVELS)) < 0.05
     b.bid_px[empty] = np.nan
     b.bid_sz[empty] = 0.0
