@@ -32,7 +32,14 @@ import numpy as np
 import structlog
 from numpy.typing import NDArray
 
-from agent.impact.book_walk import BeyondDepth, CostCurve, CurveAccumulator, DepthPolicy, Side
+from agent.impact.book_walk import (
+    BeyondDepth,
+    CostCurve,
+    CurveAccumulator,
+    DepthPolicy,
+    Side,
+    time_weights,
+)
 from agent.impact.fit import (
     PiecewisePowerFit,
     PowerFit,
@@ -133,6 +140,12 @@ def add_parser(subparsers: Any) -> None:
         help="periods of the schedule panel over the session (20)",
     )
     p.add_argument("--regimes", type=int, default=2, help="regimes of the piecewise power law (2)")
+    p.add_argument(
+        "--time-weighted",
+        action="store_true",
+        help="weight each snapshot by how long it was in force (default: every snapshot 1, "
+        "as the specification)",
+    )
     p.add_argument("--no-figures", action="store_true", help="write impact.json only")
     p.add_argument(
         "--progress",
@@ -210,6 +223,7 @@ def _accumulate(
     policy: DepthPolicy,
     bucket_ns: int,
     bar: Any,
+    time_weighted: bool = False,
 ) -> dict[str, _TickerStats]:
     n_b = DAY_NS // bucket_ns
     stats: dict[str, _TickerStats] = {}
@@ -237,6 +251,9 @@ def _accumulate(
         st.tod_min = min(st.tod_min, int(tod.min()))
         st.tod_max = max(st.tod_max, int(tod.max()))
         st.half_spread.append(0.5 * (b.ask_px[:, 0] - b.bid_px[:, 0]))
+        # Time weights: each book lasts until the next one of the batch (the last: 0 s; one row
+        # in a chunk of 250k, and a gap across files or days must not count as time in force).
+        w = time_weights(b.ts_event_ns) if time_weighted else None
         bucket = (b.ts_event_ns % DAY_NS) // bucket_ns
         cuts = np.flatnonzero(np.diff(bucket)) + 1
         bounds = zip(np.r_[0, cuts], np.r_[cuts, len(b)], strict=True)
@@ -245,7 +262,7 @@ def _accumulate(
             sz = b.ask_sz if s == "buy" else b.bid_sz
             st.depth[s].append(sz.sum(axis=1))
             for lo, hi in runs:  # one run per bucket change, not per row
-                st.buckets[s][int(bucket[lo])].add(b.slice(lo, hi))
+                st.buckets[s][int(bucket[lo])].add(b.slice(lo, hi), None if w is None else w[lo:hi])
     return _name_tickers(stats)
 
 
@@ -486,14 +503,18 @@ def run(args: argparse.Namespace) -> int:
         hist_sources = _sources(args.history) if args.history else []
         bar = _bar(args.progress, "calibrate")
         try:
-            stats = _accumulate(sources, sides, args.sizes, policy, bucket_ns, bar)
+            stats = _accumulate(
+                sources, sides, args.sizes, policy, bucket_ns, bar, args.time_weighted
+            )
         finally:
             bar.close()
         history: dict[str, dict[str, IntradayProfile]] = {}
         if hist_sources:
             hbar = _bar(args.progress, "history")
             try:
-                hstats = _accumulate(hist_sources, sides, args.sizes, policy, bucket_ns, hbar)
+                hstats = _accumulate(
+                    hist_sources, sides, args.sizes, policy, bucket_ns, hbar, args.time_weighted
+                )
             finally:
                 hbar.close()
             history = {
@@ -519,6 +540,7 @@ def run(args: argparse.Namespace) -> int:
             "cost_units": "total cost in currency against the mid; g(x) = beta*x + gamma*x**2",
             "history": [str(p) for p in args.history],
             "bucket_s": args.bucket_s,
+            "weighting": "time in force" if args.time_weighted else "per snapshot",
             "schedule": {"shares": args.shares, "periods": args.periods},
         },
         "tickers": {

@@ -12,6 +12,7 @@ from agent.impact.book_walk import (
     CurveAccumulator,
     DepthPolicy,
     cost_curve,
+    time_weights,
     walk_cost,
 )
 from agent.impact.fit import (
@@ -41,5 +42,6 @@ __all__ = [
     "fit_quadratic",
     "forecast",
     "learn_profile",
+    "time_weights",
     "walk_cost",
 ]

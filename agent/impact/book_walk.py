@@ -47,6 +47,7 @@ __all__ = [
     "Side",
     "cost_curve",
     "side_arrays",
+    "time_weights",
     "walk_cost",
 ]
 
@@ -208,6 +209,7 @@ class _Prepared:
     e: NDArray[np.float64]  # beyond-depth marginal cost just past D, (m,)
     k: NDArray[np.float64]  # beyond-depth marginal slope, (m,)
     n_dropped: int
+    keep: NDArray[np.bool_]  # which input rows were kept, (n,)
 
 
 def _prepare(
@@ -260,7 +262,7 @@ def _prepare(
     else:  # REFUSE: any finite continuation; the caller masks it.
         k = np.zeros(m)
         e = d_last.copy()
-    return _Prepared(d, s, q, c, e, k, n_dropped)
+    return _Prepared(d, s, q, c, e, k, n_dropped, ok)
 
 
 def walk_cost(
@@ -394,6 +396,7 @@ class CurveAccumulator:
         self._beyond = np.zeros(g + 1)  # rows whose depth D is first exceeded at size index
         self.n_snapshots = 0
         self.n_dropped = 0
+        self.weight = 0.0  # total row weight (= n_snapshots when unweighted)
         steps = np.diff(self.sizes)
         # On an arithmetic grid the bin of a kink is one division instead of a binary search.
         self._step = float(steps[0]) if steps.size and np.all(steps == steps[0]) else 0.0
@@ -412,11 +415,26 @@ class CurveAccumulator:
             return t.astype(np.intp)
         return np.searchsorted(self.sizes, pos, side="left")
 
-    def add_arrays(self, px: ArrayLike, sz: ArrayLike, mid: ArrayLike) -> None:
-        """Add rows given as the walked side's arrays (see ``walk_cost`` for shapes)."""
+    def add_arrays(
+        self, px: ArrayLike, sz: ArrayLike, mid: ArrayLike, weights: ArrayLike | None = None
+    ) -> None:
+        """Add rows given as the walked side's arrays (see ``walk_cost`` for shapes).
+
+        Args:
+            px: Prices of the walked side, shape (n, L).
+            sz: Sizes in shares, shape (n, L).
+            mid: Mid prices, shape (n,).
+            weights: Optional row weights, shape (n,), >= 0 (e.g. ``time_weights``: how long
+                each book was in force). ``None`` weighs every snapshot 1.
+        """
         px = np.asarray(px, dtype=np.float64)
         sz = np.asarray(sz, dtype=np.float64)
         mid = np.asarray(mid, dtype=np.float64)
+        w_all = None
+        if weights is not None:
+            w_all = np.asarray(weights, dtype=np.float64)
+            if w_all.shape != mid.shape or not np.all(np.isfinite(w_all) & (w_all >= 0)):
+                raise ValueError("weights must be finite, >= 0 and of shape (n,)")
         g = self.sizes.size
         for lo in range(0, px.shape[0], _CHUNK_ROWS):  # chunks of rows, not single rows
             hi = lo + _CHUNK_ROWS
@@ -427,6 +445,12 @@ class CurveAccumulator:
                 continue
             self.n_snapshots += m
             pos, delta_vis, delta_last = _pieces(p)
+            w = None
+            if w_all is not None:
+                w = w_all[lo:hi][p.keep]
+                delta_vis *= w
+                delta_last *= w
+            self.weight += float(w.sum()) if w is not None else float(m)
             # A kink at Q applies from the first grid size >= Q (C is continuous at Q).
             idx = self._bin(pos[:-1].ravel())
             for j, col in enumerate(_VIS_COLS):  # 5 coefficient rows
@@ -440,11 +464,11 @@ class CurveAccumulator:
                 )
             # Past depth at size x iff D < x: first such grid size.
             jdx = np.searchsorted(self.sizes, p.q[-1], side="right")
-            self._beyond += np.bincount(jdx, minlength=g + 1)
+            self._beyond += np.bincount(jdx, weights=w, minlength=g + 1)
 
-    def add(self, batch: BookBatch) -> None:
-        """Add the rows of a batch."""
-        self.add_arrays(*side_arrays(batch, self.side))
+    def add(self, batch: BookBatch, weights: ArrayLike | None = None) -> None:
+        """Add the rows of a batch (optionally weighted, see ``add_arrays``)."""
+        self.add_arrays(*side_arrays(batch, self.side), weights)
 
     def merge(self, other: CurveAccumulator) -> None:
         """Add the rows accumulated by ``other`` (same sizes, side and policy)."""
@@ -458,24 +482,26 @@ class CurveAccumulator:
         self._beyond += other._beyond
         self.n_snapshots += other.n_snapshots
         self.n_dropped += other.n_dropped
+        self.weight += other.weight
 
     def result(self) -> CostCurve:
         """Return the curve of every row added so far."""
         x = self.sizes
         n = self.n_snapshots
-        if n == 0:
+        if n == 0 or self.weight <= 0:
             nan = np.full(x.size, np.nan)
             return CostCurve(
-                x, nan, nan.copy(), 0, nan.copy(), self.policy, self.side, self.n_dropped
+                x, nan, nan.copy(), n, nan.copy(), self.policy, self.side, self.n_dropped
             )
         tot = np.cumsum(self._delta[:-1], axis=0)  # (G, 8) coefficient sums in force at x_g
         x2 = x * x
         s1 = tot[:, 0] + tot[:, 1] * x + tot[:, 2] * x2
         s2 = tot[:, 3] + x * (tot[:, 4] + x * (tot[:, 5] + x * (tot[:, 6] + x * tot[:, 7])))
-        mean = s1 / n
-        var = np.maximum(s2 / n - mean * mean, 0.0)
+        w = self.weight
+        mean = s1 / w
+        var = np.maximum(s2 / w - mean * mean, 0.0)
         std = np.sqrt(var)
-        frac = np.cumsum(self._beyond[:-1]) / n
+        frac = np.cumsum(self._beyond[:-1]) / w
         if self.policy.kind is BeyondDepth.REFUSE:
             mean = np.where(frac > 0, np.nan, mean)
             std = np.where(frac > 0, np.nan, std)
@@ -487,6 +513,7 @@ def cost_curve(
     side: Side,
     sizes: ArrayLike,
     policy: DepthPolicy = DepthPolicy(),
+    weights: ArrayLike | None = None,
 ) -> CostCurve:
     """Return the window mean (and spread) of the walk-the-book total cost curve.
 
@@ -495,10 +522,30 @@ def cost_curve(
         side: ``"buy"`` walks the asks, ``"sell"`` the bids.
         sizes: Order sizes in shares, shape (G,), > 0, strictly increasing.
         policy: Beyond-depth policy (see ``BeyondDepth``).
+        weights: Optional row weights, shape (n,), >= 0; ``None`` weighs every snapshot 1 (the
+            specification's estimator). ``time_weights`` gives the time-weighted mean.
 
     Returns:
-        The curve; an empty window gives NaN mean and std and ``n_snapshots == 0``.
+        The curve; an empty window gives NaN mean and std and ``n_snapshots == 0``. With
+        weights, mean, std and ``frac_beyond_depth`` are weighted.
     """
     acc = CurveAccumulator(sizes, side, policy)
-    acc.add(batch)
+    acc.add(batch, weights)
     return acc.result()
+
+
+def time_weights(ts_ns: ArrayLike, end_ns: int | None = None) -> NDArray[np.float64]:
+    """Return how long each snapshot was in force, in seconds, shape (n,).
+
+    Snapshot ``i`` lasts until ``ts_ns[i+1]``; the last one until ``end_ns`` (0 when ``end_ns``
+    is None or earlier). Timestamps must be non-decreasing.
+
+    Args:
+        ts_ns: Event times in ns, shape (n,).
+        end_ns: End of the window in ns (e.g. the decision time).
+    """
+    t = np.asarray(ts_ns, dtype=np.int64)
+    if t.size == 0:
+        return np.empty(0)
+    last = max(int(end_ns) - int(t[-1]), 0) if end_ns is not None else 0
+    return np.diff(t, append=t[-1] + last).astype(np.float64) / 1e9

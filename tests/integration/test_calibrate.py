@@ -280,3 +280,23 @@ def test_folder_with_several_symbols_is_split_by_symbol(tmp_path):
     assert set(res) == {"SYNA", "SYNB", "ALIAS"}
     assert res["SYNA"]["n_rows"] == 1500 and len(res["SYNA"]["files"]) == 2
     assert res["SYNB"]["n_rows"] == 800 and res["ALIAS"]["n_rows"] == 600
+
+
+def test_time_weighted_option_changes_the_estimator(tmp_path, synth_dirs):
+    """--time-weighted weighs each book by its time in force and says so in meta."""
+    code = _run(
+        str(synth_dirs / "data" / "SYNB"),
+        "--out",
+        str(tmp_path),
+        "--no-figures",
+        "--time-weighted",
+        "--sizes",
+        "100:1000:100",
+        "--side",
+        "buy",
+    )
+
+    res = json.loads((tmp_path / "impact.json").read_text())
+    assert code == 0
+    assert res["meta"]["weighting"] == "time in force"
+    assert res["tickers"]["SYNB"]["buy"]["models"]["quadratic"]["status"] == "ok"

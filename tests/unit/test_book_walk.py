@@ -381,3 +381,33 @@ def test_property_three_implementations_agree(data, kind, side):
     np.testing.assert_allclose(curve.mean_cost, mean, rtol=1e-9, atol=1e-9 * scale, equal_nan=True)
     rise = np.diff(mat, axis=1)
     assert np.all(rise[np.isfinite(rise)] >= -1e-9 * scale)  # cost rises with x
+
+
+def test_integer_weights_equal_repeated_rows_and_ones_equal_unweighted():
+    """Weighting a row by k is repeating it k times; weights of 1 change nothing."""
+    from agent.impact.book_walk import time_weights
+
+    rng = np.random.default_rng(21)
+    batch = _random_books(rng, 300)
+    sizes = np.arange(100.0, 20_001.0, 300.0)
+    k = rng.integers(0, 4, len(batch))
+
+    weighted = cost_curve(batch, "buy", sizes, EXTRAP, weights=k.astype(float))
+    repeated = cost_curve(batch.take(np.repeat(np.arange(len(batch)), k)), "buy", sizes, EXTRAP)
+    ones = cost_curve(batch, "buy", sizes, EXTRAP, weights=np.ones(len(batch)))
+    plain = cost_curve(batch, "buy", sizes, EXTRAP)
+
+    np.testing.assert_allclose(weighted.mean_cost, repeated.mean_cost, rtol=1e-11)
+    np.testing.assert_allclose(weighted.std_cost, repeated.std_cost, rtol=1e-7)
+    np.testing.assert_allclose(weighted.frac_beyond_depth, repeated.frac_beyond_depth)
+    np.testing.assert_allclose(ones.mean_cost, plain.mean_cost, rtol=1e-13)
+    assert weighted.n_snapshots == len(batch)
+    np.testing.assert_allclose(
+        time_weights(np.array([0, 10**9, 3 * 10**9]), 4 * 10**9), [1.0, 2.0, 1.0]
+    )
+    assert time_weights(np.array([5]), None).tolist() == [0.0]
+    assert time_weights(np.empty(0, dtype=np.int64)).size == 0
+    with pytest.raises(ValueError, match="weights"):
+        cost_curve(batch, "buy", sizes, weights=-np.ones(len(batch)))
+    zero = cost_curve(batch, "buy", sizes, weights=np.zeros(len(batch)))
+    assert np.isnan(zero.mean_cost).all() and zero.n_snapshots == len(batch)
