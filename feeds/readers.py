@@ -23,6 +23,7 @@ Readers do not judge the data: crossed or unordered books are passed through for
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import io
 import os
@@ -35,7 +36,7 @@ from dataclasses import dataclass
 from datetime import date as _date
 from datetime import datetime, time
 from pathlib import Path
-from typing import IO, Final
+from typing import Any, Final, Protocol
 from zoneinfo import ZoneInfo
 
 import numpy as np
@@ -106,7 +107,14 @@ def _suffix(p: Path) -> str:
 # CSV
 
 
-def _open_text(p: Path) -> IO[bytes]:
+class _ByteStream(Protocol):
+    """What the CSV path needs of a plain or decompressing file object."""
+
+    def read(self, size: int = -1, /) -> bytes: ...
+    def close(self) -> None: ...
+
+
+def _open_text(p: Path) -> _ByteStream:
     name = p.name.lower()
     if name.endswith(".gz"):
         return gzip.open(p, "rb")
@@ -118,7 +126,7 @@ def _open_text(p: Path) -> IO[bytes]:
 def _read_header(p: Path) -> tuple[list[str], bytes]:
     """Return the header cells and the first bytes of the (decompressed) file."""
     try:
-        with _open_text(p) as f:
+        with contextlib.closing(_open_text(p)) as f:
             head = _read_up_to(f, 1 << 18)  # header (< 1 kB) plus rows to size blocks by
     except (OSError, EOFError, zstandard.ZstdError) as e:
         raise FeedDataError(f"{p}: cannot read: {e}") from e
@@ -179,7 +187,10 @@ def _iter_csv(
     per_row = len(body) / lines if lines else 512.0
     block_bytes = max(int(rows * per_row * 0.97), 1 << 12)
     workers = _parse_workers()
-    with _open_text(p) as f, ThreadPoolExecutor(workers, thread_name_prefix="mbp10") as pool:
+    with (
+        contextlib.closing(_open_text(p)) as f,
+        ThreadPoolExecutor(workers, thread_name_prefix="mbp10") as pool,
+    ):
         try:
             _read_up_to(f, layout.header_bytes)
             pending: deque[Future[list[BookBatch]]] = deque()
@@ -213,7 +224,7 @@ def _parse_workers() -> int:
 
 
 def _line_blocks(
-    p: Path, f: IO[bytes], block_bytes: int, offset: int
+    p: Path, f: _ByteStream, block_bytes: int, offset: int
 ) -> Iterator[tuple[bytes, int]]:
     """Yield (block of whole lines of about ``block_bytes`` bytes, its byte offset)."""
     carry = b""
@@ -236,7 +247,7 @@ def _line_blocks(
         offset += cut
 
 
-def _read_up_to(f: IO[bytes], n: int) -> bytes:
+def _read_up_to(f: _ByteStream, n: int) -> bytes:
     # Decompressing readers may return short reads before EOF.
     parts, got = [], 0
     while got < n:
@@ -263,7 +274,7 @@ def _parse_block(
             header=None,
             names=layout.names,
             usecols=layout.usecols,
-            dtype=dtypes,  # type: ignore[arg-type]
+            dtype=dtypes,
             engine="c",
             index_col=False,
         )
@@ -422,7 +433,7 @@ def _read_dbn(p: Path, symbol: str | None, chunk_rows: int) -> Iterator[BookBatc
     if version not in (1, 2, 3) or body_at > len(raw):
         raise FeedDataError(f"{p}: unsupported DBN version {version} or truncated metadata")
     try:
-        meta = dbn.DBNDecoder().write_and_decode(raw[:body_at])[0]
+        meta: Any = dbn.DBNDecoder().write_and_decode(raw[:body_at])[0]
     except Exception as e:  # the extension raises its own DBNError/ValueError types
         raise FeedDataError(f"{p}: cannot decode DBN metadata: {e}") from e
     if meta.schema is not None and str(meta.schema) != "mbp-10":
@@ -486,7 +497,7 @@ def _dbn_records(raw: bytes, body_at: int, offsets: NDArray[np.intp] | None) -> 
     # Gather the records into one contiguous block with a single fancy index.
     buf = np.frombuffer(raw, dtype=np.uint8)
     block = buf[offsets[:, None] + np.arange(_MBP10_SIZE)]
-    return block.reshape(-1).view(_mbp10_dtype(_MBP10_SIZE))
+    return np.asarray(block.reshape(-1).view(_mbp10_dtype(_MBP10_SIZE)))
 
 
 def _dbn_chunk(
@@ -664,4 +675,4 @@ def _lobster_csv(src: _Source, where: str, usecols: list[int] | None = None) -> 
                 df = pd.read_csv(f, header=None, usecols=usecols, dtype=np.float64)
     except (OSError, ValueError, zipfile.BadZipFile, pd.errors.EmptyDataError) as e:
         raise FeedDataError(f"{where}: cannot read {name}: {e}") from e
-    return df.to_numpy(np.float64)
+    return np.asarray(df.to_numpy(np.float64), dtype=np.float64)

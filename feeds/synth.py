@@ -179,7 +179,7 @@ def generate_day(
             1, 4, (n, N_LEVELS - 1)
         )
         off = np.concatenate([np.zeros((n, 1), np.int64), np.cumsum(gaps, axis=1)], axis=1)
-        return best[:, None] + sign * off
+        return np.asarray(best[:, None] + sign * off, dtype=np.int64)
 
     bid_t, ask_t = side_ticks(bid0, -1), side_ticks(ask0, +1)
 
@@ -190,7 +190,7 @@ def generate_day(
         lots = depth_mean[:, None] * shape[None, :] * rng.lognormal(0.0, 0.5, (n, N_LEVELS))
         lots = np.maximum(1, np.rint(lots)).astype(np.int64)
         odd = (rng.random((n, N_LEVELS)) < 0.08) * rng.integers(1, _LOT, (n, N_LEVELS))
-        size = lots * _LOT + odd
+        size = np.asarray(lots * _LOT + odd, dtype=np.int64)
         ct = np.maximum(1, np.rint(size / rng.uniform(150, 400, (n, N_LEVELS)))).astype(np.int64)
         return size, ct
 

@@ -125,7 +125,7 @@ def validate_batch(batch: BookBatch, prev_ts_ns: int | None = None) -> Validatio
     flags[Reason.TIME_BACKWARDS - 1] = ts < before
 
     # First applicable reason: argmax finds the first True along the rule axis.
-    any_bad = flags.any(axis=0)
+    any_bad = np.asarray(flags.any(axis=0), dtype=np.bool_)
     reason = np.where(any_bad, flags.argmax(axis=0) + 1, 0).astype(np.uint8)
     ok = ~any_bad
     valid = batch if ok.all() else batch.take(ok)
@@ -136,7 +136,7 @@ def validate_batch(batch: BookBatch, prev_ts_ns: int | None = None) -> Validatio
 
 
 def _any(mask: NDArray[np.bool_]) -> NDArray[np.bool_]:
-    return mask.any(axis=1)
+    return np.asarray(mask.any(axis=1), dtype=np.bool_)
 
 
 def _gap(present: NDArray[np.bool_]) -> NDArray[np.bool_]:
