@@ -7,9 +7,10 @@ consumer.
 
 Pacing with ``speed=K``: the first valid row is released at ``t0_wall = clock.now_ns()`` and a
 row with event time ``ts`` is released once ``clock.now_ns() >= t0_wall + (ts - t0_event) / K``.
-Each wake-up releases every row already due (at most ``max_batch_rows``), so a slow consumer
-gets larger batches instead of falling further behind, and a test driving a ``ManualClock``
-sees exactly the rows due at each ``advance``.
+Each wake-up releases the rows already due whose release times lie within ``batch_window_ns``
+(10 ms of wall time by default) of the first one, and at most ``max_batch_rows`` of them: a
+slow consumer gets the backlog in time-coherent slices, and a test driving a ``ManualClock``
+sees exactly the rows due at each ``advance``, sliced by the window.
 
 The feed never raises on bad data: a malformed snapshot is a counted skip. A missing or
 unreadable file raises ``FeedDataError`` naming the path, from the first ``updates()`` step.
@@ -79,7 +80,9 @@ class ReplayFeed:
         clock: Clock used for pacing; defaults to ``WallClock()`` when ``speed`` is set.
         chunk_rows: File rows parsed per worker-thread step.
         max_batch_rows: Upper bound on rows per yielded batch; ``None``: whole valid chunks
-            (fast mode) or every row due (paced mode).
+            (fast mode) or every row due within the window (paced mode).
+        batch_window_ns: Paced mode: a batch holds rows whose release times span at most this
+            much wall time, ns.
         log_first: Rejected snapshots logged individually per reason before only counting.
 
     Attributes:
@@ -96,6 +99,7 @@ class ReplayFeed:
         clock: Clock | None = None,
         chunk_rows: int = 250_000,
         max_batch_rows: int | None = None,
+        batch_window_ns: int = 10_000_000,
         log_first: int = 5,
     ) -> None:
         if speed is not None and not speed > 0:
@@ -108,6 +112,9 @@ class ReplayFeed:
         self.clock: Clock = clock if clock is not None else WallClock()
         self.chunk_rows = chunk_rows
         self.max_batch_rows = max_batch_rows
+        if batch_window_ns < 0:
+            raise ValueError(f"batch_window_ns must be >= 0, got {batch_window_ns}")
+        self.batch_window_ns = batch_window_ns
         self.log_first = log_first
         self.stats = ReplayStats()
         self._closed = False
@@ -214,8 +221,8 @@ class ReplayFeed:
             await self.clock.sleep_until(int(due[start]))
             if self._closed:
                 return
-            now = self.clock.now_ns()
-            stop = int(np.searchsorted(due, now, side="right"))
+            horizon = min(self.clock.now_ns(), int(due[start]) + self.batch_window_ns)
+            stop = int(np.searchsorted(due, horizon, side="right"))
             stop = max(stop, start + 1)
             if self.max_batch_rows is not None:
                 stop = min(stop, start + self.max_batch_rows)

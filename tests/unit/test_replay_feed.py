@@ -177,19 +177,23 @@ async def test_paced_releases_rows_exactly_when_due(small_day: Path) -> None:
     task = asyncio.create_task(consume())
     await until(lambda: len(released) == 1)
     assert len(released[0][1]) == 1  # row 0 is due at t0_wall
-    # Just before row 5 is due: rows 1..4 only.
+    # Just before row 5 is due: rows 1..4 only (in 10 ms slices).
     clock.advance_to(int(due[5]) - 1)
-    await until(lambda: len(released) == 2)
+    await until(lambda: sum(len(b) for _, b in released) == 5)
     await spin()
-    assert len(released) == 2
-    assert released[1][1].ts_event_ns.tolist() == raw.ts_event_ns[1:5].tolist()
+    got = BookBatch.concat([b for _, b in released])
+    assert got.ts_event_ns.tolist() == raw.ts_event_ns[:5].tolist()
     # Exactly at row 5's due time: row 5 alone.
+    k = len(released)
     clock.advance_to(int(due[5]))
-    await until(lambda: len(released) == 3)
-    assert released[2][1].ts_event_ns.tolist() == [raw.ts_event_ns[5]]
-    # Far ahead: the rest, at once.
+    await until(lambda: len(released) == k + 1)
+    assert released[k][1].ts_event_ns.tolist() == [raw.ts_event_ns[5]]
+    # Far ahead: the rest, in slices spanning at most 10 ms of wall time each.
     clock.advance_to(int(due[-1]))
     await asyncio.wait_for(task, 10)
+    for _, b in released:
+        d = _due(raw.ts_event_ns, speed)[np.searchsorted(raw.ts_event_ns, b.ts_event_ns)]
+        assert d[-1] - d[0] <= 10_000_000
     whole = BookBatch.concat([b for _, b in released])
     np.testing.assert_array_equal(whole.ts_event_ns, raw.ts_event_ns)
     for now, b in released:
@@ -230,6 +234,8 @@ def test_bad_arguments() -> None:
         ReplayFeed(BAD_ROWS, "T", speed=0)
     with pytest.raises(ValueError, match="max_batch_rows"):
         ReplayFeed(BAD_ROWS, "T", max_batch_rows=0)
+    with pytest.raises(ValueError, match="batch_window_ns"):
+        ReplayFeed(BAD_ROWS, "T", batch_window_ns=-1)
 
 
 async def test_malformed_rows_are_counted_skips(tmp_path: Path) -> None:
