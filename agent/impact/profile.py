@@ -113,6 +113,34 @@ class IntradayProfile:
             "n_snapshots": self.n_snapshots.tolist(),
         }
 
+    @staticmethod
+    def from_dict(d: dict[str, Any]) -> IntradayProfile:
+        """Rebuild a profile from ``to_dict`` output (e.g. ``impact.json``'s
+        ``forecast_profile``), so the daemon can load what ``calibrate`` learned.
+
+        Raises:
+            ValueError: If the multipliers are not positive, or their count does not tile the
+                day with ``bucket_s``.
+        """
+        bucket_ns = round(float(d["bucket_s"]) * 1e9)
+        mb = np.asarray(d["beta_mult"], dtype=np.float64)
+        mg = np.asarray(d["gamma_mult"], dtype=np.float64)
+        mc = np.asarray(d.get("cost_mult", np.ones(mb.size)), dtype=np.float64)
+        n = np.asarray(d.get("n_snapshots", np.zeros(mb.size)), dtype=np.int64)
+        sizes_ok = mb.size == mg.size == mc.size == n.size and mb.size * bucket_ns == DAY_NS
+        if not sizes_ok or not np.all((mb > 0) & (mg > 0) & (mc > 0)):
+            raise ValueError("profile needs positive multipliers, one per bucket of the day")
+        ref = d.get("ref_size")
+        return IntradayProfile(
+            bucket_ns,
+            mb,
+            mg,
+            mc,
+            n,
+            math.nan if ref is None else float(ref),
+            str(d.get("source", "history")),
+        )
+
 
 def _hhmm(t_ns: int) -> str:
     m = int(t_ns // 60_000_000_000)

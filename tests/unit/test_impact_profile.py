@@ -133,3 +133,21 @@ def test_fill_nearest_without_any_value_is_ones():
     out = _fill_nearest(np.array([3.0, 4.0]), np.array([False, False]))
 
     assert out.tolist() == [1.0, 1.0]
+
+
+def test_round_trip_through_dict():
+    """from_dict(to_dict(p)) gives the same multipliers (the daemon loads impact.json)."""
+    import json
+
+    hist = [_day(0, [13.5, 14.5], [0.04, 0.01], [100.0, 400.0])]
+    prof = learn_profile(hist, "buy", SIZES, bucket_s=3600, min_snapshots=50)
+
+    back = IntradayProfile.from_dict(json.loads(json.dumps(prof.to_dict())))
+    flat = IntradayProfile.from_dict(IntradayProfile.flat().to_dict())
+
+    np.testing.assert_array_equal(back.beta_mult, prof.beta_mult)
+    np.testing.assert_array_equal(back.gamma_mult, prof.gamma_mult)
+    assert back.bucket_ns == prof.bucket_ns and back.ref_size == prof.ref_size
+    assert flat.is_flat and flat.source == "flat"
+    with pytest.raises(ValueError, match="multipliers"):
+        IntradayProfile.from_dict({"bucket_s": 3600, "beta_mult": [1.0], "gamma_mult": [1.0]})
