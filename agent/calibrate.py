@@ -116,10 +116,12 @@ def add_parser(subparsers: Any) -> None:
     )
     p.add_argument(
         "--history",
-        nargs="*",
+        nargs="+",
+        action="extend",
         default=[],
         metavar="PATH",
-        help="files or folders to learn the intraday profile from (flat if none)",
+        help="files or folders to learn the intraday profile from (flat if none); give it "
+        "after the input PATHs, or repeat it",
     )
     p.add_argument(
         "--bucket-s",
