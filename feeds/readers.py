@@ -3,8 +3,11 @@
 Formats (chosen from the file suffix):
 
 - ``.csv``, ``.csv.gz``, ``.csv.zst``: Databento MBP-10 CSV (74 columns, see
-  ``../shared/data/README.md``). Only the 42 needed columns are parsed (timestamps, symbol and
-  the 40 price/size columns), timestamps are parsed vectorised from their fixed ISO layout.
+  ``../shared/data/README.md``). The text is cut into blocks of whole lines that a small thread
+  pool parses (pandas' C tokenizer releases the GIL); only the 42 needed columns are converted
+  (timestamps, symbol, the 40 price/size columns) and timestamps are parsed vectorised as
+  ISO-8601 (``T`` or space, ``Z`` or ``+00:00``; a duplicated ``ts_event`` header without
+  ``ts_recv`` gives ``ts_recv == ts_event``).
 - ``.dbn``, ``.dbn.zst``: Databento Binary Encoding, versions 1 to 3. MBP-10 records are viewed
   straight from the byte buffer with a numpy structured dtype (no Python object per record);
   other record types in the same file are skipped.
@@ -18,7 +21,11 @@ Invariants of every yielded batch:
 - timestamps are int64 ns since the epoch, UTC.
 
 Readers do not judge the data: crossed or unordered books are passed through for
-``feeds.validate.validate_batch`` to classify. Only a file that cannot be read at all raises.
+``feeds.validate.validate_batch`` to classify. A malformed CSV cell does not raise either: an
+unparseable number becomes NaN and a row with an unparseable timestamp gets NaN sizes, so
+validation rejects the row and a feed counts it. Lines without a symbol (truncated) or with too
+many fields cannot be attributed and are dropped. Only a file that cannot be read at all, or
+whose header lacks required columns, raises ``FeedDataError``.
 """
 
 from __future__ import annotations
@@ -69,20 +76,22 @@ def read_mbp10(
 ) -> Iterator[BookBatch]:
     """Read a Databento MBP-10 file as a stream of per-symbol batches.
 
-    A chunk of at most ``chunk_rows`` file rows is read at a time; a chunk holding several symbols
-    yields one batch per symbol, in order of first appearance in the chunk.
+    The file is read in blocks (CSV: about ``min(chunk_rows, 65536)`` rows; DBN: ``chunk_rows``
+    records); a block holding several symbols yields one batch per symbol, in order of first
+    appearance. Concatenating the batches of one symbol gives its rows in file order.
 
     Args:
         path: File ending in one of ``SUPPORTED_SUFFIXES``.
         symbol: Keep only this symbol; ``None`` keeps all.
-        chunk_rows: File rows parsed per chunk (memory bound: about 700 bytes per row).
+        chunk_rows: Upper bound on the rows of a yielded batch.
 
     Yields:
         ``BookBatch`` objects of at most ``chunk_rows`` rows, ``L = 10``.
 
     Raises:
-        FeedDataError: The file is missing, unreadable, of an unknown suffix, lacks required
-            columns or its timestamps cannot be parsed. The message names the file.
+        FeedDataError: The file is missing, unreadable, of an unknown suffix or lacks required
+            columns (raised by the call itself for CSV; DBN content errors surface on the first
+            ``next``). The message names the file.
     """
     p = Path(path)
     if chunk_rows < 1:

@@ -407,3 +407,48 @@ def test_lobster_zip_member_copy(tmp_path: Path) -> None:
     (b,) = read_lobster(zpath)
     assert b.ask_px[0, 0] == 100.1 and b.bid_sz[0, 0] == 5
     shutil.rmtree(tmp_path, ignore_errors=True)
+
+
+def test_truncated_gzip_raises_feed_data_error(tmp_path: Path) -> None:
+    """A gzip file cut short is unreadable: FeedDataError naming it, not an EOFError."""
+    data = gzip.compress((FIXTURES / "mbp10_bad_rows.csv").read_bytes())
+    p = tmp_path / "cut.csv.gz"
+    p.write_bytes(data[: len(data) // 2])
+    with pytest.raises(FeedDataError, match=r"cut\.csv\.gz"):
+        read_all(p)
+
+
+def test_header_only_file_yields_nothing(tmp_path: Path) -> None:
+    """A valid header without data rows is an empty stream, not an error."""
+    p = tmp_path / "header.csv"
+    p.write_text((FIXTURES / "mbp10_bad_rows.csv").read_text().splitlines()[0] + "\n")
+    assert read_all(p) == []
+
+
+@pytest.mark.slow
+def test_read_speed_against_pandas_read_csv(tmp_path: Path) -> None:
+    """read_mbp10 of a 300k-row synthetic CSV takes at most ~read_csv's time (budget 1.5x).
+
+    Timing on a shared machine is noisy: medians of 3, and a loose bound (1.2x) that still
+    catches a regression to per-row Python work.
+    """
+    import statistics
+    import time
+
+    from feeds.synth import generate_day, write_mbp10_csv
+
+    path = write_mbp10_csv(
+        generate_day("SYNA", "2025-06-02", 1, n_rows=300_000), tmp_path / "big.csv"
+    )
+
+    def median_s(fn) -> float:
+        times = []
+        for _ in range(3):
+            t0 = time.perf_counter()
+            fn()
+            times.append(time.perf_counter() - t0)
+        return statistics.median(times)
+
+    base = median_s(lambda: pd.read_csv(path))
+    ours = median_s(lambda: sum(len(b) for b in read_mbp10(path)))
+    assert ours <= 1.2 * base, f"read_mbp10 {ours:.2f}s vs pandas.read_csv {base:.2f}s"
