@@ -85,14 +85,15 @@ class EstimationConfig(_Strict):
 
     ``window_s``: rolling window of snapshots (seconds of event time).
     ``max_size``/``n_sizes``: size grid (shares) on which the window's mean walk-the-book cost
-    curve is evaluated before the quadratic fit. ``beyond_depth``: what a size past the visible
+    curve is evaluated before the quadratic fit; ``max_size = 0`` sizes the grid to the order:
+    three times its average child (quantity / periods), at least ten lots. ``beyond_depth``: what a size past the visible
     levels costs (``extrapolate`` the deepest level's price slope, ``penalty`` on the last level's
     price, or ``refuse`` such sizes). ``history``: MBP-10 files of earlier days from which the
     intraday liquidity profile is learned (flat when empty).
     """
 
     window_s: float = Field(600.0, gt=0)
-    max_size: float = Field(20_000.0, gt=0)
+    max_size: float = Field(0.0, ge=0)
     n_sizes: int = Field(50, ge=4, le=2000)
     beyond_depth: Literal["extrapolate", "penalty", "refuse"] = "extrapolate"
     penalty_bps: float = Field(100.0, ge=0)

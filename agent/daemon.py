@@ -32,7 +32,7 @@ from agent.impact.fit import fit_quadratic
 from agent.model import ChildOrder, OrderEvent, OrderFilled, Side
 from agent.orders.tracker import OrderTracker, Transition
 from agent.planner import Decision, PeriodGrid, decide_mpc, round_lot, twap_child_qty
-from agent.profile import LiquidityProfile
+from agent.impact.profile import IntradayProfile
 from agent.window import RollingWindow
 from feeds.base import BookFeed
 from feeds.model import BookBatch
@@ -116,7 +116,7 @@ class ParentRunner:
         cfg: AgentConfig,
         broker: Broker,
         shadow: SimulatedBroker | None,
-        profile: LiquidityProfile,
+        profile: IntradayProfile,
     ) -> None:
         self.order = order
         self.cfg = cfg
@@ -127,7 +127,8 @@ class ParentRunner:
         )
         self.profile = profile
         est = cfg.estimation
-        self.sizes = np.linspace(est.max_size / est.n_sizes, est.max_size, est.n_sizes)
+        max_size = est.max_size or max(10 * order.lot, 3 * order.quantity / self.grid.n)
+        self.sizes = np.linspace(max_size / est.n_sizes, max_size, est.n_sizes)
         self.policy = DepthPolicy(BeyondDepth(est.beyond_depth), est.penalty_bps)
         self.mpc = _Leg("mpc", broker, OrderTracker(order.quantity), order.id)
         self.twap = (
@@ -446,7 +447,7 @@ async def run(
     feed_factory: FeedFactory,
     *,
     broker: Broker | None = None,
-    profiles: dict[str, LiquidityProfile] | None = None,
+    profiles: dict[tuple[str, str], IntradayProfile] | None = None,
 ) -> list[RunSummary]:
     """Work every parent order of ``cfg`` to its deadline and return the summaries.
 
@@ -454,7 +455,7 @@ async def run(
         cfg: Validated config.
         feed_factory: Opens the book feed of a symbol.
         broker: Where MPC children go; a ``SimulatedBroker`` per the config when None.
-        profiles: Intraday liquidity profile per symbol (flat when missing).
+        profiles: Intraday liquidity profile per (symbol, side) (flat when missing).
     """
     log = structlog.get_logger()
     latency_ns = int(cfg.broker.latency_ms * 1e6)
@@ -462,7 +463,7 @@ async def run(
     shadow = SimulatedBroker(latency_ns, name="twap-shadow")
     profiles = profiles or {}
     runners = [
-        ParentRunner(o, cfg, main, shadow, profiles.get(o.symbol, LiquidityProfile.flat()))
+        ParentRunner(o, cfg, main, shadow, profiles.get((o.symbol, o.side.value), IntradayProfile.flat()))
         for o in cfg.orders
     ]
     router = _Router(runners)

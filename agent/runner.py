@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import sys
+from collections.abc import Iterator
 from pathlib import Path
+
+import numpy as np
 
 import structlog
 
@@ -12,11 +15,15 @@ from agent.config import AgentConfig, load_config
 from agent.daemon import RunSummary, run
 from agent.errors import ConfigError
 from agent.logs import configure_logging
-from agent.profile import LiquidityProfile
+from agent.impact.book_walk import BeyondDepth, DepthPolicy
+from agent.impact.profile import IntradayProfile, learn_profile
 from feeds.base import BookFeed
 from feeds.clock import WallClock
 from feeds.errors import FeedDataError
+from feeds.model import BookBatch
+from feeds.readers import read_mbp10
 from feeds.replay import ReplayFeed
+from feeds.validate import validate_batch
 
 __all__ = ["build_profiles", "make_feed_factory", "run_from_config"]
 
@@ -33,14 +40,40 @@ def make_feed_factory(cfg: AgentConfig):  # noqa: ANN201 - returns FeedFactory
     return factory
 
 
-def build_profiles(cfg: AgentConfig) -> dict[str, LiquidityProfile]:
-    """Learn one intraday profile per symbol from ``[estimation].history`` (flat when empty)."""
-    if not cfg.estimation.history:
-        return {}
-    from agent.profile import learn_profiles
+def build_profiles(cfg: AgentConfig) -> dict[tuple[str, str], IntradayProfile]:
+    """Learn the intraday profile of each (symbol, side) traded from ``[estimation].history``.
 
-    return learn_profiles(cfg.estimation.history, {o.symbol for o in cfg.orders},
-                          bucket_s=cfg.estimation.profile_bucket_s)
+    History files are read and validated like the replay (bad snapshots skipped). Empty when no
+    history is configured, which makes every forecast flat.
+    """
+    est = cfg.estimation
+    if not est.history:
+        return {}
+    max_size = est.max_size or max(
+        max(10 * o.lot, 3 * o.quantity * o.period_s / (o.end_ns - o.start_ns) * 1e9)
+        for o in cfg.orders
+    )
+    sizes = np.linspace(max_size / est.n_sizes, max_size, est.n_sizes)
+    policy = DepthPolicy(BeyondDepth(est.beyond_depth), est.penalty_bps)
+    wanted = {(o.symbol, o.side.value) for o in cfg.orders}
+    out: dict[tuple[str, str], IntradayProfile] = {}
+    for symbol in sorted({s for s, _ in wanted}):
+        batches = list(_valid_batches(est.history, symbol))
+        for side in ("buy", "sell"):
+            if (symbol, side) in wanted:
+                out[(symbol, side)] = learn_profile(batches, side, sizes,
+                                                    bucket_s=est.profile_bucket_s, policy=policy)
+    return out
+
+
+def _valid_batches(paths: list[Path], symbol: str) -> Iterator[BookBatch]:
+    for p in paths:
+        prev: int | None = None
+        for batch in read_mbp10(p, symbol=symbol):
+            res = validate_batch(batch, prev)
+            prev = res.last_ts_ns
+            if len(res.valid):
+                yield res.valid
 
 
 def run_from_config(
@@ -58,8 +91,9 @@ def run_from_config(
              config=cfg.model_dump(mode="json"))
     try:
         profiles = build_profiles(cfg)
-        summaries: list[RunSummary] = asyncio.run(run(cfg, make_feed_factory(cfg),
-                                                      profiles=profiles))
+        summaries: list[RunSummary] = asyncio.run(
+            run(cfg, make_feed_factory(cfg), profiles=profiles)
+        )
     except FeedDataError as e:
         log.error("daemon.data_error", error=str(e))
         print(f"exec-agent: data error: {e}", file=sys.stderr)

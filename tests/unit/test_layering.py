@@ -14,7 +14,6 @@ PURE = [
     *sorted((REPO / "agent" / "orders").glob("*.py")),
     REPO / "agent" / "planner.py",
     REPO / "agent" / "window.py",
-    REPO / "agent" / "profile.py",
     REPO / "agent" / "brokers" / "matching.py",
     REPO / "feeds" / "model.py",
     REPO / "feeds" / "readers.py",
