@@ -89,7 +89,9 @@ class EstimationConfig(_Strict):
     three times its average child (quantity / periods), at least ten lots. ``beyond_depth``: what a size past the visible
     levels costs (``extrapolate`` the deepest level's price slope, ``penalty`` on the last level's
     price, or ``refuse`` such sizes). ``history``: MBP-10 files of earlier days from which the
-    intraday liquidity profile is learned (flat when empty).
+    intraday liquidity profile is learned (flat when empty). ``weighting``: ``time`` weights each
+    snapshot by how long it was in force (what an order arriving at a random instant meets),
+    ``snapshot`` weights every snapshot equally (as the specification does).
     """
 
     window_s: float = Field(600.0, gt=0)
@@ -98,6 +100,7 @@ class EstimationConfig(_Strict):
     beyond_depth: Literal["extrapolate", "penalty", "refuse"] = "extrapolate"
     penalty_bps: float = Field(100.0, ge=0)
     min_snapshots: int = Field(10, ge=1)
+    weighting: Literal["time", "snapshot"] = "time"
     max_window_rows: int = Field(20_000, ge=100)
     history: list[Path] = Field(default_factory=list)
     profile_bucket_s: float = Field(1800.0, gt=0)

@@ -27,7 +27,7 @@ from agent.brokers.base import Broker, BookDrivenBroker
 from agent.brokers.matching import collar_limit_px
 from agent.brokers.simulated import SimulatedBroker
 from agent.config import AgentConfig, OrderConfig
-from agent.impact.book_walk import BeyondDepth, DepthPolicy, cost_curve
+from agent.impact.book_walk import BeyondDepth, DepthPolicy, cost_curve, time_weights
 from agent.impact.fit import fit_quadratic
 from agent.model import ChildOrder, OrderEvent, OrderFilled, Side
 from agent.orders.tracker import OrderTracker, Transition
@@ -200,7 +200,9 @@ class ParentRunner:
             window = self.window.view(t_ns)
             beta = gamma = math.nan
             if len(window) >= self.cfg.estimation.min_snapshots:
-                curve = cost_curve(window, self.side.value, self.sizes, self.policy)
+                w = (time_weights(window.ts_event_ns, t_ns)
+                     if self.cfg.estimation.weighting == "time" else None)
+                curve = cost_curve(window, self.side.value, self.sizes, self.policy, weights=w)
                 fit = fit_quadratic(curve)
                 beta, gamma = fit.beta, fit.gamma
                 fields = {
