@@ -8,7 +8,9 @@ Usage:
         # one big SYNA day (plain .csv) for read-speed benchmarks
 
 The sample is two symbols of one day (2025-06-02): SYNA (~$50, liquid) and SYNB (~$12, thinner
-book, wider spread), written as ``<SYMBOL>_<date>.mbp-10.csv.gz`` plus ``SHA256SUMS``.
+book, wider spread), written as ``<SYMBOL>_<date>.mbp-10.csv.gz`` plus ``SHA256SUMS``, and an
+earlier day of each (2025-05-30, fewer rows) under ``history/``: the daemon learns its intraday
+liquidity profile from it, so the replay forecasts without looking ahead.
 """
 
 from __future__ import annotations
@@ -26,6 +28,8 @@ from feeds.synth import generate_day, write_mbp10_csv  # noqa: E402
 DATE = "2025-06-02"
 SEED = 20250602
 SYMBOLS = ("SYNA", "SYNB")
+HISTORY_DATE = "2025-05-30"
+HISTORY_ROWS = 20_000
 
 
 def sample_path(out: Path, symbol: str, date: str = DATE) -> Path:
@@ -45,7 +49,14 @@ def write_sample(out: Path, seed: int = SEED) -> list[Path]:
     for sym in SYMBOLS:
         df = generate_day(sym, DATE, symbol_seed(seed, sym))
         paths.append(write_mbp10_csv(df, sample_path(out, sym)))
-    sums = "".join(f"{hashlib.sha256(p.read_bytes()).hexdigest()}  {p.name}\n" for p in paths)
+    (out / "history").mkdir(exist_ok=True)
+    for sym in SYMBOLS:
+        df = generate_day(sym, HISTORY_DATE, symbol_seed(seed + 1, sym), n_rows=HISTORY_ROWS)
+        paths.append(write_mbp10_csv(df, sample_path(out / "history", sym, HISTORY_DATE)))
+    sums = "".join(
+        f"{hashlib.sha256(p.read_bytes()).hexdigest()}  {p.relative_to(out).as_posix()}\n"
+        for p in paths
+    )
     (out / "SHA256SUMS").write_text(sums, encoding="ascii")
     return paths
 

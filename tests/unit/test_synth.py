@@ -125,7 +125,7 @@ def test_written_file_round_trips_through_the_reader(tmp_path: Path) -> None:
 def test_shipped_checksums_match_the_files() -> None:
     """replay_data/SHA256SUMS lists the shipped files with their current hashes."""
     lines = (REPLAY_DATA / "SHA256SUMS").read_text().splitlines()
-    assert len(lines) == 2
+    assert len(lines) == 4  # two sample days and two history days
     for line in lines:
         digest, name = line.split("  ")
         assert hashlib.sha256((REPLAY_DATA / name).read_bytes()).hexdigest() == digest
@@ -148,5 +148,6 @@ def test_script_regenerates_the_whole_sample(tmp_path: Path) -> None:
     """Running the script end to end reproduces both shipped files and SHA256SUMS."""
     mod = _script()
     assert mod.main(["--out", str(tmp_path)]) == 0
-    for name in ("SHA256SUMS", "SYNA_2025-06-02.mbp-10.csv.gz", "SYNB_2025-06-02.mbp-10.csv.gz"):
+    for name in ("SHA256SUMS", "SYNA_2025-06-02.mbp-10.csv.gz", "SYNB_2025-06-02.mbp-10.csv.gz",
+                 "history/SYNA_2025-05-30.mbp-10.csv.gz", "history/SYNB_2025-05-30.mbp-10.csv.gz"):
         assert (tmp_path / name).read_bytes() == (REPLAY_DATA / name).read_bytes()
