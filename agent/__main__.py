@@ -69,6 +69,11 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; return the exit code."""
     args = build_parser().parse_args(argv)
+    if args.command != "run":
+        # Batch commands print their result on stdout; their logs go to stderr.
+        from agent.logs import configure_logging
+
+        configure_logging("auto", "info", stream=sys.stderr)
     try:
         return int(args.func(args))
     except KeyboardInterrupt:
