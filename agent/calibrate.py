@@ -49,6 +49,7 @@ from agent.impact.fit import (
     fit_quadratic,
 )
 from agent.impact.profile import DAY_NS, IntradayProfile, forecast, profile_from
+from agent.mpc.solvers import solve_quadratic
 
 __all__ = ["add_parser", "run"]
 
@@ -336,33 +337,16 @@ def _stats(v: NDArray[np.float64]) -> dict[str, float]:
     }
 
 
-def _waterfill(
-    beta: NDArray[np.float64], gamma: NDArray[np.float64], total: float
-) -> NDArray[np.float64]:
-    """Minimise sum beta_t x_t + gamma_t x_t^2 s.t. sum x = total, x >= 0 (bisection on lam)."""
-    g = np.maximum(gamma, 1e-15 * max(float(np.max(gamma)), 1e-15))
-
-    def alloc(lam: float) -> NDArray[np.float64]:
-        return np.maximum((lam - beta) / (2 * g), 0.0)
-
-    lo, hi = float(np.min(beta)), float(np.max(beta) + 2 * np.max(g) * total)
-    for _ in range(200):  # bisection to machine precision
-        mid = 0.5 * (lo + hi)
-        if alloc(mid).sum() < total:
-            lo = mid
-        else:
-            hi = mid
-    x = alloc(hi)
-    return x * (total / x.sum()) if x.sum() > 0 else np.full_like(beta, total / beta.size)
-
-
 def _schedule(
     fit: QuadraticFit, starts: NDArray[np.int64], shares: float, profile: IntradayProfile
 ) -> dict[str, Any]:
     if not fit.ok:
         return {"status": "no_fit"}
     beta_t, gamma_t = forecast(fit.beta, fit.gamma, int(starts[0]), starts, profile)
-    x = _waterfill(beta_t, gamma_t, shares)
+    res = solve_quadratic(beta_t, gamma_t, shares)
+    if not res.ok:
+        return {"status": str(res.status), "message": res.message}
+    x = res.x
     return {
         "status": "ok",
         "period_start_ns": starts.tolist(),
