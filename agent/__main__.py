@@ -28,10 +28,18 @@ def _add_run(sub: Any) -> None:
         "feed and broker, logging every decision, then print one run.summary per order.",
     )
     p.add_argument("--config", required=True, metavar="FILE", help="TOML config file")
-    p.add_argument("--log-format", choices=["auto", "json", "console"], default=None,
-                   help="override [logging].format")
-    p.add_argument("--log-level", choices=["debug", "info", "warning", "error"], default=None,
-                   help="override [logging].level")
+    p.add_argument(
+        "--log-format",
+        choices=["auto", "json", "console"],
+        default=None,
+        help="override [logging].format",
+    )
+    p.add_argument(
+        "--log-level",
+        choices=["debug", "info", "warning", "error"],
+        default=None,
+        help="override [logging].level",
+    )
     p.set_defaults(func=_cmd_run)
 
 

@@ -86,7 +86,8 @@ class EstimationConfig(_Strict):
     ``window_s``: rolling window of snapshots (seconds of event time).
     ``max_size``/``n_sizes``: size grid (shares) on which the window's mean walk-the-book cost
     curve is evaluated before the quadratic fit; ``max_size = 0`` sizes the grid to the order:
-    three times its average child (quantity / periods), at least ten lots. ``beyond_depth``: what a size past the visible
+    three times its average child (quantity / periods), at least ten lots. ``beyond_depth``:
+    what a size past the visible
     levels costs (``extrapolate`` the deepest level's price slope, ``penalty`` on the last level's
     price, or ``refuse`` such sizes). ``history``: MBP-10 files of earlier days from which the
     intraday liquidity profile is learned (flat when empty). ``weighting``: ``time`` weights each

@@ -23,16 +23,16 @@ from typing import Any
 import numpy as np
 import structlog
 
-from agent.brokers.base import Broker, BookDrivenBroker
+from agent.brokers.base import BookDrivenBroker, Broker
 from agent.brokers.matching import collar_limit_px
 from agent.brokers.simulated import SimulatedBroker
 from agent.config import AgentConfig, OrderConfig
 from agent.impact.book_walk import BeyondDepth, DepthPolicy, cost_curve, time_weights
 from agent.impact.fit import fit_quadratic
+from agent.impact.profile import IntradayProfile
 from agent.model import ChildOrder, OrderEvent, OrderFilled, Side
 from agent.orders.tracker import OrderTracker, Transition
-from agent.planner import Decision, PeriodGrid, decide_mpc, round_lot, twap_child_qty
-from agent.impact.profile import IntradayProfile
+from agent.planner import Decision, PeriodGrid, decide_mpc, twap_child_qty
 from agent.window import RollingWindow
 from feeds.base import BookFeed
 from feeds.model import BookBatch
@@ -132,7 +132,9 @@ class ParentRunner:
         self.policy = DepthPolicy(BeyondDepth(est.beyond_depth), est.penalty_bps)
         self.mpc = _Leg("mpc", broker, OrderTracker(order.quantity), order.id)
         self.twap = (
-            _Leg("twap", shadow, OrderTracker(order.quantity), f"{order.id}-twap", log_level="debug")
+            _Leg(
+                "twap", shadow, OrderTracker(order.quantity), f"{order.id}-twap", log_level="debug"
+            )
             if shadow is not None
             else None
         )
@@ -190,7 +192,10 @@ class ParentRunner:
         tracker = self.mpc.tracker
         remaining = tracker.uncommitted_qty
         twap_qty = twap_child_qty(
-            self.grid, k, tracker.parent_qty, tracker.filled_qty + tracker.open_qty,
+            self.grid,
+            k,
+            tracker.parent_qty,
+            tracker.filled_qty + tracker.open_qty,
             self.order.lot,
         )
         fields: dict[str, Any] = {}
@@ -200,15 +205,22 @@ class ParentRunner:
             window = self.window.view(t_ns)
             beta = gamma = math.nan
             if len(window) >= self.cfg.estimation.min_snapshots:
-                w = (time_weights(window.ts_event_ns, t_ns)
-                     if self.cfg.estimation.weighting == "time" else None)
+                w = (
+                    time_weights(window.ts_event_ns, t_ns)
+                    if self.cfg.estimation.weighting == "time"
+                    else None
+                )
                 curve = cost_curve(window, self.side.value, self.sizes, self.policy, weights=w)
                 fit = fit_quadratic(curve)
                 beta, gamma = fit.beta, fit.gamma
                 fields = {
-                    "beta": fit.beta, "gamma": fit.gamma, "fit_r2": fit.r2,
-                    "fit_rmse": fit.rmse, "fit_status": fit.status,
-                    "n_snapshots": fit.n_snapshots, "frac_beyond_depth": fit.frac_beyond_depth,
+                    "beta": fit.beta,
+                    "gamma": fit.gamma,
+                    "fit_r2": fit.r2,
+                    "fit_rmse": fit.rmse,
+                    "fit_status": fit.status,
+                    "n_snapshots": fit.n_snapshots,
+                    "frac_beyond_depth": fit.frac_beyond_depth,
                 }
                 if fit.frac_beyond_depth > 0:
                     fields["beyond_depth_policy"] = self.policy.kind.value
@@ -218,7 +230,12 @@ class ParentRunner:
                 starts = self.grid.starts(k)
                 mb, mg = self.profile.multipliers(starts)
                 decision = decide_mpc(
-                    self.grid, k, remaining, beta * mb, gamma * mg, lot=self.order.lot,
+                    self.grid,
+                    k,
+                    remaining,
+                    beta * mb,
+                    gamma * mg,
+                    lot=self.order.lot,
                     max_child_qty=self.order.max_child_qty,
                     fallback_twap_qty=(
                         twap_qty if self.cfg.mpc.on_solve_failure == "twap" else None
@@ -228,8 +245,13 @@ class ParentRunner:
                     self.log.warning("mpc.solve_failed", period=k, message=decision.message)
             else:
                 decision = Decision(
-                    k, min(twap_qty, remaining), np.zeros(0), math.nan, "twap_fallback",
-                    "no impact estimate", 0.0,
+                    k,
+                    min(twap_qty, remaining),
+                    np.zeros(0),
+                    math.nan,
+                    "twap_fallback",
+                    "no impact estimate",
+                    0.0,
                 )
         self.n_decisions += 1
         self.log.info(
@@ -249,8 +271,9 @@ class ParentRunner:
         await self._send(self.mpc, decision.child_qty, t_ns)
         if self.twap is not None:
             tw = self.twap.tracker
-            q = twap_child_qty(self.grid, k, tw.parent_qty, tw.filled_qty + tw.open_qty,
-                               self.order.lot)
+            q = twap_child_qty(
+                self.grid, k, tw.parent_qty, tw.filled_qty + tw.open_qty, self.order.lot
+            )
             await self._send(self.twap, min(q, tw.uncommitted_qty), t_ns)
 
     async def _final_retry(self, t_ns: int) -> None:
@@ -284,8 +307,13 @@ class ParentRunner:
         leg.tracker.on_submitted(child, t_ns)
         leg.children.append(coid)
         self.log.log(
-            _level(leg.log_level), "order.submitted", strategy=leg.name, client_order_id=coid,
-            qty=child.qty, limit_px=child.limit_px, ts_ns=t_ns,
+            _level(leg.log_level),
+            "order.submitted",
+            strategy=leg.name,
+            client_order_id=coid,
+            qty=child.qty,
+            limit_px=child.limit_px,
+            ts_ns=t_ns,
         )
         await leg.broker.submit(child)
 
@@ -302,8 +330,11 @@ class ParentRunner:
         """Apply a broker event to the leg's tracker and log the state change."""
         tr = leg.tracker.on_event(event)
         if tr.applied and tr.new is not None and tr.new != tr.old:
-            fields: dict[str, Any] = {"strategy": leg.name, "client_order_id": tr.client_order_id,
-                                      "state": str(tr.new)}
+            fields: dict[str, Any] = {
+                "strategy": leg.name,
+                "client_order_id": tr.client_order_id,
+                "state": str(tr.new),
+            }
             if isinstance(event, OrderFilled):
                 fields |= {"fill_qty": event.qty, "fill_px": event.px, "exec_id": event.exec_id}
             child = leg.tracker.children[tr.client_order_id]
@@ -312,15 +343,26 @@ class ParentRunner:
                 fields["reason"] = child.reason
             if tr.note:
                 fields["note"] = tr.note
-            self.log.log(_level(leg.log_level), _EVENT_NAMES.get(str(tr.new), "order.updated"),
-                         **fields)
+            self.log.log(
+                _level(leg.log_level), _EVENT_NAMES.get(str(tr.new), "order.updated"), **fields
+            )
         elif isinstance(event, OrderFilled) and tr.applied:
-            self.log.log(_level(leg.log_level), "order.partially_filled", strategy=leg.name,
-                         client_order_id=tr.client_order_id, fill_qty=event.qty,
-                         fill_px=event.px, exec_id=event.exec_id)
+            self.log.log(
+                _level(leg.log_level),
+                "order.partially_filled",
+                strategy=leg.name,
+                client_order_id=tr.client_order_id,
+                fill_qty=event.qty,
+                fill_px=event.px,
+                exec_id=event.exec_id,
+            )
         elif tr.note in ("duplicate", "stale"):
-            self.log.debug("order.event_ignored", client_order_id=tr.client_order_id,
-                           note=tr.note, event=type(event).__name__)
+            self.log.debug(
+                "order.event_ignored",
+                client_order_id=tr.client_order_id,
+                note=tr.note,
+                event=type(event).__name__,
+            )
         return tr
 
     def summary(self) -> RunSummary:
@@ -366,8 +408,12 @@ class _Router:
                 r.apply(leg, event)
                 return
         # Never drop a fill silently: an execution we cannot attribute needs a human.
-        self.log.error("order.unknown_event", client_order_id=event.client_order_id,
-                       event=type(event).__name__, detail=repr(event))
+        self.log.error(
+            "order.unknown_event",
+            client_order_id=event.client_order_id,
+            event=type(event).__name__,
+            detail=repr(event),
+        )
 
 
 async def _pump_events(broker: Broker, router: _Router) -> None:
@@ -424,9 +470,13 @@ async def _run_symbol(
         await _settle()
         for r in runners:
             if not r.done:
-                log.warning("feed.ended_before_deadline", parent_id=r.order.id,
-                            periods_decided=r._k_next, n_periods=r.grid.n,
-                            remaining_qty=r.mpc.tracker.remaining_qty)
+                log.warning(
+                    "feed.ended_before_deadline",
+                    parent_id=r.order.id,
+                    periods_decided=r._k_next,
+                    n_periods=r.grid.n,
+                    remaining_qty=r.mpc.tracker.remaining_qty,
+                )
                 r.done = True
     finally:
         await feed.aclose()
@@ -465,7 +515,9 @@ async def run(
     shadow = SimulatedBroker(latency_ns, name="twap-shadow")
     profiles = profiles or {}
     runners = [
-        ParentRunner(o, cfg, main, shadow, profiles.get((o.symbol, o.side.value), IntradayProfile.flat()))
+        ParentRunner(
+            o, cfg, main, shadow, profiles.get((o.symbol, o.side.value), IntradayProfile.flat())
+        )
         for o in cfg.orders
     ]
     router = _Router(runners)
@@ -475,11 +527,12 @@ async def run(
     by_symbol: dict[str, list[ParentRunner]] = {}
     for r in runners:
         by_symbol.setdefault(r.order.symbol, []).append(r)
-    log.info("daemon.started", n_orders=len(runners), symbols=sorted(by_symbol),
-             broker=main.name)
+    log.info("daemon.started", n_orders=len(runners), symbols=sorted(by_symbol), broker=main.name)
     async with asyncio.TaskGroup() as tg:
-        pumps = [tg.create_task(_pump_events(b, router)) for b in {id(main): main,
-                                                                    id(shadow): shadow}.values()]
+        pumps = [
+            tg.create_task(_pump_events(b, router))
+            for b in {id(main): main, id(shadow): shadow}.values()
+        ]
         sym_tasks = [
             tg.create_task(_run_symbol(sym, feed_factory(sym), rs, venues))
             for sym, rs in by_symbol.items()
@@ -492,10 +545,10 @@ async def run(
     summaries = [r.summary() for r in runners]
     for s, r in zip(summaries, runners, strict=True):
         if r.mpc.tracker.n_open:
-            log.error("run.open_orders_at_exit", parent_id=s.parent_id,
-                      open_qty=r.mpc.tracker.open_qty)
+            log.error(
+                "run.open_orders_at_exit", parent_id=s.parent_id, open_qty=r.mpc.tracker.open_qty
+            )
         if r.mpc.tracker.orphan_fills:
-            log.error("run.orphan_fills", parent_id=s.parent_id,
-                      n=len(r.mpc.tracker.orphan_fills))
+            log.error("run.orphan_fills", parent_id=s.parent_id, n=len(r.mpc.tracker.orphan_fills))
         log.log(20 if s.status == "completed" else 30, "run.summary", **s.as_log())
     return summaries

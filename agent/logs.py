@@ -15,8 +15,12 @@ import structlog
 
 __all__ = ["configure_logging"]
 
-_LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING,
-           "error": logging.ERROR}
+_LEVELS = {
+    "debug": logging.DEBUG,
+    "info": logging.INFO,
+    "warning": logging.WARNING,
+    "error": logging.ERROR,
+}
 
 
 def _default(obj: Any) -> Any:
@@ -32,7 +36,9 @@ def _dumps(obj: Any, **_: Any) -> bytes:
     return orjson.dumps(obj, default=_default, option=orjson.OPT_SERIALIZE_NUMPY)
 
 
-def configure_logging(fmt: str = "auto", level: str = "info", stream: IO[str] | None = None) -> None:
+def configure_logging(
+    fmt: str = "auto", level: str = "info", stream: IO[str] | None = None
+) -> None:
     """Configure structlog for the process.
 
     Args:
@@ -52,11 +58,13 @@ def configure_logging(fmt: str = "auto", level: str = "info", stream: IO[str] | 
         processors = [*shared, structlog.dev.set_exc_info, structlog.dev.ConsoleRenderer()]
         factory = structlog.PrintLoggerFactory(out)
     else:
-        processors = [*shared, structlog.processors.dict_tracebacks,
-                      structlog.processors.JSONRenderer(serializer=_dumps)]
+        processors = [
+            *shared,
+            structlog.processors.dict_tracebacks,
+            structlog.processors.JSONRenderer(serializer=_dumps),
+        ]
         buf = getattr(out, "buffer", None)
-        factory = (structlog.BytesLoggerFactory(buf) if buf is not None
-                   else _TextBytesFactory(out))
+        factory = structlog.BytesLoggerFactory(buf) if buf is not None else _TextBytesFactory(out)
     structlog.configure(
         processors=processors,
         logger_factory=factory,

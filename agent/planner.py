@@ -62,10 +62,8 @@ def twap_child_qty(grid: PeriodGrid, k: int, parent_qty: float, done_qty: float,
         done_qty: Shares filled or working.
         lot: Lot size; the target is rounded down to lots except at the last period.
     """
-    if k >= grid.n - 1:
-        target = parent_qty
-    else:
-        target = round_lot(parent_qty * (k + 1) / grid.n, lot)
+    last = k >= grid.n - 1
+    target = parent_qty if last else round_lot(parent_qty * (k + 1) / grid.n, lot)
     return max(0.0, target - done_qty)
 
 

@@ -1,4 +1,4 @@
-"""Glue for ``exec-agent run``: config -> logging -> feeds -> daemon, with user errors as one line."""
+"""Glue for ``exec-agent run``: config, logging, feeds, daemon; user errors as one line."""
 
 from __future__ import annotations
 
@@ -8,15 +8,14 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
-
 import structlog
 
 from agent.config import AgentConfig, load_config
 from agent.daemon import RunSummary, run
 from agent.errors import ConfigError
-from agent.logs import configure_logging
 from agent.impact.book_walk import BeyondDepth, DepthPolicy
 from agent.impact.profile import IntradayProfile, learn_profile
+from agent.logs import configure_logging
 from feeds.base import BookFeed
 from feeds.clock import WallClock
 from feeds.errors import FeedDataError
@@ -28,14 +27,15 @@ from feeds.validate import validate_batch
 __all__ = ["build_profiles", "make_feed_factory", "run_from_config"]
 
 
-def make_feed_factory(cfg: AgentConfig):  # noqa: ANN201 - returns FeedFactory
+def make_feed_factory(cfg: AgentConfig):
     """Return a function opening the configured feed of a symbol."""
     speed = cfg.feed.speed if cfg.feed.speed > 0 else None
     clock = WallClock() if speed is not None else None
 
     def factory(symbol: str) -> BookFeed:
-        return ReplayFeed(cfg.feed.files[symbol], symbol, speed=speed, clock=clock,
-                          chunk_rows=cfg.feed.chunk_rows)
+        return ReplayFeed(
+            cfg.feed.files[symbol], symbol, speed=speed, clock=clock, chunk_rows=cfg.feed.chunk_rows
+        )
 
     return factory
 
@@ -61,8 +61,9 @@ def build_profiles(cfg: AgentConfig) -> dict[tuple[str, str], IntradayProfile]:
         batches = list(_valid_batches(est.history, symbol))
         for side in ("buy", "sell"):
             if (symbol, side) in wanted:
-                out[(symbol, side)] = learn_profile(batches, side, sizes,
-                                                    bucket_s=est.profile_bucket_s, policy=policy)
+                out[(symbol, side)] = learn_profile(
+                    batches, side, sizes, bucket_s=est.profile_bucket_s, policy=policy
+                )
     return out
 
 
@@ -87,8 +88,7 @@ def run_from_config(
         return 2
     configure_logging(log_format or cfg.logging.format, log_level or cfg.logging.level)
     log = structlog.get_logger()
-    log.info("daemon.config_loaded", path=str(path), sha256=sha,
-             config=cfg.model_dump(mode="json"))
+    log.info("daemon.config_loaded", path=str(path), sha256=sha, config=cfg.model_dump(mode="json"))
     try:
         profiles = build_profiles(cfg)
         summaries: list[RunSummary] = asyncio.run(
@@ -98,6 +98,9 @@ def run_from_config(
         log.error("daemon.data_error", error=str(e))
         print(f"exec-agent: data error: {e}", file=sys.stderr)
         return 2
-    log.info("daemon.stopped", n_orders=len(summaries),
-             completed=sum(s.status == "completed" for s in summaries))
+    log.info(
+        "daemon.stopped",
+        n_orders=len(summaries),
+        completed=sum(s.status == "completed" for s in summaries),
+    )
     return 0

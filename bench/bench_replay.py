@@ -9,14 +9,13 @@ Run: ``python bench/bench_replay.py [--rows 1000000] [--repeats 3]``
 
 from __future__ import annotations
 
-import _common  # noqa: F401  (pins BLAS threads before numpy loads)
-
 import argparse
 import asyncio
 import io
 import tempfile
 from pathlib import Path
 
+import _common
 import pandas as pd
 
 from agent.config import load_config
@@ -71,7 +70,10 @@ def main() -> None:
     print(f"pandas.read_csv      median {t_csv:7.2f} s  runs {[round(t, 2) for t in all_csv]}")
     print(f"daemon replay        median {t_run:7.2f} s  runs {[round(t, 2) for t in all_run]}")
     ratio = t_run / t_csv
-    print(f"ratio replay/read_csv = {ratio:.2f}  (target <= 1.5: {'PASS' if ratio <= 1.5 else 'FAIL'})")
+    print(
+        f"ratio replay/read_csv = {ratio:.2f}  "
+        f"(target <= 1.5: {'PASS' if ratio <= 1.5 else 'FAIL'})"
+    )
 
 
 if __name__ == "__main__":

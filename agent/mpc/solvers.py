@@ -105,8 +105,9 @@ def _waterfill(
     inv = np.where(q, 1.0 / np.where(q, 2.0 * gamma, 1.0), 0.0)
     pos = np.concatenate([beta[q], (beta + 2.0 * gamma * u)[q & np.isfinite(u)], beta[lin]])
     dslope = np.concatenate([inv[q], -inv[q & np.isfinite(u)], np.zeros(int(lin.sum()))])
-    jump = np.concatenate([np.zeros(int(q.sum())), np.zeros(int((q & np.isfinite(u)).sum())),
-                           u[lin]])
+    jump = np.concatenate(
+        [np.zeros(int(q.sum())), np.zeros(int((q & np.isfinite(u)).sum())), u[lin]]
+    )
     order = np.argsort(pos, kind="stable")
     pos, dslope, jump = pos[order], dslope[order], jump[order]
     # Merge equal positions so each breakpoint is evaluated once.
@@ -243,28 +244,53 @@ def solve_quadratic(
     H = b.size
     u = np.full(H, np.inf) if caps is None else np.asarray(caps, dtype=np.float64).ravel()
     if H == 0 or g.size != H or u.size != H:
-        return SolveResult(np.zeros(H), math.nan, math.nan, SolveStatus.NUMERICAL,
-                           f"shape mismatch: beta {b.size}, gamma {g.size}, caps {u.size}")
+        return SolveResult(
+            np.zeros(H),
+            math.nan,
+            math.nan,
+            SolveStatus.NUMERICAL,
+            f"shape mismatch: beta {b.size}, gamma {g.size}, caps {u.size}",
+        )
     bad = ~np.isfinite(b) | ~np.isfinite(g) | (b < 0) | (g < 0) | np.isnan(u) | (u < 0)
     if bad.any() or not math.isfinite(S) or S < 0:
         t = int(np.flatnonzero(bad)[0]) if bad.any() else -1
         where = f"period {t}: beta={b[t]}, gamma={g[t]}, cap={u[t]}" if t >= 0 else f"S={S}"
-        return SolveResult(np.zeros(H), math.nan, math.nan, SolveStatus.NUMERICAL,
-                           f"invalid input ({where}); need finite beta, gamma >= 0, caps >= 0")
+        return SolveResult(
+            np.zeros(H),
+            math.nan,
+            math.nan,
+            SolveStatus.NUMERICAL,
+            f"invalid input ({where}); need finite beta, gamma >= 0, caps >= 0",
+        )
     cap_total = float(u.sum())
     if cap_total < S:
         x = u.copy()
-        return SolveResult(x, quadratic_cost(x, b, g), math.nan, SolveStatus.INFEASIBLE,
-                           f"caps sum to {cap_total:g} < S = {S:g}: short by {S - cap_total:g}")
+        return SolveResult(
+            x,
+            quadratic_cost(x, b, g),
+            math.nan,
+            SolveStatus.INFEASIBLE,
+            f"caps sum to {cap_total:g} < S = {S:g}: short by {S - cap_total:g}",
+        )
     if S == 0:
         return SolveResult(np.zeros(H), 0.0, math.nan, SolveStatus.OPTIMAL, "nothing to allocate")
     x, lam = _waterfill(b, g, u, float(S))
     if lot is not None:
-        if lot < 1 or S != round(S):
-            return SolveResult(x, quadratic_cost(x, b, g), lam, SolveStatus.NUMERICAL,
-                               f"lot must be >= 1 and S whole, got lot={lot}, S={S}")
+        if lot < 1 or round(S) != S:
+            return SolveResult(
+                x,
+                quadratic_cost(x, b, g),
+                lam,
+                SolveStatus.NUMERICAL,
+                f"lot must be >= 1 and S whole, got lot={lot}, S={S}",
+            )
         if float(np.floor(u / lot + 1e-9).sum()) * lot + (round(S) % lot) < S:
-            return SolveResult(x, quadratic_cost(x, b, g), lam, SolveStatus.INFEASIBLE,
-                               f"caps hold fewer than {round(S) // lot} whole lots of {lot}")
+            return SolveResult(
+                x,
+                quadratic_cost(x, b, g),
+                lam,
+                SolveStatus.INFEASIBLE,
+                f"caps hold fewer than {round(S) // lot} whole lots of {lot}",
+            )
         x = _round_lots(x, b, g, u, float(S), int(lot))
     return SolveResult(x, quadratic_cost(x, b, g), lam, SolveStatus.OPTIMAL, "exact")

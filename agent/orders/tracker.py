@@ -195,9 +195,10 @@ class OrderTracker:
         coid = event.client_order_id
         child = self.children.get(coid)
         if child is None:
-            if isinstance(event, OrderFilled):
-                if all(f.exec_id != event.exec_id for f in self.orphan_fills):
-                    self.orphan_fills.append(event)
+            if isinstance(event, OrderFilled) and all(
+                f.exec_id != event.exec_id for f in self.orphan_fills
+            ):
+                self.orphan_fills.append(event)
             return Transition(coid, None, None, applied=False, note="unknown_order")
         old = child.state
         if isinstance(event, OrderFilled):

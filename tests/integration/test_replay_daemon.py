@@ -7,7 +7,6 @@ import math
 import subprocess
 import sys
 from collections import defaultdict
-from pathlib import Path
 
 import pytest
 from structlog.testing import capture_logs
@@ -46,8 +45,16 @@ def check_run(logs: list[dict], summaries, cfg) -> None:
     summary_lines = [e for e in logs if e["event"] == "run.summary"]
     assert len(summary_lines) == len(cfg.orders)
     for line in summary_lines:
-        for key in ("symbol", "side", "target_qty", "filled_qty", "avg_px", "arrival_mid",
-                    "shortfall_bps", "twap_shortfall_bps"):
+        for key in (
+            "symbol",
+            "side",
+            "target_qty",
+            "filled_qty",
+            "avg_px",
+            "arrival_mid",
+            "shortfall_bps",
+            "twap_shortfall_bps",
+        ):
             assert key in line
 
 
@@ -97,9 +104,20 @@ async def test_real_frog_day(tmp_path):
 def test_cli_main_job_exits_zero_with_json_summary():
     """`python -m agent run --config config/replay.toml` ends 0 with one run.summary per order."""
     proc = subprocess.run(
-        [sys.executable, "-m", "agent", "run", "--config", "config/replay.toml",
-         "--log-format", "json"],
-        cwd=REPO, capture_output=True, text=True, timeout=300,
+        [
+            sys.executable,
+            "-m",
+            "agent",
+            "run",
+            "--config",
+            "config/replay.toml",
+            "--log-format",
+            "json",
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert proc.returncode == 0, proc.stderr[-2000:]
     events = [json.loads(line) for line in proc.stdout.splitlines() if line.startswith("{")]
@@ -117,8 +135,13 @@ def test_cli_bad_config_is_one_line(tmp_path, edit, expected):
     bad = tmp_path / "bad.toml"
     text = src.replace("../replay_data/", (REPO / "replay_data").as_posix() + "/")
     bad.write_text(text.replace(*edit, 1))
-    proc = subprocess.run([sys.executable, "-m", "agent", "run", "--config", str(bad)],
-                          cwd=REPO, capture_output=True, text=True, timeout=60)
+    proc = subprocess.run(
+        [sys.executable, "-m", "agent", "run", "--config", str(bad)],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert proc.returncode == 2
     err = proc.stderr.strip()
     assert len(err.splitlines()) == 1 and str(bad) in err and expected in err

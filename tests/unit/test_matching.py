@@ -19,8 +19,9 @@ def book(ts: list[int], ask0: list[float]) -> BookBatch:
     ask_px = np.array(ask0)[:, None] + 0.01 * lv
     bid_px = np.array(ask0)[:, None] - 0.02 - 0.01 * lv
     sz = np.full((n, 10), 100.0)
-    return BookBatch("S", np.array(ts, np.int64), np.array(ts, np.int64), bid_px, sz,
-                     ask_px, sz.copy())
+    return BookBatch(
+        "S", np.array(ts, np.int64), np.array(ts, np.int64), bid_px, sz, ask_px, sz.copy()
+    )
 
 
 def test_match_walks_levels_inside_limit():

@@ -11,14 +11,18 @@ from agent.mpc.solvers import SolveStatus, quadratic_cost, solve_quadratic
 
 def reference_lam(beta, gamma, caps, S):
     """Independent reference: bisection-free bounded root of sum x(lam) - S via scipy."""
+
     def x_of(lam):
         with np.errstate(divide="ignore", invalid="ignore"):
             x = np.where(gamma > 0, (lam - beta) / (2 * np.where(gamma > 0, gamma, 1)), 0.0)
         return np.clip(x, 0, caps)
 
-    res = minimize_scalar(lambda lam: (x_of(lam).sum() - S) ** 2,
-                          bounds=(0, beta.max() + 2 * gamma.max() * S + 1), method="bounded",
-                          options={"xatol": 1e-12, "maxiter": 500})
+    res = minimize_scalar(
+        lambda lam: (x_of(lam).sum() - S) ** 2,
+        bounds=(0, beta.max() + 2 * gamma.max() * S + 1),
+        method="bounded",
+        options={"xatol": 1e-12, "maxiter": 500},
+    )
     return x_of(res.x)
 
 
