@@ -361,7 +361,7 @@ class ParentRunner:
                 "order.event_ignored",
                 client_order_id=tr.client_order_id,
                 note=tr.note,
-                event=type(event).__name__,
+                event_type=type(event).__name__,
             )
         return tr
 
@@ -411,7 +411,7 @@ class _Router:
         self.log.error(
             "order.unknown_event",
             client_order_id=event.client_order_id,
-            event=type(event).__name__,
+            event_type=type(event).__name__,
             detail=repr(event),
         )
 

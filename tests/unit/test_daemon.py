@@ -1,0 +1,153 @@
+"""The daemon on hand-built books: known answers, partial fills, bad data, stray events."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+from structlog.testing import capture_logs
+
+from agent.config import load_config
+from agent.daemon import run
+from agent.model import OrderFilled
+from feeds.model import BookBatch
+
+NS = 1_000_000_000
+T0 = 1_748_871_000 * NS  # 2025-06-02 13:30:00 UTC
+
+
+def book(ts: np.ndarray, depth: float | np.ndarray, tick: float = 0.01) -> BookBatch:
+    """Constant-price book: best bid 9.99 / ask 10.01, 10 levels a tick apart, ``depth`` each."""
+    n = len(ts)
+    lv = np.arange(10) * tick
+    d = np.broadcast_to(np.asarray(depth, float).reshape(-1, 1), (n, 10)).copy()
+    ask = np.broadcast_to(10.01 + lv, (n, 10)).copy()
+    bid = np.broadcast_to(9.99 - lv, (n, 10)).copy()
+    t = ts.astype(np.int64)
+    return BookBatch("SYM", t, t.copy(), bid, d, ask, d.copy())
+
+
+class ListFeed:
+    """A BookFeed over prepared batches."""
+
+    def __init__(self, batches: list[BookBatch]) -> None:
+        self.symbol = "SYM"
+        self._batches = batches
+        self.closed = False
+
+    async def updates(self) -> AsyncIterator[BookBatch]:
+        for b in self._batches:
+            yield b
+
+    async def aclose(self) -> None:
+        self.closed = True
+
+
+CONFIG = """
+[feed]
+files = {{ SYM = "{data}" }}
+[broker]
+latency_ms = 10
+collar_bps = {collar}
+[estimation]
+window_s = 300
+[[orders]]
+id = "P"
+symbol = "SYM"
+side = "{side}"
+quantity = {qty}
+start = 2025-06-02T13:35:00Z
+end = 2025-06-02T14:35:00Z
+period_s = 300
+lot = 100
+"""
+
+
+def cfg_for(tmp_path: Path, *, qty: int = 12_000, side: str = "buy", collar: float = 100):
+    data = tmp_path / "dummy.csv"
+    data.write_text("unused\n")
+    p = tmp_path / "c.toml"
+    p.write_text(CONFIG.format(data=data.as_posix(), qty=qty, side=side, collar=collar))
+    return load_config(p)[0]
+
+
+def steps(logs: list[dict]) -> list[dict]:
+    return [e for e in logs if e["event"] == "mpc.step"]
+
+
+@pytest.mark.parametrize("side", ["buy", "sell"])
+async def test_constant_book_mpc_is_twap(tmp_path, side):
+    """A book that never changes: every period costs the same, so the plan is uniform and the
+    MPC pays exactly what TWAP pays."""
+    cfg = cfg_for(tmp_path, side=side)
+    ts = T0 + np.arange(0, 2 * 3600, 1) * NS
+    feed = ListFeed([book(ts[i : i + 1000], 500.0) for i in range(0, len(ts), 1000)])
+    with capture_logs() as logs:
+        (s,) = await run(cfg, lambda sym: feed)
+    assert s.filled_qty == 12_000 and s.status == "completed"
+    assert [e["child_qty"] for e in steps(logs)] == [1000.0] * 12
+    assert s.shortfall_bps == pytest.approx(s.twap_shortfall_bps)
+    assert s.shortfall_bps > 0  # crossing the spread is a cost on both sides
+    assert feed.closed
+
+
+async def test_depth_doubling_later_moves_volume_there(tmp_path):
+    """Depth doubles at 14:00 and the intraday profile (learned from history) says so: the MPC
+    trades less before and more after, where a flat forecast would split evenly."""
+    from agent.impact.profile import IntradayProfile
+
+    cfg = cfg_for(tmp_path, qty=24_000)
+    ts = T0 + np.arange(0, 2 * 3600, 1) * NS
+    change = T0 + 30 * 60 * NS  # 14:00
+    feed = ListFeed([book(ts, np.where(ts < change, 300.0, 600.0))])
+    half_hour = 1800 * NS
+    gamma_mult = np.where(np.arange(48) >= 28, 0.5, 1.0)  # bucket 28 starts at 14:00 UTC
+    profile = IntradayProfile(half_hour, np.ones(48), gamma_mult, source="history")
+    with capture_logs() as logs:
+        (s,) = await run(cfg, lambda sym: feed, profiles={("SYM", "buy"): profile})
+    kids = [e["child_qty"] for e in steps(logs)]
+    assert s.filled_qty == 24_000
+    assert max(kids[:5]) < min(kids[6:])
+    assert s.shortfall_bps < s.twap_shortfall_bps  # and it pays less than TWAP for it
+
+
+async def test_thin_book_partial_fills_flow_back_and_are_reported(tmp_path):
+    """Depth inside the collar is short: children fill partially, the rest is re-planned, and
+    what cannot be done by the deadline is reported, not hidden."""
+    cfg = cfg_for(tmp_path, qty=60_000, collar=15)  # 15 bps of 10.00 reaches the best level only
+    ts = T0 + np.arange(0, 2 * 3600, 1) * NS
+    feed = ListFeed([book(ts, 1_000.0)])
+    with capture_logs() as logs:
+        (s,) = await run(cfg, lambda sym: feed)
+    st = steps(logs)
+    fills = sum(e["fill_qty"] for e in logs if "fill_qty" in e and e.get("strategy") == "mpc")
+    assert fills == s.filled_qty < 60_000 and s.status == "incomplete"
+    # remaining in each step is exactly the parent minus what filled before it
+    assert st[1]["remaining_qty"] == 60_000 - 1_000
+    assert any(e["event"] == "mpc.final_retry" for e in logs)
+    assert all(e["filled_qty"] <= e["order_qty"] for e in logs if "order_qty" in e)
+
+
+async def test_stray_broker_event_is_logged_not_dropped(tmp_path):
+    """A fill for an id we never sent is reported as an error line with its details."""
+    from agent.brokers.simulated import SimulatedBroker
+
+    cfg = cfg_for(tmp_path)
+    broker = SimulatedBroker(latency_ns=10_000_000)
+    broker._put([OrderFilled("NOT-OURS-1", "x1", 100, 10.0, T0)])
+    ts = T0 + np.arange(0, 2 * 3600, 1) * NS
+    with capture_logs() as logs:
+        await run(cfg, lambda sym: ListFeed([book(ts, 500.0)]), broker=broker)
+    bad = [e for e in logs if e["event"] == "order.unknown_event"]
+    assert len(bad) == 1 and bad[0]["client_order_id"] == "NOT-OURS-1"
+
+
+async def test_data_ending_early_stops_without_trading_on_a_dead_book(tmp_path):
+    cfg = cfg_for(tmp_path)
+    ts = T0 + np.arange(0, 20 * 60, 1) * NS  # 13:30-13:50: only three periods
+    with capture_logs() as logs:
+        (s,) = await run(cfg, lambda sym: ListFeed([book(ts, 500.0)]))
+    assert len(steps(logs)) == 3 and s.filled_qty == 3_000
+    assert any(e["event"] == "feed.ended_before_deadline" for e in logs)

@@ -1,0 +1,51 @@
+"""Per-period decisions: horizon to the deadline, TWAP catch-up, last period."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from agent.planner import PeriodGrid, decide_mpc, round_lot, twap_child_qty
+
+NS = 1_000_000_000
+
+
+def grid(n: int) -> PeriodGrid:
+    return PeriodGrid(0, n * 60 * NS, 60 * NS)
+
+
+def test_grid_counts_a_partial_last_period():
+    assert PeriodGrid(0, 150 * NS, 60 * NS).n == 3
+    assert grid(5).starts(3).tolist() == [180 * NS, 240 * NS]
+
+
+def test_constant_costs_plan_uniform_to_the_deadline():
+    """Constant costs: the MPC plan is uniform over every period left (not front-loaded)."""
+    g = grid(10)
+    for k in range(9):
+        h = g.n - k
+        d = decide_mpc(g, k, 100 * h * 10, np.full(h, 0.02), np.full(h, 1e-5), lot=10)
+        assert d.plan.sum() == 100 * h * 10 and np.ptp(d.plan) <= 10
+        assert d.child_qty == pytest.approx(1000, abs=10)
+
+
+def test_last_period_sends_everything_left_up_to_the_cap():
+    g = grid(4)
+    d = decide_mpc(g, 3, 1234, np.ones(1), np.ones(1), lot=100)
+    assert d.child_qty == 1234 and d.status == "final"
+    d = decide_mpc(g, 3, 1234, np.ones(1), np.ones(1), lot=100, max_child_qty=500)
+    assert d.child_qty == 500
+
+
+def test_cheaper_later_periods_get_more():
+    g = grid(3)
+    d = decide_mpc(g, 0, 3000, np.array([0.05, 0.01, 0.01]), np.full(3, 1e-5), lot=100)
+    assert d.plan[0] < d.plan[1] and d.plan.sum() == 3000
+
+
+def test_twap_catches_up_after_a_short_fill():
+    g = grid(4)
+    assert twap_child_qty(g, 0, 1000, 0, 100) == 200  # 250 rounded down to lots
+    assert twap_child_qty(g, 1, 1000, 100, 100) == 400  # behind: catch up to 500
+    assert twap_child_qty(g, 3, 1000, 950, 100) == 50  # last period: all
+    assert round_lot(299.999999999, 100) == 300
