@@ -8,6 +8,7 @@ import subprocess
 import sys
 from collections import defaultdict
 
+import numpy as np
 import pytest
 from structlog.testing import capture_logs
 
@@ -146,3 +147,48 @@ def test_cli_bad_config_is_one_line(tmp_path, edit, expected):
     err = proc.stderr.strip()
     assert len(err.splitlines()) == 1 and str(bad) in err and expected in err
     assert "Traceback" not in proc.stderr
+
+
+async def test_bad_snapshots_are_counted_skipped_and_the_order_completes(tmp_path):
+    """Corrupted rows (NaN, crossed, negative size, time going back, garbage text) are logged
+    with their reason and skipped; the daemon keeps working and completes the order."""
+    from feeds.synth import generate_day, write_mbp10_csv
+
+    df = generate_day("SYNA", "2025-06-02", 11, n_rows=20_000)
+    rng = np.random.default_rng(3)
+    bad = rng.choice(np.arange(100, len(df) - 100), size=40, replace=False)
+    df = df.astype({"bid_px_00": object, "ask_sz_03": object})
+    df.loc[bad[:10], "bid_px_00"] = np.nan
+    df.loc[bad[10:20], "ask_px_00"] = df.loc[bad[10:20], "bid_px_00"].astype(float) - 0.05
+    df.loc[bad[20:30], "ask_sz_03"] = -100
+    df.loc[bad[30:35], "ask_sz_03"] = "garbage"
+    df.loc[bad[35:], "ts_event"] = df.loc[0, "ts_event"]
+    path = write_mbp10_csv(df, tmp_path / "SYNA_bad.mbp-10.csv")
+    p = tmp_path / "bad.toml"
+    p.write_text(
+        BAD_DATA_CONFIG.format(path=path.as_posix())
+    )
+    cfg, _ = load_config(p)
+    with capture_logs() as logs:
+        (s,) = await run(cfg, make_feed_factory(cfg))
+    assert s.filled_qty == s.target_qty
+    closed = next(e for e in logs if e["event"] == "feed.closed")
+    assert closed["rows_invalid"] >= 35
+    reasons = {e["reason"] for e in logs if e["event"] == "feed.invalid_snapshot"}
+    assert {"crossed", "non_positive_size", "time_backwards"} <= reasons
+
+
+BAD_DATA_CONFIG = """
+[feed]
+files = {{ SYNA = "{path}" }}
+
+[[orders]]
+id = "A"
+symbol = "SYNA"
+side = "buy"
+quantity = 30000
+start = 2025-06-02T13:35:00Z
+end = 2025-06-02T19:55:00Z
+period_s = 900
+lot = 100
+"""
