@@ -38,7 +38,17 @@ from dataclasses import dataclass
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
-__all__ = ["SolveResult", "SolveStatus", "quadratic_cost", "solve_quadratic"]
+from agent.mpc.costs import CostSet, PiecewiseLinearCost
+
+__all__ = [
+    "SolveResult",
+    "SolveStatus",
+    "quadratic_cost",
+    "round_to_lots",
+    "solve_kkt",
+    "solve_piecewise_linear",
+    "solve_quadratic",
+]
 
 
 class SolveStatus(enum.StrEnum):
@@ -294,3 +304,274 @@ def solve_quadratic(
             )
         x = _round_lots(x, b, g, u, float(S), int(lot))
     return SolveResult(x, quadratic_cost(x, b, g), lam, SolveStatus.OPTIMAL, "exact")
+
+
+# --- general convex costs ----------------------------------------------------------------------
+
+
+def _check_caps(caps: ArrayLike | None, H: int, S: float) -> tuple[NDArray[np.float64], str]:
+    u = np.full(H, np.inf) if caps is None else np.asarray(caps, dtype=np.float64).ravel()
+    if u.size != H:
+        return u, f"caps has {u.size} entries for {H} periods"
+    if np.any(np.isnan(u)) or np.any(u < 0):
+        return u, "caps must be >= 0"
+    if not math.isfinite(S) or S < 0:
+        return u, f"quantity must be finite and >= 0, got {S}"
+    return u, ""
+
+
+def _infeasible(costs: CostSet, u: NDArray[np.float64], S: float) -> SolveResult | None:
+    total = float(u.sum())
+    if total < S:
+        x = u.copy()
+        return SolveResult(
+            x,
+            costs.total(x),
+            math.nan,
+            SolveStatus.INFEASIBLE,
+            f"caps sum to {total:g} < S = {S:g}: short by {S - total:g}",
+        )
+    return None
+
+
+def solve_kkt(
+    costs: CostSet,
+    S: float,
+    caps: ArrayLike | None = None,
+    lot: int | None = None,
+    *,
+    max_iter: int = 200,
+) -> SolveResult:
+    """Allocate ``S`` over convex costs by KKT: a bracketing root find on lambda.
+
+    ``x_t(lam)`` minimises ``g_t(x) - lam x`` on ``[0, u_t]``; ``sum_t x_t(lam)`` is
+    non-decreasing, so bisection keeps ``lam_a`` (sum below S) and ``lam_b`` (sum at or above S)
+    until they meet to machine precision, then interpolates between ``x(lam_a)`` and
+    ``x(lam_b)``: exact also when a linear piece makes the sum jump.
+
+    Args:
+        costs: Convex cost per period.
+        S: Shares to allocate.
+        caps: Per-period caps, shape (H,), or None.
+        lot: Lot size for the exact integer optimum (see ``round_to_lots``); None: continuous.
+        max_iter: Bisection steps at most (each halves the bracket).
+    """
+    H = costs.H
+    u, err = _check_caps(caps, H, S)
+    if err:
+        return SolveResult(np.zeros(H), math.nan, math.nan, SolveStatus.NUMERICAL, err)
+    if (bad := _infeasible(costs, u, S)) is not None:
+        return bad
+    if S == 0:
+        return SolveResult(np.zeros(H), 0.0, math.nan, SolveStatus.OPTIMAL, "nothing to allocate")
+    if (q := costs.quadratic) is not None:
+        return solve_quadratic(q.beta, q.gamma, S, caps=caps, lot=lot)
+
+    def f(lam: float) -> tuple[NDArray[np.float64], float]:
+        _, hi = costs.x_range(lam)
+        x = np.minimum(hi, u)
+        return x, float(x.sum())
+
+    lam_a = float(np.min(costs.min_marginal())) - 1e-12
+    xa, fa = f(lam_a)
+    if fa >= S:  # S is absorbed at the cheapest marginal (ties at lam_a)
+        lam_b, xb, fb = lam_a, xa, fa
+        lam_a, xa, fa = lam_a - 1.0, *f(lam_a - 1.0)
+    else:
+        step = max(1.0, abs(lam_a))
+        lam_b = lam_a + step
+        xb, fb = f(lam_b)
+        n = 0
+        while fb < S:
+            lam_a, xa, fa = lam_b, xb, fb
+            step *= 2.0
+            lam_b = lam_a + step
+            xb, fb = f(lam_b)
+            n += 1
+            if n > 2000:
+                return SolveResult(
+                    xb,
+                    costs.total(xb),
+                    math.nan,
+                    SolveStatus.NUMERICAL,
+                    "no lambda brackets S (marginal costs do not grow)",
+                )
+    it = 0
+    while it < max_iter:
+        mid = 0.5 * (lam_a + lam_b)
+        if not (lam_a < mid < lam_b):
+            break  # the bracket is down to adjacent floats
+        xm, fm = f(mid)
+        if fm >= S:
+            lam_b, xb, fb = mid, xm, fm
+        else:
+            lam_a, xa, fa = mid, xm, fm
+        it += 1
+    status = SolveStatus.OPTIMAL if it < max_iter else SolveStatus.MAX_ITER
+    x = _split_at(costs, lam_b, u, S, xa, fa)
+    resid = S - float(x.sum())
+    if resid != 0.0:
+        room = (u - x) if resid > 0 else x
+        j = int(np.argmax(room))
+        x[j] += np.sign(resid) * min(abs(resid), room[j])
+    res = SolveResult(x, costs.total(x), lam_b, status, "kkt" if status else "", it)
+    if lot is not None and res.ok:
+        return round_to_lots(res, costs, S, u, lot)
+    return res
+
+
+def _split_at(
+    costs: CostSet,
+    lam: float,
+    u: NDArray[np.float64],
+    S: float,
+    xa: NDArray[np.float64],
+    fa: float,
+) -> NDArray[np.float64]:
+    """Return the allocation at the final multiplier ``lam`` (``xa``: the one just below it).
+
+    Periods whose marginal is strictly below ``lam`` take ``x_lo``; the periods tied at ``lam``
+    (a linear piece) share what is left, in proportion to their room (equally when unbounded).
+    If even ``x_lo`` overshoots (the bracket's last float step), interpolate from ``xa``.
+    """
+    lo, hi = costs.x_range(lam)
+    lo = np.minimum(lo, u)
+    hi = np.minimum(hi, u)
+    f_lo = float(lo.sum())
+    if f_lo > S:
+        theta = (S - fa) / (f_lo - fa)
+        return xa + theta * (lo - xa)
+    room = hi - lo
+    rest = S - f_lo
+    inf = ~np.isfinite(room)
+    if inf.any():
+        return lo + np.where(inf, rest / inf.sum(), 0.0)
+    total = float(room.sum())
+    return lo + (room * (rest / total) if total > 0 else 0.0)
+
+
+def solve_piecewise_linear(costs: CostSet, S: float, caps: ArrayLike | None = None) -> SolveResult:
+    """Allocate ``S`` over convex piecewise-linear costs exactly: cheapest segments first.
+
+    Every period's segments (length capped by ``u_t``) are pooled and sorted by slope; they are
+    filled in that order until S is reached. Convexity makes this the optimum, and lambda is
+    the slope of the last segment used.
+    """
+    H = costs.H
+    u, err = _check_caps(caps, H, S)
+    if err:
+        return SolveResult(np.zeros(H), math.nan, math.nan, SolveStatus.NUMERICAL, err)
+    if (bad := _infeasible(costs, u, S)) is not None:
+        return bad
+    if S == 0:
+        return SolveResult(np.zeros(H), 0.0, math.nan, SolveStatus.OPTIMAL, "nothing to allocate")
+    per, starts, slopes = [], [], []
+    for m, idx in costs.blocks:
+        if not isinstance(m, PiecewiseLinearCost):
+            return solve_kkt(costs, S, caps)
+        real = np.isfinite(m.knots)
+        rows = np.broadcast_to(np.asarray(idx)[:, None], m.knots.shape)
+        per.append(rows[real])
+        starts.append(m.knots[real])
+        slopes.append(m.slopes[real])
+    p = np.concatenate(per)
+    a = np.concatenate(starts)
+    s = np.concatenate(slopes)
+    order = np.lexsort((a, p))  # segments of a period in order, to find each segment's end
+    p, a, s = p[order], a[order], s[order]
+    nxt = np.append(a[1:], np.inf)
+    nxt[np.append(p[1:] != p[:-1], True)] = np.inf
+    ends = np.minimum(nxt, u[p])
+    length = np.clip(ends - a, 0.0, None)
+    by_slope = np.lexsort((a, s))
+    p, s, length = p[by_slope], s[by_slope], length[by_slope]
+    cum = np.cumsum(length)
+    k = int(np.searchsorted(cum, S, side="left"))
+    take = length.copy()
+    take[k + 1 :] = 0.0
+    take[k] = S - (cum[k - 1] if k > 0 else 0.0)
+    x = np.bincount(p, weights=take, minlength=H)
+    return SolveResult(x, costs.total(x), float(s[k]), SolveStatus.OPTIMAL, "exact")
+
+
+def round_to_lots(
+    res: SolveResult,
+    costs: CostSet,
+    S: float,
+    u: NDArray[np.float64],
+    lot: int,
+) -> SolveResult:
+    """Turn a continuous optimum of separable convex costs into the exact integer-lot optimum.
+
+    Round down to lots, hand out the missing lots one at a time to the period whose cost rises
+    least, then place the odd lot ``S mod lot`` by the cheapest one-lot exchange. By the
+    proximity of integer and continuous optima of separable convex problems, this is exact.
+    """
+    if lot < 1 or round(S) != S:
+        return SolveResult(
+            res.x,
+            res.cost,
+            res.lam,
+            SolveStatus.NUMERICAL,
+            f"lot must be >= 1 and S whole, got lot={lot}, S={S}",
+        )
+    total_lots, odd = divmod(round(S), lot)
+    L = float(lot)
+    cap_lots = np.where(np.isfinite(u), np.floor(u / L + 1e-9), np.inf)
+    if float(np.minimum(cap_lots, total_lots).sum()) < total_lots:
+        return SolveResult(
+            res.x,
+            res.cost,
+            res.lam,
+            SolveStatus.INFEASIBLE,
+            f"caps hold fewer than {total_lots} whole lots of {lot}",
+        )
+    n = np.minimum(np.floor(res.x / L + 1e-9), cap_lots)
+    need = total_lots - int(n.sum())
+    if need > 0:
+        base = costs.cost(n * L)
+        inc = np.where(n < cap_lots, costs.cost((n + 1) * L) - base, np.inf)
+        heap = [(float(inc[t]), t) for t in np.flatnonzero(np.isfinite(inc))]
+        heapq.heapify(heap)
+        while need > 0 and heap:
+            _, t = heapq.heappop(heap)
+            n[t] += 1
+            need -= 1
+            if n[t] < cap_lots[t]:
+                y = np.zeros(costs.H)
+                y[t] = n[t] * L
+                z = y.copy()
+                z[t] += L
+                heapq.heappush(heap, (float(costs.cost(z)[t] - costs.cost(y)[t]), t))
+    shares = n * L
+    if odd:
+        shares = _place_odd_lot_general(shares, costs, u, float(odd), L)
+    return SolveResult(
+        shares,
+        costs.total(shares),
+        res.lam,
+        SolveStatus.OPTIMAL,
+        f"exact integer optimum in lots of {lot}",
+    )
+
+
+def _place_odd_lot_general(
+    shares: NDArray[np.float64], costs: CostSet, u: NDArray[np.float64], r: float, L: float
+) -> NDArray[np.float64]:
+    base = costs.cost(shares)
+    a = np.where(shares + r <= u, costs.cost(shares + r) - base, np.inf)
+    inc = np.where(shares + L <= u, costs.cost(shares + L) - base, np.inf)
+    order = np.argsort(inc)
+    best = order[0]
+    second = order[1] if len(order) > 1 else order[0]
+    inc_other = np.where(np.arange(len(shares)) == best, inc[second], inc[best])
+    down = np.maximum(shares - L + r, 0.0)
+    b = np.where(shares >= L, costs.cost(down) - base + inc_other, np.inf)
+    j = int(np.argmin(np.minimum(a, b)))
+    out = shares.copy()
+    if a[j] <= b[j]:
+        out[j] += r
+    else:
+        out[j] += r - L
+        out[int(second if j == best else best)] += L
+    return out

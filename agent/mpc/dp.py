@@ -1,0 +1,157 @@
+"""Dynamic programming on a lot grid, for any g_t (convex or not) (pure).
+
+Bellman recursion of the specification (section 2), with the state ``s`` = grid units still to
+execute before period t::
+
+    V(N-1, s) = g_{N-1}(s)                    the last period executes what is left
+    V(t, s)   = min_{0 <= j <= min(s, c_t)}  g_t(j) + rho(s - j) + V(t+1, s - j)
+
+where ``rho(q) = kappa sigma^2 q^2`` is the optional Almgren-Chriss holding risk (0 without it)
+and ``c_t`` the cap in units. One grid unit is ``gcd(S, lot)`` shares, so the grid holds S
+exactly. Each period is one vectorised min-plus step over an (n+1) x (n+1) view (no Python loop
+over states): O(H n^2) work, O(H n) memory for the argmins.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from numpy.lib.stride_tricks import sliding_window_view
+from numpy.typing import ArrayLike, NDArray
+
+from agent.mpc.costs import CostSet
+from agent.mpc.solvers import SolveResult, SolveStatus
+
+__all__ = ["MAX_DP_STATES", "solve_dp"]
+
+MAX_DP_STATES = 20_000
+
+
+def solve_dp(
+    costs: CostSet,
+    S: float,
+    caps: ArrayLike | None = None,
+    lot: int = 1,
+    *,
+    risk: float = 0.0,
+) -> SolveResult:
+    """Solve on the lot grid by backward induction; exact on the grid for any cost.
+
+    Args:
+        costs: Cost per period (any model, ``TabulatedCost`` included).
+        S: Shares to allocate, a whole number.
+        caps: Per-period caps in shares, shape (H,), or None.
+        lot: Lot size; the grid unit is ``gcd(S, lot)``.
+        risk: ``kappa * sigma^2`` of the holding-risk term (currency per share^2), >= 0.
+
+    Returns:
+        The grid optimum; ``NUMERICAL`` if the grid would exceed ``MAX_DP_STATES`` states,
+        ``INFEASIBLE`` if the caps cannot hold S.
+    """
+    H = costs.H
+    if round(S) != S or S < 0 or lot < 1:
+        return SolveResult(
+            np.zeros(H),
+            math.nan,
+            math.nan,
+            SolveStatus.NUMERICAL,
+            f"DP needs a whole S >= 0 and lot >= 1, got S={S}, lot={lot}",
+        )
+    S_int = round(S)
+    unit = math.gcd(S_int, lot) if S_int else lot
+    n = S_int // unit
+    if n + 1 > MAX_DP_STATES:
+        return SolveResult(
+            np.zeros(H),
+            math.nan,
+            math.nan,
+            SolveStatus.NUMERICAL,
+            f"grid of {n + 1} states exceeds {MAX_DP_STATES}: use a larger lot",
+        )
+    u = np.full(H, np.inf) if caps is None else np.asarray(caps, float).ravel()
+    cap_units = np.where(np.isfinite(u), np.floor(u / unit + 1e-9), n).astype(np.int64)
+    cap_units = np.minimum(cap_units, n)
+    if int(cap_units.sum()) < n:
+        x = np.minimum(u, S)
+        return SolveResult(
+            x,
+            math.nan,
+            math.nan,
+            SolveStatus.INFEASIBLE,
+            f"caps hold {int(cap_units.sum()) * unit} < S = {S_int} on the grid",
+        )
+    grid = np.arange(n + 1, dtype=np.float64) * unit
+    # G[t, j] = g_t(j * unit): one vectorised evaluation per period.
+    G = np.empty((H, n + 1))
+    for t in range(H):  # H evaluations of length n+1 (the model families are vectorised)
+        G[t] = _cost_column(costs, t, grid)
+    j = np.arange(n + 1)
+    G[j[None, :] > cap_units[:, None]] = np.inf
+    hold = risk * grid * grid
+    V = G[H - 1].copy()  # last period: execute everything left
+    choice = np.empty((H, n + 1), dtype=np.int32)
+    choice[H - 1] = j
+    pad = np.full(n, np.inf)
+    for t in range(H - 2, -1, -1):
+        nxt = V + hold  # holding s - j after period t costs the risk term
+        window = sliding_window_view(np.concatenate([pad, nxt]), n + 1)  # window[s, n-j] = nxt[s-j]
+        M = window[:, ::-1] + G[t][None, :]
+        best = np.argmin(M, axis=1)
+        V = M[j, best]
+        choice[t] = best
+    if not np.isfinite(V[n]):
+        return SolveResult(
+            np.zeros(H),
+            math.nan,
+            math.nan,
+            SolveStatus.INFEASIBLE,
+            "no schedule on the grid respects the caps",
+        )
+    units = np.empty(H, dtype=np.int64)
+    s = n
+    for t in range(H):  # reconstruct the path: H steps
+        units[t] = choice[t, s]
+        s -= units[t]
+    x = units.astype(np.float64) * unit
+    q = S_int - np.cumsum(x)
+    cost = costs.total(x) + risk * float(np.sum(q[:-1] ** 2))
+    return SolveResult(
+        x, cost, math.nan, SolveStatus.OPTIMAL, f"DP on a grid of {n + 1} states of {unit} shares"
+    )
+
+
+def _cost_column(costs: CostSet, t: int, grid: NDArray[np.float64]) -> NDArray[np.float64]:
+    """Return g_t at every grid size (other periods evaluated at 0 and ignored)."""
+    from agent.mpc.costs import MixtureCost
+
+    for m, idx in costs.blocks:
+        hit = np.flatnonzero(np.asarray(idx) == t)
+        if hit.size:
+            k = int(hit[0])
+            if isinstance(m, MixtureCost):
+                return sum(
+                    (w * _cost_column(p, k, grid) for w, p in zip(m.weights, m.parts, strict=True)),
+                    start=np.zeros(grid.size),
+                )
+            sub = _select(m, k, grid.size)
+            return np.asarray(sub.cost(grid), float)
+    raise ValueError(f"period {t} has no model")
+
+
+def _select(m: object, k: int, reps: int) -> object:
+    """Return model ``m`` restricted to its row ``k``, repeated ``reps`` times."""
+    from dataclasses import fields, is_dataclass, replace
+
+    from agent.mpc.costs import TabulatedCost
+
+    if isinstance(m, TabulatedCost):
+        return TabulatedCost(lambda t, x, _f=m.fn, _k=k: _f(_k, x), reps, row_of=True)
+    if not is_dataclass(m):
+        raise TypeError(f"unknown cost model {type(m).__name__}")
+    kw = {}
+    for f in fields(m):
+        v = getattr(m, f.name)
+        if isinstance(v, np.ndarray) and v.shape[:1] and v.shape[0] > k:
+            kw[f.name] = np.repeat(v[k : k + 1], reps, axis=0)
+    return replace(m, **kw)  # type: ignore[type-var]
