@@ -124,8 +124,10 @@ class PiecewisePowerCost:
             )
         inv = np.where(lam > 0, inv, 0.0)
         hi_edge = np.concatenate([self.c[:, 1:], np.full((self.c.shape[0], 1), np.inf)], axis=1)
-        length = np.clip(inv, self.c, hi_edge) - self.c
-        x = np.nansum(np.where(np.isfinite(self.c), length, 0.0), axis=1)
+        real = np.isfinite(self.c)
+        start = np.where(real, self.c, 0.0)
+        length = np.where(real, np.clip(inv, start, hi_edge) - start, 0.0)
+        x = length.sum(axis=1)
         return x, x
 
     def min_marginal(self) -> F:
