@@ -38,11 +38,15 @@ def solve_dp(
 ) -> SolveResult:
     """Solve on the lot grid by backward induction; exact on the grid for any cost.
 
+    The feasible set is the one of the integer-lot solvers: every period trades whole lots, and
+    one period may also take the odd lot ``r = S mod lot``; a second layer of states (odd lot
+    still to place or not) keeps that exact.
+
     Args:
         costs: Cost per period (any model, ``TabulatedCost`` included).
         S: Shares to allocate, a whole number.
         caps: Per-period caps in shares, shape (H,), or None.
-        lot: Lot size; the grid unit is ``gcd(S, lot)``.
+        lot: Lot size in shares.
         risk: ``kappa * sigma^2`` of the holding-risk term (currency per share^2), >= 0.
 
     Returns:
@@ -59,8 +63,7 @@ def solve_dp(
             f"DP needs a whole S >= 0 and lot >= 1, got S={S}, lot={lot}",
         )
     S_int = round(S)
-    unit = math.gcd(S_int, lot) if S_int else lot
-    n = S_int // unit
+    n, r = divmod(S_int, lot)
     if n + 1 > MAX_DP_STATES:
         return SolveResult(
             np.zeros(H),
@@ -70,54 +73,72 @@ def solve_dp(
             f"grid of {n + 1} states exceeds {MAX_DP_STATES}: use a larger lot",
         )
     u = np.full(H, np.inf) if caps is None else np.asarray(caps, float).ravel()
-    cap_units = np.where(np.isfinite(u), np.floor(u / unit + 1e-9), n).astype(np.int64)
-    cap_units = np.minimum(cap_units, n)
-    if int(cap_units.sum()) < n:
-        x = np.minimum(u, S)
-        return SolveResult(
-            x,
-            math.nan,
-            math.nan,
-            SolveStatus.INFEASIBLE,
-            f"caps hold {int(cap_units.sum()) * unit} < S = {S_int} on the grid",
-        )
-    grid = np.arange(n + 1, dtype=np.float64) * unit
-    # G[t, j] = g_t(j * unit): one vectorised evaluation per period.
+    grid = np.arange(n + 1, dtype=np.float64) * lot
     G = np.empty((H, n + 1))
-    for t in range(H):  # H evaluations of length n+1 (the model families are vectorised)
+    Godd = np.full((H, n + 1), np.inf)
+    for t in range(H):  # H vectorised evaluations of length n+1
         G[t] = _cost_column(costs, t, grid)
+        if r:
+            Godd[t] = _cost_column(costs, t, grid + r)
+    G[grid[None, :] > u[:, None] + 1e-9] = np.inf
+    Godd[(grid + r)[None, :] > u[:, None] + 1e-9] = np.inf
     j = np.arange(n + 1)
-    G[j[None, :] > cap_units[:, None]] = np.inf
-    hold = risk * grid * grid
-    V = G[H - 1].copy()  # last period: execute everything left
-    choice = np.empty((H, n + 1), dtype=np.int32)
-    choice[H - 1] = j
     pad = np.full(n, np.inf)
-    for t in range(H - 2, -1, -1):
-        nxt = V + hold  # holding s - j after period t costs the risk term
-        window = sliding_window_view(np.concatenate([pad, nxt]), n + 1)  # window[s, n-j] = nxt[s-j]
-        M = window[:, ::-1] + G[t][None, :]
+
+    def step(g: NDArray[np.float64], nxt: NDArray[np.float64]) -> tuple[NDArray, NDArray]:
+        # min_j g[j] + nxt[s - j] for every s, as one strided (n+1) x (n+1) view
+        window = sliding_window_view(np.concatenate([pad, nxt]), n + 1)  # [s, n-j] = nxt[s-j]
+        M = window[:, ::-1] + g[None, :]
         best = np.argmin(M, axis=1)
-        V = M[j, best]
-        choice[t] = best
+        return M[j, best], best
+
+    hold0 = risk * grid * grid  # holding after a period: (s - j) lots, odd lot already placed
+    hold1 = risk * (grid + r) ** 2  # ... odd lot still held
+    V0 = G[H - 1].copy()  # last period: execute everything left
+    V1 = Godd[H - 1].copy()
+    c0 = np.empty((H, n + 1), dtype=np.int32)
+    c1 = np.empty((H, n + 1), dtype=np.int32)
+    odd_now = np.zeros((H, n + 1), dtype=bool)
+    c0[H - 1] = j
+    c1[H - 1] = j
+    odd_now[H - 1] = True
+    for t in range(H - 2, -1, -1):
+        v0, b0 = step(G[t], V0 + hold0)
+        if r:
+            keep, bk = step(G[t], V1 + hold1)  # odd lot still pending after t
+            place, bp = step(Godd[t], V0 + hold0)  # odd lot placed in t
+            use = place < keep
+            V1 = np.where(use, place, keep)
+            c1[t] = np.where(use, bp, bk)
+            odd_now[t] = use
+        V0 = v0
+        c0[t] = b0
+    V = V1 if r else V0
     if not np.isfinite(V[n]):
         return SolveResult(
-            np.zeros(H),
+            np.minimum(u, S),
             math.nan,
             math.nan,
             SolveStatus.INFEASIBLE,
-            "no schedule on the grid respects the caps",
+            f"no schedule in lots of {lot} fits the caps (S = {S_int})",
         )
-    units = np.empty(H, dtype=np.int64)
-    s = n
+    x = np.zeros(H)
+    s, pending = n, bool(r)
     for t in range(H):  # reconstruct the path: H steps
-        units[t] = choice[t, s]
-        s -= units[t]
-    x = units.astype(np.float64) * unit
+        if pending:
+            k = int(c1[t, s])
+            x[t] = k * lot
+            if odd_now[t, s]:
+                x[t] += r
+                pending = False
+        else:
+            k = int(c0[t, s])
+            x[t] = k * lot
+        s -= k
     q = S_int - np.cumsum(x)
     cost = costs.total(x) + risk * float(np.sum(q[:-1] ** 2))
     return SolveResult(
-        x, cost, math.nan, SolveStatus.OPTIMAL, f"DP on a grid of {n + 1} states of {unit} shares"
+        x, cost, math.nan, SolveStatus.OPTIMAL, f"DP on a grid of {n + 1} states of {lot} shares"
     )
 
 

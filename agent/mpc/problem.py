@@ -30,6 +30,7 @@ first scenario when ``periods`` is absent).
 from __future__ import annotations
 
 import math
+from itertools import pairwise
 from typing import Any
 
 import numpy as np
@@ -129,9 +130,9 @@ def parse_periods(periods: Any, where: str) -> tuple[CostSet, np.ndarray]:
             bp = _nums(p, "breakpoints", w) if p.get("breakpoints") else []
             if len(bp) != len(b) - 1:
                 raise ProblemError(f"{w}.breakpoints: needs len(b) - 1 = {len(b) - 1} entries")
-            if any(x < 0 for x in b) or any(b2 < b1 for b1, b2 in zip(b, b[1:], strict=False)):
+            if any(x < 0 for x in b) or any(b2 < b1 for b1, b2 in pairwise(b)):
                 raise ProblemError(f"{w}.b: exponents must be >= 0 and non-decreasing (convex)")
-            if any(x <= 0 for x in bp) or any(y <= x for x, y in zip(bp, bp[1:], strict=False)):
+            if any(x <= 0 for x in bp) or any(y <= x for x, y in pairwise(bp)):
                 raise ProblemError(f"{w}.breakpoints: must be > 0 and increasing")
             ppow.append((t, *PiecewisePowerCost.from_regimes(a0, b, bp)))
         else:

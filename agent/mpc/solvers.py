@@ -31,14 +31,13 @@ adds least. The result sums to ``S`` exactly.
 from __future__ import annotations
 
 import enum
-import heapq
 import math
 from dataclasses import dataclass
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
-from agent.mpc.costs import CostSet, PiecewiseLinearCost
+from agent.mpc.costs import CostSet, PiecewiseLinearCost, QuadraticCost
 
 __all__ = [
     "SolveResult",
@@ -159,76 +158,6 @@ def _waterfill(
     return x, lam
 
 
-def _round_lots(
-    x: NDArray[np.float64],
-    beta: NDArray[np.float64],
-    gamma: NDArray[np.float64],
-    u: NDArray[np.float64],
-    S: float,
-    lot: int,
-) -> NDArray[np.float64]:
-    """Return the exact integer-lot optimum near the continuous one; sums to ``S`` exactly."""
-    total_lots, odd = divmod(round(S), lot)
-    cap_lots = np.where(np.isfinite(u), np.floor(u / lot + 1e-9), np.inf)
-    n = np.minimum(np.floor(x / lot + 1e-9), cap_lots)
-    need = total_lots - int(n.sum())
-    L = float(lot)
-
-    def inc(t: int) -> float:  # cost of one more lot in period t
-        return float(beta[t] * L + gamma[t] * L * L * (2.0 * n[t] + 1.0))
-
-    heap = [(inc(t), t) for t in range(len(x)) if n[t] < cap_lots[t]]
-    heapq.heapify(heap)
-    while need > 0 and heap:
-        _, t = heapq.heappop(heap)
-        n[t] += 1
-        need -= 1
-        if n[t] < cap_lots[t]:
-            heapq.heappush(heap, (inc(t), t))
-    shares = n * L
-    if odd:
-        shares = _place_odd_lot(shares, beta, gamma, u, float(odd), L)
-    return shares
-
-
-def _place_odd_lot(
-    shares: NDArray[np.float64],
-    beta: NDArray[np.float64],
-    gamma: NDArray[np.float64],
-    u: NDArray[np.float64],
-    r: float,
-    L: float,
-) -> NDArray[np.float64]:
-    """Add the odd lot ``r < L`` to the lot-optimal ``shares`` at least cost.
-
-    Putting ``r`` in period j shifts j's cost by less than a lot, so the lot optimum moves by at
-    most one lot out of j into the cheapest other period: both options are priced for every j.
-    """
-
-    def g(t: NDArray[np.float64] | slice, y: NDArray[np.float64]) -> NDArray[np.float64]:
-        return beta[t] * y + gamma[t] * y * y
-
-    idx = slice(None)
-    base = g(idx, shares)
-    # Option A: r on top of j's lots.
-    a = np.where(shares + r <= u, g(idx, shares + r) - base, np.inf)
-    # Option B: r in j, one of j's lots moved to the cheapest other period k.
-    inc = np.where(shares + L <= u, g(idx, shares + L) - base, np.inf)
-    order = np.argsort(inc)
-    best, second = order[0], order[1] if len(order) > 1 else order[0]
-    inc_other = np.where(np.arange(len(shares)) == best, inc[second], inc[best])
-    b = np.where(shares >= L, g(idx, shares - L + r) - base + inc_other, np.inf)
-    j = int(np.argmin(np.minimum(a, b)))
-    out = shares.copy()
-    if a[j] <= b[j]:
-        out[j] += r
-    else:
-        k = int(second if j == best else best)
-        out[j] += r - L
-        out[k] += L
-    return out
-
-
 def solve_quadratic(
     beta: ArrayLike,
     gamma: ArrayLike,
@@ -285,24 +214,9 @@ def solve_quadratic(
     if S == 0:
         return SolveResult(np.zeros(H), 0.0, math.nan, SolveStatus.OPTIMAL, "nothing to allocate")
     x, lam = _waterfill(b, g, u, float(S))
+    res = SolveResult(x, quadratic_cost(x, b, g), lam, SolveStatus.OPTIMAL, "exact")
     if lot is not None:
-        if lot < 1 or round(S) != S:
-            return SolveResult(
-                x,
-                quadratic_cost(x, b, g),
-                lam,
-                SolveStatus.NUMERICAL,
-                f"lot must be >= 1 and S whole, got lot={lot}, S={S}",
-            )
-        if float(np.floor(u / lot + 1e-9).sum()) * lot + (round(S) % lot) < S:
-            return SolveResult(
-                x,
-                quadratic_cost(x, b, g),
-                lam,
-                SolveStatus.INFEASIBLE,
-                f"caps hold fewer than {round(S) // lot} whole lots of {lot}",
-            )
-        x = _round_lots(x, b, g, u, float(S), int(lot))
+        return round_to_lots(res, CostSet.of(QuadraticCost(b, g), H), float(S), u, int(lot))
     return SolveResult(x, quadratic_cost(x, b, g), lam, SolveStatus.OPTIMAL, "exact")
 
 
@@ -503,9 +417,13 @@ def round_to_lots(
 ) -> SolveResult:
     """Turn a continuous optimum of separable convex costs into the exact integer-lot optimum.
 
-    Round down to lots, hand out the missing lots one at a time to the period whose cost rises
-    least, then place the odd lot ``S mod lot`` by the cheapest one-lot exchange. By the
-    proximity of integer and continuous optima of separable convex problems, this is exact.
+    Every period trades whole lots; one period may also take the odd lot ``r = S mod lot``.
+    Lots: round the continuous optimum of the lot part down, hand out the missing lots by least
+    cost increase, then repair by single-lot exchanges until no move from one period to another
+    saves anything: for separable convex costs under one sum constraint, exchange optimality is
+    global optimality. Odd lot: placing it in period j raises j's marginal costs only, so the
+    best allocation given j is the lot optimum with lots moved out of j while that pays; every
+    j is priced that way and the cheapest kept.
     """
     if lot < 1 or round(S) != S:
         return SolveResult(
@@ -526,26 +444,24 @@ def round_to_lots(
             SolveStatus.INFEASIBLE,
             f"caps hold fewer than {total_lots} whole lots of {lot}",
         )
-    n = np.minimum(np.floor(res.x / L + 1e-9), cap_lots)
-    need = total_lots - int(n.sum())
-    if need > 0:
-        base = costs.cost(n * L)
-        inc = np.where(n < cap_lots, costs.cost((n + 1) * L) - base, np.inf)
-        heap = [(float(inc[t]), t) for t in np.flatnonzero(np.isfinite(inc))]
-        heapq.heapify(heap)
-        while need > 0 and heap:
-            _, t = heapq.heappop(heap)
-            n[t] += 1
-            need -= 1
-            if n[t] < cap_lots[t]:
-                y = np.zeros(costs.H)
-                y[t] = n[t] * L
-                z = y.copy()
-                z[t] += L
-                heapq.heappush(heap, (float(costs.cost(z)[t] - costs.cost(y)[t]), t))
+    x0 = res.x
+    if odd and total_lots:
+        lots_only = solve_kkt(costs, float(total_lots * lot), u)
+        if lots_only.ok:
+            x0 = lots_only.x
+    n = np.minimum(np.floor(x0 / L + 1e-9), cap_lots)
+    n = _fill_and_repair(costs, n, cap_lots, total_lots, L, np.zeros(costs.H))
     shares = n * L
     if odd:
-        shares = _place_odd_lot_general(shares, costs, u, float(odd), L)
+        shares = _place_odd(costs, n, cap_lots, u, float(odd), L)
+        if shares is None:
+            return SolveResult(
+                res.x,
+                res.cost,
+                res.lam,
+                SolveStatus.INFEASIBLE,
+                f"no period has room for the odd lot of {odd} shares",
+            )
     return SolveResult(
         shares,
         costs.total(shares),
@@ -555,23 +471,76 @@ def round_to_lots(
     )
 
 
-def _place_odd_lot_general(
-    shares: NDArray[np.float64], costs: CostSet, u: NDArray[np.float64], r: float, L: float
+def _fill_and_repair(
+    costs: CostSet,
+    n: NDArray[np.float64],
+    cap_lots: NDArray[np.float64],
+    total_lots: int,
+    L: float,
+    offset: NDArray[np.float64],
 ) -> NDArray[np.float64]:
-    base = costs.cost(shares)
-    a = np.where(shares + r <= u, costs.cost(shares + r) - base, np.inf)
-    inc = np.where(shares + L <= u, costs.cost(shares + L) - base, np.inf)
-    order = np.argsort(inc)
-    best = order[0]
-    second = order[1] if len(order) > 1 else order[0]
-    inc_other = np.where(np.arange(len(shares)) == best, inc[second], inc[best])
-    down = np.maximum(shares - L + r, 0.0)
-    b = np.where(shares >= L, costs.cost(down) - base + inc_other, np.inf)
-    j = int(np.argmin(np.minimum(a, b)))
-    out = shares.copy()
-    if a[j] <= b[j]:
-        out[j] += r
-    else:
-        out[j] += r - L
-        out[int(second if j == best else best)] += L
-    return out
+    """Return the lot optimum from a start ``n`` (lots), costs evaluated at ``n*L + offset``."""
+    n = n.copy()
+    H = n.size
+    idx = np.arange(H)
+
+    def inc_dec(n: NDArray[np.float64]) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
+        base = costs.cost(n * L + offset)
+        inc = np.where(n < cap_lots, costs.cost((n + 1) * L + offset) - base, np.inf)
+        dec = np.where(n >= 1, base - costs.cost(np.maximum(n - 1, 0) * L + offset), -np.inf)
+        return inc, dec
+
+    need = total_lots - int(n.sum())
+    while need != 0:  # at most H steps from the floor of the continuous optimum
+        inc, dec = inc_dec(n)
+        if need > 0:
+            t = int(np.argmin(inc))
+            n[t] += 1
+            need -= 1
+        else:
+            t = int(np.argmax(dec))
+            n[t] -= 1
+            need += 1
+    for _ in range(10 * H + 10):  # exchange repair: each move strictly lowers the cost
+        inc, dec = inc_dec(n)
+        i = int(np.argmax(dec))
+        inc_i = np.where(idx == i, np.inf, inc)
+        j = int(np.argmin(inc_i))
+        if not dec[i] - inc_i[j] > 1e-12 * max(1.0, abs(dec[i])):
+            break
+        n[i] -= 1
+        n[j] += 1
+    return n
+
+
+def _place_odd(
+    costs: CostSet,
+    n: NDArray[np.float64],
+    cap_lots: NDArray[np.float64],
+    u: NDArray[np.float64],
+    r: float,
+    L: float,
+) -> NDArray[np.float64] | None:
+    """Return the best shares with the odd lot ``r`` in some period, lots re-optimised."""
+    H = n.size
+    total = int(n.sum())
+    best_cost, best = math.inf, None
+    base = n * L
+    # Price each candidate with one exchange first; fully re-optimise the promising ones.
+    approx = np.where(base + r <= u, costs.cost(base + r) - costs.cost(base), np.inf)
+    order = np.argsort(approx)
+    cand = order[: min(H, 64)]
+    for j in cand:  # at most 64 candidates
+        offset = np.zeros(H)
+        offset[j] = r
+        caps_j = cap_lots.copy()
+        caps_j[j] = np.floor((u[j] - r) / L + 1e-9) if np.isfinite(u[j]) else np.inf
+        if caps_j[j] < 0 or float(np.minimum(caps_j, total).sum()) < total:
+            continue
+        start = np.minimum(n, caps_j)
+        m = _fill_and_repair(costs, start, caps_j, total, L, offset)
+        x = m * L + offset
+        c = costs.total(x)
+        if c < best_cost:
+            best_cost, best = c, x
+    return best
