@@ -10,12 +10,11 @@ Run: ``python bench/bench_solvers.py [--repeats 7]`` (Clarabel: ``pip install cl
 
 from __future__ import annotations
 
-import _common  # noqa: F401  (pins BLAS threads before numpy loads)
-
 import argparse
 import statistics
 import time
 
+import _common  # noqa: F401  (pins BLAS threads before numpy loads)
 import numpy as np
 from scipy.optimize import minimize
 
