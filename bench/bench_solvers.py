@@ -91,19 +91,19 @@ def main() -> None:
     )
     for H in (20, 100, 390, 5000):
         beta, gamma, S, caps = instance(H)
-        t_ours, res = timed(lambda: solve_quadratic(beta, gamma, S, caps), args.repeats)
+        t_ours, res = timed(lambda p=(beta, gamma, S, caps): solve_quadratic(*p), args.repeats)
         ours = res.cost
         row = f"{H:>6} {t_ours * 1e3:>8.3f}ms"
         if H <= 390:
             reps = max(1, args.repeats // 3) if H >= 390 else args.repeats
-            t_s, xs = timed(lambda: slsqp(beta, gamma, S, caps), reps)
+            t_s, xs = timed(lambda p=(beta, gamma, S, caps): slsqp(*p), reps)
             d_s = (quadratic_cost(xs, beta, gamma) - ours) / ours
             row += f" {t_s * 1e3:>8.1f}ms {t_s / t_ours:>8.0f}x"
         else:
             d_s = None
             row += f" {'(skipped)':>10} {'':>9}"
         if have_clarabel:
-            t_c, xc = timed(lambda: clarabel_qp(beta, gamma, S, caps), args.repeats)
+            t_c, xc = timed(lambda p=(beta, gamma, S, caps): clarabel_qp(*p), args.repeats)
             d_c = (quadratic_cost(xc, beta, gamma) - ours) / ours
             row += f" {t_c * 1e3:>8.2f}ms {t_c / t_ours:>8.1f}x {d_c:>24.2e}"
         else:
