@@ -149,12 +149,7 @@ def _waterfill(
         else:
             share = np.where(np.isfinite(cap), 0.0, 1.0)
             x[ties] = share * (rest / share.sum())
-    # Round-off: put the residual on the period with the most room (never past a bound).
-    resid = S - float(x.sum())
-    if resid != 0.0:
-        room = (u - x) if resid > 0 else x
-        j = int(np.argmax(room))
-        x[j] += np.sign(resid) * min(abs(resid), room[j])
+    _fix_residual(x, u, S)
     return x, lam
 
 
@@ -234,18 +229,38 @@ def _check_caps(caps: ArrayLike | None, H: int, S: float) -> tuple[NDArray[np.fl
     return u, ""
 
 
-def _infeasible(costs: CostSet, u: NDArray[np.float64], S: float) -> SolveResult | None:
+def _precheck(
+    costs: CostSet, S: float, caps: ArrayLike | None
+) -> tuple[NDArray[np.float64], SolveResult | None]:
+    """Return the caps array and, for bad input, infeasible caps or S = 0, the early result."""
+    H = costs.H
+    u, err = _check_caps(caps, H, S)
+    if err:
+        return u, SolveResult(np.zeros(H), math.nan, math.nan, SolveStatus.NUMERICAL, err)
     total = float(u.sum())
     if total < S:
         x = u.copy()
-        return SolveResult(
+        return u, SolveResult(
             x,
             costs.total(x),
             math.nan,
             SolveStatus.INFEASIBLE,
             f"caps sum to {total:g} < S = {S:g}: short by {S - total:g}",
         )
-    return None
+    if S == 0:
+        return u, SolveResult(
+            np.zeros(H), 0.0, math.nan, SolveStatus.OPTIMAL, "nothing to allocate"
+        )
+    return u, None
+
+
+def _fix_residual(x: NDArray[np.float64], u: NDArray[np.float64], S: float) -> None:
+    """Put the round-off ``S - sum(x)`` on the period with the most room (never past a bound)."""
+    resid = S - float(x.sum())
+    if resid != 0.0:
+        room = (u - x) if resid > 0 else x
+        j = int(np.argmax(room))
+        x[j] += np.sign(resid) * min(abs(resid), room[j])
 
 
 def solve_kkt(
@@ -270,14 +285,9 @@ def solve_kkt(
         lot: Lot size for the exact integer optimum (see ``round_to_lots``); None: continuous.
         max_iter: Bisection steps at most (each halves the bracket).
     """
-    H = costs.H
-    u, err = _check_caps(caps, H, S)
-    if err:
-        return SolveResult(np.zeros(H), math.nan, math.nan, SolveStatus.NUMERICAL, err)
-    if (bad := _infeasible(costs, u, S)) is not None:
-        return bad
-    if S == 0:
-        return SolveResult(np.zeros(H), 0.0, math.nan, SolveStatus.OPTIMAL, "nothing to allocate")
+    u, early = _precheck(costs, S, caps)
+    if early is not None:
+        return early
     if (q := costs.quadratic) is not None:
         return solve_quadratic(q.beta, q.gamma, S, caps=caps, lot=lot)
 
@@ -323,11 +333,7 @@ def solve_kkt(
         it += 1
     status = SolveStatus.OPTIMAL if it < max_iter else SolveStatus.MAX_ITER
     x = _split_at(costs, lam_b, u, S, xa, fa)
-    resid = S - float(x.sum())
-    if resid != 0.0:
-        room = (u - x) if resid > 0 else x
-        j = int(np.argmax(room))
-        x[j] += np.sign(resid) * min(abs(resid), room[j])
+    _fix_residual(x, u, S)
     res = SolveResult(x, costs.total(x), lam_b, status, "kkt" if status else "", it)
     if lot is not None and res.ok:
         return round_to_lots(res, costs, S, u, lot)
@@ -371,14 +377,9 @@ def solve_piecewise_linear(costs: CostSet, S: float, caps: ArrayLike | None = No
     filled in that order until S is reached. Convexity makes this the optimum, and lambda is
     the slope of the last segment used.
     """
-    H = costs.H
-    u, err = _check_caps(caps, H, S)
-    if err:
-        return SolveResult(np.zeros(H), math.nan, math.nan, SolveStatus.NUMERICAL, err)
-    if (bad := _infeasible(costs, u, S)) is not None:
-        return bad
-    if S == 0:
-        return SolveResult(np.zeros(H), 0.0, math.nan, SolveStatus.OPTIMAL, "nothing to allocate")
+    u, early = _precheck(costs, S, caps)
+    if early is not None:
+        return early
     per, starts, slopes = [], [], []
     for m, idx in costs.blocks:
         if not isinstance(m, PiecewiseLinearCost):
@@ -404,7 +405,7 @@ def solve_piecewise_linear(costs: CostSet, S: float, caps: ArrayLike | None = No
     take = length.copy()
     take[k + 1 :] = 0.0
     take[k] = S - (cum[k - 1] if k > 0 else 0.0)
-    x = np.bincount(p, weights=take, minlength=H)
+    x = np.bincount(p, weights=take, minlength=costs.H)
     return SolveResult(x, costs.total(x), float(s[k]), SolveStatus.OPTIMAL, "exact")
 
 
