@@ -110,11 +110,16 @@ class EstimationConfig(_Strict):
 class MpcConfig(_Strict):
     """``[mpc]``: the receding-horizon re-solve.
 
+    ``model``: ``quadratic`` fits ``g = beta x + gamma x^2`` to the window and solves by exact
+    water-filling; ``nonparametric`` uses the window's mean walk-the-book curve itself
+    (piecewise linear, convex) and solves it exactly by segments.
+
     The horizon always runs to the order's deadline. ``final_retry_s``: in the last period,
     whatever a partial fill left is sent again this often until the deadline.
     ``on_solve_failure``: ``twap`` sends the TWAP slice, ``pause`` sends nothing this period.
     """
 
+    model: Literal["quadratic", "nonparametric"] = "quadratic"
     final_retry_s: float = Field(15.0, gt=0)
     on_solve_failure: Literal["twap", "pause"] = "twap"
 

@@ -31,8 +31,16 @@ from agent.impact.book_walk import BeyondDepth, DepthPolicy, cost_curve, time_we
 from agent.impact.fit import fit_quadratic
 from agent.impact.profile import IntradayProfile
 from agent.model import ChildOrder, OrderEvent, OrderFilled, Side
+from agent.mpc.costs import CostSet
 from agent.orders.tracker import OrderTracker, Transition
-from agent.planner import Decision, PeriodGrid, decide_mpc, twap_child_qty
+from agent.planner import (
+    Decision,
+    PeriodGrid,
+    decide_mpc,
+    nonparametric_costs,
+    quadratic_costs,
+    twap_child_qty,
+)
 from agent.window import RollingWindow
 from feeds.base import BookFeed
 from feeds.model import BookBatch
@@ -202,39 +210,13 @@ class ParentRunner:
         if not math.isfinite(self._last_mid):
             decision = Decision(k, 0.0, np.zeros(0), math.nan, "no_book", "no valid book yet", 0.0)
         else:
-            window = self.window.view(t_ns)
-            beta = gamma = math.nan
-            if len(window) >= self.cfg.estimation.min_snapshots:
-                w = (
-                    time_weights(window.ts_event_ns, t_ns)
-                    if self.cfg.estimation.weighting == "time"
-                    else None
-                )
-                curve = cost_curve(window, self.side.value, self.sizes, self.policy, weights=w)
-                fit = fit_quadratic(curve)
-                beta, gamma = fit.beta, fit.gamma
-                fields = {
-                    "beta": fit.beta,
-                    "gamma": fit.gamma,
-                    "fit_r2": fit.r2,
-                    "fit_rmse": fit.rmse,
-                    "fit_status": fit.status,
-                    "n_snapshots": fit.n_snapshots,
-                    "frac_beyond_depth": fit.frac_beyond_depth,
-                }
-                if fit.frac_beyond_depth > 0:
-                    fields["beyond_depth_policy"] = self.policy.kind.value
-            else:
-                fields = {"n_snapshots": len(window), "fit_status": "insufficient_data"}
-            if math.isfinite(beta) and math.isfinite(gamma):
-                starts = self.grid.starts(k)
-                mb, mg = self.profile.multipliers(starts)
+            costs, fields = self._estimate(k, t_ns)
+            if costs is not None:
                 decision = decide_mpc(
                     self.grid,
                     k,
                     remaining,
-                    beta * mb,
-                    gamma * mg,
+                    costs,
                     lot=self.order.lot,
                     max_child_qty=self.order.max_child_qty,
                     fallback_twap_qty=(
@@ -275,6 +257,43 @@ class ParentRunner:
                 self.grid, k, tw.parent_qty, tw.filled_qty + tw.open_qty, self.order.lot
             )
             await self._send(self.twap, min(q, tw.uncommitted_qty), t_ns)
+
+    def _estimate(self, k: int, t_ns: int) -> tuple[CostSet | None, dict[str, Any]]:
+        """Re-estimate g from the window and forecast periods k..N-1 (None: no estimate)."""
+        window = self.window.view(t_ns)
+        if len(window) < self.cfg.estimation.min_snapshots:
+            return None, {"n_snapshots": len(window), "fit_status": "insufficient_data"}
+        w = (
+            time_weights(window.ts_event_ns, t_ns)
+            if self.cfg.estimation.weighting == "time"
+            else None
+        )
+        curve = cost_curve(window, self.side.value, self.sizes, self.policy, weights=w)
+        fit = fit_quadratic(curve)
+        fields: dict[str, Any] = {
+            "model": self.cfg.mpc.model,
+            "beta": fit.beta,
+            "gamma": fit.gamma,
+            "fit_r2": fit.r2,
+            "fit_rmse": fit.rmse,
+            "fit_status": fit.status,
+            "n_snapshots": fit.n_snapshots,
+            "frac_beyond_depth": fit.frac_beyond_depth,
+        }
+        if fit.frac_beyond_depth > 0:
+            fields["beyond_depth_policy"] = self.policy.kind.value
+        starts = self.grid.starts(k)
+        if self.cfg.mpc.model == "nonparametric":
+            knots, slopes = curve.segments()
+            if slopes.size == 0:
+                return None, fields
+            b = self.profile.bucket(starts)
+            mc = self.profile.cost_mult[b] / self.profile.cost_mult[b[0]]
+            return nonparametric_costs(knots[:-1], slopes, mc), fields
+        if not (math.isfinite(fit.beta) and math.isfinite(fit.gamma)):
+            return None, fields
+        mb, mg = self.profile.multipliers(starts)
+        return quadratic_costs(fit.beta, fit.gamma, mb, mg), fields
 
     async def _final_retry(self, t_ns: int) -> None:
         for leg in (self.mpc, self.twap):

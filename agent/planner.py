@@ -20,9 +20,18 @@ from dataclasses import dataclass
 import numpy as np
 from numpy.typing import NDArray
 
-from agent.mpc.solvers import SolveResult, SolveStatus, solve_quadratic
+from agent.mpc.costs import CostSet, PiecewiseLinearCost, QuadraticCost
+from agent.mpc.solvers import SolveResult, SolveStatus, solve_auto
 
-__all__ = ["Decision", "PeriodGrid", "decide_mpc", "round_lot", "twap_child_qty"]
+__all__ = [
+    "Decision",
+    "PeriodGrid",
+    "decide_mpc",
+    "nonparametric_costs",
+    "quadratic_costs",
+    "round_lot",
+    "twap_child_qty",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,8 +103,7 @@ def decide_mpc(
     grid: PeriodGrid,
     k: int,
     remaining: float,
-    beta: NDArray[np.float64],
-    gamma: NDArray[np.float64],
+    costs: CostSet,
     *,
     lot: int,
     max_child_qty: float = 0.0,
@@ -107,8 +115,8 @@ def decide_mpc(
         grid: The order's periods.
         k: Current period.
         remaining: Shares to plan S_k (>= 0).
-        beta: Forecast linear cost per period k..N-1, shape (N-k,), currency per share.
-        gamma: Forecast quadratic cost, shape (N-k,), currency per share squared.
+        costs: Forecast cost of periods k..N-1 (N-k periods): quadratic from the fit, or the
+            window's empirical piecewise-linear curve.
         lot: Lot size in shares.
         max_child_qty: Cap per child (0 = none).
         fallback_twap_qty: Child to send if the solve fails (None = send nothing).
@@ -125,7 +133,7 @@ def decide_mpc(
         return Decision(k, child, np.array([child]), math.nan, "final", "last period", 0.0)
     caps = None if math.isinf(cap) else np.full(h, cap)
     t0 = time.perf_counter()
-    res: SolveResult = solve_quadratic(beta, gamma, remaining, caps=caps, lot=lot)
+    res: SolveResult = solve_auto(costs, remaining, caps=caps, lot=lot)
     solve_ms = (time.perf_counter() - t0) * 1e3
     if res.status is SolveStatus.OPTIMAL or res.status is SolveStatus.INFEASIBLE:
         # INFEASIBLE here means the caps cannot absorb S_k: x is then the caps (best effort);
@@ -134,3 +142,24 @@ def decide_mpc(
         return Decision(k, child, res.x, res.lam, str(res.status), res.message, solve_ms)
     child = 0.0 if fallback_twap_qty is None else min(fallback_twap_qty, remaining, cap)
     return Decision(k, child, res.x, math.nan, "twap_fallback", res.message, solve_ms)
+
+
+def quadratic_costs(
+    beta: float, gamma: float, mb: NDArray[np.float64], mg: NDArray[np.float64]
+) -> CostSet:
+    """Return the quadratic forecast: ``beta * mb_t``, ``gamma * mg_t`` per period, shape (H,)."""
+    return CostSet.of(QuadraticCost(beta * mb, gamma * mg), mb.size)
+
+
+def nonparametric_costs(
+    knots: NDArray[np.float64], slopes: NDArray[np.float64], mc: NDArray[np.float64]
+) -> CostSet:
+    """Return the window's empirical curve as every period's cost, scaled by ``mc_t``.
+
+    Args:
+        knots: Segment starts in shares, shape (K,), from 0 (the last segment runs on).
+        slopes: Cost per share on each segment, shape (K,), non-decreasing.
+        mc: Cost multiplier per period (profile), shape (H,), 1 for the current period.
+    """
+    H = mc.size
+    return CostSet.of(PiecewiseLinearCost(np.tile(knots, (H, 1)), np.outer(mc, slopes)), H)

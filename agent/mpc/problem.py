@@ -43,13 +43,7 @@ from agent.mpc.costs import (
 )
 from agent.mpc.dp import solve_dp
 from agent.mpc.robust import solve_risk_averse, solve_robust, solve_robust_box, solve_stochastic
-from agent.mpc.solvers import (
-    SolveResult,
-    round_to_lots,
-    solve_kkt,
-    solve_piecewise_linear,
-    solve_quadratic,
-)
+from agent.mpc.solvers import SolveResult, solve_auto
 
 __all__ = ["ProblemError", "parse_periods", "solve_problem"]
 
@@ -307,12 +301,11 @@ def solve_problem(problem: Any) -> dict[str, Any]:
         # Lots make the risk problem a DP on the lot grid: only when asked for explicitly.
         lot_r = lot if lot_given else None
         return _result(solve_risk_averse(q.beta, q.gamma, S, risk, caps, lot_r), "risk")
-    q = costs.quadratic
-    if q is not None:
-        return _result(solve_quadratic(q.beta, q.gamma, S, caps, lots), "quadratic")
-    if all(isinstance(m, PiecewiseLinearCost) for m, _ in costs.blocks):
-        res = solve_piecewise_linear(costs, S, caps)
-        if lots is not None and res.ok:
-            res = round_to_lots(res, costs, S, caps, lots)
-        return _result(res, "piecewise_linear")
-    return _result(solve_kkt(costs, S, caps, lots), "kkt")
+    method_name = (
+        "quadratic"
+        if costs.quadratic is not None
+        else "piecewise_linear"
+        if all(isinstance(m, PiecewiseLinearCost) for m, _ in costs.blocks)
+        else "kkt"
+    )
+    return _result(solve_auto(costs, S, caps, lots), method_name)

@@ -44,6 +44,7 @@ __all__ = [
     "SolveStatus",
     "quadratic_cost",
     "round_to_lots",
+    "solve_auto",
     "solve_kkt",
     "solve_piecewise_linear",
     "solve_quadratic",
@@ -407,6 +408,25 @@ def solve_piecewise_linear(costs: CostSet, S: float, caps: ArrayLike | None = No
     take[k] = S - (cum[k - 1] if k > 0 else 0.0)
     x = np.bincount(p, weights=take, minlength=costs.H)
     return SolveResult(x, costs.total(x), float(s[k]), SolveStatus.OPTIMAL, "exact")
+
+
+def solve_auto(
+    costs: CostSet, S: float, caps: ArrayLike | None = None, lot: int | None = None
+) -> SolveResult:
+    """Solve with the exact method for the models present.
+
+    Quadratic everywhere: water-filling; piecewise-linear everywhere: segment sort; otherwise
+    KKT. ``lot`` gives the exact integer-lot optimum in every case.
+    """
+    if (q := costs.quadratic) is not None:
+        return solve_quadratic(q.beta, q.gamma, S, caps, lot)
+    if all(isinstance(m, PiecewiseLinearCost) for m, _ in costs.blocks):
+        res = solve_piecewise_linear(costs, S, caps)
+        if lot is not None and res.ok:
+            u = np.full(costs.H, np.inf) if caps is None else np.asarray(caps, float)
+            res = round_to_lots(res, costs, S, u, lot)
+        return res
+    return solve_kkt(costs, S, caps, lot)
 
 
 def round_to_lots(

@@ -53,6 +53,8 @@ latency_ms = 10
 collar_bps = {collar}
 [estimation]
 window_s = 300
+[mpc]
+model = "{model}"
 [[orders]]
 id = "P"
 symbol = "SYM"
@@ -65,11 +67,20 @@ lot = 100
 """
 
 
-def cfg_for(tmp_path: Path, *, qty: int = 12_000, side: str = "buy", collar: float = 100):
+def cfg_for(
+    tmp_path: Path,
+    *,
+    qty: int = 12_000,
+    side: str = "buy",
+    collar: float = 100,
+    model: str = "quadratic",
+):
     data = tmp_path / "dummy.csv"
     data.write_text("unused\n")
     p = tmp_path / "c.toml"
-    p.write_text(CONFIG.format(data=data.as_posix(), qty=qty, side=side, collar=collar))
+    p.write_text(
+        CONFIG.format(data=data.as_posix(), qty=qty, side=side, collar=collar, model=model)
+    )
     return load_config(p)[0]
 
 
@@ -77,11 +88,12 @@ def steps(logs: list[dict]) -> list[dict]:
     return [e for e in logs if e["event"] == "mpc.step"]
 
 
+@pytest.mark.parametrize("model", ["quadratic", "nonparametric"])
 @pytest.mark.parametrize("side", ["buy", "sell"])
-async def test_constant_book_mpc_is_twap(tmp_path, side):
+async def test_constant_book_mpc_is_twap(tmp_path, side, model):
     """A book that never changes: every period costs the same, so the plan is uniform and the
     MPC pays exactly what TWAP pays."""
-    cfg = cfg_for(tmp_path, side=side)
+    cfg = cfg_for(tmp_path, side=side, model=model)
     ts = T0 + np.arange(0, 2 * 3600, 1) * NS
     feed = ListFeed([book(ts[i : i + 1000], 500.0) for i in range(0, len(ts), 1000)])
     with capture_logs() as logs:
@@ -93,18 +105,21 @@ async def test_constant_book_mpc_is_twap(tmp_path, side):
     assert feed.closed
 
 
-async def test_depth_doubling_later_moves_volume_there(tmp_path):
+@pytest.mark.parametrize("model", ["quadratic", "nonparametric"])
+async def test_depth_doubling_later_moves_volume_there(tmp_path, model):
     """Depth doubles at 14:00 and the intraday profile (learned from history) says so: the MPC
     trades less before and more after, where a flat forecast would split evenly."""
     from agent.impact.profile import IntradayProfile
 
-    cfg = cfg_for(tmp_path, qty=24_000)
+    cfg = cfg_for(tmp_path, qty=24_000, model=model)
     ts = T0 + np.arange(0, 2 * 3600, 1) * NS
     change = T0 + 30 * 60 * NS  # 14:00
     feed = ListFeed([book(ts, np.where(ts < change, 300.0, 600.0))])
     half_hour = 1800 * NS
     gamma_mult = np.where(np.arange(48) >= 28, 0.5, 1.0)  # bucket 28 starts at 14:00 UTC
-    profile = IntradayProfile(half_hour, np.ones(48), gamma_mult, source="history")
+    profile = IntradayProfile(
+        half_hour, np.ones(48), gamma_mult, cost_mult=gamma_mult, source="history"
+    )
     with capture_logs() as logs:
         (s,) = await run(cfg, lambda sym: feed, profiles={("SYM", "buy"): profile})
     kids = [e["child_qty"] for e in steps(logs)]

@@ -5,9 +5,14 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from agent.mpc.costs import CostSet, QuadraticCost
 from agent.planner import PeriodGrid, decide_mpc, round_lot, twap_child_qty
 
 NS = 1_000_000_000
+
+
+def quad(beta, gamma) -> CostSet:
+    return CostSet.of(QuadraticCost(beta, gamma), len(beta))
 
 
 def grid(n: int) -> PeriodGrid:
@@ -24,22 +29,22 @@ def test_constant_costs_plan_uniform_to_the_deadline():
     g = grid(10)
     for k in range(9):
         h = g.n - k
-        d = decide_mpc(g, k, 100 * h * 10, np.full(h, 0.02), np.full(h, 1e-5), lot=10)
+        d = decide_mpc(g, k, 100 * h * 10, quad(np.full(h, 0.02), np.full(h, 1e-5)), lot=10)
         assert d.plan.sum() == 100 * h * 10 and np.ptp(d.plan) <= 10
         assert d.child_qty == pytest.approx(1000, abs=10)
 
 
 def test_last_period_sends_everything_left_up_to_the_cap():
     g = grid(4)
-    d = decide_mpc(g, 3, 1234, np.ones(1), np.ones(1), lot=100)
+    d = decide_mpc(g, 3, 1234, quad(np.ones(1), np.ones(1)), lot=100)
     assert d.child_qty == 1234 and d.status == "final"
-    d = decide_mpc(g, 3, 1234, np.ones(1), np.ones(1), lot=100, max_child_qty=500)
+    d = decide_mpc(g, 3, 1234, quad(np.ones(1), np.ones(1)), lot=100, max_child_qty=500)
     assert d.child_qty == 500
 
 
 def test_cheaper_later_periods_get_more():
     g = grid(3)
-    d = decide_mpc(g, 0, 3000, np.array([0.05, 0.01, 0.01]), np.full(3, 1e-5), lot=100)
+    d = decide_mpc(g, 0, 3000, quad(np.array([0.05, 0.01, 0.01]), np.full(3, 1e-5)), lot=100)
     assert d.plan[0] < d.plan[1] and d.plan.sum() == 3000
 
 
