@@ -4,6 +4,7 @@ Subcommands:
     run        work the parent orders of a config file (replay or live feed)
     solve      solve one allocation problem given as JSON
     calibrate  estimate impact models from MBP-10 files and draw the figures
+    serve-feed replay an MBP-10 file to websocket clients (live mode demo and tests)
 
 User errors (bad config, missing data, bad input) print one line on stderr and exit 2; there is
 no traceback for them.
@@ -51,7 +52,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
 def _optional_subcommands(sub: Any) -> None:
     # Each of these modules exposes add_parser(subparsers) and run(args).
-    for name in ("agent.solve_cli", "agent.calibrate"):
+    for name in ("agent.solve_cli", "agent.calibrate", "agent.serve_feed"):
         try:
             mod = importlib.import_module(name)
         except ModuleNotFoundError as e:

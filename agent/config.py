@@ -57,14 +57,35 @@ class LoggingConfig(_Strict):
 class FeedConfig(_Strict):
     """``[feed]``: where books come from.
 
-    ``files`` maps each symbol to one MBP-10 file (CSV, .csv.gz, .csv.zst, .dbn, .dbn.zst).
-    ``speed`` = 0 replays as fast as possible; K > 0 paces by event time K times faster than real.
+    ``kind = "replay"``: ``files`` maps each symbol to one MBP-10 file (CSV, .csv.gz, .csv.zst,
+    .dbn, .dbn.zst); ``speed`` = 0 replays as fast as possible, K > 0 paces by event time K
+    times faster than real. ``kind = "websocket"``: ``urls`` maps each symbol to a websocket
+    address sending our JSON MBP-10 messages (``exec-agent serve-feed`` is one);
+    ``stale_after_s`` of silence pauses that symbol (``feed.stale``) until data resumes.
+    Decisions follow the books' event time in both kinds.
     """
 
-    kind: Literal["replay"] = "replay"
+    kind: Literal["replay", "websocket"] = "replay"
     speed: float = Field(0.0, ge=0)
     files: dict[str, Path] = Field(default_factory=dict)
     chunk_rows: int = Field(250_000, ge=1)
+    urls: dict[str, str] = Field(default_factory=dict)
+    stale_after_s: float = Field(5.0, gt=0)
+    heartbeat_s: float = Field(0.5, gt=0)
+    reconnect_max_s: float = Field(5.0, gt=0)
+    max_message_bytes: int = Field(65_536, ge=1024)
+
+    @field_validator("urls")
+    @classmethod
+    def _ws(cls, v: dict[str, str]) -> dict[str, str]:
+        for sym, url in v.items():
+            if not url.startswith(("ws://", "wss://")):
+                raise ValueError(f"{sym}: must be a ws:// or wss:// URL, got {url!r}")
+        return v
+
+    def sources(self) -> dict[str, object]:
+        """Return the symbol -> source map of the configured kind."""
+        return dict(self.files) if self.kind == "replay" else dict(self.urls)
 
 
 class BrokerConfig(_Strict):
@@ -192,9 +213,10 @@ class AgentConfig(_Strict):
             if o.id in seen:
                 raise ValueError(f"orders[{i}].id: duplicate order id {o.id!r}")
             seen.add(o.id)
-            if o.symbol not in self.feed.files:
+            if o.symbol not in self.feed.sources():
+                where = "[feed.files]" if self.feed.kind == "replay" else "[feed.urls]"
                 raise ValueError(
-                    f"orders[{i}].symbol: no feed source for {o.symbol!r} (add it to [feed.files])"
+                    f"orders[{i}].symbol: no feed source for {o.symbol!r} (add it to {where})"
                 )
         return self
 
@@ -261,7 +283,7 @@ def load_config(path: str | Path) -> tuple[AgentConfig, str]:
             where, msg = msg.split(": ", 1)
         more = f" (and {e.error_count() - 1} more)" if e.error_count() > 1 else ""
         raise ConfigError(f"{p}: {where}: {msg}{more}") from None
-    for sym, fp in cfg.feed.files.items():
+    for sym, fp in cfg.feed.files.items() if cfg.feed.kind == "replay" else ():
         if not fp.is_file():
             raise ConfigError(f"{p}: feed.files.{sym}: data file not found: {fp}")
     for i, fp in enumerate(cfg.estimation.history):

@@ -174,13 +174,34 @@ class ParentRunner:
         self._last_mid = float(seg.mid[-1])
         self._last_ts = int(seg.ts_event_ns[-1])
 
-    async def on_time(self, t_ns: int) -> None:
-        """Act at decision time ``t_ns`` (equal to ``next_time()``)."""
+    async def on_time(self, t_ns: int, now_ns: int | None = None) -> None:
+        """Act at decision time ``t_ns`` (equal to ``next_time()``).
+
+        Args:
+            t_ns: The decision time.
+            now_ns: Event time of the first book after ``t_ns``. When it is already past the
+                end of the period (the feed was silent, a halt), the period is skipped rather
+                than traded late in a burst with the next ones; the MPC re-plans the rest.
+        """
         if math.isnan(self.arrival_mid) and math.isfinite(self._last_mid):
             self.arrival_mid = self._last_mid
         if self._k_next < self.grid.n:
             k = self._k_next
             self._k_next += 1
+            if now_ns is not None and k < self.grid.n - 1 and now_ns >= self.grid.start_of(k + 1):
+                self.n_decisions += 1
+                self.log.warning(
+                    "mpc.step",
+                    period=k,
+                    n_periods=self.grid.n,
+                    ts_ns=t_ns,
+                    child_qty=0.0,
+                    remaining_qty=self.mpc.tracker.remaining_qty,
+                    status="skipped",
+                    message="no book during the period",
+                    next_book_ts_ns=now_ns,
+                )
+                return
             if k == self.grid.n - 1:
                 self._retry_next = t_ns + int(self.cfg.mpc.final_retry_s * _NS)
             await self._decide(k, t_ns)
@@ -473,12 +494,13 @@ async def _run_symbol(
                         r.observe(seg)
                     for v in venues:
                         v.on_book(seg)
-                    await _settle()
+                    if any(v.pending_events() for v in venues):
+                        await _settle()
                 pos = cut
                 if pos < n:
                     for r in runners:
                         if r.next_time() == t_next:
-                            await r.on_time(t_next)
+                            await r.on_time(t_next, now_ns=int(ts[pos]))
                     await _settle()
             if all(r.done for r in runners):
                 break

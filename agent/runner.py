@@ -11,7 +11,7 @@ import numpy as np
 import structlog
 
 from agent.config import AgentConfig, load_config
-from agent.daemon import RunSummary, run
+from agent.daemon import FeedFactory, RunSummary, run
 from agent.errors import ConfigError
 from agent.impact.book_walk import BeyondDepth, DepthPolicy
 from agent.impact.profile import IntradayProfile, learn_profile
@@ -19,6 +19,7 @@ from agent.logs import configure_logging
 from feeds.base import BookFeed
 from feeds.clock import WallClock
 from feeds.errors import FeedDataError
+from feeds.live import WebSocketFeed
 from feeds.model import BookBatch
 from feeds.readers import read_mbp10
 from feeds.replay import ReplayFeed
@@ -27,14 +28,28 @@ from feeds.validate import validate_batch
 __all__ = ["build_profiles", "make_feed_factory", "run_from_config"]
 
 
-def make_feed_factory(cfg: AgentConfig):
+def make_feed_factory(cfg: AgentConfig) -> FeedFactory:
     """Return a function opening the configured feed of a symbol."""
-    speed = cfg.feed.speed if cfg.feed.speed > 0 else None
+    f = cfg.feed
+    if f.kind == "websocket":
+
+        def ws_factory(symbol: str) -> BookFeed:
+            return WebSocketFeed(
+                f.urls[symbol],
+                symbol,
+                stale_after_s=f.stale_after_s,
+                heartbeat_s=f.heartbeat_s,
+                reconnect_max_s=f.reconnect_max_s,
+                max_size=f.max_message_bytes,
+            )
+
+        return ws_factory
+    speed = f.speed if f.speed > 0 else None
     clock = WallClock() if speed is not None else None
 
     def factory(symbol: str) -> BookFeed:
         return ReplayFeed(
-            cfg.feed.files[symbol], symbol, speed=speed, clock=clock, chunk_rows=cfg.feed.chunk_rows
+            f.files[symbol], symbol, speed=speed, clock=clock, chunk_rows=f.chunk_rows
         )
 
     return factory

@@ -50,3 +50,7 @@ class BookDrivenBroker(Broker, Protocol):
     def on_end(self, symbol: str) -> None:
         """The feed of ``symbol`` ended: execute what is due against the last book."""
         ...
+
+    def pending_events(self) -> int:
+        """Return how many events wait to be read from ``events()``."""
+        ...

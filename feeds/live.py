@@ -1,0 +1,227 @@
+"""Live book feed over a websocket (the async shell; parsing is in ``feeds.jsonmsg``).
+
+``WebSocketFeed`` implements ``BookFeed``:
+
+- connects with the ``websockets`` asyncio API (no proxy, no compression, ``max_size`` bound);
+- reconnects after any drop with exponential backoff and full jitter (``reconnect_base_s``
+  doubling up to ``reconnect_max_s``; reset once a book arrives);
+- decodes each frame with a typed msgspec decoder and validates it with ``feeds.validate``;
+  a bad frame (bad JSON, wrong types, NaN, crossed book, time going backwards, oversize) is
+  counted by reason, logged (first few per reason) and skipped;
+- conflates: the reader keeps only the latest unread book (a slot, not a queue), so a slow
+  consumer never makes memory grow; replaced books are counted (``feed.conflated``);
+- staleness: no valid book for ``stale_after_s`` (receive time) logs ``feed.stale`` and makes
+  ``is_stale()`` true; the next valid book logs ``feed.resumed``.
+
+``updates()`` yields one-row batches, and an empty batch every ``heartbeat_s`` while nothing
+arrives, so a consumer can act on time (check staleness, deadlines) when the feed is silent.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import random
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import structlog
+from websockets.asyncio.client import connect
+from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
+
+from feeds.clock import Clock, WallClock
+from feeds.jsonmsg import decode_mbp10
+from feeds.model import BookBatch
+from feeds.validate import Reason, validate_batch
+
+__all__ = ["LiveStats", "WebSocketFeed"]
+
+
+@dataclass(slots=True)
+class LiveStats:
+    """Counters of a live feed."""
+
+    frames: int = 0
+    books: int = 0
+    invalid: dict[str, int] = field(default_factory=dict)
+    conflated: int = 0
+    connects: int = 0
+    disconnects: int = 0
+    stale_events: int = 0
+
+    def as_dict(self) -> dict[str, Any]:
+        """Return the counters for a log line."""
+        return {
+            "frames": self.frames,
+            "books": self.books,
+            "invalid": dict(self.invalid),
+            "conflated": self.conflated,
+            "connects": self.connects,
+            "disconnects": self.disconnects,
+            "stale_events": self.stale_events,
+        }
+
+
+class WebSocketFeed:
+    """Book feed of one symbol from a websocket URL (our MBP-10 JSON messages).
+
+    Args:
+        url: ``ws://`` or ``wss://`` address.
+        symbol: Symbol expected in the messages.
+        clock: Receive-time clock (``WallClock`` by default).
+        stale_after_s: Silence that makes the feed stale, seconds.
+        heartbeat_s: Empty-batch interval while silent, seconds.
+        reconnect_base_s, reconnect_max_s: Backoff bounds, seconds.
+        max_size: Largest frame accepted, bytes (bigger: the connection is failed, counted).
+        rng: Random source for the jitter (tests pass a seeded one).
+        log_first: Bad frames logged per reason before only counting.
+    """
+
+    def __init__(
+        self,
+        url: str,
+        symbol: str,
+        *,
+        clock: Clock | None = None,
+        stale_after_s: float = 5.0,
+        heartbeat_s: float = 0.5,
+        reconnect_base_s: float = 0.1,
+        reconnect_max_s: float = 5.0,
+        max_size: int = 64 * 1024,
+        rng: random.Random | None = None,
+        log_first: int = 5,
+    ) -> None:
+        self.url = url
+        self.symbol = symbol
+        self.clock = clock or WallClock()
+        self.stale_after_ns = int(stale_after_s * 1e9)
+        self.heartbeat_s = heartbeat_s
+        self.reconnect_base_s = reconnect_base_s
+        self.reconnect_max_s = reconnect_max_s
+        self.max_size = max_size
+        self.rng = rng or random.Random()
+        self.log_first = log_first
+        self.stats = LiveStats()
+        self.last_update_ns = self.clock.now_ns()
+        self._stale = False
+        self._slot: BookBatch | None = None
+        self._new = asyncio.Event()
+        self._closed = False
+        self._reader: asyncio.Task[None] | None = None
+        self._prev_ts: int | None = None
+        self._log = structlog.get_logger().bind(symbol=symbol, url=url)
+
+    # -- state ---------------------------------------------------------------------------------
+    def is_stale(self, now_ns: int | None = None) -> bool:
+        """Return True when no valid book arrived for ``stale_after_s``."""
+        now = self.clock.now_ns() if now_ns is None else now_ns
+        return now - self.last_update_ns > self.stale_after_ns
+
+    def _check_stale(self) -> None:
+        stale = self.is_stale()
+        if stale and not self._stale:
+            self._stale = True
+            self.stats.stale_events += 1
+            self._log.warning(
+                "feed.stale", silent_s=(self.clock.now_ns() - self.last_update_ns) / 1e9
+            )
+
+    def _invalid(self, reason: str, **kw: Any) -> None:
+        n = self.stats.invalid.get(reason, 0) + 1
+        self.stats.invalid[reason] = n
+        if n <= self.log_first:
+            self._log.warning("feed.invalid_message", reason=reason, count=n, **kw)
+
+    # -- reader --------------------------------------------------------------------------------
+    def _on_frame(self, raw: bytes | str) -> None:
+        self.stats.frames += 1
+        now = self.clock.now_ns()
+        batch, reason = decode_mbp10(raw, now, self.symbol)
+        if batch is None:
+            self._invalid(reason, size=len(raw))
+            return
+        res = validate_batch(batch, self._prev_ts)
+        if not len(res.valid):
+            self._invalid(Reason(int(res.reason[0])).name.lower(), ts=int(batch.ts_event_ns[0]))
+            return
+        self._prev_ts = res.last_ts_ns
+        self.stats.books += 1
+        self.last_update_ns = now
+        if self._stale:
+            self._stale = False
+            self._log.info("feed.resumed")
+        if self._slot is not None:
+            self.stats.conflated += 1
+            if self.stats.conflated in (1, 10, 100, 1000) or self.stats.conflated % 10_000 == 0:
+                self._log.info("feed.conflated", conflated=self.stats.conflated)
+        self._slot = res.valid
+        self._new.set()
+
+    async def _read(self) -> None:
+        attempt = 0
+        while not self._closed:
+            try:
+                async with connect(
+                    self.url,
+                    proxy=None,
+                    compression=None,
+                    max_size=self.max_size,
+                    open_timeout=5,
+                    ping_interval=5,
+                    ping_timeout=5,
+                    close_timeout=1,
+                ) as ws:
+                    self.stats.connects += 1
+                    self._log.info("feed.connected", attempt=attempt)
+                    got = self.stats.books
+                    async for raw in ws:
+                        self._on_frame(raw)
+                        if self.stats.books > got:
+                            attempt = 0
+            except asyncio.CancelledError:
+                raise
+            except ConnectionClosed as e:
+                code = e.sent.code if e.sent is not None else None
+                if code == 1009:
+                    self._invalid("oversize")
+                self.stats.disconnects += 1
+                self._log.warning("feed.disconnected", code=code, reason=str(e)[:200])
+            except (OSError, TimeoutError, InvalidHandshake, InvalidURI) as e:
+                self._log.warning("feed.connect_failed", error=f"{type(e).__name__}: {e}"[:200])
+            if self._closed:
+                return
+            delay = self.rng.uniform(
+                0, min(self.reconnect_max_s, self.reconnect_base_s * 2**attempt)
+            )
+            attempt += 1
+            self._log.info("feed.reconnect_scheduled", delay_s=round(delay, 4), attempt=attempt)
+            await asyncio.sleep(delay)
+
+    # -- consumer ------------------------------------------------------------------------------
+    async def updates(self) -> AsyncIterator[BookBatch]:
+        """Yield the latest valid book as it arrives, or an empty batch every heartbeat."""
+        if self._reader is None:
+            self._reader = asyncio.create_task(self._read(), name=f"feed-{self.symbol}")
+        empty = BookBatch.empty(self.symbol)
+        while not self._closed:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(self.heartbeat_s):
+                    await self._new.wait()
+            self._check_stale()
+            if self._slot is not None:
+                batch, self._slot = self._slot, None
+                self._new.clear()
+                yield batch
+            else:
+                self._new.clear()
+                yield empty
+
+    async def aclose(self) -> None:
+        """Stop reading and close the connection."""
+        self._closed = True
+        self._new.set()
+        if self._reader is not None:
+            self._reader.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._reader
