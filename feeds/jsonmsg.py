@@ -10,8 +10,9 @@ One message is one full 10-level book of one symbol::
      "ask_px": [50.01, ...], "ask_sz": [200, ...]}
 
 Decoding never raises: a malformed frame gives ``(None, reason)`` with ``reason`` one of
-``bad_json``, ``bad_schema``, ``wrong_symbol``, ``too_many_levels``, ``level_mismatch``,
-``non_finite``. Book consistency (crossed, out of order, ...) is ``feeds.validate``'s job.
+``bad_json``, ``bad_schema``, ``wrong_symbol``, ``too_many_levels``, ``level_mismatch``, or a
+``feeds.validate.Reason`` name (``non_finite``, ``crossed``, ``time_backwards``, ...): the
+book is checked by ``validate_row``, the one-book twin of ``validate_batch``.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ import msgspec
 import numpy as np
 
 from feeds.model import N_LEVELS, BookBatch
+from feeds.validate import Reason, validate_row
 
 __all__ = ["Mbp10Message", "decode_mbp10", "encode_mbp10"]
 
@@ -43,33 +45,36 @@ _DECODER = msgspec.json.Decoder(Mbp10Message)
 _ENCODER = msgspec.json.Encoder()
 
 
-def _side(px: list[float | None], sz: list[float]) -> tuple[np.ndarray, np.ndarray] | str:
+def _side(px: list[float | None], sz: list[float]) -> tuple[list[float], list[float]] | str:
     if len(px) > N_LEVELS or len(sz) > N_LEVELS:
         return "too_many_levels"
     if len(px) != len(sz):
         return "level_mismatch"
-    p = np.full(N_LEVELS, np.nan)
-    s = np.zeros(N_LEVELS)
-    p[: len(px)] = [math.nan if v is None else v for v in px]
-    s[: len(sz)] = sz
-    if not np.all(np.isfinite(s)) or np.any(np.isinf(p)):
-        return "non_finite"
-    return p, s
+    pad = N_LEVELS - len(px)
+    p = [math.nan if v is None else float(v) for v in px] + [math.nan] * pad
+    return p, [float(v) for v in sz] + [0.0] * pad
 
 
 def decode_mbp10(
-    raw: bytes | str, recv_ns: int, symbol: str | None = None
+    raw: bytes | str,
+    recv_ns: int,
+    symbol: str | None = None,
+    prev_ts_ns: int | None = None,
+    *,
+    validate: bool = True,
 ) -> tuple[BookBatch | None, str]:
-    """Decode one frame into a one-row ``BookBatch``.
+    """Decode (and by default validate) one frame into a one-row ``BookBatch``.
 
     Args:
         raw: The frame (JSON text or bytes).
-        recv_ns: Our receive time, ns: always the batch's ``ts_recv_ns`` (our clock; the
-            sender's ``ts_recv`` is informative only).
+        recv_ns: Our receive time, ns: the batch's ``ts_recv_ns`` (our clock; the sender's
+            ``ts_recv`` is informative only).
         symbol: Expected symbol; another one is rejected.
+        prev_ts_ns: Event time of the previous valid book (for ``time_backwards``).
+        validate: Apply ``feeds.validate.validate_row`` (crossed, out of order, ...).
 
     Returns:
-        ``(batch, "")`` or ``(None, reason)``.
+        ``(batch, "")`` or ``(None, reason)``; never raises.
     """
     try:
         m = _DECODER.decode(raw)
@@ -87,16 +92,19 @@ def decode_mbp10(
     ask = _side(m.ask_px, m.ask_sz)
     if isinstance(ask, str):
         return None, ask
-    ts = np.array([m.ts_event], dtype=np.int64)
+    if validate:
+        r = validate_row(bid[0], bid[1], ask[0], ask[1], m.ts_event, prev_ts_ns)
+        if r is not Reason.OK:
+            return None, r.name.lower()
     return (
         BookBatch(
             m.symbol,
-            ts,
+            np.array([m.ts_event], dtype=np.int64),
             np.array([recv_ns], dtype=np.int64),
-            bid[0][None, :],
-            bid[1][None, :],
-            ask[0][None, :],
-            ask[1][None, :],
+            np.array([bid[0]]),
+            np.array([bid[1]]),
+            np.array([ask[0]]),
+            np.array([ask[1]]),
         ),
         "",
     )

@@ -33,7 +33,6 @@ from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
 from feeds.clock import Clock, WallClock
 from feeds.jsonmsg import decode_mbp10
 from feeds.model import BookBatch
-from feeds.validate import Reason, validate_batch
 
 __all__ = ["LiveStats", "WebSocketFeed"]
 
@@ -137,15 +136,11 @@ class WebSocketFeed:
     def _on_frame(self, raw: bytes | str) -> None:
         self.stats.frames += 1
         now = self.clock.now_ns()
-        batch, reason = decode_mbp10(raw, now, self.symbol)
+        batch, reason = decode_mbp10(raw, now, self.symbol, self._prev_ts)
         if batch is None:
             self._invalid(reason, size=len(raw))
             return
-        res = validate_batch(batch, self._prev_ts)
-        if not len(res.valid):
-            self._invalid(Reason(int(res.reason[0])).name.lower(), ts=int(batch.ts_event_ns[0]))
-            return
-        self._prev_ts = res.last_ts_ns
+        self._prev_ts = int(batch.ts_event_ns[0])
         self.stats.books += 1
         self.last_update_ns = now
         if self._stale:
@@ -155,7 +150,7 @@ class WebSocketFeed:
             self.stats.conflated += 1
             if self.stats.conflated in (1, 10, 100, 1000) or self.stats.conflated % 10_000 == 0:
                 self._log.info("feed.conflated", conflated=self.stats.conflated)
-        self._slot = res.valid
+        self._slot = batch
         self._new.set()
 
     async def _read(self) -> None:

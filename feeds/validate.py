@@ -22,6 +22,7 @@ unless it is otherwise valid.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from enum import IntEnum
 
@@ -30,7 +31,7 @@ from numpy.typing import NDArray
 
 from feeds.model import BookBatch
 
-__all__ = ["Reason", "ValidationResult", "validate_batch"]
+__all__ = ["Reason", "ValidationResult", "validate_batch", "validate_row"]
 
 
 class Reason(IntEnum):
@@ -170,3 +171,63 @@ def _out_of_order(
             worse = g_px >= prev_px if descending else g_px <= prev_px
         bad[gappy] = _any(worse & g_present & (prev >= 0))
     return bad
+
+
+def _side_reason(
+    px: list[float], sz: list[float], *, descending: bool
+) -> tuple[int, bool, bool, bool]:
+    """Return (first of reasons 1-3 or 0, out_of_order, gap, empty) of one side of one row."""
+    reasons: set[int] = set()
+    prev = math.nan
+    out_of_order = gap = seen_empty = present_any = False
+    for p, s in zip(px, sz, strict=True):
+        priced = p == p  # not NaN
+        if math.isinf(p) or not math.isfinite(s):
+            reasons.add(Reason.NON_FINITE)
+        if (priced and s <= 0) or s < 0:
+            reasons.add(Reason.NON_POSITIVE_SIZE)
+        if not priced and s > 0:
+            reasons.add(Reason.SIZE_WITHOUT_PRICE)
+        if priced:
+            gap |= seen_empty
+            if prev == prev and not (p < prev if descending else p > prev):
+                out_of_order = True
+            prev = p
+            present_any = True
+        else:
+            seen_empty = True
+    return min(reasons, default=0), out_of_order, gap, not present_any
+
+
+def validate_row(
+    bid_px: list[float],
+    bid_sz: list[float],
+    ask_px: list[float],
+    ask_sz: list[float],
+    ts_ns: int,
+    prev_ts_ns: int | None,
+) -> Reason:
+    """Classify one snapshot given as Python lists (NaN = empty level).
+
+    The rules and priority of ``validate_batch`` without numpy's per-call overhead: a live feed
+    checks one book at a time (``tests/unit/test_validate.py`` checks that the two agree).
+    """
+    rb, ob, gb, eb = _side_reason(bid_px, bid_sz, descending=True)
+    ra, oa, ga, ea = _side_reason(ask_px, ask_sz, descending=False)
+    first = min(r for r in (rb, ra, 99) if r)
+    if first != 99:
+        return Reason(first)
+    b0, a0 = bid_px[0], ask_px[0]
+    if b0 > a0:
+        return Reason.CROSSED
+    if b0 == a0:
+        return Reason.LOCKED
+    if ob or oa:
+        return Reason.OUT_OF_ORDER
+    if gb or ga:
+        return Reason.GAP
+    if prev_ts_ns is not None and ts_ns < prev_ts_ns:
+        return Reason.TIME_BACKWARDS
+    if eb or ea:
+        return Reason.EMPTY_SIDE
+    return Reason.OK

@@ -236,3 +236,28 @@ def test_matches_row_by_row_reference(seed: int, n: int, prev: int | None) -> No
     res = validate_batch(b, prev)
     assert res.reason.tolist() == _reference(b, prev)
     assert len(res.valid) == int((res.reason == 0).sum())
+
+
+_LEVEL = st.one_of(
+    st.just(float("nan")), st.floats(9.0, 11.0), st.just(float("inf")), st.just(10.0)
+)
+_SIZE = st.one_of(st.just(0.0), st.floats(-5, 500), st.just(float("nan")), st.just(100.0))
+
+
+@settings(max_examples=500, deadline=None)
+@given(
+    bp=st.lists(_LEVEL, min_size=10, max_size=10),
+    bs=st.lists(_SIZE, min_size=10, max_size=10),
+    ap=st.lists(_LEVEL, min_size=10, max_size=10),
+    az=st.lists(_SIZE, min_size=10, max_size=10),
+    ts=st.integers(0, 10),
+    prev=st.one_of(st.none(), st.integers(0, 10)),
+)
+def test_validate_row_agrees_with_validate_batch(bp, bs, ap, az, ts, prev):
+    """The scalar one-book check used by the live feed classifies like the vectorised one."""
+    from feeds.validate import validate_row
+
+    t = np.array([ts], dtype=np.int64)
+    batch = BookBatch("S", t, t, np.array([bp]), np.array([bs]), np.array([ap]), np.array([az]))
+    expected = Reason(int(validate_batch(batch, prev).reason[0]))
+    assert validate_row(bp, bs, ap, az, ts, prev) == expected
