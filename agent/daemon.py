@@ -27,10 +27,11 @@ from agent.brokers.base import BookDrivenBroker, Broker
 from agent.brokers.matching import collar_limit_px
 from agent.brokers.simulated import SimulatedBroker
 from agent.config import AgentConfig, OrderConfig
+from agent.errors import BrokerError, BrokerRejected
 from agent.impact.book_walk import BeyondDepth, DepthPolicy, cost_curve, time_weights
 from agent.impact.fit import fit_quadratic
 from agent.impact.profile import IntradayProfile
-from agent.model import ChildOrder, OrderEvent, OrderFilled, Side
+from agent.model import ChildOrder, OrderEvent, OrderFilled, OrderRejected, Side
 from agent.mpc.costs import CostSet
 from agent.orders.tracker import OrderTracker, Transition
 from agent.planner import (
@@ -355,7 +356,20 @@ class ParentRunner:
             limit_px=child.limit_px,
             ts_ns=t_ns,
         )
-        await leg.broker.submit(child)
+        try:
+            await leg.broker.submit(child)
+        except BrokerRejected as e:
+            # Refused before it reached the book: nothing executed, the quantity is free again.
+            self.log.warning(
+                "order.submit_rejected", client_order_id=coid, reason=e.reason or str(e)
+            )
+            self.apply(leg, OrderRejected(coid, t_ns, e.reason or str(e)))
+        except BrokerError as e:
+            # In doubt: it may have reached the venue. It stays open (never re-sent as new);
+            # its fate comes from the venue's reports or a status query.
+            self.log.error(
+                "order.in_doubt", client_order_id=coid, error=str(e), retryable=e.retryable
+            )
 
     # -- events -------------------------------------------------------------------------------
     def leg_for(self, client_order_id: str) -> _Leg | None:

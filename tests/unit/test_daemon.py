@@ -166,3 +166,43 @@ async def test_data_ending_early_stops_without_trading_on_a_dead_book(tmp_path):
         (s,) = await run(cfg, lambda sym: ListFeed([book(ts, 500.0)]))
     assert len(steps(logs)) == 3 and s.filled_qty == 3_000
     assert any(e["event"] == "feed.ended_before_deadline" for e in logs)
+
+
+async def test_broker_refusals_free_the_quantity_and_in_doubt_orders_are_never_resent(tmp_path):
+    """A rejected submit frees its quantity for later children; an in-doubt one stays open and
+    is never sent again as new."""
+    from agent.brokers.simulated import SimulatedBroker
+    from agent.errors import BrokerRejected, BrokerUnavailable
+
+    class Flaky(SimulatedBroker):
+        def __init__(self) -> None:
+            super().__init__(latency_ns=10_000_000)
+            self.calls = 0
+
+        async def submit(self, order):
+            self.calls += 1
+            if self.calls == 1:
+                raise BrokerRejected("risk limit", reason="risk_limit")
+            if self.calls == 2:
+                raise BrokerUnavailable("timeout")
+            await super().submit(order)
+
+    cfg = cfg_for(tmp_path)
+    broker = Flaky()
+    ts = T0 + np.arange(0, 2 * 3600, 1) * NS
+    with capture_logs() as logs:
+        (s,) = await run(cfg, lambda sym: ListFeed([book(ts, 500.0)]), broker=broker)
+    names = [e["event"] for e in logs]
+    assert "order.submit_rejected" in names and "order.in_doubt" in names
+    sent = [
+        e["client_order_id"]
+        for e in logs
+        if e["event"] == "order.submitted" and e["strategy"] == "mpc"
+    ]
+    assert len(sent) == len(set(sent))
+    # the in-doubt child's shares stay reserved: never re-sent, reported at the end
+    doubt = next(e["client_order_id"] for e in logs if e["event"] == "order.in_doubt")
+    qty = next(
+        e["qty"] for e in logs if e["event"] == "order.submitted" and e["client_order_id"] == doubt
+    )
+    assert s.filled_qty == 12_000 - qty and s.status == "incomplete"
