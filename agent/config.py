@@ -60,7 +60,9 @@ class FeedConfig(_Strict):
     ``kind = "replay"``: ``files`` maps each symbol to one MBP-10 file (CSV, .csv.gz, .csv.zst,
     .dbn, .dbn.zst); ``speed`` = 0 replays as fast as possible, K > 0 paces by event time K
     times faster than real. ``kind = "websocket"``: ``urls`` maps each symbol to a websocket
-    address sending our JSON MBP-10 messages (``exec-agent serve-feed`` is one);
+    address; ``format`` is ``mbp10-json`` (our message; ``exec-agent serve-feed`` sends it),
+    ``binance-depth`` (the diff stream, ``futures = true`` for USD-M sequencing) or
+    ``binance-depth10`` (the partial book stream);
     ``stale_after_s`` of silence pauses that symbol (``feed.stale``) until data resumes.
     Decisions follow the books' event time in both kinds.
     """
@@ -70,6 +72,8 @@ class FeedConfig(_Strict):
     files: dict[str, Path] = Field(default_factory=dict)
     chunk_rows: int = Field(250_000, ge=1)
     urls: dict[str, str] = Field(default_factory=dict)
+    format: Literal["mbp10-json", "binance-depth", "binance-depth10"] = "mbp10-json"
+    futures: bool = False
     stale_after_s: float = Field(5.0, gt=0)
     heartbeat_s: float = Field(0.5, gt=0)
     reconnect_max_s: float = Field(5.0, gt=0)

@@ -41,6 +41,8 @@ def make_feed_factory(cfg: AgentConfig) -> FeedFactory:
                 heartbeat_s=f.heartbeat_s,
                 reconnect_max_s=f.reconnect_max_s,
                 max_size=f.max_message_bytes,
+                fmt=f.format,
+                futures=f.futures,
             )
 
         return ws_factory

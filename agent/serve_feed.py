@@ -20,8 +20,9 @@ def add_parser(sub: Any) -> None:
     p = sub.add_parser(
         "serve-feed",
         help="replay an MBP-10 file to websocket clients (for live mode)",
-        description="Replay an MBP-10 file (CSV, .gz, .zst, DBN) as our JSON MBP-10 messages "
-        "to every websocket client, paced by event time times --speed. Prints the URL.",
+        description="Replay an MBP-10 file (CSV, .gz, .zst, DBN) as our JSON MBP-10 messages, "
+        "or a recorded Binance depth session, to every websocket client, paced by event time "
+        "times --speed. Prints the URL.",
     )
     p.add_argument("--data", required=True, metavar="PATH", help="MBP-10 file")
     p.add_argument("--port", type=int, default=8765, help="port (0 = any free port)")

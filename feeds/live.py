@@ -13,6 +13,12 @@
 - staleness: no valid book for ``stale_after_s`` (receive time) logs ``feed.stale`` and makes
   ``is_stale()`` true; the next valid book logs ``feed.resumed``.
 
+Formats (``fmt``): ``mbp10-json`` (our message, ``feeds.jsonmsg``); ``binance-depth``: Binance's
+diff stream, started from a snapshot message (``{"lastUpdateId": ...}``, sent first on each
+connection by ``exec-agent serve-feed --format binance-depth``) and checked with the documented
+``U``/``u`` (futures ``pu``) sequencing: a gap logs ``feed.gap_detected`` and reconnects for a
+fresh snapshot; ``binance-depth10``: the partial book stream, each message a full top of book.
+
 ``updates()`` yields one-row batches, and an empty batch every ``heartbeat_s`` while nothing
 arrives, so a consumer can act on time (check staleness, deadlines) when the feed is silent.
 """
@@ -30,11 +36,16 @@ import structlog
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
 
+from feeds.binance_depth import BinanceBook, DepthSnapshot, decode_message
 from feeds.clock import Clock, WallClock
+from feeds.errors import SequenceGap
 from feeds.jsonmsg import decode_mbp10
 from feeds.model import BookBatch
+from feeds.validate import Reason, validate_row
 
-__all__ = ["LiveStats", "WebSocketFeed"]
+__all__ = ["FORMATS", "LiveStats", "WebSocketFeed"]
+
+FORMATS = ("mbp10-json", "binance-depth", "binance-depth10")
 
 
 @dataclass(slots=True)
@@ -48,6 +59,7 @@ class LiveStats:
     connects: int = 0
     disconnects: int = 0
     stale_events: int = 0
+    gaps: int = 0
 
     def as_dict(self) -> dict[str, Any]:
         """Return the counters for a log line."""
@@ -59,6 +71,7 @@ class LiveStats:
             "connects": self.connects,
             "disconnects": self.disconnects,
             "stale_events": self.stale_events,
+            "gaps": self.gaps,
         }
 
 
@@ -90,7 +103,14 @@ class WebSocketFeed:
         max_size: int = 64 * 1024,
         rng: random.Random | None = None,
         log_first: int = 5,
+        fmt: str = "mbp10-json",
+        futures: bool = False,
     ) -> None:
+        if fmt not in FORMATS:
+            raise ValueError(f"fmt must be one of {FORMATS}, got {fmt!r}")
+        self.fmt = fmt
+        self.futures = futures
+        self._book = BinanceBook(symbol, futures=futures)
         self.url = url
         self.symbol = symbol
         self.clock = clock or WallClock()
@@ -133,12 +153,45 @@ class WebSocketFeed:
             self._log.warning("feed.invalid_message", reason=reason, count=n, **kw)
 
     # -- reader --------------------------------------------------------------------------------
+    def _decode(self, raw: bytes | str, now: int) -> tuple[BookBatch | None, str]:
+        """Turn one frame into a checked one-row batch, per ``fmt`` (never raises but for gaps)."""
+        if self.fmt == "mbp10-json":
+            return decode_mbp10(raw, now, self.symbol, self._prev_ts)
+        msg, reason = decode_message(raw)
+        if msg is None:
+            return None, reason
+        if isinstance(msg, DepthSnapshot):
+            if self.fmt == "binance-depth10":
+                book = BinanceBook(self.symbol)
+                if not book.apply_snapshot(msg):
+                    return None, "bad_levels"
+                return self._checked(book, msg.E or now // 1_000_000, now)
+            if self._book.apply_snapshot(msg):  # diff stream: (re)start from this snapshot
+                self._log.info("feed.snapshot", last_update_id=msg.lastUpdateId)
+                return None, ""
+            return None, "bad_levels"
+        if self.fmt != "binance-depth":
+            return None, "bad_schema"
+        r = self._book.apply_diff(msg)  # SequenceGap propagates: the reader resyncs
+        if r != "applied":
+            return None, r
+        return self._checked(self._book, msg.E, now)
+
+    def _checked(self, book: BinanceBook, e_ms: int, now: int) -> tuple[BookBatch | None, str]:
+        bp, bs, ap, az = book.top()
+        ts = e_ms * 1_000_000
+        r = validate_row(bp.tolist(), bs.tolist(), ap.tolist(), az.tolist(), ts, self._prev_ts)
+        if r is not Reason.OK:
+            return None, r.name.lower()
+        return book.batch(ts, now), ""
+
     def _on_frame(self, raw: bytes | str) -> None:
         self.stats.frames += 1
         now = self.clock.now_ns()
-        batch, reason = decode_mbp10(raw, now, self.symbol, self._prev_ts)
+        batch, reason = self._decode(raw, now)
         if batch is None:
-            self._invalid(reason, size=len(raw))
+            if reason:
+                self._invalid(reason, size=len(raw))
             return
         self._prev_ts = int(batch.ts_event_ns[0])
         self.stats.books += 1
@@ -169,9 +222,16 @@ class WebSocketFeed:
                 ) as ws:
                     self.stats.connects += 1
                     self._log.info("feed.connected", attempt=attempt)
+                    self._book = BinanceBook(self.symbol, futures=self.futures)
                     got = self.stats.books
                     async for raw in ws:
-                        self._on_frame(raw)
+                        try:
+                            self._on_frame(raw)
+                        except SequenceGap as gap:
+                            # Out of sync: a new connection brings a fresh snapshot.
+                            self.stats.gaps += 1
+                            self._log.warning("feed.gap_detected", detail=str(gap))
+                            break
                         if self.stats.books > got:
                             attempt = 0
             except asyncio.CancelledError:

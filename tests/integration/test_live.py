@@ -171,3 +171,52 @@ def test_decoder_fuzz_never_raises(frame):
     feed = WebSocketFeed("ws://127.0.0.1:9", "SYNA")
     feed._on_frame(frame)  # the whole receive path: decode, validate, count
     assert feed.stats.frames == 1
+
+
+BINANCE_SPOT = REPO.parent / "shared" / "data" / "binance-ws" / "spot__btcusdt_20240808.gz"
+
+
+@pytest.mark.realdata
+async def test_binance_diff_stream_live_with_a_gap_and_resync():
+    """The recorded Binance spot session served live: books rebuild from the snapshot and the
+    U/u chain; a dropped diff is detected as a gap and a reconnect resyncs from a new snapshot;
+    no book is ever crossed."""
+    if not BINANCE_SPOT.exists():
+        pytest.skip(f"real data not available: {BINANCE_SPOT}")
+    async with FeedServer(
+        BINANCE_SPOT, speed=20, fmt="binance-depth", symbol="BTCUSDT", start_delay_s=0.1
+    ) as srv:
+        feed = WebSocketFeed(
+            srv.url, "BTCUSDT", fmt="binance-depth", heartbeat_s=0.05, reconnect_max_s=0.1
+        )
+        books = 0
+        with capture_logs() as logs:
+            async for b in feed.updates():
+                if not len(b):
+                    continue
+                books += 1
+                assert b.bid_px[0, 0] < b.ask_px[0, 0]
+                if books == 30:
+                    srv.skip_sequence()
+                if books >= 150:
+                    break
+            await feed.aclose()
+    names = [e["event"] for e in logs]
+    assert feed.stats.gaps >= 1 and "feed.gap_detected" in names
+    assert feed.stats.connects >= 2 and names.count("feed.snapshot") >= 2
+
+
+def test_binance_depth10_messages_are_full_books():
+    """The partial book stream: each message is the top of book, checked like any other."""
+    feed = WebSocketFeed("ws://127.0.0.1:9", "BTCUSDT", fmt="binance-depth10")
+    good = (
+        '{"stream":"btcusdt@depth10@100ms","data":{"lastUpdateId":5,"E":1723161255208,'
+        '"bids":[["100.0","1"],["99.5","2"]],"asks":[["100.5","3"]]}}'
+    )
+    crossed = '{"lastUpdateId":6,"bids":[["101.0","1"]],"asks":[["100.5","3"]]}'
+    feed._on_frame(good)
+    feed._on_frame(crossed)
+    assert feed.stats.books == 1 and feed.stats.invalid == {"crossed": 1}
+    b = feed._slot
+    assert b.bid_px[0, :2].tolist() == [100.0, 99.5] and b.ask_sz[0, 0] == 3.0
+    assert b.ts_event_ns[0] == 1723161255208 * 1_000_000

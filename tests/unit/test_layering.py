@@ -19,6 +19,7 @@ PURE = [
     REPO / "feeds" / "readers.py",
     REPO / "feeds" / "validate.py",
     REPO / "feeds" / "jsonmsg.py",
+    REPO / "feeds" / "binance_depth.py",
 ]
 FORBIDDEN = {"asyncio", "websockets", "structlog", "logging"}
 
