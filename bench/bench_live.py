@@ -128,7 +128,7 @@ def main() -> None:
         f"{'target msg/s':>12} {'recv msg/s':>11} {'books':>7} {'conflated':>9} "
         f"{'p50 us':>8} {'p99 us':>8}"
     )
-    for target in (1_000, 10_000):
+    for target in (1_000, 10_000, 40_000):  # the last one finds the ceiling
         r = run_rate(target, args.seconds)
         print(
             f"{target:>12} {r['rate']:>11.0f} {r['books']:>7} {r['conflated']:>9} "
