@@ -15,6 +15,7 @@ PURE = [
     REPO / "agent" / "planner.py",
     REPO / "agent" / "window.py",
     REPO / "agent" / "brokers" / "matching.py",
+    REPO / "agent" / "brokers" / "fix_session.py",
     REPO / "feeds" / "model.py",
     REPO / "feeds" / "readers.py",
     REPO / "feeds" / "validate.py",

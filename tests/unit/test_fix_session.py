@@ -1,0 +1,153 @@
+"""The FIX 4.4 session layer as a pure state machine, driven by scripted message sequences
+(the QuickFIX acceptance cases named in ../shared/docs/reliability-tests.md)."""
+
+from __future__ import annotations
+
+import simplefix
+
+from agent.brokers.fix_session import (
+    FixSession,
+    SeqStore,
+    SessionState,
+    execution_report_events,
+    new_order_single,
+)
+from agent.model import ChildOrder, OrderAccepted, OrderCancelled, OrderFilled, Side
+
+S = 1_000_000_000
+
+
+def peer(seq: int, mtype: str, *pairs, poss_dup: bool = False) -> bytes:
+    m = simplefix.FixMessage()
+    m.append_pair(8, "FIX.4.4", header=True)
+    m.append_pair(35, mtype, header=True)
+    m.append_pair(49, "VENUE", header=True)
+    m.append_pair(56, "AGENT", header=True)
+    m.append_pair(34, seq, header=True)
+    m.append_pair(52, "20250602-13:30:00.000", header=True)
+    if poss_dup:
+        m.append_pair(43, "Y", header=True)
+    for tag, v in pairs:
+        m.append_pair(tag, v)
+    return m.encode()
+
+
+def parse(raw: bytes) -> simplefix.FixMessage:
+    p = simplefix.FixParser()
+    p.append_buffer(raw)
+    return p.get_message()
+
+
+def active() -> FixSession:
+    s = FixSession("AGENT", "VENUE", 30, SeqStore())
+    s.logon(0)
+    s.receive(peer(1, "A", (98, 0), (108, 30)), 0)
+    assert s.state is SessionState.ACTIVE
+    return s
+
+
+def report(seq: int, coid: str, exec_type: str, **kw) -> bytes:
+    pairs = [(11, coid), (17, kw.get("exec_id", f"E{seq}")), (150, exec_type)]
+    if "qty" in kw:
+        pairs += [(32, kw["qty"]), (31, kw["px"])]
+    return peer(seq, "8", *pairs, poss_dup=kw.get("poss_dup", False))
+
+
+def test_gap_sends_one_resend_request_and_processes_each_message_once_in_order():
+    """QuickFIX 2b: a gap gives ResendRequest 7=<expected> 16=0; the resent messages are
+    processed in order, once; messages past the gap are not processed before it is filled."""
+    s = active()
+    out = s.receive(report(5, "C1", "F", qty=100, px=10.0), S)
+    assert [parse(m).get(35) for m in out.send] == [b"2"]
+    assert parse(out.send[0]).get(7) == b"2" and parse(out.send[0]).get(16) == b"0"
+    assert out.app == []
+    assert s.receive(report(6, "C1", "F", qty=50, px=10.0), S).send == []  # no second request
+    seen = []
+    for seq in range(2, 7):
+        seen += s.receive(report(seq, "C1", "F", qty=1, px=1.0, poss_dup=True), S).app
+    assert [int(m.get(34)) for m in seen] == [2, 3, 4, 5, 6]
+    assert s.store.next_in == 7
+
+
+def test_seq_too_low_without_possdup_logs_out_and_disconnects():
+    """QuickFIX 2c."""
+    s = active()
+    s.receive(peer(2, "0"), S)
+    out = s.receive(peer(2, "0"), S)
+    assert out.disconnect and "seq_too_low" in out.events
+    assert parse(out.send[0]).get(35) == b"5"
+
+
+def test_possdup_already_seen_is_ignored_and_without_origsendingtime_is_rejected():
+    """QuickFIX 2e and 2g: ignored; Reject 373=1 and the inbound number is not incremented."""
+    s = active()
+    s.receive(report(2, "C1", "F", qty=10, px=1.0), S)
+    out = s.receive(peer(2, "8", (11, "C1"), (150, "F"), (122, "x"), poss_dup=True), S)
+    assert out.app == [] and "possdup_ignored" in out.events
+    out = s.receive(peer(2, "8", (11, "C1"), (150, "F"), poss_dup=True), S)
+    rej = parse(out.send[0])
+    assert rej.get(35) == b"3" and rej.get(373) == b"1" and s.store.next_in == 3
+
+
+def test_resend_request_from_the_peer_is_gap_filled_never_resent():
+    """Admin and stale orders are never resent: one SequenceReset-GapFill covers the range."""
+    s = active()
+    order = ChildOrder("P-00001", "P", "SYNA", Side.BUY, 100, 50.5, 0)
+    s.send_app(new_order_single(order, 0), "D", S)
+    out = s.receive(peer(2, "2", (7, 1), (16, 0)), S)
+    gf = parse(out.send[0])
+    assert gf.get(35) == b"4" and gf.get(123) == b"Y" and gf.get(43) == b"Y"
+    assert gf.get(34) == b"1" and int(gf.get(36)) == s.store.next_out
+    assert not any(parse(m).get(35) == b"D" for m in out.send)
+
+
+def test_sequence_reset_reset_sets_the_number_without_a_resend_loop():
+    """QuickFIX 11a-c."""
+    s = active()
+    out = s.receive(peer(99, "4", (36, 50)), S)
+    assert out.send == [] and s.store.next_in == 50
+
+
+def test_heartbeat_test_request_then_disconnect_when_silent():
+    """QuickFIX 4a/6 and F11: TestRequest after 1.2 x HeartBtInt, disconnect after another."""
+    s = active()
+    assert parse(s.on_timer(30 * S).send[0]).get(35) == b"0"  # our own heartbeat
+    out = s.on_timer(37 * S)
+    assert parse(out.send[0]).get(35) == b"1" and "test_request_sent" in out.events
+    assert not s.on_timer(50 * S).disconnect
+    out = s.on_timer(67 * S)
+    assert out.disconnect and "peer_silent" in out.events
+
+
+def test_test_request_is_answered_with_its_id():
+    s = active()
+    out = s.receive(peer(2, "1", (112, "PING")), S)
+    hb = parse(out.send[0])
+    assert hb.get(35) == b"0" and hb.get(112) == b"PING"
+
+
+def test_sequence_numbers_persist_across_restarts(tmp_path):
+    store = SeqStore.load(tmp_path / "seq.json")
+    s = FixSession("AGENT", "VENUE", 30, store)
+    s.logon(0)
+    s.receive(peer(1, "A", (98, 0), (108, 30)), 0)
+    s.send_app(simplefix.FixMessage(), "D", 0)
+    again = SeqStore.load(tmp_path / "seq.json")
+    assert (again.next_out, again.next_in) == (3, 2)
+
+
+def test_execution_reports_map_onto_order_events():
+    assert execution_report_events(parse(report(2, "C1", "0")), 5) == [OrderAccepted("C1", 5)]
+    (f,) = execution_report_events(parse(report(3, "C1", "F", qty=100, px=10.5, exec_id="X9")), 5)
+    assert f == OrderFilled("C1", "X9", 100.0, 10.5, 5)
+    (c,) = execution_report_events(parse(report(4, "C1", "C")), 5)
+    assert isinstance(c, OrderCancelled) and c.reason == "expired"
+    assert execution_report_events(parse(report(5, "C1", "I")), 5) == []  # status, no fill
+
+
+def test_new_order_single_is_an_ioc_limit_at_the_collar():
+    m = new_order_single(
+        ChildOrder("P-1", "P", "SYNA", Side.SELL, 300, 49.75, 0), 0, poss_resend=True
+    )
+    assert m.get(54) == b"2" and m.get(40) == b"2" and m.get(59) == b"3"
+    assert m.get(44) == b"49.750000" and m.get(38) == b"300" and m.get(97) == b"Y"
