@@ -129,7 +129,10 @@ class FixSession:
         store: Sequence numbers (persisted when it has a path).
     """
 
-    def __init__(self, sender: str, target: str, heartbeat_s: int, store: SeqStore) -> None:
+    def __init__(
+        self, sender: str, target: str, heartbeat_s: int, store: SeqStore, *, acceptor: bool = False
+    ) -> None:
+        self.acceptor = acceptor
         self.sender = sender
         self.target = target
         self.heartbeat_s = heartbeat_s
@@ -195,6 +198,12 @@ class FixSession:
         self.state = SessionState.LOGOUT_SENT
         self.store.save()
         return out
+
+    def on_connect(self, now_ns: int) -> None:
+        """A connection was accepted (acceptor side): wait for the peer's Logon."""
+        self._parser = simplefix.FixParser()
+        self.state = SessionState.DISCONNECTED
+        self._last_recv_ns = now_ns
 
     def on_disconnect(self) -> None:
         """The connection dropped: numbers are kept for the next logon."""
@@ -304,6 +313,11 @@ class FixSession:
         self, mtype: str, msg: simplefix.FixMessage, now_ns: int, out: SessionOutput
     ) -> None:
         if mtype == "A":
+            if self.acceptor and self.state is not SessionState.ACTIVE:
+                reply = self._msg("A", now_ns)
+                reply.append_pair(98, 0)
+                reply.append_pair(108, self.heartbeat_s)
+                self._out(out, reply, now_ns)
             self.state = SessionState.ACTIVE
             out.events.append("logon")
         elif mtype == "0" or mtype == "4":
