@@ -83,7 +83,9 @@ class FixVenue:
         self.host = host
         self._port = port
         store = SeqStore.load(store_path) if store_path else SeqStore()
-        self.session = FixSession(sender, target, heartbeat_s, store, acceptor=True)
+        self.session = FixSession(
+            sender, target, heartbeat_s, store, acceptor=True, resend_app=True
+        )
         self.orders: dict[str, _Order] = {}
         self._exec_n = 0
         self._server: asyncio.Server | None = None

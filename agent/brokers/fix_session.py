@@ -11,9 +11,11 @@ QuickFIX's acceptance suite tests it (``../shared/docs/reliability-tests.md`` se
   with PossDupFlag=Y: ignored, or a session Reject ``373=1`` without OrigSendingTime(122),
   the inbound number not incremented;
 - SequenceReset-GapFill moves the inbound number on; SequenceReset-Reset sets it;
-- a ResendRequest from the peer is answered by one SequenceReset-GapFill over the whole range:
-  admin messages are never resent, and orders are never resent stale (an order in doubt is
-  resolved at the application level, by status request, never re-sent as new);
+- a ResendRequest from the peer: admin messages are gap-filled (SequenceReset-GapFill), never
+  resent; the order sender gap-fills its orders too (never resent stale: an order in doubt is
+  resolved at the application level, by status request, never re-sent as new), while a venue
+  (``resend_app=True``) resends its execution reports with PossDupFlag=Y and OrigSendingTime,
+  so no fill is lost to a dropped connection;
 - heartbeat: a Heartbeat after ``heartbeat_s`` of our silence; a TestRequest after
   ``heartbeat_s * 1.2`` of the peer's; a disconnect if that goes unanswered for another
   ``heartbeat_s``.
@@ -130,9 +132,20 @@ class FixSession:
     """
 
     def __init__(
-        self, sender: str, target: str, heartbeat_s: int, store: SeqStore, *, acceptor: bool = False
+        self,
+        sender: str,
+        target: str,
+        heartbeat_s: int,
+        store: SeqStore,
+        *,
+        acceptor: bool = False,
+        resend_app: bool = False,
     ) -> None:
         self.acceptor = acceptor
+        # A venue must resend its execution reports (PossDup); an order sender never resends
+        # its orders (they would be stale): it gap-fills everything.
+        self.resend_app = resend_app
+        self._sent: dict[int, tuple[str, list[tuple[int, bytes]], str]] = {}
         self.sender = sender
         self.target = target
         self.heartbeat_s = heartbeat_s
@@ -181,9 +194,12 @@ class FixSession:
 
     def send_app(self, msg: simplefix.FixMessage, msg_type: str, now_ns: int) -> bytes:
         """Stamp an application message with the session header and the next number."""
+        seq = self.store.next_out
         m = self._msg(msg_type, now_ns)
         for tag, value in msg.pairs:
             m.append_pair(tag, value)
+        if self.resend_app:
+            self._sent[seq] = (msg_type, list(msg.pairs), _ts(now_ns))
         self._last_sent_ns = now_ns
         self.store.save()
         return m.encode()
@@ -309,6 +325,33 @@ class FixSession:
             self._gap_from = None  # everything seen while the gap was open has arrived
         self._admin_or_app(mtype, msg, now_ns, out)
 
+    def _answer_resend(self, begin: int, end: int, now_ns: int, out: SessionOutput) -> None:
+        """Resend stored application messages (PossDup) and gap-fill everything else."""
+        seq = begin
+        while seq <= end:
+            stored = self._sent.get(seq)
+            if stored is not None:
+                mtype, pairs, orig = stored
+                m = self._msg(mtype, now_ns, seq=seq)
+                m.append_pair(43, "Y", header=True)
+                m.append_pair(122, orig, header=True)
+                for tag, value in pairs:
+                    m.append_pair(tag, value)
+                self._out(out, m, now_ns)
+                seq += 1
+                continue
+            nxt = seq + 1
+            while nxt <= end and nxt not in self._sent:
+                nxt += 1
+            gf = self._msg("4", now_ns, seq=seq)
+            gf.append_pair(43, "Y", header=True)
+            gf.append_pair(122, _ts(now_ns), header=True)
+            gf.append_pair(123, "Y")
+            gf.append_pair(36, nxt if nxt <= end else self.store.next_out)
+            self._out(out, gf, now_ns)
+            seq = nxt
+        out.events.append(f"resend_answered:{begin}-{end}")
+
     def _admin_or_app(
         self, mtype: str, msg: simplefix.FixMessage, now_ns: int, out: SessionOutput
     ) -> None:
@@ -328,13 +371,8 @@ class FixSession:
             self._out(out, hb, now_ns)
         elif mtype == "2":
             begin = int(_get(msg, 7) or 1)
-            gf = self._msg("4", now_ns, seq=begin)
-            gf.append_pair(43, "Y")
-            gf.append_pair(122, _ts(now_ns))
-            gf.append_pair(123, "Y")
-            gf.append_pair(36, self.store.next_out)
-            self._out(out, gf, now_ns)
-            out.events.append(f"gap_filled:{begin}-{self.store.next_out - 1}")
+            end = int(_get(msg, 16) or 0) or self.store.next_out - 1
+            self._answer_resend(begin, min(end, self.store.next_out - 1), now_ns, out)
         elif mtype == "5":
             if self.state is not SessionState.LOGOUT_SENT:
                 lo = self.logout(now_ns)

@@ -151,3 +151,22 @@ def test_new_order_single_is_an_ioc_limit_at_the_collar():
     )
     assert m.get(54) == b"2" and m.get(40) == b"2" and m.get(59) == b"3"
     assert m.get(44) == b"49.750000" and m.get(38) == b"300" and m.get(97) == b"Y"
+
+
+def test_venue_resends_its_reports_with_possdup_and_gap_fills_admin():
+    """A venue answers a ResendRequest with its execution reports again (43=Y, 122), so a fill
+    sent into a dropped connection is not lost; admin messages in the range are gap-filled."""
+    v = FixSession("VENUE", "AGENT", 30, SeqStore(), acceptor=True, resend_app=True)
+    v.on_connect(0)
+    v.receive(peer(1, "A", (98, 0), (108, 30)), 0)  # replies Logon: seq 1
+    body = simplefix.FixMessage()
+    body.append_pair(11, "C1")
+    body.append_pair(150, "F")
+    v.send_app(body, "8", S)  # seq 2
+    v.on_timer(31 * S)  # heartbeat: seq 3
+    v.send_app(body, "8", 32 * S)  # seq 4
+    out = v.receive(peer(2, "2", (7, 2), (16, 0)), 40 * S)
+    got = [parse(m) for m in out.send]
+    assert [(m.get(35), m.get(34)) for m in got] == [(b"8", b"2"), (b"4", b"3"), (b"8", b"4")]
+    assert got[0].get(43) == b"Y" and got[0].get(122) is not None and got[0].get(11) == b"C1"
+    assert got[1].get(123) == b"Y" and got[1].get(36) == b"4"
