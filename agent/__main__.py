@@ -5,6 +5,7 @@ Subcommands:
     solve      solve one allocation problem given as JSON
     calibrate  estimate impact models from MBP-10 files and draw the figures
     serve-feed replay an MBP-10 file to websocket clients (live mode demo and tests)
+    serve-venue a simulated FIX 4.4 venue matching against the replayed book
 
 User errors (bad config, missing data, bad input) print one line on stderr and exit 2; there is
 no traceback for them.
@@ -52,7 +53,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
 def _optional_subcommands(sub: Any) -> None:
     # Each of these modules exposes add_parser(subparsers) and run(args).
-    for name in ("agent.solve_cli", "agent.calibrate", "agent.serve_feed"):
+    for name in ("agent.solve_cli", "agent.calibrate", "agent.serve_feed", "agent.serve_venue"):
         try:
             mod = importlib.import_module(name)
         except ModuleNotFoundError as e:

@@ -93,16 +93,27 @@ class FeedConfig(_Strict):
 
 
 class BrokerConfig(_Strict):
-    """``[broker]``: the in-process simulated broker.
+    """``[broker]``: where children go.
 
-    Child orders are immediate-or-cancel limit orders priced ``collar_bps`` through the mid; the
-    simulated venue fills them ``latency_ms`` after sending against the book then in force, by
-    walking the levels inside the collar (partial fill when depth is short).
+    Children are immediate-or-cancel limit orders priced ``collar_bps`` through the mid.
+    ``kind = "simulated"``: the in-process venue fills them ``latency_ms`` after sending against
+    the book then in force, walking the levels inside the collar (partial fill when depth is
+    short). ``kind = "fix"``: a FIX 4.4 session to ``host``:``port`` (``sender_comp_id``,
+    ``target_comp_id``, ``heartbeat_s``); sequence numbers persist in ``store_path``; the logon
+    password, if any, is read from the environment variable named by ``password_env`` (never
+    from this file, never logged).
     """
 
-    kind: Literal["simulated"] = "simulated"
+    kind: Literal["simulated", "fix"] = "simulated"
     latency_ms: float = Field(50.0, ge=0)
     collar_bps: float = Field(50.0, gt=0)
+    host: str = "127.0.0.1"
+    port: int = Field(9878, ge=1, le=65535)
+    sender_comp_id: str = "AGENT"
+    target_comp_id: str = "VENUE"
+    heartbeat_s: int = Field(30, ge=1)
+    store_path: Path | None = None
+    password_env: str | None = None
 
 
 class EstimationConfig(_Strict):
@@ -246,6 +257,10 @@ def _resolve_paths(raw: dict[str, Any], base: Path) -> None:
         for sym, p in feed["files"].items():
             if isinstance(p, str):
                 feed["files"][sym] = str((base / p).resolve()) if not Path(p).is_absolute() else p
+    brk = raw.get("broker")
+    if isinstance(brk, dict) and isinstance(brk.get("store_path"), str):
+        sp = brk["store_path"]
+        brk["store_path"] = sp if Path(sp).is_absolute() else str((base / sp).resolve())
     est = raw.get("estimation")
     if isinstance(est, dict) and isinstance(est.get("history"), list):
         est["history"] = [

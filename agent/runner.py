@@ -94,6 +94,27 @@ def _valid_batches(paths: list[Path], symbol: str) -> Iterator[BookBatch]:
                 yield res.valid
 
 
+async def _run(
+    cfg: AgentConfig, profiles: dict[tuple[str, str], IntradayProfile]
+) -> list[RunSummary]:
+    broker = None
+    if cfg.broker.kind == "fix":
+        from agent.brokers.fix import FixBroker
+
+        b = cfg.broker
+        broker = FixBroker(
+            b.host,
+            b.port,
+            b.sender_comp_id,
+            b.target_comp_id,
+            heartbeat_s=b.heartbeat_s,
+            store_path=b.store_path,
+            password_env=b.password_env,
+        )
+        await broker.start()
+    return await run(cfg, make_feed_factory(cfg), broker=broker, profiles=profiles)
+
+
 def run_from_config(
     path: str | Path, *, log_format: str | None = None, log_level: str | None = None
 ) -> int:
@@ -108,12 +129,17 @@ def run_from_config(
     log.info("daemon.config_loaded", path=str(path), sha256=sha, config=cfg.model_dump(mode="json"))
     try:
         profiles = build_profiles(cfg)
-        summaries: list[RunSummary] = asyncio.run(
-            run(cfg, make_feed_factory(cfg), profiles=profiles)
-        )
+        summaries: list[RunSummary] = asyncio.run(_run(cfg, profiles))
     except FeedDataError as e:
         log.error("daemon.data_error", error=str(e))
         print(f"exec-agent: data error: {e}", file=sys.stderr)
+        return 2
+    except TimeoutError:
+        b = cfg.broker
+        log.error("daemon.broker_unavailable", host=b.host, port=b.port)
+        print(
+            f"exec-agent: broker at {b.host}:{b.port} did not accept a FIX logon", file=sys.stderr
+        )
         return 2
     log.info(
         "daemon.stopped",
