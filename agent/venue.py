@@ -87,6 +87,11 @@ class FixVenue:
             sender, target, heartbeat_s, store, acceptor=True, resend_app=True
         )
         self.orders: dict[str, _Order] = {}
+        # Faults for tests: send every fill report twice (same ExecID, new sequence number);
+        # reject every n-th new order (0 = never).
+        self.duplicate_fills = False
+        self.reject_every = 0
+        self._n_new = 0
         self._exec_n = 0
         self._server: asyncio.Server | None = None
         self._writers: set[asyncio.StreamWriter] = set()
@@ -185,8 +190,17 @@ class FixVenue:
         if mtype == "H":
             o = self.orders.get(coid)
             if o is None:
-                return []
+                unknown = _Order(coid, "", Side.BUY, 0.0, status="8")
+                return [self._report(unknown, "I", t58="unknown order")]
             return [self._report(o, "I")]
+        if mtype == "F":  # OrderCancelRequest: IOC orders never rest, so it is always too late
+            m = simplefix.FixMessage()
+            m.append_pair(11, coid)
+            m.append_pair(41, (msg.get(41) or b"").decode())
+            m.append_pair(39, self.orders[coid].status if coid in self.orders else "8")
+            m.append_pair(102, 1)  # too late to cancel
+            m.append_pair(434, 1)
+            return [self.session.send_app(m, "9", _now())]
         if mtype != "D":
             return []
         poss_resend = msg.get(97) == b"Y"
@@ -202,7 +216,11 @@ class FixVenue:
         px = float(msg.get(44) or "nan")
         o = _Order(coid, symbol, side, qty)
         self.orders[coid] = o
+        self._n_new += 1
         book = self.books.get(symbol)
+        if self.reject_every and self._n_new % self.reject_every == 0:
+            o.status = "8"
+            return [self._report(o, "8", t58="venue refused (test fault)")]
         if book is None or not qty > 0:
             o.status = "8"
             return [self._report(o, "8", t58="unknown symbol or bad quantity")]
@@ -219,6 +237,9 @@ class FixVenue:
             o.cum += q
             o.status = "2" if o.cum >= o.qty - 1e-9 else "1"
             out.append(self._report(o, "F", t32=f"{q:.0f}", t31=f"{p:.6f}"))
+            if self.duplicate_fills:  # same ExecID again, as a venue bug or a replay would
+                self._exec_n -= 1
+                out.append(self._report(o, "F", t32=f"{q:.0f}", t31=f"{p:.6f}"))
         if o.cum < o.qty - 1e-9:
             o.status = "4"
             out.append(self._report(o, "4", t58="IOC remainder"))

@@ -18,6 +18,7 @@ import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+import simplefix
 import structlog
 
 from agent.brokers.fix_session import (
@@ -25,6 +26,7 @@ from agent.brokers.fix_session import (
     SeqStore,
     SessionOutput,
     SessionState,
+    _ts,
     execution_report_events,
     new_order_single,
 )
@@ -143,14 +145,27 @@ class FixBroker:
 
     async def submit(self, order: ChildOrder) -> None:
         """Send a NewOrderSingle; ``BrokerUnavailable`` if the session is not active."""
+        await self._send(new_order_single(order, order.ts_created_ns), "D")
+
+    async def _send(self, body: simplefix.FixMessage, msg_type: str) -> None:
         if self._writer is None or self.session.state is not SessionState.ACTIVE:
             raise BrokerUnavailable(f"FIX session to {self.host}:{self.port} is not active")
-        raw = self.session.send_app(new_order_single(order, order.ts_created_ns), "D", self._now())
-        self._writer.write(raw)
+        self._writer.write(self.session.send_app(body, msg_type, self._now()))
         await self._writer.drain()
 
     async def cancel(self, client_order_id: str) -> None:
-        """IOC children do not rest: nothing to cancel."""
+        """Send an OrderCancelRequest (35=F) for what is left of a child."""
+        m = simplefix.FixMessage()
+        m.append_pair(41, client_order_id)
+        m.append_pair(11, f"{client_order_id}-C{time.time_ns() % 10**9}")
+        m.append_pair(60, _ts(self._now()))
+        await self._send(m, "F")
+
+    async def request_status(self, client_order_id: str) -> None:
+        """Send an OrderStatusRequest (35=H); the answer arrives as an ExecutionReport 150=I."""
+        m = simplefix.FixMessage()
+        m.append_pair(11, client_order_id)
+        await self._send(m, "H")
 
     async def events(self) -> AsyncIterator[OrderEvent]:
         """Yield order events until ``aclose``."""

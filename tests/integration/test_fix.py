@@ -38,13 +38,21 @@ lot = 100
 """
 
 
-async def work(tmp_path: Path, chaos: bool):
+async def work(tmp_path: Path, chaos: bool, duplicate_fills: bool = False, reject_every: int = 0):
     (tmp_path / "c.toml").write_text(CONFIG)
     cfg, _ = load_config(tmp_path / "c.toml")
     er_log = tmp_path / "er.jsonl"
     async with FixVenue({"SYNA": SAMPLE}, er_log=er_log) as venue:
-        broker = FixBroker("127.0.0.1", venue.port, "AGENT", "VENUE", heartbeat_s=5,
-                           store_path=tmp_path / "seq.json")
+        venue.duplicate_fills = duplicate_fills
+        venue.reject_every = reject_every
+        broker = FixBroker(
+            "127.0.0.1",
+            venue.port,
+            "AGENT",
+            "VENUE",
+            heartbeat_s=5,
+            store_path=tmp_path / "seq.json",
+        )
         await broker.start()
         feed_factory = make_feed_factory(cfg)
 
@@ -72,9 +80,11 @@ async def work(tmp_path: Path, chaos: bool):
         with capture_logs() as logs:
             (s,) = await asyncio.wait_for(run(cfg, SlowFeed, broker=broker), 120)
     venue_fills = defaultdict(float)
+    seen: set[str] = set()
     for line in er_log.read_text().splitlines():
         rec = json.loads(line)
-        if rec["exec_type"] == "F":
+        if rec["exec_type"] == "F" and rec["exec_id"] not in seen:
+            seen.add(rec["exec_id"])
             venue_fills[rec["client_order_id"]] += rec["last_qty"]
     return s, logs, venue_fills
 
@@ -93,8 +103,39 @@ async def test_dropped_fix_connection_mid_run(tmp_path):
     s, logs, venue_fills = await work(tmp_path, chaos=True)
     names = [e["event"] for e in logs]
     assert "broker.reconnect_scheduled" in names or "broker.disconnected" in names
-    sent = [e["client_order_id"] for e in logs if e["event"] == "order.submitted"
-            and e["strategy"] == "mpc"]
+    sent = [
+        e["client_order_id"]
+        for e in logs
+        if e["event"] == "order.submitted" and e["strategy"] == "mpc"
+    ]
     assert len(sent) == len(set(sent))
     # every fill the venue made is known to the daemon, and nothing more
     assert s.filled_qty == pytest.approx(sum(venue_fills.values()))
+
+
+async def test_duplicate_execution_reports_are_applied_once(tmp_path):
+    """Every fill report arrives twice (same ExecID, new sequence number): no double count."""
+    s, _logs, venue_fills = await work(tmp_path, chaos=False, duplicate_fills=True)
+    assert s.filled_qty == s.target_qty == 30000 == sum(venue_fills.values())
+
+
+async def test_rejected_orders_are_re_planned(tmp_path):
+    """The venue refuses every third order: the shares come back and the order completes."""
+    s, logs, venue_fills = await work(tmp_path, chaos=False, reject_every=3)
+    assert any(e["event"] == "order.rejected" for e in logs)
+    assert s.filled_qty == s.target_qty == sum(venue_fills.values())
+
+
+async def test_status_and_cancel_requests_are_answered(tmp_path):
+    """OrderStatusRequest gets a 150=I report (no new fill); a cancel of an IOC child is too
+    late (OrderCancelReject), and neither changes the books."""
+    er_log = tmp_path / "er.jsonl"
+    async with FixVenue({"SYNA": SAMPLE}, er_log=er_log) as venue:
+        broker = FixBroker("127.0.0.1", venue.port, "AGENT", "VENUE", heartbeat_s=5)
+        await broker.start()
+        await broker.request_status("NOPE-1")
+        await broker.cancel("NOPE-1")
+        await asyncio.sleep(0.2)
+        await broker.aclose()
+    recs = [json.loads(x) for x in er_log.read_text().splitlines()]
+    assert [r["exec_type"] for r in recs] == ["I"]
