@@ -100,8 +100,8 @@ class BrokerConfig(_Strict):
     the book then in force, walking the levels inside the collar (partial fill when depth is
     short). ``kind = "fix"``: a FIX 4.4 session to ``host``:``port`` (``sender_comp_id``,
     ``target_comp_id``, ``heartbeat_s``); sequence numbers persist in ``store_path``; the logon
-    password, if any, is read from the environment variable named by ``password_env`` (never
-    from this file, never logged).
+    password, if any, is read from the environment variable named by ``password_env`` or from
+    ``password_file`` (never from this file, never logged).
     """
 
     kind: Literal["simulated", "fix"] = "simulated"
@@ -114,6 +114,7 @@ class BrokerConfig(_Strict):
     heartbeat_s: int = Field(30, ge=1)
     store_path: Path | None = None
     password_env: str | None = None
+    password_file: Path | None = None
 
 
 class EstimationConfig(_Strict):
@@ -258,9 +259,11 @@ def _resolve_paths(raw: dict[str, Any], base: Path) -> None:
             if isinstance(p, str):
                 feed["files"][sym] = str((base / p).resolve()) if not Path(p).is_absolute() else p
     brk = raw.get("broker")
-    if isinstance(brk, dict) and isinstance(brk.get("store_path"), str):
-        sp = brk["store_path"]
-        brk["store_path"] = sp if Path(sp).is_absolute() else str((base / sp).resolve())
+    if isinstance(brk, dict):
+        for key in ("store_path", "password_file"):
+            if isinstance(brk.get(key), str):
+                sp = brk[key]
+                brk[key] = sp if Path(sp).is_absolute() else str((base / sp).resolve())
     est = raw.get("estimation")
     if isinstance(est, dict) and isinstance(est.get("history"), list):
         est["history"] = [

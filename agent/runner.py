@@ -110,6 +110,7 @@ async def _run(
             heartbeat_s=b.heartbeat_s,
             store_path=b.store_path,
             password_env=b.password_env,
+            password_file=b.password_file,
         )
         await broker.start()
     return await run(cfg, make_feed_factory(cfg), broker=broker, profiles=profiles)

@@ -90,6 +90,7 @@ class FixVenue:
         # Faults for tests: send every fill report twice (same ExecID, new sequence number);
         # reject every n-th new order (0 = never).
         self.duplicate_fills = False
+        self.lose_reports = 0  # the next n reports get a sequence number but are never sent
         self.reject_every = 0
         self._n_new = 0
         self._exec_n = 0
@@ -142,6 +143,9 @@ class FixVenue:
                     writer.write(raw)
                 for msg in out.app:
                     for raw in self._on_app(msg):
+                        if self.lose_reports > 0:  # lost on the wire: the peer sees a gap
+                            self.lose_reports -= 1
+                            continue
                         writer.write(raw)
                 await writer.drain()
                 if out.disconnect:

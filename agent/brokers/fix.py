@@ -45,6 +45,7 @@ class FixBroker:
         heartbeat_s: HeartBtInt.
         store_path: File of the persisted sequence numbers (None: in memory).
         password_env: Environment variable holding the logon password (optional).
+        password_file: File holding it (optional; wins over the environment).
     """
 
     def __init__(
@@ -57,6 +58,7 @@ class FixBroker:
         heartbeat_s: int = 30,
         store_path: Path | None = None,
         password_env: str | None = None,
+        password_file: Path | None = None,
         reconnect_max_s: float = 2.0,
         name: str = "fix",
     ) -> None:
@@ -66,6 +68,8 @@ class FixBroker:
         store = SeqStore.load(store_path) if store_path else SeqStore()
         self.session = FixSession(sender, target, heartbeat_s, store)
         self._password = os.environ.get(password_env) if password_env else None
+        if password_file is not None:
+            self._password = Path(password_file).read_text().strip()
         self.reconnect_max_s = reconnect_max_s
         self._writer: asyncio.StreamWriter | None = None
         self._queue: asyncio.Queue[OrderEvent | None] = asyncio.Queue()

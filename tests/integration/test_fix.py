@@ -38,13 +38,20 @@ lot = 100
 """
 
 
-async def work(tmp_path: Path, chaos: bool, duplicate_fills: bool = False, reject_every: int = 0):
+async def work(
+    tmp_path: Path,
+    chaos: bool,
+    duplicate_fills: bool = False,
+    reject_every: int = 0,
+    lose_reports: int = 0,
+):
     (tmp_path / "c.toml").write_text(CONFIG)
     cfg, _ = load_config(tmp_path / "c.toml")
     er_log = tmp_path / "er.jsonl"
     async with FixVenue({"SYNA": SAMPLE}, er_log=er_log) as venue:
         venue.duplicate_fills = duplicate_fills
         venue.reject_every = reject_every
+        venue.lose_reports = lose_reports
         broker = FixBroker(
             "127.0.0.1",
             venue.port,
@@ -139,3 +146,27 @@ async def test_status_and_cancel_requests_are_answered(tmp_path):
         await broker.aclose()
     recs = [json.loads(x) for x in er_log.read_text().splitlines()]
     assert [r["exec_type"] for r in recs] == ["I"]
+
+
+async def test_inbound_sequence_gap_is_recovered_by_resend(tmp_path):
+    """Three reports are lost on the wire: the adapter sees the gap, asks for a resend, and the
+    venue's PossDup resend brings the fills; the books agree and the order completes."""
+    s, logs, venue_fills = await work(tmp_path, chaos=False, lose_reports=3)
+    details = [e.get("detail", "") for e in logs if e["event"] == "broker.session_event"]
+    assert any(d.startswith("gap_detected") for d in details)
+    assert s.filled_qty == s.target_qty == sum(venue_fills.values())
+
+
+async def test_password_canary_never_reaches_the_logs(tmp_path):
+    """The logon password goes to the venue and nowhere else: not in any log line."""
+    secret = tmp_path / "pw"
+    secret.write_text("CANARY-7f3a9c\n")
+    async with FixVenue({"SYNA": SAMPLE}) as venue:
+        with capture_logs() as logs:
+            broker = FixBroker("127.0.0.1", venue.port, "AGENT", "VENUE", password_file=secret)
+            await broker.start()
+            venue.drop_connections()  # a reconnect logs on again
+            await broker.start()
+            await broker.aclose()
+    assert broker._password == "CANARY-7f3a9c"
+    assert "CANARY-7f3a9c" not in repr(logs)

@@ -165,9 +165,7 @@ async def test_bad_snapshots_are_counted_skipped_and_the_order_completes(tmp_pat
     df.loc[bad[35:], "ts_event"] = df.loc[0, "ts_event"]
     path = write_mbp10_csv(df, tmp_path / "SYNA_bad.mbp-10.csv")
     p = tmp_path / "bad.toml"
-    p.write_text(
-        BAD_DATA_CONFIG.format(path=path.as_posix())
-    )
+    p.write_text(BAD_DATA_CONFIG.format(path=path.as_posix()))
     cfg, _ = load_config(p)
     with capture_logs() as logs:
         (s,) = await run(cfg, make_feed_factory(cfg))

@@ -51,8 +51,8 @@ def test_good_config_resolves_paths_relative_to_file(tmp_path):
         (('files = { SYM = "data.csv" }', 'files = { SYM = "nope.csv" }'), "feed.files.SYM"),
         (('symbol = "SYM"', 'symbol = "OTHER"'), "orders[0].symbol"),
         (("[feed]", "[feed]\nspeeed = 2"), "feed.speeed"),
-        (("[feed]", "[broker]\nkind = \"fix\"\nport = 70000\n[feed]"), "broker.port"),
-        (("[feed]", "[broker]\nkind = \"fax\"\n[feed]"), "broker.kind"),
+        (("[feed]", '[broker]\nkind = "fix"\nport = 70000\n[feed]'), "broker.port"),
+        (("[feed]", '[broker]\nkind = "fax"\n[feed]'), "broker.kind"),
         (("start = 2025-06-02T13:30:00Z", 'start = "2025-06-02T13:30:00"'), "timezone"),
     ],
 )

@@ -148,6 +148,11 @@ def test_script_regenerates_the_whole_sample(tmp_path: Path) -> None:
     """Running the script end to end reproduces both shipped files and SHA256SUMS."""
     mod = _script()
     assert mod.main(["--out", str(tmp_path)]) == 0
-    for name in ("SHA256SUMS", "SYNA_2025-06-02.mbp-10.csv.gz", "SYNB_2025-06-02.mbp-10.csv.gz",
-                 "history/SYNA_2025-05-30.mbp-10.csv.gz", "history/SYNB_2025-05-30.mbp-10.csv.gz"):
+    for name in (
+        "SHA256SUMS",
+        "SYNA_2025-06-02.mbp-10.csv.gz",
+        "SYNB_2025-06-02.mbp-10.csv.gz",
+        "history/SYNA_2025-05-30.mbp-10.csv.gz",
+        "history/SYNB_2025-05-30.mbp-10.csv.gz",
+    ):
         assert (tmp_path / name).read_bytes() == (REPLAY_DATA / name).read_bytes()
