@@ -36,6 +36,7 @@ __all__ = [
     "LoggingConfig",
     "MpcConfig",
     "OrderConfig",
+    "RiskConfig",
     "load_config",
 ]
 
@@ -161,6 +162,23 @@ class MpcConfig(_Strict):
     on_solve_failure: Literal["twap", "pause"] = "twap"
 
 
+class RiskConfig(_Strict):
+    """``[risk]``: pre-trade gates on every child, independent of the optimiser (0 = off).
+
+    ``max_child_qty`` (shares), ``max_child_notional`` (currency), ``max_collar_bps`` (limit
+    price from the mid), ``max_depth_share`` (of the visible depth inside the limit),
+    ``max_orders_per_min`` (all parents together), ``stale_book_s`` (event time since the last
+    book). Open plus filled above the parent and a repeated client order id are always blocked.
+    """
+
+    max_child_qty: float = Field(0.0, ge=0)
+    max_child_notional: float = Field(0.0, ge=0)
+    max_collar_bps: float = Field(0.0, ge=0)
+    max_depth_share: float = Field(0.0, ge=0)
+    max_orders_per_min: int = Field(0, ge=0)
+    stale_book_s: float = Field(0.0, ge=0)
+
+
 class OrderConfig(_Strict):
     """``[[orders]]``: one parent order.
 
@@ -220,6 +238,7 @@ class AgentConfig(_Strict):
     broker: BrokerConfig = BrokerConfig()
     estimation: EstimationConfig = EstimationConfig()
     mpc: MpcConfig = MpcConfig()
+    risk: RiskConfig = RiskConfig()
     orders: list[OrderConfig] = Field(min_length=1)
 
     @model_validator(mode="after")

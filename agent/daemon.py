@@ -42,6 +42,7 @@ from agent.planner import (
     quadratic_costs,
     twap_child_qty,
 )
+from agent.risk import RiskGates, RiskLimits
 from agent.window import RollingWindow
 from feeds.base import BookFeed
 from feeds.model import BookBatch
@@ -126,7 +127,10 @@ class ParentRunner:
         broker: Broker,
         shadow: SimulatedBroker | None,
         profile: IntradayProfile,
+        gates: RiskGates | None = None,
     ) -> None:
+        self.gates = gates
+        self._last_row: tuple[np.ndarray, np.ndarray] | None = None
         self.order = order
         self.cfg = cfg
         self.side = order.side
@@ -173,6 +177,11 @@ class ParentRunner:
             return
         self.window.append(seg)
         self._last_mid = float(seg.mid[-1])
+        self._last_row = (
+            (seg.ask_px[-1], seg.ask_sz[-1])
+            if self.side is Side.BUY
+            else (seg.bid_px[-1], seg.bid_sz[-1])
+        )
         self._last_ts = int(seg.ts_event_ns[-1])
 
     async def on_time(self, t_ns: int, now_ns: int | None = None) -> None:
@@ -334,15 +343,42 @@ class ParentRunner:
         qty = min(qty, leg.tracker.uncommitted_qty)
         if qty <= 0 or not math.isfinite(self._last_mid):
             return
+        coid = f"{leg.prefix}-{leg.n_sent + 1:05d}"
+        limit_px = collar_limit_px(self.side, self._last_mid, self.cfg.broker.collar_bps)
+        if leg is self.mpc and self.gates is not None:
+            px, sz = self._last_row if self._last_row is not None else (np.zeros(0), np.zeros(0))
+            with np.errstate(invalid="ignore"):
+                inside = (px <= limit_px) if self.side is Side.BUY else (px >= limit_px)
+            gate = self.gates.check(
+                client_order_id=coid,
+                qty=float(qty),
+                limit_px=limit_px,
+                mid=self._last_mid,
+                book_ts_ns=self._last_ts,
+                now_ns=t_ns,
+                depth_inside_limit=float(sz[inside].sum()),
+                filled_qty=leg.tracker.filled_qty,
+                open_qty=leg.tracker.open_qty,
+                parent_qty=leg.tracker.parent_qty,
+            )
+            if not gate.ok:
+                self.log.warning(
+                    "risk.blocked",
+                    gate=gate.gate,
+                    detail=gate.detail,
+                    client_order_id=coid,
+                    qty=float(qty),
+                )
+                return
+            self.gates.record_sent(coid, t_ns)
         leg.n_sent += 1
-        coid = f"{leg.prefix}-{leg.n_sent:05d}"
         child = ChildOrder(
             client_order_id=coid,
             parent_id=self.order.id,
             symbol=self.order.symbol,
             side=self.side,
             qty=float(qty),
-            limit_px=collar_limit_px(self.side, self._last_mid, self.cfg.broker.collar_bps),
+            limit_px=limit_px,
             ts_created_ns=t_ns,
         )
         leg.tracker.on_submitted(child, t_ns)
@@ -569,9 +605,25 @@ async def run(
     main = broker if broker is not None else SimulatedBroker(latency_ns)
     shadow = SimulatedBroker(latency_ns, name="twap-shadow")
     profiles = profiles or {}
+    r = cfg.risk
+    gates = RiskGates(
+        RiskLimits(
+            r.max_child_qty,
+            r.max_child_notional,
+            r.max_collar_bps,
+            r.max_depth_share,
+            r.max_orders_per_min,
+            r.stale_book_s,
+        )
+    )
     runners = [
         ParentRunner(
-            o, cfg, main, shadow, profiles.get((o.symbol, o.side.value), IntradayProfile.flat())
+            o,
+            cfg,
+            main,
+            shadow,
+            profiles.get((o.symbol, o.side.value), IntradayProfile.flat()),
+            gates,
         )
         for o in cfg.orders
     ]

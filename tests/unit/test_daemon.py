@@ -55,6 +55,7 @@ collar_bps = {collar}
 window_s = 300
 [mpc]
 model = "{model}"
+{risk}
 [[orders]]
 id = "P"
 symbol = "SYM"
@@ -74,12 +75,15 @@ def cfg_for(
     side: str = "buy",
     collar: float = 100,
     model: str = "quadratic",
+    risk: str = "",
 ):
     data = tmp_path / "dummy.csv"
     data.write_text("unused\n")
     p = tmp_path / "c.toml"
     p.write_text(
-        CONFIG.format(data=data.as_posix(), qty=qty, side=side, collar=collar, model=model)
+        CONFIG.format(
+            data=data.as_posix(), qty=qty, side=side, collar=collar, model=model, risk=risk
+        )
     )
     return load_config(p)[0]
 
@@ -206,3 +210,16 @@ async def test_broker_refusals_free_the_quantity_and_in_doubt_orders_are_never_r
         e["qty"] for e in logs if e["event"] == "order.submitted" and e["client_order_id"] == doubt
     )
     assert s.filled_qty == 12_000 - qty and s.status == "incomplete"
+
+
+async def test_risk_gate_blocks_children_and_names_the_gate(tmp_path):
+    """A max_child_qty below the MPC's child blocks every child: nothing is sent, each block is
+    logged with its gate, and the shortfall is reported."""
+    cfg = cfg_for(tmp_path, risk="[risk]\nmax_child_qty = 500")
+    ts = T0 + np.arange(0, 2 * 3600, 1) * NS
+    with capture_logs() as logs:
+        (s,) = await run(cfg, lambda sym: ListFeed([book(ts, 500.0)]))
+    blocks = [e for e in logs if e["event"] == "risk.blocked"]
+    assert blocks and all(b["gate"] == "max_child_qty" for b in blocks)
+    assert not any(e["event"] == "order.submitted" and e["strategy"] == "mpc" for e in logs)
+    assert s.filled_qty == 0 and s.status == "incomplete"
