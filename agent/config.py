@@ -179,6 +179,17 @@ class RiskConfig(_Strict):
     stale_book_s: float = Field(0.0, ge=0)
 
 
+class JournalConfig(_Strict):
+    """``[journal]``: crash-safe record of decisions, child intents and order events.
+
+    ``path`` (SQLite, WAL, synchronous FULL): with it, a restarted daemon resumes every parent
+    where the journal left it (fills applied once, client order ids never reused, periods not
+    decided twice, children left open kept in doubt). Without it nothing is recorded.
+    """
+
+    path: Path | None = None
+
+
 class OrderConfig(_Strict):
     """``[[orders]]``: one parent order.
 
@@ -239,6 +250,7 @@ class AgentConfig(_Strict):
     estimation: EstimationConfig = EstimationConfig()
     mpc: MpcConfig = MpcConfig()
     risk: RiskConfig = RiskConfig()
+    journal: JournalConfig = JournalConfig()
     orders: list[OrderConfig] = Field(min_length=1)
 
     @model_validator(mode="after")
@@ -277,6 +289,13 @@ def _resolve_paths(raw: dict[str, Any], base: Path) -> None:
         for sym, p in feed["files"].items():
             if isinstance(p, str):
                 feed["files"][sym] = str((base / p).resolve()) if not Path(p).is_absolute() else p
+    jr = raw.get("journal")
+    if (
+        isinstance(jr, dict)
+        and isinstance(jr.get("path"), str)
+        and not Path(jr["path"]).is_absolute()
+    ):
+        jr["path"] = str((base / jr["path"]).resolve())
     brk = raw.get("broker")
     if isinstance(brk, dict):
         for key in ("store_path", "password_file"):

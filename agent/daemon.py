@@ -31,6 +31,7 @@ from agent.errors import BrokerError, BrokerRejected
 from agent.impact.book_walk import BeyondDepth, DepthPolicy, cost_curve, time_weights
 from agent.impact.fit import fit_quadratic
 from agent.impact.profile import IntradayProfile
+from agent.journal import Journal, ParentHistory
 from agent.model import ChildOrder, OrderEvent, OrderFilled, OrderRejected, Side
 from agent.mpc.costs import CostSet
 from agent.orders.tracker import OrderTracker, Transition
@@ -128,8 +129,10 @@ class ParentRunner:
         shadow: SimulatedBroker | None,
         profile: IntradayProfile,
         gates: RiskGates | None = None,
+        journal: Journal | None = None,
     ) -> None:
         self.gates = gates
+        self.journal = journal
         self._last_row: tuple[np.ndarray, np.ndarray] | None = None
         self.order = order
         self.cfg = cfg
@@ -159,6 +162,47 @@ class ParentRunner:
         self._retry_next = 0  # next retry time in the last period (ns)
         self.n_decisions = 0
         self.done = False
+
+    def restore(self, h: ParentHistory) -> None:
+        """Resume from the journal: replay intents and events into fresh trackers."""
+        if h.empty:
+            return
+        legs = {"mpc": self.mpc, "twap": self.twap}
+        for name, item in h.items:
+            leg = legs.get(name)
+            if leg is None:
+                continue
+            if isinstance(item, ChildOrder):
+                leg.tracker.on_submitted(item, item.ts_created_ns)
+                leg.children.append(item.client_order_id)
+                leg.n_sent += 1
+            else:
+                leg.tracker.on_event(item)
+        if h.periods:
+            self._k_next = max(h.periods) + 1
+            if self._k_next >= self.grid.n:
+                self._retry_next = self.grid.start_of(self.grid.n - 1)
+        self.arrival_mid = h.arrival_mid
+        t = self.mpc.tracker
+        self.log.info(
+            "order.restored",
+            periods_decided=len(h.periods),
+            children=self.mpc.n_sent,
+            filled_qty=t.filled_qty,
+            open_qty=t.open_qty,
+            remaining_qty=t.remaining_qty,
+        )
+        for c in t.children.values():
+            if not c.state.terminal:
+                # Sent before the restart and never closed: it may still be working. Its shares
+                # stay reserved until the venue reports on it; it is never re-sent as new.
+                self.log.error(
+                    "order.in_doubt",
+                    client_order_id=c.order.client_order_id,
+                    qty=c.order.qty,
+                    filled_qty=c.filled_qty,
+                    after_restart=True,
+                )
 
     # -- scheduling ---------------------------------------------------------------------------
     def next_time(self) -> int | None:
@@ -267,6 +311,8 @@ class ParentRunner:
                     0.0,
                 )
         self.n_decisions += 1
+        if self.journal is not None:
+            self.journal.decision(self.order.id, k, self.arrival_mid)
         self.log.info(
             "mpc.step",
             period=k,
@@ -381,6 +427,8 @@ class ParentRunner:
             limit_px=limit_px,
             ts_created_ns=t_ns,
         )
+        if self.journal is not None:
+            await self.journal.intent(leg.name, child)  # durable before it can reach the venue
         leg.tracker.on_submitted(child, t_ns)
         leg.children.append(coid)
         self.log.log(
@@ -419,6 +467,8 @@ class ParentRunner:
     def apply(self, leg: _Leg, event: OrderEvent) -> Transition:
         """Apply a broker event to the leg's tracker and log the state change."""
         tr = leg.tracker.on_event(event)
+        if tr.applied and self.journal is not None:
+            self.journal.event(self.order.id, leg.name, event)
         if tr.applied and tr.new is not None and tr.new != tr.old:
             fields: dict[str, Any] = {
                 "strategy": leg.name,
@@ -591,6 +641,7 @@ async def run(
     *,
     broker: Broker | None = None,
     profiles: dict[tuple[str, str], IntradayProfile] | None = None,
+    journal: Journal | None = None,
 ) -> list[RunSummary]:
     """Work every parent order of ``cfg`` to its deadline and return the summaries.
 
@@ -599,6 +650,7 @@ async def run(
         feed_factory: Opens the book feed of a symbol.
         broker: Where MPC children go; a ``SimulatedBroker`` per the config when None.
         profiles: Intraday liquidity profile per (symbol, side) (flat when missing).
+        journal: Crash-safe journal; parents found in it resume where they stopped.
     """
     log = structlog.get_logger()
     latency_ns = int(cfg.broker.latency_ms * 1e6)
@@ -624,9 +676,13 @@ async def run(
             shadow,
             profiles.get((o.symbol, o.side.value), IntradayProfile.flat()),
             gates,
+            journal,
         )
         for o in cfg.orders
     ]
+    if journal is not None:
+        for r in runners:
+            r.restore(journal.load(r.order.id))
     router = _Router(runners)
     venues: list[BookDrivenBroker] = [shadow]
     if isinstance(main, BookDrivenBroker):
@@ -649,6 +705,8 @@ async def run(
         await main.aclose()
         await shadow.aclose()
         await asyncio.gather(*pumps)
+    if journal is not None:
+        await journal.flush()
     summaries = [r.summary() for r in runners]
     for s, r in zip(summaries, runners, strict=True):
         if r.mpc.tracker.n_open:

@@ -15,6 +15,7 @@ from agent.daemon import FeedFactory, RunSummary, run
 from agent.errors import ConfigError
 from agent.impact.book_walk import BeyondDepth, DepthPolicy
 from agent.impact.profile import IntradayProfile, learn_profile
+from agent.journal import Journal
 from agent.logs import configure_logging
 from feeds.base import BookFeed
 from feeds.clock import WallClock
@@ -113,7 +114,14 @@ async def _run(
             password_file=b.password_file,
         )
         await broker.start()
-    return await run(cfg, make_feed_factory(cfg), broker=broker, profiles=profiles)
+    journal = Journal(cfg.journal.path) if cfg.journal.path is not None else None
+    try:
+        return await run(
+            cfg, make_feed_factory(cfg), broker=broker, profiles=profiles, journal=journal
+        )
+    finally:
+        if journal is not None:
+            journal.close()
 
 
 def run_from_config(
