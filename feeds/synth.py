@@ -149,7 +149,12 @@ def generate_day(
     open_ns = midnight_ns + _SESSION_OPEN_S * 1_000_000_000
 
     u = _event_fractions(rng, n, p)  # session fraction per row, shape (n,)
-    ts_event = _strictly_increasing(open_ns + (u * _SESSION_S * 1e9).astype(np.int64))
+    # Event times on a 1 ms grid, plus integer ns jitter from a stream of its own: the float
+    # maths behind ``u`` (np.exp, np.interp) may differ in the last ulp between numpy builds,
+    # and only a coarse grid keeps the written file byte-for-byte the same across them.
+    ms = np.floor(u * _SESSION_S * 1e3).astype(np.int64)
+    jitter = np.random.default_rng([seed, 1]).integers(0, 1_000_000, n)
+    ts_event = _strictly_increasing(open_ns + ms * 1_000_000 + jitter)
     latency = rng.integers(8_000, 250_000, n)  # receive latency, ns
     ts_recv = _strictly_increasing(ts_event + latency)
 
