@@ -53,11 +53,18 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
 def _optional_subcommands(sub: Any) -> None:
     # Each of these modules exposes add_parser(subparsers) and run(args).
-    for name in ("agent.solve_cli", "agent.calibrate", "agent.serve_feed", "agent.serve_venue"):
+    for name in (
+        "agent.solve_cli",
+        "agent.calibrate",
+        "agent.serve_feed",
+        "agent.serve_venue",
+        "agent.backtest.cli",
+        "agent.control_cli",
+    ):
         try:
             mod = importlib.import_module(name)
         except ModuleNotFoundError as e:
-            if e.name != name:
+            if e.name not in (name, name.rpartition(".")[0]):
                 raise
             continue
         mod.add_parser(sub)
