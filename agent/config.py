@@ -102,7 +102,10 @@ class BrokerConfig(_Strict):
     short). ``kind = "fix"``: a FIX 4.4 session to ``host``:``port`` (``sender_comp_id``,
     ``target_comp_id``, ``heartbeat_s``); sequence numbers persist in ``store_path``; the logon
     password, if any, is read from the environment variable named by ``password_env`` or from
-    ``password_file`` (never from this file, never logged).
+    ``password_file`` (never from this file, never logged). At start, children the journal
+    left open are queried by client order id and the daemon waits up to
+    ``reconcile_timeout_s`` for the answers before it sends anything new; a child with no final
+    report ``ack_timeout_s`` (wall clock) after it was sent is queried the same way.
     """
 
     kind: Literal["simulated", "fix"] = "simulated"
@@ -116,6 +119,8 @@ class BrokerConfig(_Strict):
     store_path: Path | None = None
     password_env: str | None = None
     password_file: Path | None = None
+    reconcile_timeout_s: float = Field(5.0, gt=0)
+    ack_timeout_s: float = Field(2.0, gt=0)
 
 
 class EstimationConfig(_Strict):

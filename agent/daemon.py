@@ -15,6 +15,7 @@ broker and the same books, as the benchmark in ``run.summary``.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import math
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
@@ -28,11 +29,12 @@ from agent.brokers.matching import collar_limit_px
 from agent.brokers.simulated import SimulatedBroker
 from agent.config import AgentConfig, OrderConfig
 from agent.errors import BrokerError, BrokerRejected
+from agent.faults import crash_point
 from agent.impact.book_walk import BeyondDepth, DepthPolicy, cost_curve, time_weights
 from agent.impact.fit import fit_quadratic
 from agent.impact.profile import IntradayProfile
 from agent.journal import Journal, ParentHistory
-from agent.model import ChildOrder, OrderEvent, OrderFilled, OrderRejected, Side
+from agent.model import ChildOrder, OrderEvent, OrderFilled, OrderRejected, OrderStatus, Side
 from agent.mpc.costs import CostSet
 from agent.orders.tracker import OrderTracker, Transition
 from agent.planner import (
@@ -48,7 +50,7 @@ from agent.window import RollingWindow
 from feeds.base import BookFeed
 from feeds.model import BookBatch
 
-__all__ = ["ParentRunner", "RunSummary", "run"]
+__all__ = ["Control", "ParentRunner", "RunSummary", "run"]
 
 _NS = 1_000_000_000
 _EVENT_NAMES = {
@@ -110,6 +112,49 @@ class _Leg:
     children: list[str] = field(default_factory=list)
 
 
+class Control:
+    """Operator state shared by every parent: graceful stop and the kill switch.
+
+    ``halt()`` stops all new orders and cancels the open children; the HALTED state is written
+    to the journal and survives restarts until ``resume()`` is called on purpose.
+    ``request_stop()`` makes the daemon stop deciding, finish what is in flight and exit.
+    """
+
+    def __init__(self, journal: Journal | None = None) -> None:
+        self.journal = journal
+        self.halted = journal.halted() if journal is not None else False
+        self.stop = False
+        self._pending_halt = False
+
+    def halt(self, reason: str = "operator") -> None:
+        """Engage the kill switch."""
+        if not self.halted:
+            self.halted = True
+            self._pending_halt = True
+            if self.journal is not None:
+                self.journal.set_halted(True, reason)
+            structlog.get_logger().error("daemon.halted", reason=reason)
+
+    def resume(self) -> None:
+        """Release the kill switch (on purpose only)."""
+        if self.halted:
+            self.halted = False
+            if self.journal is not None:
+                self.journal.set_halted(False, "resume")
+            structlog.get_logger().warning("daemon.resumed")
+
+    def request_stop(self, signal_name: str = "") -> None:
+        """Stop deciding; the run ends once what is in flight is settled."""
+        if not self.stop:
+            self.stop = True
+            structlog.get_logger().info("daemon.stopping", signal=signal_name or None)
+
+    def take_pending_halt(self) -> bool:
+        """Return True once after ``halt()``: time to cancel the open children."""
+        p, self._pending_halt = self._pending_halt, False
+        return p
+
+
 class ParentRunner:
     """Works one parent order: decisions at period boundaries, children to the broker.
 
@@ -130,7 +175,9 @@ class ParentRunner:
         profile: IntradayProfile,
         gates: RiskGates | None = None,
         journal: Journal | None = None,
+        control: Control | None = None,
     ) -> None:
+        self.control = control or Control()
         self.gates = gates
         self.journal = journal
         self._last_row: tuple[np.ndarray, np.ndarray] | None = None
@@ -162,6 +209,7 @@ class ParentRunner:
         self._retry_next = 0  # next retry time in the last period (ns)
         self.n_decisions = 0
         self.done = False
+        self.sent_at: dict[str, float] = {}  # client order id -> loop time sent (ack watchdog)
 
     def restore(self, h: ParentHistory) -> None:
         """Resume from the journal: replay intents and events into fresh trackers."""
@@ -203,6 +251,10 @@ class ParentRunner:
                     filled_qty=c.filled_qty,
                     after_restart=True,
                 )
+
+    def in_doubt(self) -> list[str]:
+        """Return the MPC children sent but not closed (before reconciliation: in doubt)."""
+        return [k for k, c in self.mpc.tracker.children.items() if not c.state.terminal]
 
     # -- scheduling ---------------------------------------------------------------------------
     def next_time(self) -> int | None:
@@ -313,6 +365,7 @@ class ParentRunner:
         self.n_decisions += 1
         if self.journal is not None:
             self.journal.decision(self.order.id, k, self.arrival_mid)
+            crash_point("decided")
         self.log.info(
             "mpc.step",
             period=k,
@@ -372,6 +425,13 @@ class ParentRunner:
         mb, mg = self.profile.multipliers(starts)
         return quadratic_costs(fit.beta, fit.gamma, mb, mg), fields
 
+    async def cancel_open(self) -> None:
+        """Ask the broker to cancel every open MPC child (kill switch)."""
+        for coid, c in self.mpc.tracker.children.items():
+            if not c.state.terminal:
+                self.log.warning("order.cancel_requested", client_order_id=coid, reason="halt")
+                await self.mpc.broker.cancel(coid)
+
     async def _final_retry(self, t_ns: int) -> None:
         for leg in (self.mpc, self.twap):
             if leg is None:
@@ -390,6 +450,15 @@ class ParentRunner:
         if qty <= 0 or not math.isfinite(self._last_mid):
             return
         coid = f"{leg.prefix}-{leg.n_sent + 1:05d}"
+        if leg is self.mpc and self.control.halted:
+            self.log.warning(
+                "risk.blocked",
+                gate="halted",
+                detail="kill switch engaged",
+                client_order_id=coid,
+                qty=float(qty),
+            )
+            return
         limit_px = collar_limit_px(self.side, self._last_mid, self.cfg.broker.collar_bps)
         if leg is self.mpc and self.gates is not None:
             px, sz = self._last_row if self._last_row is not None else (np.zeros(0), np.zeros(0))
@@ -429,6 +498,7 @@ class ParentRunner:
         )
         if self.journal is not None:
             await self.journal.intent(leg.name, child)  # durable before it can reach the venue
+            crash_point("intent_durable")
         leg.tracker.on_submitted(child, t_ns)
         leg.children.append(coid)
         self.log.log(
@@ -440,8 +510,11 @@ class ParentRunner:
             limit_px=child.limit_px,
             ts_ns=t_ns,
         )
+        if leg is self.mpc:
+            self.sent_at[coid] = asyncio.get_running_loop().time()
         try:
             await leg.broker.submit(child)
+            crash_point("submitted")
         except BrokerRejected as e:
             # Refused before it reached the book: nothing executed, the quantity is free again.
             self.log.warning(
@@ -469,6 +542,22 @@ class ParentRunner:
         tr = leg.tracker.on_event(event)
         if tr.applied and self.journal is not None:
             self.journal.event(self.order.id, leg.name, event)
+            crash_point("event_applied")
+        if isinstance(event, OrderStatus):
+            child = leg.tracker.children.get(event.client_order_id)
+            self.log.log(
+                _level("warning" if tr.applied else leg.log_level),
+                "order.reconciled",
+                strategy=leg.name,
+                client_order_id=event.client_order_id,
+                venue_status=event.status,
+                venue_cum_qty=event.cum_qty,
+                filled_qty=child.filled_qty if child else None,
+                state=str(tr.new) if tr.new is not None else None,
+                changed=tr.applied,
+                note=tr.note,
+            )
+            return tr
         if tr.applied and tr.new is not None and tr.new != tr.old:
             fields: dict[str, Any] = {
                 "strategy": leg.name,
@@ -576,7 +665,13 @@ async def _run_symbol(
     log = structlog.get_logger().bind(symbol=symbol)
     try:
         updates: AsyncIterator[BookBatch] = feed.updates()
+        control = runners[0].control
         async for batch in updates:
+            if control.stop:
+                break
+            if control.take_pending_halt():
+                for r in runners:
+                    await r.cancel_open()
             pos = 0
             n = len(batch)
             ts = batch.ts_event_ns
@@ -604,12 +699,14 @@ async def _run_symbol(
                     await _settle()
             if all(r.done for r in runners):
                 break
-        # Data ended, or every order is past its deadline: orders already sent execute against
-        # the last book; nothing new is sent on a book that no longer updates.
+        # Data ended, every order is past its deadline, or a stop was requested: orders already
+        # sent execute against the last book; nothing new is sent.
         for v in venues:
             v.on_end(symbol)
         await _settle()
         for r in runners:
+            if not r.done and control.stop:
+                r.done = True
             if not r.done:
                 log.warning(
                     "feed.ended_before_deadline",
@@ -635,6 +732,77 @@ def _stats_fields(stats: Any) -> dict[str, Any]:
     return {"stats": repr(stats)}
 
 
+async def _reconcile(
+    runners: list[ParentRunner], broker: Broker, timeout_s: float, at: str = "start"
+) -> None:
+    """Before anything new is sent: ask the broker about every child in doubt, and wait.
+
+    The answers (``OrderStatus``) arrive through the event pump and close each child, with any
+    execution the journal missed applied exactly once. Children still unresolved at the timeout
+    stay open with their shares reserved: never re-sent, never forgotten.
+    """
+    log = structlog.get_logger()
+    pending = {coid: r for r in runners for coid in r.in_doubt()}
+    if not pending:
+        return
+    ask = getattr(broker, "request_status", None)
+    if ask is None:
+        log.error("reconcile.unsupported", at=at, broker=broker.name, in_doubt=sorted(pending))
+        return
+    log.info(
+        "reconcile.started", at=at, n_in_doubt=len(pending), client_order_ids=sorted(pending)
+    )
+    for coid in sorted(pending):
+        try:
+            await ask(coid)
+        except BrokerError as e:
+            log.error("reconcile.query_failed", at=at, client_order_id=coid, error=str(e))
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout_s
+    while loop.time() < deadline:
+        left = [c for c, r in pending.items() if c in r.in_doubt()]
+        if not left:
+            log.info("reconcile.finished", at=at, n_resolved=len(pending))
+            return
+        await asyncio.sleep(0.01)
+    left = sorted(c for c, r in pending.items() if c in r.in_doubt())
+    log.error("reconcile.timeout", at=at, still_in_doubt=left, timeout_s=timeout_s)
+
+
+async def _ack_watchdog(
+    runners: list[ParentRunner], broker: Broker, timeout_s: float, until: asyncio.Event
+) -> None:
+    """Query the status of any MPC child left without a final report for ``timeout_s``.
+
+    A lost acknowledgement or fill report (a venue fault, a report lost beyond what the
+    session layer recovers) would otherwise keep the child's shares reserved forever; the
+    answer closes it with what the venue really executed. One query per child per timeout.
+    """
+    ask = getattr(broker, "request_status", None)
+    if ask is None:
+        return
+    loop = asyncio.get_running_loop()
+    asked: dict[str, float] = {}
+    log = structlog.get_logger()
+    while not until.is_set():
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(min(0.25, timeout_s / 4)):
+                await until.wait()
+        now = loop.time()
+        for r in runners:
+            for coid, c in r.mpc.tracker.children.items():
+                if c.state.terminal:
+                    continue
+                since = max(r.sent_at.get(coid, now), asked.get(coid, -math.inf))
+                if now - since >= timeout_s:
+                    asked[coid] = now
+                    log.warning("order.status_query", client_order_id=coid, waited_s=timeout_s)
+                    try:
+                        await ask(coid)
+                    except BrokerError as e:
+                        log.warning("order.status_query_failed", client_order_id=coid, error=str(e))
+
+
 async def run(
     cfg: AgentConfig,
     feed_factory: FeedFactory,
@@ -642,6 +810,7 @@ async def run(
     broker: Broker | None = None,
     profiles: dict[tuple[str, str], IntradayProfile] | None = None,
     journal: Journal | None = None,
+    control: Control | None = None,
 ) -> list[RunSummary]:
     """Work every parent order of ``cfg`` to its deadline and return the summaries.
 
@@ -651,12 +820,20 @@ async def run(
         broker: Where MPC children go; a ``SimulatedBroker`` per the config when None.
         profiles: Intraday liquidity profile per (symbol, side) (flat when missing).
         journal: Crash-safe journal; parents found in it resume where they stopped.
+        control: Stop and kill-switch state (a fresh one, HALTED if the journal says so).
     """
     log = structlog.get_logger()
     latency_ns = int(cfg.broker.latency_ms * 1e6)
     main = broker if broker is not None else SimulatedBroker(latency_ns)
     shadow = SimulatedBroker(latency_ns, name="twap-shadow")
     profiles = profiles or {}
+    control = control or Control(journal)
+    if control.halted:
+        log.error(
+            "daemon.halted",
+            reason="halted before this start (journal)",
+            hint="resume on purpose: exec-agent run --resume",
+        )
     r = cfg.risk
     gates = RiskGates(
         RiskLimits(
@@ -677,6 +854,7 @@ async def run(
             profiles.get((o.symbol, o.side.value), IntradayProfile.flat()),
             gates,
             journal,
+            control,
         )
         for o in cfg.orders
     ]
@@ -684,6 +862,14 @@ async def run(
         for r in runners:
             r.restore(journal.load(r.order.id))
     router = _Router(runners)
+    if journal is not None:
+        # A restart replays the shadow's intents too; its simulated venue died with the last
+        # process, so what it had open is closed as unknown (it never trades for real).
+        for r in runners:
+            if r.twap is not None:
+                for coid, c in list(r.twap.tracker.children.items()):
+                    if not c.state.terminal:
+                        r.apply(r.twap, OrderStatus(coid, 0, "unknown", 0.0, 0.0, "restart"))
     venues: list[BookDrivenBroker] = [shadow]
     if isinstance(main, BookDrivenBroker):
         venues.insert(0, main)
@@ -696,12 +882,21 @@ async def run(
             tg.create_task(_pump_events(b, router))
             for b in {id(main): main, id(shadow): shadow}.values()
         ]
+        await _reconcile(runners, main, cfg.broker.reconcile_timeout_s)
+        stop_watchdog = asyncio.Event()
+        watchdog = tg.create_task(
+            _ack_watchdog(runners, main, cfg.broker.ack_timeout_s, stop_watchdog)
+        )
         sym_tasks = [
             tg.create_task(_run_symbol(sym, feed_factory(sym), rs, venues))
             for sym, rs in by_symbol.items()
         ]
         await asyncio.gather(*sym_tasks)
         await _settle()
+        # Children still without a final report: ask, and wait for the answers before exit.
+        await _reconcile(runners, main, cfg.broker.reconcile_timeout_s, at="exit")
+        stop_watchdog.set()
+        await watchdog
         await main.aclose()
         await shadow.aclose()
         await asyncio.gather(*pumps)

@@ -32,6 +32,7 @@ from agent.model import (
     OrderEvent,
     OrderFilled,
     OrderRejected,
+    OrderStatus,
     Side,
 )
 
@@ -47,7 +48,9 @@ CREATE TABLE IF NOT EXISTS records (
 CREATE INDEX IF NOT EXISTS records_parent ON records(parent_id, seq);
 """
 
-_EVENTS = {c.__name__: c for c in (OrderAccepted, OrderFilled, OrderCancelled, OrderRejected)}
+_EVENTS = {
+    c.__name__: c for c in (OrderAccepted, OrderFilled, OrderCancelled, OrderRejected, OrderStatus)
+}
 
 
 class ParentHistory:
@@ -109,6 +112,24 @@ class Journal:
         """Record an order event the tracker applied (queued; durable in order)."""
         body = asdict(event) | {"type": type(event).__name__, "leg": leg}
         self._pool.submit(self._write, parent_id, "event", body)
+
+    def set_halted(self, halted: bool, reason: str) -> None:
+        """Record the kill-switch state (durable before this returns)."""
+        self._pool.submit(self._write, "*", "halt", {"halted": halted, "reason": reason}).result()
+
+    def halted(self) -> bool:
+        """Return the last recorded kill-switch state (False when never set)."""
+
+        def _read() -> tuple[str] | None:
+            assert self._conn is not None
+            cur = self._conn.execute(
+                "SELECT body FROM records WHERE parent_id = '*' AND kind = 'halt' "
+                "ORDER BY seq DESC LIMIT 1"
+            )
+            return cur.fetchone()
+
+        row = self._pool.submit(_read).result()
+        return bool(row and json.loads(row[0])["halted"])
 
     async def flush(self) -> None:
         """Return once every queued write is durable."""

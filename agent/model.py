@@ -16,6 +16,7 @@ __all__ = [
     "OrderEvent",
     "OrderFilled",
     "OrderRejected",
+    "OrderStatus",
     "Side",
 ]
 
@@ -92,4 +93,21 @@ class OrderRejected:
     reason: str = ""
 
 
-OrderEvent = OrderAccepted | OrderFilled | OrderCancelled | OrderRejected
+@dataclass(frozen=True, slots=True)
+class OrderStatus:
+    """The venue's answer to a status query: the order's state and cumulative execution.
+
+    ``status`` is ``working``, ``filled``, ``cancelled``, ``rejected`` or ``unknown`` (the venue
+    never saw the order). ``cum_qty`` and ``avg_px`` are the venue's totals for the order; the
+    tracker applies whatever part of them it had not seen (fills lost while the daemon was down).
+    """
+
+    client_order_id: str
+    ts_event_ns: int
+    status: str
+    cum_qty: float
+    avg_px: float = 0.0
+    reason: str = ""
+
+
+OrderEvent = OrderAccepted | OrderFilled | OrderCancelled | OrderRejected | OrderStatus

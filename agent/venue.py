@@ -40,6 +40,7 @@ class _Order:
     qty: float
     cum: float = 0.0
     status: str = "0"
+    notional: float = 0.0
 
 
 def _parse_ts(s: str) -> int:
@@ -92,6 +93,10 @@ class FixVenue:
         self.duplicate_fills = False
         self.lose_reports = 0  # the next n reports get a sequence number but are never sent
         self.reject_every = 0
+        # every n-th new order executes, but none of its reports is ever sent (nor sequenced):
+        # a lost acknowledgement that only a status query can resolve (0 = never)
+        self.mute_every = 0
+        self._muted = False
         self._n_new = 0
         self._exec_n = 0
         self._server: asyncio.Server | None = None
@@ -143,6 +148,8 @@ class FixVenue:
                     writer.write(raw)
                 for msg in out.app:
                     for raw in self._on_app(msg):
+                        if not raw:
+                            continue
                         if self.lose_reports > 0:  # lost on the wire: the peer sees a gap
                             self.lose_reports -= 1
                             continue
@@ -166,9 +173,11 @@ class FixVenue:
         m.append_pair(17, f"X{self._exec_n:08d}")
         m.append_pair(150, exec_type)
         m.append_pair(39, o.status)
-        m.append_pair(55, o.symbol)
+        if o.symbol:  # an empty field is not FIX (an unknown order has no symbol)
+            m.append_pair(55, o.symbol)
         m.append_pair(54, 1 if o.side is Side.BUY else 2)
         m.append_pair(14, f"{o.cum:.0f}")
+        m.append_pair(6, f"{o.notional / o.cum if o.cum > 0 else 0.0:.8f}")
         m.append_pair(151, f"{max(o.qty - o.cum, 0) if o.status in '01' else 0:.0f}")
         for tag, v in extra.items():
             m.append_pair(int(tag[1:]), v)
@@ -184,8 +193,12 @@ class FixVenue:
                 rec |= {"last_qty": float(extra["t32"]), "last_px": float(extra["t31"])}
             if "t58" in extra:
                 rec["text"] = extra["t58"]
+            if self._muted:
+                rec["muted"] = True
             with open(self.er_log, "a") as f:
                 f.write(json.dumps(rec) + "\n")
+        if self._muted:
+            return b""
         return self.session.send_app(m, "8", _now())
 
     def _on_app(self, msg: simplefix.FixMessage) -> list[bytes]:
@@ -207,6 +220,13 @@ class FixVenue:
             return [self.session.send_app(m, "9", _now())]
         if mtype != "D":
             return []
+        self._muted = bool(self.mute_every) and (self._n_new + 1) % self.mute_every == 0
+        try:
+            return self._new_order(msg, coid)
+        finally:
+            self._muted = False
+
+    def _new_order(self, msg: simplefix.FixMessage, coid: str) -> list[bytes]:
         poss_resend = msg.get(97) == b"Y"
         if coid in self.orders:
             o = self.orders[coid]
@@ -239,6 +259,7 @@ class FixVenue:
         fq, fp = match_ioc(side, qty, px, bpx, bsz)
         for q, p in zip(fq.tolist(), fp.tolist(), strict=True):
             o.cum += q
+            o.notional += q * p
             o.status = "2" if o.cum >= o.qty - 1e-9 else "1"
             out.append(self._report(o, "F", t32=f"{q:.0f}", t31=f"{p:.6f}"))
             if self.duplicate_fills:  # same ExecID again, as a venue bug or a replay would

@@ -39,6 +39,7 @@ from agent.model import (
     OrderEvent,
     OrderFilled,
     OrderRejected,
+    OrderStatus,
     Side,
 )
 
@@ -404,10 +405,22 @@ def new_order_single(
     return m
 
 
+# OrdStatus (39) -> OrderStatus.status; "8" with "unknown order" text means never seen.
+_ORD_STATUS = {
+    "0": "working",
+    "1": "working",
+    "2": "filled",
+    "4": "cancelled",
+    "C": "cancelled",
+    "8": "rejected",
+}
+
+
 def execution_report_events(msg: simplefix.FixMessage, now_ns: int) -> list[OrderEvent]:
     """Map an ExecutionReport(35=8) onto order events (ExecID keeps fills idempotent).
 
-    ``150=I`` (order status) and unknown exec types carry no new event.
+    ``150=I`` (order status, the answer to a status query or a PossResend) becomes an
+    ``OrderStatus`` with the venue's CumQty and AvgPx; unknown exec types carry no event.
     """
     if _get(msg, 35) not in (None, "8"):
         return []
@@ -426,4 +439,17 @@ def execution_report_events(msg: simplefix.FixMessage, now_ns: int) -> list[Orde
         return [OrderCancelled(coid, now_ns, text or ("expired" if exec_type == "C" else ""))]
     if exec_type == "8":
         return [OrderRejected(coid, now_ns, text)]
+    if exec_type == "I":
+        return [
+            OrderStatus(
+                coid,
+                now_ns,
+                "unknown"
+                if text == "unknown order"
+                else _ORD_STATUS.get(_get(msg, 39) or "", "working"),
+                float(_get(msg, 14) or 0),
+                float(_get(msg, 6) or 0),
+                text,
+            )
+        ]
     return []

@@ -26,6 +26,7 @@ from agent.model import (
     OrderEvent,
     OrderFilled,
     OrderRejected,
+    OrderStatus,
     Side,
 )
 from feeds.model import BookBatch
@@ -137,6 +138,15 @@ class SimulatedBroker:
 
     async def cancel(self, client_order_id: str) -> None:
         """IOC orders cannot rest, so there is never anything to cancel."""
+
+    async def request_status(self, client_order_id: str) -> None:
+        """Answer a status query: an order this venue never saw is ``unknown``.
+
+        The simulated venue lives in the daemon's process, so after a restart it knows no
+        earlier order: those are closed as unknown (nothing executed here for them).
+        """
+        if client_order_id not in self.venue._seen:
+            self._put([OrderStatus(client_order_id, 0, "unknown", 0.0, 0.0, "unknown order")])
 
     def on_book(self, batch: BookBatch) -> None:
         """Advance the venue with a replayed batch."""

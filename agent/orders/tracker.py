@@ -39,6 +39,7 @@ from agent.model import (
     OrderEvent,
     OrderFilled,
     OrderRejected,
+    OrderStatus,
 )
 
 __all__ = ["ChildState", "OrderState", "OrderTracker", "Transition"]
@@ -203,6 +204,8 @@ class OrderTracker:
         old = child.state
         if isinstance(event, OrderFilled):
             return self._apply_fill(child, event)
+        if isinstance(event, OrderStatus):
+            return self._apply_status(child, event)
         child.ts_last_ns = max(child.ts_last_ns, event.ts_event_ns)
         if isinstance(event, OrderAccepted):
             if old is OrderState.NEW:
@@ -225,6 +228,46 @@ class OrderTracker:
             child.state = OrderState.REJECTED
             return Transition(coid, old, child.state, applied=True)
         raise InvariantViolation(f"unknown event type {type(event).__name__}")
+
+    def _apply_status(self, child: ChildState, st: OrderStatus) -> Transition:
+        """Reconcile with the venue's status: apply unseen execution, then its final state.
+
+        A venue's cumulative quantity above ours means fill reports were lost (the daemon died
+        between the wire and the journal); the difference is applied once, as one fill at the
+        price that makes our average equal the venue's, with an ExecID derived from the
+        cumulative quantity (so the same status applied twice changes nothing).
+        """
+        coid = child.order.client_order_id
+        old = child.state
+        applied = False
+        missing = st.cum_qty - child.filled_qty
+        if missing > _EPS:
+            px = (st.cum_qty * st.avg_px - child.notional) / missing if st.avg_px > 0 else 0.0
+            tr = self._apply_fill(
+                child,
+                OrderFilled(coid, f"status:{coid}:{st.cum_qty:g}", missing, px, st.ts_event_ns),
+            )
+            applied = tr.applied
+        elif missing < -_EPS:
+            # The venue knows less than we do: keep ours (fills are never taken back) and say so.
+            return Transition(coid, old, child.state, applied=False, note="status_behind")
+        if not child.state.terminal:
+            if st.status in ("cancelled", "filled"):
+                child.state = (
+                    OrderState.FILLED
+                    if child.filled_qty >= child.order.qty - _EPS
+                    else OrderState.CANCELLED
+                )
+                child.reason = st.reason or child.reason
+                applied = True
+            elif st.status in ("rejected", "unknown"):
+                child.state = OrderState.CANCELLED if child.filled_qty > 0 else OrderState.REJECTED
+                child.reason = st.reason or st.status
+                applied = True
+            elif st.status == "working" and child.state is OrderState.NEW:
+                child.state = OrderState.ACKNOWLEDGED
+                applied = True
+        return Transition(coid, old, child.state, applied=applied, note="status")
 
     def _apply_fill(self, child: ChildState, fill: OrderFilled) -> Transition:
         coid = fill.client_order_id

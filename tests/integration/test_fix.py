@@ -44,14 +44,18 @@ async def work(
     duplicate_fills: bool = False,
     reject_every: int = 0,
     lose_reports: int = 0,
+    mute_every: int = 0,
+    pause_s: float = 0.01,
 ):
     (tmp_path / "c.toml").write_text(CONFIG)
     cfg, _ = load_config(tmp_path / "c.toml")
+    cfg = cfg.model_copy(update={"broker": cfg.broker.model_copy(update={"ack_timeout_s": 0.1})})
     er_log = tmp_path / "er.jsonl"
     async with FixVenue({"SYNA": SAMPLE}, er_log=er_log) as venue:
         venue.duplicate_fills = duplicate_fills
         venue.reject_every = reject_every
         venue.lose_reports = lose_reports
+        venue.mute_every = mute_every
         broker = FixBroker(
             "127.0.0.1",
             venue.port,
@@ -78,7 +82,7 @@ async def work(
                         n += 1
                         if chaos and n == 4:
                             venue.drop_connections()
-                        await asyncio.sleep(0.01)
+                        await asyncio.sleep(pause_s)
                         yield b.slice(i, i + 2000)
 
             async def aclose(self) -> None:
@@ -170,3 +174,22 @@ async def test_password_canary_never_reaches_the_logs(tmp_path):
             await broker.aclose()
     assert broker._password == "CANARY-7f3a9c"
     assert "CANARY-7f3a9c" not in repr(logs)
+
+
+async def test_lost_acknowledgement_is_resolved_by_a_status_query(tmp_path):
+    """Every 3rd order executes at the venue but none of its reports is ever sent: the
+    daemon's watchdog asks for its status, applies the venue's execution once, and the parent
+    completes with exactly the venue's fills."""
+    s, logs, venue_fills = await work(tmp_path, chaos=False, mute_every=3, pause_s=0.03)
+    queried = {e["client_order_id"] for e in logs if e["event"] == "order.status_query"}
+    reconciled = [e for e in logs if e["event"] == "order.reconciled" and e["changed"]]
+    assert queried and {e["client_order_id"] for e in reconciled} >= queried
+    ours = defaultdict(float)
+    for e in logs:
+        if "fill_qty" in e and e.get("strategy") == "mpc":
+            ours[e["client_order_id"]] += e["fill_qty"]
+        if e["event"] == "order.reconciled" and e["changed"]:
+            ours[e["client_order_id"]] = e["filled_qty"]
+    assert dict(ours) == pytest.approx(dict(venue_fills))
+    assert s.filled_qty == pytest.approx(sum(venue_fills.values()))
+    assert s.filled_qty == s.target_qty

@@ -12,7 +12,14 @@ from agent.brokers.fix_session import (
     execution_report_events,
     new_order_single,
 )
-from agent.model import ChildOrder, OrderAccepted, OrderCancelled, OrderFilled, Side
+from agent.model import (
+    ChildOrder,
+    OrderAccepted,
+    OrderCancelled,
+    OrderFilled,
+    OrderStatus,
+    Side,
+)
 
 S = 1_000_000_000
 
@@ -142,7 +149,12 @@ def test_execution_reports_map_onto_order_events():
     assert f == OrderFilled("C1", "X9", 100.0, 10.5, 5)
     (c,) = execution_report_events(parse(report(4, "C1", "C")), 5)
     assert isinstance(c, OrderCancelled) and c.reason == "expired"
-    assert execution_report_events(parse(report(5, "C1", "I")), 5) == []  # status, no fill
+    # A status report (150=I) carries the venue's totals, not a fill of its own.
+    st = peer(5, "8", (11, "C1"), (17, "E5"), (150, "I"), (39, "1"), (14, 300), (6, "10.25"))
+    assert execution_report_events(parse(st), 5) == [OrderStatus("C1", 5, "working", 300.0, 10.25)]
+    unknown = peer(6, "8", (11, "C9"), (17, "E6"), (150, "I"), (39, "8"), (58, "unknown order"))
+    (u,) = execution_report_events(parse(unknown), 5)
+    assert (u.status, u.cum_qty) == ("unknown", 0.0)
 
 
 def test_new_order_single_is_an_ioc_limit_at_the_collar():

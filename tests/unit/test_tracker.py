@@ -11,6 +11,7 @@ from agent.model import (
     OrderCancelled,
     OrderFilled,
     OrderRejected,
+    OrderStatus,
     Side,
 )
 from agent.orders.tracker import OrderState, OrderTracker
@@ -106,3 +107,37 @@ def test_unknown_order_fill_is_kept_as_orphan():
     assert tr.note == "unknown_order" and len(t.orphan_fills) == 1 and t.filled_qty == 0
     t.on_event(OrderFilled("X-1", "e1", 10, 1.0, 0))
     assert len(t.orphan_fills) == 1
+
+
+def test_status_applies_fills_the_journal_missed_exactly_once():
+    """The venue filled 60 at avg 10.5; we saw 20 at 10.0: 40 are applied, at the price that
+    makes our average the venue's; the same status again changes nothing."""
+    t = OrderTracker(1000.0)
+    t.on_submitted(child(qty=100.0), 0)
+    t.on_event(OrderFilled("P-00001", "x1", 20.0, 10.0, 1))
+    st = OrderStatus("P-00001", 2, "cancelled", 60.0, 10.5)
+    tr = t.on_event(st)
+    assert tr.applied and t.filled_qty == 60.0 and t.avg_px == pytest.approx(10.5)
+    c = t.children["P-00001"]
+    assert c.state is OrderState.CANCELLED and t.open_qty == 0.0
+    assert t.uncommitted_qty == pytest.approx(940.0)
+    assert not t.on_event(st).applied and t.filled_qty == 60.0
+
+
+def test_status_unknown_frees_the_quantity_and_working_keeps_it():
+    t = OrderTracker(1000.0)
+    t.on_submitted(child("P-00001", 100.0), 0)
+    t.on_submitted(child("P-00002", 200.0), 0)
+    t.on_event(OrderStatus("P-00001", 1, "unknown", 0.0))
+    t.on_event(OrderStatus("P-00002", 1, "working", 50.0, 9.0))
+    assert t.children["P-00001"].state is OrderState.REJECTED
+    assert t.children["P-00002"].state is OrderState.PARTIALLY_FILLED
+    assert t.open_qty == 150.0 and t.filled_qty == 50.0 and t.uncommitted_qty == 800.0
+
+
+def test_status_behind_us_never_takes_fills_back():
+    t = OrderTracker(1000.0)
+    t.on_submitted(child(qty=100.0), 0)
+    t.on_event(OrderFilled("P-00001", "x1", 100.0, 10.0, 1))
+    tr = t.on_event(OrderStatus("P-00001", 2, "working", 40.0, 10.0))
+    assert not tr.applied and tr.note == "status_behind" and t.filled_qty == 100.0
