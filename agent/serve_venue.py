@@ -32,6 +32,13 @@ def add_parser(sub: Any) -> None:
         metavar="FILE",
         help="JSON lines of every ExecutionReport sent",
     )
+    p.add_argument(
+        "--port",
+        type=int,
+        default=None,
+        metavar="N",
+        help="listen on this port instead of [broker].port (0: any free port, printed)",
+    )
     p.set_defaults(func=run)
 
 
@@ -45,7 +52,7 @@ async def _serve(args: argparse.Namespace) -> None:
         sender=b.target_comp_id,
         target=b.sender_comp_id,
         host=b.host,
-        port=b.port,
+        port=b.port if args.port is None else args.port,
         heartbeat_s=b.heartbeat_s,
     )
     async with venue:

@@ -291,6 +291,10 @@ class FixSession:
             return
         if seq > expected:
             self._gap_until = max(self._gap_until, seq)
+            if mtype == "A" and self.state is not SessionState.ACTIVE:
+                # A Logon ahead of what we expect (our peer's Logout reply was never read, say)
+                # still logs on; what lies between is asked for right after it.
+                self._admin_or_app(mtype, msg, now_ns, out)
             if self._gap_from is None:
                 self._gap_from = expected
                 r = self._msg("2", now_ns)

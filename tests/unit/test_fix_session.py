@@ -182,3 +182,18 @@ def test_venue_resends_its_reports_with_possdup_and_gap_fills_admin():
     assert [(m.get(35), m.get(34)) for m in got] == [(b"8", b"2"), (b"4", b"3"), (b"8", b"4")]
     assert got[0].get(43) == b"Y" and got[0].get(122) is not None and got[0].get(11) == b"C1"
     assert got[1].get(123) == b"Y" and got[1].get(36) == b"4"
+
+
+def test_logon_ahead_of_the_expected_sequence_logs_on_then_asks_for_the_gap(tmp_path):
+    """After a restart our store expects 57 but the venue's Logon is 58 (its Logout reply was
+    never read): the session is active at once and asks for 57 onwards."""
+    store = SeqStore.load(tmp_path / "seq.json")
+    store.next_in = 57
+    s = FixSession("AGENT", "VENUE", 30, store)
+    s.logon(0)
+    out = s.receive(peer(58, "A", (98, 0), (108, 30)), S)
+    assert s.state is SessionState.ACTIVE
+    (rr,) = [parse(m) for m in out.send]
+    assert rr.get(35) == b"2" and rr.get(7) == b"57"
+    s.receive(peer(57, "4", (123, "Y"), (36, 59), poss_dup=True), S)
+    assert store.next_in == 59
