@@ -42,13 +42,20 @@ def _add_run(sub: Any) -> None:
         default=None,
         help="override [logging].level",
     )
+    p.add_argument(
+        "--resume",
+        action="store_true",
+        help="release the kill switch (HALTED, kept in the journal) before starting",
+    )
     p.set_defaults(func=_cmd_run)
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
     from agent.runner import run_from_config
 
-    return run_from_config(args.config, log_format=args.log_format, log_level=args.log_level)
+    return run_from_config(
+        args.config, log_format=args.log_format, log_level=args.log_level, resume=args.resume
+    )
 
 
 def _optional_subcommands(sub: Any) -> None:

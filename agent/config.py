@@ -195,6 +195,24 @@ class JournalConfig(_Strict):
     path: Path | None = None
 
 
+class ControlConfig(_Strict):
+    """``[control]``: how operators reach the running daemon.
+
+    ``socket``: Unix socket for ``exec-agent status | submit | cancel | kill | resume | stop``
+    (created with mode 0600; none when unset). ``keep_running``: stay up when every parent is
+    done, waiting for parents submitted on the socket, until stopped. ``on_stop``: what a
+    SIGTERM, SIGINT or ``stop`` does with children still open: ``cancel`` them or ``leave``
+    them working at the venue (handed over). ``metrics_port``: serve Prometheus metrics on
+    ``metrics_addr``:``metrics_port`` (loopback by default; 0 picks a free port; unset: off).
+    """
+
+    socket: Path | None = None
+    keep_running: bool = False
+    on_stop: Literal["cancel", "leave"] = "cancel"
+    metrics_port: int | None = Field(None, ge=0, le=65535)
+    metrics_addr: str = "127.0.0.1"
+
+
 class OrderConfig(_Strict):
     """``[[orders]]``: one parent order.
 
@@ -256,10 +274,16 @@ class AgentConfig(_Strict):
     mpc: MpcConfig = MpcConfig()
     risk: RiskConfig = RiskConfig()
     journal: JournalConfig = JournalConfig()
-    orders: list[OrderConfig] = Field(min_length=1)
+    control: ControlConfig = ControlConfig()
+    orders: list[OrderConfig] = Field(default_factory=list)
 
     @model_validator(mode="after")
     def _cross(self) -> AgentConfig:
+        if not self.orders and not (self.control.socket and self.control.keep_running):
+            raise ValueError(
+                "orders: no [[orders]] table (a daemon without one needs [control] socket and "
+                "keep_running = true, to take parent orders on the socket)"
+            )
         seen: set[str] = set()
         for i, o in enumerate(self.orders):
             if o.id in seen:
@@ -294,13 +318,14 @@ def _resolve_paths(raw: dict[str, Any], base: Path) -> None:
         for sym, p in feed["files"].items():
             if isinstance(p, str):
                 feed["files"][sym] = str((base / p).resolve()) if not Path(p).is_absolute() else p
-    jr = raw.get("journal")
-    if (
-        isinstance(jr, dict)
-        and isinstance(jr.get("path"), str)
-        and not Path(jr["path"]).is_absolute()
-    ):
-        jr["path"] = str((base / jr["path"]).resolve())
+    for section, key in (("journal", "path"), ("control", "socket")):
+        sec = raw.get(section)
+        if (
+            isinstance(sec, dict)
+            and isinstance(sec.get(key), str)
+            and not Path(sec[key]).is_absolute()
+        ):
+            sec[key] = str((base / sec[key]).resolve())
     brk = raw.get("broker")
     if isinstance(brk, dict):
         for key in ("store_path", "password_file"):

@@ -23,17 +23,20 @@ from typing import Any
 
 import numpy as np
 import structlog
+from pydantic import ValidationError
 
 from agent.brokers.base import BookDrivenBroker, Broker
 from agent.brokers.matching import collar_limit_px
 from agent.brokers.simulated import SimulatedBroker
 from agent.config import AgentConfig, OrderConfig
+from agent.control import Control, ControlServer
 from agent.errors import BrokerError, BrokerRejected
 from agent.faults import crash_point
 from agent.impact.book_walk import BeyondDepth, DepthPolicy, cost_curve, time_weights
 from agent.impact.fit import fit_quadratic
 from agent.impact.profile import IntradayProfile
 from agent.journal import Journal, ParentHistory
+from agent.metrics import NullMetrics
 from agent.model import ChildOrder, OrderEvent, OrderFilled, OrderRejected, OrderStatus, Side
 from agent.mpc.costs import CostSet
 from agent.orders.tracker import OrderTracker, Transition
@@ -50,7 +53,7 @@ from agent.window import RollingWindow
 from feeds.base import BookFeed
 from feeds.model import BookBatch
 
-__all__ = ["Control", "ParentRunner", "RunSummary", "run"]
+__all__ = ["Control", "Daemon", "ParentRunner", "RunSummary", "run"]
 
 _NS = 1_000_000_000
 _EVENT_NAMES = {
@@ -112,49 +115,6 @@ class _Leg:
     children: list[str] = field(default_factory=list)
 
 
-class Control:
-    """Operator state shared by every parent: graceful stop and the kill switch.
-
-    ``halt()`` stops all new orders and cancels the open children; the HALTED state is written
-    to the journal and survives restarts until ``resume()`` is called on purpose.
-    ``request_stop()`` makes the daemon stop deciding, finish what is in flight and exit.
-    """
-
-    def __init__(self, journal: Journal | None = None) -> None:
-        self.journal = journal
-        self.halted = journal.halted() if journal is not None else False
-        self.stop = False
-        self._pending_halt = False
-
-    def halt(self, reason: str = "operator") -> None:
-        """Engage the kill switch."""
-        if not self.halted:
-            self.halted = True
-            self._pending_halt = True
-            if self.journal is not None:
-                self.journal.set_halted(True, reason)
-            structlog.get_logger().error("daemon.halted", reason=reason)
-
-    def resume(self) -> None:
-        """Release the kill switch (on purpose only)."""
-        if self.halted:
-            self.halted = False
-            if self.journal is not None:
-                self.journal.set_halted(False, "resume")
-            structlog.get_logger().warning("daemon.resumed")
-
-    def request_stop(self, signal_name: str = "") -> None:
-        """Stop deciding; the run ends once what is in flight is settled."""
-        if not self.stop:
-            self.stop = True
-            structlog.get_logger().info("daemon.stopping", signal=signal_name or None)
-
-    def take_pending_halt(self) -> bool:
-        """Return True once after ``halt()``: time to cancel the open children."""
-        p, self._pending_halt = self._pending_halt, False
-        return p
-
-
 class ParentRunner:
     """Works one parent order: decisions at period boundaries, children to the broker.
 
@@ -176,8 +136,10 @@ class ParentRunner:
         gates: RiskGates | None = None,
         journal: Journal | None = None,
         control: Control | None = None,
+        metrics: NullMetrics | None = None,
     ) -> None:
         self.control = control or Control()
+        self.metrics = metrics or NullMetrics()
         self.gates = gates
         self.journal = journal
         self._last_row: tuple[np.ndarray, np.ndarray] | None = None
@@ -209,6 +171,7 @@ class ParentRunner:
         self._retry_next = 0  # next retry time in the last period (ns)
         self.n_decisions = 0
         self.done = False
+        self.cancelled = False
         self.sent_at: dict[str, float] = {}  # client order id -> loop time sent (ack watchdog)
 
     def restore(self, h: ParentHistory) -> None:
@@ -363,6 +326,8 @@ class ParentRunner:
                     0.0,
                 )
         self.n_decisions += 1
+        if decision.solve_ms:
+            self.metrics.solve_time(decision.solve_ms / 1e3)
         if self.journal is not None:
             self.journal.decision(self.order.id, k, self.arrival_mid)
             crash_point("decided")
@@ -425,12 +390,50 @@ class ParentRunner:
         mb, mg = self.profile.multipliers(starts)
         return quadratic_costs(fit.beta, fit.gamma, mb, mg), fields
 
-    async def cancel_open(self) -> None:
-        """Ask the broker to cancel every open MPC child (kill switch)."""
-        for coid, c in self.mpc.tracker.children.items():
+    async def cancel_open(self, reason: str) -> int:
+        """Ask the broker to cancel every open MPC child; return how many were asked."""
+        n = 0
+        for coid, c in list(self.mpc.tracker.children.items()):
             if not c.state.terminal:
-                self.log.warning("order.cancel_requested", client_order_id=coid, reason="halt")
-                await self.mpc.broker.cancel(coid)
+                self.log.warning("order.cancel_requested", client_order_id=coid, reason=reason)
+                try:
+                    await self.mpc.broker.cancel(coid)
+                except BrokerError as e:
+                    self.log.error("order.cancel_failed", client_order_id=coid, error=str(e))
+                n += 1
+        return n
+
+    def cancel_parent(self, reason: str) -> None:
+        """Stop working this parent: no new child from now on (open ones: see cancel_open)."""
+        if not self.cancelled:
+            self.cancelled = True
+            self.done = True
+            self.log.warning(
+                "order.parent_cancelled",
+                reason=reason,
+                filled_qty=self.mpc.tracker.filled_qty,
+                remaining_qty=self.mpc.tracker.remaining_qty,
+            )
+
+    def status(self) -> dict[str, Any]:
+        """Return the parent's state for ``exec-agent status``."""
+        t = self.mpc.tracker
+        s = self.summary()
+        return {
+            "parent_id": self.order.id,
+            "symbol": self.order.symbol,
+            "side": self.side.value,
+            "quantity": t.parent_qty,
+            "filled_qty": t.filled_qty,
+            "open_qty": t.open_qty,
+            "remaining_qty": t.remaining_qty,
+            "avg_px": None if not math.isfinite(t.avg_px) else t.avg_px,
+            "shortfall_bps": None if not math.isfinite(s.shortfall_bps) else s.shortfall_bps,
+            "children": self.mpc.n_sent,
+            "periods_decided": min(self._k_next, self.grid.n),
+            "n_periods": self.grid.n,
+            "state": s.status if self.done else "working",
+        }
 
     async def _final_retry(self, t_ns: int) -> None:
         for leg in (self.mpc, self.twap):
@@ -451,6 +454,7 @@ class ParentRunner:
             return
         coid = f"{leg.prefix}-{leg.n_sent + 1:05d}"
         if leg is self.mpc and self.control.halted:
+            self.metrics.blocked("halted")
             self.log.warning(
                 "risk.blocked",
                 gate="halted",
@@ -477,6 +481,7 @@ class ParentRunner:
                 parent_qty=leg.tracker.parent_qty,
             )
             if not gate.ok:
+                self.metrics.blocked(gate.gate)
                 self.log.warning(
                     "risk.blocked",
                     gate=gate.gate,
@@ -512,6 +517,7 @@ class ParentRunner:
         )
         if leg is self.mpc:
             self.sent_at[coid] = asyncio.get_running_loop().time()
+            self.metrics.order_sent(self.order.id)
         try:
             await leg.broker.submit(child)
             crash_point("submitted")
@@ -543,6 +549,12 @@ class ParentRunner:
         if tr.applied and self.journal is not None:
             self.journal.event(self.order.id, leg.name, event)
             crash_point("event_applied")
+        if tr.applied and leg is self.mpc:
+            if tr.fill_qty:
+                self.metrics.fill(self.order.id, tr.fill_qty)
+            if isinstance(event, OrderRejected):
+                self.metrics.reject(self.order.id)
+            self.metrics.remaining(self.order.id, leg.tracker.remaining_qty)
         if isinstance(event, OrderStatus):
             child = leg.tracker.children.get(event.client_order_id)
             self.log.log(
@@ -599,6 +611,8 @@ class ParentRunner:
         t = self.mpc.tracker
         tw = self.twap.tracker if self.twap is not None else None
         status = "completed" if t.filled_qty >= t.parent_qty - 1e-9 else "incomplete"
+        if self.cancelled and status != "completed":
+            status = "cancelled"
         return RunSummary(
             parent_id=self.order.id,
             symbol=self.order.symbol,
@@ -661,23 +675,37 @@ async def _run_symbol(
     feed: BookFeed,
     runners: list[ParentRunner],
     venues: list[BookDrivenBroker],
+    control: Control,
+    keep_running: bool = False,
+    metrics: NullMetrics | None = None,
 ) -> None:
+    """Drive every parent on ``symbol`` from its feed.
+
+    ``runners`` may grow while this runs (a parent submitted on the control channel). It ends
+    when the feed ends, on a stop request, or once every parent is done (unless
+    ``keep_running``: a service waiting for more parents).
+    """
     log = structlog.get_logger().bind(symbol=symbol)
     try:
         updates: AsyncIterator[BookBatch] = feed.updates()
-        control = runners[0].control
+        metrics = metrics or NullMetrics()
+        is_stale = getattr(feed, "is_stale", None)
         async for batch in updates:
             if control.stop:
                 break
-            if control.take_pending_halt():
-                for r in runners:
-                    await r.cancel_open()
+            if len(batch):
+                metrics.feed_batch(symbol, int(batch.ts_event_ns[-1]))
+            if is_stale is not None:
+                metrics.feed_stale(symbol, bool(is_stale()))
             pos = 0
             n = len(batch)
             ts = batch.ts_event_ns
             while pos < n:
-                times = [t for r in runners if (t := r.next_time()) is not None]
-                if not times:
+                times = [t for r in list(runners) if (t := r.next_time()) is not None]
+                if not times or control.stop:
+                    if len(batch) and pos < n:
+                        for v in venues:
+                            v.on_book(batch.slice(pos, n))
                     break
                 t_next = min(times)
                 # Rows up to and including t_next are the book in force at t_next; decide
@@ -685,7 +713,7 @@ async def _run_symbol(
                 cut = int(np.searchsorted(ts, t_next, side="right")) if t_next < ts[-1] else n
                 seg = batch.slice(pos, cut)
                 if len(seg):
-                    for r in runners:
+                    for r in list(runners):
                         r.observe(seg)
                     for v in venues:
                         v.on_book(seg)
@@ -693,11 +721,11 @@ async def _run_symbol(
                         await _settle()
                 pos = cut
                 if pos < n:
-                    for r in runners:
+                    for r in list(runners):
                         if r.next_time() == t_next:
                             await r.on_time(t_next, now_ns=int(ts[pos]))
                     await _settle()
-            if all(r.done for r in runners):
+            if all(r.done for r in runners) and not keep_running:
                 break
         # Data ended, every order is past its deadline, or a stop was requested: orders already
         # sent execute against the last book; nothing new is sent.
@@ -707,6 +735,13 @@ async def _run_symbol(
         for r in runners:
             if not r.done and control.stop:
                 r.done = True
+                log.warning(
+                    "order.stopped_before_deadline",
+                    parent_id=r.order.id,
+                    periods_decided=r._k_next,
+                    n_periods=r.grid.n,
+                    remaining_qty=r.mpc.tracker.remaining_qty,
+                )
             if not r.done:
                 log.warning(
                     "feed.ended_before_deadline",
@@ -749,9 +784,7 @@ async def _reconcile(
     if ask is None:
         log.error("reconcile.unsupported", at=at, broker=broker.name, in_doubt=sorted(pending))
         return
-    log.info(
-        "reconcile.started", at=at, n_in_doubt=len(pending), client_order_ids=sorted(pending)
-    )
+    log.info("reconcile.started", at=at, n_in_doubt=len(pending), client_order_ids=sorted(pending))
     for coid in sorted(pending):
         try:
             await ask(coid)
@@ -803,6 +836,323 @@ async def _ack_watchdog(
                         log.warning("order.status_query_failed", client_order_id=coid, error=str(e))
 
 
+class Daemon:
+    """The running service: parents, their symbol tasks, the broker pumps and the operators.
+
+    Built by ``run``; the control channel calls ``command``.
+    """
+
+    def __init__(
+        self,
+        cfg: AgentConfig,
+        feed_factory: FeedFactory,
+        broker: Broker | None,
+        profiles: dict[tuple[str, str], IntradayProfile] | None,
+        journal: Journal | None,
+        control: Control | None,
+        metrics: NullMetrics | None = None,
+    ) -> None:
+        self.cfg = cfg
+        self.metrics = metrics or NullMetrics()
+        self.feed_factory = feed_factory
+        self.journal = journal
+        self.log = structlog.get_logger()
+        latency_ns = int(cfg.broker.latency_ms * 1e6)
+        self.main = broker if broker is not None else SimulatedBroker(latency_ns)
+        self.shadow = SimulatedBroker(latency_ns, name="twap-shadow")
+        self.profiles = profiles or {}
+        self.control = control or Control(journal)
+        r = cfg.risk
+        self.gates = RiskGates(
+            RiskLimits(
+                r.max_child_qty,
+                r.max_child_notional,
+                r.max_collar_bps,
+                r.max_depth_share,
+                r.max_orders_per_min,
+                r.stale_book_s,
+            )
+        )
+        self.runners: list[ParentRunner] = []
+        self.router = _Router(self.runners)
+        self.venues: list[BookDrivenBroker] = [self.shadow]
+        if isinstance(self.main, BookDrivenBroker):
+            self.venues.insert(0, self.main)
+        self.by_symbol: dict[str, list[ParentRunner]] = {}
+        self.sym_tasks: dict[str, asyncio.Task[None]] = {}
+        self._tg: asyncio.TaskGroup | None = None
+        self._symbol_started = asyncio.Event()
+
+    # -- parents ------------------------------------------------------------------------------
+    def _add(self, order: OrderConfig, restore: bool = True) -> ParentRunner:
+        r = ParentRunner(
+            order,
+            self.cfg,
+            self.main,
+            self.shadow,
+            self.profiles.get((order.symbol, order.side.value), IntradayProfile.flat()),
+            self.gates,
+            self.journal,
+            self.control,
+            self.metrics,
+        )
+        if restore and self.journal is not None:
+            r.restore(self.journal.load(order.id))
+            if r.twap is not None:
+                # The shadow's simulated venue died with the last process: what it had open
+                # is closed as unknown (it never trades for real).
+                for coid, c in list(r.twap.tracker.children.items()):
+                    if not c.state.terminal:
+                        r.apply(r.twap, OrderStatus(coid, 0, "unknown", 0.0, 0.0, "restart"))
+        self.runners.append(r)
+        self.by_symbol.setdefault(order.symbol, []).append(r)
+        return r
+
+    def _start_symbol(self, symbol: str) -> None:
+        task = self.sym_tasks.get(symbol)
+        if task is not None and not task.done():
+            return  # the running task picks the new parent up at its next batch
+        assert self._tg is not None
+        self.sym_tasks[symbol] = self._tg.create_task(
+            _run_symbol(
+                symbol,
+                self.feed_factory(symbol),
+                self.by_symbol[symbol],
+                self.venues,
+                self.control,
+                self.cfg.control.keep_running,
+                self.metrics,
+            )
+        )
+        self._symbol_started.set()
+
+    async def submit_parent(self, raw: dict[str, Any]) -> ParentRunner:
+        """Add a parent order while running (journaled first, so a restart keeps it)."""
+        order = OrderConfig.model_validate(raw)
+        if any(r.order.id == order.id for r in self.runners):
+            raise ValueError(f"parent id {order.id!r} is already in use")
+        if self.cfg.feed.kind == "replay" and order.symbol not in self.cfg.feed.files:
+            raise ValueError(f"no feed for symbol {order.symbol!r} in [feed].files")
+        if self.cfg.feed.kind == "websocket" and order.symbol not in self.cfg.feed.urls:
+            raise ValueError(f"no feed for symbol {order.symbol!r} in [feed].urls")
+        if self.journal is not None:
+            await self.journal.add_parent(order.model_dump(mode="json"))
+        r = self._add(order, restore=False)
+        self.log.info(
+            "order.parent_submitted",
+            parent_id=order.id,
+            symbol=order.symbol,
+            side=order.side.value,
+            quantity=order.quantity,
+        )
+        self._start_symbol(order.symbol)
+        return r
+
+    async def cancel_parent(self, parent_id: str, reason: str = "operator") -> ParentRunner:
+        """Stop a parent: no new child, open children cancelled (journaled: survives restarts)."""
+        r = next((x for x in self.runners if x.order.id == parent_id), None)
+        if r is None:
+            raise ValueError(f"no parent order {parent_id!r}")
+        if self.journal is not None:
+            await self.journal.cancel_parent(parent_id, reason)
+        r.cancel_parent(reason)
+        await r.cancel_open(reason="parent_cancelled")
+        return r
+
+    async def halt(self, reason: str) -> int:
+        """Kill switch: HALTED (durable), then every open child cancelled at once."""
+        self.control.halt(reason)
+        self.metrics.halted(True)
+        return await self._cancel_all("halt")
+
+    async def _cancel_all(self, reason: str) -> int:
+        n = 0
+        for r in list(self.runners):
+            n += await r.cancel_open(reason)
+        return n
+
+    # -- control channel ------------------------------------------------------------------------
+    async def command(self, req: dict[str, Any]) -> dict[str, Any]:
+        """Answer one control command (see ``agent.control``)."""
+        cmd = req["cmd"]
+        if cmd == "status":
+            return {
+                "ok": True,
+                "halted": self.control.halted,
+                "stopping": self.control.stop,
+                "broker": self.main.name,
+                "parents": [r.status() for r in self.runners],
+            }
+        if cmd == "kill":
+            n = await self.halt(str(req.get("reason") or "control command"))
+            return {"ok": True, "halted": True, "cancel_requested": n}
+        if cmd == "resume":
+            changed = self.control.resume(str(req.get("reason") or "control command"))
+            self.metrics.halted(False)
+            return {"ok": True, "halted": False, "changed": changed}
+        if cmd == "stop":
+            self.control.request_stop("control command")
+            return {"ok": True, "stopping": True}
+        if cmd == "submit":
+            order = req.get("order")
+            if not isinstance(order, dict):
+                return {"ok": False, "error": 'submit needs "order": {...} (an [[orders]] table)'}
+            try:
+                r = await self.submit_parent(order)
+            except ValidationError as e:
+                err = e.errors()[0]
+                where = ".".join(str(x) for x in err["loc"]) or "order"
+                return {"ok": False, "error": f"order.{where}: {err['msg']}"}
+            except ValueError as e:
+                return {"ok": False, "error": str(e)}
+            return {"ok": True, "parent": r.status()}
+        if cmd == "cancel":
+            pid = req.get("parent_id")
+            if not isinstance(pid, str):
+                return {"ok": False, "error": 'cancel needs "parent_id"'}
+            try:
+                r = await self.cancel_parent(pid, str(req.get("reason") or "control command"))
+            except ValueError as e:
+                return {"ok": False, "error": str(e)}
+            return {"ok": True, "parent": r.status()}
+        return {"ok": False, "error": f"unknown command {cmd!r}"}
+
+    # -- the run ------------------------------------------------------------------------------
+    async def _on_halt(self) -> None:
+        # Cancels the open children the moment the kill switch is engaged by any path (signal,
+        # command, API), not at the next book.
+        while True:
+            await self.control.halt_event.wait()
+            self.control.halt_event.clear()  # set again only by the next halt after a resume
+            self.metrics.halted(True)
+            await self._cancel_all("halt")
+
+    async def _on_stop(self) -> None:
+        await self.control.stop_event.wait()
+        if self.cfg.control.on_stop == "cancel":
+            n = await self._cancel_all("shutdown")
+            self.log.info("daemon.shutdown_cancel", cancel_requested=n)
+        else:
+            open_ids = [c for r in self.runners for c in r.in_doubt()]
+            self.log.warning("daemon.shutdown_left_open", client_order_ids=open_ids)
+        # A feed that is silent would not see the stop until its next message: end it.
+        await asyncio.sleep(1.0)
+        for t in self.sym_tasks.values():
+            if not t.done():
+                t.cancel()
+
+    async def run(self) -> list[RunSummary]:
+        """Work every parent to its deadline (or until stopped); return the summaries."""
+        log = self.log
+        if self.control.halted:
+            log.error(
+                "daemon.halted",
+                reason="halted before this start (journal)",
+                hint="resume on purpose: exec-agent resume, or exec-agent run --resume",
+            )
+        for o in self.cfg.orders:
+            self._add(o)
+        if self.journal is not None:
+            known = {o.id for o in self.cfg.orders}
+            submitted, cancelled = self.journal.parents()
+            for raw in submitted:
+                if raw["id"] not in known:
+                    self._add(OrderConfig.model_validate(raw))
+            for r in self.runners:
+                if r.order.id in cancelled:
+                    r.cancel_parent(cancelled[r.order.id])
+        self.metrics.halted(self.control.halted)
+        for r in self.runners:
+            self.metrics.remaining(r.order.id, r.mpc.tracker.remaining_qty)
+        log.info(
+            "daemon.started",
+            n_orders=len(self.runners),
+            symbols=sorted(self.by_symbol),
+            broker=self.main.name,
+            halted=self.control.halted,
+        )
+        server: ControlServer | None = None
+        if self.cfg.control.socket is not None:
+            server = await ControlServer(self.cfg.control.socket, self.command).start()
+        try:
+            async with asyncio.TaskGroup() as tg:
+                self._tg = tg
+                pumps = [
+                    tg.create_task(_pump_events(b, self.router))
+                    for b in {id(self.main): self.main, id(self.shadow): self.shadow}.values()
+                ]
+                await _reconcile(self.runners, self.main, self.cfg.broker.reconcile_timeout_s)
+                stop_watchdog = asyncio.Event()
+                helpers = [
+                    tg.create_task(
+                        _ack_watchdog(
+                            self.runners, self.main, self.cfg.broker.ack_timeout_s, stop_watchdog
+                        )
+                    ),
+                    tg.create_task(self._on_halt()),
+                    tg.create_task(self._on_stop()),
+                ]
+                for sym in list(self.by_symbol):
+                    self._start_symbol(sym)
+                while True:
+                    pending = [t for t in self.sym_tasks.values() if not t.done()]
+                    if pending:
+                        await asyncio.wait(pending)
+                        continue
+                    if self.cfg.control.keep_running and not self.control.stop:
+                        await _first(self.control.stop_event.wait(), self._new_task())
+                        continue
+                    break
+                for t in self.sym_tasks.values():
+                    if not t.cancelled() and t.exception() is not None:
+                        raise t.exception()  # type: ignore[misc]
+                await _settle()
+                # Children still without a final report: ask, and wait for the answers before exit.
+                await _reconcile(
+                    self.runners, self.main, self.cfg.broker.reconcile_timeout_s, at="exit"
+                )
+                stop_watchdog.set()
+                for h in helpers[1:]:
+                    h.cancel()
+                await helpers[0]
+                await self.main.aclose()
+                await self.shadow.aclose()
+                await asyncio.gather(*pumps)
+        finally:
+            if server is not None:
+                await server.aclose()
+        if self.journal is not None:
+            await self.journal.flush()
+        summaries = [r.summary() for r in self.runners]
+        for s, r in zip(summaries, self.runners, strict=True):
+            if r.mpc.tracker.n_open:
+                log.error(
+                    "run.open_orders_at_exit",
+                    parent_id=s.parent_id,
+                    open_qty=r.mpc.tracker.open_qty,
+                )
+            if r.mpc.tracker.orphan_fills:
+                log.error(
+                    "run.orphan_fills", parent_id=s.parent_id, n=len(r.mpc.tracker.orphan_fills)
+                )
+            log.log(20 if s.status == "completed" else 30, "run.summary", **s.as_log())
+        return summaries
+
+    async def _new_task(self) -> None:
+        # Returns once a symbol task is started again (a parent was submitted).
+        self._symbol_started.clear()
+        await self._symbol_started.wait()
+
+
+async def _first(*aws: Any) -> None:
+    tasks = [asyncio.ensure_future(a) for a in aws]
+    try:
+        await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for t in tasks:
+            t.cancel()
+
+
 async def run(
     cfg: AgentConfig,
     feed_factory: FeedFactory,
@@ -811,6 +1161,7 @@ async def run(
     profiles: dict[tuple[str, str], IntradayProfile] | None = None,
     journal: Journal | None = None,
     control: Control | None = None,
+    metrics: NullMetrics | None = None,
 ) -> list[RunSummary]:
     """Work every parent order of ``cfg`` to its deadline and return the summaries.
 
@@ -819,96 +1170,9 @@ async def run(
         feed_factory: Opens the book feed of a symbol.
         broker: Where MPC children go; a ``SimulatedBroker`` per the config when None.
         profiles: Intraday liquidity profile per (symbol, side) (flat when missing).
-        journal: Crash-safe journal; parents found in it resume where they stopped.
+        journal: Crash-safe journal; parents found in it resume where they stopped, and parents
+            submitted on the control channel come back.
         control: Stop and kill-switch state (a fresh one, HALTED if the journal says so).
+        metrics: Prometheus metrics (None: off).
     """
-    log = structlog.get_logger()
-    latency_ns = int(cfg.broker.latency_ms * 1e6)
-    main = broker if broker is not None else SimulatedBroker(latency_ns)
-    shadow = SimulatedBroker(latency_ns, name="twap-shadow")
-    profiles = profiles or {}
-    control = control or Control(journal)
-    if control.halted:
-        log.error(
-            "daemon.halted",
-            reason="halted before this start (journal)",
-            hint="resume on purpose: exec-agent run --resume",
-        )
-    r = cfg.risk
-    gates = RiskGates(
-        RiskLimits(
-            r.max_child_qty,
-            r.max_child_notional,
-            r.max_collar_bps,
-            r.max_depth_share,
-            r.max_orders_per_min,
-            r.stale_book_s,
-        )
-    )
-    runners = [
-        ParentRunner(
-            o,
-            cfg,
-            main,
-            shadow,
-            profiles.get((o.symbol, o.side.value), IntradayProfile.flat()),
-            gates,
-            journal,
-            control,
-        )
-        for o in cfg.orders
-    ]
-    if journal is not None:
-        for r in runners:
-            r.restore(journal.load(r.order.id))
-    router = _Router(runners)
-    if journal is not None:
-        # A restart replays the shadow's intents too; its simulated venue died with the last
-        # process, so what it had open is closed as unknown (it never trades for real).
-        for r in runners:
-            if r.twap is not None:
-                for coid, c in list(r.twap.tracker.children.items()):
-                    if not c.state.terminal:
-                        r.apply(r.twap, OrderStatus(coid, 0, "unknown", 0.0, 0.0, "restart"))
-    venues: list[BookDrivenBroker] = [shadow]
-    if isinstance(main, BookDrivenBroker):
-        venues.insert(0, main)
-    by_symbol: dict[str, list[ParentRunner]] = {}
-    for r in runners:
-        by_symbol.setdefault(r.order.symbol, []).append(r)
-    log.info("daemon.started", n_orders=len(runners), symbols=sorted(by_symbol), broker=main.name)
-    async with asyncio.TaskGroup() as tg:
-        pumps = [
-            tg.create_task(_pump_events(b, router))
-            for b in {id(main): main, id(shadow): shadow}.values()
-        ]
-        await _reconcile(runners, main, cfg.broker.reconcile_timeout_s)
-        stop_watchdog = asyncio.Event()
-        watchdog = tg.create_task(
-            _ack_watchdog(runners, main, cfg.broker.ack_timeout_s, stop_watchdog)
-        )
-        sym_tasks = [
-            tg.create_task(_run_symbol(sym, feed_factory(sym), rs, venues))
-            for sym, rs in by_symbol.items()
-        ]
-        await asyncio.gather(*sym_tasks)
-        await _settle()
-        # Children still without a final report: ask, and wait for the answers before exit.
-        await _reconcile(runners, main, cfg.broker.reconcile_timeout_s, at="exit")
-        stop_watchdog.set()
-        await watchdog
-        await main.aclose()
-        await shadow.aclose()
-        await asyncio.gather(*pumps)
-    if journal is not None:
-        await journal.flush()
-    summaries = [r.summary() for r in runners]
-    for s, r in zip(summaries, runners, strict=True):
-        if r.mpc.tracker.n_open:
-            log.error(
-                "run.open_orders_at_exit", parent_id=s.parent_id, open_qty=r.mpc.tracker.open_qty
-            )
-        if r.mpc.tracker.orphan_fills:
-            log.error("run.orphan_fills", parent_id=s.parent_id, n=len(r.mpc.tracker.orphan_fills))
-        log.log(20 if s.status == "completed" else 30, "run.summary", **s.as_log())
-    return summaries
+    return await Daemon(cfg, feed_factory, broker, profiles, journal, control, metrics).run()

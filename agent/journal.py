@@ -131,6 +131,38 @@ class Journal:
         row = self._pool.submit(_read).result()
         return bool(row and json.loads(row[0])["halted"])
 
+    async def add_parent(self, order: dict[str, Any]) -> None:
+        """Record a parent submitted while running (durable before it returns)."""
+        await asyncio.get_running_loop().run_in_executor(
+            self._pool, self._write, str(order["id"]), "parent", order
+        )
+
+    async def cancel_parent(self, parent_id: str, reason: str) -> None:
+        """Record that a parent was cancelled (durable before it returns)."""
+        await asyncio.get_running_loop().run_in_executor(
+            self._pool, self._write, parent_id, "parent_cancelled", {"reason": reason}
+        )
+
+    def parents(self) -> tuple[list[dict[str, Any]], dict[str, str]]:
+        """Return the parents submitted while running, and the cancelled ones (id -> reason)."""
+
+        def _read() -> list[tuple[str, str, str]]:
+            assert self._conn is not None
+            cur = self._conn.execute(
+                "SELECT parent_id, kind, body FROM records "
+                "WHERE kind IN ('parent', 'parent_cancelled') ORDER BY seq"
+            )
+            return list(cur.fetchall())
+
+        submitted: list[dict[str, Any]] = []
+        cancelled: dict[str, str] = {}
+        for pid, kind, body in self._pool.submit(_read).result():
+            if kind == "parent":
+                submitted.append(json.loads(body))
+            else:
+                cancelled[pid] = json.loads(body).get("reason", "")
+        return submitted, cancelled
+
     async def flush(self) -> None:
         """Return once every queued write is durable."""
         await asyncio.get_running_loop().run_in_executor(self._pool, lambda: None)

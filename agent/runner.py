@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import signal
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -11,6 +12,7 @@ import numpy as np
 import structlog
 
 from agent.config import AgentConfig, load_config
+from agent.control import Control
 from agent.daemon import FeedFactory, RunSummary, run
 from agent.errors import ConfigError
 from agent.impact.book_walk import BeyondDepth, DepthPolicy
@@ -96,7 +98,7 @@ def _valid_batches(paths: list[Path], symbol: str) -> Iterator[BookBatch]:
 
 
 async def _run(
-    cfg: AgentConfig, profiles: dict[tuple[str, str], IntradayProfile]
+    cfg: AgentConfig, profiles: dict[tuple[str, str], IntradayProfile], resume: bool = False
 ) -> list[RunSummary]:
     broker = None
     if cfg.broker.kind == "fix":
@@ -115,17 +117,44 @@ async def _run(
         )
         await broker.start()
     journal = Journal(cfg.journal.path) if cfg.journal.path is not None else None
+    control = Control(journal)
+    if resume and not control.resume("exec-agent run --resume"):
+        structlog.get_logger().info("daemon.resume_not_needed")
+    loop = asyncio.get_running_loop()
+    # SIGTERM / SIGINT: graceful stop; SIGUSR1: the kill switch.
+    loop.add_signal_handler(signal.SIGTERM, control.request_stop, "SIGTERM")
+    loop.add_signal_handler(signal.SIGINT, control.request_stop, "SIGINT")
+    loop.add_signal_handler(signal.SIGUSR1, control.halt, "SIGUSR1")
+    metrics = None
+    if cfg.control.metrics_port is not None:
+        from agent.metrics import Metrics
+
+        metrics = Metrics.serve(cfg.control.metrics_addr, cfg.control.metrics_port)
     try:
         return await run(
-            cfg, make_feed_factory(cfg), broker=broker, profiles=profiles, journal=journal
+            cfg,
+            make_feed_factory(cfg),
+            broker=broker,
+            profiles=profiles,
+            journal=journal,
+            control=control,
+            metrics=metrics,
         )
     finally:
+        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGUSR1):
+            loop.remove_signal_handler(sig)
+        if metrics is not None:
+            metrics.close()
         if journal is not None:
             journal.close()
 
 
 def run_from_config(
-    path: str | Path, *, log_format: str | None = None, log_level: str | None = None
+    path: str | Path,
+    *,
+    log_format: str | None = None,
+    log_level: str | None = None,
+    resume: bool = False,
 ) -> int:
     """Load the config, run the daemon, return the process exit code."""
     try:
@@ -138,7 +167,7 @@ def run_from_config(
     log.info("daemon.config_loaded", path=str(path), sha256=sha, config=cfg.model_dump(mode="json"))
     try:
         profiles = build_profiles(cfg)
-        summaries: list[RunSummary] = asyncio.run(_run(cfg, profiles))
+        summaries: list[RunSummary] = asyncio.run(_run(cfg, profiles, resume))
     except FeedDataError as e:
         log.error("daemon.data_error", error=str(e))
         print(f"exec-agent: data error: {e}", file=sys.stderr)
@@ -150,9 +179,14 @@ def run_from_config(
             f"exec-agent: broker at {b.host}:{b.port} did not accept a FIX logon", file=sys.stderr
         )
         return 2
+    except OSError as e:  # e.g. the control socket is taken by another daemon
+        log.error("daemon.os_error", error=str(e))
+        print(f"exec-agent: {e}", file=sys.stderr)
+        return 2
     log.info(
         "daemon.stopped",
         n_orders=len(summaries),
         completed=sum(s.status == "completed" for s in summaries),
     )
+    sys.stdout.flush()
     return 0

@@ -240,6 +240,7 @@ class OrderTracker:
         coid = child.order.client_order_id
         old = child.state
         applied = False
+        fill_qty = 0.0
         missing = st.cum_qty - child.filled_qty
         if missing > _EPS:
             px = (st.cum_qty * st.avg_px - child.notional) / missing if st.avg_px > 0 else 0.0
@@ -248,6 +249,7 @@ class OrderTracker:
                 OrderFilled(coid, f"status:{coid}:{st.cum_qty:g}", missing, px, st.ts_event_ns),
             )
             applied = tr.applied
+            fill_qty = tr.fill_qty
         elif missing < -_EPS:
             # The venue knows less than we do: keep ours (fills are never taken back) and say so.
             return Transition(coid, old, child.state, applied=False, note="status_behind")
@@ -267,7 +269,9 @@ class OrderTracker:
             elif st.status == "working" and child.state is OrderState.NEW:
                 child.state = OrderState.ACKNOWLEDGED
                 applied = True
-        return Transition(coid, old, child.state, applied=applied, note="status")
+        return Transition(
+            coid, old, child.state, applied=applied, note="status", fill_qty=fill_qty
+        )
 
     def _apply_fill(self, child: ChildState, fill: OrderFilled) -> Transition:
         coid = fill.client_order_id
