@@ -96,6 +96,7 @@ class FixVenue:
         # every n-th new order executes, but none of its reports is ever sent (nor sequenced):
         # a lost acknowledgement that only a status query can resolve (0 = never)
         self.mute_every = 0
+        self.cancel_requests: list[str] = []  # OrigClOrdID of each OrderCancelRequest
         self._muted = False
         self._n_new = 0
         self._exec_n = 0
@@ -211,6 +212,7 @@ class FixVenue:
                 return [self._report(unknown, "I", t58="unknown order")]
             return [self._report(o, "I")]
         if mtype == "F":  # OrderCancelRequest: IOC orders never rest, so it is always too late
+            self.cancel_requests.append((msg.get(41) or b"").decode())
             m = simplefix.FixMessage()
             m.append_pair(11, coid)
             m.append_pair(41, (msg.get(41) or b"").decode())

@@ -193,3 +193,35 @@ async def test_lost_acknowledgement_is_resolved_by_a_status_query(tmp_path):
     assert dict(ours) == pytest.approx(dict(venue_fills))
     assert s.filled_qty == pytest.approx(sum(venue_fills.values()))
     assert s.filled_qty == s.target_qty
+
+
+async def test_password_canary_is_in_no_log_journal_or_store(tmp_path):
+    """A whole run with a password: the canary is in no log line, not in the journal, not in
+    the FIX sequence store, not in the daemon's status reply."""
+    from agent.journal import Journal
+
+    secret = tmp_path / "pw"
+    secret.write_text("CANARY-b41d07\n")
+    (tmp_path / "c.toml").write_text(
+        CONFIG + '\n[journal]\npath = "j.sqlite"\n[control]\nsocket = "ctl.sock"\n'
+    )
+    cfg, _ = load_config(tmp_path / "c.toml")
+    journal = Journal(cfg.journal.path)
+    async with FixVenue({"SYNA": SAMPLE}) as venue:
+        broker = FixBroker(
+            "127.0.0.1",
+            venue.port,
+            "AGENT",
+            "VENUE",
+            password_file=secret,
+            store_path=tmp_path / "seq.json",
+        )
+        with capture_logs() as logs:
+            await broker.start()
+            (s,) = await run(cfg, make_feed_factory(cfg), broker=broker, journal=journal)
+    journal.close()
+    assert s.status == "completed"
+    assert "CANARY-b41d07" not in repr(logs)
+    for f in tmp_path.iterdir():
+        if f.name != "pw" and f.is_file():
+            assert b"CANARY-b41d07" not in f.read_bytes(), f.name
