@@ -105,7 +105,8 @@ class BrokerConfig(_Strict):
     ``password_file`` (never from this file, never logged). At start, children the journal
     left open are queried by client order id and the daemon waits up to
     ``reconcile_timeout_s`` for the answers before it sends anything new; a child with no final
-    report ``ack_timeout_s`` (wall clock) after it was sent is queried the same way.
+    report ``ack_timeout_s`` (wall clock) after it was sent is queried the same way, up to
+    ``max_status_queries`` times; still unresolved, it engages the kill switch.
     """
 
     kind: Literal["simulated", "fix"] = "simulated"
@@ -121,6 +122,7 @@ class BrokerConfig(_Strict):
     password_file: Path | None = None
     reconcile_timeout_s: float = Field(5.0, gt=0)
     ack_timeout_s: float = Field(2.0, gt=0)
+    max_status_queries: int = Field(3, ge=1)
 
 
 class EstimationConfig(_Strict):
@@ -218,7 +220,9 @@ class OrderConfig(_Strict):
 
     ``quantity`` shares to ``side`` between ``start`` and ``end`` (timezone-aware datetimes), in
     periods of ``period_s`` seconds; children are whole multiples of ``lot`` (an odd-lot remainder
-    is allowed). ``max_child_qty`` caps one child (0 = no cap).
+    is allowed). ``max_child_qty`` caps one child (0 = no cap). ``[orders.risk]`` takes the
+    keys of ``[risk]``: gates for this parent alone, checked after the global ones (a block is
+    logged as ``gate = "order.<gate>"``).
     """
 
     id: str = Field(min_length=1, pattern=r"^[A-Za-z0-9_.-]+$")
@@ -230,6 +234,7 @@ class OrderConfig(_Strict):
     period_s: PositiveFloat
     lot: int = Field(1, ge=1)
     max_child_qty: float = Field(0.0, ge=0)
+    risk: RiskConfig | None = None
 
     @field_validator("start", "end")
     @classmethod

@@ -18,7 +18,7 @@ import asyncio
 import contextlib
 import math
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -28,9 +28,9 @@ from pydantic import ValidationError
 from agent.brokers.base import BookDrivenBroker, Broker
 from agent.brokers.matching import collar_limit_px
 from agent.brokers.simulated import SimulatedBroker
-from agent.config import AgentConfig, OrderConfig
+from agent.config import AgentConfig, OrderConfig, RiskConfig
 from agent.control import Control, ControlServer
-from agent.errors import BrokerError, BrokerRejected
+from agent.errors import BrokerError, BrokerRejected, InvariantViolation
 from agent.faults import crash_point
 from agent.impact.book_walk import BeyondDepth, DepthPolicy, cost_curve, time_weights
 from agent.impact.fit import fit_quadratic
@@ -141,6 +141,10 @@ class ParentRunner:
         self.control = control or Control()
         self.metrics = metrics or NullMetrics()
         self.gates = gates
+        # Per-order limits ([orders.risk]) apply on top of the global ones ([risk]).
+        self.order_gates = (
+            RiskGates(_limits(order.risk)) if order.risk is not None and gates else None
+        )
         self.journal = journal
         self._last_row: tuple[np.ndarray, np.ndarray] | None = None
         self.order = order
@@ -185,6 +189,8 @@ class ParentRunner:
                 continue
             if isinstance(item, ChildOrder):
                 leg.tracker.on_submitted(item, item.ts_created_ns)
+                if leg is self.mpc and self.gates is not None:
+                    self.gates.record_sent(item.client_order_id, item.ts_created_ns)
                 leg.children.append(item.client_order_id)
                 leg.n_sent += 1
             else:
@@ -468,18 +474,23 @@ class ParentRunner:
             px, sz = self._last_row if self._last_row is not None else (np.zeros(0), np.zeros(0))
             with np.errstate(invalid="ignore"):
                 inside = (px <= limit_px) if self.side is Side.BUY else (px >= limit_px)
-            gate = self.gates.check(
-                client_order_id=coid,
-                qty=float(qty),
-                limit_px=limit_px,
-                mid=self._last_mid,
-                book_ts_ns=self._last_ts,
-                now_ns=t_ns,
-                depth_inside_limit=float(sz[inside].sum()),
-                filled_qty=leg.tracker.filled_qty,
-                open_qty=leg.tracker.open_qty,
-                parent_qty=leg.tracker.parent_qty,
-            )
+            args = {
+                "client_order_id": coid,
+                "qty": float(qty),
+                "limit_px": limit_px,
+                "mid": self._last_mid,
+                "book_ts_ns": self._last_ts,
+                "now_ns": t_ns,
+                "depth_inside_limit": float(sz[inside].sum()),
+                "filled_qty": leg.tracker.filled_qty,
+                "open_qty": leg.tracker.open_qty,
+                "parent_qty": leg.tracker.parent_qty,
+            }
+            gate = self.gates.check(**args)
+            if gate.ok and self.order_gates is not None:
+                gate = self.order_gates.check(**args)
+                if not gate.ok:
+                    gate = replace(gate, gate=f"order.{gate.gate}")
             if not gate.ok:
                 self.metrics.blocked(gate.gate)
                 self.log.warning(
@@ -491,6 +502,8 @@ class ParentRunner:
                 )
                 return
             self.gates.record_sent(coid, t_ns)
+            if self.order_gates is not None:
+                self.order_gates.record_sent(coid, t_ns)
         leg.n_sent += 1
         child = ChildOrder(
             client_order_id=coid,
@@ -640,15 +653,33 @@ def _level(name: str) -> int:
 class _Router:
     """Route broker events to the parent runner that owns the client order id."""
 
-    def __init__(self, runners: list[ParentRunner]) -> None:
+    def __init__(
+        self, runners: list[ParentRunner], on_violation: Callable[[str], object] | None = None
+    ) -> None:
         self.runners = runners
+        self.on_violation = on_violation
         self.log = structlog.get_logger()
 
     def route(self, event: OrderEvent) -> None:
         for r in self.runners:
             leg = r.leg_for(event.client_order_id)
             if leg is not None:
-                r.apply(leg, event)
+                try:
+                    r.apply(leg, event)
+                except InvariantViolation as e:
+                    # A report we cannot apply (an overfill, say): the venue and we disagree.
+                    # Keep the report in the log and journal, stop trading, call a human.
+                    self.log.error(
+                        "order.invariant_violation",
+                        parent_id=r.order.id,
+                        client_order_id=event.client_order_id,
+                        error=str(e),
+                        detail=repr(event),
+                    )
+                    if r.journal is not None:
+                        r.journal.anomaly(r.order.id, leg.name, event, str(e))
+                    if self.on_violation is not None:
+                        self.on_violation(f"invariant violation on {event.client_order_id}: {e}")
                 return
         # Never drop a fill silently: an execution we cannot attribute needs a human.
         self.log.error(
@@ -803,19 +834,27 @@ async def _reconcile(
 
 
 async def _ack_watchdog(
-    runners: list[ParentRunner], broker: Broker, timeout_s: float, until: asyncio.Event
+    runners: list[ParentRunner],
+    broker: Broker,
+    timeout_s: float,
+    until: asyncio.Event,
+    max_queries: int = 3,
+    on_unresolved: Callable[[str], object] | None = None,
 ) -> None:
     """Query the status of any MPC child left without a final report for ``timeout_s``.
 
     A lost acknowledgement or fill report (a venue fault, a report lost beyond what the
     session layer recovers) would otherwise keep the child's shares reserved forever; the
-    answer closes it with what the venue really executed. One query per child per timeout.
+    answer closes it with what the venue really executed. One query per child per timeout;
+    a child still unresolved after ``max_queries`` engages the kill switch (``on_unresolved``):
+    its shares stay reserved, nothing new is sent, and a human decides.
     """
     ask = getattr(broker, "request_status", None)
     if ask is None:
         return
     loop = asyncio.get_running_loop()
     asked: dict[str, float] = {}
+    n_asked: dict[str, int] = {}
     log = structlog.get_logger()
     while not until.is_set():
         with contextlib.suppress(TimeoutError):
@@ -828,12 +867,30 @@ async def _ack_watchdog(
                     continue
                 since = max(r.sent_at.get(coid, now), asked.get(coid, -math.inf))
                 if now - since >= timeout_s:
+                    if n_asked.get(coid, 0) >= max_queries:
+                        if on_unresolved is not None and n_asked[coid] == max_queries:
+                            log.error("order.unresolved", client_order_id=coid, queries=max_queries)
+                            on_unresolved(f"{coid} unresolved after {max_queries} status queries")
+                        n_asked[coid] = max_queries + 1
+                        continue
+                    n_asked[coid] = n_asked.get(coid, 0) + 1
                     asked[coid] = now
                     log.warning("order.status_query", client_order_id=coid, waited_s=timeout_s)
                     try:
                         await ask(coid)
                     except BrokerError as e:
                         log.warning("order.status_query_failed", client_order_id=coid, error=str(e))
+
+
+def _limits(r: RiskConfig) -> RiskLimits:
+    return RiskLimits(
+        r.max_child_qty,
+        r.max_child_notional,
+        r.max_collar_bps,
+        r.max_depth_share,
+        r.max_orders_per_min,
+        r.stale_book_s,
+    )
 
 
 class Daemon:
@@ -862,19 +919,9 @@ class Daemon:
         self.shadow = SimulatedBroker(latency_ns, name="twap-shadow")
         self.profiles = profiles or {}
         self.control = control or Control(journal)
-        r = cfg.risk
-        self.gates = RiskGates(
-            RiskLimits(
-                r.max_child_qty,
-                r.max_child_notional,
-                r.max_collar_bps,
-                r.max_depth_share,
-                r.max_orders_per_min,
-                r.stale_book_s,
-            )
-        )
+        self.gates = RiskGates(_limits(cfg.risk))
         self.runners: list[ParentRunner] = []
-        self.router = _Router(self.runners)
+        self.router = _Router(self.runners, self.control.halt)
         self.venues: list[BookDrivenBroker] = [self.shadow]
         if isinstance(self.main, BookDrivenBroker):
             self.venues.insert(0, self.main)
@@ -1086,7 +1133,12 @@ class Daemon:
                 helpers = [
                     tg.create_task(
                         _ack_watchdog(
-                            self.runners, self.main, self.cfg.broker.ack_timeout_s, stop_watchdog
+                            self.runners,
+                            self.main,
+                            self.cfg.broker.ack_timeout_s,
+                            stop_watchdog,
+                            self.cfg.broker.max_status_queries,
+                            self.control.halt,
                         )
                     ),
                     tg.create_task(self._on_halt()),

@@ -113,6 +113,11 @@ class Journal:
         body = asdict(event) | {"type": type(event).__name__, "leg": leg}
         self._pool.submit(self._write, parent_id, "event", body)
 
+    def anomaly(self, parent_id: str, leg: str, event: OrderEvent, error: str) -> None:
+        """Record a broker report the tracker refused (kept for a human; not replayed)."""
+        body = asdict(event) | {"type": type(event).__name__, "leg": leg, "error": error}
+        self._pool.submit(self._write, parent_id, "anomaly", body)
+
     def set_halted(self, halted: bool, reason: str) -> None:
         """Record the kill-switch state (durable before this returns)."""
         self._pool.submit(self._write, "*", "halt", {"halted": halted, "reason": reason}).result()

@@ -96,6 +96,7 @@ class FixVenue:
         # every n-th new order executes, but none of its reports is ever sent (nor sequenced):
         # a lost acknowledgement that only a status query can resolve (0 = never)
         self.mute_every = 0
+        self.ignore_status = False  # status queries go unanswered
         self.cancel_requests: list[str] = []  # OrigClOrdID of each OrderCancelRequest
         self._muted = False
         self._n_new = 0
@@ -206,6 +207,8 @@ class FixVenue:
         mtype = (msg.get(35) or b"").decode()
         coid = (msg.get(11) or b"").decode()
         if mtype == "H":
+            if self.ignore_status:
+                return []
             o = self.orders.get(coid)
             if o is None:
                 unknown = _Order(coid, "", Side.BUY, 0.0, status="8")

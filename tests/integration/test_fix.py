@@ -46,16 +46,20 @@ async def work(
     lose_reports: int = 0,
     mute_every: int = 0,
     pause_s: float = 0.01,
+    ignore_status: bool = False,
+    max_status_queries: int = 3,
 ):
     (tmp_path / "c.toml").write_text(CONFIG)
     cfg, _ = load_config(tmp_path / "c.toml")
-    cfg = cfg.model_copy(update={"broker": cfg.broker.model_copy(update={"ack_timeout_s": 0.1})})
+    b = {"ack_timeout_s": 0.1, "max_status_queries": max_status_queries}
+    cfg = cfg.model_copy(update={"broker": cfg.broker.model_copy(update=b)})
     er_log = tmp_path / "er.jsonl"
     async with FixVenue({"SYNA": SAMPLE}, er_log=er_log) as venue:
         venue.duplicate_fills = duplicate_fills
         venue.reject_every = reject_every
         venue.lose_reports = lose_reports
         venue.mute_every = mute_every
+        venue.ignore_status = ignore_status
         broker = FixBroker(
             "127.0.0.1",
             venue.port,
@@ -225,3 +229,29 @@ async def test_password_canary_is_in_no_log_journal_or_store(tmp_path):
     for f in tmp_path.iterdir():
         if f.name != "pw" and f.is_file():
             assert b"CANARY-b41d07" not in f.read_bytes(), f.name
+
+
+async def test_a_child_no_status_query_resolves_engages_the_kill_switch(tmp_path):
+    """F4: an order whose reports never come and whose status queries go unanswered keeps
+    its shares reserved (never re-sent, never marked rejected locally); after
+    max_status_queries the daemon halts and sends nothing more."""
+    s, logs, _venue_fills = await work(
+        tmp_path,
+        chaos=False,
+        mute_every=2,
+        pause_s=0.05,
+        ignore_status=True,
+        max_status_queries=2,
+    )
+    names = [e["event"] for e in logs]
+    assert "order.unresolved" in names and "daemon.halted" in names
+    t_halt = names.index("daemon.halted")
+    assert not [
+        e for e in logs[t_halt:] if e["event"] == "order.submitted" and e["strategy"] == "mpc"
+    ]
+    (unresolved, *_) = [e for e in logs if e["event"] == "order.unresolved"]
+    assert not any(
+        e["event"] == "order.rejected" and e["client_order_id"] == unresolved["client_order_id"]
+        for e in logs
+    )
+    assert s.status == "incomplete"

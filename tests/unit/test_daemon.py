@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 from structlog.testing import capture_logs
 
+from agent.brokers.simulated import SimulatedBroker
 from agent.config import load_config
 from agent.daemon import run
 from agent.model import OrderFilled
@@ -223,3 +224,57 @@ async def test_risk_gate_blocks_children_and_names_the_gate(tmp_path):
     assert blocks and all(b["gate"] == "max_child_qty" for b in blocks)
     assert not any(e["event"] == "order.submitted" and e["strategy"] == "mpc" for e in logs)
     assert s.filled_qty == 0 and s.status == "incomplete"
+
+
+async def test_per_order_risk_gate_applies_on_top_of_the_global_one(tmp_path):
+    """[orders.risk] max_child_notional below a child's notional blocks that parent's children
+    as gate "order.max_child_notional", while the global [risk] (looser) lets them pass."""
+    cfg = cfg_for(tmp_path, risk="[risk]\nmax_child_notional = 1e9")
+    p = tmp_path / "c.toml"
+    p.write_text(p.read_text() + "[orders.risk]\nmax_child_notional = 1000\n")
+    cfg = load_config(p)[0]
+    assert cfg.orders[0].risk is not None and cfg.orders[0].risk.max_child_notional == 1000
+    ts = T0 + np.arange(0, 2 * 3600, 1) * NS
+    with capture_logs() as logs:
+        (s,) = await run(cfg, lambda sym: ListFeed([book(ts, 500.0)]))
+    blocks = [e for e in logs if e["event"] == "risk.blocked"]
+    assert blocks and all(b["gate"] == "order.max_child_notional" for b in blocks)
+    assert s.filled_qty == 0
+
+
+async def test_an_overfill_report_halts_the_daemon_and_is_kept(tmp_path):
+    """A venue fill larger than the child (F5): logged and journaled as an anomaly, the
+    kill switch engages, the daemon keeps running (no crash) and sends nothing more."""
+    from agent.journal import Journal
+
+    cfg = cfg_for(tmp_path)
+    ts = T0 + np.arange(0, 2 * 3600, 1) * NS
+
+    class OverfillBroker(SimulatedBroker):
+        async def submit(self, order):
+            await super().submit(order)
+            if order.client_order_id == "P-00002":
+                self._put([OrderFilled(order.client_order_id, "bad", order.qty * 3, 50.0, 0)])
+
+    journal = Journal(tmp_path / "j.sqlite")
+    with capture_logs() as logs:
+        (s,) = await run(
+            cfg,
+            lambda sym: ListFeed([book(ts, 500.0)]),
+            broker=OverfillBroker(10_000_000),
+            journal=journal,
+        )
+    names = [e["event"] for e in logs]
+    assert "order.invariant_violation" in names and "daemon.halted" in names
+    sent = [
+        e["client_order_id"]
+        for e in logs
+        if e["event"] == "order.submitted" and e["strategy"] == "mpc"
+    ]
+    assert sent == ["P-00001", "P-00002"]
+    rows = journal._pool.submit(
+        lambda: journal._conn.execute("SELECT body FROM records WHERE kind='anomaly'").fetchall()
+    ).result()
+    journal.close()
+    assert len(rows) == 1 and '"bad"' in rows[0][0]
+    assert s.status == "incomplete"
