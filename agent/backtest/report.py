@@ -1,0 +1,328 @@
+"""Backtest report: summary tables, ``backtest.json`` and PNG figures (matplotlib, Agg).
+
+``summarize`` is pure (numbers in, numbers out); ``write_report`` writes
+
+- ``backtest.json``: the config, every run (TCA, per-period schedule, fills, MPC slices),
+  the summary per (dataset, strategy), the paired differences against TWAP, the predicted
+  against realized slice cost of every MPC variant, and the notes (look-ahead, fallbacks);
+- ``summary.md``: the summary as a markdown table;
+- ``schedule_<dataset>_<side>_<pct>.png``: shares per period and cumulative fills per strategy;
+- ``shortfall.png``: shortfall per strategy with its spread across runs, one panel per dataset;
+- ``predicted_vs_realized.png``: the MPC's predicted slice cost ``g_t(x)`` against the realized
+  one, per dataset.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections import defaultdict
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from agent.backtest.engine import RunResult
+
+__all__ = ["markdown_table", "summarize", "write_report"]
+
+_PARTS = ("total_bps", "spread_bps", "impact_bps", "timing_bps", "unfilled_bps")
+
+
+def _f(v: Any) -> float:
+    return float(v) if isinstance(v, (int, float)) and v is not None else math.nan
+
+
+def _stats(x: Sequence[float]) -> dict[str, Any]:
+    a = np.asarray([v for v in x if math.isfinite(v)], dtype=np.float64)
+    if a.size == 0:
+        return {"n": 0, "mean": None, "std": None, "min": None, "max": None}
+    return {
+        "n": int(a.size),
+        "mean": float(a.mean()),
+        "std": float(a.std(ddof=1)) if a.size > 1 else 0.0,
+        "min": float(a.min()),
+        "max": float(a.max()),
+    }
+
+
+def slice_accuracy(results: Sequence[RunResult]) -> dict[str, Any]:
+    """Return predicted vs realized slice cost over the slices that filled.
+
+    ``ratio`` is sum(realized) / sum(predicted at the filled size); ``corr`` the correlation of
+    the per-slice costs; ``mae_bps`` the mean absolute error per slice in bps of its notional.
+    """
+    pred, real, bps_err = [], [], []
+    for r in results:
+        for s in r.slices:
+            g = s.get("predicted_cost_filled")
+            q = s.get("filled_qty") or 0.0
+            if g is None or not q > 0 or s.get("realized_cost") is None:
+                continue
+            pred.append(float(g))
+            real.append(float(s["realized_cost"]))
+            bps_err.append(abs(real[-1] - pred[-1]) / (q * float(s["mid"])) * 1e4)
+    if not pred:
+        return {"n_slices": 0}
+    p = np.asarray(pred)
+    r_ = np.asarray(real)
+    corr = float(np.corrcoef(p, r_)[0, 1]) if p.size > 2 and p.std() > 0 and r_.std() > 0 else None
+    return {
+        "n_slices": int(p.size),
+        "sum_predicted": float(p.sum()),
+        "sum_realized": float(r_.sum()),
+        "ratio": float(r_.sum() / p.sum()) if p.sum() > 0 else None,
+        "corr": corr,
+        "mae_bps": float(np.mean(bps_err)),
+    }
+
+
+def summarize(results: Sequence[RunResult]) -> dict[str, Any]:
+    """Return per (dataset, strategy) statistics, paired differences vs TWAP and slice accuracy.
+
+    Paired difference: for every (dataset, side, size) with a TWAP run, the strategy's total
+    shortfall minus TWAP's on the same books (bps); negative = cheaper than TWAP.
+    """
+    by: dict[tuple[str, str], list[RunResult]] = defaultdict(list)
+    twap: dict[tuple[str, str, float], float] = {}
+    for r in results:
+        by[(r.dataset, r.strategy)].append(r)
+        if r.strategy == "twap" and r.status != "failed":
+            twap[(r.dataset, r.side, r.pct_of_volume)] = _f(r.tca.get("total_bps"))
+    rows = []
+    for (ds, st), rs in by.items():
+        ok = [r for r in rs if r.status != "failed"]
+        row: dict[str, Any] = {
+            "dataset": ds,
+            "strategy": st,
+            "n_runs": len(rs),
+            "n_failed": len(rs) - len(ok),
+            "n_incomplete": sum(r.status == "incomplete" for r in ok),
+        }
+        for part in _PARTS:
+            row[part] = _stats([_f(r.tca.get(part)) for r in ok])
+        diffs = [
+            _f(r.tca.get("total_bps")) - twap[(r.dataset, r.side, r.pct_of_volume)]
+            for r in ok
+            if (r.dataset, r.side, r.pct_of_volume) in twap
+        ]
+        row["vs_twap_bps"] = _stats(diffs)
+        row["n_cheaper_than_twap"] = sum(d < -1e-9 for d in diffs if math.isfinite(d))
+        fill = [_f(r.tca.get("filled_qty")) / r.parent_qty for r in ok if r.parent_qty > 0]
+        row["fill_rate"] = float(np.mean(fill)) if fill else None
+        if st.startswith("mpc-"):
+            row["slice_cost"] = slice_accuracy(ok)
+        rows.append(row)
+    order = {s: i for i, s in enumerate(_strategy_order(results))}
+    rows.sort(key=lambda x: (x["dataset"], order.get(x["strategy"], 99)))
+    return {"rows": rows}
+
+
+def _strategy_order(results: Sequence[RunResult]) -> list[str]:
+    from agent.backtest.config import ALL_STRATEGIES
+
+    seen = {r.strategy for r in results}
+    return [s for s in ALL_STRATEGIES if s in seen]
+
+
+def _fmt(v: Any, nd: int = 2) -> str:
+    return "-" if v is None or (isinstance(v, float) and not math.isfinite(v)) else f"{v:.{nd}f}"
+
+
+def markdown_table(summary: dict[str, Any]) -> str:
+    """Return the summary as one markdown table (all figures in bps of the arrival notional)."""
+    head = (
+        "| dataset | strategy | runs | shortfall mean ± std | spread | impact | timing | "
+        "unfilled | vs TWAP (paired) mean ± std | cheaper than TWAP | filled | "
+        "realized / predicted slice cost |\n"
+        "|---|---|---|---|---|---|---|---|---|---|---|---|\n"
+    )
+    lines = []
+    for r in summary["rows"]:
+        t = r["total_bps"]
+        vs = r["vs_twap_bps"]
+        sc = r.get("slice_cost") or {}
+        ratio = sc.get("ratio")
+        lines.append(
+            f"| {r['dataset']} | {r['strategy']} | {r['n_runs'] - r['n_failed']} | "
+            f"{_fmt(t['mean'])} ± {_fmt(t['std'])} | {_fmt(r['spread_bps']['mean'])} | "
+            f"{_fmt(r['impact_bps']['mean'])} | {_fmt(r['timing_bps']['mean'])} | "
+            f"{_fmt(r['unfilled_bps']['mean'])} | "
+            + (
+                "(benchmark)"
+                if r["strategy"] == "twap"
+                else f"{_fmt(vs['mean'])} ± {_fmt(vs['std'])}"
+            )
+            + f" | {r['n_cheaper_than_twap']}/{vs['n']} | "
+            f"{_fmt(100 * r['fill_rate'] if r['fill_rate'] is not None else None, 1)}% | "
+            + (f"{_fmt(ratio)} (corr {_fmt(sc.get('corr'))})" if sc.get("n_slices") else "-")
+            + " |"
+        )
+    return head + "\n".join(lines) + "\n"
+
+
+def write_report(
+    out: Path,
+    results: Sequence[RunResult],
+    meta: dict[str, Any],
+    *,
+    figures: bool = True,
+) -> dict[str, Any]:
+    """Write ``backtest.json``, ``summary.md`` and the figures into ``out``.
+
+    Returns:
+        ``{"json": path, "markdown": path, "figures": [paths], "summary": summary}``.
+    """
+    out.mkdir(parents=True, exist_ok=True)
+    summary = summarize(results)
+    notes: dict[str, list[str]] = defaultdict(list)
+    for r in results:
+        for n in r.notes:
+            key = f"{r.dataset}/{r.strategy}"
+            if n not in notes[key]:
+                notes[key].append(n)
+    doc = {
+        "meta": meta,
+        "summary": summary,
+        "notes": dict(notes),
+        "runs": [r.to_dict() for r in results],
+    }
+    jp = out / "backtest.json"
+    jp.write_text(json.dumps(_json_safe(doc), indent=1, allow_nan=False))
+    mp = out / "summary.md"
+    mp.write_text(markdown_table(summary))
+    figs = _figures(out, results, summary) if figures else []
+    return {"json": jp, "markdown": mp, "figures": figs, "summary": summary}
+
+
+def _json_safe(v: Any) -> Any:
+    if isinstance(v, float):
+        return v if math.isfinite(v) else None
+    if isinstance(v, dict):
+        return {str(k): _json_safe(x) for k, x in v.items()}
+    if isinstance(v, (list, tuple)):
+        return [_json_safe(x) for x in v]
+    if isinstance(v, np.generic):
+        return _json_safe(v.item())
+    if isinstance(v, Path):
+        return str(v)
+    return v
+
+
+def _figures(out: Path, results: Sequence[RunResult], summary: dict[str, Any]) -> list[Path]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    paths: list[Path] = []
+    order = _strategy_order(results)
+    cmap = plt.get_cmap("tab20")
+    color = {s: cmap(i % 20) for i, s in enumerate(order)}
+    groups: dict[tuple[str, str, float], list[RunResult]] = defaultdict(list)
+    for r in results:
+        if r.status != "failed":
+            groups[(r.dataset, r.side, r.pct_of_volume)].append(r)
+    for (ds, side, pct), rs in sorted(groups.items()):
+        fig, (a1, a2) = plt.subplots(1, 2, figsize=(13, 4.8))
+        for r in sorted(rs, key=lambda x: order.index(x.strategy)):
+            t = (np.asarray(r.period_starts_ns) % 86_400_000_000_000) / 3.6e12
+            a1.plot(
+                t,
+                np.asarray(r.period_filled) / r.parent_qty * 100,
+                lw=1,
+                color=color[r.strategy],
+                label=r.strategy,
+            )
+            ft = (np.asarray(r.fills.get("t_ns", [])) % 86_400_000_000_000) / 3.6e12
+            cum = np.cumsum(r.fills.get("qty", [])) / r.parent_qty
+            a2.step(np.r_[t[0], ft], np.r_[0.0, cum], where="post", lw=1, color=color[r.strategy])
+        a1.set(
+            xlabel="period start (hour UTC)",
+            ylabel="% of parent filled in the period",
+            title=f"{ds} {side} {pct:g}% of volume: schedules",
+        )
+        a2.set(
+            xlabel="time (hour UTC)", ylabel="cumulative fraction filled", title="cumulative fills"
+        )
+        a1.legend(fontsize=6, ncol=2)
+        fig.tight_layout()
+        p = out / f"schedule_{ds}_{side}_{pct:g}pct.png"
+        fig.savefig(p, dpi=90)
+        plt.close(fig)
+        paths.append(p)
+    datasets = sorted({r.dataset for r in results})
+    fig, axes = plt.subplots(len(datasets), 1, figsize=(12, 3.8 * len(datasets)), squeeze=False)
+    for ax, ds in zip(axes[:, 0], datasets, strict=True):
+        names = [s for s in order if any(r.dataset == ds and r.strategy == s for r in results)]
+        for i, s in enumerate(names):
+            v = [
+                _f(r.tca.get("total_bps"))
+                for r in results
+                if r.dataset == ds and r.strategy == s and r.status != "failed"
+            ]
+            v = [x for x in v if math.isfinite(x)]
+            if not v:
+                continue
+            ax.scatter(
+                np.full(len(v), i) + np.linspace(-0.15, 0.15, len(v)),
+                v,
+                s=10,
+                color=color[s],
+                alpha=0.7,
+            )
+            ax.errorbar(
+                i,
+                np.mean(v),
+                yerr=np.std(v, ddof=1) if len(v) > 1 else 0,
+                fmt="_k",
+                ms=14,
+                capsize=4,
+            )
+        ax.axhline(0, color="grey", lw=0.5)
+        ax.set_xticks(range(len(names)), names, rotation=30, ha="right", fontsize=7)
+        ax.set(
+            ylabel="shortfall vs arrival mid (bps)",
+            title=f"{ds}: shortfall per run (dots), mean ± std (bars)",
+        )
+    fig.tight_layout()
+    p = out / "shortfall.png"
+    fig.savefig(p, dpi=90)
+    plt.close(fig)
+    paths.append(p)
+    fig, axes = plt.subplots(1, len(datasets), figsize=(5.5 * len(datasets), 5), squeeze=False)
+    for ax, ds in zip(axes[0], datasets, strict=True):
+        lim = 0.0
+        for s in order:
+            if not s.startswith("mpc-"):
+                continue
+            pr, re_ = [], []
+            for r in results:
+                if r.dataset != ds or r.strategy != s:
+                    continue
+                for sl in r.slices:
+                    q = sl.get("filled_qty") or 0.0
+                    g = sl.get("predicted_cost_filled")
+                    if g is None or not q > 0:
+                        continue
+                    scale = 1e4 / (q * float(sl["mid"]))
+                    pr.append(float(g) * scale)
+                    re_.append(float(sl["realized_cost"]) * scale)
+            if pr:
+                ax.scatter(pr, re_, s=6, alpha=0.5, color=color[s], label=s)
+                lim = max(lim, max(pr), max(re_))
+        if lim > 0:
+            ax.plot([0, lim], [0, lim], color="k", lw=0.7)
+        ax.set(
+            xlabel="predicted g_t(x)/(x mid) (bps)",
+            ylabel="realized slice cost (bps)",
+            title=f"{ds}: MPC predicted vs realized, per slice",
+        )
+        ax.legend(fontsize=6)
+    fig.tight_layout()
+    p = out / "predicted_vs_realized.png"
+    fig.savefig(p, dpi=90)
+    plt.close(fig)
+    paths.append(p)
+    return paths
