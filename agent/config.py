@@ -175,7 +175,9 @@ class RiskConfig(_Strict):
     ``max_child_qty`` (shares), ``max_child_notional`` (currency), ``max_collar_bps`` (limit
     price from the mid), ``max_depth_share`` (of the visible depth inside the limit),
     ``max_orders_per_min`` (all parents together), ``stale_book_s`` (event time since the last
-    book). Open plus filled above the parent and a repeated client order id are always blocked.
+    book), ``max_children_per_parent`` (children sent, counted from the journal, so a restart
+    does not reset it). Open plus filled above the parent and a repeated client order id are
+    always blocked, and so is any child while the broker session is down.
     """
 
     max_child_qty: float = Field(0.0, ge=0)
@@ -184,6 +186,7 @@ class RiskConfig(_Strict):
     max_depth_share: float = Field(0.0, ge=0)
     max_orders_per_min: int = Field(0, ge=0)
     stale_book_s: float = Field(0.0, ge=0)
+    max_children_per_parent: int = Field(0, ge=0)
 
 
 class JournalConfig(_Strict):

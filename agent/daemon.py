@@ -469,6 +469,31 @@ class ParentRunner:
                 qty=float(qty),
             )
             return
+        if leg is self.mpc and not getattr(leg.broker, "available", True):
+            # Denied, not queued: a child sent into a dead session would only be in doubt.
+            self.metrics.blocked("broker_unavailable")
+            self.log.warning(
+                "risk.blocked",
+                gate="broker_unavailable",
+                detail=f"{leg.broker.name} session is not active",
+                client_order_id=coid,
+                qty=float(qty),
+            )
+            return
+        cap_n = self.cfg.risk.max_children_per_parent
+        if self.order.risk is not None and self.order.risk.max_children_per_parent:
+            cap_n = min(x for x in (cap_n, self.order.risk.max_children_per_parent) if x)
+        if leg is self.mpc and cap_n and leg.n_sent >= cap_n:
+            # Counted from the journal's intents, so a kill -9 and a restart do not reset it.
+            self.metrics.blocked("max_children_per_parent")
+            self.log.warning(
+                "risk.blocked",
+                gate="max_children_per_parent",
+                detail=f"{leg.n_sent} children sent, limit {cap_n}",
+                client_order_id=coid,
+                qty=float(qty),
+            )
+            return
         limit_px = collar_limit_px(self.side, self._last_mid, self.cfg.broker.collar_bps)
         if leg is self.mpc and self.gates is not None:
             px, sz = self._last_row if self._last_row is not None else (np.zeros(0), np.zeros(0))

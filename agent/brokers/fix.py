@@ -81,6 +81,11 @@ class FixBroker:
     def _now(self) -> int:
         return time.time_ns()
 
+    @property
+    def available(self) -> bool:
+        """True while the session is logged on (the daemon gates new orders on it)."""
+        return self._writer is not None and self.session.state is SessionState.ACTIVE
+
     async def start(self, timeout_s: float = 10.0) -> None:
         """Connect, log on and wait until the session is active."""
         if self._task is None:

@@ -278,3 +278,44 @@ async def test_an_overfill_report_halts_the_daemon_and_is_kept(tmp_path):
     journal.close()
     assert len(rows) == 1 and '"bad"' in rows[0][0]
     assert s.status == "incomplete"
+
+
+async def test_children_per_parent_limit_counts_across_a_restart(tmp_path):
+    """max_children_per_parent = 3: the 4th child is blocked, and a restart from the journal
+    does not reset the count (RTS 6 Art 15(3), reliability-tests L7)."""
+    from agent.journal import Journal
+
+    cfg = cfg_for(tmp_path, risk="[risk]\nmax_children_per_parent = 3")
+    ts = T0 + np.arange(0, 2 * 3600, 1) * NS
+    journal = Journal(tmp_path / "j.sqlite")
+    with capture_logs() as logs:
+        await run(cfg, lambda sym: ListFeed([book(ts, 500.0)]), journal=journal)
+    sent = [e for e in logs if e["event"] == "order.submitted" and e["strategy"] == "mpc"]
+    blocked = [e for e in logs if e["event"] == "risk.blocked"]
+    assert len(sent) == 3 and blocked
+    assert all(b["gate"] == "max_children_per_parent" for b in blocked)
+    with capture_logs() as logs:
+        await run(cfg, lambda sym: ListFeed([book(ts, 500.0)]), journal=journal)
+    journal.close()
+    assert not [e for e in logs if e["event"] == "order.submitted" and e["strategy"] == "mpc"]
+
+
+async def test_no_child_is_sent_into_a_broker_that_is_down(tmp_path):
+    """A broker whose session is down is not sent to: the child is denied with its reason
+    (not journaled, not in doubt), and the run goes on."""
+    cfg = cfg_for(tmp_path)
+    ts = T0 + np.arange(0, 2 * 3600, 1) * NS
+
+    class Down(SimulatedBroker):
+        available = False
+
+    with capture_logs() as logs:
+        (s,) = await run(cfg, lambda sym: ListFeed([book(ts, 500.0)]), broker=Down(10_000_000))
+    blocked = [e for e in logs if e["event"] == "risk.blocked"]
+    assert blocked and {b["gate"] for b in blocked} == {"broker_unavailable"}
+    assert not [
+        e
+        for e in logs
+        if e["event"] in ("order.submitted", "order.in_doubt") and e.get("strategy", "mpc") == "mpc"
+    ]
+    assert s.filled_qty == 0
