@@ -243,3 +243,34 @@ async def test_metrics_endpoint_counts_what_the_run_did(tmp_path):
     assert value("exec_agent_halted") == 0.0
     assert value("exec_agent_solve_seconds_count") > 0
     assert np.isfinite(value('exec_agent_feed_lag_seconds{symbol="SYNA"}'))
+
+
+async def test_a_daemon_with_no_orders_waits_for_parents_on_the_socket(tmp_path):
+    """keep_running with no [[orders]]: the service waits; a parent submitted on the socket is
+    worked to completion; the daemon stays up until told to stop."""
+    text = CONFIG.split("[[orders]]")[0].replace(
+        'socket = "ctl.sock"', 'socket = "ctl.sock"\nkeep_running = true'
+    )
+    (tmp_path / "c.toml").write_text(text)
+    cfg, _ = load_config(tmp_path / "c.toml")
+    assert cfg.orders == []
+    journal = Journal(cfg.journal.path)
+    with capture_logs() as logs:
+        task = asyncio.create_task(run(cfg, make_feed_factory(cfg), journal=journal))
+        while not cfg.control.socket.exists():  # noqa: ASYNC110 - a poll for readiness
+            await asyncio.sleep(0.01)
+        st = await send_command(cfg.control.socket, {"cmd": "status"})
+        assert st["ok"] and st["parents"] == []
+        order = ORDER_B | {"id": "W", "side": "buy", "quantity": 10000}
+        assert (await send_command(cfg.control.socket, {"cmd": "submit", "order": order}))["ok"]
+        while True:  # the replay runs to its end; the daemon must stay up after it
+            st = await send_command(cfg.control.socket, {"cmd": "status"})
+            if st["parents"][0]["state"] != "working":
+                break
+            await asyncio.sleep(0.02)
+        assert st["parents"][0]["state"] == "completed" and not task.done()
+        assert (await send_command(cfg.control.socket, {"cmd": "stop"}))["ok"]
+        (s,) = await asyncio.wait_for(task, 30)
+    journal.close()
+    assert s.parent_id == "W" and s.filled_qty == 10000
+    assert "order.parent_submitted" in [e["event"] for e in logs]
