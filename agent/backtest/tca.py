@@ -101,7 +101,8 @@ def tca(
     if not (parent_qty > 0 and arrival_mid > 0 and sign in (1, -1)):
         raise ValueError("parent_qty and arrival_mid must be > 0 and sign +-1")
     filled = float(q.sum())
-    u = max(parent_qty - filled, 0.0)
+    u = parent_qty - filled
+    u = u if u > 1e-9 * max(parent_qty, 1.0) else 0.0  # rounding of a complete fill is no remainder
     spread = float(q @ h)
     impact = float(sign * (q @ (p - m))) - spread
     timing = float(sign * (q @ (m - arrival_mid)))

@@ -1,0 +1,158 @@
+"""Strategies on books built so that the answer is known."""
+
+from __future__ import annotations
+
+import dataclasses
+from datetime import UTC, datetime
+
+import numpy as np
+import pytest
+
+from agent.backtest.config import ALL_STRATEGIES
+from agent.backtest.data import DayData, Trades
+from agent.backtest.engine import RunSpec, SimParams, simulate
+from agent.backtest.strategies import ac_targets, catch_up_child, pov_child, twap_targets
+from feeds.model import N_LEVELS, BookBatch
+
+NS = 1_000_000_000
+STEP_S = 5
+
+
+def _day(date: str, depth_am: float, depth_pm: float, switch_utc_s: float = 16.5 * 3600) -> DayData:
+    """A still book (mid 100, 1-cent levels) every 5 s from 13:30 to 20:00 UTC; the depth of
+    every level is ``depth_am`` before ``switch_utc_s`` and ``depth_pm`` after. 100 shares
+    trade every 5 s."""
+    d0 = int(datetime.fromisoformat(date).replace(tzinfo=UTC).timestamp()) * NS
+    ts = d0 + np.arange(int(13.5 * 3600), 20 * 3600, STEP_S, dtype=np.int64) * NS
+    n = ts.size
+    lev = np.arange(N_LEVELS) * 0.01
+    ask_px = np.tile(100.01 + lev, (n, 1))
+    bid_px = np.tile(99.99 - lev, (n, 1))
+    depth = np.where((ts - d0) / NS < switch_utc_s, depth_am, depth_pm)
+    sz = np.repeat(depth[:, None], N_LEVELS, axis=1)
+    books = BookBatch("TEST", ts, ts.copy(), bid_px, sz, ask_px, sz.copy())
+    trades = Trades(ts.copy(), np.full(n, 100.0), "mbp10_trades")
+    return DayData("TEST", books, trades, 0, "synthetic")
+
+
+def _spec(strategy: str, qty: float, side: str = "buy", period_s: float = 300, **kw) -> RunSpec:
+    params = SimParams(
+        start_s=13.5 * 3600, end_s=19.5 * 3600, period_s=period_s, lot=100, half_life_s=30.0, **kw
+    )
+    return RunSpec("t", "TEST", "synthetic", "auto", "TEST", (), side, 0.0, strategy, params, qty)
+
+
+@pytest.mark.parametrize("side", ["buy", "sell"])
+def test_constant_deep_book_every_strategy_costs_the_same(side):
+    """A still book whose best level holds everything: every schedule pays exactly the
+    half-spread (1 bp), whatever it does."""
+    day = _day("2025-06-02", 1e8, 1e8)
+    out = {}
+    for st in ALL_STRATEGIES:
+        r = simulate(day, _spec(st, 72 * 800, side, period_s=1800))
+        assert r.status == "completed", (st, r.message)
+        out[st] = r.tca["total_bps"]
+    for st, v in out.items():
+        assert v == pytest.approx(1.0, abs=1e-9), st
+
+
+def test_constant_thin_book_mpc_schedule_is_twap():
+    """Still book, convex cost (children walk several levels): equal costs in every period, so
+    the deterministic MPC's schedule is uniform, exactly TWAP's, at the same cost."""
+    day = _day("2025-06-02", 200, 200)
+    twap = simulate(day, _spec("twap", 72 * 800))
+    assert twap.status == "completed"
+    for model in ("quadratic", "power", "nonparametric"):
+        r = simulate(day, _spec(f"mpc-{model}-deterministic", 72 * 800))
+        assert r.period_filled == pytest.approx(twap.period_filled), model
+        assert r.tca["total_bps"] == pytest.approx(twap.tca["total_bps"], abs=1e-9), model
+    # a still book has no volatility: Almgren-Chriss has no timing risk to avoid -> TWAP
+    ac = simulate(day, _spec("ac", 72 * 800, ac_risk_aversion=1e-3))
+    assert ac.period_filled == pytest.approx(twap.period_filled)
+
+
+@pytest.fixture(scope="module")
+def afternoon_runs():
+    """The depth of every level doubles at 16:30 UTC, on the traded day and on the history day
+    the MPC learns its intraday profile from."""
+    day = _day("2025-06-02", 200, 400)
+    hist = _day("2025-05-30", 200, 400)
+    history = ((hist.books,), hist.trades)
+    out = {}
+    for st in ("twap", "mpc-quadratic-deterministic", "mpc-nonparametric-deterministic",
+               "mpc-power-deterministic", "mpc-quadratic-stochastic", "mpc-nonparametric-robust"):
+        out[st] = simulate(day, _spec(st, 72 * 800), history)
+    return out
+
+
+def _pm_share(r) -> float:
+    f = np.asarray(r.period_filled)
+    return float(f[36:].sum() / f.sum())
+
+
+@pytest.mark.parametrize(
+    "strategy",
+    ["mpc-quadratic-deterministic", "mpc-nonparametric-deterministic", "mpc-power-deterministic",
+     "mpc-quadratic-stochastic"],
+)
+def test_depth_doubles_in_the_afternoon_mpc_moves_volume_there(afternoon_runs, strategy):
+    """With twice the depth after 16:30, the MPC trades more in the afternoon than TWAP does
+    and pays less."""
+    twap, mpc = afternoon_runs["twap"], afternoon_runs[strategy]
+    assert twap.status == mpc.status == "completed"
+    assert _pm_share(twap) == pytest.approx(0.5)
+    assert _pm_share(mpc) > 0.58
+    assert mpc.tca["total_bps"] < twap.tca["total_bps"] - 0.05
+
+
+def test_robust_mpc_does_not_bet_on_the_profile(afternoon_runs):
+    """The robust MPC takes the worst of its scenarios, one of which is "the profile is wrong,
+    today's liquidity persists": in the morning that scenario prices the afternoon like the
+    morning, so the robust schedule does not move volume to the afternoon (by design)."""
+    r = afternoon_runs["mpc-nonparametric-robust"]
+    assert r.status == "completed"
+    assert _pm_share(r) < 0.52
+
+
+def test_mpc_predicted_cost_matches_realized_on_a_still_book(afternoon_runs):
+    """On a still book the window curve is the book: g_t(x) predicts each slice's cost well
+    (resilience leaves a little of the previous child's footprint)."""
+    r = afternoon_runs["mpc-nonparametric-deterministic"]
+    pairs = [(s["predicted_cost_filled"], s["realized_cost"]) for s in r.slices
+             if s.get("predicted_cost_filled") is not None and s["filled_qty"] > 0]
+    assert len(pairs) > 60
+    p, q = np.array(pairs).T
+    assert q.sum() / p.sum() == pytest.approx(1.0, abs=0.05)
+
+
+def test_partial_fills_are_caught_up_and_unfilled_is_priced():
+    """A tiny book: TWAP cannot fill; what is left is reported and priced, never hidden."""
+    day = _day("2025-06-02", 1, 1)
+    r = simulate(day, _spec("twap", 72 * 800))
+    assert r.status == "incomplete"
+    assert r.tca["unfilled_qty"] > 0
+    assert "unfilled" in r.message
+
+
+def test_pov_follows_the_previous_periods_volume():
+    day = _day("2025-06-02", 1e8, 1e8)
+    r = simulate(day, dataclasses.replace(_spec("pov", 72 * 800), params=dataclasses.replace(
+        _spec("pov", 1).params, pov_rate=0.1)))
+    # 100 shares every 5 s = 6,000 per period: 600 per child
+    first = [s["sent_qty"] for s in r.slices[:5]]
+    assert first == [600.0] * 5
+
+
+def test_schedule_helpers():
+    assert twap_targets(4).tolist() == [0.25, 0.5, 0.75, 1.0]
+    t = twap_targets(4)
+    assert catch_up_child(t, 0, 1000, 0, 100) == 200  # floor to lots
+    assert catch_up_child(t, 3, 1000, 700, 100) == 300  # last: everything left
+    assert pov_child(0.1, 12345, 10_000, 100, last=False) == 1200
+    assert pov_child(0.1, 12345, 500, 100, last=False) == 500
+    f, _ = ac_targets(0.01, 1e-4, 0.0, 1000, 5)
+    assert f == pytest.approx([0.2, 0.4, 0.6, 0.8, 1.0])
+    g, _ = ac_targets(0.01, 1e-4, 1e-3, 1000, 5)
+    assert g[0] > 0.2  # risk aversion front-loads
+    none, why = ac_targets(float("nan"), 1e-4, 0.0, 1000, 5)
+    assert none is None and "estimate" in why
