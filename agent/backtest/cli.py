@@ -113,6 +113,7 @@ def build_specs(cfg: BacktestConfig, strategies: list[str] | None = None) -> lis
                             pct_of_volume=pct,
                             strategy=st,
                             params=params,
+                            mpc_profile=d.mpc_profile,
                         )
                     )
     return specs

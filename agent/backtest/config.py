@@ -50,6 +50,9 @@ class DatasetConfig(_Strict):
     the same symbol: the MPC's intraday profile and the VWAP volume profile are learned from
     them (without history, the MPC forecast is flat and VWAP uses the same day's volume, which
     is look-ahead and flagged as such in the report). ``lot``: overrides ``backtest.lot``.
+    ``mpc_profile``: where the MPC's intraday profile comes from: ``history`` (flat without
+    history), ``same_day`` (learned from the traded day itself: look-ahead, an upper bound of
+    what a profile can buy, flagged in the report) or ``flat``.
     """
 
     label: str = Field(min_length=1, pattern=r"^[A-Za-z0-9_.-]+$")
@@ -58,6 +61,7 @@ class DatasetConfig(_Strict):
     symbol: str | None = None
     history: list[Path] = Field(default_factory=list)
     lot: int | None = Field(None, ge=1)
+    mpc_profile: Literal["history", "same_day", "flat"] = "history"
 
 
 class BacktestBrokerConfig(_Strict):

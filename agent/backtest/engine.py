@@ -101,6 +101,7 @@ class RunSpec:
         strategy: One of ``ALL_STRATEGIES``.
         params: Simulation parameters.
         qty: Parent shares; 0 sizes it from ``pct_of_volume``.
+        mpc_profile: ``history``, ``same_day`` (look-ahead) or ``flat``.
     """
 
     run_id: str
@@ -114,6 +115,7 @@ class RunSpec:
     strategy: str
     params: SimParams
     qty: float = 0.0
+    mpc_profile: str = "history"
 
 
 @dataclass(slots=True)
@@ -295,7 +297,16 @@ def simulate(
     elif strat.startswith("mpc-"):
         _, model, solver = strat.split("-")
         profile = IntradayProfile.flat()
-        if history is not None and history[0]:
+        if spec.mpc_profile == "same_day":
+            profile = learn_profile(
+                (books,),
+                spec.side,
+                sizes,  # type: ignore[arg-type]
+                bucket_s=p.profile_bucket_s,
+                policy=policy,
+            )
+            res.notes.append("mpc profile: SAME-DAY (look-ahead: learned from the traded day)")
+        elif spec.mpc_profile == "history" and history is not None and history[0]:
             profile = (
                 _learn_profile(
                     spec.history,

@@ -23,9 +23,10 @@ def test_shipped_sample_config_loads(repo):
     assert len({s.run_id for s in specs}) == n
 
 
-def test_real_config_parses(repo):
-    """The real-data config validates (data presence aside: checked only when it exists)."""
-    raw = tomllib.loads((repo / "config" / "backtest-real.toml").read_text())
+@pytest.mark.parametrize("name", ["backtest-real.toml", "backtest-real-lookahead.toml"])
+def test_real_config_parses(repo, name):
+    """The real-data configs validate (data presence aside: checked only when it exists)."""
+    raw = tomllib.loads((repo / "config" / name).read_text())
     try:
         cfg = parse_backtest_config(raw, "backtest-real.toml", repo / "config")
     except ConfigError as e:
@@ -33,6 +34,8 @@ def test_real_config_parses(repo):
             pytest.skip(f"real data absent: {e}")
         raise
     assert {d.label for d in cfg.datasets} == {"FROG", "AMZN"}
+    want = "same_day" if "lookahead" in name else "history"
+    assert {d.mpc_profile for d in cfg.datasets} == {want}
 
 
 def _base(repo) -> dict:

@@ -156,3 +156,16 @@ def test_schedule_helpers():
     assert g[0] > 0.2  # risk aversion front-loads
     none, why = ac_targets(float("nan"), 1e-4, 0.0, 1000, 5)
     assert none is None and "estimate" in why
+
+
+def test_same_day_profile_is_look_ahead_and_says_so():
+    """Without history, mpc_profile = "same_day" learns the profile from the traded day (an
+    upper bound, flagged in the notes): the MPC then moves volume to the deep afternoon."""
+    day = _day("2025-06-02", 200, 400)
+    spec = dataclasses.replace(_spec("mpc-quadratic-deterministic", 72 * 800),
+                               mpc_profile="same_day")
+    r = simulate(day, spec)
+    assert any("look-ahead" in n for n in r.notes)
+    assert _pm_share(r) > 0.58
+    flat = simulate(day, _spec("mpc-quadratic-deterministic", 72 * 800))
+    assert any("flat" in n for n in flat.notes)
