@@ -23,8 +23,20 @@ def test_cli_on_the_sample_config_writes_json_and_pngs(tmp_path, capsys):
     """The command writes backtest.json (every run, every TCA figure), summary.md and the PNGs,
     and prints the table."""
     out = tmp_path / "bt"
-    code = main(["backtest", "--config", str(REPO / "config" / "backtest.toml"), "--out",
-                 str(out), "--strategies", FAST, "--workers", "2", "--no-progress"])
+    code = main(
+        [
+            "backtest",
+            "--config",
+            str(REPO / "config" / "backtest.toml"),
+            "--out",
+            str(out),
+            "--strategies",
+            FAST,
+            "--workers",
+            "2",
+            "--no-progress",
+        ]
+    )
     assert code == 0
     doc = json.loads((out / "backtest.json").read_text())
     runs = doc["runs"]
@@ -54,11 +66,17 @@ def test_cli_bad_config_exits_2(tmp_path, capsys):
 
 def _few_specs() -> list[RunSpec]:
     cfg, _ = load_backtest_config(REPO / "config" / "backtest.toml")
-    specs = [s for s in build_specs(cfg) if s.dataset == "SYNB" and s.strategy in
-             ("twap", "pov", "mpc-quadratic-deterministic", "mpc-power-stochastic")]
+    specs = [
+        s
+        for s in build_specs(cfg)
+        if s.dataset == "SYNB"
+        and s.strategy in ("twap", "pov", "mpc-quadratic-deterministic", "mpc-power-stochastic")
+    ]
     # two hours instead of the day: a few small runs
-    return [dataclasses.replace(s, params=dataclasses.replace(s.params, end_s=15.5 * 3600))
-            for s in specs]
+    return [
+        dataclasses.replace(s, params=dataclasses.replace(s.params, end_s=15.5 * 3600))
+        for s in specs
+    ]
 
 
 def _comparable(r):
@@ -76,8 +94,9 @@ def test_dask_local_cluster_gives_the_local_results():
     distributed = pytest.importorskip("distributed")
     specs = _few_specs()
     local = run_batch(specs, max_workers=1, progress=False)
-    with distributed.LocalCluster(n_workers=1, threads_per_worker=1, processes=False,
-                                  dashboard_address=None) as cluster:
+    with distributed.LocalCluster(
+        n_workers=1, threads_per_worker=1, processes=False, dashboard_address=None
+    ) as cluster:
         remote = run_batch(specs, dask_address=cluster.scheduler_address, progress=False)
     assert [r.run_id for r in remote] == [s.run_id for s in specs]
     assert [_comparable(r) for r in remote] == [_comparable(r) for r in local]
@@ -105,14 +124,18 @@ def test_real_days_run_and_price_every_share():
     from agent.backtest.data import load_day
 
     amzn = SHARED_DATA / "lobster" / "LOBSTER_SampleFile_AMZN_2012-06-21_5.zip"
-    for path, source in ((require(FROG_DAY), "mbp10_trades"), (require(amzn), "lobster_executions")):
+    for path, source in (
+        (require(FROG_DAY), "mbp10_trades"),
+        (require(amzn), "lobster_executions"),
+    ):
         day = load_day(str(path))
         assert day.trades.source == source
         assert day.trades.qty.sum() > 100_000
         base = _few_specs()[0]
         for st in ("twap", "mpc-quadratic-deterministic"):
-            spec = dataclasses.replace(base, path=str(path), symbol=None, history=(),
-                                       strategy=st, pct_of_volume=1.0)
+            spec = dataclasses.replace(
+                base, path=str(path), symbol=None, history=(), strategy=st, pct_of_volume=1.0
+            )
             r = simulate(day, spec)
             assert r.status == "completed", r.message
             t = r.tca

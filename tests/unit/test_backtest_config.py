@@ -39,8 +39,11 @@ def test_real_config_parses(repo, name):
 
 
 def _base(repo) -> dict:
-    return {"datasets": [{"label": "A", "path": str(repo / "replay_data" /
-                                                     "SYNA_2025-06-02.mbp-10.csv.gz")}]}
+    return {
+        "datasets": [
+            {"label": "A", "path": str(repo / "replay_data" / "SYNA_2025-06-02.mbp-10.csv.gz")}
+        ]
+    }
 
 
 @pytest.mark.parametrize(
@@ -71,6 +74,5 @@ def test_missing_data_file_names_the_dataset(repo, tmp_path):
 
 
 def test_infinite_half_life_is_minus_one(repo):
-    cfg = parse_backtest_config(_base(repo) | {"broker": {"resilience_half_life_s": -1}}, "x",
-                                repo)
+    cfg = parse_backtest_config(_base(repo) | {"broker": {"resilience_half_life_s": -1}}, "x", repo)
     assert math.isinf(sim_params(cfg).half_life_s)

@@ -79,8 +79,14 @@ def afternoon_runs():
     hist = _day("2025-05-30", 200, 400)
     history = ((hist.books,), hist.trades)
     out = {}
-    for st in ("twap", "mpc-quadratic-deterministic", "mpc-nonparametric-deterministic",
-               "mpc-power-deterministic", "mpc-quadratic-stochastic", "mpc-nonparametric-robust"):
+    for st in (
+        "twap",
+        "mpc-quadratic-deterministic",
+        "mpc-nonparametric-deterministic",
+        "mpc-power-deterministic",
+        "mpc-quadratic-stochastic",
+        "mpc-nonparametric-robust",
+    ):
         out[st] = simulate(day, _spec(st, 72 * 800), history)
     return out
 
@@ -92,8 +98,12 @@ def _pm_share(r) -> float:
 
 @pytest.mark.parametrize(
     "strategy",
-    ["mpc-quadratic-deterministic", "mpc-nonparametric-deterministic", "mpc-power-deterministic",
-     "mpc-quadratic-stochastic"],
+    [
+        "mpc-quadratic-deterministic",
+        "mpc-nonparametric-deterministic",
+        "mpc-power-deterministic",
+        "mpc-quadratic-stochastic",
+    ],
 )
 def test_depth_doubles_in_the_afternoon_mpc_moves_volume_there(afternoon_runs, strategy):
     """With twice the depth after 16:30, the MPC trades more in the afternoon than TWAP does
@@ -118,8 +128,11 @@ def test_mpc_predicted_cost_matches_realized_on_a_still_book(afternoon_runs):
     """On a still book the window curve is the book: g_t(x) predicts each slice's cost well
     (resilience leaves a little of the previous child's footprint)."""
     r = afternoon_runs["mpc-nonparametric-deterministic"]
-    pairs = [(s["predicted_cost_filled"], s["realized_cost"]) for s in r.slices
-             if s.get("predicted_cost_filled") is not None and s["filled_qty"] > 0]
+    pairs = [
+        (s["predicted_cost_filled"], s["realized_cost"])
+        for s in r.slices
+        if s.get("predicted_cost_filled") is not None and s["filled_qty"] > 0
+    ]
     assert len(pairs) > 60
     p, q = np.array(pairs).T
     assert q.sum() / p.sum() == pytest.approx(1.0, abs=0.05)
@@ -136,8 +149,12 @@ def test_partial_fills_are_caught_up_and_unfilled_is_priced():
 
 def test_pov_follows_the_previous_periods_volume():
     day = _day("2025-06-02", 1e8, 1e8)
-    r = simulate(day, dataclasses.replace(_spec("pov", 72 * 800), params=dataclasses.replace(
-        _spec("pov", 1).params, pov_rate=0.1)))
+    r = simulate(
+        day,
+        dataclasses.replace(
+            _spec("pov", 72 * 800), params=dataclasses.replace(_spec("pov", 1).params, pov_rate=0.1)
+        ),
+    )
     # 100 shares every 5 s = 6,000 per period: 600 per child
     first = [s["sent_qty"] for s in r.slices[:5]]
     assert first == [600.0] * 5
@@ -162,10 +179,21 @@ def test_same_day_profile_is_look_ahead_and_says_so():
     """Without history, mpc_profile = "same_day" learns the profile from the traded day (an
     upper bound, flagged in the notes): the MPC then moves volume to the deep afternoon."""
     day = _day("2025-06-02", 200, 400)
-    spec = dataclasses.replace(_spec("mpc-quadratic-deterministic", 72 * 800),
-                               mpc_profile="same_day")
+    spec = dataclasses.replace(
+        _spec("mpc-quadratic-deterministic", 72 * 800), mpc_profile="same_day"
+    )
     r = simulate(day, spec)
     assert any("look-ahead" in n for n in r.notes)
     assert _pm_share(r) > 0.58
     flat = simulate(day, _spec("mpc-quadratic-deterministic", 72 * 800))
     assert any("flat" in n for n in flat.notes)
+
+
+def test_latency_executes_on_the_first_book_at_or_after_t_plus_latency():
+    """Books every 5 s: a child decided at a period start with 50 ms latency executes on the
+    next book, 5 s later; with 0 latency on the book of the decision instant itself."""
+    day = _day("2025-06-02", 1e8, 1e8)
+    r = simulate(day, _spec("twap", 72 * 800, latency_ms=50.0))
+    assert {s["exec_ns"] - s["t_ns"] for s in r.slices} == {5 * NS}
+    r0 = simulate(day, _spec("twap", 72 * 800, latency_ms=0.0))
+    assert {s["exec_ns"] - s["t_ns"] for s in r0.slices} == {0}
