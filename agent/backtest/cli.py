@@ -119,6 +119,22 @@ def build_specs(cfg: BacktestConfig, strategies: list[str] | None = None) -> lis
     return specs
 
 
+def _command(args: argparse.Namespace) -> str:
+    """Return the command line that reproduces this run."""
+    parts = ["exec-agent", "backtest", "--config", str(args.config)]
+    if args.out:
+        parts += ["--out", str(args.out)]
+    if args.dask:
+        parts += ["--dask", args.dask]
+    if args.workers:
+        parts += ["--workers", str(args.workers)]
+    if args.strategies:
+        parts += ["--strategies", args.strategies]
+    if args.no_figures:
+        parts.append("--no-figures")
+    return " ".join(parts)
+
+
 def run(args: argparse.Namespace) -> int:
     """Run ``backtest``; return the exit code (0 ok, 1 some runs failed, 2 bad input)."""
     from agent.backtest.executor import run_batch, scheduler_address
@@ -172,7 +188,7 @@ def run(args: argparse.Namespace) -> int:
     meta = {
         "config": str(Path(args.config).resolve()),
         "config_sha256": sha,
-        "command": "exec-agent " + " ".join(sys.argv[1:]) if sys.argv else "",
+        "command": _command(args),
         "effective_config": cfg.model_dump(mode="json"),
         "executor": "dask" if address else "processes",
         "wall_s": wall,

@@ -111,13 +111,13 @@ def summarize(results: Sequence[RunResult]) -> dict[str, Any]:
         ]
         row["vs_twap_bps"] = _stats(diffs)
         row["execution_bps"] = _stats([_execution_bps(r) for r in ok])
-        row["execution_vs_twap_bps"] = _stats(
-            [
-                _execution_bps(r) - twap_ex[(r.dataset, r.side, r.pct_of_volume)]
-                for r in ok
-                if (r.dataset, r.side, r.pct_of_volume) in twap_ex
-            ]
-        )
+        ex_diffs = [
+            _execution_bps(r) - twap_ex[(r.dataset, r.side, r.pct_of_volume)]
+            for r in ok
+            if (r.dataset, r.side, r.pct_of_volume) in twap_ex
+        ]
+        row["execution_vs_twap_bps"] = _stats(ex_diffs)
+        row["n_execution_cheaper_than_twap"] = sum(d < -1e-9 for d in ex_diffs if math.isfinite(d))
         row["n_cheaper_than_twap"] = sum(d < -1e-9 for d in diffs if math.isfinite(d))
         fill = [_f(r.tca.get("filled_qty")) / r.parent_qty for r in ok if r.parent_qty > 0]
         row["fill_rate"] = float(np.mean(fill)) if fill else None
@@ -171,8 +171,17 @@ def markdown_table(summary: dict[str, Any]) -> str:
                 if r["strategy"] == "twap"
                 else f"{_fmt(vs['mean'])} ± {_fmt(vs['std'])}"
             )
-            + f" | {r['n_cheaper_than_twap']}/{vs['n']} | "
-            + ("-" if r["strategy"] == "twap" else f"{_fmt(ex['mean'])} ± {_fmt(ex['std'])}")
+            + (
+                " | - | "
+                if r["strategy"] == "twap"
+                else f" | {r['n_cheaper_than_twap']}/{vs['n']} | "
+            )
+            + (
+                "-"
+                if r["strategy"] == "twap"
+                else f"{_fmt(ex['mean'])} ± {_fmt(ex['std'])} "
+                f"({r['n_execution_cheaper_than_twap']}/{ex['n']} cheaper)"
+            )
             + " | "
             f"{_fmt(100 * r['fill_rate'] if r['fill_rate'] is not None else None, 1)}% | "
             + (f"{_fmt(ratio)} (corr {_fmt(sc.get('corr'))})" if sc.get("n_slices") else "-")
