@@ -281,38 +281,42 @@ def _figures(out: Path, results: Sequence[RunResult], summary: dict[str, Any]) -
         plt.close(fig)
         paths.append(p)
     datasets = sorted({r.dataset for r in results})
-    fig, axes = plt.subplots(len(datasets), 1, figsize=(12, 3.8 * len(datasets)), squeeze=False)
-    for ax, ds in zip(axes[:, 0], datasets, strict=True):
+    twap_ex = {
+        (r.dataset, r.side, r.pct_of_volume): _execution_bps(r)
+        for r in results
+        if r.strategy == "twap" and r.status != "failed"
+    }
+    fig, axes = plt.subplots(len(datasets), 2, figsize=(16, 4.2 * len(datasets)), squeeze=False)
+    for row, ds in zip(axes, datasets, strict=True):
         names = [s for s in order if any(r.dataset == ds and r.strategy == s for r in results)]
         for i, s in enumerate(names):
-            v = [
-                _f(r.tca.get("total_bps"))
-                for r in results
-                if r.dataset == ds and r.strategy == s and r.status != "failed"
+            rs = [
+                r for r in results if r.dataset == ds and r.strategy == s and r.status != "failed"
             ]
-            v = [x for x in v if math.isfinite(x)]
-            if not v:
-                continue
-            ax.scatter(
-                np.full(len(v), i) + np.linspace(-0.15, 0.15, len(v)),
-                v,
-                s=10,
-                color=color[s],
-                alpha=0.7,
-            )
-            ax.errorbar(
-                i,
-                np.mean(v),
-                yerr=np.std(v, ddof=1) if len(v) > 1 else 0,
-                fmt="_k",
-                ms=14,
-                capsize=4,
-            )
-        ax.axhline(0, color="grey", lw=0.5)
-        ax.set_xticks(range(len(names)), names, rotation=30, ha="right", fontsize=7)
-        ax.set(
+            tot = [x for x in (_f(r.tca.get("total_bps")) for r in rs) if math.isfinite(x)]
+            exd = [
+                _execution_bps(r) - twap_ex[(r.dataset, r.side, r.pct_of_volume)]
+                for r in rs
+                if (r.dataset, r.side, r.pct_of_volume) in twap_ex
+            ]
+            exd = [x for x in exd if math.isfinite(x)]
+            for ax, v in ((row[0], tot), (row[1], exd)):
+                if not v:
+                    continue
+                jitter = np.linspace(-0.15, 0.15, len(v))
+                ax.scatter(i + jitter, v, s=10, color=color[s], alpha=0.7)
+                sd = np.std(v, ddof=1) if len(v) > 1 else 0.0
+                ax.errorbar(i, np.mean(v), yerr=sd, fmt="_k", ms=14, capsize=4)
+        for ax in row:
+            ax.axhline(0, color="grey", lw=0.5)
+            ax.set_xticks(range(len(names)), names, rotation=30, ha="right", fontsize=7)
+        row[0].set(
             ylabel="shortfall vs arrival mid (bps)",
-            title=f"{ds}: shortfall per run (dots), mean ± std (bars)",
+            title=f"{ds}: total shortfall per run (dots), mean ± std (bars)",
+        )
+        row[1].set(
+            ylabel="spread + impact minus TWAP's (bps)",
+            title=f"{ds}: spread + impact vs TWAP on the same books (< 0: cheaper)",
         )
     fig.tight_layout()
     p = out / "shortfall.png"
