@@ -351,37 +351,59 @@ class MpcPlanner:
         ]
         built = [self._costs(m, prof, starts) for m, prof in scen]
         t0 = time.perf_counter()
-        if self.solver == "stochastic" and model.kind == "quadratic":
-            # exact: the mixture of quadratics is quadratic (water-filling, in lots)
-            res = solve_stochastic([c for c, _, _ in built], self.weights, remaining, lot=lot)
+        # Every scenario tabulated on one knot grid (exact for the nonparametric curve,
+        # chords of the quadratic and power law); quadratic mixtures are solved exactly.
+        knots = _knots(self.sizes, remaining, thin=self.solver == "robust")
+        slopes = [
+            self._table(m, m1, m2, knots) for (m, _), (_, m1, m2) in zip(scen, built, strict=True)
+        ]
+        if self.solver == "stochastic":
+            res = _solve_mixture(scen, built, slopes, knots, self.weights, remaining, lot)
         else:
-            # Every scenario tabulated on one knot grid (exact for the nonparametric curve,
-            # chords of the quadratic and power law), then solved exactly on it.
-            knots = _knots(self.sizes, remaining, thin=self.solver == "robust")
-            slopes = [
-                self._table(m, m1, m2, knots)
-                for (m, _), (_, m1, m2) in zip(scen, built, strict=True)
-            ]
-            if self.solver == "stochastic":
-                w = self.weights / self.weights.sum()
-                mix = sum(
-                    (wk * sk for wk, sk in zip(w, slopes, strict=True)),
-                    start=np.zeros_like(slopes[0]),
+            # Robust: the epigraph LP gives the worst case and its dual weights p*; the plan
+            # is the p*-weighted mixture solved exactly in lots (for strictly convex costs
+            # that is the robust optimum itself; with ties it is the same tie-break as the
+            # deterministic MPC, instead of an arbitrary LP vertex).
+            lp_res, p_star = solve_robust_pl(knots, slopes, remaining)
+            res = lp_res
+            if lp_res.ok:
+                mixed = _solve_mixture(scen, built, slopes, knots, p_star, remaining, lot)
+                res = dataclasses.replace(
+                    mixed,
+                    message=f"{lp_res.message}; worst case {lp_res.cost:.6g}; "
+                    f"p* = {np.round(p_star, 4).tolist()}; plan: p*-mixture in lots",
                 )
-                pl = PiecewiseLinearCost(np.tile(knots[:-1], (h, 1)), mix)
-                res = solve_auto(CostSet.of(pl, h), remaining, lot=lot)
-            else:
-                res = solve_robust_pl(knots, slopes, remaining)
         ms = (time.perf_counter() - t0) * 1e3
-        if res.status is SolveStatus.OPTIMAL or (
-            res.status is SolveStatus.MAX_ITER and np.all(np.isfinite(res.x))
-        ):
-            x0 = float(res.x[0])
-            child = min(remaining, float(lot * math.floor(x0 / lot + 0.5)))
-            return Decision(k, max(child, 0.0), res.x, res.lam, str(res.status), res.message, ms)
+        if res.status is SolveStatus.OPTIMAL or res.status is SolveStatus.INFEASIBLE:
+            child = min(remaining, max(float(res.x[0]), 0.0))
+            return Decision(k, child, res.x, res.lam, str(res.status), res.message, ms)
         return Decision(
             k, min(twap_qty, remaining), res.x, math.nan, "twap_fallback", res.message, ms
         )
+
+
+def _solve_mixture(
+    scen: list[tuple[_Model, IntradayProfile]],
+    built: list[tuple[CostSet, NDArray[np.float64], NDArray[np.float64]]],
+    slopes: list[NDArray[np.float64]],
+    knots: NDArray[np.float64],
+    weights: NDArray[np.float64],
+    S: float,
+    lot: int,
+) -> SolveResult:
+    """Minimise the weighted sum of the scenarios' costs, exactly in lots.
+
+    Quadratic scenarios: ``solve_stochastic`` (the mixture is quadratic, water-filling). Others:
+    the mixture of their tables (piecewise linear on shared knots) by ``solve_auto``.
+    """
+    w = np.asarray(weights, dtype=np.float64)
+    w = w / w.sum()
+    if all(m.kind == "quadratic" for m, _ in scen):
+        return solve_stochastic([c for c, _, _ in built], w, S, lot=lot)
+    h = slopes[0].shape[0]
+    mix = sum((wk * sk for wk, sk in zip(w, slopes, strict=True)), start=np.zeros_like(slopes[0]))
+    pl = PiecewiseLinearCost(np.tile(knots[:-1], (h, 1)), mix)
+    return solve_auto(CostSet.of(pl, h), S, lot=lot)
 
 
 def _knots(sizes: NDArray[np.float64], remaining: float, *, thin: bool = False) -> NDArray:
@@ -396,7 +418,7 @@ def _knots(sizes: NDArray[np.float64], remaining: float, *, thin: bool = False) 
 
 def solve_robust_pl(
     knots: NDArray[np.float64], slopes: list[NDArray[np.float64]], S: float
-) -> SolveResult:
+) -> tuple[SolveResult, NDArray[np.float64]]:
     """Minimise ``max_k sum_t g^k_t(x_t)`` for piecewise-linear convex costs on shared knots.
 
     The epigraph LP ``min z`` s.t. ``sum_{t,j} slope^k_{t,j} y_{t,j} <= z`` for every k,
@@ -410,7 +432,9 @@ def solve_robust_pl(
         S: Shares.
 
     Returns:
-        ``x`` (shape (H,)), the worst-case cost; OPTIMAL or NUMERICAL with HiGHS's message.
+        ``(result, p)``: ``x`` (shape (H,)) and the worst-case cost, OPTIMAL or NUMERICAL with
+        HiGHS's message; ``p`` the dual weights of the scenarios (shape (K,), summing to 1):
+        which scenarios are worst at the optimum.
     """
     from scipy.optimize import linprog
 
@@ -426,15 +450,16 @@ def solve_robust_pl(
     lp = linprog(
         c, A_ub=a_ub, b_ub=np.zeros(len(slopes)), A_eq=a_eq, b_eq=[S], bounds=bounds, method="highs"
     )
+    k = len(slopes)
     if lp.status != 0 or lp.x is None:
-        return SolveResult(
+        fail = SolveResult(
             np.zeros(h), math.nan, math.nan, SolveStatus.NUMERICAL, f"robust LP: {lp.message}"
         )
+        return fail, np.full(k, 1.0 / k)
     x = lp.x[:nv].reshape(h, j).sum(axis=1)
-    return SolveResult(
-        x,
-        float(lp.x[-1]),
-        math.nan,
-        SolveStatus.OPTIMAL,
-        f"epigraph LP over {len(slopes)} scenarios (HiGHS)",
+    p = np.clip(-np.asarray(lp.ineqlin.marginals, dtype=np.float64), 0.0, None)
+    p = p / p.sum() if p.sum() > 0 else np.full(k, 1.0 / k)
+    res = SolveResult(
+        x, float(lp.x[-1]), math.nan, SolveStatus.OPTIMAL, f"epigraph LP over {k} scenarios (HiGHS)"
     )
+    return res, p

@@ -197,3 +197,24 @@ def test_latency_executes_on_the_first_book_at_or_after_t_plus_latency():
     assert {s["exec_ns"] - s["t_ns"] for s in r.slices} == {5 * NS}
     r0 = simulate(day, _spec("twap", 72 * 800, latency_ms=0.0))
     assert {s["exec_ns"] - s["t_ns"] for s in r0.slices} == {0}
+
+
+def test_robust_lp_hedges_between_opposite_scenarios():
+    """Two periods, two scenarios that disagree on which period is cheap: the worst case is
+    smallest with an even split, and both scenarios are active (p* > 0 for both; piecewise-linear
+    costs make p* an interval, any point of which certifies the split)."""
+    from agent.backtest.strategies import solve_robust_pl
+
+    knots = np.array([0.0, 100.0, 200.0, 400.0])
+    cheap = np.array([1.0, 2.0, 4.0])
+    dear = 3.0 * cheap
+    a = np.stack([cheap, dear])  # period 0 cheap in scenario a
+    b = np.stack([dear, cheap])
+    res, p = solve_robust_pl(knots, [a, b], 200.0)
+    assert res.ok
+    assert res.x == pytest.approx([100.0, 100.0])
+    assert res.cost == pytest.approx(100 * 1.0 + 100 * 3.0)
+    assert p.sum() == pytest.approx(1.0) and np.all(p > 0.1)
+    # one scenario only: the LP is the plain cheapest-segments-first allocation
+    res1, p1 = solve_robust_pl(knots, [a], 200.0)
+    assert res1.x == pytest.approx([200.0, 0.0]) and p1 == pytest.approx([1.0])
