@@ -136,7 +136,7 @@ class RunResult:
     n_children: int = 0
     period_starts_ns: list[int] = field(default_factory=list)
     period_filled: list[float] = field(default_factory=list)
-    fills: dict[str, list[float]] = field(default_factory=dict)
+    fills: dict[str, list[Any]] = field(default_factory=dict)
     slices: list[dict[str, Any]] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     elapsed_s: float = 0.0
@@ -448,7 +448,7 @@ def simulate(
     res.tca = tc.to_dict()
     res.n_children = n_children
     res.period_filled = period_filled.tolist()
-    res.fills = {"t_ns": [float(x) for x in ft], "qty": fq, "px": fp, "mid": fm}
+    res.fills = {"t_ns": ft, "qty": fq, "px": fp, "mid": fm}  # t_ns: int ns (exact)
     res.status = "completed" if S - filled <= 1e-9 else "incomplete"
     if res.status == "incomplete":
         res.message = f"{S - filled:g} of {S:g} shares unfilled at the deadline"
