@@ -18,7 +18,7 @@ import asyncio
 import contextlib
 import math
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -459,76 +459,16 @@ class ParentRunner:
         if qty <= 0 or not math.isfinite(self._last_mid):
             return
         coid = f"{leg.prefix}-{leg.n_sent + 1:05d}"
-        if leg is self.mpc and self.control.halted:
-            self.metrics.blocked("halted")
-            self.log.warning(
-                "risk.blocked",
-                gate="halted",
-                detail="kill switch engaged",
-                client_order_id=coid,
-                qty=float(qty),
-            )
-            return
-        if leg is self.mpc and not getattr(leg.broker, "available", True):
-            # Denied, not queued: a child sent into a dead session would only be in doubt.
-            self.metrics.blocked("broker_unavailable")
-            self.log.warning(
-                "risk.blocked",
-                gate="broker_unavailable",
-                detail=f"{leg.broker.name} session is not active",
-                client_order_id=coid,
-                qty=float(qty),
-            )
-            return
-        cap_n = self.cfg.risk.max_children_per_parent
-        if self.order.risk is not None and self.order.risk.max_children_per_parent:
-            cap_n = min(x for x in (cap_n, self.order.risk.max_children_per_parent) if x)
-        if leg is self.mpc and cap_n and leg.n_sent >= cap_n:
-            # Counted from the journal's intents, so a kill -9 and a restart do not reset it.
-            self.metrics.blocked("max_children_per_parent")
-            self.log.warning(
-                "risk.blocked",
-                gate="max_children_per_parent",
-                detail=f"{leg.n_sent} children sent, limit {cap_n}",
-                client_order_id=coid,
-                qty=float(qty),
-            )
-            return
         limit_px = collar_limit_px(self.side, self._last_mid, self.cfg.broker.collar_bps)
-        if leg is self.mpc and self.gates is not None:
-            px, sz = self._last_row if self._last_row is not None else (np.zeros(0), np.zeros(0))
-            with np.errstate(invalid="ignore"):
-                inside = (px <= limit_px) if self.side is Side.BUY else (px >= limit_px)
-            args = {
-                "client_order_id": coid,
-                "qty": float(qty),
-                "limit_px": limit_px,
-                "mid": self._last_mid,
-                "book_ts_ns": self._last_ts,
-                "now_ns": t_ns,
-                "depth_inside_limit": float(sz[inside].sum()),
-                "filled_qty": leg.tracker.filled_qty,
-                "open_qty": leg.tracker.open_qty,
-                "parent_qty": leg.tracker.parent_qty,
-            }
-            gate = self.gates.check(**args)
-            if gate.ok and self.order_gates is not None:
-                gate = self.order_gates.check(**args)
-                if not gate.ok:
-                    gate = replace(gate, gate=f"order.{gate.gate}")
-            if not gate.ok:
-                self.metrics.blocked(gate.gate)
+        if leg is self.mpc:
+            blocked = self._gate(leg, coid, float(qty), limit_px, t_ns)
+            if blocked is not None:
+                gate, detail = blocked
+                self.metrics.blocked(gate)
                 self.log.warning(
-                    "risk.blocked",
-                    gate=gate.gate,
-                    detail=gate.detail,
-                    client_order_id=coid,
-                    qty=float(qty),
+                    "risk.blocked", gate=gate, detail=detail, client_order_id=coid, qty=float(qty)
                 )
                 return
-            self.gates.record_sent(coid, t_ns)
-            if self.order_gates is not None:
-                self.order_gates.record_sent(coid, t_ns)
         leg.n_sent += 1
         child = ChildOrder(
             client_order_id=coid,
@@ -571,6 +511,54 @@ class ParentRunner:
             self.log.error(
                 "order.in_doubt", client_order_id=coid, error=str(e), retryable=e.retryable
             )
+
+    def _gate(
+        self, leg: _Leg, coid: str, qty: float, limit_px: float, t_ns: int
+    ) -> tuple[str, str] | None:
+        """Return ``(gate, detail)`` of the first gate that stops this child, else None.
+
+        The operator's and the session's gates first (kill switch, broker down, children per
+        parent), then the pre-trade limits, global then per order. A child that passes is
+        recorded by the gates (duplicate guard, rate).
+        """
+        if self.control.halted:
+            return "halted", "kill switch engaged"
+        if not getattr(leg.broker, "available", True):
+            # Denied, not queued: a child sent into a dead session would only be in doubt.
+            return "broker_unavailable", f"{leg.broker.name} session is not active"
+        cap_n = self.cfg.risk.max_children_per_parent
+        if self.order.risk is not None and self.order.risk.max_children_per_parent:
+            cap_n = min(x for x in (cap_n, self.order.risk.max_children_per_parent) if x)
+        if cap_n and leg.n_sent >= cap_n:
+            # Counted from the journal's intents, so a kill -9 and a restart do not reset it.
+            return "max_children_per_parent", f"{leg.n_sent} children sent, limit {cap_n}"
+        if self.gates is None:
+            return None
+        px, sz = self._last_row if self._last_row is not None else (np.zeros(0), np.zeros(0))
+        with np.errstate(invalid="ignore"):
+            inside = (px <= limit_px) if self.side is Side.BUY else (px >= limit_px)
+        args = {
+            "client_order_id": coid,
+            "qty": qty,
+            "limit_px": limit_px,
+            "mid": self._last_mid,
+            "book_ts_ns": self._last_ts,
+            "now_ns": t_ns,
+            "depth_inside_limit": float(sz[inside].sum()),
+            "filled_qty": leg.tracker.filled_qty,
+            "open_qty": leg.tracker.open_qty,
+            "parent_qty": leg.tracker.parent_qty,
+        }
+        res = self.gates.check(**args)
+        if not res.ok:
+            return res.gate, res.detail
+        if self.order_gates is not None:
+            res = self.order_gates.check(**args)
+            if not res.ok:
+                return f"order.{res.gate}", res.detail
+            self.order_gates.record_sent(coid, t_ns)
+        self.gates.record_sent(coid, t_ns)
+        return None
 
     # -- events -------------------------------------------------------------------------------
     def leg_for(self, client_order_id: str) -> _Leg | None:
