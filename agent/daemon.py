@@ -176,6 +176,7 @@ class ParentRunner:
         self.n_decisions = 0
         self.done = False
         self.cancelled = False
+        self._carry = 0.0  # lot-rounding residual between decisions (planner.diffuse_lots)
         self.sent_at: dict[str, float] = {}  # client order id -> loop time sent (ack watchdog)
 
     def restore(self, h: ParentHistory) -> None:
@@ -200,6 +201,7 @@ class ParentRunner:
             if self._k_next >= self.grid.n:
                 self._retry_next = self.grid.start_of(self.grid.n - 1)
         self.arrival_mid = h.arrival_mid
+        self._carry = h.carry
         t = self.mpc.tracker
         self.log.info(
             "order.restored",
@@ -318,7 +320,9 @@ class ParentRunner:
                     fallback_twap_qty=(
                         twap_qty if self.cfg.mpc.on_solve_failure == "twap" else None
                     ),
+                    carry=self._carry,
                 )
+                self._carry = decision.carry
                 if decision.status == "twap_fallback":
                     self.log.warning("mpc.solve_failed", period=k, message=decision.message)
             else:
@@ -335,7 +339,7 @@ class ParentRunner:
         if decision.solve_ms:
             self.metrics.solve_time(decision.solve_ms / 1e3)
         if self.journal is not None:
-            self.journal.decision(self.order.id, k, self.arrival_mid)
+            self.journal.decision(self.order.id, k, self.arrival_mid, self._carry)
             crash_point("decided")
         self.log.info(
             "mpc.step",

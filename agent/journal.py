@@ -59,6 +59,7 @@ class ParentHistory:
     def __init__(self) -> None:
         self.periods: list[int] = []
         self.arrival_mid = float("nan")
+        self.carry = 0.0  # the planner's lot-rounding residual after the last decision
         # (leg, ChildOrder | OrderEvent) in write order: intents and events interleaved
         self.items: list[tuple[str, ChildOrder | OrderEvent]] = []
 
@@ -103,9 +104,11 @@ class Journal:
             self._pool, self._write, child.parent_id, "intent", body
         )
 
-    def decision(self, parent_id: str, period: int, arrival_mid: float) -> None:
+    def decision(
+        self, parent_id: str, period: int, arrival_mid: float, carry: float = 0.0
+    ) -> None:
         """Record that a period was decided (queued; durable in order)."""
-        body = {"period": period, "arrival_mid": arrival_mid}
+        body = {"period": period, "arrival_mid": arrival_mid, "carry": carry}
         self._pool.submit(self._write, parent_id, "decision", body)
 
     def event(self, parent_id: str, leg: str, event: OrderEvent) -> None:
@@ -201,6 +204,7 @@ class Journal:
                 h.periods.append(int(body["period"]))
                 if body.get("arrival_mid") is not None:
                     h.arrival_mid = float(body["arrival_mid"])
+                h.carry = float(body.get("carry", 0.0))
             elif kind == "intent":
                 leg = body.pop("leg")
                 body["side"] = Side(body["side"])

@@ -27,6 +27,8 @@ __all__ = [
     "Decision",
     "PeriodGrid",
     "decide_mpc",
+    "decision_from_plan",
+    "diffuse_lots",
     "nonparametric_costs",
     "quadratic_costs",
     "round_lot",
@@ -88,6 +90,7 @@ class Decision:
         status: Solver status, or ``final`` (last period: send what is left), ``twap_fallback``.
         message: Solver message.
         solve_ms: Wall time of the solve, ms.
+        carry: Lot-rounding residual to pass to the next decision (shares; see ``diffuse_lots``).
     """
 
     k: int
@@ -97,6 +100,38 @@ class Decision:
     status: str
     message: str
     solve_ms: float
+    carry: float = 0.0
+
+
+def diffuse_lots(
+    x0: float, carry: float, lot: int, limit: float, remaining: float
+) -> tuple[float, float]:
+    """Round this period's planned shares to whole lots by error diffusion.
+
+    The MPC re-solves every period and sends only ``x[0]``; rounding each ``x[0]`` on its own
+    to the integer-lot optimum breaks ties the same way every time, so a plan of 0.15 lot a
+    period sent a whole lot in each of the first periods and finished hours early (where the
+    cost model said every period was the same). Instead, ``carry`` is how far the children are
+    behind the continuous plans (shares). The re-solve has already spread that shortfall over
+    the periods left, putting the share ``x0 / remaining`` of it into ``x0``; the rest is added
+    here, and the target rounded to lots. With equal costs this is TWAP rounded to lots: the
+    cumulative stays within half a lot of the uniform schedule.
+
+    Args:
+        x0: This period's continuous planned shares.
+        carry: Shares the children are behind the continuous plans (the last call's residual).
+        lot: Lot size.
+        limit: Most the child may be (what is left, the cap).
+        remaining: Shares the plan allocates (its sum).
+
+    Returns:
+        ``(child, carry)``: a whole number of lots in ``[0, limit]`` and the new residual.
+    """
+    absorbed = x0 / remaining if remaining > 0 else 1.0
+    target = x0 + carry * (1.0 - min(absorbed, 1.0))
+    child = max(0.0, math.floor(target / lot + 0.5) * lot)
+    child = float(min(max(child, 0.0), round_lot(limit, lot)))
+    return child, float(np.clip(target - child, -lot, lot))
 
 
 def decide_mpc(
@@ -108,8 +143,13 @@ def decide_mpc(
     lot: int,
     max_child_qty: float = 0.0,
     fallback_twap_qty: float | None = None,
+    carry: float = 0.0,
 ) -> Decision:
     """Re-solve the allocation of ``remaining`` over periods ``k..N-1`` and pick this child.
+
+    The plan is the continuous optimum (exact); the child is its first period rounded to whole
+    lots by error diffusion (``diffuse_lots``) with the residual ``carry`` of the previous
+    decision, returned in ``Decision.carry`` for the next one.
 
     Args:
         grid: The order's periods.
@@ -120,6 +160,7 @@ def decide_mpc(
         lot: Lot size in shares.
         max_child_qty: Cap per child (0 = none).
         fallback_twap_qty: Child to send if the solve fails (None = send nothing).
+        carry: Lot-rounding residual of the previous decision (0 at the first).
 
     Returns:
         The decision; ``child_qty`` never exceeds ``remaining`` or the cap.
@@ -133,13 +174,29 @@ def decide_mpc(
         return Decision(k, child, np.array([child]), math.nan, "final", "last period", 0.0)
     caps = None if math.isinf(cap) else np.full(h, cap)
     t0 = time.perf_counter()
-    res: SolveResult = solve_auto(costs, remaining, caps=caps, lot=lot)
+    res: SolveResult = solve_auto(costs, remaining, caps=caps)
     solve_ms = (time.perf_counter() - t0) * 1e3
+    return decision_from_plan(k, res, remaining, cap, lot, carry, solve_ms, fallback_twap_qty)
+
+
+def decision_from_plan(
+    k: int,
+    res: SolveResult,
+    remaining: float,
+    cap: float,
+    lot: int,
+    carry: float,
+    solve_ms: float,
+    fallback_twap_qty: float | None = None,
+) -> Decision:
+    """Return the decision for a continuous plan: its first period in lots (error diffusion),
+    or the fallback when the solve failed."""
     if res.status is SolveStatus.OPTIMAL or res.status is SolveStatus.INFEASIBLE:
         # INFEASIBLE here means the caps cannot absorb S_k: x is then the caps (best effort);
         # the shortfall shows in the summary, never silently.
-        child = float(min(res.x[0], remaining, cap))
-        return Decision(k, child, res.x, res.lam, str(res.status), res.message, solve_ms)
+        x0 = float(res.x[0])
+        child, carry = diffuse_lots(x0, carry, lot, min(remaining, cap), remaining)
+        return Decision(k, child, res.x, res.lam, str(res.status), res.message, solve_ms, carry)
     child = 0.0 if fallback_twap_qty is None else min(fallback_twap_qty, remaining, cap)
     return Decision(k, child, res.x, math.nan, "twap_fallback", res.message, solve_ms)
 

@@ -48,6 +48,7 @@ from agent.planner import (
     Decision,
     PeriodGrid,
     decide_mpc,
+    decision_from_plan,
     nonparametric_costs,
     quadratic_costs,
     round_lot,
@@ -190,6 +191,7 @@ class MpcPlanner:
         self.min_snapshots = min_snapshots
         self.weighting = weighting
         self.weights = np.asarray(scenario_weights, dtype=np.float64)
+        self.carry = 0.0  # lot-rounding residual between decisions (planner.diffuse_lots)
 
     def _fit(self, curve: CostCurve) -> tuple[_Model | None, dict[str, object]]:
         """Fit the model to a window curve (None when there is no usable estimate)."""
@@ -316,13 +318,13 @@ class MpcPlanner:
             return float(_c.cost(v)[0])
 
         if self.solver == "deterministic":
-            d = decide_mpc(grid, k, remaining, base, lot=lot, fallback_twap_qty=twap_qty)
-            return MpcStep(d, g0, fields)
-        return MpcStep(
-            self._decide_scenarios(curve, model, starts, grid, k, remaining, lot, twap_qty),
-            g0,
-            fields,
-        )
+            d = decide_mpc(
+                grid, k, remaining, base, lot=lot, fallback_twap_qty=twap_qty, carry=self.carry
+            )
+        else:
+            d = self._decide_scenarios(curve, model, starts, grid, k, remaining, lot, twap_qty)
+        self.carry = d.carry
+        return MpcStep(d, g0, fields)
 
     def _decide_scenarios(
         self,
@@ -357,8 +359,9 @@ class MpcPlanner:
         slopes = [
             self._table(m, m1, m2, knots) for (m, _), (_, m1, m2) in zip(scen, built, strict=True)
         ]
+        # Continuous plans; this period's child is rounded to lots by error diffusion below.
         if self.solver == "stochastic":
-            res = _solve_mixture(scen, built, slopes, knots, self.weights, remaining, lot)
+            res = _solve_mixture(scen, built, slopes, knots, self.weights, remaining, None)
         else:
             # Robust: the epigraph LP gives the worst case and its dual weights p*; the plan
             # is the p*-weighted mixture solved exactly in lots (for strictly convex costs
@@ -367,19 +370,14 @@ class MpcPlanner:
             lp_res, p_star = solve_robust_pl(knots, slopes, remaining)
             res = lp_res
             if lp_res.ok:
-                mixed = _solve_mixture(scen, built, slopes, knots, p_star, remaining, lot)
+                mixed = _solve_mixture(scen, built, slopes, knots, p_star, remaining, None)
                 res = dataclasses.replace(
                     mixed,
                     message=f"{lp_res.message}; worst case {lp_res.cost:.6g}; "
                     f"p* = {np.round(p_star, 4).tolist()}; plan: p*-mixture in lots",
                 )
         ms = (time.perf_counter() - t0) * 1e3
-        if res.status is SolveStatus.OPTIMAL or res.status is SolveStatus.INFEASIBLE:
-            child = min(remaining, max(float(res.x[0]), 0.0))
-            return Decision(k, child, res.x, res.lam, str(res.status), res.message, ms)
-        return Decision(
-            k, min(twap_qty, remaining), res.x, math.nan, "twap_fallback", res.message, ms
-        )
+        return decision_from_plan(k, res, remaining, math.inf, lot, self.carry, ms, twap_qty)
 
 
 def _solve_mixture(
@@ -389,7 +387,7 @@ def _solve_mixture(
     knots: NDArray[np.float64],
     weights: NDArray[np.float64],
     S: float,
-    lot: int,
+    lot: int | None,
 ) -> SolveResult:
     """Minimise the weighted sum of the scenarios' costs, exactly in lots.
 

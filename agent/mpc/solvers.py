@@ -403,11 +403,32 @@ def solve_piecewise_linear(costs: CostSet, S: float, caps: ArrayLike | None = No
     p, s, length = p[by_slope], s[by_slope], length[by_slope]
     cum = np.cumsum(length)
     k = int(np.searchsorted(cum, S, side="left"))
-    take = length.copy()
-    take[k + 1 :] = 0.0
-    take[k] = S - (cum[k - 1] if k > 0 else 0.0)
+    k = min(k, len(s) - 1)
+    lam = float(s[k])
+    # Every segment at the marginal slope costs the same per share: share what is left among
+    # them evenly (water-filling by length), so equal periods get equal amounts instead of the
+    # first ones in sort order taking it all.
+    tol = 1e-12 * max(1.0, abs(lam))
+    cheaper = s < lam - tol
+    tied = np.abs(s - lam) <= tol
+    take = np.where(cheaper, length, 0.0)
+    take[tied] = _level_fill(length[tied], S - float(take.sum()))
     x = np.bincount(p, weights=take, minlength=costs.H)
-    return SolveResult(x, costs.total(x), float(s[k]), SolveStatus.OPTIMAL, "exact")
+    return SolveResult(x, costs.total(x), lam, SolveStatus.OPTIMAL, "exact")
+
+
+def _level_fill(length: NDArray[np.float64], need: float) -> NDArray[np.float64]:
+    """Return amounts ``min(length_i, level)`` summing to ``need`` (0 <= need <= sum)."""
+    need = max(need, 0.0)
+    n = length.size
+    if n == 0:
+        return length.copy()
+    ls = np.sort(length)
+    before = np.concatenate(([0.0], np.cumsum(ls[:-1])))  # filled by the shorter ones
+    with np.errstate(invalid="ignore"):
+        level = (need - before) / np.arange(n, 0, -1)  # the level if i.. share equally
+    i = int(np.argmax(ls >= level))  # the first segment long enough for its share
+    return np.minimum(length, level[i])
 
 
 def solve_auto(
