@@ -348,6 +348,22 @@ def _resolve_paths(raw: dict[str, Any], base: Path) -> None:
         ]
 
 
+def read_toml(p: Path) -> tuple[dict[str, Any], bytes]:
+    """Read a TOML file; return the table and the file's bytes.
+
+    Raises:
+        ConfigError: unreadable file or not TOML, naming the file.
+    """
+    try:
+        data = p.read_bytes()
+    except OSError as e:
+        raise ConfigError(f"{p}: cannot read config file ({e.strerror or e})") from e
+    try:
+        return tomllib.loads(data.decode("utf-8")), data
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
+        raise ConfigError(f"{p}: not valid TOML: {e}") from e
+
+
 def load_config(path: str | Path) -> tuple[AgentConfig, str]:
     """Read and validate a config file.
 
@@ -362,14 +378,7 @@ def load_config(path: str | Path) -> tuple[AgentConfig, str]:
             file; the message names the file and the key path.
     """
     p = Path(path)
-    try:
-        data = p.read_bytes()
-    except OSError as e:
-        raise ConfigError(f"{p}: cannot read config file ({e.strerror or e})") from e
-    try:
-        raw = tomllib.loads(data.decode("utf-8"))
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
-        raise ConfigError(f"{p}: not valid TOML: {e}") from e
+    raw, data = read_toml(p)
     _resolve_paths(raw, p.resolve().parent)
     try:
         cfg = AgentConfig.model_validate(raw)

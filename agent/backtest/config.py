@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import hashlib
 import re
-import tomllib
 from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from agent.config import read_toml
 from agent.errors import ConfigError
 
 __all__ = [
@@ -297,13 +297,6 @@ def load_backtest_config(path: str | Path) -> tuple[BacktestConfig, str]:
             file; the message names the file and the key path.
     """
     p = Path(path)
-    try:
-        data = p.read_bytes()
-    except OSError as e:
-        raise ConfigError(f"{p}: cannot read config file ({e.strerror or e})") from e
-    try:
-        raw = tomllib.loads(data.decode("utf-8"))
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
-        raise ConfigError(f"{p}: not valid TOML: {e}") from e
+    raw, data = read_toml(p)
     cfg = parse_backtest_config(raw, str(p), p.resolve().parent)
     return cfg, hashlib.sha256(data).hexdigest()
