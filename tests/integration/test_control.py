@@ -274,3 +274,53 @@ async def test_a_daemon_with_no_orders_waits_for_parents_on_the_socket(tmp_path)
     journal.close()
     assert s.parent_id == "W" and s.filled_qty == 10000
     assert "order.parent_submitted" in [e["event"] for e in logs]
+
+
+async def test_the_control_commands_from_the_command_line(tmp_path, capsys):
+    """exec-agent status / submit --order FILE.toml / cancel / stop against a running daemon,
+    and the exit codes: 0 accepted, 1 refused (with the reason), 2 no daemon or a bad file."""
+    import json as _json
+
+    from agent.__main__ import main
+
+    text = CONFIG.split("[[orders]]")[0].replace(
+        'socket = "ctl.sock"', 'socket = "ctl.sock"\nkeep_running = true'
+    )
+    (tmp_path / "c.toml").write_text(text)
+    cfg, _ = load_config(tmp_path / "c.toml")
+    sock = str(cfg.control.socket)
+    (tmp_path / "order.toml").write_text(
+        '[[orders]]\nid = "T"\nsymbol = "SYNA"\nside = "buy"\nquantity = 5000\n'
+        "start = 2025-06-02T15:00:00Z\nend = 2025-06-02T18:00:00Z\nperiod_s = 600\nlot = 100\n"
+    )
+    (tmp_path / "bad.toml").write_text("[[orders]]\nid = 'U'\nquantity = 'many'\n")
+
+    async def cli(*argv: str) -> tuple[int, str, str]:
+        capsys.readouterr()
+        rc = await asyncio.to_thread(main, list(argv))
+        out = capsys.readouterr()
+        return rc, out.out, out.err
+
+    rc, _, err = await cli("status", "--socket", sock)
+    assert rc == 2 and "no daemon answers" in err
+    journal = Journal(cfg.journal.path)
+    task = asyncio.create_task(run(cfg, make_feed_factory(cfg), journal=journal))
+    while not cfg.control.socket.exists():  # noqa: ASYNC110 - a poll for readiness
+        await asyncio.sleep(0.01)
+    rc, out, _ = await cli(
+        "submit", "--config", str(tmp_path / "c.toml"), "--order", str(tmp_path / "order.toml")
+    )
+    assert rc == 0 and _json.loads(out)["parent"]["parent_id"] == "T"
+    rc, out, _ = await cli("submit", "--socket", sock, "--order", str(tmp_path / "bad.toml"))
+    assert rc == 1 and "order." in _json.loads(out)["error"]
+    rc, _, err = await cli("submit", "--socket", sock, "--order", str(tmp_path / "nope.toml"))
+    assert rc == 2 and "cannot read" in err
+    rc, out, _ = await cli("cancel", "--socket", sock, "NOPE")
+    assert rc == 1 and "no parent order" in _json.loads(out)["error"]
+    rc, out, _ = await cli("status", "--socket", sock)
+    assert rc == 0 and [p["parent_id"] for p in _json.loads(out)["parents"]] == ["T"]
+    rc, _, _ = await cli("stop", "--socket", sock)
+    assert rc == 0
+    (s,) = await asyncio.wait_for(task, 60)
+    journal.close()
+    assert s.parent_id == "T"
