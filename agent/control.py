@@ -91,6 +91,7 @@ class ControlServer:
 
     async def start(self) -> ControlServer:
         """Listen; refuse to take over a socket another live daemon answers on."""
+        self.path.parent.mkdir(parents=True, exist_ok=True)
         if self.path.exists():
             try:
                 _r, w = await asyncio.open_unix_connection(str(self.path))

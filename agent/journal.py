@@ -83,6 +83,7 @@ class Journal:
         self._pool.submit(self._open).result()
 
     def _open(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
         conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
         conn.execute("PRAGMA journal_mode=WAL")
         conn.execute("PRAGMA synchronous=FULL")
