@@ -44,18 +44,20 @@ _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 PositiveFloat = Annotated[float, Field(gt=0)]
 
 
-class _Strict(BaseModel):
+class StrictModel(BaseModel):
+    """A config table: frozen, unknown keys rejected."""
+
     model_config = ConfigDict(frozen=True, extra="forbid")
 
 
-class LoggingConfig(_Strict):
+class LoggingConfig(StrictModel):
     """``[logging]``: output format and level."""
 
     format: Literal["auto", "json", "console"] = "auto"
     level: Literal["debug", "info", "warning", "error"] = "info"
 
 
-class FeedConfig(_Strict):
+class FeedConfig(StrictModel):
     """``[feed]``: where books come from.
 
     ``kind = "replay"``: ``files`` maps each symbol to one MBP-10 file (CSV, .csv.gz, .csv.zst,
@@ -93,7 +95,7 @@ class FeedConfig(_Strict):
         return dict(self.files) if self.kind == "replay" else dict(self.urls)
 
 
-class BrokerConfig(_Strict):
+class BrokerConfig(StrictModel):
     """``[broker]``: where children go.
 
     Children are immediate-or-cancel limit orders priced ``collar_bps`` through the mid.
@@ -125,7 +127,24 @@ class BrokerConfig(_Strict):
     max_status_queries: int = Field(3, ge=1)
 
 
-class EstimationConfig(_Strict):
+class WindowEstimationConfig(StrictModel):
+    """The re-estimation of g_t from a rolling window (the daemon's and the backtest's).
+
+    See ``EstimationConfig`` for the keys.
+    """
+
+    window_s: float = Field(600.0, gt=0)
+    max_size: float = Field(0.0, ge=0)
+    n_sizes: int = Field(50, ge=4, le=2000)
+    beyond_depth: Literal["extrapolate", "penalty", "refuse"] = "extrapolate"
+    penalty_bps: float = Field(100.0, ge=0)
+    min_snapshots: int = Field(10, ge=1)
+    weighting: Literal["time", "snapshot"] = "time"
+    max_window_rows: int = Field(20_000, ge=100)
+    profile_bucket_s: float = Field(1800.0, gt=0)
+
+
+class EstimationConfig(WindowEstimationConfig):
     """``[estimation]``: rolling re-estimation of the impact cost g_t(x).
 
     ``window_s``: rolling window of snapshots (seconds of event time).
@@ -140,19 +159,10 @@ class EstimationConfig(_Strict):
     ``snapshot`` weights every snapshot equally (as the specification does).
     """
 
-    window_s: float = Field(600.0, gt=0)
-    max_size: float = Field(0.0, ge=0)
-    n_sizes: int = Field(50, ge=4, le=2000)
-    beyond_depth: Literal["extrapolate", "penalty", "refuse"] = "extrapolate"
-    penalty_bps: float = Field(100.0, ge=0)
-    min_snapshots: int = Field(10, ge=1)
-    weighting: Literal["time", "snapshot"] = "time"
-    max_window_rows: int = Field(20_000, ge=100)
     history: list[Path] = Field(default_factory=list)
-    profile_bucket_s: float = Field(1800.0, gt=0)
 
 
-class MpcConfig(_Strict):
+class MpcConfig(StrictModel):
     """``[mpc]``: the receding-horizon re-solve.
 
     ``model``: ``quadratic`` fits ``g = beta x + gamma x^2`` to the window and solves by exact
@@ -169,7 +179,7 @@ class MpcConfig(_Strict):
     on_solve_failure: Literal["twap", "pause"] = "twap"
 
 
-class RiskConfig(_Strict):
+class RiskConfig(StrictModel):
     """``[risk]``: pre-trade gates on every child, independent of the optimiser (0 = off).
 
     ``max_child_qty`` (shares), ``max_child_notional`` (currency), ``max_collar_bps`` (limit
@@ -189,7 +199,7 @@ class RiskConfig(_Strict):
     max_children_per_parent: int = Field(0, ge=0)
 
 
-class JournalConfig(_Strict):
+class JournalConfig(StrictModel):
     """``[journal]``: crash-safe record of decisions, child intents and order events.
 
     ``path`` (SQLite, WAL, synchronous FULL): with it, a restarted daemon resumes every parent
@@ -200,7 +210,7 @@ class JournalConfig(_Strict):
     path: Path | None = None
 
 
-class ControlConfig(_Strict):
+class ControlConfig(StrictModel):
     """``[control]``: how operators reach the running daemon.
 
     ``socket``: Unix socket for ``exec-agent status | submit | cancel | kill | resume | stop``
@@ -218,7 +228,7 @@ class ControlConfig(_Strict):
     metrics_addr: str = "127.0.0.1"
 
 
-class OrderConfig(_Strict):
+class OrderConfig(StrictModel):
     """``[[orders]]``: one parent order.
 
     ``quantity`` shares to ``side`` between ``start`` and ``end`` (timezone-aware datetimes), in
@@ -272,7 +282,7 @@ class OrderConfig(_Strict):
         return _to_ns(self.end)
 
 
-class AgentConfig(_Strict):
+class AgentConfig(StrictModel):
     """The whole file."""
 
     logging: LoggingConfig = LoggingConfig()
@@ -310,7 +320,8 @@ def _to_ns(dt: datetime) -> int:
     return (dt - _EPOCH) // timedelta(microseconds=1) * 1_000
 
 
-def _loc(loc: tuple[int | str, ...]) -> str:
+def key_path(loc: tuple[int | str, ...]) -> str:
+    """Return a pydantic error location as a config key path: ``orders[0].quantity``."""
     out = ""
     for part in loc:
         if isinstance(part, int):
@@ -385,7 +396,7 @@ def load_config(path: str | Path) -> tuple[AgentConfig, str]:
     except ValidationError as e:
         err = e.errors()[0]
         msg = err["msg"].removeprefix("Value error, ")
-        where = _loc(tuple(err["loc"]))
+        where = key_path(tuple(err["loc"]))
         if where == "(top level)" and ": " in msg:  # cross-field messages carry their own path
             where, msg = msg.split(": ", 1)
         more = f" (and {e.error_count() - 1} more)" if e.error_count() > 1 else ""

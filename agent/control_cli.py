@@ -11,11 +11,10 @@ import argparse
 import asyncio
 import json
 import sys
-import tomllib
 from pathlib import Path
 from typing import Any
 
-from agent.config import load_config
+from agent.config import load_config, read_toml
 from agent.control import send_command
 from agent.errors import ConfigError
 
@@ -65,14 +64,15 @@ def _socket(args: argparse.Namespace) -> Path:
 
 def _order(path: str) -> dict[str, Any]:
     p = Path(path)
-    try:
-        text = p.read_text()
-    except OSError as e:
-        raise ConfigError(f"{p}: cannot read order file ({e.strerror or e})") from e
-    try:
-        data = json.loads(text) if p.suffix == ".json" else tomllib.loads(text)
-    except (ValueError, tomllib.TOMLDecodeError) as e:
-        raise ConfigError(f"{p}: not valid {'JSON' if p.suffix == '.json' else 'TOML'}: {e}") from e
+    if p.suffix == ".json":
+        try:
+            data = json.loads(p.read_bytes())
+        except OSError as e:
+            raise ConfigError(f"{p}: cannot read order file ({e.strerror or e})") from e
+        except ValueError as e:
+            raise ConfigError(f"{p}: not valid JSON: {e}") from e
+    else:
+        data, _ = read_toml(p)
     if isinstance(data, dict) and isinstance(data.get("orders"), list):
         if len(data["orders"]) != 1:
             raise ConfigError(f"{p}: orders: want exactly one [[orders]] table")

@@ -28,7 +28,7 @@ from pydantic import ValidationError
 from agent.brokers.base import BookDrivenBroker, Broker
 from agent.brokers.matching import collar_limit_px
 from agent.brokers.simulated import SimulatedBroker
-from agent.config import AgentConfig, OrderConfig, RiskConfig
+from agent.config import AgentConfig, OrderConfig, RiskConfig, key_path
 from agent.control import Control, ControlServer
 from agent.errors import BrokerError, BrokerRejected, InvariantViolation
 from agent.faults import crash_point
@@ -1024,10 +1024,16 @@ class Daemon:
         return r
 
     async def halt(self, reason: str) -> int:
-        """Kill switch: HALTED (durable), then every open child cancelled at once."""
-        self.control.halt(reason)
-        self.metrics.halted(True)
-        return await self._cancel_all("halt")
+        """Kill switch: HALTED (durable); return how many open children get a cancel.
+
+        The cancels are sent by ``_on_halt``, the one place every path to the kill switch
+        (signal, command, unresolved child) goes through. Killing a daemon already halted
+        sends the cancels again, on purpose.
+        """
+        n = sum(len(r.in_doubt()) for r in self.runners)
+        if not self.control.halt(reason):
+            return await self._cancel_all("halt")
+        return n
 
     async def _cancel_all(self, reason: str) -> int:
         n = 0
@@ -1065,8 +1071,7 @@ class Daemon:
                 r = await self.submit_parent(order)
             except ValidationError as e:
                 err = e.errors()[0]
-                where = ".".join(str(x) for x in err["loc"]) or "order"
-                return {"ok": False, "error": f"order.{where}: {err['msg']}"}
+                return {"ok": False, "error": f"order.{key_path(tuple(err['loc']))}: {err['msg']}"}
             except ValueError as e:
                 return {"ok": False, "error": str(e)}
             return {"ok": True, "parent": r.status()}
@@ -1172,9 +1177,6 @@ class Daemon:
                         await _first(self.control.stop_event.wait(), self._new_task())
                         continue
                     break
-                for t in self.sym_tasks.values():
-                    if not t.cancelled() and t.exception() is not None:
-                        raise t.exception()  # type: ignore[misc]
                 await _settle()
                 # Children still without a final report: ask, and wait for the answers before exit.
                 await _reconcile(

@@ -13,9 +13,9 @@ import re
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import Field, ValidationError, field_validator, model_validator
 
-from agent.config import read_toml
+from agent.config import StrictModel, WindowEstimationConfig, key_path, read_toml
 from agent.errors import ConfigError
 
 __all__ = [
@@ -37,11 +37,7 @@ _KEY = re.compile(r"^[a-z_][a-z0-9_.\[\]]*$")
 _HHMM = re.compile(r"^([01]\d|2[0-3]):[0-5]\d(:[0-5]\d)?$")
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-
-class DatasetConfig(_Strict):
+class DatasetConfig(StrictModel):
     """``[[datasets]]``: one trading day to replay.
 
     ``path``: Databento MBP-10 file (``.csv``, ``.csv.gz``, ``.csv.zst``, ``.dbn``) or a LOBSTER
@@ -64,7 +60,7 @@ class DatasetConfig(_Strict):
     mpc_profile: Literal["history", "same_day", "flat"] = "history"
 
 
-class BacktestBrokerConfig(_Strict):
+class BacktestBrokerConfig(StrictModel):
     """``[broker]``: the resilient simulated broker every strategy trades against.
 
     ``latency_ms``: a child sent at t executes on the first snapshot at or after t + latency.
@@ -90,21 +86,11 @@ class BacktestBrokerConfig(_Strict):
         return v
 
 
-class BacktestEstimationConfig(_Strict):
+class BacktestEstimationConfig(WindowEstimationConfig):
     """``[estimation]``: the MPC's re-estimation of g_t (same meaning as in the agent config)."""
 
-    window_s: float = Field(600.0, gt=0)
-    max_size: float = Field(0.0, ge=0)
-    n_sizes: int = Field(50, ge=4, le=2000)
-    beyond_depth: Literal["extrapolate", "penalty", "refuse"] = "extrapolate"
-    penalty_bps: float = Field(100.0, ge=0)
-    min_snapshots: int = Field(10, ge=1)
-    weighting: Literal["time", "snapshot"] = "time"
-    max_window_rows: int = Field(20_000, ge=100)
-    profile_bucket_s: float = Field(1800.0, gt=0)
 
-
-class StrategyParams(_Strict):
+class StrategyParams(StrictModel):
     """``[strategy]``: parameters of the baselines and the MPC variants.
 
     ``pov_rate``: POV child = this share of the volume traded in the previous period.
@@ -128,14 +114,14 @@ class StrategyParams(_Strict):
         return v
 
 
-class TcaConfig(_Strict):
+class TcaConfig(StrictModel):
     """``[tca]``: ``unfilled_penalty_bps`` is added to the cost of every share left unfilled at
     the deadline (on top of marking it at the final mid)."""
 
     unfilled_penalty_bps: float = Field(0.0, ge=0)
 
 
-class RunGridConfig(_Strict):
+class RunGridConfig(StrictModel):
     """``[backtest]``: the grid of runs and the parent order's shape.
 
     Every (dataset x parent size x side x strategy) is one run. ``parent_pct_of_volume``: parent
@@ -193,7 +179,7 @@ def _secs(hhmm: str) -> int:
     return parts[0] * 3600 + parts[1] * 60 + (parts[2] if len(parts) > 2 else 0)
 
 
-class BacktestConfig(_Strict):
+class BacktestConfig(StrictModel):
     """The whole backtest file."""
 
     backtest: RunGridConfig = Field(default_factory=RunGridConfig)
@@ -223,16 +209,6 @@ class BacktestConfig(_Strict):
     def end_s(self) -> int:
         """Return the order's deadline as seconds after midnight UTC."""
         return _secs(self.backtest.end_utc)
-
-
-def _loc(loc: tuple[int | str, ...]) -> str:
-    out = ""
-    for part in loc:
-        if isinstance(part, int):
-            out += f"[{part}]"
-        else:
-            out += ("." if out else "") + str(part)
-    return out or "(top level)"
 
 
 def _resolve(p: Any, base: Path) -> Any:
@@ -269,7 +245,7 @@ def parse_backtest_config(raw: dict[str, Any], where: str, base: Path) -> Backte
     except ValidationError as e:
         err = e.errors()[0]
         msg = err["msg"].removeprefix("Value error, ")
-        loc = _loc(tuple(err["loc"]))
+        loc = key_path(tuple(err["loc"]))
         head, sep, rest = msg.partition(": ")
         if sep and _KEY.match(head):
             # cross-field messages carry their own key path, relative to where they were raised

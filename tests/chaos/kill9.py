@@ -29,6 +29,10 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from agent.journal import Journal
+from agent.model import ChildOrder
+from agent.orders.tracker import OrderTracker
+
 REPO = Path(__file__).resolve().parents[2]
 SAMPLE = REPO / "replay_data" / "SYNA_2025-06-02.mbp-10.csv.gz"
 QTY = 30_000
@@ -219,11 +223,6 @@ def _verify(d: Path, pid: str, res: PointResult) -> None:
             venue_cum[coid] = max(venue_cum[coid], r["cum_qty"])
     res.duplicate_new += [c for c, n in new_count.items() if n > 1]
     # The daemon's view: its journal, replayed as a restart would.
-    sys.path.insert(0, str(REPO))
-    from agent.journal import Journal
-    from agent.model import ChildOrder
-    from agent.orders.tracker import OrderTracker
-
     j = Journal(d / "journal.sqlite")
     try:
         h = j.load(pid)
