@@ -11,6 +11,7 @@ config file, so a config works from any working directory.
 from __future__ import annotations
 
 import hashlib
+import math
 import tomllib
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -99,9 +100,12 @@ class BrokerConfig(StrictModel):
     """``[broker]``: where children go.
 
     Children are immediate-or-cancel limit orders priced ``collar_bps`` through the mid.
-    ``kind = "simulated"``: the in-process venue fills them ``latency_ms`` after sending against
-    the book then in force, walking the levels inside the collar (partial fill when depth is
-    short). ``kind = "fix"``: a FIX 4.4 session to ``host``:``port`` (``sender_comp_id``,
+    ``kind = "simulated"``: the execution core's simulated venue (the backtest's too) fills
+    them against the book in force ``latency_ms`` after the decision, walking the levels inside
+    the collar (partial fill when depth is short); with ``half_life_s > 0`` it remembers the
+    depth our fills took, which comes back with that half-life (0: every child sees the
+    displayed book); ``beyond_depth = "penalty"`` fills what the visible levels cannot at the
+    last level's price worsened by ``penalty_bps`` (``unfilled``: cancelled). ``kind = "fix"``: a FIX 4.4 session to ``host``:``port`` (``sender_comp_id``,
     ``target_comp_id``, ``heartbeat_s``); sequence numbers persist in ``store_path``; the logon
     password, if any, is read from the environment variable named by ``password_env`` or from
     ``password_file`` (never from this file, never logged). At start, children the journal
@@ -114,6 +118,9 @@ class BrokerConfig(StrictModel):
     kind: Literal["simulated", "fix"] = "simulated"
     latency_ms: float = Field(50.0, ge=0)
     collar_bps: float = Field(50.0, gt=0)
+    half_life_s: float = Field(0.0, ge=0)
+    beyond_depth: Literal["unfilled", "penalty"] = "unfilled"
+    penalty_bps: float = Field(100.0, ge=0)
     host: str = "127.0.0.1"
     port: int = Field(9878, ge=1, le=65535)
     sender_comp_id: str = "AGENT"
@@ -162,21 +169,62 @@ class EstimationConfig(WindowEstimationConfig):
     history: list[Path] = Field(default_factory=list)
 
 
-class MpcConfig(StrictModel):
-    """``[mpc]``: the receding-horizon re-solve.
+class StrategyParamsConfig(StrictModel):
+    """The strategies' parameters, shared by the agent's and the backtest's ``[strategy]``.
 
-    ``model``: ``quadratic`` fits ``g = beta x + gamma x^2`` to the window and solves by exact
-    water-filling; ``nonparametric`` uses the window's mean walk-the-book curve itself
-    (piecewise linear, convex) and solves it exactly by segments.
-
-    The horizon always runs to the order's deadline. ``final_retry_s``: in the last period,
-    whatever a partial fill left is sent again this often until the deadline.
-    ``on_solve_failure``: ``twap`` sends the TWAP slice, ``pause`` sends nothing this period.
+    ``pov_rate``: POV child = this share of the volume traded in the previous period.
+    ``final_retry_s``: in the last period, what is left is re-sent this often until the
+    deadline (every strategy). ``scenario_weights``: weights of the stochastic MPC's three
+    scenarios (mean curve with the profile, mean + 1 std with the profile, mean curve flat);
+    the robust MPC takes the worst of the same three. ``on_solve_failure``: ``twap`` sends the
+    TWAP slice, ``pause`` sends nothing that period.
     """
 
-    model: Literal["quadratic", "nonparametric"] = "quadratic"
+    pov_rate: float = Field(0.10, gt=0, le=1)
     final_retry_s: float = Field(15.0, gt=0)
+    scenario_weights: tuple[float, float, float] = (0.5, 0.25, 0.25)
     on_solve_failure: Literal["twap", "pause"] = "twap"
+
+    @field_validator("scenario_weights")
+    @classmethod
+    def _w(cls, v: tuple[float, float, float]) -> tuple[float, float, float]:
+        if any(not math.isfinite(w) or w < 0 for w in v) or sum(v) <= 0:
+            raise ValueError("weights must be finite, >= 0 and not all 0")
+        return v
+
+
+class StrategyConfig(StrategyParamsConfig):
+    """``[strategy]``: what works every parent (the same strategies the backtest ranks).
+
+    ``kind``: ``mpc`` (re-estimate g from the book every period and re-solve to the deadline),
+    ``twap``, ``vwap`` (volume profile of the ``estimation.history`` days), ``pov``
+    (``pov_rate`` of the previous period's traded volume) or ``ac`` (static Almgren-Chriss).
+    ``model`` (MPC): ``quadratic`` (``g = beta x + gamma x^2``, exact water-filling), ``power``
+    (``a x^(1+b)``), ``piecewise_power`` (two power-law regimes) or ``nonparametric`` (the
+    window's walk-the-book curve itself, piecewise linear). ``solver`` (MPC): ``deterministic``,
+    ``robust`` (worst of three liquidity scenarios) or ``stochastic`` (their weighted mean).
+    ``risk_aversion``: Almgren-Chriss kappa (1/currency), timing risk ``kappa sigma^2 sum q^2``
+    with sigma from the feed (``mpc``: quadratic and deterministic only; ``ac``: its schedule).
+    ``benchmark``: run a TWAP shadow on its own simulated venue beside every parent.
+    """
+
+    kind: Literal["mpc", "twap", "vwap", "pov", "ac"] = "mpc"
+    model: Literal["quadratic", "power", "piecewise_power", "nonparametric"] = "quadratic"
+    solver: Literal["deterministic", "robust", "stochastic"] = "deterministic"
+    risk_aversion: float = Field(0.0, ge=0, allow_inf_nan=False)
+    benchmark: bool = True
+
+    @model_validator(mode="after")
+    def _risk(self) -> StrategyConfig:
+        if (
+            self.kind == "mpc"
+            and self.risk_aversion > 0
+            and (self.model != "quadratic" or self.solver != "deterministic")
+        ):
+            raise ValueError(
+                "risk_aversion > 0 (timing risk) needs model = quadratic and solver = deterministic"
+            )
+        return self
 
 
 class RiskConfig(StrictModel):
@@ -289,7 +337,7 @@ class AgentConfig(StrictModel):
     feed: FeedConfig
     broker: BrokerConfig = BrokerConfig()
     estimation: EstimationConfig = EstimationConfig()
-    mpc: MpcConfig = MpcConfig()
+    strategy: StrategyConfig = StrategyConfig()
     risk: RiskConfig = RiskConfig()
     journal: JournalConfig = JournalConfig()
     control: ControlConfig = ControlConfig()

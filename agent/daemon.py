@@ -1,15 +1,16 @@
 """The async shell: moves books and order events between the feeds, the core and the broker.
 
-One task per symbol reads that symbol's feed and drives every parent order on it; one task pumps
-the broker's order events into the trackers. Each batch is cut at the orders' decision times so
-that a decision sees exactly the book in force at its time, and the simulated venue executes a
-child at ``decision + latency`` against the book then in force.
+Every decision is the execution core's (``agent.core``): one ``ParentCore`` per parent order
+(policy, trackers, lot carry, periods, retries, gates) and one ``SymbolSession`` per symbol
+that cuts each batch of books at the decision times. This module only executes the actions the
+core returns, in order: the journal first (a child's intent is durable before it can reach the
+venue), then the broker, the logs and the metrics. The backtest (``agent.backtest.engine``)
+drives the same objects synchronously; ``tests/integration/test_equivalence.py`` checks that
+both give the same children and fills.
 
-At every decision time of a parent order (period starts, then retries within the last period):
-re-estimate g_t from the rolling window (vectorised walk of the book + quadratic fit), forecast
-the later periods with the intraday profile, re-solve the allocation of what is left (from fills)
-to the deadline, and send this period's child. A TWAP shadow runs beside it on its own simulated
-broker and the same books, as the benchmark in ``run.summary``.
+One task per symbol reads that symbol's feed and drives every parent on it; one task per
+broker pumps its order events into the parents. A TWAP benchmark leg runs beside every parent
+on its own simulated venue (``strategy.benchmark``), as the benchmark in ``run.summary``.
 """
 
 from __future__ import annotations
@@ -17,498 +18,279 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import math
+import secrets
+import time
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import structlog
 from pydantic import ValidationError
 
-from agent.brokers.base import BookDrivenBroker, Broker
-from agent.brokers.matching import collar_limit_px
+from agent.brokers.base import Broker
 from agent.brokers.simulated import SimulatedBroker
 from agent.config import AgentConfig, OrderConfig, RiskConfig, key_path
 from agent.control import Control, ControlServer
+from agent.core.parent import (
+    Action,
+    Cancel,
+    Decided,
+    Env,
+    Leg,
+    Log,
+    ParentCore,
+    ParentParams,
+    Record,
+    Send,
+    Summary,
+)
+from agent.core.policy import StrategySpec, make_policy
+from agent.core.session import DecideAt, SymbolSession, VenueEvents
+from agent.core.venue import SimVenue
 from agent.errors import BrokerError, BrokerRejected, InvariantViolation
 from agent.faults import crash_point
-from agent.impact.book_walk import BeyondDepth, DepthPolicy, cost_curve, time_weights
-from agent.impact.fit import fit_quadratic
+from agent.impact.book_walk import BeyondDepth, DepthPolicy
 from agent.impact.profile import IntradayProfile
 from agent.journal import Journal, ParentHistory
 from agent.metrics import NullMetrics
-from agent.model import ChildOrder, OrderEvent, OrderFilled, OrderRejected, OrderStatus, Side
-from agent.mpc.costs import CostSet
-from agent.orders.tracker import OrderTracker, Transition
-from agent.planner import (
-    Decision,
-    PeriodGrid,
-    decide_mpc,
-    nonparametric_costs,
-    quadratic_costs,
-    twap_child_qty,
-)
+from agent.model import OrderEvent, OrderRejected, OrderStatus
+from agent.orders.tracker import Transition
 from agent.risk import RiskGates, RiskLimits
-from agent.window import RollingWindow
 from feeds.base import BookFeed
 from feeds.model import BookBatch
 
 __all__ = ["Control", "Daemon", "ParentRunner", "RunSummary", "run"]
 
 _NS = 1_000_000_000
-_EVENT_NAMES = {
-    "acknowledged": "order.acknowledged",
-    "partially_filled": "order.partially_filled",
-    "filled": "order.filled",
-    "cancelled": "order.cancelled",
-    "rejected": "order.rejected",
-}
+RunSummary = Summary
 
 FeedFactory = Callable[[str], BookFeed]
 
 
-@dataclass(slots=True)
-class RunSummary:
-    """Outcome of one parent order (also logged as ``run.summary``)."""
-
-    parent_id: str
-    symbol: str
-    side: str
-    target_qty: float
-    filled_qty: float
-    avg_px: float
-    arrival_mid: float
-    shortfall_bps: float
-    twap_filled_qty: float
-    twap_avg_px: float
-    twap_shortfall_bps: float
-    n_periods: int
-    n_children: int
-    status: str
-
-    def as_log(self) -> dict[str, Any]:
-        """Return the fields for the log line (NaN as None)."""
-        out: dict[str, Any] = {}
-        for k in self.__slots__:  # type: ignore[attr-defined]
-            v = getattr(self, k)
-            out[k] = None if isinstance(v, float) and not math.isfinite(v) else v
-        return out
+def _level(name: str) -> int:
+    return {"debug": 10, "info": 20, "warning": 30, "error": 40}[name]
 
 
-def _shortfall_bps(side: Side, avg_px: float, arrival_mid: float) -> float:
-    # Positive = cost, for buys and sells alike.
-    if not (math.isfinite(avg_px) and math.isfinite(arrival_mid) and arrival_mid > 0):
-        return math.nan
-    return side.sign * (avg_px - arrival_mid) / arrival_mid * 1e4
+def strategy_spec(cfg: AgentConfig) -> StrategySpec:
+    """Return the core's strategy spec of the config's ``[strategy]``."""
+    s = cfg.strategy
+    return StrategySpec(
+        kind=s.kind,
+        model=s.model,
+        solver=s.solver,
+        risk_aversion=s.risk_aversion,
+        pov_rate=s.pov_rate,
+        scenario_weights=s.scenario_weights,
+        on_solve_failure=s.on_solve_failure,
+    )
 
 
-@dataclass(slots=True)
-class _Leg:
-    """One strategy working the parent: the MPC itself or its TWAP shadow."""
+def parent_params(order: OrderConfig, cfg: AgentConfig, id_tag: str = "") -> ParentParams:
+    """Return the core's parameters of one ``[[orders]]`` entry."""
+    cap_n = cfg.risk.max_children_per_parent
+    if order.risk is not None and order.risk.max_children_per_parent:
+        cap_n = min(x for x in (cap_n, order.risk.max_children_per_parent) if x)
+    return ParentParams(
+        parent_id=order.id,
+        symbol=order.symbol,
+        side=order.side,
+        quantity=order.quantity,
+        start_ns=order.start_ns,
+        end_ns=order.end_ns,
+        period_ns=int(order.period_s * _NS),
+        lot=order.lot,
+        max_child_qty=order.max_child_qty,
+        collar_bps=cfg.broker.collar_bps,
+        final_retry_s=cfg.strategy.final_retry_s,
+        window_ns=int(cfg.estimation.window_s * _NS),
+        max_window_rows=cfg.estimation.max_window_rows,
+        max_children=cap_n,
+        id_tag=id_tag,
+    )
 
-    name: str
-    broker: Broker
-    tracker: OrderTracker
-    prefix: str
-    n_sent: int = 0
-    log_level: str = "info"
-    children: list[str] = field(default_factory=list)
+
+def build_core(
+    order: OrderConfig,
+    cfg: AgentConfig,
+    profile: IntradayProfile,
+    gates: RiskGates | None,
+    *,
+    benchmark: bool,
+    id_tag: str = "",
+    volume_profile: np.ndarray | None = None,
+) -> ParentCore:
+    """Return the execution core of one parent as the config says (the backtest's too)."""
+    p = parent_params(order, cfg, id_tag)
+    est = cfg.estimation
+    n = max(1, math.ceil((p.end_ns - p.start_ns) / p.period_ns))
+    max_size = est.max_size or max(10 * order.lot, 3 * order.quantity / n)
+    sizes = np.linspace(max_size / est.n_sizes, max_size, est.n_sizes)
+    policy = make_policy(
+        strategy_spec(cfg),
+        order.side.value,
+        sizes,
+        DepthPolicy(BeyondDepth(est.beyond_depth), est.penalty_bps),
+        profile,
+        min_snapshots=est.min_snapshots,
+        weighting=est.weighting,
+        period_s=order.period_s,
+        volume_profile=volume_profile,
+    )
+    order_gates = RiskGates(_limits(order.risk)) if order.risk is not None and gates else None
+    return ParentCore(p, policy, gates, order_gates, benchmark=benchmark)
 
 
 class ParentRunner:
-    """Works one parent order: decisions at period boundaries, children to the broker.
+    """Executes one parent's core actions: journal, broker, logs, metrics.
 
     Args:
         order: The parent order's config.
-        cfg: The whole config (estimation, mpc, broker sections).
-        broker: Where the MPC children go.
-        shadow: Simulated broker for the TWAP benchmark (None: no benchmark).
-        profile: Intraday liquidity profile for the forecast.
+        core: Its execution core.
+        broker: Where the ``mpc`` leg's children go.
+        shadow: Simulated broker of the TWAP benchmark leg (None: no benchmark).
     """
 
     def __init__(
         self,
         order: OrderConfig,
-        cfg: AgentConfig,
+        core: ParentCore,
         broker: Broker,
-        shadow: SimulatedBroker | None,
-        profile: IntradayProfile,
-        gates: RiskGates | None = None,
+        shadow: Broker | None,
         journal: Journal | None = None,
         control: Control | None = None,
         metrics: NullMetrics | None = None,
     ) -> None:
+        self.order = order
+        self.core = core
+        self.brokers: dict[str, Broker] = {"mpc": broker}
+        if shadow is not None:
+            self.brokers["twap"] = shadow
+        self.journal = journal
         self.control = control or Control()
         self.metrics = metrics or NullMetrics()
-        self.gates = gates
-        # Per-order limits ([orders.risk]) apply on top of the global ones ([risk]).
-        self.order_gates = (
-            RiskGates(_limits(order.risk)) if order.risk is not None and gates else None
-        )
-        self.journal = journal
-        self._last_row: tuple[np.ndarray, np.ndarray] | None = None
-        self.order = order
-        self.cfg = cfg
-        self.side = order.side
-        self.grid = PeriodGrid(order.start_ns, order.end_ns, int(order.period_s * _NS))
-        self.window = RollingWindow(
-            order.symbol, int(cfg.estimation.window_s * _NS), cfg.estimation.max_window_rows
-        )
-        self.profile = profile
-        est = cfg.estimation
-        max_size = est.max_size or max(10 * order.lot, 3 * order.quantity / self.grid.n)
-        self.sizes = np.linspace(max_size / est.n_sizes, max_size, est.n_sizes)
-        self.policy = DepthPolicy(BeyondDepth(est.beyond_depth), est.penalty_bps)
-        self.mpc = _Leg("mpc", broker, OrderTracker(order.quantity), order.id)
-        self.twap = (
-            _Leg(
-                "twap", shadow, OrderTracker(order.quantity), f"{order.id}-twap", log_level="debug"
-            )
-            if shadow is not None
-            else None
-        )
         self.log = structlog.get_logger().bind(parent_id=order.id, symbol=order.symbol)
-        self.arrival_mid = math.nan
-        self._last_mid = math.nan
-        self._last_ts = -1
-        self._k_next = 0  # next period to decide
-        self._retry_next = 0  # next retry time in the last period (ns)
-        self.n_decisions = 0
-        self.done = False
-        self.cancelled = False
-        self._carry = 0.0  # lot-rounding residual between decisions (planner.diffuse_lots)
         self.sent_at: dict[str, float] = {}  # client order id -> loop time sent (ack watchdog)
 
-    def restore(self, h: ParentHistory) -> None:
-        """Resume from the journal: replay intents and events into fresh trackers."""
-        if h.empty:
-            return
-        legs = {"mpc": self.mpc, "twap": self.twap}
-        for name, item in h.items:
-            leg = legs.get(name)
-            if leg is None:
-                continue
-            if isinstance(item, ChildOrder):
-                leg.tracker.on_submitted(item, item.ts_created_ns)
-                if leg is self.mpc and self.gates is not None:
-                    self.gates.record_sent(item.client_order_id, item.ts_created_ns)
-                leg.children.append(item.client_order_id)
-                leg.n_sent += 1
-            else:
-                leg.tracker.on_event(item)
-        if h.periods:
-            self._k_next = max(h.periods) + 1
-            if self._k_next >= self.grid.n:
-                self._retry_next = self.grid.start_of(self.grid.n - 1)
-        self.arrival_mid = h.arrival_mid
-        self._carry = h.carry
-        t = self.mpc.tracker
-        self.log.info(
-            "order.restored",
-            periods_decided=len(h.periods),
-            children=self.mpc.n_sent,
-            filled_qty=t.filled_qty,
-            open_qty=t.open_qty,
-            remaining_qty=t.remaining_qty,
-        )
-        for c in t.children.values():
-            if not c.state.terminal:
-                # Sent before the restart and never closed: it may still be working. Its shares
-                # stay reserved until the venue reports on it; it is never re-sent as new.
-                self.log.error(
-                    "order.in_doubt",
-                    client_order_id=c.order.client_order_id,
-                    qty=c.order.qty,
-                    filled_qty=c.filled_qty,
-                    after_restart=True,
-                )
+    # -- views of the core ----------------------------------------------------------------------
+    @property
+    def mpc(self) -> Leg:
+        """Return the parent's own leg."""
+        return self.core.mpc
+
+    @property
+    def twap(self) -> Leg | None:
+        """Return the TWAP benchmark leg (None when off)."""
+        return self.core.twap
+
+    @property
+    def done(self) -> bool:
+        """Return True once the parent needs nothing more."""
+        return self.core.done
+
+    @done.setter
+    def done(self, v: bool) -> None:
+        self.core.done = v
+
+    def next_time(self) -> int | None:
+        """Return the core's next decision time."""
+        return self.core.next_time()
 
     def in_doubt(self) -> list[str]:
-        """Return the MPC children sent but not closed (before reconciliation: in doubt)."""
-        return [k for k, c in self.mpc.tracker.children.items() if not c.state.terminal]
+        """Return the mpc children sent but not closed."""
+        return self.core.in_doubt()
 
-    # -- scheduling ---------------------------------------------------------------------------
-    def next_time(self) -> int | None:
-        """Return the next decision time in ns (None once the deadline has passed)."""
-        if self.done:
-            return None
-        if self._k_next < self.grid.n:
-            return self.grid.start_of(self._k_next)
-        if self._retry_next < self.order.end_ns:
-            return self._retry_next
-        return self.order.end_ns
+    def leg_for(self, client_order_id: str) -> Leg | None:
+        """Return the leg that owns a client order id."""
+        return self.core.leg_for(client_order_id)
 
-    def observe(self, seg: BookBatch) -> None:
-        """Take in validated rows that precede the next decision time."""
-        if not len(seg):
-            return
-        self.window.append(seg)
-        self._last_mid = float(seg.mid[-1])
-        self._last_row = (
-            (seg.ask_px[-1], seg.ask_sz[-1])
-            if self.side is Side.BUY
-            else (seg.bid_px[-1], seg.bid_sz[-1])
-        )
-        self._last_ts = int(seg.ts_event_ns[-1])
-
-    async def on_time(self, t_ns: int, now_ns: int | None = None) -> None:
-        """Act at decision time ``t_ns`` (equal to ``next_time()``).
-
-        Args:
-            t_ns: The decision time.
-            now_ns: Event time of the first book after ``t_ns``. When it is already past the
-                end of the period (the feed was silent, a halt), the period is skipped rather
-                than traded late in a burst with the next ones; the MPC re-plans the rest.
-        """
-        if math.isnan(self.arrival_mid) and math.isfinite(self._last_mid):
-            self.arrival_mid = self._last_mid
-        if self._k_next < self.grid.n:
-            k = self._k_next
-            self._k_next += 1
-            if now_ns is not None and k < self.grid.n - 1 and now_ns >= self.grid.start_of(k + 1):
-                self.n_decisions += 1
-                self.log.warning(
-                    "mpc.step",
-                    period=k,
-                    n_periods=self.grid.n,
-                    ts_ns=t_ns,
-                    child_qty=0.0,
-                    remaining_qty=self.mpc.tracker.remaining_qty,
-                    status="skipped",
-                    message="no book during the period",
-                    next_book_ts_ns=now_ns,
-                )
-                return
-            if k == self.grid.n - 1:
-                self._retry_next = t_ns + int(self.cfg.mpc.final_retry_s * _NS)
-            await self._decide(k, t_ns)
-        elif t_ns < self.order.end_ns:
-            self._retry_next = t_ns + int(self.cfg.mpc.final_retry_s * _NS)
-            await self._final_retry(t_ns)
-        else:
-            self.done = True
-            self.log.info(
-                "order.deadline_reached",
-                remaining_qty=self.mpc.tracker.remaining_qty,
-                open_qty=self.mpc.tracker.open_qty,
-            )
-
-    # -- decisions ----------------------------------------------------------------------------
-    async def _decide(self, k: int, t_ns: int) -> None:
-        tracker = self.mpc.tracker
-        remaining = tracker.uncommitted_qty
-        twap_qty = twap_child_qty(
-            self.grid,
-            k,
-            tracker.parent_qty,
-            tracker.filled_qty + tracker.open_qty,
-            self.order.lot,
-        )
-        fields: dict[str, Any] = {}
-        if not math.isfinite(self._last_mid):
-            decision = Decision(k, 0.0, np.zeros(0), math.nan, "no_book", "no valid book yet", 0.0)
-        else:
-            costs, fields = self._estimate(k, t_ns)
-            if costs is not None:
-                decision = decide_mpc(
-                    self.grid,
-                    k,
-                    remaining,
-                    costs,
-                    lot=self.order.lot,
-                    max_child_qty=self.order.max_child_qty,
-                    fallback_twap_qty=(
-                        twap_qty if self.cfg.mpc.on_solve_failure == "twap" else None
-                    ),
-                    carry=self._carry,
-                )
-                self._carry = decision.carry
-                if decision.status == "twap_fallback":
-                    self.log.warning("mpc.solve_failed", period=k, message=decision.message)
-            else:
-                decision = Decision(
-                    k,
-                    min(twap_qty, remaining),
-                    np.zeros(0),
-                    math.nan,
-                    "twap_fallback",
-                    "no impact estimate",
-                    0.0,
-                )
-        self.n_decisions += 1
-        if decision.solve_ms:
-            self.metrics.solve_time(decision.solve_ms / 1e3)
-        if self.journal is not None:
-            self.journal.decision(self.order.id, k, self.arrival_mid, self._carry)
-            crash_point("decided")
-        self.log.info(
-            "mpc.step",
-            period=k,
-            n_periods=self.grid.n,
-            ts_ns=t_ns,
-            remaining_qty=tracker.remaining_qty,
-            open_qty=tracker.open_qty,
-            child_qty=decision.child_qty,
-            lam=None if math.isnan(decision.lam) else decision.lam,
-            status=decision.status,
-            solve_ms=round(decision.solve_ms, 4),
-            mid=self._last_mid if math.isfinite(self._last_mid) else None,
-            **fields,
-        )
-        await self._send(self.mpc, decision.child_qty, t_ns)
-        if self.twap is not None:
-            tw = self.twap.tracker
-            q = twap_child_qty(
-                self.grid, k, tw.parent_qty, tw.filled_qty + tw.open_qty, self.order.lot
-            )
-            await self._send(self.twap, min(q, tw.uncommitted_qty), t_ns)
-
-    def _estimate(self, k: int, t_ns: int) -> tuple[CostSet | None, dict[str, Any]]:
-        """Re-estimate g from the window and forecast periods k..N-1 (None: no estimate)."""
-        window = self.window.view(t_ns)
-        if len(window) < self.cfg.estimation.min_snapshots:
-            return None, {"n_snapshots": len(window), "fit_status": "insufficient_data"}
-        w = (
-            time_weights(window.ts_event_ns, t_ns)
-            if self.cfg.estimation.weighting == "time"
-            else None
-        )
-        curve = cost_curve(window, self.side.value, self.sizes, self.policy, weights=w)
-        fit = fit_quadratic(curve)
-        fields: dict[str, Any] = {
-            "model": self.cfg.mpc.model,
-            "beta": fit.beta,
-            "gamma": fit.gamma,
-            "fit_r2": fit.r2,
-            "fit_rmse": fit.rmse,
-            "fit_status": fit.status,
-            "n_snapshots": fit.n_snapshots,
-            "frac_beyond_depth": fit.frac_beyond_depth,
-        }
-        if fit.frac_beyond_depth > 0:
-            fields["beyond_depth_policy"] = self.policy.kind.value
-        starts = self.grid.starts(k)
-        if self.cfg.mpc.model == "nonparametric":
-            knots, slopes = curve.segments()
-            if slopes.size == 0:
-                return None, fields
-            b = self.profile.bucket(starts)
-            mc = self.profile.cost_mult[b] / self.profile.cost_mult[b[0]]
-            return nonparametric_costs(knots[:-1], slopes, mc), fields
-        if not (math.isfinite(fit.beta) and math.isfinite(fit.gamma)):
-            return None, fields
-        mb, mg = self.profile.multipliers(starts)
-        return quadratic_costs(fit.beta, fit.gamma, mb, mg), fields
-
-    async def cancel_open(self, reason: str) -> int:
-        """Ask the broker to cancel every open MPC child; return how many were asked."""
-        n = 0
-        for coid, c in list(self.mpc.tracker.children.items()):
-            if not c.state.terminal:
-                self.log.warning("order.cancel_requested", client_order_id=coid, reason=reason)
-                try:
-                    await self.mpc.broker.cancel(coid)
-                except BrokerError as e:
-                    self.log.error("order.cancel_failed", client_order_id=coid, error=str(e))
-                n += 1
-        return n
-
-    def cancel_parent(self, reason: str) -> None:
-        """Stop working this parent: no new child from now on (open ones: see cancel_open)."""
-        if not self.cancelled:
-            self.cancelled = True
-            self.done = True
-            self.log.warning(
-                "order.parent_cancelled",
-                reason=reason,
-                filled_qty=self.mpc.tracker.filled_qty,
-                remaining_qty=self.mpc.tracker.remaining_qty,
-            )
+    def summary(self) -> Summary:
+        """Return the parent's outcome so far."""
+        return self.core.summary()
 
     def status(self) -> dict[str, Any]:
         """Return the parent's state for ``exec-agent status``."""
-        t = self.mpc.tracker
-        s = self.summary()
+        c = self.core
+        t = c.mpc.tracker
+        s = c.summary()
         return {
             "parent_id": self.order.id,
             "symbol": self.order.symbol,
-            "side": self.side.value,
+            "side": c.side.value,
+            "strategy": c.mpc.policy.spec.name,
             "quantity": t.parent_qty,
             "filled_qty": t.filled_qty,
             "open_qty": t.open_qty,
             "remaining_qty": t.remaining_qty,
             "avg_px": None if not math.isfinite(t.avg_px) else t.avg_px,
             "shortfall_bps": None if not math.isfinite(s.shortfall_bps) else s.shortfall_bps,
-            "children": self.mpc.n_sent,
-            "periods_decided": min(self._k_next, self.grid.n),
-            "n_periods": self.grid.n,
-            "state": s.status if self.done else "working",
+            "children": c.mpc.n_sent,
+            "periods_decided": min(c.k_next, c.grid.n),
+            "n_periods": c.grid.n,
+            "state": s.status if c.done else "working",
         }
 
-    async def _final_retry(self, t_ns: int) -> None:
-        for leg in (self.mpc, self.twap):
-            if leg is None:
-                continue
-            q = leg.tracker.uncommitted_qty
-            if leg.tracker.n_open == 0 and q > 0:
-                if leg is self.mpc:
-                    self.log.info("mpc.final_retry", ts_ns=t_ns, child_qty=q)
-                await self._send(leg, q, t_ns)
+    # -- executing actions ----------------------------------------------------------------------
+    def _env(self) -> Env:
+        b = self.brokers["mpc"]
+        return Env(self.control.halted, bool(getattr(b, "available", True)), b.name)
 
-    async def _send(self, leg: _Leg, qty: float, t_ns: int) -> None:
-        cap = self.order.max_child_qty
-        if cap > 0:
-            qty = min(qty, cap)
-        qty = min(qty, leg.tracker.uncommitted_qty)
-        if qty <= 0 or not math.isfinite(self._last_mid):
-            return
-        coid = f"{leg.prefix}-{leg.n_sent + 1:05d}"
-        limit_px = collar_limit_px(self.side, self._last_mid, self.cfg.broker.collar_bps)
-        if leg is self.mpc:
-            blocked = self._gate(leg, coid, float(qty), limit_px, t_ns)
-            if blocked is not None:
-                gate, detail = blocked
-                self.metrics.blocked(gate)
-                self.log.warning(
-                    "risk.blocked", gate=gate, detail=detail, client_order_id=coid, qty=float(qty)
-                )
-                return
-        leg.n_sent += 1
-        child = ChildOrder(
-            client_order_id=coid,
-            parent_id=self.order.id,
-            symbol=self.order.symbol,
-            side=self.side,
-            qty=float(qty),
-            limit_px=limit_px,
-            ts_created_ns=t_ns,
-        )
+    def _emit(self, a: Log) -> None:
+        self.log.log(_level(a.level), a.event, **a.fields)
+        if a.event == "risk.blocked":
+            self.metrics.blocked(str(a.fields["gate"]))
+
+    def _sync(self, actions: list[Action]) -> None:
+        """Execute the actions that need no await (logs, journal records of events)."""
+        for a in actions:
+            if isinstance(a, Log):
+                self._emit(a)
+            elif isinstance(a, Record):
+                if self.journal is not None:
+                    self.journal.event(self.order.id, a.leg, a.event)
+                    crash_point("event_applied")
+            elif isinstance(a, Decided):
+                step = self.core.steps[-1][1] if self.core.steps else None
+                if step is not None and step.decision.solve_ms:
+                    self.metrics.solve_time(step.decision.solve_ms / 1e3)
+                if self.journal is not None:
+                    self.journal.decision(self.order.id, a.k, a.arrival_mid, a.carry)
+                    crash_point("decided")
+
+    async def execute(self, actions: list[Action]) -> None:
+        """Execute the core's actions in order (journal first, then the broker)."""
+        for a in actions:
+            if isinstance(a, Send):
+                await self._send(a)
+            elif isinstance(a, Cancel):
+                try:
+                    await self.brokers[a.leg].cancel(a.client_order_id)
+                except BrokerError as e:
+                    self.log.error(
+                        "order.cancel_failed", client_order_id=a.client_order_id, error=str(e)
+                    )
+            else:
+                self._sync([a])
+
+    async def _send(self, a: Send) -> None:
+        child = a.child
+        coid = child.client_order_id
+        leg = self.core.leg(a.leg)
+        if leg is None:
+            raise InvariantViolation(f"the core sent on an unknown leg {a.leg!r}")
         if self.journal is not None:
-            await self.journal.intent(leg.name, child)  # durable before it can reach the venue
+            await self.journal.intent(a.leg, child)  # durable before it can reach the venue
             crash_point("intent_durable")
-        leg.tracker.on_submitted(child, t_ns)
-        leg.children.append(coid)
-        self.log.log(
-            _level(leg.log_level),
-            "order.submitted",
-            strategy=leg.name,
-            client_order_id=coid,
-            qty=child.qty,
-            limit_px=child.limit_px,
-            ts_ns=t_ns,
-        )
-        if leg is self.mpc:
+        if a.leg == "mpc":
             self.sent_at[coid] = asyncio.get_running_loop().time()
             self.metrics.order_sent(self.order.id)
         try:
-            await leg.broker.submit(child)
+            await self.brokers[a.leg].submit(child)
             crash_point("submitted")
         except BrokerRejected as e:
             # Refused before it reached the book: nothing executed, the quantity is free again.
-            self.log.warning(
-                "order.submit_rejected", client_order_id=coid, reason=e.reason or str(e)
-            )
-            self.apply(leg, OrderRejected(coid, t_ns, e.reason or str(e)))
+            reason = e.reason or str(e)
+            self.log.warning("order.submit_rejected", client_order_id=coid, reason=reason)
+            self.apply(leg, OrderRejected(coid, child.ts_created_ns, reason))
         except BrokerError as e:
             # In doubt: it may have reached the venue. It stays open (never re-sent as new);
             # its fate comes from the venue's reports or a status query.
@@ -516,155 +298,36 @@ class ParentRunner:
                 "order.in_doubt", client_order_id=coid, error=str(e), retryable=e.retryable
             )
 
-    def _gate(
-        self, leg: _Leg, coid: str, qty: float, limit_px: float, t_ns: int
-    ) -> tuple[str, str] | None:
-        """Return ``(gate, detail)`` of the first gate that stops this child, else None.
+    # -- inputs ---------------------------------------------------------------------------------
+    def restore(self, h: ParentHistory) -> None:
+        """Resume from the journal: replay intents and events into fresh trackers."""
+        self._sync(self.core.restore(h.items, h.periods, h.arrival_mid, h.carry))
 
-        The operator's and the session's gates first (kill switch, broker down, children per
-        parent), then the pre-trade limits, global then per order. A child that passes is
-        recorded by the gates (duplicate guard, rate).
-        """
-        if self.control.halted:
-            return "halted", "kill switch engaged"
-        if not getattr(leg.broker, "available", True):
-            # Denied, not queued: a child sent into a dead session would only be in doubt.
-            return "broker_unavailable", f"{leg.broker.name} session is not active"
-        cap_n = self.cfg.risk.max_children_per_parent
-        if self.order.risk is not None and self.order.risk.max_children_per_parent:
-            cap_n = min(x for x in (cap_n, self.order.risk.max_children_per_parent) if x)
-        if cap_n and leg.n_sent >= cap_n:
-            # Counted from the journal's intents, so a kill -9 and a restart do not reset it.
-            return "max_children_per_parent", f"{leg.n_sent} children sent, limit {cap_n}"
-        if self.gates is None:
-            return None
-        px, sz = self._last_row if self._last_row is not None else (np.zeros(0), np.zeros(0))
-        with np.errstate(invalid="ignore"):
-            inside = (px <= limit_px) if self.side is Side.BUY else (px >= limit_px)
-        args = {
-            "client_order_id": coid,
-            "qty": qty,
-            "limit_px": limit_px,
-            "mid": self._last_mid,
-            "book_ts_ns": self._last_ts,
-            "now_ns": t_ns,
-            "depth_inside_limit": float(sz[inside].sum()),
-            "filled_qty": leg.tracker.filled_qty,
-            "open_qty": leg.tracker.open_qty,
-            "parent_qty": leg.tracker.parent_qty,
-        }
-        res = self.gates.check(**args)
-        if not res.ok:
-            return res.gate, res.detail
-        if self.order_gates is not None:
-            res = self.order_gates.check(**args)
-            if not res.ok:
-                return f"order.{res.gate}", res.detail
-            self.order_gates.record_sent(coid, t_ns)
-        self.gates.record_sent(coid, t_ns)
-        return None
+    async def on_time(self, t_ns: int, now_ns: int | None = None) -> None:
+        """Act at decision time ``t_ns`` (the core decides, this executes)."""
+        await self.execute(self.core.on_time(t_ns, now_ns, self._env()))
 
-    # -- events -------------------------------------------------------------------------------
-    def leg_for(self, client_order_id: str) -> _Leg | None:
-        """Return the leg that owns a client order id."""
-        if self.twap is not None and client_order_id in self.twap.tracker.children:
-            return self.twap
-        if client_order_id in self.mpc.tracker.children:
-            return self.mpc
-        return None
-
-    def apply(self, leg: _Leg, event: OrderEvent) -> Transition:
-        """Apply a broker event to the leg's tracker and log the state change."""
-        tr = leg.tracker.on_event(event)
-        if tr.applied and self.journal is not None:
-            self.journal.event(self.order.id, leg.name, event)
-            crash_point("event_applied")
-        if tr.applied and leg is self.mpc:
+    def apply(self, leg: Leg, event: OrderEvent) -> Transition:
+        """Apply a broker event to the core and execute what follows (logs, journal)."""
+        tr, actions = self.core.on_event(leg, event)
+        self._sync(actions)
+        if tr.applied and leg is self.core.mpc:
             if tr.fill_qty:
                 self.metrics.fill(self.order.id, tr.fill_qty)
             if isinstance(event, OrderRejected):
                 self.metrics.reject(self.order.id)
             self.metrics.remaining(self.order.id, leg.tracker.remaining_qty)
-        if isinstance(event, OrderStatus):
-            child = leg.tracker.children.get(event.client_order_id)
-            self.log.log(
-                _level("warning" if tr.applied else leg.log_level),
-                "order.reconciled",
-                strategy=leg.name,
-                client_order_id=event.client_order_id,
-                venue_status=event.status,
-                venue_cum_qty=event.cum_qty,
-                filled_qty=child.filled_qty if child else None,
-                state=str(tr.new) if tr.new is not None else None,
-                changed=tr.applied,
-                note=tr.note,
-            )
-            return tr
-        if tr.applied and tr.new is not None and tr.new != tr.old:
-            fields: dict[str, Any] = {
-                "strategy": leg.name,
-                "client_order_id": tr.client_order_id,
-                "state": str(tr.new),
-            }
-            if isinstance(event, OrderFilled):
-                fields |= {"fill_qty": event.qty, "fill_px": event.px, "exec_id": event.exec_id}
-            child = leg.tracker.children[tr.client_order_id]
-            fields |= {"filled_qty": child.filled_qty, "order_qty": child.order.qty}
-            if child.reason:
-                fields["reason"] = child.reason
-            if tr.note:
-                fields["note"] = tr.note
-            self.log.log(
-                _level(leg.log_level), _EVENT_NAMES.get(str(tr.new), "order.updated"), **fields
-            )
-        elif isinstance(event, OrderFilled) and tr.applied:
-            self.log.log(
-                _level(leg.log_level),
-                "order.partially_filled",
-                strategy=leg.name,
-                client_order_id=tr.client_order_id,
-                fill_qty=event.qty,
-                fill_px=event.px,
-                exec_id=event.exec_id,
-            )
-        elif tr.note in ("duplicate", "stale"):
-            self.log.debug(
-                "order.event_ignored",
-                client_order_id=tr.client_order_id,
-                note=tr.note,
-                event_type=type(event).__name__,
-            )
         return tr
 
-    def summary(self) -> RunSummary:
-        """Return the parent's outcome so far."""
-        t = self.mpc.tracker
-        tw = self.twap.tracker if self.twap is not None else None
-        status = "completed" if t.filled_qty >= t.parent_qty - 1e-9 else "incomplete"
-        if self.cancelled and status != "completed":
-            status = "cancelled"
-        return RunSummary(
-            parent_id=self.order.id,
-            symbol=self.order.symbol,
-            side=self.side.value,
-            target_qty=t.parent_qty,
-            filled_qty=t.filled_qty,
-            avg_px=t.avg_px,
-            arrival_mid=self.arrival_mid,
-            shortfall_bps=_shortfall_bps(self.side, t.avg_px, self.arrival_mid),
-            twap_filled_qty=tw.filled_qty if tw else math.nan,
-            twap_avg_px=tw.avg_px if tw else math.nan,
-            twap_shortfall_bps=(
-                _shortfall_bps(self.side, tw.avg_px, self.arrival_mid) if tw else math.nan
-            ),
-            n_periods=self.grid.n,
-            n_children=self.mpc.n_sent,
-            status=status,
-        )
+    async def cancel_open(self, reason: str) -> int:
+        """Ask the broker to cancel every open mpc child; return how many were asked."""
+        actions = self.core.cancel_open(reason)
+        await self.execute(actions)
+        return sum(isinstance(a, Cancel) for a in actions)
 
-
-def _level(name: str) -> int:
-    return {"debug": 10, "info": 20, "warning": 30, "error": 40}[name]
+    def cancel_parent(self, reason: str) -> None:
+        """Stop working this parent: no new child from now on (open ones: see cancel_open)."""
+        self._sync(self.core.cancel_parent(reason))
 
 
 class _Router:
@@ -713,7 +376,8 @@ async def _pump_events(broker: Broker, router: _Router) -> None:
 
 
 async def _settle() -> None:
-    # Let the event pumps apply what the simulated venues just produced.
+    # Let the event pumps apply what a broker just queued (a simulated venue's immediate
+    # reject, say) before the next decision.
     for _ in range(2):
         await asyncio.sleep(0)
 
@@ -721,19 +385,21 @@ async def _settle() -> None:
 async def _run_symbol(
     symbol: str,
     feed: BookFeed,
+    session: SymbolSession,
     runners: list[ParentRunner],
-    venues: list[BookDrivenBroker],
+    router: _Router,
     control: Control,
     keep_running: bool = False,
     metrics: NullMetrics | None = None,
 ) -> None:
-    """Drive every parent on ``symbol`` from its feed.
+    """Drive every parent on ``symbol`` from its feed, through the core's ``SymbolSession``.
 
-    ``runners`` may grow while this runs (a parent submitted on the control channel). It ends
-    when the feed ends, on a stop request, or once every parent is done (unless
-    ``keep_running``: a service waiting for more parents).
+    ``runners`` (and the session's parents) may grow while this runs (a parent submitted on
+    the control channel). It ends when the feed ends, on a stop request, or once every parent
+    is done (unless ``keep_running``: a service waiting for more parents).
     """
     log = structlog.get_logger().bind(symbol=symbol)
+    by_core = {id(r.core): r for r in runners}
     try:
         updates: AsyncIterator[BookBatch] = feed.updates()
         metrics = metrics or NullMetrics()
@@ -745,40 +411,26 @@ async def _run_symbol(
                 metrics.feed_batch(symbol, int(batch.ts_event_ns[-1]))
             if is_stale is not None:
                 metrics.feed_stale(symbol, bool(is_stale()))
-            pos = 0
-            n = len(batch)
-            ts = batch.ts_event_ns
-            while pos < n:
-                times = [t for r in list(runners) if (t := r.next_time()) is not None]
-                if not times or control.stop:
-                    if len(batch) and pos < n:
-                        for v in venues:
-                            v.on_book(batch.slice(pos, n))
-                    break
-                t_next = min(times)
-                # Rows up to and including t_next are the book in force at t_next; decide
-                # only once a later row proves nothing more can arrive for that instant.
-                cut = int(np.searchsorted(ts, t_next, side="right")) if t_next < ts[-1] else n
-                seg = batch.slice(pos, cut)
-                if len(seg):
-                    for r in list(runners):
-                        r.observe(seg)
-                    for v in venues:
-                        v.on_book(seg)
-                    if any(v.pending_events() for v in venues):
-                        await _settle()
-                pos = cut
-                if pos < n:
-                    for r in list(runners):
-                        if r.next_time() == t_next:
-                            await r.on_time(t_next, now_ns=int(ts[pos]))
-                    await _settle()
-            if all(r.done for r in runners) and not keep_running:
+            for item in session.feed(batch, stop=control.stop):
+                if isinstance(item, VenueEvents):
+                    for e in item.events:
+                        router.route(e)
+                    continue
+                assert isinstance(item, DecideAt)
+                for core in item.parents:
+                    r = by_core.get(id(core))
+                    if r is None:  # submitted since: refresh the map
+                        by_core = {id(x.core): x for x in runners}
+                        r = by_core[id(core)]
+                    await r.on_time(item.t_ns, now_ns=item.now_ns)
+                await _settle()
+            if session.done and not keep_running:
                 break
         # Data ended, every order is past its deadline, or a stop was requested: orders already
         # sent execute against the last book; nothing new is sent.
-        for v in venues:
-            v.on_end(symbol)
+        for item in session.end():
+            for e in item.events:
+                router.route(e)
         await _settle()
         for r in runners:
             if not r.done and control.stop:
@@ -786,16 +438,16 @@ async def _run_symbol(
                 log.warning(
                     "order.stopped_before_deadline",
                     parent_id=r.order.id,
-                    periods_decided=r._k_next,
-                    n_periods=r.grid.n,
+                    periods_decided=r.core.k_next,
+                    n_periods=r.core.grid.n,
                     remaining_qty=r.mpc.tracker.remaining_qty,
                 )
             if not r.done:
                 log.warning(
                     "feed.ended_before_deadline",
                     parent_id=r.order.id,
-                    periods_decided=r._k_next,
-                    n_periods=r.grid.n,
+                    periods_decided=r.core.k_next,
+                    n_periods=r.core.grid.n,
                     remaining_qty=r.mpc.tracker.remaining_qty,
                 )
                 r.done = True
@@ -931,34 +583,47 @@ class Daemon:
         self.feed_factory = feed_factory
         self.journal = journal
         self.log = structlog.get_logger()
-        latency_ns = int(cfg.broker.latency_ms * 1e6)
-        self.main = broker if broker is not None else SimulatedBroker(latency_ns)
-        self.shadow = SimulatedBroker(latency_ns, name="twap-shadow")
+        b = cfg.broker
+        latency_ns = int(b.latency_ms * 1e6)
+        venue = (latency_ns, "simulated", b.half_life_s, b.beyond_depth, b.penalty_bps)
+        self.main = broker if broker is not None else SimulatedBroker(*venue)
+        self.shadow = (
+            SimulatedBroker(latency_ns, "twap-shadow", *venue[2:])
+            if cfg.strategy.benchmark
+            else None
+        )
+        # Client order ids carry a per-run tag: a restart without a journal never reuses one.
+        self.id_tag = secrets.token_hex(3) if journal is None else ""
         self.profiles = profiles or {}
         self.control = control or Control(journal)
         self.gates = RiskGates(_limits(cfg.risk))
         self.runners: list[ParentRunner] = []
         self.router = _Router(self.runners, self.control.halt)
-        self.venues: list[BookDrivenBroker] = [self.shadow]
-        if isinstance(self.main, BookDrivenBroker):
-            self.venues.insert(0, self.main)
+        self.venues: list[SimVenue] = []
+        if isinstance(self.main, SimulatedBroker):
+            self.venues.append(self.main.venue)
+        if self.shadow is not None:
+            self.venues.append(self.shadow.venue)
         self.by_symbol: dict[str, list[ParentRunner]] = {}
+        self.sessions: dict[str, SymbolSession] = {}
         self.sym_tasks: dict[str, asyncio.Task[None]] = {}
         self._tg: asyncio.TaskGroup | None = None
         self._symbol_started = asyncio.Event()
 
     # -- parents ------------------------------------------------------------------------------
     def _add(self, order: OrderConfig, restore: bool = True) -> ParentRunner:
-        r = ParentRunner(
+        profile = self.profiles.get((order.symbol, order.side.value), IntradayProfile.flat())
+        core = build_core(
             order,
             self.cfg,
-            self.main,
-            self.shadow,
-            self.profiles.get((order.symbol, order.side.value), IntradayProfile.flat()),
+            profile,
             self.gates,
-            self.journal,
-            self.control,
-            self.metrics,
+            benchmark=self.shadow is not None,
+            id_tag=self.id_tag,
+        )
+        core.timer = time.perf_counter  # solve times for the logs and metrics
+        r = ParentRunner(
+            order, core, self.main, self.shadow, self.journal, self.control, self.metrics
         )
         if restore and self.journal is not None:
             r.restore(self.journal.load(order.id))
@@ -970,6 +635,11 @@ class Daemon:
                         r.apply(r.twap, OrderStatus(coid, 0, "unknown", 0.0, 0.0, "restart"))
         self.runners.append(r)
         self.by_symbol.setdefault(order.symbol, []).append(r)
+        session = self.sessions.get(order.symbol)
+        if session is None:
+            self.sessions[order.symbol] = SymbolSession(order.symbol, [core], self.venues)
+        else:
+            session.parents.append(core)
         return r
 
     def _start_symbol(self, symbol: str) -> None:
@@ -981,8 +651,9 @@ class Daemon:
             _run_symbol(
                 symbol,
                 self.feed_factory(symbol),
+                self.sessions[symbol],
                 self.by_symbol[symbol],
-                self.venues,
+                self.router,
                 self.control,
                 self.cfg.control.keep_running,
                 self.metrics,
@@ -1146,10 +817,8 @@ class Daemon:
         try:
             async with asyncio.TaskGroup() as tg:
                 self._tg = tg
-                pumps = [
-                    tg.create_task(_pump_events(b, self.router))
-                    for b in {id(self.main): self.main, id(self.shadow): self.shadow}.values()
-                ]
+                brokers = [self.main] if self.shadow is None else [self.main, self.shadow]
+                pumps = [tg.create_task(_pump_events(b, self.router)) for b in brokers]
                 await _reconcile(self.runners, self.main, self.cfg.broker.reconcile_timeout_s)
                 stop_watchdog = asyncio.Event()
                 helpers = [
@@ -1186,8 +855,8 @@ class Daemon:
                 for h in helpers[1:]:
                     h.cancel()
                 await helpers[0]
-                await self.main.aclose()
-                await self.shadow.aclose()
+                for b in brokers:
+                    await b.aclose()
                 await asyncio.gather(*pumps)
         finally:
             if server is not None:

@@ -105,9 +105,7 @@ class Journal:
             self._pool, self._write, child.parent_id, "intent", body
         )
 
-    def decision(
-        self, parent_id: str, period: int, arrival_mid: float, carry: float = 0.0
-    ) -> None:
+    def decision(self, parent_id: str, period: int, arrival_mid: float, carry: float = 0.0) -> None:
         """Record that a period was decided (queued; durable in order)."""
         body = {"period": period, "arrival_mid": arrival_mid, "carry": carry}
         self._pool.submit(self._write, parent_id, "decision", body)

@@ -25,8 +25,8 @@ from pathlib import Path
 import _common  # noqa: F401  (pins BLAS threads before numpy loads)
 import numpy as np
 
-from agent.brokers.simulated import SimulatedVenue
-from agent.window import RollingWindow
+from agent.core.venue import SimVenue as SimulatedVenue
+from agent.core.window import RollingWindow
 from feeds.jsonmsg import decode_mbp10, encode_mbp10
 from feeds.live import WebSocketFeed
 from feeds.readers import read_mbp10

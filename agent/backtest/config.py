@@ -15,7 +15,13 @@ from typing import Any, Literal
 
 from pydantic import Field, ValidationError, field_validator, model_validator
 
-from agent.config import StrictModel, WindowEstimationConfig, key_path, read_toml
+from agent.config import (
+    StrategyParamsConfig,
+    StrictModel,
+    WindowEstimationConfig,
+    key_path,
+    read_toml,
+)
 from agent.errors import ConfigError
 
 __all__ = [
@@ -28,10 +34,14 @@ __all__ = [
     "load_backtest_config",
 ]
 
-MPC_MODELS = ("quadratic", "power", "nonparametric")
+MPC_MODELS = ("quadratic", "power", "piecewise_power", "nonparametric")
 MPC_SOLVERS = ("deterministic", "robust", "stochastic")
 BASELINES = ("twap", "vwap", "pov", "ac")
-ALL_STRATEGIES = BASELINES + tuple(f"mpc-{m}-{s}" for m in MPC_MODELS for s in MPC_SOLVERS)
+ALL_STRATEGIES = (
+    BASELINES
+    + tuple(f"mpc-{m}-{s}" for m in MPC_MODELS for s in MPC_SOLVERS)
+    + ("mpc-quadratic-deterministic-risk",)
+)
 
 _KEY = re.compile(r"^[a-z_][a-z0-9_.\[\]]*$")
 _HHMM = re.compile(r"^([01]\d|2[0-3]):[0-5]\d(:[0-5]\d)?$")
@@ -90,28 +100,17 @@ class BacktestEstimationConfig(WindowEstimationConfig):
     """``[estimation]``: the MPC's re-estimation of g_t (same meaning as in the agent config)."""
 
 
-class StrategyParams(StrictModel):
-    """``[strategy]``: parameters of the baselines and the MPC variants.
+class StrategyParams(StrategyParamsConfig):
+    """``[strategy]``: parameters of the baselines and the MPC variants (the agent's keys, see
+    ``agent.config.StrategyParamsConfig``, plus the two risk aversions of the grid).
 
-    ``pov_rate``: POV child = this share of the volume traded in the previous period.
-    ``ac_risk_aversion``: Almgren-Chriss kappa (1/currency); the static schedule minimises
-    impact + kappa sigma^2 sum q_t^2. ``final_retry_s``: in the last period, what is left is
-    re-sent this often until the deadline (every strategy). ``scenario_weights``: weights of
-    the stochastic MPC's three scenarios (mean curve with the profile, mean + 1 std with the
-    profile, mean curve flat); the robust MPC takes the worst of the same three.
+    ``ac_risk_aversion``: Almgren-Chriss kappa (1/currency) of the static ``ac`` schedule, which
+    minimises impact + kappa sigma^2 sum q_t^2. ``risk_aversion``: the same kappa for the MPC
+    variant with timing risk (``mpc-quadratic-deterministic-risk``).
     """
 
-    pov_rate: float = Field(0.10, gt=0, le=1)
-    ac_risk_aversion: float = Field(1e-6, ge=0)
-    final_retry_s: float = Field(15.0, gt=0)
-    scenario_weights: tuple[float, float, float] = (0.5, 0.25, 0.25)
-
-    @field_validator("scenario_weights")
-    @classmethod
-    def _w(cls, v: tuple[float, float, float]) -> tuple[float, float, float]:
-        if any(w < 0 for w in v) or sum(v) <= 0:
-            raise ValueError("weights must be >= 0 and not all 0")
-        return v
+    ac_risk_aversion: float = Field(1e-6, ge=0, allow_inf_nan=False)
+    risk_aversion: float = Field(1e-6, ge=0, allow_inf_nan=False)
 
 
 class TcaConfig(StrictModel):

@@ -1,19 +1,17 @@
 """One backtest run: a strategy works one parent order on one replayed day (pure, synchronous).
 
 ``run_one(spec)`` is what the executor ships to a worker: it loads the day (cached per process),
-then ``simulate`` walks the order's periods:
+then ``simulate`` runs the execution core over it, exactly as the daemon does in replay with the
+simulated broker: a ``ParentCore`` with the strategy's policy (``agent.core.policy``), the
+core's ``SymbolSession`` cutting the day at the decision times (a decision at ``t`` sees only
+the books with ``ts <= t``), and the core's ``SimVenue`` (a child decided at ``t`` executes on
+the book in force at ``t + latency``, against our remembered consumption of the depth, which
+comes back with the configured half-life). What is filled comes back before the next decision
+(latency < period, checked by the config); what is left is re-planned; in the last period what
+is left is re-sent every ``final_retry_s`` until the deadline. At the deadline, ``tca`` prices
+the fills and the unfilled remainder.
 
-1. At each decision time ``t_k`` (period start) the strategy sees only the books with
-   ``ts <= t_k`` (the rolling window for the MPC, the previous period's trades for POV).
-2. The child goes out as an IOC limit order ``collar_bps`` through the mid in force at ``t_k``
-   and executes on the first snapshot at or after ``t_k + latency`` against the
-   ``ResilientBook`` (our earlier fills' depth is missing until it comes back).
-3. What is filled comes back before the next decision (latency < period, checked by the
-   config); what is left is re-planned. In the last period what is left is re-sent every
-   ``final_retry_s`` until the deadline.
-4. At the deadline, ``tca`` prices the fills and the unfilled remainder.
-
-Every strategy of a batch sees the same books, the same broker rules and the same clock, so
+Every strategy of a batch sees the same books, the same venue rules and the same clock, so
 their results differ only by their decisions. Nothing here is random: a run's result is a pure
 function of its spec and the data.
 """
@@ -29,25 +27,17 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from agent.backtest.broker import ResilientBook
 from agent.backtest.data import DayData, Trades, load_day, load_history
-from agent.backtest.strategies import (
-    MpcPlanner,
-    ac_targets,
-    catch_up_child,
-    pov_child,
-    twap_targets,
-    volume_targets,
-    window_of,
-)
 from agent.backtest.tca import realized_slice_cost, tca
-from agent.brokers.matching import collar_limit_px
+from agent.core.parent import ParentCore, ParentParams, Send, SliceRecord
+from agent.core.plan import PeriodGrid, round_lot
+from agent.core.policy import StrategySpec, make_policy
+from agent.core.session import SymbolSession, VenueEvents
+from agent.core.venue import SimVenue
 from agent.errors import InvariantViolation
-from agent.impact.book_walk import BeyondDepth, DepthPolicy, cost_curve, time_weights
-from agent.impact.fit import fit_quadratic
+from agent.impact.book_walk import BeyondDepth, DepthPolicy
 from agent.impact.profile import DAY_NS, IntradayProfile, learn_profile
-from agent.model import Side
-from agent.planner import PeriodGrid, round_lot, twap_child_qty
+from agent.model import OrderEvent, Side
 from feeds.model import BookBatch
 
 __all__ = ["RunResult", "RunSpec", "SimParams", "run_one", "simulate"]
@@ -82,6 +72,7 @@ class SimParams:
     profile_bucket_s: float = 1800.0
     pov_rate: float = 0.10
     ac_risk_aversion: float = 1e-6
+    risk_aversion: float = 1e-6
     final_retry_s: float = 15.0
     scenario_weights: tuple[float, float, float] = (0.5, 0.25, 0.25)
     unfilled_penalty_bps: float = 0.0
@@ -205,26 +196,15 @@ def _tod_volume(trades: Trades, starts: NDArray[np.int64], ends: NDArray[np.int6
     return pooled.volume_between(starts % DAY_NS, ends % DAY_NS)
 
 
-def _sigma_per_period(window: BookBatch, t_ns: int, period_s: float) -> float:
-    """Return the mid's standard deviation over one period, from 1 s steps in the window."""
-    if len(window) < 3:
-        return math.nan
-    ts = window.ts_event_ns
-    grid = np.arange(int(ts[0]) + _NS, t_ns + 1, _NS, dtype=np.int64)
-    if grid.size < 3:
-        return math.nan
-    idx = np.searchsorted(ts, grid, side="right") - 1
-    mids = window.mid[idx]
-    d = np.diff(mids)
-    return float(np.std(d) * math.sqrt(period_s))
-
-
 def simulate(
     day: DayData,
     spec: RunSpec,
     history: tuple[tuple[BookBatch, ...], Trades] | None = None,
 ) -> RunResult:
-    """Work one parent order with one strategy on one day.
+    """Work one parent order with one strategy on one day, through the execution core.
+
+    The same objects as the daemon: a ``ParentCore`` with the strategy's policy, the core's
+    ``SymbolSession`` cutting the day at the decision times, and the core's ``SimVenue``.
 
     Args:
         day: The day's books and trades.
@@ -267,192 +247,211 @@ def simulate(
             else f"parent size rounds to 0 lots ({spec.pct_of_volume}% of {vol:g})"
         )
         return res
-    i0 = _in_force(ts, start_ns)
-    if i0 < 0:
-        i0 = 0
-        res.notes.append("no book before the start: arrival mid is the first book's")
-    arrival_mid = float(books.mid[i0])
+    if _in_force(ts, start_ns) < 0:
+        res.notes.append("no book before the start: the first periods send nothing")
     i_end = max(_in_force(ts, end_ns), 0)
     final_mid = float(books.mid[i_end])
     lot = p.lot
-    window_ns = round(p.window_s * _NS)
-    policy = DepthPolicy(BeyondDepth(p.est_beyond), p.est_penalty_bps)
+    depth = DepthPolicy(BeyondDepth(p.est_beyond), p.est_penalty_bps)
     max_size = p.max_size or max(10 * lot, 3 * S / n)
     sizes = np.linspace(max_size / p.n_sizes, max_size, p.n_sizes)
-    broker = ResilientBook(side, p.half_life_s, p.broker_beyond, p.broker_penalty_bps)
 
     strat = spec.strategy
-    targets: NDArray[np.float64] | None = None
-    planner: MpcPlanner | None = None
-    if strat == "twap":
-        targets = twap_targets(n)
-    elif strat == "vwap":
-        targets = _vwap_targets(day, history, starts, ends, res.notes)
-    elif strat == "ac":
-        targets = _ac_targets(books, start_ns, window_ns, p, policy, sizes, side, S, n, res.notes)
-    elif strat == "pov":
-        if day.trades.source == "none":
-            res.notes.append("pov: no trade information in the file: TWAP schedule instead")
-            targets = twap_targets(n)
-    elif strat.startswith("mpc-"):
-        _, model, solver = strat.split("-")
-        profile = IntradayProfile.flat()
-        if spec.mpc_profile == "same_day":
-            profile = learn_profile(
-                (books,),
-                spec.side,
-                sizes,  # type: ignore[arg-type]
-                bucket_s=p.profile_bucket_s,
-                policy=policy,
-            )
-            res.notes.append("mpc profile: SAME-DAY (look-ahead: learned from the traded day)")
-        elif spec.mpc_profile == "history" and history is not None and history[0]:
-            profile = (
-                _learn_profile(
-                    spec.history,
-                    day.symbol,
-                    spec.side,
-                    tuple(sizes.tolist()),
-                    p.profile_bucket_s,
-                    policy,
-                )
-                if spec.history
-                else learn_profile(
-                    history[0],
-                    spec.side,
-                    sizes,  # type: ignore[arg-type]
-                    bucket_s=p.profile_bucket_s,
-                    policy=policy,
-                )
-            )
-            res.notes.append(f"mpc profile: learned from {len(history[0])} history day(s)")
-        else:
-            res.notes.append("mpc profile: flat (no history day given)")
-        planner = MpcPlanner(
-            model,
-            solver,
-            spec.side,
-            sizes,
-            policy,
-            profile,
-            min_snapshots=p.min_snapshots,
-            weighting=p.weighting,
-            scenario_weights=p.scenario_weights,
+    try:
+        risk = (
+            p.ac_risk_aversion
+            if strat == "ac"
+            else (p.risk_aversion if strat.endswith("-risk") else 0.0)
         )
-    else:
-        res.message = f"unknown strategy {strat!r}"
+        sspec = StrategySpec.parse(
+            strat, pov_rate=p.pov_rate, scenario_weights=p.scenario_weights, risk_aversion=risk
+        )
+    except ValueError as e:
+        res.message = f"unknown strategy {strat!r}: {e}"
         return res
+    profile = IntradayProfile.flat()
+    volume_profile: NDArray[np.float64] | None = None
+    volume_note = ""
+    if sspec.kind == "vwap":
+        volume_profile, volume_note = _vwap_volume(day, history, starts, ends)
+        res.notes.append(volume_note)
+    elif sspec.kind == "pov" and day.trades.source == "none":
+        res.notes.append("pov: no trade information in the file: TWAP schedule instead")
+    elif sspec.kind == "mpc":
+        profile = _mpc_profile(spec, day, history, books, sizes, depth, res.notes)
+    policy = make_policy(
+        sspec,
+        spec.side,
+        sizes,
+        depth,
+        profile,
+        min_snapshots=p.min_snapshots,
+        weighting=p.weighting,
+        period_s=p.period_s,
+        volume_profile=volume_profile,
+        volume_note=volume_note,
+    )
+    params = ParentParams(
+        parent_id=spec.run_id,
+        symbol=day.symbol,
+        side=side,
+        quantity=S,
+        start_ns=start_ns,
+        end_ns=end_ns,
+        period_ns=grid.period_ns,
+        lot=lot,
+        collar_bps=p.collar_bps,
+        final_retry_s=p.final_retry_s,
+        window_ns=round(p.window_s * _NS),
+        max_window_rows=p.max_window_rows,
+    )
+    core = ParentCore(params, policy)
+    hl = p.half_life_s
+    venue = SimVenue(round(p.latency_ms * 1e6), hl, p.broker_beyond, p.broker_penalty_bps)
+    trades = (day.trades.ts_ns, day.trades.qty) if day.trades.source != "none" else None
+    run_core(core, SymbolSession(day.symbol, [core], [venue]), books, venue, trades)
 
+    # -- results ----------------------------------------------------------------------------
     fq: list[float] = []
     fp: list[float] = []
     fm: list[float] = []
     fh: list[float] = []
     ft: list[int] = []
     period_filled = np.zeros(n)
-    filled = 0.0
-    n_children = 0
-    latency_ns = round(p.latency_ms * 1e6)
-    retry_ns = round(p.final_retry_s * _NS)
-
-    def send(k: int, t_ns: int, qty: float, info: dict[str, Any], g0: Any) -> float:
-        nonlocal filled, n_children
-        qty = min(qty, S - filled)
-        i = _in_force(ts, t_ns)
-        if qty <= 0 or i < 0:
-            return 0.0
-        mid_dec = float(books.mid[i])
-        limit = collar_limit_px(side, mid_dec, p.collar_bps)
-        j = int(np.searchsorted(ts, t_ns + latency_ns, side="left"))
-        rec: dict[str, Any] = {"k": k, "t_ns": t_ns, "sent_qty": qty, **info}
-        n_children += 1
-        if j >= len(books):
-            rec |= {"filled_qty": 0.0, "reason": "no_book_after_latency"}
-            res.slices.append(rec)
-            return 0.0
-        px, sz = (
-            (books.ask_px[j], books.ask_sz[j])
-            if side is Side.BUY
-            else (books.bid_px[j], books.bid_sz[j])
-        )
-        ex = broker.execute(int(ts[j]), qty, limit, px, sz)
-        mid = float(books.mid[j])
-        half = 0.5 * float(books.ask_px[j, 0] - books.bid_px[j, 0])
-        got = ex.filled
+    by_coid = {s.client_order_id: s for s in core.slices}
+    done: set[str] = set()
+    for f in venue.fills:
+        sl = by_coid.get(f.client_order_id)
+        if sl is None:
+            raise InvariantViolation(f"venue filled {f.client_order_id}, which the core never sent")
+        done.add(f.client_order_id)
+        ex = f.execution
         for q, pr in zip(ex.qty.tolist(), ex.px.tolist(), strict=True):
             fq.append(q)
             fp.append(pr)
-            fm.append(mid)
-            fh.append(half)
-            ft.append(int(ts[j]))
-        filled += got
-        period_filled[k] += got
-        rec |= {
-            "exec_ns": int(ts[j]),
-            "filled_qty": got,
-            "avg_px": ex.avg_px,
-            "mid": mid,
-            "half_spread": half,
-            "beyond_depth_qty": ex.beyond_qty,
-            "reason": ex.reason,
-            "realized_cost": realized_slice_cost(sign, ex.qty, ex.px, mid),
-        }
-        if g0 is not None:
-            rec["predicted_cost_sent"] = g0(qty)
-            rec["predicted_cost_filled"] = g0(got)
-        res.slices.append(rec)
-        return got
-
-    for k in range(n):
-        t = grid.start_of(k)
-        last = k == n - 1
-        remaining = S - filled
-        if remaining <= 1e-9:
-            break
-        if _in_force(ts, t) < 0:
-            res.notes.append(f"period {k}: no book yet, nothing sent")
-            continue
-        info: dict[str, Any] = {}
-        g0 = None
-        if targets is not None:
-            qty = catch_up_child(targets, k, S, filled, lot)
-        elif strat == "pov":
-            prev = float(
-                day.trades.volume_between(np.array([t - grid.period_ns]), np.array([t]))[0]
-            )
-            qty = pov_child(p.pov_rate, prev, remaining, lot, last)
-            info["prev_volume"] = prev
-        else:
-            if planner is None:
-                raise InvariantViolation(f"strategy {strat!r} has no planner")
-            twap_qty = twap_child_qty(grid, k, S, filled, lot)
-            win = window_of(books, t, window_ns, p.max_window_rows)
-            step = planner.decide(win, t, grid, k, remaining, lot, twap_qty)
-            qty = step.decision.child_qty
-            g0 = step.g0
-            info = {
-                "status": step.decision.status,
-                "lam": step.decision.lam,
-                "solve_ms": step.decision.solve_ms,
-                "plan_next": [float(x) for x in step.decision.plan[:3]],
-                **{kk: vv for kk, vv in step.fields.items() if isinstance(vv, (int, float, str))},
+            fm.append(f.mid)
+            fh.append(f.half_spread)
+            ft.append(f.due_ns)
+        period_filled[sl.k] += ex.filled
+        res.slices.append(
+            _slice(sl, sign)
+            | {
+                "exec_ns": f.due_ns,
+                "book_ns": f.book_ts_ns,
+                "filled_qty": ex.filled,
+                "avg_px": ex.avg_px,
+                "mid": f.mid,
+                "half_spread": f.half_spread,
+                "beyond_depth_qty": ex.beyond_qty,
+                "reason": ex.reason,
+                "realized_cost": realized_slice_cost(sign, ex.qty, ex.px, f.mid),
+                "predicted_cost_filled": sl.g0(ex.filled) if sl.g0 is not None else None,
             }
-        send(k, t, qty, info, g0)
-        if last:
-            # Final retries: what a partial fill left, every final_retry_s until the deadline.
-            t_r = t + retry_ns
-            while S - filled > 1e-9 and t_r < end_ns:
-                send(k, t_r, S - filled, {"retry": True}, None)
-                t_r += retry_ns
-
+        )
+    for sl in core.slices:
+        if sl.client_order_id not in done:
+            res.slices.append(_slice(sl, sign) | {"filled_qty": 0.0, "reason": "not_executed"})
+    res.slices.sort(key=lambda r: (r["t_ns"], r["client_order_id"]))
+    filled = core.mpc.tracker.filled_qty
+    if abs(filled - float(sum(fq))) > 1e-6:
+        raise InvariantViolation(f"tracker filled {filled}, venue {sum(fq)}")
+    arrival_mid = core.arrival_mid
+    if not math.isfinite(arrival_mid):
+        arrival_mid = float(books.mid[0])
+        res.notes.append("no decision saw a book: arrival mid is the first book's")
     tc = tca(sign, S, arrival_mid, final_mid, fq, fp, fm, fh, p.unfilled_penalty_bps)
     res.tca = tc.to_dict()
-    res.n_children = n_children
+    res.n_children = core.mpc.n_sent
     res.period_filled = period_filled.tolist()
     res.fills = {"t_ns": ft, "qty": fq, "px": fp, "mid": fm}  # t_ns: int ns (exact)
+    for _k, st in core.steps:
+        note = st.fields.get("schedule")
+        if isinstance(note, str):
+            res.notes.append(note)
     res.status = "completed" if S - filled <= 1e-9 else "incomplete"
     if res.status == "incomplete":
         res.message = f"{S - filled:g} of {S:g} shares unfilled at the deadline"
     return res
+
+
+def run_core(
+    core: ParentCore,
+    session: SymbolSession,
+    books: BookBatch,
+    venue: SimVenue,
+    trades: tuple[NDArray[np.int64], NDArray[np.float64]] | None = None,
+) -> None:
+    """Drive one parent's core over a day of books, synchronously (the backtest's executor).
+
+    ``Send`` goes to the venue, whose events go straight back to the core; logs, journal
+    records and cancels (nothing rests at an IOC venue) have no effect here.
+    """
+
+    def route(events: list[OrderEvent]) -> None:
+        for e in events:
+            leg = core.leg_for(e.client_order_id)
+            if leg is None:
+                raise InvariantViolation(f"venue event for unknown order {e.client_order_id}")
+            core.on_event(leg, e)
+
+    for item in session.feed(books, trades=trades):
+        if isinstance(item, VenueEvents):
+            route(item.events)
+            continue
+        for c in item.parents:
+            for a in c.on_time(item.t_ns, item.now_ns):
+                if isinstance(a, Send):
+                    route(venue.submit(a.child))
+    for item in session.end():
+        route(item.events)
+
+
+def _slice(sl: SliceRecord, sign: int) -> dict[str, Any]:
+    rec: dict[str, Any] = {
+        "k": sl.k,
+        "t_ns": sl.t_ns,
+        "client_order_id": sl.client_order_id,
+        "sent_qty": sl.qty,
+        "limit_px": sl.limit_px,
+        "predicted_cost_sent": sl.predicted_cost,
+    }
+    if sl.retry:
+        rec["retry"] = True
+    for kk, vv in sl.fields.items():
+        if isinstance(vv, (int, float, str)) and kk not in rec:
+            rec[kk] = vv
+    return rec
+
+
+def _mpc_profile(
+    spec: RunSpec,
+    day: DayData,
+    history: tuple[tuple[BookBatch, ...], Trades] | None,
+    books: BookBatch,
+    sizes: NDArray[np.float64],
+    depth: DepthPolicy,
+    notes: list[str],
+) -> IntradayProfile:
+    p = spec.params
+    if spec.mpc_profile == "same_day":
+        notes.append("mpc profile: SAME-DAY (look-ahead: learned from the traded day)")
+        return learn_profile((books,), spec.side, sizes, bucket_s=p.profile_bucket_s, policy=depth)  # type: ignore[arg-type]
+    if spec.mpc_profile == "history" and history is not None and history[0]:
+        notes.append(f"mpc profile: learned from {len(history[0])} history day(s)")
+        if spec.history:
+            return _learn_profile(
+                spec.history,
+                day.symbol,
+                spec.side,
+                tuple(sizes.tolist()),
+                p.profile_bucket_s,
+                depth,
+            )
+        return learn_profile(
+            history[0], spec.side, sizes, bucket_s=p.profile_bucket_s, policy=depth
+        )  # type: ignore[arg-type]
+    notes.append("mpc profile: flat (no history day given)")
+    return IntradayProfile.flat()
 
 
 @functools.lru_cache(maxsize=16)
@@ -469,55 +468,19 @@ def _learn_profile(
     return learn_profile(books, side, np.asarray(sizes), bucket_s=bucket_s, policy=policy)  # type: ignore[arg-type]
 
 
-def _vwap_targets(
+def _vwap_volume(
     day: DayData,
     history: tuple[tuple[BookBatch, ...], Trades] | None,
     starts: NDArray[np.int64],
     ends: NDArray[np.int64],
-    notes: list[str],
-) -> NDArray[np.float64]:
+) -> tuple[NDArray[np.float64] | None, str]:
+    """Return VWAP's volume per period and where it came from (None: TWAP instead)."""
     if history is not None and history[1].ts_ns.size:
-        f = volume_targets(_tod_volume(history[1], starts, ends))
-        if f is not None:
-            notes.append("vwap profile: learned from the history day(s)' trades")
-            return f
+        v = _tod_volume(history[1], starts, ends)
+        if float(v.sum()) > 0:
+            return v, "vwap profile: learned from the history day(s)' trades"
     if day.trades.ts_ns.size:
-        f = volume_targets(day.trades.volume_between(starts, ends))
-        if f is not None:
-            notes.append("vwap profile: SAME-DAY volume (look-ahead: no history day given)")
-            return f
-    notes.append("vwap: no trade information: TWAP schedule instead")
-    return twap_targets(starts.size)
-
-
-def _ac_targets(
-    books: BookBatch,
-    start_ns: int,
-    window_ns: int,
-    p: SimParams,
-    policy: DepthPolicy,
-    sizes: NDArray[np.float64],
-    side: Side,
-    S: float,
-    n: int,
-    notes: list[str],
-) -> NDArray[np.float64]:
-    win = window_of(books, start_ns, window_ns, p.max_window_rows)
-    beta = gamma = sigma = math.nan
-    if len(win) >= p.min_snapshots:
-        w = time_weights(win.ts_event_ns, start_ns) if p.weighting == "time" else None
-        fit = fit_quadratic(cost_curve(win, side.value, sizes, policy, weights=w))
-        if fit.ok:
-            beta, gamma = fit.beta, fit.gamma
-        sigma = _sigma_per_period(win, start_ns, p.period_s)
-    risk = p.ac_risk_aversion * sigma * sigma
-    f, why = ac_targets(beta, gamma, risk, S, n)
-    if f is None:
-        notes.append(f"ac: {why}: TWAP schedule instead")
-        return twap_targets(n)
-    notes.append(
-        f"ac: static schedule from the start's window: beta={beta:.4g}, gamma={gamma:.4g}, "
-        f"sigma/period={sigma:.4g}, kappa={p.ac_risk_aversion:g}, first slice "
-        f"{f[0] * 100:.2f}% (TWAP {100 / n:.2f}%)"
-    )
-    return f
+        v = day.trades.volume_between(starts, ends)
+        if float(v.sum()) > 0:
+            return v, "vwap profile: SAME-DAY volume (look-ahead: no history day given)"
+    return None, "vwap: no trade information: TWAP schedule instead"

@@ -1,8 +1,8 @@
 """Broker protocol: how the daemon talks to a venue.
 
 ``submit`` returns once the request is sent; acknowledgements, fills, cancels and rejects arrive
-only through ``events()``. Brokers that need market data (the simulated one) also expose
-``on_book``; the daemon feeds it every validated batch.
+only through ``events()``. The simulated broker's venue is advanced with the books by the
+execution core (``agent.core.session.SymbolSession``), not through this protocol.
 """
 
 from __future__ import annotations
@@ -11,9 +11,8 @@ from collections.abc import AsyncIterator
 from typing import Protocol, runtime_checkable
 
 from agent.model import ChildOrder, OrderEvent
-from feeds.model import BookBatch
 
-__all__ = ["BookDrivenBroker", "Broker"]
+__all__ = ["Broker"]
 
 
 @runtime_checkable
@@ -36,21 +35,4 @@ class Broker(Protocol):
 
     async def aclose(self) -> None:
         """Close the session; ``events()`` ends after the last event."""
-        ...
-
-
-@runtime_checkable
-class BookDrivenBroker(Broker, Protocol):
-    """A broker that matches against the replayed book and must see it."""
-
-    def on_book(self, batch: BookBatch) -> None:
-        """Advance the venue to the end of ``batch``, executing orders that became due."""
-        ...
-
-    def on_end(self, symbol: str) -> None:
-        """The feed of ``symbol`` ended: execute what is due against the last book."""
-        ...
-
-    def pending_events(self) -> int:
-        """Return how many events wait to be read from ``events()``."""
         ...

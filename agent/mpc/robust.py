@@ -39,7 +39,13 @@ from agent.mpc.solvers import (
     solve_quadratic,
 )
 
-__all__ = ["solve_risk_averse", "solve_robust", "solve_robust_box", "solve_stochastic"]
+__all__ = [
+    "solve_risk_averse",
+    "solve_robust",
+    "solve_robust_box",
+    "solve_robust_pl",
+    "solve_stochastic",
+]
 
 
 def solve_stochastic(
@@ -420,3 +426,52 @@ def _risk_polish(
         at0 = (at0 & ~bad0) | low
         atu = (atu & ~badu) | high
     return None
+
+
+def solve_robust_pl(
+    knots: NDArray[np.float64], slopes: list[NDArray[np.float64]], S: float
+) -> tuple[SolveResult, NDArray[np.float64]]:
+    """Minimise ``max_k sum_t g^k_t(x_t)`` for piecewise-linear convex costs on shared knots.
+
+    The epigraph LP ``min z`` s.t. ``sum_{t,j} slope^k_{t,j} y_{t,j} <= z`` for every k,
+    ``sum y = S``, ``0 <= y_{t,j} <= len_j`` is exact: all scenarios have non-decreasing slopes
+    on the same segments, so filling a period's segments in order is cheapest for every
+    scenario at once. Solved by HiGHS (``scipy.optimize.linprog``).
+
+    Args:
+        knots: Segment ends, shape (J+1,), from 0; the last one is >= S.
+        slopes: Per scenario, slopes shape (H, J).
+        S: Shares.
+
+    Returns:
+        ``(result, p)``: ``x`` (shape (H,)) and the worst-case cost, OPTIMAL or NUMERICAL with
+        HiGHS's message; ``p`` the dual weights of the scenarios (shape (K,), summing to 1):
+        which scenarios are worst at the optimum.
+    """
+    from scipy.optimize import linprog
+
+    h, j = slopes[0].shape
+    length = np.diff(knots)
+    nv = h * j
+    c = np.zeros(nv + 1)
+    c[-1] = 1.0
+    a_ub = np.hstack([np.stack([s.ravel() for s in slopes]), -np.ones((len(slopes), 1))])
+    a_eq = np.concatenate([np.ones(nv), [0.0]])[None, :]
+    bounds = np.column_stack([np.zeros(nv + 1), np.append(np.tile(length, h), np.inf)])
+    bounds[-1, 0] = -np.inf
+    lp = linprog(
+        c, A_ub=a_ub, b_ub=np.zeros(len(slopes)), A_eq=a_eq, b_eq=[S], bounds=bounds, method="highs"
+    )
+    k = len(slopes)
+    if lp.status != 0 or lp.x is None:
+        fail = SolveResult(
+            np.zeros(h), math.nan, math.nan, SolveStatus.NUMERICAL, f"robust LP: {lp.message}"
+        )
+        return fail, np.full(k, 1.0 / k)
+    x = lp.x[:nv].reshape(h, j).sum(axis=1)
+    p = np.clip(-np.asarray(lp.ineqlin.marginals, dtype=np.float64), 0.0, None)
+    p = p / p.sum() if p.sum() > 0 else np.full(k, 1.0 / k)
+    res = SolveResult(
+        x, float(lp.x[-1]), math.nan, SolveStatus.OPTIMAL, f"epigraph LP over {k} scenarios (HiGHS)"
+    )
+    return res, p

@@ -269,9 +269,7 @@ class OrderTracker:
             elif st.status == "working" and child.state is OrderState.NEW:
                 child.state = OrderState.ACKNOWLEDGED
                 applied = True
-        return Transition(
-            coid, old, child.state, applied=applied, note="status", fill_qty=fill_qty
-        )
+        return Transition(coid, old, child.state, applied=applied, note="status", fill_qty=fill_qty)
 
     def _apply_fill(self, child: ChildState, fill: OrderFilled) -> Transition:
         coid = fill.client_order_id

@@ -11,7 +11,10 @@ import pytest
 from agent.backtest.config import ALL_STRATEGIES
 from agent.backtest.data import DayData, Trades
 from agent.backtest.engine import RunSpec, SimParams, simulate
-from agent.backtest.strategies import ac_targets, catch_up_child, pov_child, twap_targets
+from agent.core.plan import PeriodGrid
+from agent.core.policy import DecisionInput, StrategySpec, catch_up_child, make_policy
+from agent.impact.book_walk import DepthPolicy
+from agent.impact.profile import IntradayProfile
 from feeds.model import N_LEVELS, BookBatch
 
 NS = 1_000_000_000
@@ -160,19 +163,30 @@ def test_pov_follows_the_previous_periods_volume():
     assert first == [600.0] * 5
 
 
+def _inp(k: int, n: int, S: float, done: float, prev_volume: float = float("nan")):
+    grid = PeriodGrid(0, n * NS, NS)
+    return DecisionInput(
+        k, k * NS, grid, S, done, 0.0, 100, 0.0, 0.0, lambda: BookBatch.empty("X"), prev_volume
+    )
+
+
+def _policy(name: str, **kw):
+    spec = StrategySpec.parse(name, **kw)
+    return make_policy(spec, "buy", np.linspace(10, 100, 10), DepthPolicy(), IntradayProfile.flat())
+
+
 def test_schedule_helpers():
-    assert twap_targets(4).tolist() == [0.25, 0.5, 0.75, 1.0]
-    t = twap_targets(4)
+    t = np.array([0.25, 0.5, 0.75, 1.0])
     assert catch_up_child(t, 0, 1000, 0, 100) == 200  # floor to lots
     assert catch_up_child(t, 3, 1000, 700, 100) == 300  # last: everything left
-    assert pov_child(0.1, 12345, 10_000, 100, last=False) == 1200
-    assert pov_child(0.1, 12345, 500, 100, last=False) == 500
-    f, _ = ac_targets(0.01, 1e-4, 0.0, 1000, 5)
-    assert f == pytest.approx([0.2, 0.4, 0.6, 0.8, 1.0])
-    g, _ = ac_targets(0.01, 1e-4, 1e-3, 1000, 5)
-    assert g[0] > 0.2  # risk aversion front-loads
-    none, why = ac_targets(float("nan"), 1e-4, 0.0, 1000, 5)
-    assert none is None and "estimate" in why
+    twap = _policy("twap")
+    assert twap.decide(_inp(0, 4, 1000, 0)).decision.child_qty == 200
+    assert twap.decide(_inp(3, 4, 1000, 700)).decision.child_qty == 300
+    pov = _policy("pov", pov_rate=0.1)
+    assert pov.decide(_inp(1, 4, 10_000, 0, 12345)).decision.child_qty == 1200
+    assert pov.decide(_inp(1, 4, 500, 0, 12345)).decision.child_qty == 500
+    no_trades = pov.decide(_inp(1, 4, 10_000, 0))
+    assert no_trades.decision.status == "twap_fallback"
 
 
 def test_same_day_profile_is_look_ahead_and_says_so():
@@ -189,21 +203,22 @@ def test_same_day_profile_is_look_ahead_and_says_so():
     assert any("flat" in n for n in flat.notes)
 
 
-def test_latency_executes_on_the_first_book_at_or_after_t_plus_latency():
-    """Books every 5 s: a child decided at a period start with 50 ms latency executes on the
-    next book, 5 s later; with 0 latency on the book of the decision instant itself."""
+def test_latency_executes_on_the_book_in_force_at_t_plus_latency():
+    """Books every 5 s: a child decided at a period start with 50 ms latency executes 50 ms
+    later, on the book then in force (the decision's own book); with 4 s latency still that
+    one; with 6 s latency on the next book."""
     day = _day("2025-06-02", 1e8, 1e8)
-    r = simulate(day, _spec("twap", 72 * 800, latency_ms=50.0))
-    assert {s["exec_ns"] - s["t_ns"] for s in r.slices} == {5 * NS}
-    r0 = simulate(day, _spec("twap", 72 * 800, latency_ms=0.0))
-    assert {s["exec_ns"] - s["t_ns"] for s in r0.slices} == {0}
+    for lat_ms, book_dt in ((50.0, 0), (0.0, 0), (4000.0, 0), (6000.0, 5 * NS)):
+        r = simulate(day, _spec("twap", 72 * 800, latency_ms=lat_ms))
+        assert {s["exec_ns"] - s["t_ns"] for s in r.slices} == {round(lat_ms * 1e6)}
+        assert {s["book_ns"] - s["t_ns"] for s in r.slices} == {book_dt}
 
 
 def test_robust_lp_hedges_between_opposite_scenarios():
     """Two periods, two scenarios that disagree on which period is cheap: the worst case is
     smallest with an even split, and both scenarios are active (p* > 0 for both; piecewise-linear
     costs make p* an interval, any point of which certifies the split)."""
-    from agent.backtest.strategies import solve_robust_pl
+    from agent.mpc.robust import solve_robust_pl
 
     knots = np.array([0.0, 100.0, 200.0, 400.0])
     cheap = np.array([1.0, 2.0, 4.0])

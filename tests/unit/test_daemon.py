@@ -54,7 +54,7 @@ latency_ms = 10
 collar_bps = {collar}
 [estimation]
 window_s = 300
-[mpc]
+[strategy]
 model = "{model}"
 {risk}
 [[orders]]

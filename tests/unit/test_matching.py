@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from agent.brokers.matching import collar_limit_px, match_ioc
-from agent.brokers.simulated import SimulatedVenue
+from agent.core.venue import SimVenue as SimulatedVenue
 from agent.model import ChildOrder, OrderAccepted, OrderCancelled, OrderFilled, Side
 from feeds.model import BookBatch
 

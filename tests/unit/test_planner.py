@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from agent.mpc.costs import CostSet, QuadraticCost
-from agent.planner import PeriodGrid, decide_mpc, round_lot, twap_child_qty
+from agent.core.plan import PeriodGrid, decide_mpc, round_lot, twap_child_qty
 
 NS = 1_000_000_000
 
@@ -81,7 +81,7 @@ def test_lot_rounding_spreads_a_thin_plan_over_the_day_instead_of_front_loading(
 
 
 def test_error_diffusion_is_exact_rounding_for_large_children():
-    from agent.planner import diffuse_lots
+    from agent.core.plan import diffuse_lots
 
     assert diffuse_lots(2440.0, 0.0, 100, 10_000, 1e9) == (2400.0, 40.0)
     child, carry = diffuse_lots(2440.0, 40.0, 100, 10_000, 1e9)

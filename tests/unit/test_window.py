@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from agent.window import RollingWindow
+from agent.core.window import RollingWindow
 from feeds.model import BookBatch
 
 

@@ -14,7 +14,7 @@ costs in every period the plan is uniform.
 from __future__ import annotations
 
 import math
-import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -24,6 +24,7 @@ from agent.mpc.costs import CostSet, PiecewiseLinearCost, QuadraticCost
 from agent.mpc.solvers import SolveResult, SolveStatus, solve_auto
 
 __all__ = [
+    "NO_TIMER",
     "Decision",
     "PeriodGrid",
     "decide_mpc",
@@ -34,6 +35,12 @@ __all__ = [
     "round_lot",
     "twap_child_qty",
 ]
+
+
+def NO_TIMER() -> float:
+    """The core's default timer: the core reads no clock (solve times are then 0); the daemon
+    injects ``time.perf_counter`` to report them."""
+    return 0.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -144,6 +151,7 @@ def decide_mpc(
     max_child_qty: float = 0.0,
     fallback_twap_qty: float | None = None,
     carry: float = 0.0,
+    timer: Callable[[], float] = NO_TIMER,
 ) -> Decision:
     """Re-solve the allocation of ``remaining`` over periods ``k..N-1`` and pick this child.
 
@@ -161,6 +169,7 @@ def decide_mpc(
         max_child_qty: Cap per child (0 = none).
         fallback_twap_qty: Child to send if the solve fails (None = send nothing).
         carry: Lot-rounding residual of the previous decision (0 at the first).
+        timer: Seconds of a monotonic clock, to time the solve (``NO_TIMER``: not timed).
 
     Returns:
         The decision; ``child_qty`` never exceeds ``remaining`` or the cap.
@@ -173,9 +182,9 @@ def decide_mpc(
         child = min(remaining, cap)
         return Decision(k, child, np.array([child]), math.nan, "final", "last period", 0.0)
     caps = None if math.isinf(cap) else np.full(h, cap)
-    t0 = time.perf_counter()
+    t0 = timer()
     res: SolveResult = solve_auto(costs, remaining, caps=caps)
-    solve_ms = (time.perf_counter() - t0) * 1e3
+    solve_ms = (timer() - t0) * 1e3
     return decision_from_plan(k, res, remaining, cap, lot, carry, solve_ms, fallback_twap_qty)
 
 

@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from agent.backtest.broker import ResilientBook
+from agent.core.venue import DepthMemory as ResilientBook
 from agent.model import Side
 
 NS = 1_000_000_000

@@ -1,0 +1,785 @@
+"""The per-parent state machine (pure): books, times and order events in, actions out.
+
+``ParentCore`` works one parent order. It owns everything that decides: the rolling window, the
+period grid, the policy (``agent.core.policy``), the order trackers, the lot carry, the period
+index, the last period's retries, the pre-trade gates and the summary. It never awaits and
+never performs an effect: ``on_time`` and ``on_event`` return actions (``Send``, ``Cancel``,
+``Decided``, ``Record``, ``Log``) that a driver executes in order — the daemon journals, sends
+to the broker, logs and counts them; the backtest hands ``Send`` to the simulated venue and
+keeps the rest.
+
+Legs: ``mpc`` is the parent's own strategy (whatever ``StrategySpec.kind`` says; the name is the
+journal's), ``twap`` an optional TWAP benchmark on its own simulated venue (the daemon's
+shadow), which is never gated.
+
+Time rules: a decision at period ``k`` sees the book in force at its start; when the first book
+after the start is already past the period's end (the feed was silent, a halt) the period is
+skipped rather than traded late in a burst; in the last period whatever is left is re-sent
+every ``final_retry_s`` until the deadline.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+from agent.brokers.matching import collar_limit_px
+from agent.core.plan import NO_TIMER, Decision, PeriodGrid
+from agent.core.policy import DecisionInput, Policy, PolicyStep, TwapPolicy
+from agent.core.window import RollingWindow
+from agent.errors import InvariantViolation
+from agent.model import ChildOrder, OrderEvent, OrderFilled, OrderRejected, OrderStatus, Side
+from agent.orders.tracker import OrderTracker, Transition
+from agent.risk import RiskGates
+from feeds.model import BookBatch
+
+__all__ = [
+    "Cancel",
+    "Decided",
+    "Env",
+    "Log",
+    "ParentCore",
+    "ParentParams",
+    "Record",
+    "Send",
+    "Summary",
+]
+
+_NS = 1_000_000_000
+_EVENT_NAMES = {
+    "acknowledged": "order.acknowledged",
+    "partially_filled": "order.partially_filled",
+    "filled": "order.filled",
+    "cancelled": "order.cancelled",
+    "rejected": "order.rejected",
+}
+
+
+# -- actions --------------------------------------------------------------------------------------
+@dataclass(frozen=True, slots=True)
+class Send:
+    """Send ``child`` on ``leg`` (the daemon: journal the intent first, then the broker)."""
+
+    leg: str
+    child: ChildOrder
+
+
+@dataclass(frozen=True, slots=True)
+class Cancel:
+    """Ask the venue to cancel what is left of a working child."""
+
+    leg: str
+    client_order_id: str
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class Decided:
+    """Period ``k`` was decided (the daemon journals it: a restart never decides it twice)."""
+
+    k: int
+    arrival_mid: float
+    carry: float
+
+
+@dataclass(frozen=True, slots=True)
+class Record:
+    """An order event that changed a tracker (the daemon journals it)."""
+
+    leg: str
+    event: OrderEvent
+
+
+@dataclass(frozen=True, slots=True)
+class Log:
+    """A structured log line: ``event`` at ``level`` with ``fields``."""
+
+    level: str
+    event: str
+    fields: dict[str, Any]
+
+
+Action = Send | Cancel | Decided | Record | Log
+
+
+@dataclass(frozen=True, slots=True)
+class Env:
+    """What the driver knows that gates a child: the kill switch and the broker session."""
+
+    halted: bool = False
+    broker_available: bool = True
+    broker_name: str = "simulated"
+
+
+@dataclass(frozen=True, slots=True)
+class ParentParams:
+    """One parent order and the rules that work it.
+
+    Attributes:
+        parent_id, symbol, side, quantity: The parent.
+        start_ns, end_ns, period_ns: Its periods; ``end_ns`` is the deadline.
+        lot: Lot size; children are whole lots except the last remainder.
+        max_child_qty: Cap per child (0 = none).
+        collar_bps: Limit price of a child, bps through the mid.
+        final_retry_s: Retry interval in the last period.
+        window_ns, max_window_rows: The rolling window of the estimation.
+        max_children: Children the mpc leg may send (0 = no limit; counted across restarts).
+        id_tag: Extra component of the client order ids (a run tag: ids unique across runs).
+    """
+
+    parent_id: str
+    symbol: str
+    side: Side
+    quantity: float
+    start_ns: int
+    end_ns: int
+    period_ns: int
+    lot: int = 1
+    max_child_qty: float = 0.0
+    collar_bps: float = 50.0
+    final_retry_s: float = 15.0
+    window_ns: int = 600 * _NS
+    max_window_rows: int = 20_000
+    max_children: int = 0
+    id_tag: str = ""
+
+
+@dataclass(slots=True)
+class Summary:
+    """Outcome of one parent order (also logged as ``run.summary``)."""
+
+    parent_id: str
+    symbol: str
+    side: str
+    target_qty: float
+    filled_qty: float
+    avg_px: float
+    arrival_mid: float
+    shortfall_bps: float
+    twap_filled_qty: float
+    twap_avg_px: float
+    twap_shortfall_bps: float
+    n_periods: int
+    n_children: int
+    status: str
+
+    def as_log(self) -> dict[str, Any]:
+        """Return the fields for the log line (NaN as None)."""
+        out: dict[str, Any] = {}
+        for k in self.__slots__:  # type: ignore[attr-defined]
+            v = getattr(self, k)
+            out[k] = None if isinstance(v, float) and not math.isfinite(v) else v
+        return out
+
+
+def shortfall_bps(side: Side, avg_px: float, arrival_mid: float) -> float:
+    """Return the shortfall of ``avg_px`` against the arrival mid, bps (positive = cost)."""
+    if not (math.isfinite(avg_px) and math.isfinite(arrival_mid) and arrival_mid > 0):
+        return math.nan
+    return side.sign * (avg_px - arrival_mid) / arrival_mid * 1e4
+
+
+@dataclass(slots=True)
+class Leg:
+    """One strategy working the parent: its policy, tracker and children."""
+
+    name: str
+    policy: Policy
+    tracker: OrderTracker
+    prefix: str
+    gated: bool
+    log_level: str = "info"
+    n_sent: int = 0
+    children: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True, slots=True)
+class SliceRecord:
+    """One child of the mpc leg as decided: what the model predicted for it.
+
+    ``predicted_cost`` is ``g_k(qty)`` in currency at the decision (None without a model).
+    """
+
+    client_order_id: str
+    k: int
+    t_ns: int
+    qty: float
+    limit_px: float
+    retry: bool
+    predicted_cost: float | None
+    g0: Callable[[float], float] | None
+    fields: dict[str, Any]
+
+
+class ParentCore:
+    """Works one parent order (see the module docstring).
+
+    Args:
+        params: The parent and its rules.
+        policy: The strategy of the ``mpc`` leg.
+        gates: Pre-trade gates shared by every parent (None: none).
+        order_gates: Gates of this parent alone, after the global ones (None: none).
+        benchmark: Run the TWAP benchmark leg beside it.
+    """
+
+    def __init__(
+        self,
+        params: ParentParams,
+        policy: Policy,
+        gates: RiskGates | None = None,
+        order_gates: RiskGates | None = None,
+        benchmark: bool = False,
+    ) -> None:
+        p = params
+        self.p = p
+        self.side = p.side
+        self.grid = PeriodGrid(p.start_ns, p.end_ns, p.period_ns)
+        self.window = RollingWindow(p.symbol, p.window_ns, p.max_window_rows)
+        self.gates = gates
+        self.order_gates = order_gates
+        tag = f"{p.id_tag}-" if p.id_tag else ""
+        self.mpc = Leg("mpc", policy, OrderTracker(p.quantity), f"{p.parent_id}-{tag}", True)
+        self.twap: Leg | None = (
+            Leg(
+                "twap",
+                TwapPolicy(policy.spec),
+                OrderTracker(p.quantity),
+                f"{p.parent_id}-twap-{tag}",
+                False,
+                "debug",
+            )
+            if benchmark
+            else None
+        )
+        self.arrival_mid = math.nan
+        self.last_mid = math.nan
+        self._last_row: tuple[NDArray[np.float64], NDArray[np.float64]] | None = None
+        self.last_ts = -1
+        self.k_next = 0  # next period to decide
+        self._retry_next = 0  # next retry time in the last period (ns)
+        self.n_decisions = 0
+        self.done = False
+        self.cancelled = False
+        self.carry = 0.0  # lot-rounding residual between decisions (plan.diffuse_lots)
+        self._trade_ts: list[NDArray[np.int64]] = []
+        self._trade_qty: list[NDArray[np.float64]] = []
+        self._trades_known = False
+        self.slices: list[SliceRecord] = []
+        self.timer: Callable[[], float] = NO_TIMER  # the daemon injects time.perf_counter
+        self.steps: list[tuple[int, PolicyStep]] = []
+
+    # -- inputs ---------------------------------------------------------------------------------
+    @property
+    def legs(self) -> list[Leg]:
+        """Return the legs (``mpc`` first)."""
+        return [self.mpc] if self.twap is None else [self.mpc, self.twap]
+
+    def leg(self, name: str) -> Leg | None:
+        """Return the leg called ``name``."""
+        return next((x for x in self.legs if x.name == name), None)
+
+    def leg_for(self, client_order_id: str) -> Leg | None:
+        """Return the leg that owns a client order id."""
+        for x in self.legs:
+            if client_order_id in x.tracker.children:
+                return x
+        return None
+
+    def next_time(self) -> int | None:
+        """Return the next decision time in ns (None once done)."""
+        if self.done:
+            return None
+        if self.k_next < self.grid.n:
+            return self.grid.start_of(self.k_next)
+        if self._retry_next < self.p.end_ns:
+            return self._retry_next
+        return self.p.end_ns
+
+    def observe(self, seg: BookBatch) -> None:
+        """Take in validated rows that precede the next decision time."""
+        if not len(seg):
+            return
+        self.window.append(seg)
+        self.last_mid = float(seg.mid[-1])
+        self._last_row = (
+            (seg.ask_px[-1], seg.ask_sz[-1])
+            if self.side is Side.BUY
+            else (seg.bid_px[-1], seg.bid_sz[-1])
+        )
+        self.last_ts = int(seg.ts_event_ns[-1])
+
+    def on_trades(self, ts_ns: NDArray[np.int64], qty: NDArray[np.float64]) -> None:
+        """Take in market trades (times and sizes) that precede the next decision time."""
+        self._trades_known = True
+        if ts_ns.size:
+            self._trade_ts.append(np.asarray(ts_ns, dtype=np.int64))
+            self._trade_qty.append(np.asarray(qty, dtype=np.float64))
+
+    def volume_between(self, a_ns: int, b_ns: int) -> float:
+        """Return the market volume traded in ``[a, b)`` (NaN when the feed has no trades)."""
+        if not self._trades_known:
+            return math.nan
+        if len(self._trade_ts) > 1:
+            self._trade_ts = [np.concatenate(self._trade_ts)]
+            self._trade_qty = [np.concatenate(self._trade_qty)]
+        if not self._trade_ts:
+            return 0.0
+        ts, q = self._trade_ts[0], self._trade_qty[0]
+        i, j = np.searchsorted(ts, [a_ns, b_ns], side="left")
+        return float(q[i:j].sum())
+
+    # -- decisions ------------------------------------------------------------------------------
+    def on_time(self, t_ns: int, now_ns: int | None = None, env: Env | None = None) -> list[Action]:
+        """Act at decision time ``t_ns`` (equal to ``next_time()``).
+
+        Args:
+            t_ns: The decision time.
+            now_ns: Event time of the first book after ``t_ns`` (None: unknown). When it is
+                already past the end of the period, the period is skipped.
+            env: Kill switch and broker state (default: all clear).
+        """
+        env = env or Env()
+        out: list[Action] = []
+        if math.isnan(self.arrival_mid) and math.isfinite(self.last_mid):
+            self.arrival_mid = self.last_mid
+        n = self.grid.n
+        if self.k_next < n:
+            k = self.k_next
+            self.k_next += 1
+            if now_ns is not None and k < n - 1 and now_ns >= self.grid.start_of(k + 1):
+                self.n_decisions += 1
+                out.append(
+                    Log(
+                        "warning",
+                        "mpc.step",
+                        {
+                            "period": k,
+                            "n_periods": n,
+                            "ts_ns": t_ns,
+                            "child_qty": 0.0,
+                            "remaining_qty": self.mpc.tracker.remaining_qty,
+                            "status": "skipped",
+                            "message": "no book during the period",
+                            "next_book_ts_ns": now_ns,
+                        },
+                    )
+                )
+                return out
+            if k == n - 1:
+                self._retry_next = t_ns + int(self.p.final_retry_s * _NS)
+            self._decide(k, t_ns, env, out)
+        elif t_ns < self.p.end_ns:
+            self._retry_next = t_ns + int(self.p.final_retry_s * _NS)
+            for leg in self.legs:
+                q = leg.tracker.uncommitted_qty
+                if leg.tracker.n_open == 0 and q > 0:
+                    if leg is self.mpc:
+                        out.append(Log("info", "mpc.final_retry", {"ts_ns": t_ns, "child_qty": q}))
+                    self._send(leg, q, t_ns, env, out, k=n - 1, retry=True)
+        else:
+            self.done = True
+            out.append(
+                Log(
+                    "info",
+                    "order.deadline_reached",
+                    {
+                        "remaining_qty": self.mpc.tracker.remaining_qty,
+                        "open_qty": self.mpc.tracker.open_qty,
+                    },
+                )
+            )
+        return out
+
+    def _input(self, leg: Leg, k: int, t_ns: int) -> DecisionInput:
+        t = leg.tracker
+        prev = self.volume_between(t_ns - self.grid.period_ns, t_ns)
+        return DecisionInput(
+            k=k,
+            t_ns=t_ns,
+            grid=self.grid,
+            parent_qty=t.parent_qty,
+            filled_qty=t.filled_qty,
+            open_qty=t.open_qty,
+            lot=self.p.lot,
+            max_child_qty=self.p.max_child_qty,
+            carry=self.carry if leg is self.mpc else 0.0,
+            window=lambda: self.window.view(t_ns),
+            prev_volume=prev,
+            timer=self.timer,
+        )
+
+    def _decide(self, k: int, t_ns: int, env: Env, out: list[Action]) -> None:
+        tracker = self.mpc.tracker
+        if not math.isfinite(self.last_mid):
+            step = PolicyStep(
+                Decision(
+                    k, 0.0, np.zeros(0), math.nan, "no_book", "no valid book yet", 0.0, self.carry
+                )
+            )
+        else:
+            step = self.mpc.policy.decide(self._input(self.mpc, k, t_ns))
+        d = step.decision
+        self.carry = d.carry
+        self.n_decisions += 1
+        self.steps.append((k, step))
+        if d.status == "twap_fallback" and d.message not in ("insufficient_data",):
+            out.append(Log("warning", "mpc.solve_failed", {"period": k, "message": d.message}))
+        out.append(Decided(k, self.arrival_mid, self.carry))
+        fields: dict[str, Any] = {
+            "period": k,
+            "n_periods": self.grid.n,
+            "ts_ns": t_ns,
+            "strategy": self.mpc.policy.spec.name,
+            "remaining_qty": tracker.remaining_qty,
+            "open_qty": tracker.open_qty,
+            "child_qty": d.child_qty,
+            "lam": None if math.isnan(d.lam) else d.lam,
+            "status": d.status,
+            "solve_ms": round(d.solve_ms, 4),
+            "mid": self.last_mid if math.isfinite(self.last_mid) else None,
+        }
+        for key, v in step.fields.items():
+            fields.setdefault(key, v)
+        out.append(Log("info", "mpc.step", fields))
+        self._send(self.mpc, d.child_qty, t_ns, env, out, k=k, step=step)
+        if self.twap is not None:
+            ts = self.twap.policy.decide(self._input(self.twap, k, t_ns))
+            self._send(self.twap, ts.decision.child_qty, t_ns, env, out, k=k)
+
+    def _send(
+        self,
+        leg: Leg,
+        qty: float,
+        t_ns: int,
+        env: Env,
+        out: list[Action],
+        *,
+        k: int,
+        retry: bool = False,
+        step: PolicyStep | None = None,
+    ) -> None:
+        cap = self.p.max_child_qty
+        if cap > 0:
+            qty = min(qty, cap)
+        qty = min(qty, leg.tracker.uncommitted_qty)
+        if qty <= 0 or not math.isfinite(self.last_mid):
+            return
+        coid = f"{leg.prefix}{leg.n_sent + 1:05d}"
+        limit_px = collar_limit_px(self.side, self.last_mid, self.p.collar_bps)
+        if leg.gated:
+            blocked = self._gate(leg, coid, float(qty), limit_px, t_ns, env)
+            if blocked is not None:
+                gate, detail = blocked
+                out.append(
+                    Log(
+                        "warning",
+                        "risk.blocked",
+                        {
+                            "gate": gate,
+                            "detail": detail,
+                            "client_order_id": coid,
+                            "qty": float(qty),
+                        },
+                    )
+                )
+                return
+        leg.n_sent += 1
+        child = ChildOrder(
+            client_order_id=coid,
+            parent_id=self.p.parent_id,
+            symbol=self.p.symbol,
+            side=self.side,
+            qty=float(qty),
+            limit_px=limit_px,
+            ts_created_ns=t_ns,
+        )
+        leg.tracker.on_submitted(child, t_ns)
+        leg.children.append(coid)
+        fields: dict[str, Any] = {
+            "strategy": leg.name,
+            "client_order_id": coid,
+            "qty": child.qty,
+            "limit_px": child.limit_px,
+            "ts_ns": t_ns,
+        }
+        if leg is self.mpc:
+            g0 = step.g0 if step is not None else None
+            pred = g0(child.qty) if g0 is not None else None
+            if pred is not None:
+                fields["predicted_cost"] = pred
+            self.slices.append(
+                SliceRecord(
+                    coid,
+                    k,
+                    t_ns,
+                    child.qty,
+                    child.limit_px,
+                    retry,
+                    pred,
+                    g0,
+                    dict(step.fields) if step is not None else {},
+                )
+            )
+        out.append(Log(leg.log_level, "order.submitted", fields))
+        out.append(Send(leg.name, child))
+
+    def _gate(
+        self, leg: Leg, coid: str, qty: float, limit_px: float, t_ns: int, env: Env
+    ) -> tuple[str, str] | None:
+        """Return ``(gate, detail)`` of the first gate that stops this child, else None.
+
+        The operator's and the session's gates first (kill switch, broker down, children per
+        parent), then the pre-trade limits, global then per order. A child that passes is
+        recorded by the gates (duplicate guard, rate).
+        """
+        if env.halted:
+            return "halted", "kill switch engaged"
+        if not env.broker_available:
+            # Denied, not queued: a child sent into a dead session would only be in doubt.
+            return "broker_unavailable", f"{env.broker_name} session is not active"
+        cap_n = self.p.max_children
+        if cap_n and leg.n_sent >= cap_n:
+            # Counted from the journal's intents, so a kill -9 and a restart do not reset it.
+            return "max_children_per_parent", f"{leg.n_sent} children sent, limit {cap_n}"
+        if self.gates is None:
+            return None
+        px, sz = self._last_row if self._last_row is not None else (np.zeros(0), np.zeros(0))
+        with np.errstate(invalid="ignore"):
+            inside = (px <= limit_px) if self.side is Side.BUY else (px >= limit_px)
+        args: dict[str, Any] = {
+            "client_order_id": coid,
+            "qty": qty,
+            "limit_px": limit_px,
+            "mid": self.last_mid,
+            "book_ts_ns": self.last_ts,
+            "now_ns": t_ns,
+            "depth_inside_limit": float(sz[inside].sum()),
+            "filled_qty": leg.tracker.filled_qty,
+            "open_qty": leg.tracker.open_qty,
+            "parent_qty": leg.tracker.parent_qty,
+        }
+        res = self.gates.check(**args)
+        if not res.ok:
+            return res.gate, res.detail
+        if self.order_gates is not None:
+            res = self.order_gates.check(**args)
+            if not res.ok:
+                return f"order.{res.gate}", res.detail
+            self.order_gates.record_sent(coid, t_ns)
+        self.gates.record_sent(coid, t_ns)
+        return None
+
+    # -- operator -------------------------------------------------------------------------------
+    def cancel_open(self, reason: str) -> list[Action]:
+        """Return a cancel for every open child of the mpc leg."""
+        out: list[Action] = []
+        for coid, c in list(self.mpc.tracker.children.items()):
+            if not c.state.terminal:
+                out.append(
+                    Log(
+                        "warning",
+                        "order.cancel_requested",
+                        {"client_order_id": coid, "reason": reason},
+                    )
+                )
+                out.append(Cancel("mpc", coid, reason))
+        return out
+
+    def cancel_parent(self, reason: str) -> list[Action]:
+        """Stop working this parent: no new child from now on (open ones: ``cancel_open``)."""
+        if self.cancelled:
+            return []
+        self.cancelled = True
+        self.done = True
+        return [
+            Log(
+                "warning",
+                "order.parent_cancelled",
+                {
+                    "reason": reason,
+                    "filled_qty": self.mpc.tracker.filled_qty,
+                    "remaining_qty": self.mpc.tracker.remaining_qty,
+                },
+            )
+        ]
+
+    def in_doubt(self) -> list[str]:
+        """Return the mpc children sent but not closed."""
+        return [k for k, c in self.mpc.tracker.children.items() if not c.state.terminal]
+
+    # -- events ---------------------------------------------------------------------------------
+    def on_event(self, leg: Leg, event: OrderEvent) -> tuple[Transition, list[Action]]:
+        """Apply a venue event to the leg's tracker; return the transition and its actions.
+
+        Raises:
+            InvariantViolation: The event breaks the tracker's rules (an overfill, say).
+        """
+        tr = leg.tracker.on_event(event)
+        out: list[Action] = []
+        if tr.applied:
+            out.append(Record(leg.name, event))
+        if isinstance(event, OrderStatus):
+            child = leg.tracker.children.get(event.client_order_id)
+            out.append(
+                Log(
+                    "warning" if tr.applied else leg.log_level,
+                    "order.reconciled",
+                    {
+                        "strategy": leg.name,
+                        "client_order_id": event.client_order_id,
+                        "venue_status": event.status,
+                        "venue_cum_qty": event.cum_qty,
+                        "filled_qty": child.filled_qty if child else None,
+                        "state": str(tr.new) if tr.new is not None else None,
+                        "changed": tr.applied,
+                        "note": tr.note,
+                    },
+                )
+            )
+            return tr, out
+        if tr.applied and tr.new is not None and tr.new != tr.old:
+            fields: dict[str, Any] = {
+                "strategy": leg.name,
+                "client_order_id": tr.client_order_id,
+                "state": str(tr.new),
+            }
+            if isinstance(event, OrderFilled):
+                fields |= {"fill_qty": event.qty, "fill_px": event.px, "exec_id": event.exec_id}
+            child = leg.tracker.children[tr.client_order_id]
+            fields |= {"filled_qty": child.filled_qty, "order_qty": child.order.qty}
+            if child.reason:
+                fields["reason"] = child.reason
+            if tr.note:
+                fields["note"] = tr.note
+            out.append(Log(leg.log_level, _EVENT_NAMES.get(str(tr.new), "order.updated"), fields))
+        elif isinstance(event, OrderFilled) and tr.applied:
+            out.append(
+                Log(
+                    leg.log_level,
+                    "order.partially_filled",
+                    {
+                        "strategy": leg.name,
+                        "client_order_id": tr.client_order_id,
+                        "fill_qty": event.qty,
+                        "fill_px": event.px,
+                        "exec_id": event.exec_id,
+                    },
+                )
+            )
+        elif tr.note in ("duplicate", "stale"):
+            out.append(
+                Log(
+                    "debug",
+                    "order.event_ignored",
+                    {
+                        "client_order_id": tr.client_order_id,
+                        "note": tr.note,
+                        "event_type": type(event).__name__,
+                    },
+                )
+            )
+        return tr, out
+
+    def rejected(self, leg: Leg, child: ChildOrder, reason: str) -> tuple[Transition, list[Action]]:
+        """The broker refused ``child`` before it reached the book: its quantity is free again."""
+        return self.on_event(leg, OrderRejected(child.client_order_id, child.ts_created_ns, reason))
+
+    # -- restart --------------------------------------------------------------------------------
+    def restore(
+        self,
+        items: Sequence[tuple[str, ChildOrder | OrderEvent]],
+        periods: Sequence[int],
+        arrival_mid: float,
+        carry: float,
+    ) -> list[Action]:
+        """Resume from a journal: replay intents and events into fresh trackers."""
+        if not (items or periods):
+            return []
+        for name, item in items:
+            leg = self.leg(name)
+            if leg is None:
+                continue
+            if isinstance(item, ChildOrder):
+                leg.tracker.on_submitted(item, item.ts_created_ns)
+                if leg is self.mpc and self.gates is not None:
+                    self.gates.record_sent(item.client_order_id, item.ts_created_ns)
+                leg.children.append(item.client_order_id)
+                leg.n_sent += 1
+            else:
+                leg.tracker.on_event(item)
+        if periods:
+            self.k_next = max(periods) + 1
+            if self.k_next >= self.grid.n:
+                self._retry_next = self.grid.start_of(self.grid.n - 1)
+        self.arrival_mid = arrival_mid
+        self.carry = carry
+        t = self.mpc.tracker
+        out: list[Action] = [
+            Log(
+                "info",
+                "order.restored",
+                {
+                    "periods_decided": len(periods),
+                    "children": self.mpc.n_sent,
+                    "filled_qty": t.filled_qty,
+                    "open_qty": t.open_qty,
+                    "remaining_qty": t.remaining_qty,
+                },
+            )
+        ]
+        for c in t.children.values():
+            if not c.state.terminal:
+                # Sent before the restart and never closed: it may still be working. Its shares
+                # stay reserved until the venue reports on it; it is never re-sent as new.
+                out.append(
+                    Log(
+                        "error",
+                        "order.in_doubt",
+                        {
+                            "client_order_id": c.order.client_order_id,
+                            "qty": c.order.qty,
+                            "filled_qty": c.filled_qty,
+                            "after_restart": True,
+                        },
+                    )
+                )
+        return out
+
+    # -- outcome --------------------------------------------------------------------------------
+    def summary(self) -> Summary:
+        """Return the parent's outcome so far."""
+        t = self.mpc.tracker
+        tw = self.twap.tracker if self.twap is not None else None
+        status = "completed" if t.filled_qty >= t.parent_qty - 1e-9 else "incomplete"
+        if self.cancelled and status != "completed":
+            status = "cancelled"
+        return Summary(
+            parent_id=self.p.parent_id,
+            symbol=self.p.symbol,
+            side=self.side.value,
+            target_qty=t.parent_qty,
+            filled_qty=t.filled_qty,
+            avg_px=t.avg_px,
+            arrival_mid=self.arrival_mid,
+            shortfall_bps=shortfall_bps(self.side, t.avg_px, self.arrival_mid),
+            twap_filled_qty=tw.filled_qty if tw else math.nan,
+            twap_avg_px=tw.avg_px if tw else math.nan,
+            twap_shortfall_bps=(
+                shortfall_bps(self.side, tw.avg_px, self.arrival_mid) if tw else math.nan
+            ),
+            n_periods=self.grid.n,
+            n_children=self.mpc.n_sent,
+            status=status,
+        )
+
+    def check(self) -> None:
+        """Raise ``InvariantViolation`` when a tracker's books do not balance (tests)."""
+        for leg in self.legs:
+            t = leg.tracker
+            if t.filled_qty + t.open_qty > t.parent_qty + 1e-6:
+                raise InvariantViolation(f"{leg.name}: filled + open exceeds the parent")

@@ -1,0 +1,714 @@
+"""Every strategy behind one policy interface (pure): what to send this period.
+
+A policy sees only the past (``DecisionInput``: the period, what is filled and working, the
+rolling window of books up to the decision time, the traded volume so far) and returns a
+``PolicyStep``: the child quantity with its status, plan and diagnostics. The per-parent state
+machine (``agent.core.parent``) calls it at every period start, in the daemon and in the
+backtest alike; the last period's retries and the lot carry's journaling are the state
+machine's.
+
+Strategies (``StrategySpec.kind``):
+- ``twap``: catch up to ``(k+1)/N`` of the parent.
+- ``vwap``: catch up to the cumulative share of a volume profile by time of day (given by the
+  caller from earlier days' trades; TWAP without one, noted).
+- ``pov``: ``pov_rate`` times the volume traded in the previous period (TWAP without trades).
+- ``ac``: the static Almgren-Chriss schedule of ``sum g + kappa sigma^2 sum q^2`` for the
+  quadratic ``g`` and the mid's sigma estimated at the first decision, never re-planned.
+- ``mpc``: re-estimate ``g`` from the window (``model``: ``quadratic``, ``power``,
+  ``piecewise_power``, ``nonparametric``), forecast the later periods with the intraday profile,
+  re-solve what is left to the deadline (``solver``: ``deterministic``, ``robust``,
+  ``stochastic``; ``risk_aversion > 0``: Almgren-Chriss timing risk with sigma from the
+  window), send ``x[0]`` rounded to lots by error diffusion.
+
+Robust and stochastic use three scenarios: (1) the mean curve with the profile, (2) the mean +
+1 std curve with the profile (adverse liquidity), (3) the mean curve flat (the profile is
+wrong: today's liquidity persists). Stochastic minimises their weighted expected cost, robust
+the worst of them (epigraph LP, then the plan of its dual weights, exactly).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import numpy as np
+from numpy.typing import NDArray
+
+from agent.core.plan import (
+    NO_TIMER,
+    Decision,
+    PeriodGrid,
+    decide_mpc,
+    decision_from_plan,
+    nonparametric_costs,
+    quadratic_costs,
+    round_lot,
+    twap_child_qty,
+)
+from agent.impact.book_walk import CostCurve, DepthPolicy, cost_curve, time_weights
+from agent.impact.fit import fit_piecewise_power, fit_power, fit_quadratic
+from agent.impact.profile import IntradayProfile
+from agent.mpc.costs import CostSet, PiecewiseLinearCost, PiecewisePowerCost
+from agent.mpc.robust import solve_risk_averse, solve_robust_pl, solve_stochastic
+from agent.mpc.solvers import SolveResult, solve_auto
+from feeds.model import BookBatch
+
+__all__ = [
+    "KINDS",
+    "MODELS",
+    "SOLVERS",
+    "DecisionInput",
+    "Policy",
+    "PolicyStep",
+    "StrategySpec",
+    "make_policy",
+    "sigma_per_period",
+    "volume_targets",
+]
+
+_NS = 1_000_000_000
+KINDS = ("twap", "vwap", "pov", "ac", "mpc")
+MODELS = ("quadratic", "power", "piecewise_power", "nonparametric")
+SOLVERS = ("deterministic", "robust", "stochastic")
+
+
+@dataclass(frozen=True, slots=True)
+class StrategySpec:
+    """Which strategy works the parent, and its parameters (validated here, once).
+
+    Attributes:
+        kind: One of ``KINDS``.
+        model: MPC impact model, one of ``MODELS``.
+        solver: MPC solver, one of ``SOLVERS``.
+        risk_aversion: Almgren-Chriss kappa (per currency); > 0 adds timing risk
+            ``kappa sigma^2 sum q_t^2`` (MPC: quadratic model, deterministic solver; AC: the
+            static schedule's).
+        pov_rate: POV's share of the previous period's volume, in (0, 1].
+        scenario_weights: Weights of the three scenarios (stochastic).
+        on_solve_failure: ``twap`` sends the TWAP slice, ``pause`` sends nothing that period.
+    """
+
+    kind: str = "mpc"
+    model: str = "quadratic"
+    solver: str = "deterministic"
+    risk_aversion: float = 0.0
+    pov_rate: float = 0.10
+    scenario_weights: tuple[float, float, float] = (0.5, 0.25, 0.25)
+    on_solve_failure: str = "twap"
+
+    def __post_init__(self) -> None:
+        if self.kind not in KINDS:
+            raise ValueError(f"strategy kind must be one of {KINDS}, got {self.kind!r}")
+        if self.model not in MODELS:
+            raise ValueError(f"mpc model must be one of {MODELS}, got {self.model!r}")
+        if self.solver not in SOLVERS:
+            raise ValueError(f"mpc solver must be one of {SOLVERS}, got {self.solver!r}")
+        if not (math.isfinite(self.risk_aversion) and self.risk_aversion >= 0):
+            raise ValueError(f"risk_aversion must be finite and >= 0, got {self.risk_aversion}")
+        if (
+            self.kind == "mpc"
+            and self.risk_aversion > 0
+            and (self.model != "quadratic" or self.solver != "deterministic")
+        ):
+            raise ValueError(
+                "risk_aversion > 0 (timing risk) needs model = quadratic and solver = "
+                "deterministic (the exact Almgren-Chriss solve)"
+            )
+        if not (0 < self.pov_rate <= 1):
+            raise ValueError(f"pov_rate must be in (0, 1], got {self.pov_rate}")
+        w = self.scenario_weights
+        if len(w) != 3 or not all(math.isfinite(x) and x >= 0 for x in w) or sum(w) <= 0:
+            raise ValueError(f"scenario_weights must be 3 non-negative numbers, got {w}")
+        if self.on_solve_failure not in ("twap", "pause"):
+            raise ValueError(f"on_solve_failure must be twap or pause, got {self.on_solve_failure}")
+
+    @property
+    def name(self) -> str:
+        """Return the strategy's name as the backtest lists it (``mpc-quadratic-robust``)."""
+        if self.kind != "mpc":
+            return self.kind
+        base = f"mpc-{self.model}-{self.solver}"
+        return f"{base}-risk" if self.risk_aversion > 0 else base
+
+    @staticmethod
+    def parse(name: str, **params: object) -> StrategySpec:
+        """Return the spec of a backtest strategy name (``twap``, ``mpc-power-robust``, ...)."""
+        if not name.startswith("mpc-"):
+            return StrategySpec(kind=name, **params)  # type: ignore[arg-type]
+        parts = name.split("-")
+        if len(parts) not in (3, 4) or (len(parts) == 4 and parts[3] != "risk"):
+            raise ValueError(f"unknown strategy {name!r}")
+        return StrategySpec(kind="mpc", model=parts[1], solver=parts[2], **params)  # type: ignore[arg-type]
+
+
+@dataclass(frozen=True, slots=True)
+class DecisionInput:
+    """What a policy may see at the decision of period ``k`` (the past only).
+
+    Attributes:
+        k: Period index.
+        t_ns: Decision time, ns.
+        grid: The order's periods.
+        parent_qty: Parent shares S.
+        filled_qty, open_qty: Shares filled, and working at the venue.
+        lot: Lot size.
+        max_child_qty: Cap per child (0 = none).
+        carry: Lot-rounding residual of the previous decision (MPC).
+        window: Returns the rolling window of books at ``t_ns`` (lazy: TWAP never builds it).
+        prev_volume: Shares traded on the market in the previous period (NaN: unknown).
+        timer: Monotonic seconds to time solves with (the core reads no clock itself).
+    """
+
+    k: int
+    t_ns: int
+    grid: PeriodGrid
+    parent_qty: float
+    filled_qty: float
+    open_qty: float
+    lot: int
+    max_child_qty: float
+    carry: float
+    window: Callable[[], BookBatch]
+    prev_volume: float = math.nan
+    timer: Callable[[], float] = NO_TIMER
+
+    @property
+    def remaining(self) -> float:
+        """Return the shares not yet filled or working (what is left to plan)."""
+        return max(0.0, self.parent_qty - self.filled_qty - self.open_qty)
+
+    @property
+    def twap_qty(self) -> float:
+        """Return the TWAP slice of this period (the fallback of every other strategy)."""
+        q = twap_child_qty(
+            self.grid, self.k, self.parent_qty, self.filled_qty + self.open_qty, self.lot
+        )
+        return min(q, self.remaining)
+
+
+@dataclass(frozen=True, slots=True)
+class PolicyStep:
+    """A policy's answer: the decision, the predicted cost of this slice, diagnostics.
+
+    Attributes:
+        decision: Child, plan, status, lot carry.
+        g0: Predicted cost ``g_k(x)`` of this period in currency (None without an estimate).
+        fields: Diagnostics for the ``mpc.step`` log line and the backtest's slices.
+    """
+
+    decision: Decision
+    g0: Callable[[float], float] | None = None
+    fields: dict[str, object] = field(default_factory=dict)
+
+
+class Policy(Protocol):
+    """A strategy: the child of one period from what the past shows."""
+
+    spec: StrategySpec
+
+    def decide(self, inp: DecisionInput) -> PolicyStep:
+        """Return this period's step."""
+        ...
+
+
+def _fallback(inp: DecisionInput, spec: StrategySpec, why: str) -> Decision:
+    qty = inp.twap_qty if spec.on_solve_failure == "twap" else 0.0
+    return Decision(inp.k, qty, np.zeros(0), math.nan, "twap_fallback", why, 0.0, inp.carry)
+
+
+def catch_up_child(targets: NDArray[np.float64], k: int, S: float, done: float, lot: int) -> float:
+    """Return the child that brings ``done`` up to the target of period ``k`` (lots)."""
+    last = k >= targets.size - 1
+    target = S if last else round_lot(S * float(targets[k]), lot)
+    return max(0.0, target - done)
+
+
+def volume_targets(volume: NDArray[np.float64]) -> NDArray[np.float64] | None:
+    """Return cumulative targets proportional to a volume profile (None if it is all zero)."""
+    v = np.maximum(np.asarray(volume, dtype=np.float64), 0.0)
+    tot = float(v.sum())
+    if not tot > 0:
+        return None
+    f = np.cumsum(v) / tot
+    f[-1] = 1.0
+    return f
+
+
+def sigma_per_period(window: BookBatch, t_ns: int, period_s: float) -> float:
+    """Return the mid's standard deviation over one period, from 1 s steps in the window."""
+    if len(window) < 3:
+        return math.nan
+    ts = window.ts_event_ns
+    grid = np.arange(int(ts[0]) + _NS, t_ns + 1, _NS, dtype=np.int64)
+    if grid.size < 3:
+        return math.nan
+    idx = np.searchsorted(ts, grid, side="right") - 1
+    d = np.diff(window.mid[idx])
+    return float(np.std(d) * math.sqrt(period_s))
+
+
+class _Estimation:
+    """The window's walk-the-book curve at a decision (shared by AC and the MPC)."""
+
+    def __init__(
+        self,
+        side: str,
+        sizes: NDArray[np.float64],
+        depth: DepthPolicy,
+        min_snapshots: int,
+        weighting: str,
+    ) -> None:
+        self.side = side
+        self.sizes = sizes
+        self.depth = depth
+        self.min_snapshots = min_snapshots
+        self.weighting = weighting
+
+    def curve(self, window: BookBatch, t_ns: int) -> CostCurve | None:
+        if len(window) < self.min_snapshots:
+            return None
+        w = time_weights(window.ts_event_ns, t_ns) if self.weighting == "time" else None
+        return cost_curve(window, self.side, self.sizes, self.depth, weights=w)  # type: ignore[arg-type]
+
+
+class TwapPolicy:
+    """``twap``: catch up to ``(k+1)/N`` of the parent."""
+
+    def __init__(self, spec: StrategySpec) -> None:
+        self.spec = spec
+
+    def decide(self, inp: DecisionInput) -> PolicyStep:
+        """Return the TWAP slice."""
+        d = Decision(inp.k, inp.twap_qty, np.zeros(0), math.nan, "twap", "", 0.0, inp.carry)
+        return PolicyStep(d)
+
+
+class TargetsPolicy:
+    """A fixed cumulative schedule (``vwap``, ``ac``): catch up to ``targets[k] * S``.
+
+    ``targets`` may be computed at the first decision (``make``: AC needs the window then).
+    """
+
+    def __init__(
+        self,
+        spec: StrategySpec,
+        targets: NDArray[np.float64] | None,
+        make: Callable[[DecisionInput], tuple[NDArray[np.float64] | None, str]] | None = None,
+        note: str = "",
+    ) -> None:
+        self.spec = spec
+        self.targets = targets
+        self.make = make
+        self.note = note
+
+    def decide(self, inp: DecisionInput) -> PolicyStep:
+        """Return the catch-up child of the schedule (TWAP when there is none)."""
+        fields: dict[str, object] = {}
+        if self.targets is None and self.make is not None:
+            self.targets, self.note = self.make(inp)
+            self.make = None
+            fields["schedule"] = self.note
+        if self.targets is None or self.targets.size != inp.grid.n:
+            d = Decision(
+                inp.k,
+                inp.twap_qty,
+                np.zeros(0),
+                math.nan,
+                "twap_fallback",
+                self.note or "no schedule",
+                0.0,
+                inp.carry,
+            )
+            return PolicyStep(d, None, fields)
+        q = catch_up_child(
+            self.targets, inp.k, inp.parent_qty, inp.filled_qty + inp.open_qty, inp.lot
+        )
+        d = Decision(
+            inp.k, min(q, inp.remaining), np.zeros(0), math.nan, self.spec.kind, "", 0.0, inp.carry
+        )
+        return PolicyStep(d, None, fields)
+
+
+class PovPolicy:
+    """``pov``: ``pov_rate`` times the previous period's market volume (lots)."""
+
+    def __init__(self, spec: StrategySpec) -> None:
+        self.spec = spec
+
+    def decide(self, inp: DecisionInput) -> PolicyStep:
+        """Return the POV child (TWAP when the feed carries no trades)."""
+        last = inp.k >= inp.grid.n - 1
+        if last:
+            q = inp.remaining
+        elif not math.isfinite(inp.prev_volume):
+            d = Decision(
+                inp.k,
+                inp.twap_qty,
+                np.zeros(0),
+                math.nan,
+                "twap_fallback",
+                "no trade information",
+                0.0,
+                inp.carry,
+            )
+            return PolicyStep(d, None, {"prev_volume": None})
+        else:
+            q = max(
+                0.0, min(round_lot(self.spec.pov_rate * inp.prev_volume, inp.lot), inp.remaining)
+            )
+        d = Decision(inp.k, q, np.zeros(0), math.nan, "pov", "", 0.0, inp.carry)
+        f = {"prev_volume": inp.prev_volume if math.isfinite(inp.prev_volume) else None}
+        return PolicyStep(d, None, f)
+
+
+@dataclass(frozen=True, slots=True)
+class _Model:
+    """A fitted model: ``quadratic`` (beta, gamma), ``power`` (a, b), ``piecewise_power``
+    (a, b, c rows) or ``nonparametric`` (knots, slopes)."""
+
+    kind: str
+    params: tuple[object, ...]
+
+
+class MpcPolicy:
+    """``mpc``: re-estimate, forecast, re-solve to the deadline, send ``x[0]`` in lots.
+
+    Args:
+        spec: The strategy.
+        side: ``buy`` or ``sell``.
+        sizes: Size grid of the walk-the-book curve, shares, shape (G,).
+        depth: Beyond-depth policy of the estimation.
+        profile: Intraday profile of the forecast.
+        min_snapshots: Fewer rows in the window: no estimate (fallback).
+        weighting: ``time`` or ``snapshot``.
+        period_s: Period length (timing risk's sigma per period).
+    """
+
+    def __init__(
+        self,
+        spec: StrategySpec,
+        side: str,
+        sizes: NDArray[np.float64],
+        depth: DepthPolicy,
+        profile: IntradayProfile,
+        *,
+        min_snapshots: int = 10,
+        weighting: str = "time",
+        period_s: float = 300.0,
+    ) -> None:
+        self.spec = spec
+        self.est = _Estimation(side, sizes, depth, min_snapshots, weighting)
+        self.sizes = sizes
+        self.profile = profile
+        self.period_s = period_s
+        self.weights = np.asarray(spec.scenario_weights, dtype=np.float64)
+
+    def _fit(self, curve: CostCurve) -> tuple[_Model | None, dict[str, object]]:
+        """Fit the model to a window curve (None when there is no usable estimate)."""
+        m = self.spec.model
+        if m == "quadratic":
+            fit = fit_quadratic(curve)
+            f: dict[str, object] = {
+                "beta": fit.beta,
+                "gamma": fit.gamma,
+                "fit_r2": fit.r2,
+                "fit_rmse": fit.rmse,
+                "fit_status": str(fit.status),
+            }
+            if not (fit.ok and math.isfinite(fit.beta) and math.isfinite(fit.gamma)):
+                return None, f
+            return _Model("quadratic", (fit.beta, fit.gamma)), f
+        if m == "power":
+            pw = fit_power(curve)
+            f = {
+                "a": pw.a,
+                "b": pw.b,
+                "fit_r2": pw.r2,
+                "fit_rmse": pw.rmse,
+                "fit_status": str(pw.status),
+            }
+            if not (pw.ok and pw.a > 0 and math.isfinite(pw.b)):
+                return None, f
+            return _Model("power", (pw.a, pw.b)), f
+        if m == "piecewise_power":
+            pp = fit_piecewise_power(curve)
+            f = {
+                "a": pp.a.tolist(),
+                "b": pp.b.tolist(),
+                "breakpoints": pp.breakpoints.tolist(),
+                "fit_r2": pp.r2,
+                "fit_rmse": pp.rmse,
+                "fit_status": str(pp.status),
+            }
+            if not (pp.ok and np.all(pp.a > 0) and np.all(np.isfinite(pp.b))):
+                return None, f
+            a, b, c = PiecewisePowerCost.from_regimes(
+                float(pp.a[0]), pp.b.tolist(), pp.breakpoints.tolist()
+            )
+            return _Model("piecewise_power", (a, b, c)), f
+        knots, slopes = curve.segments()
+        if slopes.size == 0 or not np.all(np.isfinite(slopes)):
+            return None, {"fit_status": "no_curve"}
+        return _Model("nonparametric", (knots, slopes)), {
+            "fit_status": "ok",
+            "slope0": float(slopes[0]),
+        }
+
+    def _costs(self, m: _Model, profile: IntradayProfile, starts: NDArray[np.int64]) -> CostSet:
+        """Return the forecast cost set of periods k..N-1.
+
+        Quadratic: beta and gamma scaled by the profile's ``mb``, ``mg``; the others: the whole
+        cost scaled by the profile's cost multiplier ``mc`` (relative to the current period).
+        """
+        if m.kind == "quadratic":
+            beta, gamma = m.params
+            mb, mg = profile.multipliers(starts)
+            return quadratic_costs(float(beta), float(gamma), mb, mg)  # type: ignore[arg-type]
+        b = profile.bucket(starts)
+        mc = profile.cost_mult[b] / profile.cost_mult[b[0]]
+        if m.kind == "power":
+            a, bb = m.params
+            pw = PiecewisePowerCost.power(float(a) * mc, np.full(mc.size, float(bb)))  # type: ignore[arg-type]
+            return CostSet.of(pw, mc.size)
+        if m.kind == "piecewise_power":
+            a_r, b_r, c_r = (np.asarray(v, dtype=np.float64) for v in m.params)
+            h = mc.size
+            pp = PiecewisePowerCost(np.outer(mc, a_r), np.tile(b_r, (h, 1)), np.tile(c_r, (h, 1)))
+            return CostSet.of(pp, h)
+        knots, slopes = (np.asarray(v, dtype=np.float64) for v in m.params)
+        return nonparametric_costs(knots[:-1], slopes, mc)
+
+    def decide(self, inp: DecisionInput) -> PolicyStep:
+        """Return this period's decision (the fallback when there is no estimate)."""
+        window = inp.window()
+        fields: dict[str, object] = {
+            "model": self.spec.model,
+            "solver": self.spec.solver,
+            "n_snapshots": len(window),
+        }
+        remaining = inp.remaining
+        curve = self.est.curve(window, inp.t_ns)
+        if curve is None:
+            fields["fit_status"] = "insufficient_data"
+            return PolicyStep(_fallback(inp, self.spec, "insufficient_data"), None, fields)
+        fields["frac_beyond_depth"] = float(np.nan_to_num(np.mean(curve.frac_beyond_depth)))
+        if curve.policy_used:
+            fields["beyond_depth_policy"] = self.est.depth.kind.value
+        starts = inp.grid.starts(inp.k)
+        model, f = self._fit(curve)
+        fields |= f
+        if model is None:
+            return PolicyStep(_fallback(inp, self.spec, "no impact estimate"), None, fields)
+        base = self._costs(model, self.profile, starts)
+
+        def g0(x: float, _c: CostSet = base) -> float:
+            v = np.zeros(_c.H)
+            v[0] = x
+            return float(_c.cost(v)[0])
+
+        cap = inp.max_child_qty
+        if self.spec.solver != "deterministic":
+            d = self._decide_scenarios(inp, curve, model, starts)
+        elif self.spec.risk_aversion > 0:
+            sigma = sigma_per_period(window, inp.t_ns, self.period_s)
+            fields["sigma_period"] = sigma
+            d = self._decide_risk(inp, base, sigma)
+        else:
+            d = decide_mpc(
+                inp.grid,
+                inp.k,
+                remaining,
+                base,
+                lot=inp.lot,
+                max_child_qty=cap,
+                fallback_twap_qty=(inp.twap_qty if self.spec.on_solve_failure == "twap" else None),
+                carry=inp.carry,
+                timer=inp.timer,
+            )
+        return PolicyStep(d, g0, fields)
+
+    def _decide_risk(self, inp: DecisionInput, base: CostSet, sigma: float) -> Decision:
+        """The deterministic re-solve with Almgren-Chriss timing risk (quadratic, exact)."""
+        h = inp.grid.n - inp.k
+        remaining = inp.remaining
+        cap = inp.max_child_qty if inp.max_child_qty > 0 else math.inf
+        if remaining <= 0:
+            return Decision(inp.k, 0.0, np.zeros(h), math.nan, "done", "nothing left", 0.0)
+        if h <= 1:
+            c = min(remaining, cap)
+            return Decision(inp.k, c, np.array([c]), math.nan, "final", "last period", 0.0)
+        if not math.isfinite(sigma):
+            return _fallback(inp, self.spec, "no volatility estimate for the timing risk")
+        q = base.quadratic
+        if q is None:  # guarded by StrategySpec
+            return _fallback(inp, self.spec, "timing risk needs the quadratic model")
+        caps = None if math.isinf(cap) else np.full(h, cap)
+        t0 = inp.timer()
+        res = solve_risk_averse(
+            q.beta, q.gamma, remaining, self.spec.risk_aversion * sigma**2, caps
+        )
+        ms = (inp.timer() - t0) * 1e3
+        fb = inp.twap_qty if self.spec.on_solve_failure == "twap" else None
+        return decision_from_plan(inp.k, res, remaining, cap, inp.lot, inp.carry, ms, fb)
+
+    def _decide_scenarios(
+        self, inp: DecisionInput, curve: CostCurve, model: _Model, starts: NDArray[np.int64]
+    ) -> Decision:
+        h = inp.grid.n - inp.k
+        remaining = inp.remaining
+        cap = inp.max_child_qty if inp.max_child_qty > 0 else math.inf
+        if remaining <= 0:
+            return Decision(inp.k, 0.0, np.zeros(h), math.nan, "done", "nothing left", 0.0)
+        if h <= 1:
+            c = min(remaining, cap)
+            return Decision(inp.k, c, np.array([c]), math.nan, "final", "last period", 0.0)
+        std = np.nan_to_num(curve.std_cost, nan=0.0)
+        adverse_m, _ = self._fit(dataclasses.replace(curve, mean_cost=curve.mean_cost + std))
+        scen = [
+            self._costs(model, self.profile, starts),
+            self._costs(adverse_m if adverse_m is not None else model, self.profile, starts),
+            self._costs(model, IntradayProfile.flat(), starts),
+        ]
+        t0 = inp.timer()
+        knots = _knots(self.sizes, remaining, thin=self.spec.solver == "robust")
+        slopes = [_table(c, knots) for c in scen]
+        if self.spec.solver == "stochastic":
+            res = _solve_mixture(scen, slopes, knots, self.weights, remaining)
+        else:
+            # Robust: the epigraph LP gives the worst case and its dual weights p*; the plan is
+            # the p*-weighted mixture solved exactly (the same tie-break as the deterministic
+            # MPC, instead of an arbitrary LP vertex).
+            lp_res, p_star = solve_robust_pl(knots, slopes, remaining)
+            res = lp_res
+            if lp_res.ok:
+                mixed = _solve_mixture(scen, slopes, knots, p_star, remaining)
+                res = dataclasses.replace(
+                    mixed,
+                    message=f"{lp_res.message}; worst case {lp_res.cost:.6g}; "
+                    f"p* = {np.round(p_star, 4).tolist()}; plan: p*-mixture",
+                )
+        ms = (inp.timer() - t0) * 1e3
+        fb = inp.twap_qty if self.spec.on_solve_failure == "twap" else None
+        return decision_from_plan(inp.k, res, remaining, cap, inp.lot, inp.carry, ms, fb)
+
+
+def _table(costs: CostSet, knots: NDArray[np.float64]) -> NDArray[np.float64]:
+    """Return the chord slopes of every period's cost between knots, shape (H, J).
+
+    Exact for piecewise-linear costs whose kinks are among the knots; chords otherwise (convex,
+    so the slopes are non-decreasing; a running max removes rounding).
+    """
+    vals = np.stack([costs.cost(np.full(costs.H, x)) for x in knots], axis=1)
+    slopes = np.diff(vals, axis=1) / np.diff(knots)
+    return np.maximum.accumulate(slopes, axis=1)
+
+
+def _solve_mixture(
+    scen: list[CostSet],
+    slopes: list[NDArray[np.float64]],
+    knots: NDArray[np.float64],
+    weights: NDArray[np.float64],
+    S: float,
+) -> SolveResult:
+    """Minimise the weighted sum of the scenarios' costs (continuous, exact).
+
+    Quadratic scenarios: ``solve_stochastic`` (the mixture is quadratic). Others: the mixture of
+    their tables (piecewise linear on shared knots) by ``solve_auto``.
+    """
+    w = np.asarray(weights, dtype=np.float64)
+    w = w / w.sum()
+    if all(c.quadratic is not None for c in scen):
+        return solve_stochastic(scen, w, S, lot=None)
+    h = slopes[0].shape[0]
+    mix = sum((wk * sk for wk, sk in zip(w, slopes, strict=True)), start=np.zeros_like(slopes[0]))
+    pl = PiecewiseLinearCost(np.tile(knots[:-1], (h, 1)), mix)
+    return solve_auto(CostSet.of(pl, h), S)
+
+
+def _knots(
+    sizes: NDArray[np.float64], remaining: float, *, thin: bool = False
+) -> NDArray[np.float64]:
+    """Return the knot grid: 0, the sizes (every other one if ``thin``: a smaller LP), then
+    doubling past the last size until ``remaining``."""
+    grid = sizes[1::2] if thin and sizes.size > 24 else sizes
+    ext = [float(sizes[-1])]
+    while ext[-1] < remaining:
+        ext.append(ext[-1] * 2.0)
+    return np.unique(np.concatenate([[0.0], grid, ext]))
+
+
+def make_policy(
+    spec: StrategySpec,
+    side: str,
+    sizes: NDArray[np.float64],
+    depth: DepthPolicy,
+    profile: IntradayProfile,
+    *,
+    min_snapshots: int = 10,
+    weighting: str = "time",
+    period_s: float = 300.0,
+    volume_profile: NDArray[np.float64] | None = None,
+    volume_note: str = "",
+) -> Policy:
+    """Return the policy of ``spec``.
+
+    Args:
+        spec: The strategy.
+        side, sizes, depth, profile, min_snapshots, weighting, period_s: The estimation (MPC,
+            AC).
+        volume_profile: VWAP's market volume per period of the order (earlier days), shape (N,).
+        volume_note: Where ``volume_profile`` came from (for the logs).
+    """
+    if spec.kind == "twap":
+        return TwapPolicy(spec)
+    if spec.kind == "pov":
+        return PovPolicy(spec)
+    if spec.kind == "vwap":
+        t = volume_targets(volume_profile) if volume_profile is not None else None
+        note = volume_note if t is not None else "vwap: no volume profile: TWAP schedule instead"
+        return TargetsPolicy(spec, t, None, note)
+    if spec.kind == "ac":
+        est = _Estimation(side, sizes, depth, min_snapshots, weighting)
+
+        def make(inp: DecisionInput) -> tuple[NDArray[np.float64] | None, str]:
+            win = inp.window()
+            curve = est.curve(win, inp.t_ns)
+            beta = gamma = sigma = math.nan
+            if curve is not None:
+                fit = fit_quadratic(curve)
+                if fit.ok:
+                    beta, gamma = fit.beta, fit.gamma
+                sigma = sigma_per_period(win, inp.t_ns, period_s)
+            n = inp.grid.n - inp.k
+            risk = spec.risk_aversion * sigma * sigma
+            S = inp.remaining
+            if not (math.isfinite(beta) and math.isfinite(gamma) and math.isfinite(risk)):
+                return None, "ac: no impact or volatility estimate at the start: TWAP instead"
+            res = solve_risk_averse(np.full(n, beta), np.full(n, gamma), S, risk)
+            if not res.ok or not S > 0:
+                return None, f"ac: solve_risk_averse: {res.status}: {res.message}: TWAP instead"
+            done = inp.parent_qty - S
+            f = (done + np.cumsum(res.x)) / inp.parent_qty
+            full = np.concatenate([np.full(inp.k, done / inp.parent_qty), f])
+            full[-1] = 1.0
+            note = (
+                f"ac: static schedule from the window at period {inp.k}: beta={beta:.4g}, "
+                f"gamma={gamma:.4g}, sigma/period={sigma:.4g}, kappa={spec.risk_aversion:g}, "
+                f"first slice {res.x[0] / inp.parent_qty * 100:.2f}% (TWAP {100 / n:.2f}%)"
+            )
+            return np.clip(full, 0.0, 1.0), note
+
+        return TargetsPolicy(spec, None, make)
+    return MpcPolicy(
+        spec,
+        side,
+        sizes,
+        depth,
+        profile,
+        min_snapshots=min_snapshots,
+        weighting=weighting,
+        period_s=period_s,
+    )

@@ -1,0 +1,150 @@
+"""One symbol's books cut at the parents' decision times (pure): the loop both drivers run.
+
+A batch of books is cut so that a decision at ``t`` sees exactly the book in force at ``t``:
+the rows up to and including ``t`` are observed first (by the parents' windows and the
+simulated venues), and the decision is taken only once a later row proves that nothing more
+can arrive for that instant. ``SymbolSession.feed`` yields what the driver must do, in order:
+``VenueEvents`` to route to the parents (the daemon journals and logs them, the backtest
+applies them), and ``DecideAt`` for the parents whose decision time has come.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import numpy as np
+from numpy.typing import NDArray
+
+from agent.core.parent import ParentCore
+from agent.core.venue import SimVenue
+from agent.model import OrderEvent
+from feeds.model import BookBatch
+
+__all__ = ["DecideAt", "SymbolSession", "VenueEvents"]
+
+_TRADE = ord("T")
+
+
+@dataclass(frozen=True, slots=True)
+class VenueEvents:
+    """Events the simulated venues produced while advancing over the rows just observed."""
+
+    events: list[OrderEvent]
+
+
+@dataclass(frozen=True, slots=True)
+class DecideAt:
+    """Parents whose next decision time is ``t_ns``; ``now_ns`` is the next book's time."""
+
+    t_ns: int
+    now_ns: int
+    parents: list[ParentCore]
+
+
+def trades_of(seg: BookBatch) -> tuple[np.ndarray, np.ndarray] | None:
+    """Return ``(ts_ns, qty)`` of the trade rows of ``seg`` (None: the feed has no events)."""
+    action = getattr(seg, "action", None)
+    size = getattr(seg, "ev_sz", None)
+    if action is None or size is None:
+        return None
+    hit = action == _TRADE
+    return seg.ts_event_ns[hit], np.asarray(size, dtype=np.float64)[hit]
+
+
+class _Trades:
+    """A time-ordered trade source read forward: ``upto(t)`` returns the trades not yet handed
+    out with ``ts <= t``."""
+
+    def __init__(self, ts: NDArray[np.int64], qty: NDArray[np.float64]) -> None:
+        self.ts = np.asarray(ts, dtype=np.int64)
+        self.qty = np.asarray(qty, dtype=np.float64)
+        self.i = 0
+
+    def upto(self, t_ns: int) -> tuple[NDArray[np.int64], NDArray[np.float64]]:
+        j = int(np.searchsorted(self.ts, t_ns, side="right"))
+        i, self.i = self.i, max(self.i, j)
+        return self.ts[i:j], self.qty[i:j]
+
+
+class SymbolSession:
+    """The parents and simulated venues of one symbol, advanced batch by batch.
+
+    Args:
+        symbol: Instrument.
+        parents: Parents on it (the list may grow while the session runs).
+        venues: Simulated venues to advance with the books (none for a real broker).
+    """
+
+    def __init__(
+        self, symbol: str, parents: list[ParentCore], venues: list[SimVenue] | None = None
+    ) -> None:
+        self.symbol = symbol
+        self.parents = parents
+        self.venues = venues or []
+
+    def _next_time(self) -> int | None:
+        times = [t for p in list(self.parents) if (t := p.next_time()) is not None]
+        return min(times) if times else None
+
+    def _observe(
+        self, seg: BookBatch, parents: bool = True, trades: _Trades | None = None
+    ) -> Iterator[VenueEvents]:
+        if not len(seg):
+            return
+        if parents:
+            tr = trades_of(seg) if trades is None else trades.upto(int(seg.ts_event_ns[-1]))
+            for p in list(self.parents):
+                p.observe(seg)
+                if tr is not None:
+                    p.on_trades(*tr)
+        events: list[OrderEvent] = []
+        for v in self.venues:
+            events.extend(v.advance(seg))
+        if events:
+            yield VenueEvents(events)
+
+    def feed(
+        self,
+        batch: BookBatch,
+        stop: bool = False,
+        trades: tuple[NDArray[np.int64], NDArray[np.float64]] | None = None,
+    ) -> Iterator[VenueEvents | DecideAt]:
+        """Yield the driver's work for one batch (re-reading the parents' times as it goes).
+
+        Args:
+            batch: Validated rows of this symbol, in time order.
+            stop: Nothing new may be decided (a stop was requested): the venues only advance.
+            trades: Market trades ``(ts_ns, qty)`` from another source than the batch's trade
+                rows (a LOBSTER message file, say); each is handed to the parents with the
+                rows up to its time.
+        """
+        src = _Trades(*trades) if trades is not None else None
+        n = len(batch)
+        ts = batch.ts_event_ns
+        pos = 0
+        while pos < n:
+            t_next = None if stop else self._next_time()
+            if t_next is None:
+                # Every parent is done: orders already sent still execute on these books.
+                yield from self._observe(batch.slice(pos, n), parents=False)
+                return
+            cut = int(np.searchsorted(ts, t_next, side="right")) if t_next < ts[-1] else n
+            yield from self._observe(batch.slice(pos, cut), trades=src)
+            pos = cut
+            if pos < n:
+                due = [p for p in list(self.parents) if p.next_time() == t_next]
+                yield DecideAt(t_next, int(ts[pos]), due)
+
+    def end(self) -> Iterator[VenueEvents]:
+        """The feed ended: what is pending at the venues executes against the last book."""
+        events: list[OrderEvent] = []
+        for v in self.venues:
+            events.extend(v.flush(self.symbol))
+        if events:
+            yield VenueEvents(events)
+
+    @property
+    def done(self) -> bool:
+        """Return True once every parent is done."""
+        return all(p.done for p in self.parents)

@@ -1,0 +1,195 @@
+"""The backtest runs the code that trades: same books, same order, same children and fills.
+
+The daemon (replay feed of the shipped sample, read in chunks, with the simulated broker) and
+the backtest (the whole day as one batch) drive the same execution core. For every strategy
+they must send the same children (decision time, quantity, limit price) and get the same fills
+(time, quantity, price), and the daemon's TWAP shadow must equal the backtest's TWAP run. A
+copy of the decision anywhere, or a second latency rule, fails this test.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+from agent.backtest.data import load_day
+from agent.backtest.engine import RunSpec, SimParams, simulate
+from agent.config import load_config
+from agent.daemon import Daemon
+from agent.runner import make_feed_factory
+
+pytestmark = pytest.mark.integration
+
+REPO = Path(__file__).resolve().parents[2]
+DAY = REPO / "replay_data" / "SYNA_2025-06-02.mbp-10.csv.gz"
+QTY = 24_000
+START, END = "13:35:00", "15:35:00"
+
+CONFIG = """
+[feed]
+files = {{ SYNA = "{day}" }}
+chunk_rows = 997
+[broker]
+latency_ms = 40
+collar_bps = 60
+half_life_s = 30
+[estimation]
+window_s = 600
+n_sizes = 40
+[strategy]
+kind = "{kind}"
+model = "{model}"
+solver = "{solver}"
+risk_aversion = {risk}
+pov_rate = 0.05
+final_retry_s = 20
+[[orders]]
+id = "EQ1"
+symbol = "SYNA"
+side = "{side}"
+quantity = {qty}
+start = 2025-06-02T{start}Z
+end = 2025-06-02T{end}Z
+period_s = 600
+lot = 100
+"""
+
+STRATEGIES = [
+    "twap",
+    "ac",
+    "mpc-quadratic-deterministic",
+    "mpc-quadratic-deterministic-risk",
+    "mpc-power-deterministic",
+    "mpc-piecewise_power-deterministic",
+    "mpc-nonparametric-deterministic",
+    "mpc-quadratic-robust",
+    "mpc-nonparametric-robust",
+    "mpc-power-stochastic",
+    "mpc-quadratic-stochastic",
+]
+RISK = 1e-4
+
+
+def _secs(hhmmss: str) -> float:
+    h, m, s = (int(x) for x in hhmmss.split(":"))
+    return h * 3600 + m * 60 + s
+
+
+async def _daemon(tmp_path: Path, name: str, side: str) -> Daemon:
+    if name.startswith("mpc-"):
+        kind, model, solver = "mpc", *name.split("-")[1:3]
+    else:
+        kind, model, solver = name, "quadratic", "deterministic"
+    risk = RISK if name.endswith("-risk") or name == "ac" else 0.0
+    p = tmp_path / "eq.toml"
+    p.write_text(
+        CONFIG.format(
+            day=DAY.as_posix(),
+            kind=kind,
+            model=model,
+            solver=solver,
+            risk=risk,
+            side=side,
+            qty=QTY,
+            start=START,
+            end=END,
+        )
+    )
+    cfg = load_config(p)[0]
+    d = Daemon(cfg, make_feed_factory(cfg), None, None, None, None)
+    await d.run()
+    return d
+
+
+def _backtest(name: str, side: str):
+    params = SimParams(
+        start_s=_secs(START),
+        end_s=_secs(END),
+        period_s=600,
+        lot=100,
+        latency_ms=40,
+        collar_bps=60,
+        half_life_s=30,
+        window_s=600,
+        n_sizes=40,
+        pov_rate=0.05,
+        ac_risk_aversion=RISK,
+        risk_aversion=RISK,
+        final_retry_s=20,
+    )
+    spec = RunSpec(
+        "EQ1",
+        "eq",
+        str(DAY),
+        "mbp10",
+        "SYNA",
+        (),
+        side,
+        0.0,
+        name,
+        params,
+        qty=QTY,
+        mpc_profile="flat",
+    )
+    return simulate(load_day(str(DAY), "mbp10", "SYNA"), spec)
+
+
+def _children(leg) -> list[tuple[int, float, float]]:
+    return [
+        (c.order.ts_created_ns, c.order.qty, round(c.order.limit_px, 9))
+        for c in leg.tracker.children.values()
+    ]
+
+
+def _fills(venue, prefix: str) -> list[tuple[int, float, float]]:
+    out = []
+    for f in venue.fills:
+        if f.client_order_id.startswith(prefix):
+            out += [
+                (f.due_ns, q, p)
+                for q, p in zip(f.execution.qty.tolist(), f.execution.px.tolist(), strict=True)
+            ]
+    return out
+
+
+@pytest.mark.parametrize("side", ["buy", "sell"])
+@pytest.mark.parametrize("name", STRATEGIES)
+async def test_daemon_and_backtest_send_the_same_children_and_get_the_same_fills(
+    tmp_path, name, side
+):
+    d = await _daemon(tmp_path, name, side)
+    (r,) = d.runners
+    bt = _backtest(name, side)
+    assert bt.status != "failed", bt.message
+    sent = _children(r.mpc)
+    assert len(sent) >= 4, "too few children to compare"
+    bt_sent = [(s["t_ns"], s["sent_qty"], round(s["limit_px"], 9)) for s in bt.slices]
+    assert sent == bt_sent
+    mpc_fills = _fills(d.main.venue, "EQ1-")  # the main venue holds the mpc leg only
+    assert mpc_fills == list(zip(bt.fills["t_ns"], bt.fills["qty"], bt.fills["px"], strict=True))
+    assert r.summary().filled_qty == pytest.approx(bt.tca["filled_qty"])
+    assert r.summary().status == bt.status
+
+
+@pytest.mark.parametrize("side", ["buy", "sell"])
+async def test_the_daemons_twap_shadow_is_the_backtests_twap(tmp_path, side):
+    d = await _daemon(tmp_path, "mpc-quadratic-deterministic", side)
+    (r,) = d.runners
+    assert r.twap is not None
+    bt = _backtest("twap", side)
+    assert _children(r.twap) == [
+        (s["t_ns"], s["sent_qty"], round(s["limit_px"], 9)) for s in bt.slices
+    ]
+    assert _fills(d.shadow.venue, "EQ1-twap-") == list(
+        zip(bt.fills["t_ns"], bt.fills["qty"], bt.fills["px"], strict=True)
+    )
+    s = r.summary()
+    assert s.twap_filled_qty == pytest.approx(bt.tca["filled_qty"])
+    assert s.twap_avg_px == pytest.approx(bt.tca["avg_px"], rel=1e-12)
+
+
+def test_the_sample_day_is_there():
+    assert DAY.exists()
+    assert datetime(2025, 6, 2, tzinfo=UTC)  # the config's dates are the sample's day
