@@ -44,7 +44,7 @@ from agent.core.parent import (
     Send,
     Summary,
 )
-from agent.core.policy import StrategySpec, make_policy
+from agent.core.policy import StrategySpec, make_policy, tod_volume
 from agent.core.session import DecideAt, SymbolSession, VenueEvents
 from agent.core.venue import SimVenue
 from agent.errors import BrokerError, BrokerRejected, InvariantViolation
@@ -577,8 +577,10 @@ class Daemon:
         journal: Journal | None,
         control: Control | None,
         metrics: NullMetrics | None = None,
+        history_trades: dict[str, tuple[np.ndarray, np.ndarray]] | None = None,
     ) -> None:
         self.cfg = cfg
+        self.history_trades = history_trades or {}
         self.metrics = metrics or NullMetrics()
         self.feed_factory = feed_factory
         self.journal = journal
@@ -613,6 +615,12 @@ class Daemon:
     # -- parents ------------------------------------------------------------------------------
     def _add(self, order: OrderConfig, restore: bool = True) -> ParentRunner:
         profile = self.profiles.get((order.symbol, order.side.value), IntradayProfile.flat())
+        volume = None
+        hist = self.history_trades.get(order.symbol)
+        if self.cfg.strategy.kind == "vwap" and hist is not None:
+            p_ns = int(order.period_s * _NS)
+            starts = np.arange(order.start_ns, order.end_ns, p_ns, dtype=np.int64)
+            volume = tod_volume(hist[0], hist[1], starts, np.minimum(starts + p_ns, order.end_ns))
         core = build_core(
             order,
             self.cfg,
@@ -620,6 +628,7 @@ class Daemon:
             self.gates,
             benchmark=self.shadow is not None,
             id_tag=self.id_tag,
+            volume_profile=volume,
         )
         core.timer = time.perf_counter  # solve times for the logs and metrics
         r = ParentRunner(
@@ -902,6 +911,7 @@ async def run(
     journal: Journal | None = None,
     control: Control | None = None,
     metrics: NullMetrics | None = None,
+    history_trades: dict[str, tuple[np.ndarray, np.ndarray]] | None = None,
 ) -> list[RunSummary]:
     """Work every parent order of ``cfg`` to its deadline and return the summaries.
 
@@ -914,5 +924,8 @@ async def run(
             submitted on the control channel come back.
         control: Stop and kill-switch state (a fresh one, HALTED if the journal says so).
         metrics: Prometheus metrics (None: off).
+        history_trades: Per symbol, the trades ``(ts_ns, qty)`` of earlier days (VWAP's
+            volume profile; ``runner.build_history_trades``).
     """
-    return await Daemon(cfg, feed_factory, broker, profiles, journal, control, metrics).run()
+    d = Daemon(cfg, feed_factory, broker, profiles, journal, control, metrics, history_trades)
+    return await d.run()

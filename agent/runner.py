@@ -28,7 +28,7 @@ from feeds.readers import read_mbp10
 from feeds.replay import ReplayFeed
 from feeds.validate import validate_batch
 
-__all__ = ["build_profiles", "make_feed_factory", "run_from_config"]
+__all__ = ["build_history_trades", "build_profiles", "make_feed_factory", "run_from_config"]
 
 
 def make_feed_factory(cfg: AgentConfig) -> FeedFactory:
@@ -87,6 +87,23 @@ def build_profiles(cfg: AgentConfig) -> dict[tuple[str, str], IntradayProfile]:
     return out
 
 
+def build_history_trades(cfg: AgentConfig) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """Return per symbol the trades ``(ts_ns, qty)`` of the ``[estimation].history`` days.
+
+    Only ``strategy.kind = "vwap"`` needs them (its volume profile); empty otherwise.
+    """
+    if cfg.strategy.kind != "vwap" or not cfg.estimation.history:
+        return {}
+    from agent.backtest.data import load_history
+
+    paths = tuple(str(p) for p in cfg.estimation.history)
+    out: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+    for symbol in sorted({o.symbol for o in cfg.orders}):
+        tr = load_history(paths, symbol)[1]
+        out[symbol] = (tr.ts_ns, tr.qty)
+    return out
+
+
 def _valid_batches(paths: list[Path], symbol: str) -> Iterator[BookBatch]:
     for p in paths:
         prev: int | None = None
@@ -98,7 +115,10 @@ def _valid_batches(paths: list[Path], symbol: str) -> Iterator[BookBatch]:
 
 
 async def _run(
-    cfg: AgentConfig, profiles: dict[tuple[str, str], IntradayProfile], resume: bool = False
+    cfg: AgentConfig,
+    profiles: dict[tuple[str, str], IntradayProfile],
+    resume: bool = False,
+    history_trades: dict[str, tuple[np.ndarray, np.ndarray]] | None = None,
 ) -> list[RunSummary]:
     broker = None
     if cfg.broker.kind == "fix":
@@ -139,6 +159,7 @@ async def _run(
             journal=journal,
             control=control,
             metrics=metrics,
+            history_trades=history_trades,
         )
     finally:
         for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGUSR1):
@@ -167,7 +188,8 @@ def run_from_config(
     log.info("daemon.config_loaded", path=str(path), sha256=sha, config=cfg.model_dump(mode="json"))
     try:
         profiles = build_profiles(cfg)
-        summaries: list[RunSummary] = asyncio.run(_run(cfg, profiles, resume))
+        trades = build_history_trades(cfg)
+        summaries: list[RunSummary] = asyncio.run(_run(cfg, profiles, resume, trades))
     except FeedDataError as e:
         log.error("daemon.data_error", error=str(e))
         print(f"exec-agent: data error: {e}", file=sys.stderr)

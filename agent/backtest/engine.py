@@ -31,7 +31,7 @@ from agent.backtest.data import DayData, Trades, load_day, load_history
 from agent.backtest.tca import realized_slice_cost, tca
 from agent.core.parent import ParentCore, ParentParams, Send, SliceRecord
 from agent.core.plan import PeriodGrid, round_lot
-from agent.core.policy import StrategySpec, make_policy
+from agent.core.policy import StrategySpec, make_policy, tod_volume
 from agent.core.session import SymbolSession, VenueEvents
 from agent.core.venue import SimVenue
 from agent.errors import InvariantViolation
@@ -184,16 +184,6 @@ def parent_qty_of(spec: RunSpec, day: DayData, lot: int) -> tuple[float, float]:
 def _in_force(ts: NDArray[np.int64], t_ns: int) -> int:
     """Return the index of the last row with ``ts <= t`` (-1 if none)."""
     return int(np.searchsorted(ts, t_ns, side="right")) - 1
-
-
-def _tod_volume(trades: Trades, starts: NDArray[np.int64], ends: NDArray[np.int64]) -> NDArray:
-    """Return the volume per period by time of day, pooled over the days of ``trades``."""
-    if trades.ts_ns.size == 0:
-        return np.zeros(starts.size)
-    tod = trades.ts_ns % DAY_NS
-    order = np.argsort(tod, kind="stable")
-    pooled = Trades(tod[order], trades.qty[order], trades.source)
-    return pooled.volume_between(starts % DAY_NS, ends % DAY_NS)
 
 
 def simulate(
@@ -476,7 +466,7 @@ def _vwap_volume(
 ) -> tuple[NDArray[np.float64] | None, str]:
     """Return VWAP's volume per period and where it came from (None: TWAP instead)."""
     if history is not None and history[1].ts_ns.size:
-        v = _tod_volume(history[1], starts, ends)
+        v = tod_volume(history[1].ts_ns, history[1].qty, starts, ends)
         if float(v.sum()) > 0:
             return v, "vwap profile: learned from the history day(s)' trades"
     if day.trades.ts_ns.size:

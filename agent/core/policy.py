@@ -66,6 +66,7 @@ __all__ = [
     "StrategySpec",
     "make_policy",
     "sigma_per_period",
+    "tod_volume",
     "volume_targets",
 ]
 
@@ -235,6 +236,27 @@ def volume_targets(volume: NDArray[np.float64]) -> NDArray[np.float64] | None:
     f = np.cumsum(v) / tot
     f[-1] = 1.0
     return f
+
+
+def tod_volume(
+    ts_ns: NDArray[np.int64],
+    qty: NDArray[np.float64],
+    starts: NDArray[np.int64],
+    ends: NDArray[np.int64],
+    day_ns: int = 86_400 * _NS,
+) -> NDArray[np.float64]:
+    """Return the traded volume per period ``[start, end)`` by UTC time of day, pooled over
+    every day of ``ts_ns`` (VWAP's profile from earlier days), shape like ``starts``."""
+    ts = np.asarray(ts_ns, dtype=np.int64)
+    if ts.size == 0:
+        return np.zeros(np.asarray(starts).size)
+    tod = ts % day_ns
+    order = np.argsort(tod, kind="stable")
+    c = np.concatenate([[0.0], np.cumsum(np.asarray(qty, dtype=np.float64)[order])])
+    t = tod[order]
+    i0 = np.searchsorted(t, np.asarray(starts, dtype=np.int64) % day_ns, side="left")
+    i1 = np.searchsorted(t, np.asarray(ends, dtype=np.int64) % day_ns, side="left")
+    return np.asarray(c[i1] - c[i0], dtype=np.float64)
 
 
 def sigma_per_period(window: BookBatch, t_ns: int, period_s: float) -> float:

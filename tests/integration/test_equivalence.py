@@ -14,16 +14,17 @@ from pathlib import Path
 
 import pytest
 
-from agent.backtest.data import load_day
+from agent.backtest.data import load_day, load_history
 from agent.backtest.engine import RunSpec, SimParams, simulate
 from agent.config import load_config
 from agent.daemon import Daemon
-from agent.runner import make_feed_factory
+from agent.runner import build_history_trades, make_feed_factory
 
 pytestmark = pytest.mark.integration
 
 REPO = Path(__file__).resolve().parents[2]
 DAY = REPO / "replay_data" / "SYNA_2025-06-02.mbp-10.csv.gz"
+HISTORY = REPO / "replay_data" / "history" / "SYNA_2025-05-30.mbp-10.csv.gz"
 QTY = 24_000
 START, END = "13:35:00", "15:35:00"
 
@@ -38,6 +39,7 @@ half_life_s = 30
 [estimation]
 window_s = 600
 n_sizes = 40
+{history}
 [strategy]
 kind = "{kind}"
 model = "{model}"
@@ -58,6 +60,7 @@ lot = 100
 
 STRATEGIES = [
     "twap",
+    "vwap",
     "ac",
     "mpc-quadratic-deterministic",
     "mpc-quadratic-deterministic-risk",
@@ -87,6 +90,7 @@ async def _daemon(tmp_path: Path, name: str, side: str) -> Daemon:
     p.write_text(
         CONFIG.format(
             day=DAY.as_posix(),
+            history=f'history = ["{HISTORY.as_posix()}"]' if name == "vwap" else "",
             kind=kind,
             model=model,
             solver=solver,
@@ -98,7 +102,15 @@ async def _daemon(tmp_path: Path, name: str, side: str) -> Daemon:
         )
     )
     cfg = load_config(p)[0]
-    d = Daemon(cfg, make_feed_factory(cfg), None, None, None, None)
+    d = Daemon(
+        cfg,
+        make_feed_factory(cfg),
+        None,
+        None,
+        None,
+        None,
+        history_trades=build_history_trades(cfg),
+    )
     await d.run()
     return d
 
@@ -119,13 +131,14 @@ def _backtest(name: str, side: str):
         risk_aversion=RISK,
         final_retry_s=20,
     )
+    hist = (str(HISTORY),) if name == "vwap" else ()
     spec = RunSpec(
         "EQ1",
         "eq",
         str(DAY),
         "mbp10",
         "SYNA",
-        (),
+        hist,
         side,
         0.0,
         name,
@@ -133,7 +146,8 @@ def _backtest(name: str, side: str):
         qty=QTY,
         mpc_profile="flat",
     )
-    return simulate(load_day(str(DAY), "mbp10", "SYNA"), spec)
+    history = load_history(hist, "SYNA") if hist else None
+    return simulate(load_day(str(DAY), "mbp10", "SYNA"), spec, history)
 
 
 def _children(leg) -> list[tuple[int, float, float]]:
@@ -163,6 +177,8 @@ async def test_daemon_and_backtest_send_the_same_children_and_get_the_same_fills
     (r,) = d.runners
     bt = _backtest(name, side)
     assert bt.status != "failed", bt.message
+    if name == "vwap":
+        assert any("learned from the history" in n for n in bt.notes), bt.notes
     sent = _children(r.mpc)
     assert len(sent) >= 4, "too few children to compare"
     bt_sent = [(s["t_ns"], s["sent_qty"], round(s["limit_px"], 9)) for s in bt.slices]
