@@ -35,9 +35,10 @@ __all__ = [
     "EstimationConfig",
     "FeedConfig",
     "LoggingConfig",
-    "MpcConfig",
     "OrderConfig",
     "RiskConfig",
+    "StrategyConfig",
+    "StrategyParamsConfig",
     "load_config",
 ]
 
@@ -105,7 +106,8 @@ class BrokerConfig(StrictModel):
     the collar (partial fill when depth is short); with ``half_life_s > 0`` it remembers the
     depth our fills took, which comes back with that half-life (0: every child sees the
     displayed book); ``beyond_depth = "penalty"`` fills what the visible levels cannot at the
-    last level's price worsened by ``penalty_bps`` (``unfilled``: cancelled). ``kind = "fix"``: a FIX 4.4 session to ``host``:``port`` (``sender_comp_id``,
+    last level's price worsened by ``penalty_bps`` (``unfilled``: cancelled).
+    ``kind = "fix"``: a FIX 4.4 session to ``host``:``port`` (``sender_comp_id``,
     ``target_comp_id``, ``heartbeat_s``); sequence numbers persist in ``store_path``; the logon
     password, if any, is read from the environment variable named by ``password_env`` or from
     ``password_file`` (never from this file, never logged). At start, children the journal

@@ -36,7 +36,7 @@ from agent.core.session import SymbolSession, VenueEvents
 from agent.core.venue import SimVenue
 from agent.errors import InvariantViolation
 from agent.impact.book_walk import BeyondDepth, DepthPolicy
-from agent.impact.profile import DAY_NS, IntradayProfile, learn_profile
+from agent.impact.profile import IntradayProfile, learn_profile
 from agent.model import OrderEvent, Side
 from feeds.model import BookBatch
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from agent.mpc.costs import CostSet, QuadraticCost
 from agent.core.plan import PeriodGrid, decide_mpc, round_lot, twap_child_qty
+from agent.mpc.costs import CostSet, QuadraticCost
 
 NS = 1_000_000_000
 
