@@ -56,7 +56,7 @@ def configure_logging(
     factory: Any
     if pretty:
         processors = [*shared, structlog.dev.set_exc_info, structlog.dev.ConsoleRenderer()]
-        factory = structlog.PrintLoggerFactory(out)
+        factory = structlog.PrintLoggerFactory(out)  # type: ignore[arg-type]
     else:
         processors = [
             *shared,

@@ -130,7 +130,7 @@ class RunGridConfig(StrictModel):
     """
 
     parent_pct_of_volume: list[float] = Field(default_factory=lambda: [1.0], min_length=1)
-    sides: list[Literal["buy", "sell"]] = Field(default_factory=lambda: ["buy", "sell"])
+    sides: list[Literal["buy", "sell"]] = Field(default_factory=lambda: ["buy", "sell"])  # type: ignore[arg-type]
     strategies: list[str] = Field(default_factory=lambda: list(ALL_STRATEGIES), min_length=1)
     start_utc: str = "13:35"
     end_utc: str = "19:55"

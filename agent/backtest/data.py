@@ -55,12 +55,14 @@ class Trades:
         """Return the empty record of a file without trade information."""
         return Trades(np.empty(0, dtype=np.int64), np.empty(0), "none")
 
-    def volume_between(self, t0_ns: NDArray[np.int64], t1_ns: NDArray[np.int64]) -> NDArray:
+    def volume_between(
+        self, t0_ns: NDArray[np.int64], t1_ns: NDArray[np.int64]
+    ) -> NDArray[np.float64]:
         """Return the shares traded in ``[t0, t1)`` for each pair, shape like ``t0_ns``."""
         c = np.concatenate([[0.0], np.cumsum(self.qty)])
         i0 = np.searchsorted(self.ts_ns, t0_ns, side="left")
         i1 = np.searchsorted(self.ts_ns, t1_ns, side="left")
-        return c[i1] - c[i0]
+        return np.asarray(c[i1] - c[i0], dtype=np.float64)
 
 
 @dataclass(frozen=True, slots=True)

@@ -36,6 +36,7 @@ from agent.core.session import SymbolSession, VenueEvents
 from agent.core.venue import SimVenue
 from agent.errors import InvariantViolation
 from agent.impact.book_walk import BeyondDepth, DepthPolicy
+from agent.impact.book_walk import Side as WalkSide
 from agent.impact.profile import IntradayProfile, learn_profile
 from agent.model import OrderEvent, Side
 from feeds.model import BookBatch
@@ -134,7 +135,8 @@ class RunResult:
 
     def to_dict(self) -> dict[str, Any]:
         """Return a JSON-ready dict (NaN as None)."""
-        return _clean({k: getattr(self, k) for k in self.__slots__})  # type: ignore[attr-defined]
+        out: dict[str, Any] = _clean({k: getattr(self, k) for k in self.__slots__})
+        return out
 
 
 def _clean(v: Any) -> Any:
@@ -413,6 +415,15 @@ def _slice(sl: SliceRecord, sign: int) -> dict[str, Any]:
     return rec
 
 
+def side_of(side: str) -> WalkSide:
+    """Return ``side`` as the book walk's side literal (``buy`` or ``sell``)."""
+    if side == "buy":
+        return "buy"
+    if side == "sell":
+        return "sell"
+    raise ValueError(f"side must be buy or sell, got {side!r}")
+
+
 def _mpc_profile(
     spec: RunSpec,
     day: DayData,
@@ -425,7 +436,9 @@ def _mpc_profile(
     p = spec.params
     if spec.mpc_profile == "same_day":
         notes.append("mpc profile: SAME-DAY (look-ahead: learned from the traded day)")
-        return learn_profile((books,), spec.side, sizes, bucket_s=p.profile_bucket_s, policy=depth)  # type: ignore[arg-type]
+        return learn_profile(
+            (books,), side_of(spec.side), sizes, bucket_s=p.profile_bucket_s, policy=depth
+        )
     if spec.mpc_profile == "history" and history is not None and history[0]:
         notes.append(f"mpc profile: learned from {len(history[0])} history day(s)")
         if spec.history:
@@ -438,8 +451,8 @@ def _mpc_profile(
                 depth,
             )
         return learn_profile(
-            history[0], spec.side, sizes, bucket_s=p.profile_bucket_s, policy=depth
-        )  # type: ignore[arg-type]
+            history[0], side_of(spec.side), sizes, bucket_s=p.profile_bucket_s, policy=depth
+        )
     notes.append("mpc profile: flat (no history day given)")
     return IntradayProfile.flat()
 
@@ -455,7 +468,7 @@ def _learn_profile(
 ) -> IntradayProfile:
     # Cached per process: the MPC variants of one (day, side, size) share it.
     books = load_history(paths, symbol)[0]
-    return learn_profile(books, side, np.asarray(sizes), bucket_s=bucket_s, policy=policy)  # type: ignore[arg-type]
+    return learn_profile(books, side_of(side), np.asarray(sizes), bucket_s=bucket_s, policy=policy)
 
 
 def _vwap_volume(

@@ -68,7 +68,7 @@ def run_batch(
             raise ImportError(
                 "--dask needs the distributed extra: pip install 'exec-agent[distributed]'"
             ) from e
-        client = Client(dask_address)
+        client = Client(dask_address)  # type: ignore[no-untyped-call]
         own_client = True
     executor: Executor
     if client is not None:

@@ -171,7 +171,7 @@ class Summary:
     def as_log(self) -> dict[str, Any]:
         """Return the fields for the log line (NaN as None)."""
         out: dict[str, Any] = {}
-        for k in self.__slots__:  # type: ignore[attr-defined]
+        for k in self.__slots__:
             v = getattr(self, k)
             out[k] = None if isinstance(v, float) and not math.isfinite(v) else v
         return out

@@ -382,7 +382,9 @@ class PovPolicy:
                 0.0, min(round_lot(self.spec.pov_rate * inp.prev_volume, inp.lot), inp.remaining)
             )
         d = Decision(inp.k, q, np.zeros(0), math.nan, "pov", "", 0.0, inp.carry)
-        f = {"prev_volume": inp.prev_volume if math.isfinite(inp.prev_volume) else None}
+        f: dict[str, object] = {
+            "prev_volume": inp.prev_volume if math.isfinite(inp.prev_volume) else None
+        }
         return PolicyStep(d, None, f)
 
 

@@ -412,8 +412,8 @@ class CurveAccumulator:
             t /= self._step
             np.ceil(t, out=t)
             np.clip(t, 0, self.sizes.size, out=t)
-            return t.astype(np.intp)
-        return np.searchsorted(self.sizes, pos, side="left")
+            return np.asarray(t.astype(np.intp), dtype=np.intp)
+        return np.asarray(np.searchsorted(self.sizes, pos, side="left"), dtype=np.intp)
 
     def add_arrays(
         self, px: ArrayLike, sz: ArrayLike, mid: ArrayLike, weights: ArrayLike | None = None

@@ -32,12 +32,12 @@ def _model_slippage(name: str, m: dict[str, Any], x: np.ndarray) -> np.ndarray:
     if m.get("status") != "ok":
         return np.full_like(x, np.nan)
     if name.startswith("quadratic"):
-        return m["beta"] + m["gamma"] * x
+        return np.asarray(m["beta"] + m["gamma"] * x, dtype=np.float64)
     if name == "power":
-        return m["a"] * np.power(x, m["b"])
+        return np.asarray(m["a"] * np.power(x, m["b"]), dtype=np.float64)
     bps = np.array(m["breakpoints"], dtype=np.float64)
     k = np.searchsorted(bps, x, side="right")
-    return np.array(m["a"])[k] * np.power(x, np.array(m["b"])[k])
+    return np.asarray(np.array(m["a"])[k] * np.power(x, np.array(m["b"])[k]), dtype=np.float64)
 
 
 def _legend(ax: Any, loc: str = "best") -> None:

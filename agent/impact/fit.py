@@ -31,6 +31,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from enum import StrEnum
+from typing import TypedDict
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
@@ -97,7 +98,7 @@ class QuadraticFit:
     def cost(self, x: ArrayLike) -> NDArray[np.float64]:
         """Return ``g(x) = beta*x + gamma*x**2`` in currency for sizes ``x`` (shares), any shape."""
         x = np.asarray(x, dtype=np.float64)
-        return self.beta * x + self.gamma * x * x
+        return np.asarray(self.beta * x + self.gamma * x * x, dtype=np.float64)
 
 
 @dataclass(frozen=True, slots=True)
@@ -129,7 +130,7 @@ class PowerFit:
     def cost(self, x: ArrayLike) -> NDArray[np.float64]:
         """Return ``g(x) = a*x**(1+b)`` in currency for sizes ``x`` (shares), any shape."""
         x = np.asarray(x, dtype=np.float64)
-        return self.a * np.power(x, 1.0 + self.b)
+        return np.asarray(self.a * np.power(x, 1.0 + self.b), dtype=np.float64)
 
 
 @dataclass(frozen=True, slots=True)
@@ -168,7 +169,7 @@ class PiecewisePowerFit:
         """Return ``g(x) = x*a_k*x**b_k`` (regime ``k`` of each x) in currency, any shape."""
         x = np.asarray(x, dtype=np.float64)
         k = np.searchsorted(self.breakpoints, x, side="right")
-        return self.a[k] * np.power(x, 1.0 + self.b[k])
+        return np.asarray(self.a[k] * np.power(x, 1.0 + self.b[k]), dtype=np.float64)
 
 
 # -- shared plumbing ----------------------------------------------------------------------------
@@ -213,7 +214,16 @@ def _diagnostics(d: _Data, s_hat: NDArray[np.float64]) -> tuple[float, float]:
     return r2, rmse
 
 
-def _failed(curve: CostCurve, status: FitStatus, message: str) -> dict[str, object]:
+class _Failed(TypedDict):
+    r2: float
+    rmse: float
+    n_snapshots: int
+    frac_beyond_depth: float
+    status: str
+    message: str
+
+
+def _failed(curve: CostCurve, status: FitStatus, message: str) -> _Failed:
     frac = float(np.nanmean(curve.frac_beyond_depth)) if curve.n_snapshots else math.nan
     return {
         "r2": math.nan,
