@@ -69,7 +69,13 @@ class FeedConfig(StrictModel):
     ``binance-depth`` (the diff stream, ``futures = true`` for USD-M sequencing) or
     ``binance-depth10`` (the partial book stream);
     ``stale_after_s`` of silence pauses that symbol (``feed.stale``) until data resumes.
-    Decisions follow the books' event time in both kinds.
+    Decisions follow the books' event time in both kinds; live (``websocket``) with
+    ``wall_clock = true`` (the default: event times are real time), the wall clock moves them
+    on too: a decision time more than ``clock_grace_s`` in the past (by the last book's event
+    time run on at the wall clock's rate, or the wall clock itself before any book) is taken
+    without waiting for a later book, so a silent period is skipped and a parent whose
+    deadline passes without books ends ``incomplete``. ``wall_clock = false`` is for a
+    historical day served over a websocket (``exec-agent serve-feed``): event time alone.
     """
 
     kind: Literal["replay", "websocket"] = "replay"
@@ -83,6 +89,8 @@ class FeedConfig(StrictModel):
     heartbeat_s: float = Field(0.5, gt=0)
     reconnect_max_s: float = Field(5.0, gt=0)
     max_message_bytes: int = Field(65_536, ge=1024)
+    wall_clock: bool = True
+    clock_grace_s: float = Field(1.0, ge=0, allow_inf_nan=False)
 
     @field_validator("urls")
     @classmethod
@@ -179,10 +187,14 @@ class StrategyParamsConfig(StrictModel):
     deadline (every strategy). ``scenario_weights``: weights of the stochastic MPC's three
     scenarios (mean curve with the profile, mean + 1 std with the profile, mean curve flat);
     the robust MPC takes the worst of the same three. ``on_solve_failure``: ``twap`` sends the
-    TWAP slice, ``pause`` sends nothing that period.
+    TWAP slice, ``pause`` sends nothing that period. ``max_child_multiple``: no child above
+    this multiple of the parent's average period quantity (quantity / periods), so a time jump
+    or a stalled feed never fires a catch-up dump (blocked as ``risk.blocked``, gate
+    ``max_child_multiple``); on by default, ``0`` turns it off explicitly.
     """
 
     pov_rate: float = Field(0.10, gt=0, le=1)
+    max_child_multiple: float = Field(10.0, ge=0, allow_inf_nan=False)
     final_retry_s: float = Field(15.0, gt=0)
     scenario_weights: tuple[float, float, float] = (0.5, 0.25, 0.25)
     on_solve_failure: Literal["twap", "pause"] = "twap"

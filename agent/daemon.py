@@ -17,10 +17,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import math
 import secrets
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
 import numpy as np
@@ -57,6 +58,7 @@ from agent.model import OrderEvent, OrderRejected, OrderStatus
 from agent.orders.tracker import Transition
 from agent.risk import RiskGates, RiskLimits
 from feeds.base import BookFeed
+from feeds.clock import Clock, WallClock
 from feeds.model import BookBatch
 
 __all__ = ["Control", "Daemon", "ParentRunner", "RunSummary", "run"]
@@ -105,6 +107,7 @@ def parent_params(order: OrderConfig, cfg: AgentConfig, id_tag: str = "") -> Par
         window_ns=int(cfg.estimation.window_s * _NS),
         max_window_rows=cfg.estimation.max_window_rows,
         max_children=cap_n,
+        max_child_multiple=cfg.strategy.max_child_multiple,
         id_tag=id_tag,
     )
 
@@ -391,8 +394,13 @@ async def _run_symbol(
     control: Control,
     keep_running: bool = False,
     metrics: NullMetrics | None = None,
+    clock: Clock | None = None,
+    grace_ns: int = 0,
 ) -> None:
     """Drive every parent on ``symbol`` from its feed, through the core's ``SymbolSession``.
+
+    With a ``clock`` (live), decision times more than ``grace_ns`` in its past are taken on
+    every batch, the feed's empty heartbeat batches included, without waiting for a book.
 
     ``runners`` (and the session's parents) may grow while this runs (a parent submitted on
     the control channel). It ends when the feed ends, on a stop request, or once every parent
@@ -400,6 +408,8 @@ async def _run_symbol(
     """
     log = structlog.get_logger().bind(symbol=symbol)
     by_core = {id(r.core): r for r in runners}
+    last_event: int | None = None
+    last_recv = 0
     try:
         updates: AsyncIterator[BookBatch] = feed.updates()
         metrics = metrics or NullMetrics()
@@ -411,12 +421,22 @@ async def _run_symbol(
                 metrics.feed_batch(symbol, int(batch.ts_event_ns[-1]))
             if is_stale is not None:
                 metrics.feed_stale(symbol, bool(is_stale()))
-            for item in session.feed(batch, stop=control.stop):
+            items: list[Iterator[VenueEvents | DecideAt]] = [session.feed(batch, control.stop)]
+            if len(batch):
+                last_event, last_recv = int(batch.ts_event_ns[-1]), int(batch.ts_recv_ns[-1])
+            if clock is not None and not control.stop:
+                # Live: the wall clock moves decisions on even when no book comes. Market time
+                # runs on from the last book's event time at the wall clock's rate (a feed
+                # replayed faster than real time keeps its own pace); before any book, it is
+                # the wall clock itself.
+                now = clock.now_ns()
+                market = now if last_event is None else last_event + (now - last_recv)
+                items.append(session.tick(market - grace_ns))
+            for item in itertools.chain.from_iterable(items):
                 if isinstance(item, VenueEvents):
                     for e in item.events:
                         router.route(e)
                     continue
-                assert isinstance(item, DecideAt)
                 for core in item.parents:
                     r = by_core.get(id(core))
                     if r is None:  # submitted since: refresh the map
@@ -578,9 +598,13 @@ class Daemon:
         control: Control | None,
         metrics: NullMetrics | None = None,
         history_trades: dict[str, tuple[np.ndarray, np.ndarray]] | None = None,
+        clock: Clock | None = None,
     ) -> None:
         self.cfg = cfg
         self.history_trades = history_trades or {}
+        # Live, the wall clock moves decisions and deadlines on (replay: event time alone).
+        live = cfg.feed.kind == "websocket" and cfg.feed.wall_clock
+        self.clock = clock or (WallClock() if live else None)
         self.metrics = metrics or NullMetrics()
         self.feed_factory = feed_factory
         self.journal = journal
@@ -666,6 +690,8 @@ class Daemon:
                 self.control,
                 self.cfg.control.keep_running,
                 self.metrics,
+                self.clock,
+                int(self.cfg.feed.clock_grace_s * _NS),
             )
         )
         self._symbol_started.set()
@@ -912,6 +938,7 @@ async def run(
     control: Control | None = None,
     metrics: NullMetrics | None = None,
     history_trades: dict[str, tuple[np.ndarray, np.ndarray]] | None = None,
+    clock: Clock | None = None,
 ) -> list[RunSummary]:
     """Work every parent order of ``cfg`` to its deadline and return the summaries.
 
@@ -926,6 +953,10 @@ async def run(
         metrics: Prometheus metrics (None: off).
         history_trades: Per symbol, the trades ``(ts_ns, qty)`` of earlier days (VWAP's
             volume profile; ``runner.build_history_trades``).
+        clock: Wall clock of live mode (default: ``WallClock`` for a websocket feed, none in
+            replay); tests inject a ``ManualClock``.
     """
-    d = Daemon(cfg, feed_factory, broker, profiles, journal, control, metrics, history_trades)
+    d = Daemon(
+        cfg, feed_factory, broker, profiles, journal, control, metrics, history_trades, clock
+    )
     return await d.run()

@@ -87,6 +87,7 @@ def sim_params(cfg: BacktestConfig, lot: int | None = None) -> SimParams:
         pov_rate=s.pov_rate,
         ac_risk_aversion=s.ac_risk_aversion,
         risk_aversion=s.risk_aversion,
+        max_child_multiple=s.max_child_multiple,
         final_retry_s=s.final_retry_s,
         scenario_weights=s.scenario_weights,
         unfilled_penalty_bps=cfg.tca.unfilled_penalty_bps,

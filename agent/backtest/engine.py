@@ -77,6 +77,7 @@ class SimParams:
     final_retry_s: float = 15.0
     scenario_weights: tuple[float, float, float] = (0.5, 0.25, 0.25)
     unfilled_penalty_bps: float = 0.0
+    max_child_multiple: float = 10.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -296,6 +297,7 @@ def simulate(
         final_retry_s=p.final_retry_s,
         window_ns=round(p.window_s * _NS),
         max_window_rows=p.max_window_rows,
+        max_child_multiple=p.max_child_multiple,
     )
     core = ParentCore(params, policy)
     hl = p.half_life_s

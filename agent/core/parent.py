@@ -129,6 +129,8 @@ class ParentParams:
         final_retry_s: Retry interval in the last period.
         window_ns, max_window_rows: The rolling window of the estimation.
         max_children: Children the mpc leg may send (0 = no limit; counted across restarts).
+        max_child_multiple: A child at most this multiple of ``quantity / periods`` (0 = off):
+            no catch-up dump after a time jump or a silent feed.
         id_tag: Extra component of the client order ids (a run tag: ids unique across runs).
     """
 
@@ -146,6 +148,7 @@ class ParentParams:
     window_ns: int = 600 * _NS
     max_window_rows: int = 20_000
     max_children: int = 0
+    max_child_multiple: float = 0.0
     id_tag: str = ""
 
 
@@ -263,6 +266,7 @@ class ParentCore:
         self.k_next = 0  # next period to decide
         self._retry_next = 0  # next retry time in the last period (ns)
         self.n_decisions = 0
+        self.n_books = 0
         self.done = False
         self.cancelled = False
         self.carry = 0.0  # lot-rounding residual between decisions (plan.diffuse_lots)
@@ -305,6 +309,7 @@ class ParentCore:
         if not len(seg):
             return
         self.window.append(seg)
+        self.n_books += len(seg)
         self.last_mid = float(seg.mid[-1])
         self._last_row = (
             (seg.ask_px[-1], seg.ask_sz[-1])
@@ -383,13 +388,16 @@ class ParentCore:
                     self._send(leg, q, t_ns, env, out, k=n - 1, retry=True)
         else:
             self.done = True
+            no_books = self.n_books == 0
             out.append(
                 Log(
-                    "info",
+                    "warning" if no_books else "info",
                     "order.deadline_reached",
                     {
                         "remaining_qty": self.mpc.tracker.remaining_qty,
                         "open_qty": self.mpc.tracker.open_qty,
+                        "books_seen": self.n_books,
+                        **({"reason": "no book before the deadline"} if no_books else {}),
                     },
                 )
             )
@@ -547,7 +555,7 @@ class ParentCore:
             # Counted from the journal's intents, so a kill -9 and a restart do not reset it.
             return "max_children_per_parent", f"{leg.n_sent} children sent, limit {cap_n}"
         if self.gates is None:
-            return None
+            return self._multiple(qty)
         px, sz = self._last_row if self._last_row is not None else (np.zeros(0), np.zeros(0))
         with np.errstate(invalid="ignore"):
             inside = (px <= limit_px) if self.side is Side.BUY else (px >= limit_px)
@@ -570,8 +578,26 @@ class ParentCore:
             res = self.order_gates.check(**args)
             if not res.ok:
                 return f"order.{res.gate}", res.detail
+        multiple = self._multiple(qty)
+        if multiple is not None:
+            return multiple
+        if self.order_gates is not None:
             self.order_gates.record_sent(coid, t_ns)
         self.gates.record_sent(coid, t_ns)
+        return None
+
+    def _multiple(self, qty: float) -> tuple[str, str] | None:
+        """The catch-up guard: no child above ``max_child_multiple`` average periods."""
+        mult = self.p.max_child_multiple
+        if mult > 0:
+            avg = self.p.quantity / self.grid.n
+            lim = mult * max(avg, float(self.p.lot))
+            if qty > lim + 1e-9:
+                return (
+                    "max_child_multiple",
+                    f"{qty:g} shares is {qty / avg:.1f}x the average period quantity "
+                    f"{avg:g} (limit {mult:g}x; strategy.max_child_multiple = 0 turns it off)",
+                )
         return None
 
     # -- operator -------------------------------------------------------------------------------

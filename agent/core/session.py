@@ -136,6 +136,20 @@ class SymbolSession:
                 due = [p for p in list(self.parents) if p.next_time() == t_next]
                 yield DecideAt(t_next, int(ts[pos]), due)
 
+    def tick(self, now_ns: int) -> Iterator[DecideAt]:
+        """Yield the decisions whose time ``now_ns`` has passed although no later book came.
+
+        Live, the wall clock (less a grace for late books) proves that nothing more can arrive
+        for those instants; ``now_ns`` is passed on, so a period with no book is skipped and a
+        deadline passes without books. Replay never calls this: event time alone drives it.
+        """
+        while True:
+            t_next = self._next_time()
+            if t_next is None or t_next >= now_ns:
+                return
+            due = [p for p in list(self.parents) if p.next_time() == t_next]
+            yield DecideAt(t_next, now_ns, due)
+
     def end(self) -> Iterator[VenueEvents]:
         """The feed ended: what is pending at the venues executes against the last book."""
         events: list[OrderEvent] = []

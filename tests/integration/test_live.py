@@ -26,6 +26,7 @@ SAMPLE = REPO / "replay_data" / "SYNA_2025-06-02.mbp-10.csv.gz"
 CONFIG = """
 [feed]
 kind = "websocket"
+wall_clock = false  # the 2025 sample replayed at speed: event time alone
 urls = {{ SYNA = "{url}" }}
 stale_after_s = {stale}
 heartbeat_s = 0.05

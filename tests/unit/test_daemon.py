@@ -64,7 +64,7 @@ side = "{side}"
 quantity = {qty}
 start = 2025-06-02T13:35:00Z
 end = 2025-06-02T14:35:00Z
-period_s = 300
+period_s = {period}
 lot = 100
 """
 
@@ -77,13 +77,20 @@ def cfg_for(
     collar: float = 100,
     model: str = "quadratic",
     risk: str = "",
+    period: int = 300,
 ):
     data = tmp_path / "dummy.csv"
     data.write_text("unused\n")
     p = tmp_path / "c.toml"
     p.write_text(
         CONFIG.format(
-            data=data.as_posix(), qty=qty, side=side, collar=collar, model=model, risk=risk
+            data=data.as_posix(),
+            qty=qty,
+            side=side,
+            collar=collar,
+            model=model,
+            risk=risk,
+            period=period,
         )
     )
     return load_config(p)[0]
@@ -319,3 +326,51 @@ async def test_no_child_is_sent_into_a_broker_that_is_down(tmp_path):
         if e["event"] in ("order.submitted", "order.in_doubt") and e.get("strategy", "mpc") == "mpc"
     ]
     assert s.filled_qty == 0
+
+
+async def test_a_frame_ten_years_ahead_never_fires_a_catch_up_dump(tmp_path):
+    """A book dated ten years ahead skips the periods it jumps over; the last period would
+    then send the rest of the parent in one child. It is blocked (risk.max_child_multiple)."""
+    cfg = cfg_for(tmp_path, period=60)  # 60 periods of 200 shares on average
+    ts = T0 + np.arange(0, 1200, 1) * NS  # 13:30 to 13:50: the first fifteen periods
+    far = np.array([T0 + 10 * 365 * 86_400 * NS])
+    with capture_logs() as logs:
+        (s,) = await run(cfg, lambda sym: ListFeed([book(ts, 500.0), book(far, 500.0)]))
+    sent = [e["qty"] for e in logs if e["event"] == "order.submitted" and e["strategy"] == "mpc"]
+    avg = 12_000 / 60
+    assert sent and max(sent) <= 10 * avg
+    blocked = [e for e in logs if e["event"] == "risk.blocked"]
+    assert blocked and all(b["gate"] == "max_child_multiple" for b in blocked)
+    assert s.status == "incomplete" and s.filled_qty == sum(sent)
+
+
+async def test_live_without_any_book_ends_at_the_deadline_by_the_wall_clock(tmp_path):
+    """The feed's server is down: only heartbeats (empty batches) come. The wall clock (an
+    injected ManualClock, moved by the test) passes the deadline: the parent ends incomplete
+    with a clear event instead of waiting for ever."""
+    from feeds.clock import ManualClock
+
+    cfg = cfg_for(tmp_path)
+    clock = ManualClock(T0)
+    end = T0 + 65 * 60 * NS  # the order ends at 14:35
+
+    class Heartbeats:
+        symbol = "SYM"
+
+        async def updates(self):
+            t = T0
+            while t < end + 10 * NS:
+                t += 30 * NS
+                clock.advance_to(t)
+                yield BookBatch.empty("SYM")
+
+        async def aclose(self):
+            pass
+
+    with capture_logs() as logs:
+        (s,) = await run(cfg, lambda sym: Heartbeats(), clock=clock)
+    assert s.status == "incomplete" and s.filled_qty == 0
+    (dl,) = [e for e in logs if e["event"] == "order.deadline_reached"]
+    assert dl["books_seen"] == 0 and dl["reason"] == "no book before the deadline"
+    assert not [e for e in logs if e["event"] == "order.submitted"]
+    assert not [e for e in logs if e["event"] == "feed.ended_before_deadline"]
