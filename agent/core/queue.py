@@ -36,6 +36,10 @@ resting order of ours stands in its price's queue is estimated. The rules (issue
     (literally proportional) case; a larger power puts more cancels behind us, as is the rule
     for orders that joined late.
 
+- Order within a row: the displayed size first, then the row's print, then the crossing check.
+  The book on a ``T`` row does not include that print (Databento: trades do not change the
+  book; in real XNAS files the reduction shows on the *next* row, whatever its action), so the
+  print's shares are netted from the next decrease at our price, never counted as a cancel.
 - A clear row (action ``R``) carries no queue information: positions are kept until the book is
   rebuilt (the ``min`` with the displayed size then applies).
 
@@ -378,9 +382,11 @@ class QueueModel:
         for r in np.flatnonzero(busy).tolist():
             if not self._orders:
                 break
-            if is_trade[r]:
-                self._trade(r, int(rows.side[r]), float(rows.px[r]), float(rows.sz[r]), fills)
+            # The book on a T row does not show its own print yet (the next row does), so the
+            # displayed size is followed first and the print then eats the queue.
             self._depth(r, level)
+            if is_trade[r] and self._orders:
+                self._trade(r, int(rows.side[r]), float(rows.px[r]), float(rows.sz[r]), fills)
             self._cross(r, cross, fills)
         return fills
 

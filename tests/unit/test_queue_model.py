@@ -266,3 +266,21 @@ def test_join_refuses_bad_orders():
         join(qm, "o", Side.BUY, 10.00, 5, [(10.00, 40)], ASKS)
     with pytest.raises(InternalViolation):
         join(qm, "p", Side.BUY, 10.00, 0, [(10.00, 40)], ASKS)
+
+
+def test_sweep_whose_book_shows_each_print_one_row_late_is_not_a_cancel():
+    """Real XNAS files: each T row shows the book before its own print, the next row shows it.
+    Prints of 100, 3 and 65 take 168 of the 268 ahead; the proportional model must not count
+    the decreases that merely show those prints as cancels: exactly 100 stay ahead."""
+    qm = QueueModel(QueueConfig(model="proportional"))
+    join(qm, "o", Side.BUY, 31.43, 50, [(31.43, 268), (31.42, 100)], [(31.86, 356)])
+    asks = [(31.86, 356)]
+    qm.advance(
+        rows(
+            ("T", "A", 31.43, 100, [(31.43, 268), (31.42, 100)], asks),
+            ("T", "A", 31.43, 3, [(31.43, 168), (31.42, 100)], asks),
+            ("T", "A", 31.43, 65, [(31.43, 165), (31.42, 100)], asks),
+            ("A", "B", 31.40, 7, [(31.43, 100), (31.42, 100), (31.40, 7)], asks),
+        )
+    )
+    assert qm.position("o").ahead == pytest.approx(100.0)
