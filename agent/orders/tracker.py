@@ -103,10 +103,11 @@ class OrderState(enum.StrEnum):
     @property
     def terminal(self) -> bool:
         """Return True when the venue will not work the order any more."""
-        return self in _TERMINAL
+        # Identity tests: cheaper than hashing an enum member into a set, on the hot path.
+        return self is _FILLED or self is _CANCELLED or self is _REJECTED
 
 
-_TERMINAL = frozenset({OrderState.FILLED, OrderState.CANCELLED, OrderState.REJECTED})
+_FILLED, _CANCELLED, _REJECTED = OrderState.FILLED, OrderState.CANCELLED, OrderState.REJECTED
 
 
 class EventKind(enum.StrEnum):
@@ -238,6 +239,7 @@ class _Rule:
     effect: str  # name of an ``OrderTracker._fx_*`` method
     to: OrderState | _To
     note: str = ""
+    stamps: bool = True  # a venue report moves ``ts_last_ns``; our own request does not
 
 
 S = OrderState
@@ -324,7 +326,9 @@ _ROWS: dict[OrderState, dict[EventKind, _Rule]] = {
 }
 
 _TABLE: dict[tuple[OrderState, EventKind], _Rule] = {
-    (state, kind): rule for state, row in _ROWS.items() for kind, rule in row.items()
+    (state, kind): dataclasses.replace(rule, stamps=kind not in _REQUESTS)
+    for state, row in _ROWS.items()
+    for kind, rule in row.items()
 }
 del S, K
 
@@ -467,21 +471,19 @@ class OrderTracker:
             VenueViolation: a fill that overfills its child or (after the venue closed it) the
                 parent, a replaced report below the fills or above what the parent has left.
         """
-        kind = _KIND_OF.get(type(event))
-        if kind is None:
+        by_state = _BY_TYPE.get(type(event))
+        if by_state is None:
             raise InternalViolation(f"unknown event type {type(event).__name__}")
-        child = self.child(event.client_order_id)
+        coid = event.client_order_id
+        child = self.children.get(coid) or self.child(coid)
         if child is None:
-            return self._unknown(event, kind)
+            return self._unknown(event, _KIND_OF[type(event)])
         old = child.state
-        rule = _TABLE[(old, kind)]
+        rule = by_state[old]
         working_before = child.working_qty
-        effect: Callable[[ChildState, TrackerEvent, _Rule], _Effect] = getattr(
-            self, "_fx_" + rule.effect
-        )
-        applied, note, fill_qty = effect(child, event, rule)
+        applied, note, fill_qty = _EFFECTS[rule.effect](self, child, event, rule)
         if applied:
-            if kind not in _REQUESTS:
+            if rule.stamps:
                 child.ts_last_ns = max(child.ts_last_ns, event.ts_event_ns)
             child.state = self._target(child, old, rule.to)
         self._account(child, old, working_before)
@@ -489,9 +491,9 @@ class OrderTracker:
             child.order.client_order_id,
             old,
             child.state,
-            applied=applied,
-            note=rule.note if note is None else note,
-            fill_qty=fill_qty,
+            applied,
+            rule.note if note is None else note,
+            fill_qty,
         )
 
     # -- internals -----------------------------------------------------------------------------
@@ -527,13 +529,13 @@ class OrderTracker:
     def _account(self, child: ChildState, old: OrderState, working_before: float) -> None:
         """Carry the child's change into the running totals (the only place that does)."""
         self._open += child.working_qty - working_before
-        if abs(self._open) < _EPS:
+        if -_EPS < self._open < _EPS:
             self._open = 0.0
-        coid = child.order.client_order_id
-        if child.state.terminal and not old.terminal:
-            self._open_ids.pop(coid, None)
-        elif not child.state.terminal and old.terminal:  # pragma: no cover - no such row today
-            self._open_ids[coid] = None
+        now, was = child.state.terminal, old.terminal
+        if now and not was:
+            self._open_ids.pop(child.order.client_order_id, None)
+        elif was and not now:  # pragma: no cover - no row of the table reopens a child today
+            self._open_ids[child.order.client_order_id] = None
 
     # Effects. Each returns (applied, note or None for the rule's note, shares filled).
     def _fx_ignore(self, child: ChildState, event: TrackerEvent, rule: _Rule) -> _Effect:
@@ -735,3 +737,13 @@ class OrderTracker:
         new = req.new_client_order_id
         if new and new != child.order.client_order_id and new not in self.children:
             self._ids.pop(new, None)
+
+
+# Fast lookups derived from the table (the table stays the one source): event class -> state ->
+# rule, and effect name -> function.
+_BY_TYPE: dict[type, dict[OrderState, _Rule]] = {
+    cls: {state: _TABLE[(state, kind)] for state in OrderState} for cls, kind in _KIND_OF.items()
+}
+_EFFECTS: dict[str, Callable[[OrderTracker, ChildState, TrackerEvent, _Rule], _Effect]] = {
+    rule.effect: getattr(OrderTracker, "_fx_" + rule.effect) for rule in _TABLE.values()
+}
