@@ -175,9 +175,11 @@ class CancelRequested:
 class ReplaceRequested:
     """We asked the venue to amend the order (recorded before sending).
 
-    ``qty`` is the new *total* quantity of the order, fills included (FIX OrderQty on 35=G), so
-    it must stay above what is already filled; ``new_client_order_id`` is the order's id after
-    the replace (``""`` keeps the current one, as venues without id chains do).
+    ``qty`` is the new *total* quantity of the order, fills included, as FIX 4.4 defines OrderQty
+    on 35=G ("Total Intended Order Quantity, including the amount already executed for this
+    chain of orders"), so it must stay above what is already filled; an adapter for a venue that
+    takes the new leaves instead translates. ``new_client_order_id`` is the order's id after
+    the replace (FIX ClOrdID; ``""`` keeps the current one, as venues without id chains do).
     """
 
     client_order_id: str

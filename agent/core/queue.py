@@ -131,6 +131,19 @@ class QueueRows:
     def __len__(self) -> int:
         return int(self.action.shape[0])
 
+    def slice(self, start: int, stop: int) -> QueueRows:
+        """Return rows ``start:stop`` (views, no copy), e.g. up to the next decision time."""
+        return QueueRows(
+            self.action[start:stop],
+            self.side[start:stop],
+            self.px[start:stop],
+            self.sz[start:stop],
+            self.bid_px[start:stop],
+            self.bid_sz[start:stop],
+            self.ask_px[start:stop],
+            self.ask_sz[start:stop],
+        )
+
     @classmethod
     def from_batch(cls, batch: object) -> QueueRows:
         """Take the event columns and the book of a ``feeds.model.BookBatch``.

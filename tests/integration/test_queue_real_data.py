@@ -47,10 +47,6 @@ def frog_rows() -> QueueRows:
     )
 
 
-def _window(rows: QueueRows, a: int, b: int) -> QueueRows:
-    return QueueRows(*(getattr(rows, k)[a:b] for k in QueueRows.__slots__))
-
-
 def _run(
     rows: QueueRows, start: int, side: Side, model: str
 ) -> tuple[float, np.ndarray, float, float]:
@@ -61,7 +57,7 @@ def _run(
     b = (rows.bid_px[start], rows.bid_sz[start], rows.ask_px[start], rows.ask_sz[start])
     assert qm.join("o", side, px, QTY, *b) == []  # at the touch: never marketable
     ahead0 = qm.position("o").ahead
-    w = _window(rows, start + 1, start + 1 + WINDOW)
+    w = rows.slice(start + 1, start + 1 + WINDOW)
     cum = np.zeros(len(w))
     crossed = 0.0
     for f in qm.advance(w):
@@ -91,7 +87,7 @@ def test_fills_stay_within_what_the_prints_allow(frog_rows, side):
     for s in starts.tolist():
         ahead0, cons, px, crossed = _run(frog_rows, s, side, "conservative")
         _, prop, _, _ = _run(frog_rows, s, side, "proportional")
-        w = _window(frog_rows, s + 1, s + 1 + WINDOW)
+        w = frog_rows.slice(s + 1, s + 1 + WINDOW)
         other = ord("A") if side is Side.BUY else ord("B")  # the aggressor that hits us
         hits = (w.action == ord("T")) & ((w.side == other) | (w.side == ord("N")))
         at = hits & np.isclose(w.px, px, rtol=0, atol=1e-9)

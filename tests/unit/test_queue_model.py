@@ -108,11 +108,9 @@ def test_proportional_position_step_by_step():
     qm = QueueModel(QueueConfig(model="proportional"))
     join(qm, "o", Side.BUY, 10.00, 50, [(10.00, 100), (9.99, 200)], ASKS)
     data = story()
-    sub = QueueRows(*(getattr(data, k)[:2] for k in QueueRows.__slots__))
-    qm.advance(sub)
+    qm.advance(data.slice(0, 2))
     assert qm.position("o").ahead == pytest.approx(60.0)
-    sub = QueueRows(*(getattr(data, k)[2:4] for k in QueueRows.__slots__))
-    qm.advance(sub)
+    qm.advance(data.slice(2, 4))
     assert qm.position("o").ahead == pytest.approx(5.0)
 
 
