@@ -9,7 +9,12 @@ AgentError
 │   ├── BrokerUnavailable   (retryable)      timeouts, disconnects
 │   ├── BrokerRejected      (not retryable)  venue said no; carries the venue's reason
 │   └── BrokerProtocolError (not retryable)  venue sent something we cannot parse
-└── InvariantViolation(AgentError, AssertionError)  our bug; crash the run
+└── InvariantViolation(AgentError, AssertionError)  a broken rule; crash the run; .culprit: whose
+    ├── InternalViolation   (culprit "ours")      we broke it: a child above what is left, a
+    │                                             duplicate id, a request the order's state forbids
+    └── VenueViolation      (culprit "venue")     the venue broke it: an overfill, a fill on a
+                                                  closed order that overfills the parent, a
+                                                  replace below what is already filled
 ```
 
 Numerical outcomes (an infeasible allocation, a solver at its iteration cap) are *results* with a
@@ -18,7 +23,7 @@ status, not exceptions; exceptions are for broken contracts.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar, Literal
 
 __all__ = [
     "AgentError",
@@ -27,9 +32,11 @@ __all__ = [
     "BrokerRejected",
     "BrokerUnavailable",
     "ConfigError",
+    "InternalViolation",
     "InvariantViolation",
     "ModelError",
     "SolverError",
+    "VenueViolation",
 ]
 
 
@@ -78,4 +85,21 @@ class BrokerProtocolError(BrokerError):
 
 
 class InvariantViolation(AgentError, AssertionError):
-    """Raised when an internal invariant breaks (e.g. a fill larger than its order): a bug."""
+    """Raised when an invariant breaks; ``culprit`` says whether we (a bug) or the venue broke it.
+
+    Raise one of the two subclasses, which say whose fault it is; the base stands for "ours".
+    """
+
+    culprit: ClassVar[Literal["ours", "venue"]] = "ours"
+
+
+class InternalViolation(InvariantViolation):
+    """Raised when our own code breaks a rule (e.g. a child above what the parent has left)."""
+
+    culprit: ClassVar[Literal["ours", "venue"]] = "ours"
+
+
+class VenueViolation(InvariantViolation):
+    """Raised when a venue report breaks a rule (e.g. a fill larger than its order)."""
+
+    culprit: ClassVar[Literal["ours", "venue"]] = "venue"

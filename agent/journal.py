@@ -23,18 +23,9 @@ import sqlite3
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 
-from agent.model import (
-    ChildOrder,
-    OrderAccepted,
-    OrderCancelled,
-    OrderEvent,
-    OrderFilled,
-    OrderRejected,
-    OrderStatus,
-    Side,
-)
+from agent.model import ChildOrder, OrderEvent, Side, TrackerEvent
 
 __all__ = ["Journal", "ParentHistory"]
 
@@ -48,9 +39,8 @@ CREATE TABLE IF NOT EXISTS records (
 CREATE INDEX IF NOT EXISTS records_parent ON records(parent_id, seq);
 """
 
-_EVENTS = {
-    c.__name__: c for c in (OrderAccepted, OrderFilled, OrderCancelled, OrderRejected, OrderStatus)
-}
+# Every event the tracker applies, venue reports and our cancel/replace requests alike.
+_EVENTS: dict[str, type] = {c.__name__: c for c in get_args(TrackerEvent)}
 
 
 class ParentHistory:
@@ -110,7 +100,7 @@ class Journal:
         body = {"period": period, "arrival_mid": arrival_mid, "carry": carry}
         self._pool.submit(self._write, parent_id, "decision", body)
 
-    def event(self, parent_id: str, leg: str, event: OrderEvent) -> None:
+    def event(self, parent_id: str, leg: str, event: TrackerEvent) -> None:
         """Record an order event the tracker applied (queued; durable in order)."""
         body = asdict(event) | {"type": type(event).__name__, "leg": leg}
         self._pool.submit(self._write, parent_id, "event", body)
