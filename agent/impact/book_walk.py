@@ -394,6 +394,10 @@ class CurveAccumulator:
         g = self.sizes.size
         self._delta = np.zeros((g + 1, 8))  # coefficient changes binned by first size reached
         self._beyond = np.zeros(g + 1)  # rows whose depth D is first exceeded at size index
+        # Counts of the rows of positive weight: exact zeros stay zeros when a sliding window
+        # subtracts rows (agent.core.estimator), where the weighted sums keep a rounding residue.
+        self._n_beyond = np.zeros(g + 1)
+        self._n_pos = 0
         self.n_snapshots = 0
         self.n_dropped = 0
         self.weight = 0.0  # total row weight (= n_snapshots when unweighted)
@@ -451,6 +455,8 @@ class CurveAccumulator:
                 delta_vis *= w
                 delta_last *= w
             self.weight += float(w.sum()) if w is not None else float(m)
+            pos_w = None if w is None else (w > 0).astype(np.float64)
+            self._n_pos += m if pos_w is None else int(np.count_nonzero(pos_w))
             # A kink at Q applies from the first grid size >= Q (C is continuous at Q).
             idx = self._bin(pos[:-1].ravel())
             for j, col in enumerate(_VIS_COLS):  # 5 coefficient rows
@@ -465,30 +471,59 @@ class CurveAccumulator:
             # Past depth at size x iff D < x: first such grid size.
             jdx = np.searchsorted(self.sizes, p.q[-1], side="right")
             self._beyond += np.bincount(jdx, weights=w, minlength=g + 1)
+            self._n_beyond += np.bincount(jdx, weights=pos_w, minlength=g + 1)
 
     def add(self, batch: BookBatch, weights: ArrayLike | None = None) -> None:
         """Add the rows of a batch (optionally weighted, see ``add_arrays``)."""
         self.add_arrays(*side_arrays(batch, self.side), weights)
 
-    def merge(self, other: CurveAccumulator) -> None:
-        """Add the rows accumulated by ``other`` (same sizes, side and policy)."""
+    def merge(self, other: CurveAccumulator, sign: float = 1.0) -> None:
+        """Add the rows accumulated by ``other`` (same sizes, side and policy).
+
+        ``sign=-1`` takes them out again (see ``subtract``).
+        """
         if (
             other.side != self.side
             or other.policy != self.policy
             or not np.array_equal(other.sizes, self.sizes)
         ):
             raise ValueError("can only merge accumulators with equal sizes, side and policy")
-        self._delta += other._delta
-        self._beyond += other._beyond
-        self.n_snapshots += other.n_snapshots
-        self.n_dropped += other.n_dropped
-        self.weight += other.weight
+        if sign > 0:
+            self._delta += other._delta
+            self._beyond += other._beyond
+            self._n_beyond += other._n_beyond
+        else:
+            self._delta -= other._delta
+            self._beyond -= other._beyond
+            self._n_beyond -= other._n_beyond
+        n = 1 if sign > 0 else -1
+        self._n_pos += n * other._n_pos
+        self.n_snapshots += n * other.n_snapshots
+        self.n_dropped += n * other.n_dropped
+        self.weight += n * other.weight
+
+    def subtract(self, other: CurveAccumulator) -> None:
+        """Take out the rows accumulated by ``other``, which were added here before.
+
+        The inverse of ``merge``: a sliding window adds the rows that arrive and subtracts the
+        ones that leave (``agent.core.estimator``). Exact up to the rounding of the sums.
+        """
+        self.merge(other, sign=-1.0)
+
+    def copy(self) -> CurveAccumulator:
+        """Return an independent accumulator holding the same rows."""
+        out = CurveAccumulator.__new__(CurveAccumulator)
+        out.sizes, out.side, out.policy, out._step = self.sizes, self.side, self.policy, self._step
+        out._delta, out._beyond = self._delta.copy(), self._beyond.copy()
+        out._n_beyond, out._n_pos = self._n_beyond.copy(), self._n_pos
+        out.n_snapshots, out.n_dropped, out.weight = self.n_snapshots, self.n_dropped, self.weight
+        return out
 
     def result(self) -> CostCurve:
         """Return the curve of every row added so far."""
         x = self.sizes
         n = self.n_snapshots
-        if n == 0 or self.weight <= 0:
+        if n == 0 or self._n_pos == 0:  # no row of positive weight: nothing to average
             nan = np.full(x.size, np.nan)
             return CostCurve(
                 x, nan, nan.copy(), n, nan.copy(), self.policy, self.side, self.n_dropped
@@ -502,6 +537,7 @@ class CurveAccumulator:
         var = np.maximum(s2 / w - mean * mean, 0.0)
         std = np.sqrt(var)
         frac = np.cumsum(self._beyond[:-1]) / w
+        frac[np.cumsum(self._n_beyond[:-1]) == 0] = 0.0  # no row (of weight > 0) past its depth
         if self.policy.kind is BeyondDepth.REFUSE:
             mean = np.where(frac > 0, np.nan, mean)
             std = np.where(frac > 0, np.nan, std)
