@@ -50,6 +50,7 @@ __all__ = ["IncrementalCurve", "Weighting"]
 
 Weighting = Literal["time", "snapshot"]
 _NS = 1e9
+_NS_INT = 1_000_000_000
 
 
 @dataclass(slots=True)
@@ -106,6 +107,8 @@ class IncrementalCurve:
         # and leave keeps a residue much larger than a small share itself).
         self._beyond_ns = np.zeros(self.sizes.size + 1, dtype=np.int64)
         self._weight_ns = 0
+        self._tail_part = CurveAccumulator(self.sizes, side, policy)  # the newest row, weight 1
+        self._tail_bin = -1
 
     # -- input --------------------------------------------------------------------------------
     def push(self, batch: BookBatch) -> None:
@@ -134,32 +137,20 @@ class IncrementalCurve:
             self._rebuild()
         acc = self._acc
         beyond_ns, weight_ns = self._beyond_ns, self._weight_ns
-        tail = self._tail()
-        if tail is not None:  # the newest row weighs t - ts under time weighting
-            c, i = tail
+        if self._tail() is not None:  # the newest row weighs t - ts under time weighting
+            c = self._chunks[-1]
+            w_ns = max(t - int(c.ts[-1]), 0)
             acc = acc.copy()
-            w_ns = max(t - int(c.ts[i]), 0)
-            acc.add_arrays(c.px[i : i + 1], c.sz[i : i + 1], c.mid[i : i + 1], [w_ns / _NS])
-            jdx, ok = self._beyond_bin(c, i, i + 1)
-            if ok[0]:
+            acc.merge(self._tail_part.scaled(w_ns / _NS_INT))
+            if self._tail_bin >= 0:
                 beyond_ns = beyond_ns.copy()
-                beyond_ns[jdx[0]] += w_ns
+                beyond_ns[self._tail_bin] += w_ns
                 weight_ns += w_ns
         out = acc.result()
         if self.weighting == "time" and weight_ns > 0:
             frac = np.cumsum(beyond_ns[:-1]).astype(np.float64) / float(weight_ns)
             out = replace(out, frac_beyond_depth=frac)
         return out
-
-    def _beyond_bin(self, c: _Chunk, a: int, b: int) -> tuple[NDArray[np.intp], NDArray[np.bool_]]:
-        """Return each row's first size past its visible depth and whether the row is kept.
-
-        The depth is summed level by level as ``book_walk`` does, so the bins are the same.
-        """
-        px, sz = c.px[a:b], c.sz[a:b]
-        ok = np.isfinite(c.mid[a:b]) & np.isfinite(px[:, 0])
-        depth = np.cumsum(np.where(np.isfinite(px) & (sz > 0), sz, 0.0), axis=1)[:, -1]
-        return np.searchsorted(self.sizes, depth, side="right"), ok
 
     @property
     def n_rows(self) -> int:
@@ -177,59 +168,103 @@ class IncrementalCurve:
             return c, n - 1
         return None
 
-    def _add(self, c: _Chunk, a: int, b: int, sign: float) -> None:
-        """Add (sign +1) or take out (sign -1) rows ``a:b`` of chunk ``c`` with their weights."""
-        if b <= a:
-            return
+    def _part(
+        self, px: NDArray[np.float64], sz: NDArray[np.float64], mid: NDArray[np.float64], w_ns
+    ) -> CurveAccumulator:
         part = CurveAccumulator(self.sizes, self.side, self.policy)
         if self.weighting == "time":
-            w_ns = c.w_ns[a:b]
-            part.add_arrays(c.px[a:b], c.sz[a:b], c.mid[a:b], w_ns.astype(np.float64) / _NS)
-            jdx, ok = self._beyond_bin(c, a, b)
+            part.add_arrays(px, sz, mid, np.asarray(w_ns).astype(np.float64) / _NS)
+        else:
+            part.add_arrays(px, sz, mid, np.ones(len(mid)))
+        return part
+
+    def _add_rows(
+        self,
+        px: NDArray[np.float64],
+        sz: NDArray[np.float64],
+        mid: NDArray[np.float64],
+        w_ns: NDArray[np.int64],
+        sign: float,
+    ) -> None:
+        """Add (sign +1) or take out (sign -1) rows with their final weights."""
+        if not len(mid):
+            return
+        self._acc.merge(self._part(px, sz, mid, w_ns), sign)
+        if self.weighting == "time":
+            jdx, ok = _beyond_bin(self.sizes, px, sz, mid)
             w_ok = w_ns[ok] if sign > 0 else -w_ns[ok]
             np.add.at(self._beyond_ns, jdx[ok], w_ok)
             self._weight_ns += int(w_ok.sum())
-        else:
-            part.add_arrays(c.px[a:b], c.sz[a:b], c.mid[a:b], np.ones(b - a))
-        self._acc.merge(part, sign)
+
+    def _add(self, c: _Chunk, a: int, b: int, sign: float) -> None:
+        """Add (sign +1) or take out (sign -1) rows ``a:b`` of chunk ``c``."""
+        if b > a:
+            self._add_rows(c.px[a:b], c.sz[a:b], c.mid[a:b], c.w_ns[a:b], sign)
 
     def _absorb(self, t: int) -> None:
-        """Walk the queued rows with ``ts <= t`` into the window."""
+        """Walk the queued rows with ``ts <= t`` into the window, as one chunk."""
+        ready: list[BookBatch] = []
         while self._pending:
             batch = self._pending[0]
             ts = batch.ts_event_ns
             k = int(np.searchsorted(ts, t, side="right"))
             if k == 0:
-                return
+                break
             if k < len(ts):
                 self._pending[0] = batch.slice(k, len(ts))
-                batch = batch.slice(0, k)
-            else:
-                self._pending.popleft()
-            self._take(batch)
+                ready.append(batch.slice(0, k))
+                break
+            self._pending.popleft()
+            ready.append(batch)
+        if ready:
+            self._take(ready)
 
-    def _take(self, batch: BookBatch) -> None:
-        px, sz, mid = side_arrays(batch, self.side)
-        ts = batch.ts_event_ns
+    def _take(self, batches: list[BookBatch]) -> None:
+        if len(batches) == 1:
+            px, sz, mid = side_arrays(batches[0], self.side)
+            ts = batches[0].ts_event_ns
+        else:  # one concatenation of the walked side only, not of the whole books
+            parts = [side_arrays(b, self.side) for b in batches]
+            px = np.concatenate([p[0] for p in parts])
+            sz = np.concatenate([p[1] for p in parts])
+            mid = np.concatenate([p[2] for p in parts])
+            ts = np.concatenate([b.ts_event_ns for b in batches])
         n = len(ts)
-        w = np.empty(n, dtype=np.int64)
-        if self.weighting == "time":
-            w[:-1] = np.diff(ts)
-            w[-1] = -1
-            if self._chunks:  # the previous tail now has its successor
-                prev = self._chunks[-1]
-                m = len(prev.ts)
-                if prev.added < m:
-                    prev.w_ns[m - 1] = int(ts[0]) - int(prev.ts[m - 1])
-                    if prev.lo < m:
-                        self._add(prev, m - 1, m, 1.0)
-                    prev.added = m
-        else:
-            w[:] = 0  # unused: every row weighs 1
-        c = _Chunk(ts, px, sz, mid, w)
-        c.added = n - 1 if self.weighting == "time" else n
-        self._add(c, 0, c.added, 1.0)
+        w = np.zeros(n, dtype=np.int64)  # unused under snapshot weighting: every row weighs 1
+        if self.weighting == "snapshot":
+            c = _Chunk(ts, px, sz, mid, w, added=n)
+            self._add(c, 0, n, 1.0)
+            self._chunks.append(c)
+            return
+        w[:-1] = np.diff(ts)
+        w[-1] = -1  # the new tail: set when its successor arrives
+        c = _Chunk(ts, px, sz, mid, w, added=n - 1)
+        prev = self._chunks[-1] if self._chunks else None
+        m = len(prev.ts) if prev is not None else 0
+        if prev is not None and prev.added < m:  # the previous tail now has its successor
+            prev.w_ns[m - 1] = int(ts[0]) - int(prev.ts[m - 1])
+            prev.added = m
+            if prev.lo < m:  # still in the window: add it with the new rows, in one step
+                self._add_rows(
+                    np.concatenate([prev.px[m - 1 :], px[: n - 1]]),
+                    np.concatenate([prev.sz[m - 1 :], sz[: n - 1]]),
+                    np.concatenate([prev.mid[m - 1 :], mid[: n - 1]]),
+                    np.concatenate([prev.w_ns[m - 1 :], w[: n - 1]]),
+                    1.0,
+                )
+                self._chunks.append(c)
+                self._new_tail(c)
+                return
+        self._add(c, 0, n - 1, 1.0)
         self._chunks.append(c)
+        self._new_tail(c)
+
+    def _new_tail(self, c: _Chunk) -> None:
+        """Walk the newest row once, at weight 1; each read scales it by its age."""
+        i = len(c.ts) - 1
+        self._tail_part = self._part(c.px[i:], c.sz[i:], c.mid[i:], np.array([_NS_INT]))
+        jdx, ok = _beyond_bin(self.sizes, c.px[i:], c.sz[i:], c.mid[i:])
+        self._tail_bin = int(jdx[0]) if ok[0] else -1
 
     def _evict(self, lo_ns: int) -> None:
         """Take the rows with ``ts <= lo_ns`` out of the window."""
@@ -256,3 +291,18 @@ class IncrementalCurve:
             self._add(c, c.lo, c.added, 1.0)
         self._left_since_rebuild = 0
         self.n_rebuilds += 1
+
+
+def _beyond_bin(
+    sizes: NDArray[np.float64],
+    px: NDArray[np.float64],
+    sz: NDArray[np.float64],
+    mid: NDArray[np.float64],
+) -> tuple[NDArray[np.intp], NDArray[np.bool_]]:
+    """Return each row's first size past its visible depth and whether the row is kept.
+
+    The depth is summed level by level as ``book_walk`` does, so the bins are the same.
+    """
+    ok = np.isfinite(mid) & np.isfinite(px[:, 0])
+    depth = np.cumsum(np.where(np.isfinite(px) & (sz > 0), sz, 0.0), axis=1)[:, -1]
+    return np.searchsorted(sizes, depth, side="right"), ok
