@@ -160,11 +160,17 @@ class PiecewiseLinearCost:
     offset: F = field(default_factory=lambda: np.zeros(0))
 
     @staticmethod
-    def from_points(sizes: Sequence[float], costs: Sequence[float]) -> tuple[F, F]:
+    def from_points(
+        sizes: Sequence[float], costs: Sequence[float], *, convex: bool = True
+    ) -> tuple[F, F]:
         """Return one period's (knots, slopes) from points ``(0, 0), (s_1, c_1), ...``.
 
+        ``convex=False`` keeps any slopes (a fixed fee, a rebate tier): ``cost`` is exact for
+        them, and only the DP (``agent.mpc.dp``) may be given such a cost.
+
         Raises:
-            ValueError: Not starting at (0, 0), sizes not increasing, or not convex.
+            ValueError: Not starting at (0, 0), sizes not increasing, or (with ``convex``) not
+                convex.
         """
         s = np.asarray(sizes, float)
         c = np.asarray(costs, float)
@@ -175,6 +181,8 @@ class PiecewiseLinearCost:
         if np.any(np.diff(s) <= 0):
             raise ValueError("sizes must increase")
         slopes = np.diff(c) / np.diff(s)
+        if not convex:
+            return s[:-1], slopes
         if np.any(np.diff(slopes) < -1e-12 * np.maximum(1.0, np.abs(slopes[1:]))):
             raise ValueError("costs are not convex (slopes must not decrease)")
         return s[:-1], np.maximum.accumulate(slopes)

@@ -42,7 +42,9 @@ from agent.mpc.costs import CostSet, PiecewiseLinearCost, QuadraticCost
 __all__ = [
     "SolveResult",
     "SolveStatus",
+    "bounded_result",
     "quadratic_cost",
+    "round_largest_remainder",
     "round_to_lots",
     "solve_auto",
     "solve_kkt",
@@ -55,6 +57,9 @@ class SolveStatus(enum.StrEnum):
     """Outcome of a solve."""
 
     OPTIMAL = "optimal"
+    # A schedule meeting every constraint but not proven optimal (a rounding of a continuous
+    # optimum): the message gives its gap to a proven lower bound.
+    FEASIBLE = "feasible"
     INFEASIBLE = "infeasible"
     MAX_ITER = "max_iter"
     NUMERICAL = "numerical"
@@ -586,3 +591,53 @@ def _place_odd(
         if c < best_cost:
             best_cost, best = c, x
     return best
+
+
+def round_largest_remainder(
+    x: NDArray[np.float64], S: float, caps: NDArray[np.float64], lot: int
+) -> NDArray[np.float64]:
+    """Round a schedule to whole lots summing to ``S`` (largest remainders first, within caps).
+
+    For objectives that are not separable (worst case, timing risk) this is a rounding, not a
+    proven integer optimum: callers report it as ``FEASIBLE`` with a lower bound. The odd lot
+    ``S mod lot`` goes to the period with the largest remainder that has room for it.
+    """
+    n = np.floor(x / lot + 1e-9)
+    frac = x / lot - n
+    cap_lots = np.where(np.isfinite(caps), np.floor(caps / lot + 1e-9), np.inf)
+    n = np.minimum(n, cap_lots)
+    need = round(S) // lot - int(n.sum())
+    for t in np.argsort(-frac):  # at most H steps
+        if need <= 0:
+            break
+        if n[t] < cap_lots[t]:
+            n[t] += 1
+            need -= 1
+    out = n * lot
+    odd = round(S) - float(out.sum())
+    if odd:
+        room = np.where(caps - out >= odd, frac, -np.inf)
+        out[int(np.argmax(room))] += odd
+    return out
+
+
+def bounded_result(
+    x: NDArray[np.float64], cost: float, bound: float, lam: float, what: str, tol: float = 1e-9
+) -> SolveResult:
+    """Return a rounded schedule's result: ``OPTIMAL`` only if it meets the lower bound.
+
+    Args:
+        x: The schedule. cost: Its objective. bound: A proven lower bound on the optimum (the
+            continuous optimum or its dual). lam: Multiplier to report. what: How ``x`` was made.
+        tol: Relative gap below which the schedule is proven optimal (to rounding).
+    """
+    gap = (cost - bound) / max(abs(cost), 1e-300)
+    proven = gap <= tol
+    return SolveResult(
+        x,
+        cost,
+        lam,
+        SolveStatus.OPTIMAL if proven else SolveStatus.FEASIBLE,
+        f"{what}; objective {cost:.10g}, lower bound {bound:.10g} (relative gap {gap:.2e})"
+        + (f": optimal to a relative {tol:g}" if proven else ": not proven optimal"),
+    )
