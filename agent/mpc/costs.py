@@ -319,6 +319,7 @@ class CostSet:
     def __init__(self, blocks: list[tuple[Model, NDArray[np.intp]]], H: int) -> None:
         self.blocks = blocks
         self.H = H
+        self._whole = False  # one model covering periods 0..H-1 in order (see ``of``)
         covered = np.zeros(H, int)
         for _, idx in blocks:
             covered[idx] += 1
@@ -327,8 +328,15 @@ class CostSet:
 
     @staticmethod
     def of(model: Model, H: int) -> CostSet:
-        """Return a set where one model covers all H periods."""
-        return CostSet([(model, np.arange(H))], H)
+        """Return a set where one model covers all H periods (built without the cover check).
+
+        The MPC builds one per decision, so this path costs no array work beyond the index.
+        """
+        out = CostSet.__new__(CostSet)
+        out.blocks = [(model, np.arange(H))]
+        out.H = H
+        out._whole = True
+        return out
 
     @property
     def convex(self) -> bool:
@@ -340,6 +348,8 @@ class CostSet:
         """Return the whole set as one QuadraticCost when every period is quadratic."""
         if len(self.blocks) == 1 and isinstance(self.blocks[0][0], QuadraticCost):
             m, idx = self.blocks[0]
+            if self._whole and m.beta.shape == (self.H,) and m.gamma.shape == (self.H,):
+                return m  # already in period order: no copy (frozen, never written to)
             beta = np.empty(self.H)
             gamma = np.empty(self.H)
             beta[idx] = m.beta

@@ -118,7 +118,8 @@ def _waterfill(
     lin = ~q
     # Events of f(lam) = sum_t x_t(lam): slope changes and jumps, by position.
     inv = np.where(q, 1.0 / np.where(q, 2.0 * gamma, 1.0), 0.0)
-    pos = np.concatenate([beta[q], (beta + 2.0 * gamma * u)[q & np.isfinite(u)], beta[lin]])
+    fin = q & np.isfinite(u)  # (0 * inf would be NaN on a linear period without a cap)
+    pos = np.concatenate([beta[q], beta[fin] + 2.0 * gamma[fin] * u[fin], beta[lin]])
     dslope = np.concatenate([inv[q], -inv[q & np.isfinite(u)], np.zeros(int(lin.sum()))])
     jump = np.concatenate(
         [np.zeros(int(q.sum())), np.zeros(int((q & np.isfinite(u)).sum())), u[lin]]
@@ -131,11 +132,13 @@ def _waterfill(
     dj = np.add.reduceat(jump, first)
     slope_after = np.cumsum(ds)  # slope on (p_i, p_{i+1})
     gaps = np.diff(uniq)
+    # An uncapped linear period jumps by inf: inf - inf is NaN there, and a NaN f_left fails
+    # the test below, which is right (S then falls in that jump).
     with np.errstate(invalid="ignore"):
         ramp = np.concatenate(([0.0], np.cumsum(slope_after[:-1] * gaps)))
-    cum_jump = np.cumsum(dj)
-    f_right = ramp + cum_jump  # f(p_i+)
-    f_left = f_right - dj  # f(p_i-)
+        cum_jump = np.cumsum(dj)
+        f_right = ramp + cum_jump  # f(p_i+)
+        f_left = f_right - dj  # f(p_i-)
     i = int(np.searchsorted(f_right, S, side="left"))
     if i == len(uniq):
         # Beyond the last breakpoint f grows with the final slope (> 0, or S was infeasible).
@@ -157,6 +160,53 @@ def _waterfill(
             x[ties] = share * (rest / share.sum())
     _fix_residual(x, u, S)
     return x, lam
+
+
+def _waterfill_uncapped(
+    b: NDArray[np.float64], g: NDArray[np.float64], S: float
+) -> SolveResult | None:
+    """Solve the uncapped, strictly convex case (every ``gamma_t > 0``) in a few array passes.
+
+    The MPC's common case, on its per-decision path. With the periods that trade (``A``),
+    ``lam = (S + sum_A beta_t/(2 gamma_t)) / sum_A 1/(2 gamma_t)``: when every period has
+    ``beta_t < lam`` (the usual case) that is the KKT point with ``A`` all periods, found in one
+    pass; otherwise ``A`` is the k cheapest by beta, found from prefix sums after one sort.
+    The same point ``_waterfill`` finds from all the breakpoints. Returns None (the general
+    path decides) for input outside this case or S <= 0.
+    """
+    if not (S > 0 and math.isfinite(S)):
+        return None
+    if not (g.min() > 0 and b.min() >= 0 and math.isfinite(g.sum())):
+        return None  # a linear period, a negative or NaN parameter: the general path says
+    inv = 0.5 / g
+    binv = b * inv
+    lam = (S + binv.sum()) / inv.sum()
+    if not math.isfinite(lam):
+        return None
+    if b.max() < lam:  # every period trades (the usual case: one pass)
+        x = lam * inv
+        x -= binv
+    else:
+        # Some periods are too dear: sort by beta; with the k cheapest trading,
+        # lam_k = (S + B_k) / A_k (prefix sums). lam_k only falls while the next period's beta
+        # is below it, so the first k whose successor is priced at or above lam_k is the one.
+        order = np.argsort(b, kind="stable")
+        bs = b[order]
+        lam_k = np.cumsum(binv[order])
+        lam_k += S
+        lam_k /= np.cumsum(inv[order])
+        stop = lam_k[:-1] <= bs[1:]
+        k = int(np.argmax(stop)) if stop.any() else b.size - 1
+        lam = float(lam_k[k])
+        x = lam * inv
+        x -= binv
+    np.maximum(x, 0.0, out=x)
+    resid = S - float(x.sum())
+    if resid != 0.0:  # round-off: on the period trading most (priced at lam, room unbounded)
+        j = int(np.argmax(x))
+        x[j] += max(resid, -x[j])
+    cost = float(x @ (b + g * x))
+    return SolveResult(x, cost, float(lam), SolveStatus.OPTIMAL, "exact")
 
 
 def solve_quadratic(
@@ -182,6 +232,10 @@ def solve_quadratic(
     b = np.asarray(beta, dtype=np.float64).ravel()
     g = np.asarray(gamma, dtype=np.float64).ravel()
     H = b.size
+    if caps is None and lot is None and H and g.size == H:
+        fast = _waterfill_uncapped(b, g, float(S))
+        if fast is not None:
+            return fast
     u = np.full(H, np.inf) if caps is None else np.asarray(caps, dtype=np.float64).ravel()
     if H == 0 or g.size != H or u.size != H:
         return SolveResult(
