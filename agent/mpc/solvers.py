@@ -162,6 +162,11 @@ def _waterfill(
     return x, lam
 
 
+_sum = np.add.reduce
+_min = np.minimum.reduce
+_max = np.maximum.reduce
+
+
 def _waterfill_uncapped(
     b: NDArray[np.float64], g: NDArray[np.float64], S: float
 ) -> SolveResult | None:
@@ -176,37 +181,38 @@ def _waterfill_uncapped(
     """
     if not (S > 0 and math.isfinite(S)):
         return None
-    if not (g.min() > 0 and b.min() >= 0 and math.isfinite(g.sum())):
+    # Direct ufunc reductions: ndarray.sum/min/max add a Python-level wrapper per call.
+    if not (_min(g) > 0 and _min(b) >= 0 and _max(g) < math.inf):
         return None  # a linear period, a negative or NaN parameter: the general path says
     inv = 0.5 / g
-    binv = b * inv
-    lam = (S + binv.sum()) / inv.sum()
+    lam = (S + float(b @ inv)) / float(_sum(inv))
     if not math.isfinite(lam):
         return None
-    if b.max() < lam:  # every period trades (the usual case: one pass)
-        x = lam * inv
-        x -= binv
+    if _max(b) < lam:  # every period trades (the usual case: one pass)
+        x = lam - b  # > 0 exactly: lam > b_t, and a float subtraction keeps the sign
+        x *= inv
     else:
         # Some periods are too dear: sort by beta; with the k cheapest trading,
         # lam_k = (S + B_k) / A_k (prefix sums). lam_k only falls while the next period's beta
         # is below it, so the first k whose successor is priced at or above lam_k is the one.
         order = np.argsort(b, kind="stable")
         bs = b[order]
-        lam_k = np.cumsum(binv[order])
+        iv = inv[order]
+        lam_k = np.cumsum(bs * iv)
         lam_k += S
-        lam_k /= np.cumsum(inv[order])
+        lam_k /= np.cumsum(iv)
         stop = lam_k[:-1] <= bs[1:]
         k = int(np.argmax(stop)) if stop.any() else b.size - 1
         lam = float(lam_k[k])
-        x = lam * inv
-        x -= binv
-    np.maximum(x, 0.0, out=x)
-    resid = S - float(x.sum())
+        x = lam - b
+        np.maximum(x, 0.0, out=x)
+        x *= inv
+    resid = S - float(_sum(x))
     if resid != 0.0:  # round-off: on the period trading most (priced at lam, room unbounded)
         j = int(np.argmax(x))
         x[j] += max(resid, -x[j])
     cost = float(x @ (b + g * x))
-    return SolveResult(x, cost, float(lam), SolveStatus.OPTIMAL, "exact")
+    return SolveResult(x, cost, lam, SolveStatus.OPTIMAL, "exact")
 
 
 def solve_quadratic(
