@@ -36,6 +36,7 @@ import contextlib
 import json
 import math
 import os
+import signal
 import subprocess
 import sys
 import tempfile
@@ -58,6 +59,7 @@ T0_NS = 1_748_871_000_000_000_000  # 2025-06-02T13:30:00Z: event time of every s
 DT_EVENT_NS = 50_000_000  # 20 books an event second per symbol
 WARMUP_WALL_S = 0.5  # the parents start after this much feed (wall seconds' worth)
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+GRACE_S = 5.0  # wall seconds the daemon may lag the feed's end before it is stopped
 KEEP = bool(os.environ.get("BENCH_LIVE_KEEP"))  # keep the run's folder (config, logs)
 
 
@@ -147,7 +149,7 @@ async def _serve(rate: float, seconds: float, out: Path) -> None:
     out.with_suffix(".json").write_text(json.dumps({"sent": n_total, "elapsed_s": elapsed}))
     if any(clients):  # the daemon leaves once its parents are done
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(gone.wait(), 20)
+            await asyncio.wait_for(gone.wait(), 60)
     for s in servers:
         s.close()
 
@@ -247,22 +249,29 @@ def run_rate(rate: float, seconds: float, decisions_per_s: float) -> dict[str, f
                 env=env,
                 cwd=REPO,
             )
-            deadline = time.monotonic() + seconds + 30
-            status, usage, cpu0 = 0, None, None
-            while time.monotonic() < deadline:
+            deadline = time.monotonic() + seconds + 60
+            status, usage, cpu0, stop_at, stopped = 0, None, None, None, ""
+            while True:
                 if cpu0 is None and out.with_suffix(".started").exists():
                     cpu0 = _cpu_s(daemon.pid)  # start-up (imports, config) left out
+                if stop_at is None and out.with_suffix(".json").exists():
+                    stop_at = time.monotonic() + GRACE_S  # the feed has sent everything
                 pid, status, usage = os.wait4(daemon.pid, os.WNOHANG)
                 if pid:
                     daemon.returncode = os.waitstatus_to_exitcode(status)
                     break
+                now = time.monotonic()
+                if not stopped and ((stop_at is not None and now > stop_at) or now > deadline):
+                    # Still behind the feed: stop it as an operator would (SIGTERM: children
+                    # cancelled, feed stats logged); what it decided so far is measured.
+                    daemon.send_signal(signal.SIGTERM)
+                    stopped, deadline = "stopped", now + 15
+                elif stopped and now > deadline:
+                    daemon.kill()
+                    stopped = "killed"
                 time.sleep(0.02)
-            else:
-                daemon.kill()
-                _, status, usage = os.wait4(daemon.pid, 0)
-                daemon.returncode = -9
             log.close()
-            if daemon.returncode != 0:
+            if daemon.returncode != 0 and not stopped:
                 tail = (d / "daemon.log").read_text().splitlines()[-5:]
                 raise SystemExit(f"daemon exited {daemon.returncode}:\n" + "\n".join(tail))
             srv.wait(30)
@@ -315,7 +324,7 @@ def run_rate(rate: float, seconds: float, decisions_per_s: float) -> dict[str, f
         "conflated": conflated / sent,
         "dropped": (sent - frames + invalid) / sent,
         "cpu_us": cpu / max(frames, 1) * 1e6,
-        "exit": daemon.returncode if daemon is not None else -1,
+        "exit": stopped or str(daemon.returncode),
         "decisions": sum(1 for e in events if e.get("event") == "mpc.step"),
     }
 
@@ -340,7 +349,7 @@ def main() -> None:
     print(
         f"{'target/s':>8} {'sent/s':>7} {'children':>8} {'p50 ms':>7} {'p99 ms':>7} "
         f"{'p99.9 ms':>8} {'max ms':>7} {'processed':>9} {'conflated':>9} {'dropped':>7} "
-        f"{'CPU us/msg':>10} {'exit':>4}"
+        f"{'CPU us/msg':>10} {'exit':>7}"
     )
     for rate in (float(r) for r in args.rates.split(",")):
         r = run_rate(rate, args.seconds, args.decisions_per_s)
@@ -348,11 +357,12 @@ def main() -> None:
             f"{rate:>8.0f} {r['rate']:>7.0f} {r['children']:>8} {r['p50'] * 1e3:>7.2f} "
             f"{r['p99'] * 1e3:>7.2f} {r['p999'] * 1e3:>8.2f} {r['max'] * 1e3:>7.2f} "
             f"{r['processed']:>9.1%} {r['conflated']:>9.1%} {r['dropped']:>7.1%} "
-            f"{r['cpu_us']:>10.1f} {r['exit']:>4}"
+            f"{r['cpu_us']:>10.1f} {r['exit']:>7}"
         )
     print(
-        "processed/conflated/dropped: shares of the books sent. p99.9 and max of a few hundred "
-        "children are the largest samples."
+        "processed/conflated/dropped: shares of the books sent while the daemon read. p99.9 and "
+        "max of a few hundred children are the largest samples. exit 'stopped': the daemon was "
+        f"still behind {GRACE_S:g} s after the feed ended and got SIGTERM."
     )
 
 
