@@ -1,9 +1,10 @@
 """``exec-agent solve --input problem.json``: solve one allocation problem, print JSON.
 
 The format is documented in ``agent/mpc/problem.py`` and the README; examples are in
-``examples/solve/``. Exit 0 with the result on stdout (whatever its status: an infeasible
-problem is an answer, with ``status`` saying so); exit 2 with one line on stderr for input that
-cannot be read.
+``examples/solve/``. The result is printed on stdout whatever its status. Exit 0 when the
+status is ``optimal``; exit 1 for any other status (``feasible``: a schedule not proven
+optimal, ``infeasible``, ``max_iter``, ``numerical``), with one line on stderr naming the
+status and why; exit 2 with one line on stderr for input that cannot be read.
 """
 
 from __future__ import annotations
@@ -54,4 +55,9 @@ def run(args: argparse.Namespace) -> int:
         print(f"exec-agent solve: {name}: {e}", file=sys.stderr)
         return 2
     print(json.dumps(out, indent=args.indent, allow_nan=False))
+    if out["status"] != "optimal":
+        print(
+            f"exec-agent solve: {name}: status {out['status']}: {out['message']}", file=sys.stderr
+        )
+        return 1
     return 0

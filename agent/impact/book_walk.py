@@ -30,6 +30,7 @@ builds that matrix level by level and is the reference the accumulation is teste
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Literal
@@ -57,7 +58,7 @@ Side = Literal["buy", "sell"]
 # stay in cache and are recycled by the allocator (measured: 2x faster than 64k-row chunks).
 _CHUNK_ROWS = 2048
 # Accumulator columns (a, b, c, C**2 powers 0..4) that the visible, linear pieces change.
-_VIS_COLS = (0, 1, 3, 4, 5)
+_VIS_COLS = np.array([0, 1, 3, 4, 5])
 
 
 class BeyondDepth(StrEnum):
@@ -394,6 +395,11 @@ class CurveAccumulator:
         g = self.sizes.size
         self._delta = np.zeros((g + 1, 8))  # coefficient changes binned by first size reached
         self._beyond = np.zeros(g + 1)  # rows whose depth D is first exceeded at size index
+        self._offsets = np.arange(8, dtype=np.intp) * (g + 1)  # bin offset of each column
+        # Counts of the rows of positive weight: exact zeros stay zeros when a sliding window
+        # subtracts rows (agent.core.estimator), where the weighted sums keep a rounding residue.
+        self._n_beyond = np.zeros(g + 1)
+        self._n_pos = 0
         self.n_snapshots = 0
         self.n_dropped = 0
         self.weight = 0.0  # total row weight (= n_snapshots when unweighted)
@@ -451,44 +457,92 @@ class CurveAccumulator:
                 delta_vis *= w
                 delta_last *= w
             self.weight += float(w.sum()) if w is not None else float(m)
+            pos_w = None if w is None else (w > 0).astype(np.float64)
+            self._n_pos += m if pos_w is None else int(np.count_nonzero(pos_w))
             # A kink at Q applies from the first grid size >= Q (C is continuous at Q).
+            # One bincount per kind of kink, the coefficient rows offset by (G+1) bins each: every
+            # bin still sums its own column in row order, as one bincount per column would.
             idx = self._bin(pos[:-1].ravel())
-            for j, col in enumerate(_VIS_COLS):  # 5 coefficient rows
-                self._delta[:, col] += np.bincount(
-                    idx, weights=delta_vis[j].ravel(), minlength=g + 1
-                )
-            idx_last = self._bin(pos[-1])
-            for col in range(8):
-                self._delta[:, col] += np.bincount(
-                    idx_last, weights=delta_last[col], minlength=g + 1
-                )
+            idx5 = (idx[None, :] + self._offsets[: len(_VIS_COLS), None]).ravel()
+            vis = np.bincount(idx5, weights=delta_vis.ravel(), minlength=len(_VIS_COLS) * (g + 1))
+            self._delta[:, _VIS_COLS] += vis.reshape(len(_VIS_COLS), g + 1).T
+            idx8 = (self._bin(pos[-1])[None, :] + self._offsets[:, None]).ravel()
+            last = np.bincount(idx8, weights=delta_last.ravel(), minlength=8 * (g + 1))
+            self._delta += last.reshape(8, g + 1).T
             # Past depth at size x iff D < x: first such grid size.
             jdx = np.searchsorted(self.sizes, p.q[-1], side="right")
             self._beyond += np.bincount(jdx, weights=w, minlength=g + 1)
+            self._n_beyond += np.bincount(jdx, weights=pos_w, minlength=g + 1)
 
     def add(self, batch: BookBatch, weights: ArrayLike | None = None) -> None:
         """Add the rows of a batch (optionally weighted, see ``add_arrays``)."""
         self.add_arrays(*side_arrays(batch, self.side), weights)
 
-    def merge(self, other: CurveAccumulator) -> None:
-        """Add the rows accumulated by ``other`` (same sizes, side and policy)."""
+    def merge(self, other: CurveAccumulator, sign: float = 1.0) -> None:
+        """Add the rows accumulated by ``other`` (same sizes, side and policy).
+
+        ``sign=-1`` takes them out again (see ``subtract``).
+        """
         if (
             other.side != self.side
             or other.policy != self.policy
             or not np.array_equal(other.sizes, self.sizes)
         ):
             raise ValueError("can only merge accumulators with equal sizes, side and policy")
-        self._delta += other._delta
-        self._beyond += other._beyond
-        self.n_snapshots += other.n_snapshots
-        self.n_dropped += other.n_dropped
-        self.weight += other.weight
+        if sign > 0:
+            self._delta += other._delta
+            self._beyond += other._beyond
+            self._n_beyond += other._n_beyond
+        else:
+            self._delta -= other._delta
+            self._beyond -= other._beyond
+            self._n_beyond -= other._n_beyond
+        n = 1 if sign > 0 else -1
+        self._n_pos += n * other._n_pos
+        self.n_snapshots += n * other.n_snapshots
+        self.n_dropped += n * other.n_dropped
+        self.weight += n * other.weight
+
+    def subtract(self, other: CurveAccumulator) -> None:
+        """Take out the rows accumulated by ``other``, which were added here before.
+
+        The inverse of ``merge``: a sliding window adds the rows that arrive and subtracts the
+        ones that leave (``agent.core.estimator``). Exact up to the rounding of the sums.
+        """
+        self.merge(other, sign=-1.0)
+
+    def copy(self) -> CurveAccumulator:
+        """Return an independent accumulator holding the same rows."""
+        out = CurveAccumulator.__new__(CurveAccumulator)
+        out.sizes, out.side, out.policy, out._step = self.sizes, self.side, self.policy, self._step
+        out._offsets = self._offsets
+        out._delta, out._beyond = self._delta.copy(), self._beyond.copy()
+        out._n_beyond, out._n_pos = self._n_beyond.copy(), self._n_pos
+        out.n_snapshots, out.n_dropped, out.weight = self.n_snapshots, self.n_dropped, self.weight
+        return out
+
+    def scaled(self, factor: float) -> CurveAccumulator:
+        """Return these rows with every weight multiplied by ``factor`` (>= 0).
+
+        A row added with weight 1 and scaled by ``w`` counts as the row added with weight ``w``
+        (to the rounding of one product): how a window weighs its newest row by its age.
+        """
+        if not (math.isfinite(factor) and factor >= 0):
+            raise ValueError(f"factor must be finite and >= 0, got {factor}")
+        out = self.copy()
+        out._delta *= factor
+        out._beyond *= factor
+        out.weight *= factor
+        if factor == 0:
+            out._n_beyond[:] = 0.0
+            out._n_pos = 0
+        return out
 
     def result(self) -> CostCurve:
         """Return the curve of every row added so far."""
         x = self.sizes
         n = self.n_snapshots
-        if n == 0 or self.weight <= 0:
+        if n == 0 or self._n_pos == 0:  # no row of positive weight: nothing to average
             nan = np.full(x.size, np.nan)
             return CostCurve(
                 x, nan, nan.copy(), n, nan.copy(), self.policy, self.side, self.n_dropped
@@ -502,6 +556,7 @@ class CurveAccumulator:
         var = np.maximum(s2 / w - mean * mean, 0.0)
         std = np.sqrt(var)
         frac = np.cumsum(self._beyond[:-1]) / w
+        frac[np.cumsum(self._n_beyond[:-1]) == 0] = 0.0  # no row (of weight > 0) past its depth
         if self.policy.kind is BeyondDepth.REFUSE:
             mean = np.where(frac > 0, np.nan, mean)
             std = np.where(frac > 0, np.nan, std)

@@ -160,11 +160,17 @@ class PiecewiseLinearCost:
     offset: F = field(default_factory=lambda: np.zeros(0))
 
     @staticmethod
-    def from_points(sizes: Sequence[float], costs: Sequence[float]) -> tuple[F, F]:
+    def from_points(
+        sizes: Sequence[float], costs: Sequence[float], *, convex: bool = True
+    ) -> tuple[F, F]:
         """Return one period's (knots, slopes) from points ``(0, 0), (s_1, c_1), ...``.
 
+        ``convex=False`` keeps any slopes (a fixed fee, a rebate tier): ``cost`` is exact for
+        them, and only the DP (``agent.mpc.dp``) may be given such a cost.
+
         Raises:
-            ValueError: Not starting at (0, 0), sizes not increasing, or not convex.
+            ValueError: Not starting at (0, 0), sizes not increasing, or (with ``convex``) not
+                convex.
         """
         s = np.asarray(sizes, float)
         c = np.asarray(costs, float)
@@ -175,6 +181,8 @@ class PiecewiseLinearCost:
         if np.any(np.diff(s) <= 0):
             raise ValueError("sizes must increase")
         slopes = np.diff(c) / np.diff(s)
+        if not convex:
+            return s[:-1], slopes
         if np.any(np.diff(slopes) < -1e-12 * np.maximum(1.0, np.abs(slopes[1:]))):
             raise ValueError("costs are not convex (slopes must not decrease)")
         return s[:-1], np.maximum.accumulate(slopes)
@@ -311,6 +319,7 @@ class CostSet:
     def __init__(self, blocks: list[tuple[Model, NDArray[np.intp]]], H: int) -> None:
         self.blocks = blocks
         self.H = H
+        self._whole = False  # one model covering periods 0..H-1 in order (see ``of``)
         covered = np.zeros(H, int)
         for _, idx in blocks:
             covered[idx] += 1
@@ -319,8 +328,15 @@ class CostSet:
 
     @staticmethod
     def of(model: Model, H: int) -> CostSet:
-        """Return a set where one model covers all H periods."""
-        return CostSet([(model, np.arange(H))], H)
+        """Return a set where one model covers all H periods (built without the cover check).
+
+        The MPC builds one per decision, so this path costs no array work beyond the index.
+        """
+        out = CostSet.__new__(CostSet)
+        out.blocks = [(model, np.arange(H))]
+        out.H = H
+        out._whole = True
+        return out
 
     @property
     def convex(self) -> bool:
@@ -332,6 +348,8 @@ class CostSet:
         """Return the whole set as one QuadraticCost when every period is quadratic."""
         if len(self.blocks) == 1 and isinstance(self.blocks[0][0], QuadraticCost):
             m, idx = self.blocks[0]
+            if self._whole and m.beta.shape == (self.H,) and m.gamma.shape == (self.H,):
+                return m  # already in period order: no copy (frozen, never written to)
             beta = np.empty(self.H)
             gamma = np.empty(self.H)
             beta[idx] = m.beta

@@ -42,7 +42,13 @@ from agent.mpc.costs import (
     QuadraticCost,
 )
 from agent.mpc.dp import solve_dp
-from agent.mpc.robust import solve_risk_averse, solve_robust, solve_robust_box, solve_stochastic
+from agent.mpc.robust import (
+    solve_risk_averse,
+    solve_robust,
+    solve_robust_box,
+    solve_robust_lots,
+    solve_stochastic,
+)
 from agent.mpc.solvers import SolveResult, solve_auto
 
 __all__ = ["ProblemError", "parse_periods", "solve_problem"]
@@ -88,8 +94,11 @@ _KEYS = {
 }
 
 
-def parse_periods(periods: Any, where: str) -> tuple[CostSet, np.ndarray]:
+def parse_periods(periods: Any, where: str, *, convex: bool = True) -> tuple[CostSet, np.ndarray]:
     """Turn a list of period objects into a ``CostSet`` and the caps array.
+
+    ``convex=False`` (the DP, exact for any cost) accepts piecewise-linear points whose slopes
+    fall and piecewise-power exponents that decrease; every other method needs convex costs.
 
     Raises:
         ProblemError: naming the key path (``periods[3].gamma: must be >= 0``).
@@ -124,17 +133,23 @@ def parse_periods(periods: Any, where: str) -> tuple[CostSet, np.ndarray]:
             bp = _nums(p, "breakpoints", w) if p.get("breakpoints") else []
             if len(bp) != len(b) - 1:
                 raise ProblemError(f"{w}.breakpoints: needs len(b) - 1 = {len(b) - 1} entries")
-            if any(x < 0 for x in b) or any(b2 < b1 for b1, b2 in pairwise(b)):
-                raise ProblemError(f"{w}.b: exponents must be >= 0 and non-decreasing (convex)")
+            if any(x < 0 for x in b):
+                raise ProblemError(f"{w}.b: exponents must be >= 0")
+            if convex and any(b2 < b1 for b1, b2 in pairwise(b)):
+                raise ProblemError(
+                    f"{w}.b: exponents must be non-decreasing (convex); only method dp "
+                    "takes a non-convex cost"
+                )
             if any(x <= 0 for x in bp) or any(y <= x for x, y in pairwise(bp)):
                 raise ProblemError(f"{w}.breakpoints: must be > 0 and increasing")
             ppow.append((t, *PiecewisePowerCost.from_regimes(a0, b, bp)))
         else:
             sizes, costs = _nums(p, "sizes", w), _nums(p, "costs", w)
             try:
-                k, s = PiecewiseLinearCost.from_points(sizes, costs)
+                k, s = PiecewiseLinearCost.from_points(sizes, costs, convex=convex)
             except ValueError as e:
-                raise ProblemError(f"{w}: {e}") from None
+                hint = "; only method dp takes a non-convex cost" if "convex" in str(e) else ""
+                raise ProblemError(f"{w}: {e}{hint}") from None
             pwl.append((t, k, s))
     blocks: list[Any] = []
     if quad:
@@ -170,36 +185,6 @@ def _result(res: SolveResult, method: str) -> dict[str, Any]:
         "method": method,
         "message": res.message,
     }
-
-
-def _round_largest_remainder(res: SolveResult, S: float, caps: np.ndarray, lot: int) -> SolveResult:
-    """Round a schedule to lots keeping the sum exact (largest remainders first, within caps).
-
-    The worst-case objective is not separable, so this is a rounding, not a proven integer
-    optimum: the message says so.
-    """
-    n = np.floor(res.x / lot + 1e-9)
-    frac = res.x / lot - n
-    cap_lots = np.where(np.isfinite(caps), np.floor(caps / lot + 1e-9), np.inf)
-    need = round(S) // lot - int(n.sum())
-    for t in np.argsort(-frac):  # at most H steps
-        if need <= 0:
-            break
-        if n[t] < cap_lots[t]:
-            n[t] += 1
-            need -= 1
-    x = n * lot
-    odd = round(S) - float(x.sum())
-    if odd:
-        room = np.where(caps - x >= odd, frac, -np.inf)
-        x[int(np.argmax(room))] += odd
-    return SolveResult(
-        x,
-        res.cost,
-        res.lam,
-        res.status,
-        res.message + f"; rounded to lots of {lot} (largest remainder)",
-    )
 
 
 def solve_problem(problem: Any) -> dict[str, Any]:
@@ -241,6 +226,7 @@ def solve_problem(problem: Any) -> dict[str, Any]:
     # lot defaults to 1: whole shares; a fractional quantity without a lot solves continuously
     lots = lot if (lot_given or round(S) == S) else None
 
+    convex = method != "dp"  # the DP is exact for any cost; the other methods need convexity
     scen: list[tuple[float, CostSet]] = []
     if "scenarios" in problem:
         sl = problem["scenarios"]
@@ -250,17 +236,19 @@ def solve_problem(problem: Any) -> dict[str, Any]:
             if not isinstance(sc, dict):
                 raise ProblemError(f"scenarios[{k}]: must be an object")
             wgt = _num(sc, "weight", f"scenarios[{k}]") if "weight" in sc else 1.0
-            cs, _ = parse_periods(sc.get("periods"), f"scenarios[{k}].periods")
+            cs, _ = parse_periods(sc.get("periods"), f"scenarios[{k}].periods", convex=convex)
             scen.append((wgt, cs))
         Hs = {cs.H for _, cs in scen}
         if len(Hs) != 1:
             raise ProblemError("scenarios: every scenario needs the same number of periods")
     if "periods" in problem:
-        costs, caps = parse_periods(problem["periods"], "periods")
+        costs, caps = parse_periods(problem["periods"], "periods", convex=convex)
         if scen and scen[0][1].H != costs.H:
             raise ProblemError("scenarios: periods count differs from 'periods'")
     elif scen:
-        costs, caps = parse_periods(problem["scenarios"][0]["periods"], "scenarios[0].periods")
+        costs, caps = parse_periods(
+            problem["scenarios"][0]["periods"], "scenarios[0].periods", convex=convex
+        )
     else:
         raise ProblemError("periods: missing")
 
@@ -281,9 +269,11 @@ def solve_problem(problem: Any) -> dict[str, Any]:
         )
     if method == "robust":
         if scen:
-            res = solve_robust([c for _, c in scen], S, caps, [w for w, _ in scen])
-            if lot_given and res.ok:
-                res = _round_largest_remainder(res, S, caps, lot)
+            wts = [w for w, _ in scen]
+            if lot_given:
+                res = solve_robust_lots([c for _, c in scen], S, lot, caps, wts)
+            else:
+                res = solve_robust([c for _, c in scen], S, caps, wts)
             return _result(res, "robust")
         q = costs.quadratic
         unc = problem["uncertainty"]

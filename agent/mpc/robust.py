@@ -35,17 +35,25 @@ from agent.mpc.solvers import (
     SolveResult,
     SolveStatus,
     _waterfill,
+    bounded_result,
+    round_largest_remainder,
     solve_kkt,
     solve_quadratic,
 )
 
 __all__ = [
+    "MAX_MILP_VARS",
     "solve_risk_averse",
     "solve_robust",
     "solve_robust_box",
+    "solve_robust_lots",
     "solve_robust_pl",
     "solve_stochastic",
 ]
+
+# Largest lot grid (periods x lots) the robust integer MILP is given; above it the continuous
+# optimum is rounded and reported FEASIBLE with its gap to the dual bound.
+MAX_MILP_VARS = 20_000
 
 
 def solve_stochastic(
@@ -260,8 +268,10 @@ def solve_risk_averse(
         )
     if lot is not None:
         from agent.mpc.costs import QuadraticCost
-        from agent.mpc.dp import solve_dp
+        from agent.mpc.dp import MAX_DP_STATES, solve_dp
 
+        if round(S) == S and S >= 0 and lot >= 1 and round(S) // lot + 1 > MAX_DP_STATES:
+            return _risk_lots_rounded(b, g, S, risk, caps, lot, max_iter, tol)
         return solve_dp(CostSet.of(QuadraticCost(b, g), H), S, caps, lot, risk=risk)
     if risk == 0:
         return solve_quadratic(b, g, S, caps)
@@ -426,6 +436,133 @@ def _risk_polish(
         at0 = (at0 & ~bad0) | low
         atu = (atu & ~badu) | high
     return None
+
+
+def _risk_lots_rounded(
+    b: NDArray[np.float64],
+    g: NDArray[np.float64],
+    S: float,
+    risk: float,
+    caps: ArrayLike | None,
+    lot: int,
+    max_iter: int,
+    tol: float,
+) -> SolveResult:
+    """Lots on a grid too large for the DP: round the continuous optimum, bound the gap.
+
+    The continuous optimum is a lower bound of the integer one; the rounded schedule says how
+    far above it it is, and is ``OPTIMAL`` only when it meets it.
+    """
+    cont = solve_risk_averse(b, g, S, risk, caps, None, max_iter=max_iter, tol=tol)
+    if cont.status is not SolveStatus.OPTIMAL:
+        return cont
+    u = np.full(b.size, np.inf) if caps is None else np.asarray(caps, float).ravel()
+    x = round_largest_remainder(cont.x, S, u, lot)
+    q = S - np.cumsum(x)
+    cost = float(np.sum(b * x + g * x * x) + risk * np.sum(q[:-1] ** 2))
+    what = (
+        f"{round(S) // lot + 1} lot states exceed the DP's limit: continuous optimum rounded "
+        f"to lots of {lot}"
+    )
+    return bounded_result(x, cost, cont.cost, math.nan, what)
+
+
+def solve_robust_lots(
+    scenarios: Sequence[CostSet],
+    S: float,
+    lot: int,
+    caps: ArrayLike | None = None,
+    weights: ArrayLike | None = None,
+) -> SolveResult:
+    """Minimise the worst weighted scenario cost in whole lots, with a proof when possible.
+
+    On the lot grid a convex cost is exactly its piecewise-linear interpolation, and every
+    scenario fills a period's lot segments in the same (cheapest-first) order, so the epigraph
+    MILP ``min z  s.t.  sum_{t,j} w_k dg^k_{t,j} y_{t,j} <= z,  n_t = sum_j y_{t,j}`` integer,
+    ``sum_t n_t = S / lot``, ``0 <= y <= 1`` has the integer optimum as its optimum. HiGHS
+    solves it and returns its dual bound: the result is ``OPTIMAL`` only when the schedule
+    meets that bound. Grids above ``MAX_MILP_VARS`` variables or an odd lot (``S mod lot``)
+    fall back to rounding the continuous optimum (``FEASIBLE``, gap to the continuous dual).
+
+    Args:
+        scenarios: K convex cost sets over the same H periods.
+        S: Shares, a whole number. lot: Lot size, >= 1.
+        caps: Per-period caps in shares, or None. weights: Scenario weights (default 1).
+    """
+    from scipy.optimize import LinearConstraint, milp
+
+    K, H = len(scenarios), scenarios[0].H
+    w = np.ones(K) if weights is None else np.asarray(weights, float)
+    u = np.full(H, np.inf) if caps is None else np.asarray(caps, float).ravel()
+    if lot < 1 or round(S) != S or S < 0:
+        return SolveResult(
+            np.zeros(H),
+            math.nan,
+            math.nan,
+            SolveStatus.NUMERICAL,
+            f"lots need a whole S >= 0 and lot >= 1, got S={S}, lot={lot}",
+        )
+    total, odd = divmod(round(S), lot)
+    cont = solve_robust(scenarios, S, u, w)
+    if not cont.ok:
+        return cont
+
+    def worst(x: NDArray[np.float64]) -> float:
+        return max(float(wk * sc.total(x)) for wk, sc in zip(w, scenarios, strict=True))
+
+    cap_lots = np.minimum(np.where(np.isfinite(u), np.floor(u / lot + 1e-9), total), total)
+    J = int(cap_lots.max()) if H else 0
+    if odd or H * J > MAX_MILP_VARS or float(cap_lots.sum()) < total:
+        x = round_largest_remainder(cont.x, S, u, lot)
+        why = "odd lot" if odd else f"{H * J} lot variables > {MAX_MILP_VARS}"
+        return bounded_result(
+            x, worst(x), cont.lam, cont.lam, f"worst case rounded to lots of {lot} ({why})"
+        )
+    grid = np.arange(J + 1, dtype=np.float64) * lot
+    # dg[k, t, j]: scenario k's cost of lot j+1 in period t (inf where past the cap).
+    dg = np.empty((K, H, J))
+    for k, sc in enumerate(scenarios):
+        g = np.stack([sc.cost(np.full(H, v)) for v in grid], axis=1)  # (H, J+1)
+        dg[k] = w[k] * np.diff(g, axis=1)
+    live = np.arange(J)[None, :] < cap_lots[:, None]  # (H, J)
+    nv = H * J
+    # variables: y (H*J, in [0, 1], 0 past the cap), n (H, integer), z
+    c = np.zeros(nv + H + 1)
+    c[-1] = 1.0
+    a_cost = np.hstack([np.where(live, dg, 0.0).reshape(K, nv), np.zeros((K, H)), -np.ones((K, 1))])
+    a_link = np.hstack([np.kron(np.eye(H), np.ones((1, J))), -np.eye(H), np.zeros((H, 1))])
+    a_sum = np.concatenate([np.zeros(nv), np.ones(H), [0.0]])[None, :]
+    lb = np.zeros(nv + H + 1)
+    lb[-1] = -np.inf
+    ub = np.concatenate([live.ravel().astype(float), cap_lots, [np.inf]])
+    from scipy.optimize import Bounds
+
+    res = milp(
+        c,
+        integrality=np.concatenate([np.zeros(nv), np.ones(H), [0]]),
+        bounds=Bounds(lb, ub),
+        constraints=[
+            LinearConstraint(a_cost, -np.inf, 0.0),
+            LinearConstraint(a_link, 0.0, 0.0),
+            LinearConstraint(a_sum, total, total),
+        ],
+        options={"mip_rel_gap": 1e-12},
+    )
+    if res.x is None:
+        return SolveResult(
+            cont.x, math.nan, math.nan, SolveStatus.NUMERICAL, f"robust lot MILP: {res.message}"
+        )
+    x = np.round(res.x[nv : nv + H]) * lot
+    bound = float(getattr(res, "mip_dual_bound", math.nan))
+    if not math.isfinite(bound):
+        bound = cont.lam
+    return bounded_result(
+        x,
+        worst(x),
+        max(bound, cont.lam),
+        cont.lam,
+        f"worst case over {K} scenarios in lots of {lot}: epigraph MILP (HiGHS)",
+    )
 
 
 def solve_robust_pl(

@@ -42,7 +42,9 @@ from agent.mpc.costs import CostSet, PiecewiseLinearCost, QuadraticCost
 __all__ = [
     "SolveResult",
     "SolveStatus",
+    "bounded_result",
     "quadratic_cost",
+    "round_largest_remainder",
     "round_to_lots",
     "solve_auto",
     "solve_kkt",
@@ -55,6 +57,9 @@ class SolveStatus(enum.StrEnum):
     """Outcome of a solve."""
 
     OPTIMAL = "optimal"
+    # A schedule meeting every constraint but not proven optimal (a rounding of a continuous
+    # optimum): the message gives its gap to a proven lower bound.
+    FEASIBLE = "feasible"
     INFEASIBLE = "infeasible"
     MAX_ITER = "max_iter"
     NUMERICAL = "numerical"
@@ -113,7 +118,8 @@ def _waterfill(
     lin = ~q
     # Events of f(lam) = sum_t x_t(lam): slope changes and jumps, by position.
     inv = np.where(q, 1.0 / np.where(q, 2.0 * gamma, 1.0), 0.0)
-    pos = np.concatenate([beta[q], (beta + 2.0 * gamma * u)[q & np.isfinite(u)], beta[lin]])
+    fin = q & np.isfinite(u)  # (0 * inf would be NaN on a linear period without a cap)
+    pos = np.concatenate([beta[q], beta[fin] + 2.0 * gamma[fin] * u[fin], beta[lin]])
     dslope = np.concatenate([inv[q], -inv[q & np.isfinite(u)], np.zeros(int(lin.sum()))])
     jump = np.concatenate(
         [np.zeros(int(q.sum())), np.zeros(int((q & np.isfinite(u)).sum())), u[lin]]
@@ -126,11 +132,13 @@ def _waterfill(
     dj = np.add.reduceat(jump, first)
     slope_after = np.cumsum(ds)  # slope on (p_i, p_{i+1})
     gaps = np.diff(uniq)
+    # An uncapped linear period jumps by inf: inf - inf is NaN there, and a NaN f_left fails
+    # the test below, which is right (S then falls in that jump).
     with np.errstate(invalid="ignore"):
         ramp = np.concatenate(([0.0], np.cumsum(slope_after[:-1] * gaps)))
-    cum_jump = np.cumsum(dj)
-    f_right = ramp + cum_jump  # f(p_i+)
-    f_left = f_right - dj  # f(p_i-)
+        cum_jump = np.cumsum(dj)
+        f_right = ramp + cum_jump  # f(p_i+)
+        f_left = f_right - dj  # f(p_i-)
     i = int(np.searchsorted(f_right, S, side="left"))
     if i == len(uniq):
         # Beyond the last breakpoint f grows with the final slope (> 0, or S was infeasible).
@@ -152,6 +160,59 @@ def _waterfill(
             x[ties] = share * (rest / share.sum())
     _fix_residual(x, u, S)
     return x, lam
+
+
+_sum = np.add.reduce
+_min = np.minimum.reduce
+_max = np.maximum.reduce
+
+
+def _waterfill_uncapped(
+    b: NDArray[np.float64], g: NDArray[np.float64], S: float
+) -> SolveResult | None:
+    """Solve the uncapped, strictly convex case (every ``gamma_t > 0``) in a few array passes.
+
+    The MPC's common case, on its per-decision path. With the periods that trade (``A``),
+    ``lam = (S + sum_A beta_t/(2 gamma_t)) / sum_A 1/(2 gamma_t)``: when every period has
+    ``beta_t < lam`` (the usual case) that is the KKT point with ``A`` all periods, found in one
+    pass; otherwise ``A`` is the k cheapest by beta, found from prefix sums after one sort.
+    The same point ``_waterfill`` finds from all the breakpoints. Returns None (the general
+    path decides) for input outside this case or S <= 0.
+    """
+    if not (S > 0 and math.isfinite(S)):
+        return None
+    # Direct ufunc reductions: ndarray.sum/min/max add a Python-level wrapper per call.
+    if not (_min(g) > 0 and _min(b) >= 0 and _max(g) < math.inf):
+        return None  # a linear period, a negative or NaN parameter: the general path says
+    inv = 0.5 / g
+    lam = (S + float(b @ inv)) / float(_sum(inv))
+    if not math.isfinite(lam):
+        return None
+    if _max(b) < lam:  # every period trades (the usual case: one pass)
+        x = lam - b  # > 0 exactly: lam > b_t, and a float subtraction keeps the sign
+        x *= inv
+    else:
+        # Some periods are too dear: sort by beta; with the k cheapest trading,
+        # lam_k = (S + B_k) / A_k (prefix sums). lam_k only falls while the next period's beta
+        # is below it, so the first k whose successor is priced at or above lam_k is the one.
+        order = np.argsort(b, kind="stable")
+        bs = b[order]
+        iv = inv[order]
+        lam_k = np.cumsum(bs * iv)
+        lam_k += S
+        lam_k /= np.cumsum(iv)
+        stop = lam_k[:-1] <= bs[1:]
+        k = int(np.argmax(stop)) if stop.any() else b.size - 1
+        lam = float(lam_k[k])
+        x = lam - b
+        np.maximum(x, 0.0, out=x)
+        x *= inv
+    resid = S - float(_sum(x))
+    if resid != 0.0:  # round-off: on the period trading most (priced at lam, room unbounded)
+        j = int(np.argmax(x))
+        x[j] += max(resid, -x[j])
+    cost = float(x @ (b + g * x))
+    return SolveResult(x, cost, lam, SolveStatus.OPTIMAL, "exact")
 
 
 def solve_quadratic(
@@ -177,6 +238,10 @@ def solve_quadratic(
     b = np.asarray(beta, dtype=np.float64).ravel()
     g = np.asarray(gamma, dtype=np.float64).ravel()
     H = b.size
+    if caps is None and lot is None and H and g.size == H:
+        fast = _waterfill_uncapped(b, g, float(S))
+        if fast is not None:
+            return fast
     u = np.full(H, np.inf) if caps is None else np.asarray(caps, dtype=np.float64).ravel()
     if H == 0 or g.size != H or u.size != H:
         return SolveResult(
@@ -586,3 +651,53 @@ def _place_odd(
         if c < best_cost:
             best_cost, best = c, x
     return best
+
+
+def round_largest_remainder(
+    x: NDArray[np.float64], S: float, caps: NDArray[np.float64], lot: int
+) -> NDArray[np.float64]:
+    """Round a schedule to whole lots summing to ``S`` (largest remainders first, within caps).
+
+    For objectives that are not separable (worst case, timing risk) this is a rounding, not a
+    proven integer optimum: callers report it as ``FEASIBLE`` with a lower bound. The odd lot
+    ``S mod lot`` goes to the period with the largest remainder that has room for it.
+    """
+    n = np.floor(x / lot + 1e-9)
+    frac = x / lot - n
+    cap_lots = np.where(np.isfinite(caps), np.floor(caps / lot + 1e-9), np.inf)
+    n = np.minimum(n, cap_lots)
+    need = round(S) // lot - int(n.sum())
+    for t in np.argsort(-frac):  # at most H steps
+        if need <= 0:
+            break
+        if n[t] < cap_lots[t]:
+            n[t] += 1
+            need -= 1
+    out = n * lot
+    odd = round(S) - float(out.sum())
+    if odd:
+        room = np.where(caps - out >= odd, frac, -np.inf)
+        out[int(np.argmax(room))] += odd
+    return out
+
+
+def bounded_result(
+    x: NDArray[np.float64], cost: float, bound: float, lam: float, what: str, tol: float = 1e-9
+) -> SolveResult:
+    """Return a rounded schedule's result: ``OPTIMAL`` only if it meets the lower bound.
+
+    Args:
+        x: The schedule. cost: Its objective. bound: A proven lower bound on the optimum (the
+            continuous optimum or its dual). lam: Multiplier to report. what: How ``x`` was made.
+        tol: Relative gap below which the schedule is proven optimal (to rounding).
+    """
+    gap = (cost - bound) / max(abs(cost), 1e-300)
+    proven = gap <= tol
+    return SolveResult(
+        x,
+        cost,
+        lam,
+        SolveStatus.OPTIMAL if proven else SolveStatus.FEASIBLE,
+        f"{what}; objective {cost:.10g}, lower bound {bound:.10g} (relative gap {gap:.2e})"
+        + (f": optimal to a relative {tol:g}" if proven else ": not proven optimal"),
+    )
