@@ -22,8 +22,8 @@ import _common  # noqa: F401  (pins BLAS threads before numpy loads)
 import numpy as np
 
 from agent.core.estimator import IncrementalCurve
-from agent.impact.book_walk import DepthPolicy, cost_curve, time_weights
 from agent.core.window import RollingWindow
+from agent.impact.book_walk import DepthPolicy, cost_curve, time_weights
 from feeds.model import BookBatch
 from feeds.readers import read_mbp10
 

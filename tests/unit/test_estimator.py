@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 
 from agent.core.estimator import IncrementalCurve
+from agent.core.window import RollingWindow
 from agent.impact.book_walk import BeyondDepth, DepthPolicy, cost_curve, time_weights
 from agent.impact.fit import fit_quadratic
-from agent.core.window import RollingWindow
 from feeds.model import BookBatch
 from feeds.readers import read_mbp10
 
