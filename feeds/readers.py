@@ -31,6 +31,7 @@ whose header lacks required columns, raises ``FeedDataError``.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import gzip
 import io
 import os
@@ -52,7 +53,17 @@ import zstandard
 from numpy.typing import NDArray
 
 from feeds.errors import FeedDataError
-from feeds.model import N_LEVELS, BookBatch
+from feeds.model import (
+    EV_ADD,
+    EV_CANCEL,
+    EV_NONE,
+    EV_TRADE,
+    N_LEVELS,
+    SIDE_ASK,
+    SIDE_BID,
+    SIDE_NONE,
+    BookBatch,
+)
 
 __all__ = ["SUPPORTED_SUFFIXES", "read_lobster", "read_mbp10"]
 
@@ -145,8 +156,11 @@ def _read_header(p: Path) -> tuple[list[str], bytes]:
     return [c.strip() for c in line.decode("utf-8", "replace").strip().split(",")], head
 
 
-def _csv_layout(p: Path, header: list[str]) -> tuple[list[int], list[str], bool]:
-    """Return (usecols indices, names for them, has_ts_recv) for the needed columns."""
+_EVENT_COLUMNS: Final = ("action", "side", "price", "size")
+
+
+def _csv_layout(p: Path, header: list[str]) -> _CsvLayout:
+    """Return the layout of the needed columns (event columns when all four are present)."""
     missing = [c for c in (*_BOOK_COLUMNS, "symbol") if c not in header]
     if "ts_event" not in header:
         missing.insert(0, "ts_event")
@@ -160,9 +174,12 @@ def _csv_layout(p: Path, header: list[str]) -> tuple[list[int], list[str], bool]
     has_recv = "ts_recv" in header
     if has_recv:
         names.insert(0, "ts_recv")
+    has_events = all(c in header for c in _EVENT_COLUMNS)
+    if has_events:
+        names += _EVENT_COLUMNS
     index = {n: header.index(n) for n in names}
     order = sorted(names, key=index.__getitem__)  # usecols must be given in file order
-    return [index[n] for n in order], order, has_recv
+    return _CsvLayout([index[n] for n in order], order, has_recv, 0, has_events)
 
 
 @dataclass(frozen=True, slots=True)
@@ -171,13 +188,15 @@ class _CsvLayout:
     names: list[str]
     has_recv: bool
     header_bytes: int
+    has_events: bool = False
 
 
 def _read_csv(p: Path, symbol: str | None, chunk_rows: int) -> Iterator[BookBatch]:
     # Validate the header eagerly, so a wrong file fails at the call, not at the first next().
     header, head = _read_header(p)
-    usecols, names, has_recv = _csv_layout(p, header)
-    layout = _CsvLayout(usecols, names, has_recv, len(head.split(b"\n", 1)[0]) + 1)
+    layout = dataclasses.replace(
+        _csv_layout(p, header), header_bytes=len(head.split(b"\n", 1)[0]) + 1
+    )
     return _iter_csv(p, layout, symbol, chunk_rows, head)
 
 
@@ -277,6 +296,8 @@ def _parse_block(
     dtypes["ts_event"] = object
     if layout.has_recv:
         dtypes["ts_recv"] = object
+    if layout.has_events:
+        dtypes.update(action="category", side="category", price=np.float64, size=np.float64)
     try:
         df = pd.read_csv(
             io.BytesIO(block),
@@ -289,7 +310,7 @@ def _parse_block(
         )
     except (ValueError, pd.errors.ParserError):
         df = _parse_block_lenient(p, block, offset, layout)
-    return list(_frame_batches(df, symbol, layout.has_recv))
+    return list(_frame_batches(df, symbol, layout))
 
 
 def _parse_block_lenient(p: Path, block: bytes, offset: int, layout: _CsvLayout) -> pd.DataFrame:
@@ -312,14 +333,16 @@ def _parse_block_lenient(p: Path, block: bytes, offset: int, layout: _CsvLayout)
         )
     except (ValueError, pd.errors.ParserError) as e:
         raise FeedDataError(f"{p}: cannot parse CSV in the block at byte {offset}: {e}") from e
-    for c in _BOOK_COLUMNS:
+    for c in (*_BOOK_COLUMNS, *(("price", "size") if layout.has_events else ())):
         df[c] = pd.to_numeric(df[c], errors="coerce").astype(np.float64)
-    df["symbol"] = df["symbol"].astype("category")
+    for c in ("symbol", *(("action", "side") if layout.has_events else ())):
+        df[c] = df[c].astype("category")
     return df
 
 
-def _frame_batches(df: pd.DataFrame, symbol: str | None, has_recv: bool) -> Iterator[BookBatch]:
+def _frame_batches(df: pd.DataFrame, symbol: str | None, layout: _CsvLayout) -> Iterator[BookBatch]:
     """Turn one parsed block into batches, one per symbol in order of first appearance."""
+    has_recv = layout.has_recv
     sym = df["symbol"]
     codes = sym.cat.codes.to_numpy()
     cats = sym.cat.categories
@@ -350,16 +373,43 @@ def _frame_batches(df: pd.DataFrame, symbol: str | None, has_recv: bool) -> Iter
         for bad in (bad_event, bad_recv):
             if bad is not None:
                 bid_sz[bad] = np.nan
+    whole = BookBatch(
+        "", ts_event, ts_recv, bid_px, bid_sz, ask_px, ask_sz,
+        *(_csv_events(df) if layout.has_events else ()),
+    )  # fmt: skip
     first_codes = codes[np.sort(np.unique(codes, return_index=True)[1])]
     if first_codes.size == 1:
-        name = str(cats[first_codes[0]])
-        yield BookBatch(name, ts_event, ts_recv, bid_px, bid_sz, ask_px, ask_sz)
+        yield dataclasses.replace(whole, symbol=str(cats[first_codes[0]]))
         return
     for c in first_codes:
-        m = codes == c
-        yield BookBatch(
-            str(cats[c]), ts_event[m], ts_recv[m], bid_px[m], bid_sz[m], ask_px[m], ask_sz[m]
-        )
+        yield dataclasses.replace(whole.take(codes == c), symbol=str(cats[c]))
+
+
+def _csv_events(
+    df: pd.DataFrame,
+) -> tuple[NDArray[np.uint8], NDArray[np.uint8], NDArray[np.float64], NDArray[np.float64]]:
+    """Return (action, ev_side, ev_px, ev_sz) of a parsed block (see ``feeds.model``)."""
+    ev_px = df["price"].to_numpy(np.float64, copy=True)
+    ev_px[~np.isfinite(ev_px)] = np.nan
+    ev_sz = df["size"].to_numpy(np.float64, copy=True)
+    ev_sz[~np.isfinite(ev_sz)] = 0.0
+    return (
+        _ascii_codes(df["action"], EV_NONE),
+        _ascii_codes(df["side"], SIDE_NONE),
+        ev_px,
+        ev_sz,
+    )
+
+
+def _ascii_codes(col: pd.Series, missing: int) -> NDArray[np.uint8]:
+    """Map a categorical column of one-letter cells to their ASCII codes (else ``missing``)."""
+    cats = [str(c).strip() for c in col.cat.categories]
+    table = np.array(
+        [ord(c) if len(c) == 1 and c.isascii() and c.isalpha() else missing for c in cats]
+        + [missing],
+        dtype=np.uint8,
+    )
+    return table[col.cat.codes.to_numpy()]  # code -1 (empty cell) picks the last entry
 
 
 def _parse_ts(values: NDArray[np.object_]) -> tuple[NDArray[np.int64], NDArray[np.bool_] | None]:
@@ -520,18 +570,20 @@ def _dbn_chunk(
     ts_recv = rec["ts_recv"].astype(np.int64)
     bid_px, ask_px = _dbn_px(lv["bid_px"]), _dbn_px(lv["ask_px"])
     bid_sz, ask_sz = lv["bid_sz"].astype(np.float64), lv["ask_sz"].astype(np.float64)
+    side = np.ascontiguousarray(rec["side"]).view(np.uint8).copy()
+    side[side == 0] = SIDE_NONE
+    whole = BookBatch(
+        "", ts_event, ts_recv, bid_px, bid_sz, ask_px, ask_sz,
+        np.ascontiguousarray(rec["action"]).view(np.uint8).copy(), side,
+        _dbn_px(rec["price"]), rec["size"].astype(np.float64),
+    )  # fmt: skip
     uniq, first = np.unique(ids, return_index=True)
     for iid in ids[np.sort(first)] if uniq.size > 1 else uniq:
         name = names.get(int(iid), str(int(iid)))
         if symbol is not None and name != symbol:
             continue
-        if uniq.size == 1:
-            yield BookBatch(name, ts_event, ts_recv, bid_px, bid_sz, ask_px, ask_sz)
-        else:
-            m = ids == iid
-            yield BookBatch(
-                name, ts_event[m], ts_recv[m], bid_px[m], bid_sz[m], ask_px[m], ask_sz[m]
-            )
+        part = whole if uniq.size == 1 else whole.take(ids == iid)
+        yield dataclasses.replace(part, symbol=name)
 
 
 def _dbn_px(px: NDArray[np.int64]) -> NDArray[np.float64]:
@@ -592,7 +644,7 @@ def read_lobster(
         raise FeedDataError(f"{where}: cannot infer symbol/date from the name; pass them")
     day_d = day if isinstance(day, _date) else _parse_day(where, day)
     book = _lobster_csv(book_src, where)
-    msg = _lobster_csv(msg_src, where, usecols=[0])
+    msg = _lobster_csv(msg_src, where, usecols=[0, 1, 3, 4, 5])
     if book.shape[1] % 4 != 0 or book.shape[1] == 0 or book.shape[1] // 4 > N_LEVELS:
         raise FeedDataError(f"{where}: {book.shape[1]} columns is not 4 x levels (1..10)")
     if len(book) != len(msg):
@@ -616,13 +668,46 @@ def read_lobster(
 
     ask_px, ask_sz = side(0, 1)
     bid_px, bid_sz = side(2, 3)
+    whole = BookBatch(sym, ts, ts, bid_px, bid_sz, ask_px, ask_sz, *_lobster_events(msg))
     for start in range(0, n, chunk_rows):
-        stop = min(start + chunk_rows, n)
-        t = ts[start:stop]
-        yield BookBatch(
-            sym, t, t, bid_px[start:stop], bid_sz[start:stop], ask_px[start:stop],
-            ask_sz[start:stop],
-        )  # fmt: skip
+        yield whole.slice(start, start + chunk_rows)
+
+
+# LOBSTER event types (message file, column 2) -> our action codes. 1 new limit order, 2 partial
+# cancellation, 3 deletion, 4 execution of a visible order, 5 of a hidden one, 6 cross trade
+# (auction), 7 trading halt (no book event: unknown).
+_LOBSTER_ACTION: Final = {
+    1: EV_ADD,
+    2: EV_CANCEL,
+    3: EV_CANCEL,
+    4: EV_TRADE,
+    5: EV_TRADE,
+    6: EV_TRADE,
+}
+
+
+def _lobster_events(
+    msg: NDArray[np.float64],
+) -> tuple[NDArray[np.uint8], NDArray[np.uint8], NDArray[np.float64], NDArray[np.float64]]:
+    """Return (action, ev_side, ev_px, ev_sz) from the message columns time, type, size, px, dir.
+
+    LOBSTER's direction is the side of the *resting* order (1 buy, -1 sell). For an order event
+    that is the event's side; for an execution the aggressor is the other side, so a buy order
+    executed is a sell-aggressor trade (``ev_side`` ``A``), as Databento writes trades. A cross
+    trade (type 6) has no aggressor (``N``).
+    """
+    kind, size, px, direction = msg[:, 1], msg[:, 2], msg[:, 3], msg[:, 4]
+    action = np.zeros(kind.shape[0], dtype=np.uint8)
+    for code, act in _LOBSTER_ACTION.items():
+        action[kind == code] = act
+    resting = np.where(direction > 0, SIDE_BID, np.where(direction < 0, SIDE_ASK, SIDE_NONE))
+    aggressor = np.where(direction > 0, SIDE_ASK, np.where(direction < 0, SIDE_BID, SIDE_NONE))
+    ev_side = np.where(np.isin(kind, (4, 5)), aggressor, resting).astype(np.uint8)
+    ev_side[(kind == 6) | (action == EV_NONE)] = SIDE_NONE
+    ev_px = np.where(np.isfinite(px) & (px > 0) & (np.abs(px) < _LOBSTER_EMPTY), px, np.nan)
+    ev_px = ev_px / _LOBSTER_PX_DIV
+    ev_sz = np.where(np.isfinite(size) & (size > 0), size, 0.0)
+    return action, ev_side, ev_px, np.asarray(ev_sz, dtype=np.float64)
 
 
 def _parse_day(where: str, day: str) -> _date:
