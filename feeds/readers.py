@@ -14,6 +14,9 @@ Formats (chosen from the file suffix):
 - LOBSTER ``orderbook``/``message`` CSV pairs, plain or inside the sample zip files
   (``read_lobster``).
 
+``read_books`` reads any of them, chosen by ``book_format`` from the name: every command that
+reads books goes through it, so all accept the same formats and refuse others with one line.
+
 Invariants of every yielded batch:
 - one symbol, rows in file order, ``L == N_LEVELS`` levels (narrower sources padded);
 - an empty level is ``NaN`` price and ``0`` size (DBN ``UNDEF_PRICE``, LOBSTER +-9999999999 and
@@ -65,9 +68,60 @@ from feeds.model import (
     BookBatch,
 )
 
-__all__ = ["SUPPORTED_SUFFIXES", "read_lobster", "read_mbp10"]
+__all__ = [
+    "BOOK_FORMATS",
+    "SUPPORTED_SUFFIXES",
+    "book_format",
+    "read_books",
+    "read_lobster",
+    "read_mbp10",
+]
 
 SUPPORTED_SUFFIXES: Final = (".csv", ".csv.gz", ".csv.zst", ".dbn", ".dbn.zst")
+BOOK_FORMATS: Final = ("mbp10", "lobster")
+_FORMATS_TEXT: Final = (
+    "Databento MBP-10 (.csv, .csv.gz, .csv.zst, .dbn, .dbn.zst) or LOBSTER "
+    "(*_orderbook_N.csv with its message file, or a LOBSTER .zip)"
+)
+
+
+def book_format(path: str | Path) -> str:
+    """Return the format of a book file from its name: ``mbp10`` or ``lobster``.
+
+    Raises:
+        FeedDataError: The name matches no supported format (one line naming the path and
+            the formats).
+    """
+    p = Path(path)
+    name = p.name.lower()
+    if name.endswith(".zip") or p.parent.suffix.lower() == ".zip":
+        return "lobster"
+    if "_orderbook_" in name and name.endswith(".csv"):
+        return "lobster"
+    if name.endswith(SUPPORTED_SUFFIXES):
+        return "mbp10"
+    raise FeedDataError(f"{p}: unknown file type (expected {_FORMATS_TEXT})")
+
+
+def read_books(
+    path: str | Path, symbol: str | None = None, chunk_rows: int = 250_000
+) -> Iterator[BookBatch]:
+    """Read a book file of any supported format as ``BookBatch`` chunks.
+
+    Args:
+        path: Databento MBP-10 (CSV or DBN) or LOBSTER file (see ``book_format``).
+        symbol: MBP-10: keep only this symbol. LOBSTER (one symbol a file): the symbol written
+            in the batches; ``None`` takes it from the file name.
+        chunk_rows: Upper bound on the rows of a yielded batch.
+
+    Raises:
+        FeedDataError: Unknown format, missing file, or (MBP-10 CSV, LOBSTER) a file whose
+            header or members are wrong, raised by the call itself.
+    """
+    if book_format(path) == "lobster":
+        return read_lobster(path, symbol=symbol, chunk_rows=chunk_rows)
+    return read_mbp10(path, symbol, chunk_rows)
+
 
 _PX_DIV: Final = 1e9  # DBN fixed-point prices are dollars * 1e9
 _UNDEF_PRICE: Final = np.iinfo(np.int64).max
@@ -636,6 +690,7 @@ def read_lobster(
     """
     if chunk_rows < 1:
         raise ValueError(f"chunk_rows must be >= 1, got {chunk_rows}")
+    # Find the files and the symbol/date now, so a wrong path fails at the call.
     book_src, msg_src, where = _lobster_sources(Path(orderbook_csv), message_csv)
     m = _LOBSTER_NAME.search(book_src[1])
     sym = symbol or (m.group("symbol") if m else None)
@@ -643,6 +698,12 @@ def read_lobster(
     if sym is None or day is None:
         raise FeedDataError(f"{where}: cannot infer symbol/date from the name; pass them")
     day_d = day if isinstance(day, _date) else _parse_day(where, day)
+    return _iter_lobster(book_src, msg_src, where, sym, day_d, chunk_rows)
+
+
+def _iter_lobster(
+    book_src: _Source, msg_src: _Source, where: str, sym: str, day_d: _date, chunk_rows: int
+) -> Iterator[BookBatch]:
     book = _lobster_csv(book_src, where)
     msg = _lobster_csv(msg_src, where, usecols=[0, 1, 3, 4, 5])
     if book.shape[1] % 4 != 0 or book.shape[1] == 0 or book.shape[1] // 4 > N_LEVELS:
@@ -654,7 +715,16 @@ def read_lobster(
     n, levels = len(book), book.shape[1] // 4
     midnight = datetime.combine(day_d, time(0), tzinfo=_LOBSTER_TZ)
     midnight_ns = int(midnight.timestamp()) * 1_000_000_000
-    secs = msg[:, 0]
+    secs = msg[:, 0].copy()
+    bad_time = ~(np.isfinite(secs) & (secs >= 0) & (secs < 4 * 86_400))
+    if bad_time.any():
+        # As in the CSV path: carry the last good time, poison the row (validation rejects it).
+        good = np.flatnonzero(~bad_time)
+        secs[bad_time] = 0.0 if good.size == 0 else np.nan
+        if good.size:
+            idx = np.maximum.accumulate(np.where(bad_time, 0, np.arange(n)))
+            idx[: good[0]] = good[0]
+            secs = secs[idx]
     ts = midnight_ns + np.rint(secs * 1e9).astype(np.int64)
 
     def side(px_col: int, sz_col: int) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
@@ -668,6 +738,7 @@ def read_lobster(
 
     ask_px, ask_sz = side(0, 1)
     bid_px, bid_sz = side(2, 3)
+    bid_sz[bad_time, 0] = np.nan
     whole = BookBatch(sym, ts, ts, bid_px, bid_sz, ask_px, ask_sz, *_lobster_events(msg))
     for start in range(0, n, chunk_rows):
         yield whole.slice(start, start + chunk_rows)

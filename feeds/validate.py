@@ -16,7 +16,7 @@ order, which is the order of ``Reason``):
 9. ``EMPTY_SIDE``: no non-empty level on the bid or on the ask side.
 10. ``BAD_EVENT``: the event columns (when the batch has them) are not a known action
     (``A C M T F R`` or 0), a known side (``A B N``), a price that is NaN or finite, a finite
-    size >= 0, or a trade/fill with size > 0.
+    size >= 0, and for a trade or fill a finite price and a size > 0.
 
 A level is *empty* when its price is NaN and its size is 0. Time is judged against the previous
 *valid* row only, so one bad row with a far-future timestamp cannot poison the rows after it
@@ -182,7 +182,7 @@ def _bad_event(batch: BookBatch) -> NDArray[np.bool_]:
         | np.isinf(px)
         | ~np.isfinite(sz)
         | (sz < 0)
-        | (trade & ~(sz > 0)),
+        | (trade & ~((sz > 0) & np.isfinite(px))),
         dtype=np.bool_,
     )
 
@@ -296,7 +296,7 @@ def _bad_event_row(action: int, side: int, px: float, sz: float) -> bool:
         or math.isinf(px)
         or not math.isfinite(sz)
         or sz < 0
-        or (action in (EV_TRADE, EV_FILL) and not sz > 0)
+        or (action in (EV_TRADE, EV_FILL) and not (sz > 0 and math.isfinite(px)))
     )
 
 
