@@ -67,6 +67,10 @@ class FeedConfig(StrictModel):
     ``binance-depth`` (the diff stream, ``futures = true`` for USD-M sequencing) or
     ``binance-depth10`` (the partial book stream);
     ``stale_after_s`` of silence pauses that symbol (``feed.stale``) until data resumes.
+    ``max_clock_skew_s`` (websocket): a book whose event time is further than that from the
+    wall clock is rejected and counted (``time_ahead`` / ``time_behind``); unset, times are not
+    checked against the clock (a recording served with its old times). ``files`` may also be
+    LOBSTER files (a sample ``.zip``, or ``*_orderbook_N.csv``); other types are refused.
     Decisions follow the books' event time in both kinds.
     """
 
@@ -81,6 +85,20 @@ class FeedConfig(StrictModel):
     heartbeat_s: float = Field(0.5, gt=0)
     reconnect_max_s: float = Field(5.0, gt=0)
     max_message_bytes: int = Field(65_536, ge=1024)
+    max_clock_skew_s: float | None = Field(None, gt=0, allow_inf_nan=False)
+
+    @field_validator("files")
+    @classmethod
+    def _book_files(cls, v: dict[str, Path]) -> dict[str, Path]:
+        from feeds.errors import FeedDataError
+        from feeds.readers import book_format
+
+        for sym, path in v.items():
+            try:
+                book_format(path)
+            except FeedDataError as e:
+                raise ValueError(f"{sym}: {e}") from None
+        return v
 
     @field_validator("urls")
     @classmethod

@@ -46,6 +46,7 @@ def make_feed_factory(cfg: AgentConfig) -> FeedFactory:
                 max_size=f.max_message_bytes,
                 fmt=f.format,
                 futures=f.futures,
+                max_clock_skew_s=f.max_clock_skew_s,
             )
 
         return ws_factory

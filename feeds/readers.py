@@ -233,7 +233,7 @@ def _csv_layout(p: Path, header: list[str]) -> _CsvLayout:
         names += _EVENT_COLUMNS
     index = {n: header.index(n) for n in names}
     order = sorted(names, key=index.__getitem__)  # usecols must be given in file order
-    return _CsvLayout([index[n] for n in order], order, has_recv, 0, has_events)
+    return _CsvLayout([index[n] for n in order], order, has_recv, 0, has_events, len(header))
 
 
 @dataclass(frozen=True, slots=True)
@@ -243,6 +243,7 @@ class _CsvLayout:
     has_recv: bool
     header_bytes: int
     has_events: bool = False
+    n_cols: int = 0  # cells in the header line
 
 
 def _read_csv(p: Path, symbol: str | None, chunk_rows: int) -> Iterator[BookBatch]:
@@ -375,11 +376,12 @@ def _parse_block_lenient(p: Path, block: bytes, offset: int, layout: _CsvLayout)
     tokenizer (``on_bad_lines="skip"``; these are the only rows lost without a count).
     """
     try:
+        # All header columns by position: a short (truncated) line is padded with NaN instead
+        # of failing ``usecols`` for the whole block.
         df = pd.read_csv(
             io.BytesIO(block),
             header=None,
-            names=layout.names,
-            usecols=layout.usecols,
+            names=list(range(max(layout.n_cols, max(layout.usecols) + 1))),
             dtype=object,
             engine="c",
             index_col=False,
@@ -387,6 +389,8 @@ def _parse_block_lenient(p: Path, block: bytes, offset: int, layout: _CsvLayout)
         )
     except (ValueError, pd.errors.ParserError) as e:
         raise FeedDataError(f"{p}: cannot parse CSV in the block at byte {offset}: {e}") from e
+    df = df[layout.usecols]
+    df.columns = layout.names
     for c in (*_BOOK_COLUMNS, *(("price", "size") if layout.has_events else ())):
         df[c] = pd.to_numeric(df[c], errors="coerce").astype(np.float64)
     for c in ("symbol", *(("action", "side") if layout.has_events else ())):

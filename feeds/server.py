@@ -153,6 +153,9 @@ class FeedServer:
                     pass
         finally:
             self._clients.discard(ws)
+            self._log.info(
+                "feed_server.client_disconnected", code=ws.close_code, clients=len(self._clients)
+            )
 
     def _broadcast(self, frame: str) -> None:
         """Send one frame to every client, first dropping those that do not keep up."""
