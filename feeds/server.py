@@ -142,7 +142,9 @@ class FeedServer:
                 "bids": [[repr(p), repr(self._book.bids[p])] for p in bp],
                 "asks": [[repr(p), repr(self._book.asks[p])] for p in ap],
             }
-            await ws.send(json.dumps(snap))
+            # Send and join in one step (``broadcast`` writes at once, no await): a diff
+            # broadcast in between would be missing from this client's chain.
+            broadcast([ws], json.dumps(snap))
         self._clients.add(ws)
         self._log.info("feed_server.client_connected", clients=len(self._clients))
         try:
