@@ -1,6 +1,6 @@
-"""``exec-agent calibrate``: estimate impact models from MBP-10 files and draw the figures.
+"""``exec-agent calibrate``: estimate impact models from book files and draw the figures.
 
-The shell around ``agent.impact``: it reads files (``feeds.readers.read_mbp10``), drops rows
+The shell around ``agent.impact``: it reads files (``feeds.readers.read_books``), drops rows
 that ``feeds.validate.validate_batch`` rejects, streams every batch into per-(side, time-of-day
 bucket) ``CurveAccumulator`` objects (memory O(sizes x buckets), whatever the file size), then
 fits the models and writes
@@ -13,8 +13,10 @@ fits the models and writes
   optimal schedules, fitted parameters; plus fitted vs empirical), ``fit_<TICKER>.png`` and
   ``profile_<TICKER>.png``.
 
-Inputs: files (``.csv``, ``.csv.gz``, ``.csv.zst``, ``.dbn``, ``.dbn.zst``) named by the symbols
-inside them, or folders (one per ticker, the folder name being the ticker) of such files.
+Inputs: Databento MBP-10 files (``.csv``, ``.csv.gz``, ``.csv.zst``, ``.dbn``, ``.dbn.zst``) named
+by the symbols inside them, LOBSTER files (a sample ``.zip`` or an ``*_orderbook_N.csv`` next to
+its message file, symbol from the file name), or folders (one per ticker, the folder name
+being the ticker) of such files. A file of any other type is refused at start, in one line.
 """
 
 from __future__ import annotations
@@ -83,7 +85,7 @@ def add_parser(subparsers: Any) -> None:
     """Add the ``calibrate`` subcommand to an argparse subparsers object."""
     p = subparsers.add_parser(
         "calibrate",
-        help="estimate impact models from MBP-10 files and draw the figures",
+        help="estimate impact models from book files (MBP-10, LOBSTER) and draw the figures",
         description="Walk every book snapshot for a grid of order sizes, average the total cost "
         "against the mid per ticker and side, fit quadratic, power-law and piecewise power-law "
         "models, and write impact.json plus PNG figures to --out.",
@@ -92,7 +94,8 @@ def add_parser(subparsers: Any) -> None:
         "paths",
         nargs="+",
         metavar="PATH",
-        help="MBP-10 files (csv, csv.gz, csv.zst, dbn, dbn.zst) or per-ticker folders",
+        help="book files (MBP-10 csv, csv.gz, csv.zst, dbn, dbn.zst; LOBSTER zip or "
+        "*_orderbook_N.csv) or per-ticker folders",
     )
     p.add_argument("--out", required=True, metavar="DIR", help="output folder (created)")
     p.add_argument(
@@ -163,24 +166,36 @@ def add_parser(subparsers: Any) -> None:
 
 
 def _data_files(folder: Path) -> list[Path]:
-    from feeds.readers import SUPPORTED_SUFFIXES
+    """Return the book files of a folder (LOBSTER message files go with their order book)."""
+    from feeds.errors import FeedDataError
+    from feeds.readers import book_format
 
-    return sorted(
-        f for f in folder.iterdir() if f.is_file() and f.name.lower().endswith(SUPPORTED_SUFFIXES)
-    )
+    out = []
+    for f in sorted(folder.iterdir()):
+        if not f.is_file() or "_message_" in f.name.lower():
+            continue
+        try:
+            book_format(f)
+        except FeedDataError:
+            continue
+        out.append(f)
+    return out
 
 
 def _sources(paths: Sequence[str]) -> list[tuple[str | None, Path]]:
     """Return (ticker or None, file) pairs; a folder names the ticker of its files."""
+    from feeds.readers import book_format
+
     out: list[tuple[str | None, Path]] = []
     for raw in paths:
         p = Path(raw)
         if p.is_dir():
             files = _data_files(p)
             if not files:
-                raise FileNotFoundError(f"{p}: no MBP-10 file in this folder")
+                raise FileNotFoundError(f"{p}: no book file (MBP-10 or LOBSTER) in this folder")
             out.extend((p.name, f) for f in files)
         elif p.is_file():
+            book_format(p)  # an unknown type is refused now, not after reading other files
             out.append((None, p))
         else:
             raise FileNotFoundError(f"{p}: no such file or folder")
@@ -207,12 +222,12 @@ def _batches(
     sources: list[tuple[str | None, Path]], bar: Any
 ) -> Iterator[tuple[str, str, tuple[Any, int]]]:
     """Yield ("folder\0symbol", file, (validation result, rows read)), updating the bar."""
-    from feeds.readers import read_mbp10
+    from feeds.readers import read_books
     from feeds.validate import validate_batch
 
     for ticker, path in sources:
         prev: int | None = None
-        for batch in read_mbp10(path):
+        for batch in read_books(path):
             res = validate_batch(batch, prev)
             prev = res.last_ts_ns if res.last_ts_ns is not None else prev
             bar.update(len(batch))
@@ -511,7 +526,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"exec-agent calibrate: {e}", file=sys.stderr)
         return 2
     if not stats:
-        print("exec-agent calibrate: no MBP-10 rows in the given paths", file=sys.stderr)
+        print("exec-agent calibrate: no book rows in the given paths", file=sys.stderr)
         return 2
     result = {
         "meta": {

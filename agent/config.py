@@ -69,6 +69,11 @@ class FeedConfig(StrictModel):
     ``binance-depth`` (the diff stream, ``futures = true`` for USD-M sequencing) or
     ``binance-depth10`` (the partial book stream);
     ``stale_after_s`` of silence pauses that symbol (``feed.stale``) until data resumes.
+    ``max_clock_skew_s`` (websocket): a book whose event time is further than that from the
+    wall clock is rejected and counted (``time_ahead`` / ``time_behind``); unset, it is 60 s
+    with ``wall_clock = true`` and off without (a recording served with its old times).
+    ``files`` may also be LOBSTER files (a sample ``.zip``, or ``*_orderbook_N.csv``); other
+    types are refused.
     Decisions follow the books' event time in both kinds; live (``websocket``) with
     ``wall_clock = true`` (the default: event times are real time), the wall clock moves them
     on too: a decision time more than ``clock_grace_s`` in the past (by the last book's event
@@ -91,6 +96,20 @@ class FeedConfig(StrictModel):
     max_message_bytes: int = Field(65_536, ge=1024)
     wall_clock: bool = True
     clock_grace_s: float = Field(1.0, ge=0, allow_inf_nan=False)
+    max_clock_skew_s: float | None = Field(None, gt=0, allow_inf_nan=False)
+
+    @field_validator("files")
+    @classmethod
+    def _book_files(cls, v: dict[str, Path]) -> dict[str, Path]:
+        from feeds.errors import FeedDataError
+        from feeds.readers import book_format
+
+        for sym, path in v.items():
+            try:
+                book_format(path)
+            except FeedDataError as e:
+                raise ValueError(f"{sym}: {e}") from None
+        return v
 
     @field_validator("urls")
     @classmethod

@@ -46,6 +46,12 @@ def make_feed_factory(cfg: AgentConfig) -> FeedFactory:
                 max_size=f.max_message_bytes,
                 fmt=f.format,
                 futures=f.futures,
+                # Event times are real time: check them against the wall clock (60 s unless set).
+                max_clock_skew_s=(
+                    f.max_clock_skew_s
+                    if f.max_clock_skew_s is not None or not f.wall_clock
+                    else 60.0
+                ),
             )
 
         return ws_factory

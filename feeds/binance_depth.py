@@ -5,13 +5,20 @@ The diff stream ``<symbol>@depth@100ms`` sends changes of price levels with upda
 documented procedure, which ``BinanceBook`` follows:
 
 1. buffer diffs, take a REST snapshot (``lastUpdateId``);
-2. drop every diff with ``u <= lastUpdateId``;
+2. drop every diff older than the snapshot: spot ``u <= lastUpdateId``, futures
+   ``u < lastUpdateId`` (a futures diff with ``u == lastUpdateId`` is the straddling one);
 3. the first diff applied must straddle the snapshot: spot ``U <= lastUpdateId + 1 <= u``,
    futures ``U <= lastUpdateId <= u``;
 4. then every diff must follow the previous one: spot ``U == prev_u + 1``, futures
    ``pu == prev_u``; otherwise the book is out of sync (``SequenceGap``): resync from a new
-   snapshot;
+   snapshot. A diff already applied (``u <= prev_u``, a duplicate) is dropped, not a gap;
 5. a quantity of 0 removes the level.
+
+The trade stream ``<symbol>@trade`` (``e == "trade"``) is decoded into ``Trade``: the feed turns
+each trade into a row carrying the book in force (action ``T``, the aggressor side from ``m``:
+buyer is maker means a sell aggressor). Other streams (``bookTicker``, ``aggTrade``, ...) are
+``other_stream``: not needed, ignored without a warning. Event times ``E``/``T`` beyond int64
+nanoseconds are ``bad_schema``, never an exception.
 
 The partial book stream ``<symbol>@depth10@100ms`` sends the top levels whole (``bids``,
 ``asks``, ``lastUpdateId``): each message is a snapshot. Decoding uses typed msgspec structs and
@@ -25,14 +32,31 @@ import heapq
 import math
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Annotated, Final, Literal
 
 import msgspec
 import numpy as np
 
 from feeds.errors import SequenceGap
-from feeds.model import N_LEVELS, BookBatch
+from feeds.model import EV_NONE, EV_TRADE, N_LEVELS, SIDE_ASK, SIDE_BID, SIDE_NONE, BookBatch
 
-__all__ = ["BinanceBook", "DepthDiff", "DepthSnapshot", "decode_message", "rebuild_recording"]
+__all__ = [
+    "IGNORED_REASONS",
+    "BinanceBook",
+    "DepthDiff",
+    "DepthSnapshot",
+    "Trade",
+    "decode_message",
+    "rebuild_recording",
+]
+
+# Event times are ms since the epoch; beyond this, E * 1e6 ns overflows int64.
+_MAX_MS: Final = (2**63 - 1) // 1_000_000
+_Ms = Annotated[int, msgspec.Meta(ge=0, le=_MAX_MS)]
+
+# Outcomes that are part of the documented procedure or of streams we do not need, not faults:
+# a feed counts them without a warning.
+IGNORED_REASONS: Final = frozenset({"other_stream", "stale", "duplicate", "no_snapshot", "no_book"})
 
 
 class DepthDiff(msgspec.Struct, frozen=True):
@@ -42,10 +66,11 @@ class DepthDiff(msgspec.Struct, frozen=True):
     u: int
     b: list[tuple[str, str]]
     a: list[tuple[str, str]]
-    E: int = 0
+    E: _Ms = 0
     s: str = ""
     e: str = "depthUpdate"
     pu: int | None = None
+    T: _Ms = 0
 
 
 class DepthSnapshot(msgspec.Struct, frozen=True):
@@ -54,7 +79,23 @@ class DepthSnapshot(msgspec.Struct, frozen=True):
     lastUpdateId: int
     bids: list[tuple[str, str]]
     asks: list[tuple[str, str]]
-    E: int = 0
+    E: _Ms = 0
+    T: _Ms = 0
+
+
+class Trade(msgspec.Struct, frozen=True):
+    """One ``@trade`` event: price ``p`` and quantity ``q`` (decimal strings), ``m`` buyer is
+    maker, event time ``E`` and trade time ``T`` in ms."""
+
+    e: Literal["trade"]
+    p: str
+    q: str
+    m: bool
+    E: _Ms = 0
+    T: _Ms = 0
+    s: str = ""
+    t: int = 0
+    X: str = "MARKET"  # USD-M futures: MARKET, or INSURANCE_FUND / ADL / NA
 
 
 class _Wrapped(msgspec.Struct, frozen=True):
@@ -65,33 +106,51 @@ class _Wrapped(msgspec.Struct, frozen=True):
 _WRAPPED = msgspec.json.Decoder(_Wrapped)
 _DIFF = msgspec.json.Decoder(DepthDiff)
 _SNAP = msgspec.json.Decoder(DepthSnapshot)
+_TRADE = msgspec.json.Decoder(Trade)
 
 
-def decode_message(raw: bytes | str) -> tuple[DepthDiff | DepthSnapshot | None, str]:
-    """Decode one websocket message (combined-stream wrapper or bare).
+class _Kind(msgspec.Struct):
+    e: str | None = None
+
+
+_KIND = msgspec.json.Decoder(_Kind)
+
+
+def decode_message(raw: bytes | str) -> tuple[DepthDiff | DepthSnapshot | Trade | None, str]:
+    """Decode one websocket message (combined-stream wrapper or bare); never raises.
 
     Returns:
-        ``(event, "")`` for a depth diff or a snapshot / depth10 message; ``(None, reason)``
-        otherwise: ``other_stream`` (trades, bookTicker), ``bad_json``, ``bad_schema``.
+        ``(event, "")`` for a depth diff, a snapshot / depth10 message or a trade;
+        ``(None, reason)`` otherwise: ``other_stream`` (bookTicker, aggTrade, ...),
+        ``bad_json``, ``bad_schema``.
     """
     body: bytes | str = raw
     try:
         w = _WRAPPED.decode(raw)
-        if "@depth" not in w.stream:
+        if "@depth" not in w.stream and not w.stream.endswith("@trade"):
             return None, "other_stream"
         body = bytes(w.data)
     except msgspec.DecodeError:
         pass  # not wrapped (or not JSON: the bare decoders below say which)
     try:
-        return _DIFF.decode(body), ""
-    except msgspec.DecodeError:
-        pass
-    try:
-        return _SNAP.decode(body), ""
+        kind = _KIND.decode(body).e
     except msgspec.ValidationError:
         return None, "bad_schema"
     except msgspec.DecodeError:
         return None, "bad_json"
+    try:
+        if kind == "trade":
+            return _TRADE.decode(body), ""
+        if kind == "depthUpdate":
+            return _DIFF.decode(body), ""
+        if kind is not None:
+            return None, "other_stream"
+        try:
+            return _DIFF.decode(body), ""
+        except msgspec.ValidationError:
+            return _SNAP.decode(body), ""
+    except msgspec.DecodeError:  # ValidationError is a DecodeError
+        return None, "bad_schema"
 
 
 def _levels(rows: list[tuple[str, str]]) -> list[tuple[float, float]] | None:
@@ -138,23 +197,33 @@ class BinanceBook:
         self.last_u = None
         return True
 
-    def apply_diff(self, ev: DepthDiff) -> str:
+    def apply_diff(self, ev: DepthDiff, *, check: bool = True) -> str:
         """Apply one diff.
 
+        ``check=False`` applies it whatever its ids (a server carrying on past a gap in its own
+        recording); the chain then continues from its ``u``.
+
         Returns:
-            ``applied``, ``stale`` (dropped: ``u <= lastUpdateId``), ``no_snapshot`` or
-            ``bad_levels`` (dropped).
+            ``applied``, ``stale`` (dropped: older than the snapshot), ``duplicate`` (dropped:
+            already applied), ``wrong_symbol``, ``no_snapshot`` or ``bad_levels`` (dropped).
 
         Raises:
             SequenceGap: The diff does not follow the book: resync from a new snapshot.
         """
+        if ev.s and ev.s.upper() != self.symbol.upper():
+            return "wrong_symbol"
         if self.snapshot_id is None:
             return "no_snapshot"
-        if ev.u <= self.snapshot_id:
+        if ev.u < self.snapshot_id or (ev.u == self.snapshot_id and not self.futures):
             self.dropped += 1
             return "stale"
+        if self.last_u is not None and ev.u <= self.last_u:
+            self.dropped += 1
+            return "duplicate"
         sid = self.snapshot_id
-        if self.last_u is None:
+        if not check:
+            pass
+        elif self.last_u is None:
             ok = ev.U <= sid <= ev.u if self.futures else ev.U <= sid + 1 <= ev.u
             if not ok:
                 raise SequenceGap(
@@ -194,9 +263,18 @@ class BinanceBook:
         """Return True when the best bid is at or above the best ask."""
         return bool(self.bids and self.asks and max(self.bids) >= min(self.asks))
 
-    def batch(self, ts_event_ns: int, ts_recv_ns: int) -> BookBatch:
-        """Return the current top 10 as a one-row batch."""
+    def batch(self, ts_event_ns: int, ts_recv_ns: int, trade: Trade | None = None) -> BookBatch:
+        """Return the current top 10 as a one-row batch.
+
+        With ``trade``, the row is that trade (action ``T``, the aggressor side, its price and
+        quantity) on the book in force; a quantity that is not a finite number gives NaN size,
+        which validation rejects as ``BAD_EVENT``.
+        """
         bp, bs, ap, az = self.top()
+        if trade is None:
+            ev = (EV_NONE, SIDE_NONE, math.nan, 0.0)
+        else:
+            ev = (EV_TRADE, SIDE_ASK if trade.m else SIDE_BID, _num(trade.p), _num(trade.q))
         return BookBatch(
             self.symbol,
             np.array([ts_event_ns], dtype=np.int64),
@@ -205,17 +283,31 @@ class BinanceBook:
             bs[None, :],
             ap[None, :],
             az[None, :],
+            np.array([ev[0]], dtype=np.uint8),
+            np.array([ev[1]], dtype=np.uint8),
+            np.array([ev[2]]),
+            np.array([ev[3]]),
         )
 
 
+def _num(text: str) -> float:
+    """Parse a decimal string; NaN when it is not a finite number (rejected downstream)."""
+    try:
+        v = float(text)
+    except ValueError:
+        return math.nan
+    return v if math.isfinite(v) else math.nan
+
+
 def rebuild_recording(
-    paths: list[Path], symbol: str = "BTCUSDT", *, futures: bool = False
+    paths: list[Path], symbol: str = "BTCUSDT", *, futures: bool = False, trades: bool = False
 ) -> Iterator[tuple[str, BookBatch | None]]:
     """Replay recorded sessions (``<recv ns> <raw JSON>`` per line, gzip) through the builder.
 
     Diffs that arrive before the snapshot are buffered, as the procedure says. Yields
-    ``("applied", batch)`` after each applied diff and ``(reason, None)`` for every other line
-    (``stale``, ``other_stream``, ``bad_json``, ...). Raises ``SequenceGap`` on a gap.
+    ``("applied", batch)`` after each applied diff, ``("trade", batch)`` for each trade once the
+    book is synced (with ``trades``; else ``("trade", None)``) and ``(reason, None)`` for every
+    other line (``stale``, ``other_stream``, ``bad_json``, ...). Raises ``SequenceGap`` on a gap.
     """
     book = BinanceBook(symbol, futures=futures)
     pending: list[tuple[int, DepthDiff]] = []
@@ -231,6 +323,9 @@ def rebuild_recording(
                 msg, reason = decode_message(raw)
                 if msg is None:
                     yield reason, None
+                elif isinstance(msg, Trade):
+                    ok = trades and book.synced
+                    yield "trade", book.batch(msg.E * 1_000_000, recv_ns, msg) if ok else None
                 elif isinstance(msg, DepthSnapshot):
                     if book.snapshot_id is None and book.apply_snapshot(msg):
                         for r_ns, ev in pending:

@@ -7,38 +7,72 @@ One message is one full 10-level book of one symbol::
      "ts_recv": 1748871000125401000,           # optional: sender's receive time, int ns
      "bid_px": [49.99, 49.98, ...],            # up to 10, best first; null = empty level
      "bid_sz": [300, 500, ...],                # shares; 0 for an empty level
-     "ask_px": [50.01, ...], "ask_sz": [200, ...]}
+     "ask_px": [50.01, ...], "ask_sz": [200, ...],
+     "action": "T", "side": "B", "price": 50.01, "size": 100}   # optional: the event
+
+The four event fields are optional (all absent: the batch has no event columns): ``action`` is
+one letter (``A C M T F R``; absent or "" = unknown), ``side`` ``A``/``B``/``N``, ``price`` the
+event's price (null = none) and ``size`` its size (see ``feeds.model``).
 
 Decoding never raises: a malformed frame gives ``(None, reason)`` with ``reason`` one of
-``bad_json``, ``bad_schema``, ``wrong_symbol``, ``too_many_levels``, ``level_mismatch``, or a
-``feeds.validate.Reason`` name (``non_finite``, ``crossed``, ``time_backwards``, ...): the
-book is checked by ``validate_row``, the one-book twin of ``validate_batch``.
+``bad_json``, ``bad_schema`` (including times outside int64 ns), ``wrong_symbol``,
+``too_many_levels``, ``level_mismatch``, ``time_ahead``/``time_behind`` (outside the clock
+tolerance), or a ``feeds.validate.Reason`` name (``non_finite``, ``crossed``,
+``time_backwards``, ``bad_event``, ...): the book is checked by ``validate_row``, the one-book
+twin of ``validate_batch``.
 """
 
 from __future__ import annotations
 
 import math
+from typing import Annotated
 
 import msgspec
 import numpy as np
 
-from feeds.model import N_LEVELS, BookBatch
+from feeds.model import N_LEVELS, SIDE_NONE, BookBatch
 from feeds.validate import Reason, validate_row
 
 __all__ = ["Mbp10Message", "decode_mbp10", "encode_mbp10"]
+
+
+# Nanoseconds since the epoch that fit an int64 (a bigger value would overflow numpy).
+_Ns = Annotated[int, msgspec.Meta(ge=0, le=2**63 - 1)]
+_Letter = Annotated[str, msgspec.Meta(max_length=1)]
 
 
 class Mbp10Message(msgspec.Struct, frozen=True):
     """Schema of one snapshot message (see the module docstring)."""
 
     symbol: str
-    ts_event: int
+    ts_event: _Ns
     bid_px: list[float | None]
     bid_sz: list[float]
     ask_px: list[float | None]
     ask_sz: list[float]
     type: str = "mbp10"
-    ts_recv: int | None = None
+    ts_recv: _Ns | None = None
+    action: _Letter | None = None
+    side: _Letter | None = None
+    price: float | None = None
+    size: float | None = None
+
+
+class _Mbp10Out(msgspec.Struct, frozen=True, omit_defaults=True):
+    """What ``encode_mbp10`` writes: the schema above, event fields only when present."""
+
+    type: str
+    symbol: str
+    ts_event: int
+    ts_recv: int
+    bid_px: list[float | None]
+    bid_sz: list[float]
+    ask_px: list[float | None]
+    ask_sz: list[float]
+    action: str | None = None
+    side: str | None = None
+    price: float | None = None
+    size: float | None = None
 
 
 _DECODER = msgspec.json.Decoder(Mbp10Message)
@@ -62,6 +96,7 @@ def decode_mbp10(
     prev_ts_ns: int | None = None,
     *,
     validate: bool = True,
+    max_skew_ns: int | None = None,
 ) -> tuple[BookBatch | None, str]:
     """Decode (and by default validate) one frame into a one-row ``BookBatch``.
 
@@ -72,6 +107,8 @@ def decode_mbp10(
         symbol: Expected symbol; another one is rejected.
         prev_ts_ns: Event time of the previous valid book (for ``time_backwards``).
         validate: Apply ``feeds.validate.validate_row`` (crossed, out of order, ...).
+        max_skew_ns: Reject an event time further than this from ``recv_ns`` (``time_ahead``,
+            ``time_behind``); ``None``: not checked.
 
     Returns:
         ``(batch, "")`` or ``(None, reason)``; never raises.
@@ -92,10 +129,20 @@ def decode_mbp10(
     ask = _side(m.ask_px, m.ask_sz)
     if isinstance(ask, str):
         return None, ask
+    if max_skew_ns is not None:
+        if m.ts_event > recv_ns + max_skew_ns:
+            return None, "time_ahead"
+        if m.ts_event < recv_ns - max_skew_ns:
+            return None, "time_behind"
+    ev = _event(m)
     if validate:
-        r = validate_row(bid[0], bid[1], ask[0], ask[1], m.ts_event, prev_ts_ns)
+        r = validate_row(bid[0], bid[1], ask[0], ask[1], m.ts_event, prev_ts_ns, ev)
         if r is not Reason.OK:
             return None, r.name.lower()
+    cols = () if ev is None else (
+        np.array([ev[0]], np.uint8), np.array([ev[1]], np.uint8), np.array([ev[2]]),
+        np.array([ev[3]]),
+    )  # fmt: skip
     return (
         BookBatch(
             m.symbol,
@@ -105,8 +152,21 @@ def decode_mbp10(
             np.array([bid[1]]),
             np.array([ask[0]]),
             np.array([ask[1]]),
+            *cols,
         ),
         "",
+    )
+
+
+def _event(m: Mbp10Message) -> tuple[int, int, float, float] | None:
+    """Return (action, ev_side, ev_px, ev_sz) of a message, ``None`` when it has no event."""
+    if m.action is None and m.side is None and m.price is None and m.size is None:
+        return None
+    return (
+        ord(m.action) if m.action else 0,
+        ord(m.side) if m.side else SIDE_NONE,
+        math.nan if m.price is None else float(m.price),
+        0.0 if m.size is None else float(m.size),
     )
 
 
@@ -114,16 +174,35 @@ def _px_list(row: np.ndarray) -> list[float | None]:
     return [None if not math.isfinite(v) else float(v) for v in row.tolist()]
 
 
-def encode_mbp10(batch: BookBatch, i: int) -> bytes:
-    """Encode row ``i`` of ``batch`` as one JSON message."""
+def encode_mbp10(batch: BookBatch, i: int, ts_event_ns: int | None = None) -> bytes:
+    """Encode row ``i`` of ``batch`` as one JSON message (with its event when it has one).
+
+    Args:
+        batch: The rows.
+        i: Row index.
+        ts_event_ns: Event time to send instead of the row's own (a server re-stamping a
+            recording to the present), ns.
+    """
+    event: dict[str, object] = {}
+    if batch.action is not None and batch.ev_side is not None:
+        a, sd = int(batch.action[i]), int(batch.ev_side[i])
+        px = float(batch.ev_px[i]) if batch.ev_px is not None else math.nan
+        event = {
+            "action": chr(a) if a else "",
+            "side": chr(sd) if sd else None,
+            "price": px if math.isfinite(px) else None,
+            "size": float(batch.ev_sz[i]) if batch.ev_sz is not None else 0.0,
+        }
     return _ENCODER.encode(
-        Mbp10Message(
+        _Mbp10Out(
+            type="mbp10",
             symbol=batch.symbol,
-            ts_event=int(batch.ts_event_ns[i]),
+            ts_event=int(batch.ts_event_ns[i]) if ts_event_ns is None else ts_event_ns,
             ts_recv=int(batch.ts_recv_ns[i]),
             bid_px=_px_list(batch.bid_px[i]),
             bid_sz=batch.bid_sz[i].tolist(),
             ask_px=_px_list(batch.ask_px[i]),
             ask_sz=batch.ask_sz[i].tolist(),
+            **event,  # type: ignore[arg-type]
         )
     )

@@ -21,6 +21,22 @@ fresh snapshot; ``binance-depth10``: the partial book stream, each message a ful
 
 ``updates()`` yields one-row batches, and an empty batch every ``heartbeat_s`` while nothing
 arrives, so a consumer can act on time (check staleness, deadlines) when the feed is silent.
+Trade rows (action ``T``: a Binance ``@trade`` message on the book in force, or an MBP-10 JSON
+message with ``action: "T"``) are never conflated away: the volume they carry is kept, and a
+batch then holds the pending trades followed by the latest book (bounded by ``max_pending``).
+
+Hostile data (issue 18): decoding never raises; event times beyond int64 ns are ``bad_schema``.
+With ``max_clock_skew_s``, a book whose event time is further than that from ``clock.now_ns()``
+(ahead or behind) is rejected (``time_ahead`` / ``time_behind``), counted and logged, so one
+frame dated years ahead never becomes the feed's clock. Without it, ``clock_reset_after``
+consecutive ``time_backwards`` rejections mean the earlier accepted time was the bad one: the
+feed logs ``feed.clock_reset`` and accepts the frame. Streams that are not needed (bookTicker)
+and diffs the procedure drops (older than the snapshot, duplicates) are counted in
+``stats.ignored`` without a warning. A frame that still fails unexpectedly is logged with its
+traceback (``feed.frame_failed``) and skipped; a reader task that dies makes ``updates()``
+raise ``FeedError`` instead of yielding empty batches for ever. ``aclose()`` closes the
+connection with 1000 (normal closure); a close by the server, normal or not, is logged as
+``feed.disconnected`` and followed by a reconnect.
 """
 
 from __future__ import annotations
@@ -36,11 +52,11 @@ import structlog
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
 
-from feeds.binance_depth import BinanceBook, DepthSnapshot, decode_message
+from feeds.binance_depth import IGNORED_REASONS, BinanceBook, DepthSnapshot, Trade, decode_message
 from feeds.clock import Clock, WallClock
-from feeds.errors import SequenceGap
+from feeds.errors import FeedError, SequenceGap
 from feeds.jsonmsg import decode_mbp10
-from feeds.model import BookBatch
+from feeds.model import EV_TRADE, BookBatch
 from feeds.validate import Reason, validate_row
 
 __all__ = ["FORMATS", "LiveStats", "WebSocketFeed"]
@@ -60,13 +76,25 @@ class LiveStats:
     disconnects: int = 0
     stale_events: int = 0
     gaps: int = 0
+    trades: int = 0
+    ignored: dict[str, int] = field(default_factory=dict)
+    reordered: int = 0
+    clock_resets: int = 0
+    frame_errors: int = 0
+    trades_dropped: int = 0
 
     def as_dict(self) -> dict[str, Any]:
         """Return the counters for a log line."""
         return {
             "frames": self.frames,
             "books": self.books,
+            "trades": self.trades,
             "invalid": dict(self.invalid),
+            "ignored": dict(self.ignored),
+            "reordered": self.reordered,
+            "clock_resets": self.clock_resets,
+            "frame_errors": self.frame_errors,
+            "trades_dropped": self.trades_dropped,
             "conflated": self.conflated,
             "connects": self.connects,
             "disconnects": self.disconnects,
@@ -88,6 +116,16 @@ class WebSocketFeed:
         max_size: Largest frame accepted, bytes (bigger: the connection is failed, counted).
         rng: Random source for the jitter (tests pass a seeded one).
         log_first: Bad frames logged per reason before only counting.
+        fmt: ``mbp10-json``, ``binance-depth`` or ``binance-depth10``.
+        futures: Binance USD-M futures sequencing.
+        max_clock_skew_s: Largest distance between a book's event time and ``clock.now_ns()``,
+            seconds; ``None``: not checked (replayed recordings served with old times).
+        clock_reset_after: Consecutive ``time_backwards`` rejections after which the last
+            accepted event time is deemed bad and dropped (>= 1).
+        reorder_ms: Binance only: an event time at most this far behind the last accepted one
+            (depth and trade streams are not ordered with each other) is raised to it, ms.
+        max_pending: Trade rows kept while the consumer is busy (older ones are then dropped,
+            counted in ``stats.trades_dropped``).
     """
 
     def __init__(
@@ -105,9 +143,24 @@ class WebSocketFeed:
         log_first: int = 5,
         fmt: str = "mbp10-json",
         futures: bool = False,
+        max_clock_skew_s: float | None = None,
+        clock_reset_after: int = 3,
+        reorder_ms: int = 100,
+        max_pending: int = 10_000,
     ) -> None:
         if fmt not in FORMATS:
             raise ValueError(f"fmt must be one of {FORMATS}, got {fmt!r}")
+        if max_clock_skew_s is not None and not max_clock_skew_s > 0:
+            raise ValueError(f"max_clock_skew_s must be > 0 or None, got {max_clock_skew_s}")
+        if clock_reset_after < 1 or reorder_ms < 0 or max_pending < 1:
+            raise ValueError("clock_reset_after and max_pending must be >= 1, reorder_ms >= 0")
+        self.max_skew_ns = None if max_clock_skew_s is None else int(max_clock_skew_s * 1e9)
+        self.clock_reset_after = clock_reset_after
+        self.reorder_ns = reorder_ms * 1_000_000
+        self.max_pending = max_pending
+        self._backwards = 0  # consecutive time_backwards rejections
+        self._pending: list[BookBatch] = []  # trade rows not yet handed to the consumer
+        self._ws: Any = None
         self.fmt = fmt
         self.futures = futures
         self._book = BinanceBook(symbol, futures=futures)
@@ -147,6 +200,9 @@ class WebSocketFeed:
             )
 
     def _invalid(self, reason: str, **kw: Any) -> None:
+        if reason in IGNORED_REASONS:
+            self.stats.ignored[reason] = self.stats.ignored.get(reason, 0) + 1
+            return
         n = self.stats.invalid.get(reason, 0) + 1
         self.stats.invalid[reason] = n
         if n <= self.log_first:
@@ -156,16 +212,27 @@ class WebSocketFeed:
     def _decode(self, raw: bytes | str, now: int) -> tuple[BookBatch | None, str]:
         """Turn one frame into a checked one-row batch, per ``fmt`` (never raises but for gaps)."""
         if self.fmt == "mbp10-json":
-            return decode_mbp10(raw, now, self.symbol, self._prev_ts)
+            return decode_mbp10(raw, now, self.symbol, self._prev_ts, max_skew_ns=self.max_skew_ns)
         msg, reason = decode_message(raw)
         if msg is None:
             return None, reason
+        if isinstance(msg, Trade):
+            if msg.s and msg.s.upper() != self.symbol.upper():
+                return None, "wrong_symbol"
+            if self._book.snapshot_id is None or (
+                self.fmt == "binance-depth" and not self._book.synced
+            ):
+                return None, "no_book"
+            return self._checked(self._book, msg.E or msg.T, now, msg)
         if isinstance(msg, DepthSnapshot):
             if self.fmt == "binance-depth10":
                 book = BinanceBook(self.symbol)
                 if not book.apply_snapshot(msg):
                     return None, "bad_levels"
-                return self._checked(book, msg.E or now // 1_000_000, now)
+                out = self._checked(book, msg.E or now // 1_000_000, now)
+                if out[0] is not None:
+                    self._book = book  # the book in force, for the trades that follow
+                return out
             if self._book.apply_snapshot(msg):  # diff stream: (re)start from this snapshot
                 self._log.info("feed.snapshot", last_update_id=msg.lastUpdateId)
                 return None, ""
@@ -177,34 +244,111 @@ class WebSocketFeed:
             return None, r
         return self._checked(self._book, msg.E, now)
 
-    def _checked(self, book: BinanceBook, e_ms: int, now: int) -> tuple[BookBatch | None, str]:
-        bp, bs, ap, az = book.top()
+    def _time_ok(self, ts_ns: int, now_ns: int) -> str:
+        """Return ``""`` when an event time is within the clock tolerance, else the reason."""
+        if self.max_skew_ns is None:
+            return ""
+        if ts_ns > now_ns + self.max_skew_ns:
+            return "time_ahead"
+        if ts_ns < now_ns - self.max_skew_ns:
+            return "time_behind"
+        return ""
+
+    def _checked(
+        self, book: BinanceBook, e_ms: int, now: int, trade: Trade | None = None
+    ) -> tuple[BookBatch | None, str]:
         ts = e_ms * 1_000_000
-        r = validate_row(bp.tolist(), bs.tolist(), ap.tolist(), az.tolist(), ts, self._prev_ts)
+        prev = self._prev_ts
+        if prev is not None and prev - self.reorder_ns <= ts < prev:
+            ts = prev  # another stream of the same venue, a few ms behind: keep the order
+            self.stats.reordered += 1
+        skew = self._time_ok(ts, now)
+        if skew:
+            return None, skew
+        batch = book.batch(ts, now, trade)
+        ev = None
+        if trade is not None and batch.ev_px is not None and batch.ev_sz is not None:
+            ev = (EV_TRADE, int(batch.ev_side[0]), float(batch.ev_px[0]), float(batch.ev_sz[0]))  # type: ignore[index]
+        bp, bs, ap, az = batch.bid_px[0], batch.bid_sz[0], batch.ask_px[0], batch.ask_sz[0]
+        r = validate_row(bp.tolist(), bs.tolist(), ap.tolist(), az.tolist(), ts, prev, ev)
         if r is not Reason.OK:
             return None, r.name.lower()
-        return book.batch(ts, now), ""
+        return batch, ""
 
     def _on_frame(self, raw: bytes | str) -> None:
         self.stats.frames += 1
         now = self.clock.now_ns()
         batch, reason = self._decode(raw, now)
+        if batch is None and reason == "time_backwards":
+            self._backwards += 1
+            if self._backwards >= self.clock_reset_after:
+                # The frames keep disagreeing with the last accepted time, and with each other
+                # not at all: that time was the bad one. Forget it and take this frame.
+                old, self._prev_ts = self._prev_ts, None
+                batch, reason = self._decode(raw, now)
+                if batch is not None:
+                    self.stats.clock_resets += 1
+                    self._log.warning(
+                        "feed.clock_reset",
+                        last_ts=old,
+                        ts=int(batch.ts_event_ns[0]),
+                        rejected=self._backwards,
+                    )
+                else:
+                    self._prev_ts = old
         if batch is None:
             if reason:
                 self._invalid(reason, size=len(raw))
             return
+        self._backwards = 0
         self._prev_ts = int(batch.ts_event_ns[0])
         self.stats.books += 1
         self.last_update_ns = now
         if self._stale:
             self._stale = False
             self._log.info("feed.resumed")
+        is_trade = batch.action is not None and int(batch.action[0]) == EV_TRADE
+        if is_trade:
+            self.stats.trades += 1
         if self._slot is not None:
-            self.stats.conflated += 1
-            if self.stats.conflated in (1, 10, 100, 1000) or self.stats.conflated % 10_000 == 0:
-                self._log.info("feed.conflated", conflated=self.stats.conflated)
+            if self._slot.action is not None and int(self._slot.action[0]) == EV_TRADE:
+                self._keep_trade(self._slot)
+            else:
+                self.stats.conflated += 1
+                if self.stats.conflated in (1, 10, 100, 1000) or self.stats.conflated % 10_000 == 0:
+                    self._log.info("feed.conflated", conflated=self.stats.conflated)
         self._slot = batch
         self._new.set()
+
+    def _keep_trade(self, row: BookBatch) -> None:
+        """Queue a trade row the consumer has not taken yet (bounded; oldest dropped)."""
+        self._pending.append(row)
+        if len(self._pending) > self.max_pending:
+            del self._pending[0]
+            self.stats.trades_dropped += 1
+            n = self.stats.trades_dropped
+            if n in (1, 10, 100, 1000) or n % 10_000 == 0:
+                self._log.warning("feed.trades_dropped", dropped=n, kept=self.max_pending)
+
+    def _take(self) -> BookBatch | None:
+        """Return the pending trades and the latest book as one batch, and empty the slot."""
+        slot, self._slot = self._slot, None
+        if not self._pending:
+            return slot
+        rows, self._pending = self._pending, []
+        if slot is not None:
+            rows.append(slot)
+        return BookBatch.concat(rows)
+
+    def _on_frame_safe(self, raw: bytes | str) -> None:
+        """``_on_frame`` that survives our own bugs: log, count, skip the frame."""
+        try:
+            self._on_frame(raw)
+        except SequenceGap:
+            raise
+        except Exception:  # the reader must not die on one frame; the traceback is logged
+            self.stats.frame_errors += 1
+            self._log.exception("feed.frame_failed", size=len(raw))
 
     async def _read(self) -> None:
         attempt = 0
@@ -224,9 +368,10 @@ class WebSocketFeed:
                     self._log.info("feed.connected", attempt=attempt)
                     self._book = BinanceBook(self.symbol, futures=self.futures)
                     got = self.stats.books
+                    self._ws = ws
                     async for raw in ws:
                         try:
-                            self._on_frame(raw)
+                            self._on_frame_safe(raw)
                         except SequenceGap as gap:
                             # Out of sync: a new connection brings a fresh snapshot.
                             self.stats.gaps += 1
@@ -234,6 +379,14 @@ class WebSocketFeed:
                             break
                         if self.stats.books > got:
                             attempt = 0
+                    else:
+                        if not self._closed:  # the server closed (1000 / 1001 too)
+                            self.stats.disconnects += 1
+                            self._log.warning(
+                                "feed.disconnected",
+                                code=ws.close_code,
+                                reason=(ws.close_reason or "")[:200],
+                            )
             except asyncio.CancelledError:
                 raise
             except ConnectionClosed as e:
@@ -263,20 +416,40 @@ class WebSocketFeed:
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(self.heartbeat_s):
                     await self._new.wait()
+            self._check_reader()
             self._check_stale()
-            if self._slot is not None:
-                batch, self._slot = self._slot, None
-                self._new.clear()
-                yield batch
-            else:
-                self._new.clear()
-                yield empty
+            batch = self._take()
+            self._new.clear()
+            yield empty if batch is None else batch
+
+    def _check_reader(self) -> None:
+        """Raise ``FeedError`` if the reader task died: never yield empty batches for ever."""
+        r = self._reader
+        if r is None or not r.done() or r.cancelled() or self._closed:
+            return
+        exc = r.exception()
+        if exc is None:
+            return
+        self._log.error("feed.reader_failed", error=repr(exc)[:200])
+        raise FeedError(f"{self.symbol}: the feed reader stopped: {exc!r}") from exc
 
     async def aclose(self) -> None:
-        """Stop reading and close the connection."""
+        """Stop reading and close the connection with 1000 (normal closure). Idempotent."""
         self._closed = True
         self._new.set()
-        if self._reader is not None:
-            self._reader.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._reader
+        reader, ws = self._reader, self._ws
+        if reader is None or reader.done():
+            return
+        if ws is not None:
+            # A clean close ends the reader's ``async for``; cancelling instead would make the
+            # connection close with 1011 (internal error).
+            with contextlib.suppress(Exception):
+                async with asyncio.timeout(2.0):
+                    await ws.close(1000, "client closing")
+            with contextlib.suppress(TimeoutError, asyncio.CancelledError, Exception):
+                async with asyncio.timeout(1.0):
+                    await asyncio.shield(reader)
+        if not reader.done():
+            reader.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await reader

@@ -10,18 +10,49 @@ Conventions (every producer must honour them, ``validate_batch`` checks them):
 - Prices are float currency units (dollars), sizes are shares (float64, integral in practice).
 - Timestamps are integer nanoseconds since the Unix epoch, UTC: ``ts_event_ns`` from the venue,
   ``ts_recv_ns`` from the receiver (equal to ``ts_event_ns`` when the source has only one).
+- Event columns (optional, all four or none): each row is the book *after* one event; ``action``
+  is the ASCII code of that event (``EV_ADD`` ... ``EV_CLEAR``, 0 unknown), ``ev_side`` the
+  ASCII code of its raw side (``A`` ask, ``B`` bid, ``N`` none; on a trade, the aggressor side
+  as the venue gives it), ``ev_px`` its price (NaN if none), ``ev_sz`` its size (0 if none).
+  A trade row (``action == EV_TRADE``) carries the traded volume that participation caps use.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
 
-__all__ = ["N_LEVELS", "BookBatch"]
+__all__ = [
+    "EV_ADD",
+    "EV_CANCEL",
+    "EV_CLEAR",
+    "EV_FILL",
+    "EV_MODIFY",
+    "EV_NONE",
+    "EV_TRADE",
+    "N_LEVELS",
+    "SIDE_ASK",
+    "SIDE_BID",
+    "SIDE_NONE",
+    "BookBatch",
+]
 
 N_LEVELS = 10
+
+# ASCII codes of the event actions and sides in ``BookBatch.action`` / ``BookBatch.ev_side``.
+EV_NONE = 0
+EV_ADD = ord("A")
+EV_CANCEL = ord("C")
+EV_MODIFY = ord("M")
+EV_TRADE = ord("T")
+EV_FILL = ord("F")
+EV_CLEAR = ord("R")
+SIDE_ASK = ord("A")
+SIDE_BID = ord("B")
+SIDE_NONE = ord("N")
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,6 +67,10 @@ class BookBatch:
         bid_sz: Bid sizes in shares, shape (n, L); 0 where empty.
         ask_px: Ask prices, shape (n, L), level 0 best (lowest); NaN where empty.
         ask_sz: Ask sizes in shares, shape (n, L); 0 where empty.
+        action: Event action per row, ASCII code (``EV_*``), uint8, shape (n,); or ``None``.
+        ev_side: Event side per row, ASCII code (``SIDE_*``), uint8, shape (n,); or ``None``.
+        ev_px: Event price per row, dollars, shape (n,); NaN if none; or ``None``.
+        ev_sz: Event size per row, shares, shape (n,); 0 if none; or ``None``.
     """
 
     symbol: str
@@ -45,6 +80,10 @@ class BookBatch:
     bid_sz: NDArray[np.float64]
     ask_px: NDArray[np.float64]
     ask_sz: NDArray[np.float64]
+    action: NDArray[np.uint8] | None = None
+    ev_side: NDArray[np.uint8] | None = None
+    ev_px: NDArray[np.float64] | None = None
+    ev_sz: NDArray[np.float64] | None = None
 
     def __len__(self) -> int:
         return int(self.ts_event_ns.shape[0])
@@ -64,6 +103,7 @@ class BookBatch:
             self.bid_sz[start:stop],
             self.ask_px[start:stop],
             self.ask_sz[start:stop],
+            *(None if c is None else c[start:stop] for c in self._events()),
         )
 
     def take(self, index: NDArray[np.intp] | NDArray[np.bool_]) -> BookBatch:
@@ -76,6 +116,7 @@ class BookBatch:
             self.bid_sz[index],
             self.ask_px[index],
             self.ask_sz[index],
+            *(None if c is None else c[index] for c in self._events()),
         )
 
     @staticmethod
@@ -93,11 +134,61 @@ class BookBatch:
             np.concatenate([b.bid_sz for b in batches]),
             np.concatenate([b.ask_px for b in batches]),
             np.concatenate([b.ask_sz for b in batches]),
+            *_concat_events(batches),
         )
 
     @staticmethod
-    def empty(symbol: str, levels: int = N_LEVELS) -> BookBatch:
-        """Return a batch with no rows."""
+    def empty(symbol: str, levels: int = N_LEVELS, *, events: bool = False) -> BookBatch:
+        """Return a batch with no rows (with empty event columns when ``events``)."""
         z = np.empty((0, levels), dtype=np.float64)
         t = np.empty(0, dtype=np.int64)
-        return BookBatch(symbol, t, t.copy(), z, z.copy(), z.copy(), z.copy())
+        if not events:
+            return BookBatch(symbol, t, t.copy(), z, z.copy(), z.copy(), z.copy())
+        u, f = np.empty(0, np.uint8), np.empty(0, np.float64)
+        return BookBatch(
+            symbol, t, t.copy(), z, z.copy(), z.copy(), z.copy(), u, u.copy(), f, f.copy()
+        )
+
+    @property
+    def has_events(self) -> bool:
+        """Return True when the batch carries the four event columns."""
+        return self.action is not None
+
+    @property
+    def is_trade(self) -> NDArray[np.bool_]:
+        """Return the rows whose event is a trade, shape (n,) (all False without events)."""
+        if self.action is None:
+            return np.zeros(len(self), dtype=np.bool_)
+        return np.asarray(self.action == EV_TRADE, dtype=np.bool_)
+
+    def _events(
+        self,
+    ) -> tuple[
+        NDArray[np.uint8] | None,
+        NDArray[np.uint8] | None,
+        NDArray[np.float64] | None,
+        NDArray[np.float64] | None,
+    ]:
+        return self.action, self.ev_side, self.ev_px, self.ev_sz
+
+
+def _concat_events(batches: list[BookBatch]) -> tuple[Any, Any, Any, Any]:
+    """Concatenate the event columns; a batch without them contributes unknown events."""
+    if all(b.action is None for b in batches):
+        return None, None, None, None
+    parts: list[tuple[Any, Any, Any, Any]] = []
+    for b in batches:
+        if b.action is None:
+            n = len(b)
+            parts.append(
+                (np.zeros(n, np.uint8), np.full(n, SIDE_NONE, np.uint8), np.full(n, np.nan),
+                 np.zeros(n))
+            )  # fmt: skip
+        else:
+            parts.append(b._events())
+    return (
+        np.concatenate([p[0] for p in parts]),
+        np.concatenate([p[1] for p in parts]),
+        np.concatenate([p[2] for p in parts]),
+        np.concatenate([p[3] for p in parts]),
+    )

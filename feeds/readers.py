@@ -14,6 +14,9 @@ Formats (chosen from the file suffix):
 - LOBSTER ``orderbook``/``message`` CSV pairs, plain or inside the sample zip files
   (``read_lobster``).
 
+``read_books`` reads any of them, chosen by ``book_format`` from the name: every command that
+reads books goes through it, so all accept the same formats and refuse others with one line.
+
 Invariants of every yielded batch:
 - one symbol, rows in file order, ``L == N_LEVELS`` levels (narrower sources padded);
 - an empty level is ``NaN`` price and ``0`` size (DBN ``UNDEF_PRICE``, LOBSTER +-9999999999 and
@@ -31,6 +34,7 @@ whose header lacks required columns, raises ``FeedDataError``.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import gzip
 import io
 import os
@@ -52,11 +56,72 @@ import zstandard
 from numpy.typing import NDArray
 
 from feeds.errors import FeedDataError
-from feeds.model import N_LEVELS, BookBatch
+from feeds.model import (
+    EV_ADD,
+    EV_CANCEL,
+    EV_NONE,
+    EV_TRADE,
+    N_LEVELS,
+    SIDE_ASK,
+    SIDE_BID,
+    SIDE_NONE,
+    BookBatch,
+)
 
-__all__ = ["SUPPORTED_SUFFIXES", "read_lobster", "read_mbp10"]
+__all__ = [
+    "BOOK_FORMATS",
+    "SUPPORTED_SUFFIXES",
+    "book_format",
+    "read_books",
+    "read_lobster",
+    "read_mbp10",
+]
 
 SUPPORTED_SUFFIXES: Final = (".csv", ".csv.gz", ".csv.zst", ".dbn", ".dbn.zst")
+BOOK_FORMATS: Final = ("mbp10", "lobster")
+_FORMATS_TEXT: Final = (
+    "Databento MBP-10 (.csv, .csv.gz, .csv.zst, .dbn, .dbn.zst) or LOBSTER "
+    "(*_orderbook_N.csv with its message file, or a LOBSTER .zip)"
+)
+
+
+def book_format(path: str | Path) -> str:
+    """Return the format of a book file from its name: ``mbp10`` or ``lobster``.
+
+    Raises:
+        FeedDataError: The name matches no supported format (one line naming the path and
+            the formats).
+    """
+    p = Path(path)
+    name = p.name.lower()
+    if name.endswith(".zip") or p.parent.suffix.lower() == ".zip":
+        return "lobster"
+    if "_orderbook_" in name and name.endswith(".csv"):
+        return "lobster"
+    if name.endswith(SUPPORTED_SUFFIXES):
+        return "mbp10"
+    raise FeedDataError(f"{p}: unknown file type (expected {_FORMATS_TEXT})")
+
+
+def read_books(
+    path: str | Path, symbol: str | None = None, chunk_rows: int = 250_000
+) -> Iterator[BookBatch]:
+    """Read a book file of any supported format as ``BookBatch`` chunks.
+
+    Args:
+        path: Databento MBP-10 (CSV or DBN) or LOBSTER file (see ``book_format``).
+        symbol: MBP-10: keep only this symbol. LOBSTER (one symbol a file): the symbol written
+            in the batches; ``None`` takes it from the file name.
+        chunk_rows: Upper bound on the rows of a yielded batch.
+
+    Raises:
+        FeedDataError: Unknown format, missing file, or (MBP-10 CSV, LOBSTER) a file whose
+            header or members are wrong, raised by the call itself.
+    """
+    if book_format(path) == "lobster":
+        return read_lobster(path, symbol=symbol, chunk_rows=chunk_rows)
+    return read_mbp10(path, symbol, chunk_rows)
+
 
 _PX_DIV: Final = 1e9  # DBN fixed-point prices are dollars * 1e9
 _UNDEF_PRICE: Final = np.iinfo(np.int64).max
@@ -145,8 +210,11 @@ def _read_header(p: Path) -> tuple[list[str], bytes]:
     return [c.strip() for c in line.decode("utf-8", "replace").strip().split(",")], head
 
 
-def _csv_layout(p: Path, header: list[str]) -> tuple[list[int], list[str], bool]:
-    """Return (usecols indices, names for them, has_ts_recv) for the needed columns."""
+_EVENT_COLUMNS: Final = ("action", "side", "price", "size")
+
+
+def _csv_layout(p: Path, header: list[str]) -> _CsvLayout:
+    """Return the layout of the needed columns (event columns when all four are present)."""
     missing = [c for c in (*_BOOK_COLUMNS, "symbol") if c not in header]
     if "ts_event" not in header:
         missing.insert(0, "ts_event")
@@ -160,9 +228,12 @@ def _csv_layout(p: Path, header: list[str]) -> tuple[list[int], list[str], bool]
     has_recv = "ts_recv" in header
     if has_recv:
         names.insert(0, "ts_recv")
+    has_events = all(c in header for c in _EVENT_COLUMNS)
+    if has_events:
+        names += _EVENT_COLUMNS
     index = {n: header.index(n) for n in names}
     order = sorted(names, key=index.__getitem__)  # usecols must be given in file order
-    return [index[n] for n in order], order, has_recv
+    return _CsvLayout([index[n] for n in order], order, has_recv, 0, has_events, len(header))
 
 
 @dataclass(frozen=True, slots=True)
@@ -171,13 +242,16 @@ class _CsvLayout:
     names: list[str]
     has_recv: bool
     header_bytes: int
+    has_events: bool = False
+    n_cols: int = 0  # cells in the header line
 
 
 def _read_csv(p: Path, symbol: str | None, chunk_rows: int) -> Iterator[BookBatch]:
     # Validate the header eagerly, so a wrong file fails at the call, not at the first next().
     header, head = _read_header(p)
-    usecols, names, has_recv = _csv_layout(p, header)
-    layout = _CsvLayout(usecols, names, has_recv, len(head.split(b"\n", 1)[0]) + 1)
+    layout = dataclasses.replace(
+        _csv_layout(p, header), header_bytes=len(head.split(b"\n", 1)[0]) + 1
+    )
     return _iter_csv(p, layout, symbol, chunk_rows, head)
 
 
@@ -277,6 +351,8 @@ def _parse_block(
     dtypes["ts_event"] = object
     if layout.has_recv:
         dtypes["ts_recv"] = object
+    if layout.has_events:
+        dtypes.update(action="category", side="category", price=np.float64, size=np.float64)
     try:
         df = pd.read_csv(
             io.BytesIO(block),
@@ -289,7 +365,7 @@ def _parse_block(
         )
     except (ValueError, pd.errors.ParserError):
         df = _parse_block_lenient(p, block, offset, layout)
-    return list(_frame_batches(df, symbol, layout.has_recv))
+    return list(_frame_batches(df, symbol, layout))
 
 
 def _parse_block_lenient(p: Path, block: bytes, offset: int, layout: _CsvLayout) -> pd.DataFrame:
@@ -300,11 +376,12 @@ def _parse_block_lenient(p: Path, block: bytes, offset: int, layout: _CsvLayout)
     tokenizer (``on_bad_lines="skip"``; these are the only rows lost without a count).
     """
     try:
+        # All header columns by position: a short (truncated) line is padded with NaN instead
+        # of failing ``usecols`` for the whole block.
         df = pd.read_csv(
             io.BytesIO(block),
             header=None,
-            names=layout.names,
-            usecols=layout.usecols,
+            names=list(range(max(layout.n_cols, max(layout.usecols) + 1))),
             dtype=object,
             engine="c",
             index_col=False,
@@ -312,14 +389,18 @@ def _parse_block_lenient(p: Path, block: bytes, offset: int, layout: _CsvLayout)
         )
     except (ValueError, pd.errors.ParserError) as e:
         raise FeedDataError(f"{p}: cannot parse CSV in the block at byte {offset}: {e}") from e
-    for c in _BOOK_COLUMNS:
+    df = df[layout.usecols]
+    df.columns = layout.names
+    for c in (*_BOOK_COLUMNS, *(("price", "size") if layout.has_events else ())):
         df[c] = pd.to_numeric(df[c], errors="coerce").astype(np.float64)
-    df["symbol"] = df["symbol"].astype("category")
+    for c in ("symbol", *(("action", "side") if layout.has_events else ())):
+        df[c] = df[c].astype("category")
     return df
 
 
-def _frame_batches(df: pd.DataFrame, symbol: str | None, has_recv: bool) -> Iterator[BookBatch]:
+def _frame_batches(df: pd.DataFrame, symbol: str | None, layout: _CsvLayout) -> Iterator[BookBatch]:
     """Turn one parsed block into batches, one per symbol in order of first appearance."""
+    has_recv = layout.has_recv
     sym = df["symbol"]
     codes = sym.cat.codes.to_numpy()
     cats = sym.cat.categories
@@ -350,16 +431,43 @@ def _frame_batches(df: pd.DataFrame, symbol: str | None, has_recv: bool) -> Iter
         for bad in (bad_event, bad_recv):
             if bad is not None:
                 bid_sz[bad] = np.nan
+    whole = BookBatch(
+        "", ts_event, ts_recv, bid_px, bid_sz, ask_px, ask_sz,
+        *(_csv_events(df) if layout.has_events else ()),
+    )  # fmt: skip
     first_codes = codes[np.sort(np.unique(codes, return_index=True)[1])]
     if first_codes.size == 1:
-        name = str(cats[first_codes[0]])
-        yield BookBatch(name, ts_event, ts_recv, bid_px, bid_sz, ask_px, ask_sz)
+        yield dataclasses.replace(whole, symbol=str(cats[first_codes[0]]))
         return
     for c in first_codes:
-        m = codes == c
-        yield BookBatch(
-            str(cats[c]), ts_event[m], ts_recv[m], bid_px[m], bid_sz[m], ask_px[m], ask_sz[m]
-        )
+        yield dataclasses.replace(whole.take(codes == c), symbol=str(cats[c]))
+
+
+def _csv_events(
+    df: pd.DataFrame,
+) -> tuple[NDArray[np.uint8], NDArray[np.uint8], NDArray[np.float64], NDArray[np.float64]]:
+    """Return (action, ev_side, ev_px, ev_sz) of a parsed block (see ``feeds.model``)."""
+    ev_px = df["price"].to_numpy(np.float64, copy=True)
+    ev_px[~np.isfinite(ev_px)] = np.nan
+    ev_sz = df["size"].to_numpy(np.float64, copy=True)
+    ev_sz[~np.isfinite(ev_sz)] = 0.0
+    return (
+        _ascii_codes(df["action"], EV_NONE),
+        _ascii_codes(df["side"], SIDE_NONE),
+        ev_px,
+        ev_sz,
+    )
+
+
+def _ascii_codes(col: pd.Series, missing: int) -> NDArray[np.uint8]:
+    """Map a categorical column of one-letter cells to their ASCII codes (else ``missing``)."""
+    cats = [str(c).strip() for c in col.cat.categories]
+    table = np.array(
+        [ord(c) if len(c) == 1 and c.isascii() and c.isalpha() else missing for c in cats]
+        + [missing],
+        dtype=np.uint8,
+    )
+    return table[col.cat.codes.to_numpy()]  # code -1 (empty cell) picks the last entry
 
 
 def _parse_ts(values: NDArray[np.object_]) -> tuple[NDArray[np.int64], NDArray[np.bool_] | None]:
@@ -520,18 +628,20 @@ def _dbn_chunk(
     ts_recv = rec["ts_recv"].astype(np.int64)
     bid_px, ask_px = _dbn_px(lv["bid_px"]), _dbn_px(lv["ask_px"])
     bid_sz, ask_sz = lv["bid_sz"].astype(np.float64), lv["ask_sz"].astype(np.float64)
+    side = np.ascontiguousarray(rec["side"]).view(np.uint8).copy()
+    side[side == 0] = SIDE_NONE
+    whole = BookBatch(
+        "", ts_event, ts_recv, bid_px, bid_sz, ask_px, ask_sz,
+        np.ascontiguousarray(rec["action"]).view(np.uint8).copy(), side,
+        _dbn_px(rec["price"]), rec["size"].astype(np.float64),
+    )  # fmt: skip
     uniq, first = np.unique(ids, return_index=True)
     for iid in ids[np.sort(first)] if uniq.size > 1 else uniq:
         name = names.get(int(iid), str(int(iid)))
         if symbol is not None and name != symbol:
             continue
-        if uniq.size == 1:
-            yield BookBatch(name, ts_event, ts_recv, bid_px, bid_sz, ask_px, ask_sz)
-        else:
-            m = ids == iid
-            yield BookBatch(
-                name, ts_event[m], ts_recv[m], bid_px[m], bid_sz[m], ask_px[m], ask_sz[m]
-            )
+        part = whole if uniq.size == 1 else whole.take(ids == iid)
+        yield dataclasses.replace(part, symbol=name)
 
 
 def _dbn_px(px: NDArray[np.int64]) -> NDArray[np.float64]:
@@ -584,6 +694,7 @@ def read_lobster(
     """
     if chunk_rows < 1:
         raise ValueError(f"chunk_rows must be >= 1, got {chunk_rows}")
+    # Find the files and the symbol/date now, so a wrong path fails at the call.
     book_src, msg_src, where = _lobster_sources(Path(orderbook_csv), message_csv)
     m = _LOBSTER_NAME.search(book_src[1])
     sym = symbol or (m.group("symbol") if m else None)
@@ -591,8 +702,14 @@ def read_lobster(
     if sym is None or day is None:
         raise FeedDataError(f"{where}: cannot infer symbol/date from the name; pass them")
     day_d = day if isinstance(day, _date) else _parse_day(where, day)
+    return _iter_lobster(book_src, msg_src, where, sym, day_d, chunk_rows)
+
+
+def _iter_lobster(
+    book_src: _Source, msg_src: _Source, where: str, sym: str, day_d: _date, chunk_rows: int
+) -> Iterator[BookBatch]:
     book = _lobster_csv(book_src, where)
-    msg = _lobster_csv(msg_src, where, usecols=[0])
+    msg = _lobster_csv(msg_src, where, usecols=[0, 1, 3, 4, 5])
     if book.shape[1] % 4 != 0 or book.shape[1] == 0 or book.shape[1] // 4 > N_LEVELS:
         raise FeedDataError(f"{where}: {book.shape[1]} columns is not 4 x levels (1..10)")
     if len(book) != len(msg):
@@ -602,7 +719,16 @@ def read_lobster(
     n, levels = len(book), book.shape[1] // 4
     midnight = datetime.combine(day_d, time(0), tzinfo=_LOBSTER_TZ)
     midnight_ns = int(midnight.timestamp()) * 1_000_000_000
-    secs = msg[:, 0]
+    secs = msg[:, 0].copy()
+    bad_time = ~(np.isfinite(secs) & (secs >= 0) & (secs < 4 * 86_400))
+    if bad_time.any():
+        # As in the CSV path: carry the last good time, poison the row (validation rejects it).
+        good = np.flatnonzero(~bad_time)
+        secs[bad_time] = 0.0 if good.size == 0 else np.nan
+        if good.size:
+            idx = np.maximum.accumulate(np.where(bad_time, 0, np.arange(n)))
+            idx[: good[0]] = good[0]
+            secs = secs[idx]
     ts = midnight_ns + np.rint(secs * 1e9).astype(np.int64)
 
     def side(px_col: int, sz_col: int) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
@@ -616,13 +742,47 @@ def read_lobster(
 
     ask_px, ask_sz = side(0, 1)
     bid_px, bid_sz = side(2, 3)
+    bid_sz[bad_time, 0] = np.nan
+    whole = BookBatch(sym, ts, ts, bid_px, bid_sz, ask_px, ask_sz, *_lobster_events(msg))
     for start in range(0, n, chunk_rows):
-        stop = min(start + chunk_rows, n)
-        t = ts[start:stop]
-        yield BookBatch(
-            sym, t, t, bid_px[start:stop], bid_sz[start:stop], ask_px[start:stop],
-            ask_sz[start:stop],
-        )  # fmt: skip
+        yield whole.slice(start, start + chunk_rows)
+
+
+# LOBSTER event types (message file, column 2) -> our action codes. 1 new limit order, 2 partial
+# cancellation, 3 deletion, 4 execution of a visible order, 5 of a hidden one, 6 cross trade
+# (auction), 7 trading halt (no book event: unknown).
+_LOBSTER_ACTION: Final = {
+    1: EV_ADD,
+    2: EV_CANCEL,
+    3: EV_CANCEL,
+    4: EV_TRADE,
+    5: EV_TRADE,
+    6: EV_TRADE,
+}
+
+
+def _lobster_events(
+    msg: NDArray[np.float64],
+) -> tuple[NDArray[np.uint8], NDArray[np.uint8], NDArray[np.float64], NDArray[np.float64]]:
+    """Return (action, ev_side, ev_px, ev_sz) from the message columns time, type, size, px, dir.
+
+    LOBSTER's direction is the side of the *resting* order (1 buy, -1 sell). For an order event
+    that is the event's side; for an execution the aggressor is the other side, so a buy order
+    executed is a sell-aggressor trade (``ev_side`` ``A``), as Databento writes trades. A cross
+    trade (type 6) has no aggressor (``N``).
+    """
+    kind, size, px, direction = msg[:, 1], msg[:, 2], msg[:, 3], msg[:, 4]
+    action = np.zeros(kind.shape[0], dtype=np.uint8)
+    for code, act in _LOBSTER_ACTION.items():
+        action[kind == code] = act
+    resting = np.where(direction > 0, SIDE_BID, np.where(direction < 0, SIDE_ASK, SIDE_NONE))
+    aggressor = np.where(direction > 0, SIDE_ASK, np.where(direction < 0, SIDE_BID, SIDE_NONE))
+    ev_side = np.where(np.isin(kind, (4, 5)), aggressor, resting).astype(np.uint8)
+    ev_side[(kind == 6) | (action == EV_NONE)] = SIDE_NONE
+    ev_px = np.where(np.isfinite(px) & (px > 0) & (np.abs(px) < _LOBSTER_EMPTY), px, np.nan)
+    ev_px = ev_px / _LOBSTER_PX_DIV
+    ev_sz = np.where(np.isfinite(size) & (size > 0), size, 0.0)
+    return action, ev_side, ev_px, np.asarray(ev_sz, dtype=np.float64)
 
 
 def _parse_day(where: str, day: str) -> _date:

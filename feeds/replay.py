@@ -1,6 +1,6 @@
 """Replay of recorded MBP-10 files as a ``BookFeed``: the async shell around the pure readers.
 
-Data path: ``read_mbp10`` (in a worker thread, one chunk per ``asyncio.to_thread`` call, so the
+Data path: ``read_books`` (in a worker thread, one chunk per ``asyncio.to_thread`` call, so the
 event loop stays responsive while pandas parses) -> ``validate_batch`` (bad snapshots counted,
 logged with a per-reason rate limit and skipped) -> optional pacing against a ``Clock`` -> the
 consumer.
@@ -30,7 +30,7 @@ import structlog
 
 from feeds.clock import Clock, WallClock
 from feeds.model import BookBatch
-from feeds.readers import read_mbp10
+from feeds.readers import read_books
 from feeds.validate import ValidationResult, validate_batch
 
 __all__ = ["ReplayFeed", "ReplayStats"]
@@ -74,7 +74,7 @@ class ReplayFeed:
     """Replay one symbol of an MBP-10 file, as fast as possible or paced by event time.
 
     Args:
-        path: MBP-10 file (any suffix ``read_mbp10`` accepts).
+        path: Book file (any format ``feeds.readers.read_books`` reads: MBP-10, LOBSTER).
         symbol: Symbol to replay; rows of other symbols are ignored.
         speed: ``None`` for as fast as possible; ``K > 0`` to pace at K times event time.
         clock: Clock used for pacing; defaults to ``WallClock()`` when ``speed`` is set.
@@ -155,7 +155,7 @@ class ReplayFeed:
         try:
             if self._reader is None:
                 self._reader = await asyncio.to_thread(
-                    read_mbp10, self.path, self.symbol, self.chunk_rows
+                    read_books, self.path, self.symbol, self.chunk_rows
                 )
             self._log.info("feed.replay_started", speed=self.speed)
             # Keep one chunk in flight: the worker parses (pandas tokenises without the GIL) and

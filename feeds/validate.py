@@ -14,6 +14,9 @@ order, which is the order of ``Reason``):
 8. ``TIME_BACKWARDS``: ``ts_event_ns`` below that of the previous valid row (the previous batch
    included, through ``prev_ts_ns``). Equal timestamps are fine.
 9. ``EMPTY_SIDE``: no non-empty level on the bid or on the ask side.
+10. ``BAD_EVENT``: the event columns (when the batch has them) are not a known action
+    (``A C M T F R`` or 0), a known side (``A B N``), a price that is NaN or finite, a finite
+    size >= 0, and for a trade or fill a finite price and a size > 0.
 
 A level is *empty* when its price is NaN and its size is 0. Time is judged against the previous
 *valid* row only, so one bad row with a far-future timestamp cannot poison the rows after it
@@ -29,7 +32,19 @@ from enum import IntEnum
 import numpy as np
 from numpy.typing import NDArray
 
-from feeds.model import BookBatch
+from feeds.model import (
+    EV_ADD,
+    EV_CANCEL,
+    EV_CLEAR,
+    EV_FILL,
+    EV_MODIFY,
+    EV_NONE,
+    EV_TRADE,
+    SIDE_ASK,
+    SIDE_BID,
+    SIDE_NONE,
+    BookBatch,
+)
 
 __all__ = ["Reason", "ValidationResult", "validate_batch", "validate_row"]
 
@@ -47,6 +62,11 @@ class Reason(IntEnum):
     GAP = 7
     TIME_BACKWARDS = 8
     EMPTY_SIDE = 9
+    BAD_EVENT = 10
+
+
+_ACTIONS = np.array([EV_NONE, EV_ADD, EV_CANCEL, EV_MODIFY, EV_TRADE, EV_FILL, EV_CLEAR], np.uint8)
+_SIDES = np.array([SIDE_ASK, SIDE_BID, SIDE_NONE], np.uint8)
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,6 +131,8 @@ def validate_batch(batch: BookBatch, prev_ts_ns: int | None = None) -> Validatio
     )
     flags[Reason.GAP - 1] = _gap(bid_priced) | _gap(ask_priced)
     flags[Reason.EMPTY_SIDE - 1] = ~bid_priced.any(axis=1) | ~ask_priced.any(axis=1)
+    if batch.action is not None:
+        flags[Reason.BAD_EVENT - 1] = _bad_event(batch)
 
     # Time: compare with the running maximum of earlier rows that pass every other rule (a row
     # failing only on time has ts below that maximum, so it never raises it: the running max
@@ -134,6 +156,35 @@ def validate_batch(batch: BookBatch, prev_ts_ns: int | None = None) -> Validatio
     counts = {Reason(int(v)): int(c) for v, c in zip(values, cnt, strict=True)}
     last = int(valid.ts_event_ns[-1]) if len(valid) else prev_ts_ns
     return ValidationResult(valid, reason, counts, last)
+
+
+def _bad_event(batch: BookBatch) -> NDArray[np.bool_]:
+    """Rows whose event columns break the ``BAD_EVENT`` rule, shape (n,).
+
+    Raises:
+        ValueError: The batch has only some event columns, or of the wrong length (a bug of
+            the producer, not bad data).
+    """
+    n = len(batch)
+    action, side, px, sz = batch.action, batch.ev_side, batch.ev_px, batch.ev_sz
+    if (
+        action is None
+        or side is None
+        or px is None
+        or sz is None
+        or not action.shape == side.shape == px.shape == sz.shape == (n,)
+    ):
+        raise ValueError(f"{batch.symbol}: event columns must be all four, each of shape ({n},)")
+    trade = (action == EV_TRADE) | (action == EV_FILL)
+    return np.asarray(
+        ~np.isin(action, _ACTIONS)
+        | ~np.isin(side, _SIDES)
+        | np.isinf(px)
+        | ~np.isfinite(sz)
+        | (sz < 0)
+        | (trade & ~((sz > 0) & np.isfinite(px))),
+        dtype=np.bool_,
+    )
 
 
 def _any(mask: NDArray[np.bool_]) -> NDArray[np.bool_]:
@@ -206,11 +257,13 @@ def validate_row(
     ask_sz: list[float],
     ts_ns: int,
     prev_ts_ns: int | None,
+    event: tuple[int, int, float, float] | None = None,
 ) -> Reason:
     """Classify one snapshot given as Python lists (NaN = empty level).
 
     The rules and priority of ``validate_batch`` without numpy's per-call overhead: a live feed
     checks one book at a time (``tests/unit/test_validate.py`` checks that the two agree).
+    ``event`` is ``(action, ev_side, ev_px, ev_sz)`` of the row, when it has event columns.
     """
     rb, ob, gb, eb = _side_reason(bid_px, bid_sz, descending=True)
     ra, oa, ga, ea = _side_reason(ask_px, ask_sz, descending=False)
@@ -230,4 +283,22 @@ def validate_row(
         return Reason.TIME_BACKWARDS
     if eb or ea:
         return Reason.EMPTY_SIDE
+    if event is not None and _bad_event_row(*event):
+        return Reason.BAD_EVENT
     return Reason.OK
+
+
+def _bad_event_row(action: int, side: int, px: float, sz: float) -> bool:
+    """Return True when one row's event fields break the ``BAD_EVENT`` rule."""
+    return (
+        action not in _ACTION_SET
+        or side not in _SIDE_SET
+        or math.isinf(px)
+        or not math.isfinite(sz)
+        or sz < 0
+        or (action in (EV_TRADE, EV_FILL) and not (sz > 0 and math.isfinite(px)))
+    )
+
+
+_ACTION_SET = frozenset(_ACTIONS.tolist())
+_SIDE_SET = frozenset(_SIDES.tolist())

@@ -8,7 +8,11 @@ import pytest
 import structlog
 
 REPO = Path(__file__).resolve().parents[1]
-SHARED_DATA = REPO.parent / "shared" / "data"
+# ../shared/data next to the checkout, or next to an ancestor (a worktree under /work/wt/NAME).
+SHARED_DATA = next(
+    (a / "shared" / "data" for a in REPO.parents if (a / "shared" / "data").is_dir()),
+    REPO.parent / "shared" / "data",
+)
 FROG_DAY = SHARED_DATA / "databento-mbp10" / "FROG" / "FROG_2025-04-03 00_00_00+00_00.csv"
 
 

@@ -11,10 +11,10 @@ import pytest
 
 from agent import calibrate
 from feeds.synth import generate_day, write_mbp10_csv
+from tests.conftest import SHARED_DATA
 
 pytestmark = pytest.mark.integration
 
-SHARED_DATA = Path(__file__).resolve().parents[2].parent / "shared" / "data"
 FROG_DIR = SHARED_DATA / "databento-mbp10" / "FROG"
 DBN_FILE = SHARED_DATA / "dbn" / "XNAS.ITCH.test_data.mbp-10.dbn.zst"
 MODELS = ("quadratic", "quadratic_visible", "power", "piecewise_power")
@@ -300,3 +300,26 @@ def test_time_weighted_option_changes_the_estimator(tmp_path, synth_dirs):
     assert code == 0
     assert res["meta"]["weighting"] == "time in force"
     assert res["tickers"]["SYNB"]["buy"]["models"]["quadratic"]["status"] == "ok"
+
+
+LOBSTER1 = SHARED_DATA / "lobster" / "LOBSTER_SampleFile_AMZN_2012-06-21_1.zip"
+
+
+@pytest.mark.realdata
+def test_lobster_zip_is_calibrated(tmp_path):
+    """A LOBSTER sample zip is read like any book file (issue 18 item 6), symbol from its name."""
+    if not LOBSTER1.exists():
+        pytest.skip(f"real data not available: {LOBSTER1}")
+    out = tmp_path / "out"
+    assert _run(str(LOBSTER1), "--out", str(out), "--no-figures") == 0
+    doc = json.loads((out / "impact.json").read_text())
+    assert "AMZN" in json.dumps(doc)
+
+
+def test_unknown_file_type_is_refused_in_one_line(tmp_path, capsys):
+    """A file of no supported format is refused at start with one line naming it, exit 2."""
+    bad = tmp_path / "books.parquet"
+    bad.write_bytes(b"PAR1")
+    assert _run(str(bad), "--out", str(tmp_path / "o")) == 2
+    err = capsys.readouterr().err.strip()
+    assert "books.parquet" in err and "LOBSTER" in err and len(err.splitlines()) == 1

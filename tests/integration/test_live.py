@@ -17,7 +17,7 @@ from agent.runner import make_feed_factory
 from feeds.jsonmsg import decode_mbp10
 from feeds.live import WebSocketFeed
 from feeds.server import FeedServer
-from tests.conftest import REPO
+from tests.conftest import REPO, SHARED_DATA
 
 pytestmark = pytest.mark.integration
 
@@ -174,7 +174,7 @@ def test_decoder_fuzz_never_raises(frame):
     assert feed.stats.frames == 1
 
 
-BINANCE_SPOT = REPO.parent / "shared" / "data" / "binance-ws" / "spot__btcusdt_20240808.gz"
+BINANCE_SPOT = SHARED_DATA / "binance-ws" / "spot__btcusdt_20240808.gz"
 
 
 @pytest.mark.realdata

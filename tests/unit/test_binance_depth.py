@@ -59,9 +59,12 @@ def test_futures_chain_on_pu():
 
 
 def test_decode_skips_other_streams_and_never_raises_on_garbage():
+    ticker = b'{"stream":"btcusdt@bookTicker","data":{"u":1,"s":"BTCUSDT","b":"1","B":"1"}}'
+    assert decode_message(ticker) == (None, "other_stream")
+    # A trade is used now (issue 18 item 5); one without price/quantity is malformed.
     assert decode_message(b'{"stream":"btcusdt@trade","data":{"e":"trade"}}') == (
         None,
-        "other_stream",
+        "bad_schema",
     )
     ev, r = decode_message(b'{"stream":"x@depth@100ms","data":{"U":1,"u":2,"b":[],"a":[]}}')
     assert r == "" and isinstance(ev, DepthDiff)

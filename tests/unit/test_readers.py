@@ -15,8 +15,9 @@ import zstandard
 from feeds.errors import FeedDataError
 from feeds.model import N_LEVELS, BookBatch
 from feeds.readers import read_lobster, read_mbp10
+from tests.conftest import SHARED_DATA
 
-DATA = Path(__file__).resolve().parents[2].parent / "shared" / "data"
+DATA = SHARED_DATA
 FIXTURES = Path(__file__).resolve().parents[1] / "data"
 MBP = DATA / "databento-mbp10"
 DBN = DATA / "dbn"

@@ -129,7 +129,7 @@ async def test_missing_file_raises_with_path(tmp_path: Path) -> None:
 async def test_reading_happens_off_the_event_loop(
     monkeypatch: pytest.MonkeyPatch, small_day: Path
 ) -> None:
-    """read_mbp10 runs (and is iterated) in a worker thread, not on the loop's thread."""
+    """The reader runs (and is iterated) in a worker thread, not on the loop's thread."""
     loop_thread = threading.get_ident()
     seen: list[int] = []
 
@@ -139,7 +139,7 @@ async def test_reading_happens_off_the_event_loop(
             seen.append(threading.get_ident())
             yield b
 
-    monkeypatch.setattr(replay_mod, "read_mbp10", spy)
+    monkeypatch.setattr(replay_mod, "read_books", spy)
     out = await collect(ReplayFeed(small_day, "SYNA", chunk_rows=100))
     assert sum(len(b) for b in out) == 400
     assert seen and loop_thread not in seen

@@ -13,9 +13,10 @@ from hypothesis import strategies as st
 from feeds.model import N_LEVELS, BookBatch
 from feeds.readers import read_mbp10
 from feeds.validate import Reason, validate_batch
+from tests.conftest import SHARED_DATA
 
 FIXTURES = Path(__file__).resolve().parents[1] / "data"
-DATA = Path(__file__).resolve().parents[2].parent / "shared" / "data"
+DATA = SHARED_DATA
 
 
 def book(n: int = 1, *, t0: int = 1_000, dt: int = 10) -> BookBatch:
