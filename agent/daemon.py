@@ -357,6 +357,7 @@ class _Router:
                         parent_id=r.order.id,
                         client_order_id=event.client_order_id,
                         error=str(e),
+                        culprit=e.culprit,
                         detail=repr(event),
                     )
                     if r.journal is not None:

@@ -302,7 +302,13 @@ def simulate(
     core = ParentCore(params, policy)
     hl = p.half_life_s
     venue = SimVenue(round(p.latency_ms * 1e6), hl, p.broker_beyond, p.broker_penalty_bps)
-    trades = (day.trades.ts_ns, day.trades.qty) if day.trades.source != "none" else None
+    # Market volume: the books' own trade rows when they carry them (what the daemon sees),
+    # else the file's trades (a LOBSTER message file, say).
+    trades = (
+        (day.trades.ts_ns, day.trades.qty)
+        if books.action is None and day.trades.source != "none"
+        else None
+    )
     run_core(core, SymbolSession(day.symbol, [core], [venue]), books, venue, trades)
 
     # -- results ----------------------------------------------------------------------------

@@ -32,7 +32,6 @@ from agent.brokers.matching import collar_limit_px
 from agent.core.plan import NO_TIMER, Decision, PeriodGrid
 from agent.core.policy import DecisionInput, Policy, PolicyStep, TwapPolicy
 from agent.core.window import RollingWindow
-from agent.errors import InvariantViolation
 from agent.model import ChildOrder, OrderEvent, OrderFilled, OrderRejected, OrderStatus, Side
 from agent.orders.tracker import OrderTracker, Transition
 from agent.risk import RiskGates
@@ -57,6 +56,8 @@ _EVENT_NAMES = {
     "filled": "order.filled",
     "cancelled": "order.cancelled",
     "rejected": "order.rejected",
+    "pending_cancel": "order.pending_cancel",
+    "pending_replace": "order.pending_replace",
 }
 
 
@@ -290,7 +291,7 @@ class ParentCore:
     def leg_for(self, client_order_id: str) -> Leg | None:
         """Return the leg that owns a client order id."""
         for x in self.legs:
-            if client_order_id in x.tracker.children:
+            if x.tracker.knows(client_order_id):  # current, prior or pending-replace id
                 return x
         return None
 
@@ -806,6 +807,4 @@ class ParentCore:
     def check(self) -> None:
         """Raise ``InvariantViolation`` when a tracker's books do not balance (tests)."""
         for leg in self.legs:
-            t = leg.tracker
-            if t.filled_qty + t.open_qty > t.parent_qty + 1e-6:
-                raise InvariantViolation(f"{leg.name}: filled + open exceeds the parent")
+            leg.tracker.audit()

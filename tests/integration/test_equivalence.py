@@ -61,6 +61,7 @@ lot = 100
 STRATEGIES = [
     "twap",
     "vwap",
+    "pov",
     "ac",
     "mpc-quadratic-deterministic",
     "mpc-quadratic-deterministic-risk",
@@ -179,6 +180,8 @@ async def test_daemon_and_backtest_send_the_same_children_and_get_the_same_fills
     assert bt.status != "failed", bt.message
     if name == "vwap":
         assert any("learned from the history" in n for n in bt.notes), bt.notes
+    if name == "pov":  # the trades came through (the books' T rows), not a TWAP fallback
+        assert all(s.get("prev_volume") is not None for s in bt.slices[:-1]), bt.slices[:2]
     sent = _children(r.mpc)
     assert len(sent) >= 4, "too few children to compare"
     bt_sent = [(s["t_ns"], s["sent_qty"], round(s["limit_px"], 9)) for s in bt.slices]
