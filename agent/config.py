@@ -177,6 +177,7 @@ class WindowEstimationConfig(StrictModel):
     min_snapshots: int = Field(10, ge=1)
     weighting: Literal["time", "snapshot"] = "time"
     max_window_rows: int = Field(20_000, ge=100)
+    incremental: bool = True
     profile_bucket_s: float = Field(1800.0, gt=0)
 
 
@@ -192,7 +193,11 @@ class EstimationConfig(WindowEstimationConfig):
     price, or ``refuse`` such sizes). ``history``: MBP-10 files of earlier days from which the
     intraday liquidity profile is learned (flat when empty). ``weighting``: ``time`` weights each
     snapshot by how long it was in force (what an order arriving at a random instant meets),
-    ``snapshot`` weights every snapshot equally (as the specification does).
+    ``snapshot`` weights every snapshot equally (as the specification does). ``incremental``:
+    keep the window's curve up to date book by book (``agent.core.estimator``: each book walked
+    once, a decision reads the curve in O(sizes), parents on one symbol and side share it; the
+    same numbers as re-walking the window, to 1e-12, but ``max_window_rows`` no longer thins
+    it); ``false`` re-walks the (thinned) window at every decision.
     """
 
     history: list[Path] = Field(default_factory=list)

@@ -32,6 +32,7 @@ from agent.brokers.base import Broker
 from agent.brokers.simulated import SimulatedBroker
 from agent.config import AgentConfig, OrderConfig, RiskConfig, key_path
 from agent.control import Control, ControlServer
+from agent.core.estimator import IncrementalCurve
 from agent.core.parent import (
     Action,
     Cancel,
@@ -121,18 +122,31 @@ def build_core(
     benchmark: bool,
     id_tag: str = "",
     volume_profile: np.ndarray | None = None,
+    session: SymbolSession | None = None,
 ) -> ParentCore:
-    """Return the execution core of one parent as the config says (the backtest's too)."""
+    """Return the execution core of one parent as the config says.
+
+    With ``session`` and ``estimation.incremental``, the window's cost curve comes from an
+    incremental estimator shared by the session's parents with the same side and size grid.
+    """
     p = parent_params(order, cfg, id_tag)
     est = cfg.estimation
     n = max(1, math.ceil((p.end_ns - p.start_ns) / p.period_ns))
     max_size = est.max_size or max(10 * order.lot, 3 * order.quantity / n)
     sizes = np.linspace(max_size / est.n_sizes, max_size, est.n_sizes)
+    depth = DepthPolicy(BeyondDepth(est.beyond_depth), est.penalty_bps)
+    estimator = None
+    if session is not None and est.incremental:
+        key = (order.side.value, tuple(sizes.tolist()), depth, p.window_ns, est.weighting)
+        estimator = session.estimator(
+            key,
+            lambda: IncrementalCurve(order.side.value, sizes, depth, p.window_ns, est.weighting),
+        )
     policy = make_policy(
         strategy_spec(cfg),
         order.side.value,
         sizes,
-        DepthPolicy(BeyondDepth(est.beyond_depth), est.penalty_bps),
+        depth,
         profile,
         min_snapshots=est.min_snapshots,
         weighting=est.weighting,
@@ -140,7 +154,7 @@ def build_core(
         volume_profile=volume_profile,
     )
     order_gates = RiskGates(_limits(order.risk)) if order.risk is not None and gates else None
-    return ParentCore(p, policy, gates, order_gates, benchmark=benchmark)
+    return ParentCore(p, policy, gates, order_gates, benchmark=benchmark, estimator=estimator)
 
 
 class ParentRunner:
@@ -646,6 +660,9 @@ class Daemon:
             p_ns = int(order.period_s * _NS)
             starts = np.arange(order.start_ns, order.end_ns, p_ns, dtype=np.int64)
             volume = tod_volume(hist[0], hist[1], starts, np.minimum(starts + p_ns, order.end_ns))
+        session = self.sessions.get(order.symbol)
+        if session is None:
+            session = self.sessions[order.symbol] = SymbolSession(order.symbol, [], self.venues)
         core = build_core(
             order,
             self.cfg,
@@ -654,6 +671,7 @@ class Daemon:
             benchmark=self.shadow is not None,
             id_tag=self.id_tag,
             volume_profile=volume,
+            session=session,
         )
         core.timer = time.perf_counter  # solve times for the logs and metrics
         r = ParentRunner(
@@ -669,11 +687,7 @@ class Daemon:
                         r.apply(r.twap, OrderStatus(coid, 0, "unknown", 0.0, 0.0, "restart"))
         self.runners.append(r)
         self.by_symbol.setdefault(order.symbol, []).append(r)
-        session = self.sessions.get(order.symbol)
-        if session is None:
-            self.sessions[order.symbol] = SymbolSession(order.symbol, [core], self.venues)
-        else:
-            session.parents.append(core)
+        session.parents.append(core)
         return r
 
     def _start_symbol(self, symbol: str) -> None:

@@ -83,6 +83,7 @@ def sim_params(cfg: BacktestConfig, lot: int | None = None) -> SimParams:
         min_snapshots=e.min_snapshots,
         weighting=e.weighting,
         max_window_rows=e.max_window_rows,
+        incremental=e.incremental,
         profile_bucket_s=e.profile_bucket_s,
         pov_rate=s.pov_rate,
         ac_risk_aversion=s.ac_risk_aversion,

@@ -29,6 +29,7 @@ from numpy.typing import NDArray
 
 from agent.backtest.data import DayData, Trades, load_day, load_history
 from agent.backtest.tca import realized_slice_cost, tca
+from agent.core.estimator import IncrementalCurve
 from agent.core.parent import ParentCore, ParentParams, Send, SliceRecord
 from agent.core.plan import PeriodGrid, round_lot
 from agent.core.policy import StrategySpec, make_policy, tod_volume
@@ -78,6 +79,7 @@ class SimParams:
     scenario_weights: tuple[float, float, float] = (0.5, 0.25, 0.25)
     unfilled_penalty_bps: float = 0.0
     max_child_multiple: float = 10.0
+    incremental: bool = True
 
 
 @dataclass(frozen=True, slots=True)
@@ -299,9 +301,24 @@ def simulate(
         max_window_rows=p.max_window_rows,
         max_child_multiple=p.max_child_multiple,
     )
-    core = ParentCore(params, policy)
+    session = SymbolSession(day.symbol, [])
+    estimator = None
+    if p.incremental:
+        estimator = session.estimator(
+            ("only",),
+            lambda: IncrementalCurve(
+                side_of(spec.side),
+                sizes,
+                depth,
+                params.window_ns,
+                p.weighting,  # type: ignore[arg-type]
+            ),
+        )
+    core = ParentCore(params, policy, estimator=estimator)
+    session.parents.append(core)
     hl = p.half_life_s
     venue = SimVenue(round(p.latency_ms * 1e6), hl, p.broker_beyond, p.broker_penalty_bps)
+    session.venues.append(venue)
     # Market volume: the books' own trade rows when they carry them (what the daemon sees),
     # else the file's trades (a LOBSTER message file, say).
     trades = (
@@ -309,7 +326,7 @@ def simulate(
         if books.action is None and day.trades.source != "none"
         else None
     )
-    run_core(core, SymbolSession(day.symbol, [core], [venue]), books, venue, trades)
+    run_core(core, session, books, venue, trades)
 
     # -- results ----------------------------------------------------------------------------
     fq: list[float] = []

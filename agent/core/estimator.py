@@ -169,7 +169,11 @@ class IncrementalCurve:
         return None
 
     def _part(
-        self, px: NDArray[np.float64], sz: NDArray[np.float64], mid: NDArray[np.float64], w_ns
+        self,
+        px: NDArray[np.float64],
+        sz: NDArray[np.float64],
+        mid: NDArray[np.float64],
+        w_ns: NDArray[np.int64] | None,
     ) -> CurveAccumulator:
         part = CurveAccumulator(self.sizes, self.side, self.policy)
         if self.weighting == "time":

@@ -29,6 +29,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from agent.brokers.matching import collar_limit_px
+from agent.core.estimator import IncrementalCurve
 from agent.core.plan import NO_TIMER, Decision, PeriodGrid
 from agent.core.policy import DecisionInput, Policy, PolicyStep, TwapPolicy
 from agent.core.window import RollingWindow
@@ -229,6 +230,9 @@ class ParentCore:
         gates: Pre-trade gates shared by every parent (None: none).
         order_gates: Gates of this parent alone, after the global ones (None: none).
         benchmark: Run the TWAP benchmark leg beside it.
+        estimator: The window's incremental cost curve (possibly shared with other parents on
+            the symbol and side; the ``SymbolSession`` pushes the rows into it), or None to
+            walk the window at each decision.
     """
 
     def __init__(
@@ -238,8 +242,10 @@ class ParentCore:
         gates: RiskGates | None = None,
         order_gates: RiskGates | None = None,
         benchmark: bool = False,
+        estimator: IncrementalCurve | None = None,
     ) -> None:
         p = params
+        self.estimator = estimator
         self.p = p
         self.side = p.side
         self.grid = PeriodGrid(p.start_ns, p.end_ns, p.period_ns)
@@ -420,6 +426,11 @@ class ParentCore:
             window=lambda: self.window.view(t_ns),
             prev_volume=prev,
             timer=self.timer,
+            curve=(
+                None
+                if self.estimator is None or leg is not self.mpc
+                else lambda: (self.estimator.curve(t_ns), self.estimator.n_rows)  # type: ignore[union-attr]
+            ),
         )
 
     def _decide(self, k: int, t_ns: int, env: Env, out: list[Action]) -> None:

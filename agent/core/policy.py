@@ -161,6 +161,8 @@ class DecisionInput:
         window: Returns the rolling window of books at ``t_ns`` (lazy: TWAP never builds it).
         prev_volume: Shares traded on the market in the previous period (NaN: unknown).
         timer: Monotonic seconds to time solves with (the core reads no clock itself).
+        curve: Returns the window's cost curve at ``t_ns`` and its row count from the
+            incremental estimator (None: walk the window's rows at the decision).
     """
 
     k: int
@@ -175,6 +177,7 @@ class DecisionInput:
     window: Callable[[], BookBatch]
     prev_volume: float = math.nan
     timer: Callable[[], float] = NO_TIMER
+    curve: Callable[[], tuple[CostCurve, int]] | None = None
 
     @property
     def remaining(self) -> float:
@@ -507,14 +510,19 @@ class MpcPolicy:
 
     def decide(self, inp: DecisionInput) -> PolicyStep:
         """Return this period's decision (the fallback when there is no estimate)."""
-        window = inp.window()
+        if inp.curve is not None:  # the incremental estimator (agent.core.estimator)
+            inc, n_rows = inp.curve()
+            curve = inc if n_rows >= self.est.min_snapshots else None
+        else:
+            window = inp.window()
+            n_rows = len(window)
+            curve = self.est.curve(window, inp.t_ns)
         fields: dict[str, object] = {
             "model": self.spec.model,
             "solver": self.spec.solver,
-            "n_snapshots": len(window),
+            "n_snapshots": n_rows,
         }
         remaining = inp.remaining
-        curve = self.est.curve(window, inp.t_ns)
         if curve is None:
             fields["fit_status"] = "insufficient_data"
             return PolicyStep(_fallback(inp, self.spec, "insufficient_data"), None, fields)
@@ -537,7 +545,7 @@ class MpcPolicy:
         if self.spec.solver != "deterministic":
             d = self._decide_scenarios(inp, curve, model, starts)
         elif self.spec.risk_aversion > 0:
-            sigma = sigma_per_period(window, inp.t_ns, self.period_s)
+            sigma = sigma_per_period(inp.window(), inp.t_ns, self.period_s)
             fields["sigma_period"] = sigma
             d = self._decide_risk(inp, base, sigma)
         else:

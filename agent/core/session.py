@@ -10,12 +10,13 @@ applies them), and ``DecideAt`` for the parents whose decision time has come.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import numpy as np
 from numpy.typing import NDArray
 
+from agent.core.estimator import IncrementalCurve
 from agent.core.parent import ParentCore
 from agent.core.venue import SimVenue
 from agent.model import OrderEvent
@@ -82,6 +83,17 @@ class SymbolSession:
         self.symbol = symbol
         self.parents = parents
         self.venues = venues or []
+        self._estimators: dict[tuple[object, ...], IncrementalCurve] = {}
+
+    def estimator(
+        self, key: tuple[object, ...], make: Callable[[], IncrementalCurve]
+    ) -> IncrementalCurve:
+        """Return the incremental estimator of ``key`` (side, sizes, depth policy, window,
+        weighting), made once: parents on the same symbol and side share the curve."""
+        est = self._estimators.get(key)
+        if est is None:
+            est = self._estimators[key] = make()
+        return est
 
     def _next_time(self) -> int | None:
         times = [t for p in list(self.parents) if (t := p.next_time()) is not None]
@@ -94,6 +106,9 @@ class SymbolSession:
             return
         if parents:
             tr = trades_of(seg) if trades is None else trades.upto(int(seg.ts_event_ns[-1]))
+            shared = {id(e): e for p in self.parents if (e := p.estimator) is not None}
+            for est in shared.values():  # once per estimator, however many parents share it
+                est.push(seg)
             for p in list(self.parents):
                 p.observe(seg)
                 if tr is not None:
