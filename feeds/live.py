@@ -28,6 +28,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import random
+import ssl
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -41,6 +42,7 @@ from feeds.clock import Clock, WallClock
 from feeds.errors import SequenceGap
 from feeds.jsonmsg import decode_mbp10
 from feeds.model import BookBatch
+from feeds.redact import redact_text, redact_url
 from feeds.validate import Reason, validate_row
 
 __all__ = ["FORMATS", "LiveStats", "WebSocketFeed"]
@@ -88,6 +90,10 @@ class WebSocketFeed:
         max_size: Largest frame accepted, bytes (bigger: the connection is failed, counted).
         rng: Random source for the jitter (tests pass a seeded one).
         log_first: Bad frames logged per reason before only counting.
+        ssl_context: TLS settings of a ``wss://`` URL; ``ssl.create_default_context()`` when
+            None (certificates and host name checked against the system's CAs).
+
+    The URL is logged only through ``feeds.redact.redact_url`` (no token, no user-info).
     """
 
     def __init__(
@@ -105,6 +111,7 @@ class WebSocketFeed:
         log_first: int = 5,
         fmt: str = "mbp10-json",
         futures: bool = False,
+        ssl_context: ssl.SSLContext | None = None,
     ) -> None:
         if fmt not in FORMATS:
             raise ValueError(f"fmt must be one of {FORMATS}, got {fmt!r}")
@@ -112,6 +119,9 @@ class WebSocketFeed:
         self.futures = futures
         self._book = BinanceBook(symbol, futures=futures)
         self.url = url
+        self._tls: dict[str, Any] = (
+            {"ssl": ssl_context or ssl.create_default_context()} if url.startswith("wss:") else {}
+        )
         self.symbol = symbol
         self.clock = clock or WallClock()
         self.stale_after_ns = int(stale_after_s * 1e9)
@@ -129,7 +139,7 @@ class WebSocketFeed:
         self._closed = False
         self._reader: asyncio.Task[None] | None = None
         self._prev_ts: int | None = None
-        self._log = structlog.get_logger().bind(symbol=symbol, url=url)
+        self._log = structlog.get_logger().bind(symbol=symbol, url=redact_url(url))
 
     # -- state ---------------------------------------------------------------------------------
     def is_stale(self, now_ns: int | None = None) -> bool:
@@ -219,6 +229,7 @@ class WebSocketFeed:
                     ping_interval=5,
                     ping_timeout=5,
                     close_timeout=1,
+                    **self._tls,
                 ) as ws:
                     self.stats.connects += 1
                     self._log.info("feed.connected", attempt=attempt)
@@ -241,9 +252,10 @@ class WebSocketFeed:
                 if code == 1009:
                     self._invalid("oversize")
                 self.stats.disconnects += 1
-                self._log.warning("feed.disconnected", code=code, reason=str(e)[:200])
+                self._log.warning("feed.disconnected", code=code, reason=redact_text(str(e))[:200])
             except (OSError, TimeoutError, InvalidHandshake, InvalidURI) as e:
-                self._log.warning("feed.connect_failed", error=f"{type(e).__name__}: {e}"[:200])
+                err = redact_text(f"{type(e).__name__}: {e}")
+                self._log.warning("feed.connect_failed", error=err[:200])
             if self._closed:
                 return
             delay = self.rng.uniform(
