@@ -375,6 +375,11 @@ class AgentConfig(StrictModel):
             if o.id in seen:
                 raise ValueError(f"orders[{i}].id: duplicate order id {o.id!r}")
             seen.add(o.id)
+            if self.risk.max_parent_qty and o.quantity > self.risk.max_parent_qty:
+                raise ValueError(
+                    f"orders[{i}].quantity: {o.quantity:g} shares is above "
+                    f"risk.max_parent_qty ({self.risk.max_parent_qty:g})"
+                )
             if o.symbol not in self.feed.sources():
                 where = "[feed.files]" if self.feed.kind == "replay" else "[feed.urls]"
                 raise ValueError(
