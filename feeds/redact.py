@@ -16,7 +16,7 @@ import re
 from collections.abc import Mapping
 from functools import lru_cache
 from typing import Any
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+from urllib.parse import urlsplit, urlunsplit
 
 __all__ = ["MASK", "is_secret_key", "redact_text", "redact_url", "redact_value"]
 
@@ -62,11 +62,10 @@ def redact_url(url: str) -> str:
         netloc = f"{MASK}@{host}" + (f":{port}" if port is not None else "")
     query = parts.query
     if query:
-        pairs = parse_qsl(query, keep_blank_values=True)
-        query = (
-            urlencode([(k, MASK) for k, _ in pairs], safe="*")
-            if pairs
-            else MASK  # an opaque query string (no k=v): the whole of it may be a token
+        # name=value keeps the name; a bare segment (no "=") may itself be the token.
+        query = "&".join(
+            f"{seg.split('=', 1)[0]}={MASK}" if "=" in seg else MASK
+            for seg in query.replace(";", "&").split("&")
         )
     fragment = MASK if parts.fragment else ""
     return urlunsplit((parts.scheme, netloc, parts.path, query, fragment))
