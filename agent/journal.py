@@ -146,7 +146,7 @@ class Journal:
     def __init__(
         self,
         path: str | Path,
-        on_fault: Callable[[JournalUnavailable], None] | None = None,
+        on_fault: Callable[[JournalUnavailable], object] | None = None,
     ) -> None:
         self.path = check_state_path(path, "file", "journal.path")
         self.on_fault = on_fault
