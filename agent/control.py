@@ -1,7 +1,8 @@
 """Operator control of a running daemon: stop, kill switch, and a local command channel.
 
 ``Control`` is the shared state: ``request_stop()`` (SIGTERM, SIGINT, ``stop`` command) makes
-the daemon stop deciding, settle what is in flight and exit 0; ``halt()`` (SIGUSR1, ``kill``
+the daemon stop deciding, settle what is in flight and exit (0 if every parent
+completed, else 3; ``agent.exitcodes``); ``halt()`` (SIGUSR1, ``kill``
 command) is the kill switch: no new order from then on, open children cancelled at once, and
 the HALTED state written to the journal so that it survives restarts until ``resume()`` is
 called on purpose (``exec-agent resume`` or ``exec-agent run --resume``).

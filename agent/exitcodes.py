@@ -1,7 +1,8 @@
 """Process exit codes of ``exec-agent run``, defined once (a scheduler tells the outcomes apart).
 
-- ``COMPLETED`` (0): every parent order completed (or was cancelled on purpose, or was stopped
-  by a graceful stop with nothing left open);
+- ``COMPLETED`` (0): every parent order completed (or was cancelled on purpose by an
+  operator); a graceful stop (SIGTERM, ``stop``) exits by the same rule, so a stop that leaves
+  a parent unfinished is ``INCOMPLETE``;
 - ``FAILED`` (1): an unexpected error (a bug or an unhandled condition: see the log);
 - ``CONFIG_ERROR`` (2): bad config, missing data, bad input, an unusable path; nothing traded;
 - ``INCOMPLETE`` (3): the run ended and at least one parent did not complete;
