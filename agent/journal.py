@@ -494,4 +494,13 @@ class Journal:
                 leg = body.pop("leg")
                 cls = _EVENTS[body.pop("type")]
                 h.items.append((leg, cls(**body)))
+        if h.conflict:
+            structlog.get_logger().error(
+                "journal.conflict",
+                parent_id=parent_id,
+                duplicate_ids=h.duplicate_ids,
+                records_not_replayed=h.n_dropped,
+                detail=h.conflict,
+                hint="check these ids at the venue; the parent resumes from before the reuse",
+            )
         return h

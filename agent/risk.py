@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import math
 from collections import deque
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 __all__ = ["AggregateGates", "AggregateLimits", "GateResult", "RiskGates", "RiskLimits"]
@@ -137,6 +138,10 @@ class RiskGates:
         """Remember a child that passed and was sent."""
         self._sent_ids.add(client_order_id)
         self._recent.add(now_ns)
+
+    def forbid_ids(self, client_order_ids: Iterable[str]) -> None:
+        """Block these ids for ever (every id a journal ever used, ``Journal.client_order_ids``)."""
+        self._sent_ids.update(client_order_ids)
 
 
 def _invalid_order(qty: float, limit_px: float) -> GateResult | None:

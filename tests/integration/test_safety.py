@@ -89,10 +89,12 @@ async def test_an_old_journal_with_reused_ids_runs_instead_of_crash_looping(tmp_
     old_bug_journal(cfg.journal.path)
     journal = Journal(cfg.journal.path)
     assert not journal.report().ok
-    with capture_logs():
+    with capture_logs() as logs:
         (s,) = await run(cfg, make_feed_factory(cfg), journal=journal)
     journal.close()
     assert s.parent_id == "OLD" and s.filled_qty >= 100
+    (c,) = [e for e in logs if e["event"] == "journal.conflict"]
+    assert c["log_level"] == "error" and c["duplicate_ids"] == ["OLD-00001"]
 
 
 async def test_a_parent_id_used_before_on_the_journal_is_refused_with_its_reason(tmp_path):

@@ -91,3 +91,22 @@ def test_non_finite_child_is_blocked_by_both_gate_classes(qty, px):
 def test_limits_off_by_default():
     g = AggregateGates(AggregateLimits())
     assert all(send(g, f"P-{i}", qty=1e9).ok for i in range(100))
+
+
+def test_ids_a_journal_ever_used_are_blocked_as_duplicates():
+    """An old journal's ids (even from a parent not resumed) can never go out again."""
+    g = RiskGates(RiskLimits())
+    g.forbid_ids({"OLD-00001", "OLD-00002"})
+    base = dict(
+        qty=100.0,
+        limit_px=10.0,
+        mid=10.0,
+        book_ts_ns=0,
+        now_ns=S,
+        depth_inside_limit=1e9,
+        filled_qty=0.0,
+        open_qty=0.0,
+        parent_qty=1000.0,
+    )
+    assert g.check(client_order_id="OLD-00002", **base).gate == "duplicate"
+    assert g.check(client_order_id="OLD-00003", **base).ok
