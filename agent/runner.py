@@ -208,11 +208,19 @@ def run_from_config(
         return exitcodes.CONFIG_ERROR
     except Exception as e:
         ju = find_error(e, JournalUnavailable)
-        if ju is None:
-            raise
-        log.error("daemon.journal_unavailable", error=str(ju))
-        print(f"exec-agent: halted: {redact_text(str(ju))}", file=sys.stderr)
-        return exitcodes.HALTED
+        if ju is not None:
+            log.error("daemon.journal_unavailable", error=str(ju))
+            print(f"exec-agent: halted: {redact_text(str(ju))}", file=sys.stderr)
+            return exitcodes.HALTED
+        # A bug: the traceback goes to the log (redacted there), one redacted line to stderr,
+        # so no URL credential in an exception message reaches the terminal raw.
+        log.exception("daemon.crashed")
+        print(
+            f"exec-agent: unexpected error: {redact_text(f'{type(e).__name__}: {e}')} "
+            "(traceback in the log: daemon.crashed)",
+            file=sys.stderr,
+        )
+        return exitcodes.FAILED
     code = exitcodes.exit_code([s.status for s in summaries], halted=halted)
     log.log(
         20 if code == exitcodes.COMPLETED else 40,

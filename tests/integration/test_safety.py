@@ -176,3 +176,47 @@ def test_a_journal_that_fills_up_halts_with_one_line_and_exit_4(tmp_path, capsys
     j.close()
     sent = {e["client_order_id"] for e in lines if e["event"] == "order.submitted"}
     assert sent and sent <= durable
+
+
+@pytest.mark.parametrize(
+    ("change", "want"),
+    [
+        ({"quantity": float("inf")}, "order.quantity: Input should be a finite number"),
+        ({"quantity": 1e18}, "order.quantity: Input should be less than or equal to"),
+        ({"period_s": float("nan")}, "order.period_s: Input should be a finite number"),
+    ],
+)
+async def test_a_submitted_order_with_an_absurd_number_is_refused_naming_the_key(
+    tmp_path, change, want
+):
+    """Over the control channel (JSON carries Infinity): refused with the key, nothing added."""
+    cfg, _ = load_config(write_config(tmp_path, CONFIG.split("[[orders]]")[0] + _KEEP))
+    d = Daemon(cfg, make_feed_factory(cfg), None, None, None, None)
+    raw = json.loads(json.dumps(ORDER | {"id": "NEW"} | change))
+    reply = await d.command({"cmd": "submit", "order": raw})
+    assert reply["ok"] is False and want in reply["error"] and d.runners == []
+
+
+def test_an_unexpected_error_is_one_redacted_line_and_exit_1(tmp_path, capsys, monkeypatch):
+    """A crash whose message holds a URL token: exit 1, one line, no token on stderr."""
+    import agent.runner
+
+    def boom(cfg):
+        raise RuntimeError("cannot open wss://u:CANARY-77@h/?token=CANARY-77")
+
+    monkeypatch.setattr(agent.runner, "build_profiles", boom)
+    rc = run_from_config(write_config(tmp_path), log_format="json")
+    out = capsys.readouterr()
+    assert rc == exitcodes.FAILED and out.err.count("\n") == 1
+    assert "CANARY-77" not in out.err + out.out and "daemon.crashed" in out.out
+
+
+def test_the_exit_codes_are_in_the_help(capsys):
+    from agent.__main__ import main
+
+    with pytest.raises(SystemExit):
+        main(["run", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    for code, word in ((0, "completed"), (2, "config"), (3, "incomplete"), (4, "halted")):
+        assert f"{code} " in text and word in text
+    assert len({exitcodes.COMPLETED, exitcodes.INCOMPLETE, exitcodes.HALTED, 2, 1}) == 5
