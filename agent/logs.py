@@ -18,7 +18,7 @@ from typing import IO, Any
 import orjson
 import structlog
 
-from feeds.redact import redact_text, redact_value
+from feeds.redact import is_secret_key, redact_text, redact_value
 
 __all__ = ["configure_logging", "redact_event"]
 
@@ -43,12 +43,21 @@ def _dumps(obj: Any, **_: Any) -> bytes:
     return orjson.dumps(obj, default=_default, option=orjson.OPT_SERIALIZE_NUMPY)
 
 
+_PLAIN = frozenset({int, float, bool})
+
+
 def redact_event(_logger: Any, _method: str, event_dict: dict[str, Any]) -> dict[str, Any]:
     """Structlog processor: mask secrets and URL credentials in every value of a log line."""
-    out: dict[str, Any] = {}
     for k, v in event_dict.items():
-        out[k] = v if k == "exc_info" else redact_value(v, k)
-    return out
+        # Fast path for the common values (numbers, plain strings): most lines change nothing.
+        if v is None or type(v) in _PLAIN or k == "exc_info":
+            continue
+        if type(v) is str:
+            if "://" in v or is_secret_key(k):
+                event_dict[k] = redact_value(v, k)
+        else:
+            event_dict[k] = redact_value(v, k)
+    return event_dict
 
 
 def _redacting_traceback(sio: IO[str], exc_info: Any) -> None:
