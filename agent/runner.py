@@ -131,7 +131,10 @@ async def _run(
             password_file=b.password_file,
         )
         await broker.start()
-    journal = Journal(cfg.journal.path) if cfg.journal.path is not None else None
+    try:
+        journal = Journal(cfg.journal.path) if cfg.journal.path is not None else None
+    except JournalUnavailable as e:  # not a journal (or unreadable): nothing started yet
+        raise ConfigError(f"journal.path: {e}") from e
     control = Control(journal)
     if journal is not None:
         # A journal that cannot write engages the kill switch: nothing more is sent.

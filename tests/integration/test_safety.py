@@ -220,3 +220,11 @@ def test_the_exit_codes_are_in_the_help(capsys):
     for code, word in ((0, "completed"), (2, "config"), (3, "incomplete"), (4, "halted")):
         assert f"{code} " in text and word in text
     assert len({exitcodes.COMPLETED, exitcodes.INCOMPLETE, exitcodes.HALTED, 2, 1}) == 5
+
+
+def test_a_journal_path_that_is_not_a_journal_is_a_config_error(tmp_path, capsys):
+    (tmp_path / "state").mkdir()
+    (tmp_path / "state" / "journal.sqlite").write_text("not a database, " * 100)
+    rc = run_from_config(write_config(tmp_path), log_format="json")
+    err = capsys.readouterr().err
+    assert rc == exitcodes.CONFIG_ERROR and err.count("\n") == 1 and "journal.path" in err
