@@ -46,6 +46,7 @@ __all__ = [
     "MpcConfig",
     "OrderConfig",
     "RiskConfig",
+    "is_loopback",
     "load_config",
     "redacted_dump",
 ]
