@@ -8,7 +8,9 @@ Subcommands:
     serve-venue a simulated FIX 4.4 venue matching against the replayed book
 
 User errors (bad config, missing data, bad input) print one line on stderr and exit 2; there is
-no traceback for them.
+no traceback for them. ``run`` exits 0 when every parent completed, 3 when one did not, 4 when
+the kill switch was engaged, 1 on an unexpected error (``agent.exitcodes``, also in
+``exec-agent run --help``).
 """
 
 from __future__ import annotations
@@ -19,6 +21,8 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
+from agent.exitcodes import EPILOG
+
 __all__ = ["main"]
 
 
@@ -28,6 +32,7 @@ def _add_run(sub: Any) -> None:
         help="work the parent orders of a config file",
         description="Work every [[orders]] entry of the config to its deadline on the configured "
         "feed and broker, logging every decision, then print one run.summary per order.",
+        epilog=EPILOG,
     )
     p.add_argument("--config", required=True, metavar="FILE", help="TOML config file")
     p.add_argument(
@@ -83,6 +88,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="exec-agent",
         description="Real-time optimal execution agent: works a parent order as child orders "
         "sized by model-predictive control on the limit order book.",
+        epilog=f"exec-agent run {EPILOG}",
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     _add_run(sub)

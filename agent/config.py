@@ -6,16 +6,23 @@ problem into one ``ConfigError`` line naming the file and the key path, e.g.
 
 Relative paths in the file (data files, history files) are resolved against the directory of the
 config file, so a config works from any working directory.
+
+Numbers: every numeric value of every table must be finite (``inf``/``nan`` are refused) and at
+most ``MAX_ABS`` in size; share quantities at most ``MAX_QTY``. Messages never echo a secret:
+URLs in them are passed through ``feeds.redact.redact_url``, and ``redacted_dump`` is what may
+be logged of a config.
 """
 
 from __future__ import annotations
 
 import hashlib
+import ipaddress
 import math
 import tomllib
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
 
 from pydantic import (
     BaseModel,
@@ -28,6 +35,8 @@ from pydantic import (
 
 from agent.errors import ConfigError
 from agent.model import Side
+from agent.risk import AggregateLimits
+from feeds.redact import redact_text, redact_url, redact_value
 
 __all__ = [
     "AgentConfig",
@@ -39,17 +48,30 @@ __all__ = [
     "RiskConfig",
     "StrategyConfig",
     "StrategyParamsConfig",
+    "is_loopback",
     "load_config",
+    "redacted_dump",
 ]
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+MAX_ABS = 1e15  # no config number is meaningfully larger (notional caps included)
+MAX_QTY = 1e12  # shares: more than any company has issued
 PositiveFloat = Annotated[float, Field(gt=0)]
+Shares = Annotated[float, Field(gt=0, le=MAX_QTY)]
+_LOOPBACK = ("localhost", "::1")
 
 
 class StrictModel(BaseModel):
-    """A config table: frozen, unknown keys rejected."""
+    """A config table: frozen, unknown keys rejected, numbers finite and not absurd."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
+
+    @field_validator("*", mode="after")
+    @classmethod
+    def _not_absurd(cls, v: Any) -> Any:
+        if isinstance(v, int | float) and not isinstance(v, bool) and abs(v) > MAX_ABS:
+            raise ValueError(f"{v:g} is absurd (at most {MAX_ABS:g})")
+        return v
 
 
 class LoggingConfig(StrictModel):
@@ -81,6 +103,10 @@ class FeedConfig(StrictModel):
     without waiting for a later book, so a silent period is skipped and a parent whose
     deadline passes without books ends ``incomplete``. ``wall_clock = false`` is for a
     historical day served over a websocket (``exec-agent serve-feed``): event time alone.
+    Decisions follow the books' event time in both kinds. ``wss://`` is checked against the
+    system's certificate authorities (``ca_file``: a PEM bundle to trust instead, e.g. a
+    venue's private CA); clear-text ``ws://`` to anything but loopback needs
+    ``allow_insecure = true``.
     """
 
     kind: Literal["replay", "websocket"] = "replay"
@@ -111,13 +137,28 @@ class FeedConfig(StrictModel):
                 raise ValueError(f"{sym}: {e}") from None
         return v
 
+    allow_insecure: bool = False
+    ca_file: Path | None = None
+
     @field_validator("urls")
     @classmethod
     def _ws(cls, v: dict[str, str]) -> dict[str, str]:
         for sym, url in v.items():
             if not url.startswith(("ws://", "wss://")):
-                raise ValueError(f"{sym}: must be a ws:// or wss:// URL, got {url!r}")
+                raise ValueError(f"{sym}: must be a ws:// or wss:// URL, got {redact_url(url)!r}")
         return v
+
+    @model_validator(mode="after")
+    def _clear_text(self) -> FeedConfig:
+        if self.kind != "websocket" or self.allow_insecure:
+            return self
+        for sym, url in self.urls.items():
+            if url.startswith("ws://") and not is_loopback(url):
+                raise ValueError(
+                    f"feed.urls.{sym}: clear-text ws:// to a non-loopback host "
+                    f"({redact_url(url)}); use wss://, or set allow_insecure = true in [feed]"
+                )
+        return self
 
     def sources(self) -> dict[str, object]:
         """Return the symbol -> source map of the configured kind."""
@@ -274,15 +315,37 @@ class RiskConfig(StrictModel):
     book), ``max_children_per_parent`` (children sent, counted from the journal, so a restart
     does not reset it). Open plus filled above the parent and a repeated client order id are
     always blocked, and so is any child while the broker session is down.
+
+    Over the whole daemon, every parent together (``[risk]`` only, not ``[orders.risk]``):
+    ``max_gross_notional`` (filled plus open, currency), ``max_symbol_qty`` (filled plus open
+    shares per symbol), ``max_open_orders`` (children open at once), ``max_parents`` (parents
+    working at once) and ``max_parent_qty`` (a parent above it is refused, at start or when
+    submitted). ``exec-agent status`` shows the usage of each.
     """
 
-    max_child_qty: float = Field(0.0, ge=0)
+    max_child_qty: float = Field(0.0, ge=0, le=MAX_QTY)
     max_child_notional: float = Field(0.0, ge=0)
     max_collar_bps: float = Field(0.0, ge=0)
     max_depth_share: float = Field(0.0, ge=0)
     max_orders_per_min: int = Field(0, ge=0)
     stale_book_s: float = Field(0.0, ge=0)
     max_children_per_parent: int = Field(0, ge=0)
+    max_gross_notional: float = Field(0.0, ge=0)
+    max_symbol_qty: float = Field(0.0, ge=0, le=MAX_QTY)
+    max_open_orders: int = Field(0, ge=0)
+    max_parents: int = Field(0, ge=0)
+    max_parent_qty: float = Field(0.0, ge=0, le=MAX_QTY)
+
+    def aggregate_limits(self) -> AggregateLimits:
+        """Return the daemon-wide limits for ``agent.risk.AggregateGates``."""
+        return AggregateLimits(
+            max_gross_notional=self.max_gross_notional,
+            max_symbol_qty=self.max_symbol_qty,
+            max_open_orders=self.max_open_orders,
+            max_orders_per_min=self.max_orders_per_min,
+            max_parents=self.max_parents,
+            max_parent_qty=self.max_parent_qty,
+        )
 
 
 class JournalConfig(StrictModel):
@@ -327,13 +390,21 @@ class OrderConfig(StrictModel):
     id: str = Field(min_length=1, pattern=r"^[A-Za-z0-9_.-]+$")
     symbol: str = Field(min_length=1)
     side: Side
-    quantity: PositiveFloat
+    quantity: Shares
     start: datetime
     end: datetime
     period_s: PositiveFloat
     lot: int = Field(1, ge=1)
-    max_child_qty: float = Field(0.0, ge=0)
+    max_child_qty: float = Field(0.0, ge=0, le=MAX_QTY)
     risk: RiskConfig | None = None
+
+    @field_validator("risk")
+    @classmethod
+    def _per_order(cls, v: RiskConfig | None) -> RiskConfig | None:
+        for k in _AGGREGATE_KEYS:
+            if v is not None and getattr(v, k):
+                raise ValueError(f"{k} is a daemon-wide limit: set it in [risk], not here")
+        return v
 
     @field_validator("start", "end")
     @classmethod
@@ -393,12 +464,46 @@ class AgentConfig(StrictModel):
             if o.id in seen:
                 raise ValueError(f"orders[{i}].id: duplicate order id {o.id!r}")
             seen.add(o.id)
+            if self.risk.max_parent_qty and o.quantity > self.risk.max_parent_qty:
+                raise ValueError(
+                    f"orders[{i}].quantity: {o.quantity:g} shares is above "
+                    f"risk.max_parent_qty ({self.risk.max_parent_qty:g})"
+                )
             if o.symbol not in self.feed.sources():
                 where = "[feed.files]" if self.feed.kind == "replay" else "[feed.urls]"
                 raise ValueError(
                     f"orders[{i}].symbol: no feed source for {o.symbol!r} (add it to {where})"
                 )
         return self
+
+
+_AGGREGATE_KEYS = (
+    "max_gross_notional",
+    "max_symbol_qty",
+    "max_open_orders",
+    "max_parents",
+    "max_parent_qty",
+)
+
+
+def is_loopback(url: str) -> bool:
+    """Return True when a URL's host is a loopback name or address (127.0.0.0/8, ::1)."""
+    try:
+        host = urlsplit(url).hostname or ""
+    except ValueError:
+        return False
+    if host in _LOOPBACK:
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def redacted_dump(cfg: BaseModel) -> dict[str, Any]:
+    """Return the config as JSON-ready data with every secret and URL credential masked."""
+    out: dict[str, Any] = redact_value(cfg.model_dump(mode="json"))
+    return out
 
 
 def _to_ns(dt: datetime) -> int:
@@ -423,6 +528,9 @@ def _resolve_paths(raw: dict[str, Any], base: Path) -> None:
         for sym, p in feed["files"].items():
             if isinstance(p, str):
                 feed["files"][sym] = str((base / p).resolve()) if not Path(p).is_absolute() else p
+    if isinstance(feed, dict) and isinstance(feed.get("ca_file"), str):
+        ca = feed["ca_file"]
+        feed["ca_file"] = ca if Path(ca).is_absolute() else str((base / ca).resolve())
     for section, key in (("journal", "path"), ("control", "socket")):
         sec = raw.get(section)
         if (
@@ -486,11 +594,13 @@ def load_config(path: str | Path) -> tuple[AgentConfig, str]:
         if where == "(top level)" and ": " in msg:  # cross-field messages carry their own path
             where, msg = msg.split(": ", 1)
         more = f" (and {e.error_count() - 1} more)" if e.error_count() > 1 else ""
-        raise ConfigError(f"{p}: {where}: {msg}{more}") from None
+        raise ConfigError(redact_text(f"{p}: {where}: {msg}{more}")) from None
     for sym, fp in cfg.feed.files.items() if cfg.feed.kind == "replay" else ():
         if not fp.is_file():
             raise ConfigError(f"{p}: feed.files.{sym}: data file not found: {fp}")
     for i, fp in enumerate(cfg.estimation.history):
         if not fp.is_file():
             raise ConfigError(f"{p}: estimation.history[{i}]: data file not found: {fp}")
+    if cfg.feed.ca_file is not None and not cfg.feed.ca_file.is_file():
+        raise ConfigError(f"{p}: feed.ca_file: file not found: {cfg.feed.ca_file}")
     return cfg, hashlib.sha256(data).hexdigest()

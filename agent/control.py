@@ -1,7 +1,8 @@
 """Operator control of a running daemon: stop, kill switch, and a local command channel.
 
 ``Control`` is the shared state: ``request_stop()`` (SIGTERM, SIGINT, ``stop`` command) makes
-the daemon stop deciding, settle what is in flight and exit 0; ``halt()`` (SIGUSR1, ``kill``
+the daemon stop deciding, settle what is in flight and exit (0 if every parent
+completed, else 3; ``agent.exitcodes``); ``halt()`` (SIGUSR1, ``kill``
 command) is the kill switch: no new order from then on, open children cancelled at once, and
 the HALTED state written to the journal so that it survives restarts until ``resume()`` is
 called on purpose (``exec-agent resume`` or ``exec-agent run --resume``).
@@ -9,7 +10,12 @@ called on purpose (``exec-agent resume`` or ``exec-agent run --resume``).
 ``ControlServer`` listens on a Unix socket (mode 0600: only the daemon's user can connect) and
 answers one JSON object per line: ``{"cmd": "status" | "submit" | "cancel" | "kill" |
 "resume" | "stop", ...}`` -> ``{"ok": true, ...}`` or ``{"ok": false, "error": "..."}``.
-Every command is logged (``control.command``) with its outcome.
+Every command is logged (``control.command``) with its outcome; replies and logged arguments
+pass through ``feeds.redact.redact_value`` (no URL credential or secret leaves by this way).
+
+The socket path may only replace a stale *socket*: a regular file, directory or anything else
+found there is refused with one line (``agent.paths.check_state_path``), never deleted; its
+folder is created with mode 0700.
 """
 
 from __future__ import annotations
@@ -24,7 +30,10 @@ from typing import Any
 
 import structlog
 
+from agent.errors import JournalUnavailable
 from agent.journal import Journal
+from agent.paths import check_state_path
+from feeds.redact import redact_text, redact_value
 
 __all__ = ["Control", "ControlServer", "Handler", "send_command"]
 
@@ -42,28 +51,43 @@ class Control:
     def __init__(self, journal: Journal | None = None) -> None:
         self.journal = journal
         self.halted = journal.halted() if journal is not None else False
+        self.reason = "halted before this start (journal)" if self.halted else ""
         self.stop = False
         self.stop_event = asyncio.Event()
         self.halt_event = asyncio.Event()
 
     def halt(self, reason: str = "operator") -> bool:
-        """Engage the kill switch (durable before it returns); False if already halted."""
+        """Engage the kill switch (durable before it returns); False if already halted.
+
+        Halting never fails: with the journal unavailable it holds in memory (logged
+        ``daemon.halt_not_durable``), which is what a journal fault needs.
+        """
         if self.halted:
             return False
         self.halted = True
+        self.reason = reason
         if self.journal is not None:
-            self.journal.set_halted(True, reason)
+            try:
+                self.journal.set_halted(True, reason)
+            except JournalUnavailable as e:
+                structlog.get_logger().error("daemon.halt_not_durable", error=str(e))
         structlog.get_logger().error("daemon.halted", reason=reason)
         self.halt_event.set()
         return True
 
     def resume(self, reason: str = "operator") -> bool:
-        """Release the kill switch (on purpose only); False if it was not engaged."""
+        """Release the kill switch (on purpose only); False if it was not engaged.
+
+        Raises:
+            JournalUnavailable: the release cannot be recorded (the daemon stays halted: it
+                cannot send without a journal either).
+        """
         if not self.halted:
             return False
-        self.halted = False
         if self.journal is not None:
             self.journal.set_halted(False, reason)
+        self.halted = False
+        self.reason = ""
         structlog.get_logger().warning("daemon.resumed", reason=reason)
         return True
 
@@ -91,8 +115,8 @@ class ControlServer:
 
     async def start(self) -> ControlServer:
         """Listen; refuse to take over a socket another live daemon answers on."""
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        if self.path.exists():
+        check_state_path(self.path, "socket", "control.socket")  # only ever replaces a socket
+        if self.path.is_socket():
             try:
                 _r, w = await asyncio.open_unix_connection(str(self.path))
             except OSError:
@@ -143,8 +167,9 @@ class ControlServer:
         try:
             reply = await self.handler(req)
         except Exception as e:
-            reply = {"ok": False, "error": f"{type(e).__name__}: {e}"}
-        args = {k: v for k, v in req.items() if k != "cmd"}
+            reply = {"ok": False, "error": redact_text(f"{type(e).__name__}: {e}")}
+        reply = redact_value(reply)
+        args = redact_value({k: v for k, v in req.items() if k != "cmd"})
         self._log.log(
             20 if reply.get("ok") else 30,
             "control.command",

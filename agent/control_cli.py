@@ -26,7 +26,7 @@ _HELP = {
     "cancel": "stop working a parent order of a running daemon and cancel its open children",
     "kill": "kill switch: no new orders, open children cancelled, HALTED kept until resume",
     "resume": "release the kill switch of a running daemon",
-    "stop": "graceful stop: stop deciding, settle open children, exit 0 (as SIGTERM)",
+    "stop": "graceful stop: stop deciding, settle open children, then exit (as SIGTERM)",
 }
 
 

@@ -3,6 +3,8 @@
 ```
 AgentError
 ├── ConfigError(AgentError, ValueError)      bad/missing key; message names the file and key path
+├── DuplicateParent(AgentError, ValueError)  a parent id already used on this journal (caller's)
+├── JournalUnavailable                       the journal cannot write or read (disk full, I/O)
 ├── ModelError                               impact fit failed, invalid parameters
 ├── SolverError                              carries .result (a SolveResult)
 ├── BrokerError                              .retryable: bool
@@ -32,8 +34,10 @@ __all__ = [
     "BrokerRejected",
     "BrokerUnavailable",
     "ConfigError",
+    "DuplicateParent",
     "InternalViolation",
     "InvariantViolation",
+    "JournalUnavailable",
     "ModelError",
     "SolverError",
     "VenueViolation",
@@ -46,6 +50,27 @@ class AgentError(Exception):
 
 class ConfigError(AgentError, ValueError):
     """Raised when a config file is missing, malformed or has a bad value; names file and key."""
+
+
+class DuplicateParent(AgentError, ValueError):
+    """Raised when a parent is submitted with an id the journal already knows (never reused).
+
+    A ``ValueError`` so that the control channel answers it as a refusal with this message.
+    """
+
+    def __init__(self, parent_id: str) -> None:
+        super().__init__(
+            f"parent id {parent_id!r} was already used on this journal "
+            "(ids are never reused: pick a new one)"
+        )
+        self.parent_id = parent_id
+
+
+class JournalUnavailable(AgentError):
+    """Raised when the journal cannot record or read (disk full, I/O error, file gone).
+
+    Nothing may be sent without a durable intent, so the daemon engages the kill switch on it.
+    """
 
 
 class ModelError(AgentError):

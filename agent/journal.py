@@ -13,21 +13,77 @@ What is recorded, in order, for every parent order:
 restart, so what is filled and what is left are exact, client order ids are never reused, and a
 child that was sent but never closed stays open (in doubt, its shares reserved) instead of being
 sent again.
+
+Ids. Every daemon start takes a fresh run tag (``start_run``, recorded, never repeated on a
+journal; ``make_run_tag`` without one) for client order ids ``{parent}-{tag}-{n:05d}``, so ids
+are unique across restarts and days towards a venue. A parent id is never reused on a journal:
+``add_parent`` raises ``DuplicateParent`` for an id it ever saw (``parent_known``). A journal
+written before that rule may hold a parent twice: ``report()`` lists it, ``parents()`` keeps the
+first, and ``load()`` stops at the first reused client order id (``ParentHistory.conflict``)
+instead of feeding a duplicate to the tracker, so a start reports it rather than crash-looping.
+
+Faults (contract). A write or read that fails (disk full, I/O error) makes the journal
+*unavailable* for good (``fault`` is set; nothing after it is written, so replay never sees a
+history with a hole in it), logs ``journal.unavailable`` at error level once and calls
+``on_fault(error)`` on the event loop, where the daemon engages the kill switch. Then:
+
+- ``intent``, ``add_parent``, ``cancel_parent``, ``start_run``, ``set_halted``, ``flush``,
+  ``load``, ``parents``, ``halted``, ``parent_known``, ``client_order_ids`` raise
+  ``JournalUnavailable`` (an intent that is not durable is never sent);
+- ``decision``, ``event``, ``anomaly`` (queued) never raise: a failure is reported through
+  ``fault``/``on_fault``, and the writes refused after it are counted in ``health()``.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import sqlite3
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, get_args
+from typing import Any, TypeVar, get_args
 
+import structlog
+
+from agent.errors import DuplicateParent, JournalUnavailable
 from agent.model import ChildOrder, OrderEvent, Side, TrackerEvent
+from agent.paths import check_state_path
 
-__all__ = ["Journal", "ParentHistory"]
+__all__ = ["Journal", "JournalReport", "ParentHistory", "make_run_tag"]
+
+_T = TypeVar("_T")
+_B36 = "0123456789abcdefghijklmnopqrstuvwxyz"
+
+
+def make_run_tag(now_ns: int) -> str:
+    """Return the run tag of a start at ``now_ns``: its UTC millisecond in base 36 (8 chars).
+
+    Sortable, and unique per start unless two starts share a millisecond (``start_run`` on a
+    journal makes it unique for sure). Eight characters last until the year 2059.
+    """
+    n = max(0, now_ns // 1_000_000)
+    out = ""
+    while n:
+        n, r = divmod(n, 36)
+        out = _B36[r] + out
+    return out.rjust(8, "0")
+
+
+@dataclass(frozen=True, slots=True)
+class JournalReport:
+    """What an old journal holds that the id rules forbid (empty on a journal written now)."""
+
+    duplicate_parents: tuple[str, ...] = ()  # parent ids submitted more than once
+    duplicate_client_order_ids: tuple[str, ...] = ()  # client order ids with two intents
+
+    @property
+    def ok(self) -> bool:
+        """Return True when nothing is duplicated."""
+        return not (self.duplicate_parents or self.duplicate_client_order_ids)
+
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS records (
@@ -52,6 +108,11 @@ class ParentHistory:
         self.carry = 0.0  # the planner's lot-rounding residual after the last decision
         # (leg, ChildOrder | OrderEvent) in write order: intents and events interleaved
         self.items: list[tuple[str, ChildOrder | OrderEvent]] = []
+        # Set when the journal reuses a client order id of this parent (an old journal): the
+        # history stops before the reuse and what follows it needs a human, not a replay.
+        self.conflict = ""
+        self.duplicate_ids: list[str] = []
+        self.n_dropped = 0  # records after the reuse, not replayed
 
     @property
     def empty(self) -> bool:
@@ -63,56 +124,173 @@ class Journal:
     """The journal file; all writes go through one thread, in submission order.
 
     Args:
-        path: SQLite file (created if missing).
+        path: SQLite file (created if missing; its folder too, mode 0700).
+        on_fault: Called once, on the event loop when there is one, when the journal becomes
+            unavailable (the daemon engages the kill switch there).
+
+    Raises:
+        ConfigError: ``path`` exists and is not a regular file (see ``agent.paths``).
+        JournalUnavailable: the file cannot be opened as a journal.
     """
 
-    def __init__(self, path: str | Path) -> None:
-        self.path = Path(path)
+    def __init__(
+        self,
+        path: str | Path,
+        on_fault: Callable[[JournalUnavailable], object] | None = None,
+    ) -> None:
+        self.path = check_state_path(path, "file", "journal.path")
+        self.on_fault = on_fault
+        self.fault: JournalUnavailable | None = None
+        self.n_refused = 0  # queued writes refused after the fault
+        self._loop: asyncio.AbstractEventLoop | None = None
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="journal")
         self._conn: sqlite3.Connection | None = None
-        self._pool.submit(self._open).result()
+        self._report: JournalReport | None = None
+        self._catch_loop()
+        try:
+            self._pool.submit(self._open).result()
+        except sqlite3.Error as e:
+            self._pool.shutdown(wait=True)
+            raise JournalUnavailable(f"journal {self.path}: cannot open: {e}") from e
 
     def _open(self) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
         conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
-        conn.execute("PRAGMA journal_mode=WAL")
-        conn.execute("PRAGMA synchronous=FULL")
-        conn.executescript(_SCHEMA)
+        try:
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA synchronous=FULL")
+            conn.executescript(_SCHEMA)
+        except sqlite3.Error:
+            conn.close()
+            raise
         self._conn = conn
 
-    def _write(self, parent_id: str, kind: str, body: dict[str, Any]) -> None:
-        assert self._conn is not None
-        self._conn.execute(
-            "INSERT INTO records(parent_id, kind, body) VALUES (?, ?, ?)",
-            (parent_id, kind, json.dumps(body)),
+    # -- faults ----------------------------------------------------------------------------------
+    def _catch_loop(self) -> None:
+        # Remember the loop the daemon runs on (calls come from it), for on_fault.
+        with contextlib.suppress(RuntimeError):
+            self._loop = asyncio.get_running_loop()
+
+    def _guard(self, fn: Callable[[], _T], what: str) -> _T:
+        """Run ``fn`` on the writer thread's connection; turn any failure into the fault."""
+        if self.fault is not None:
+            raise self.fault
+        if self._conn is None:
+            raise JournalUnavailable(f"journal {self.path}: closed (while {what})")
+        try:
+            return fn()
+        except sqlite3.Error as e:
+            err = JournalUnavailable(f"journal {self.path}: {what} failed: {e}")
+            err.__cause__ = e
+            self._fail(err)
+            raise err from e
+
+    def _fail(self, err: JournalUnavailable) -> None:
+        if self.fault is not None:
+            return
+        self.fault = err
+        loop = self._loop
+        if loop is not None and not loop.is_closed():
+            try:
+                loop.call_soon_threadsafe(self._announce, err)
+                return
+            except RuntimeError:  # loop closed in between
+                pass
+        self._announce(err)
+
+    def _announce(self, err: JournalUnavailable) -> None:
+        structlog.get_logger().error(
+            "journal.unavailable",
+            path=str(self.path),
+            error=str(err),
+            hint="nothing more is sent; free the disk, then restart (the journal resumes)",
         )
+        if self.on_fault is not None:
+            self.on_fault(err)
+
+    def health(self) -> dict[str, Any]:
+        """Return the journal's state for ``exec-agent status``."""
+        return {
+            "ok": self.fault is None,
+            "path": str(self.path),
+            "error": str(self.fault) if self.fault is not None else None,
+            "writes_refused": self.n_refused,
+        }
+
+    def _write(self, parent_id: str, kind: str, body: dict[str, Any]) -> None:
+        def _insert() -> None:
+            assert self._conn is not None
+            self._conn.execute(
+                "INSERT INTO records(parent_id, kind, body) VALUES (?, ?, ?)",
+                (parent_id, kind, json.dumps(body)),
+            )
+
+        self._guard(_insert, f"writing {kind} of {parent_id}")
+
+    def _queue(self, parent_id: str, kind: str, body: dict[str, Any]) -> None:
+        # Queued write: never raises into the caller; a failure becomes the fault (logged,
+        # on_fault), and a write refused after it is counted.
+        self._catch_loop()
+        if self.fault is not None:
+            self.n_refused += 1
+            return
+        fut = self._pool.submit(self._queued_write, parent_id, kind, body)
+        fut.add_done_callback(self._queued_done)
+
+    def _queued_write(self, parent_id: str, kind: str, body: dict[str, Any]) -> None:
+        if self.fault is not None:  # queued before the fault, refused after it
+            self.n_refused += 1
+            return
+        self._write(parent_id, kind, body)
+
+    def _queued_done(self, fut: Future[None]) -> None:
+        exc = fut.exception()
+        if exc is not None and not isinstance(exc, JournalUnavailable):
+            # Not a sqlite error (e.g. a body json cannot encode): still never silent.
+            self._fail(JournalUnavailable(f"journal {self.path}: queued write failed: {exc!r}"))
+
+    def _call(self, fn: Callable[[], _T], what: str) -> _T:
+        """Run a read or durable write on the writer thread and wait (blocking)."""
+        self._catch_loop()
+        try:
+            return self._pool.submit(self._guard, fn, what).result()
+        except RuntimeError as e:  # pool shut down
+            raise JournalUnavailable(f"journal {self.path}: closed (while {what})") from e
+
+    async def _acall(self, fn: Callable[..., _T], *args: Any) -> _T:
+        self._catch_loop()
+        if self.fault is not None:
+            raise self.fault
+        loop = asyncio.get_running_loop()
+        try:
+            return await loop.run_in_executor(self._pool, fn, *args)
+        except RuntimeError as e:  # pool shut down
+            raise JournalUnavailable(f"journal {self.path}: closed") from e
 
     # -- async writes (ordered by the single writer thread) --------------------------------------
     async def intent(self, leg: str, child: ChildOrder) -> None:
         """Record a child before it is sent; returns once it is durable."""
         body = asdict(child) | {"leg": leg, "side": child.side.value}
-        await asyncio.get_running_loop().run_in_executor(
-            self._pool, self._write, child.parent_id, "intent", body
-        )
+        await self._acall(self._write, child.parent_id, "intent", body)
 
     def decision(self, parent_id: str, period: int, arrival_mid: float, carry: float = 0.0) -> None:
         """Record that a period was decided (queued; durable in order)."""
         body = {"period": period, "arrival_mid": arrival_mid, "carry": carry}
-        self._pool.submit(self._write, parent_id, "decision", body)
+        self._queue(parent_id, "decision", body)
 
     def event(self, parent_id: str, leg: str, event: TrackerEvent) -> None:
         """Record an order event the tracker applied (queued; durable in order)."""
         body = asdict(event) | {"type": type(event).__name__, "leg": leg}
-        self._pool.submit(self._write, parent_id, "event", body)
+        self._queue(parent_id, "event", body)
 
     def anomaly(self, parent_id: str, leg: str, event: OrderEvent, error: str) -> None:
         """Record a broker report the tracker refused (kept for a human; not replayed)."""
         body = asdict(event) | {"type": type(event).__name__, "leg": leg, "error": error}
-        self._pool.submit(self._write, parent_id, "anomaly", body)
+        self._queue(parent_id, "anomaly", body)
 
     def set_halted(self, halted: bool, reason: str) -> None:
         """Record the kill-switch state (durable before this returns)."""
-        self._pool.submit(self._write, "*", "halt", {"halted": halted, "reason": reason}).result()
+        body = {"halted": halted, "reason": reason}
+        self._call(lambda: self._write("*", "halt", body), "recording the kill switch")
 
     def halted(self) -> bool:
         """Return the last recorded kill-switch state (False when never set)."""
@@ -125,20 +303,94 @@ class Journal:
             )
             return cur.fetchone()
 
-        row = self._pool.submit(_read).result()
+        row = self._call(_read, "reading the kill switch")
         return bool(row and json.loads(row[0])["halted"])
 
     async def add_parent(self, order: dict[str, Any]) -> None:
-        """Record a parent submitted while running (durable before it returns)."""
-        await asyncio.get_running_loop().run_in_executor(
-            self._pool, self._write, str(order["id"]), "parent", order
-        )
+        """Record a parent submitted while running (durable before it returns).
+
+        Raises:
+            DuplicateParent: the journal already knows this id (checked on the writer
+                thread, so two submissions of one id cannot both pass).
+        """
+        pid = str(order["id"])
+
+        def _add() -> None:
+            if self._known(pid):
+                raise DuplicateParent(pid)
+            self._write(pid, "parent", order)
+
+        await self._acall(self._guard, _add, f"recording parent {pid}")
 
     async def cancel_parent(self, parent_id: str, reason: str) -> None:
         """Record that a parent was cancelled (durable before it returns)."""
-        await asyncio.get_running_loop().run_in_executor(
-            self._pool, self._write, parent_id, "parent_cancelled", {"reason": reason}
-        )
+        await self._acall(self._write, parent_id, "parent_cancelled", {"reason": reason})
+
+    async def start_run(self, now_ns: int) -> str:
+        """Record a new daemon start and return its run tag, never used before on this journal.
+
+        Args:
+            now_ns: Start time, ns since the epoch (the tag is ``make_run_tag`` of it, moved on
+                by a millisecond at a time past any tag already recorded).
+        """
+
+        def _start() -> str:
+            assert self._conn is not None
+            rows = self._conn.execute(
+                "SELECT body FROM records WHERE parent_id = '*' AND kind = 'run'"
+            ).fetchall()
+            used = {json.loads(b)["tag"] for (b,) in rows}
+            t = now_ns
+            while (tag := make_run_tag(t)) in used:
+                t += 1_000_000
+            self._write("*", "run", {"tag": tag, "ts_ns": now_ns})
+            return tag
+
+        return await self._acall(self._guard, _start, "recording the run")
+
+    def _known(self, parent_id: str) -> bool:
+        assert self._conn is not None
+        row = self._conn.execute(
+            "SELECT 1 FROM records WHERE parent_id = ? OR parent_id = ? LIMIT 1",
+            (parent_id, f"{parent_id}-twap"),
+        ).fetchone()
+        return row is not None
+
+    def parent_known(self, parent_id: str) -> bool:
+        """Return True when the journal ever recorded anything under this parent id."""
+        return self._call(lambda: self._known(parent_id), f"looking up parent {parent_id}")
+
+    def client_order_ids(self) -> set[str]:
+        """Return every client order id the journal ever recorded an intent for."""
+
+        def _read() -> set[str]:
+            assert self._conn is not None
+            cur = self._conn.execute(
+                "SELECT json_extract(body, '$.client_order_id') FROM records WHERE kind = 'intent'"
+            )
+            return {str(r[0]) for r in cur.fetchall()}
+
+        return self._call(_read, "reading client order ids")
+
+    def report(self) -> JournalReport:
+        """Return what the journal holds against the id rules (from an older version)."""
+        if self._report is None:
+
+            def _read() -> tuple[list[str], list[str]]:
+                assert self._conn is not None
+                parents = self._conn.execute(
+                    "SELECT parent_id FROM records WHERE kind = 'parent' "
+                    "GROUP BY parent_id HAVING COUNT(*) > 1 ORDER BY MIN(seq)"
+                ).fetchall()
+                coids = self._conn.execute(
+                    "SELECT json_extract(body, '$.client_order_id') AS c FROM records "
+                    "WHERE kind = 'intent' GROUP BY c HAVING COUNT(*) > 1 ORDER BY MIN(seq)"
+                ).fetchall()
+                return [str(r[0]) for r in parents], [str(r[0]) for r in coids]
+
+            dp, dc = self._call(_read, "checking ids")
+            self._report = JournalReport(tuple(dp), tuple(dc))
+        return self._report
 
     def parents(self) -> tuple[list[dict[str, Any]], dict[str, str]]:
         """Return the parents submitted while running, and the cancelled ones (id -> reason)."""
@@ -153,26 +405,42 @@ class Journal:
 
         submitted: list[dict[str, Any]] = []
         cancelled: dict[str, str] = {}
-        for pid, kind, body in self._pool.submit(_read).result():
+        seen: set[str] = set()
+        for pid, kind, body in self._call(_read, "reading parents"):
             if kind == "parent":
+                if pid in seen:  # an old journal's reused id: the first one is the parent
+                    continue
+                seen.add(pid)
                 submitted.append(json.loads(body))
             else:
                 cancelled[pid] = json.loads(body).get("reason", "")
         return submitted, cancelled
 
     async def flush(self) -> None:
-        """Return once every queued write is durable."""
-        await asyncio.get_running_loop().run_in_executor(self._pool, lambda: None)
+        """Return once every queued write is durable.
+
+        Raises:
+            JournalUnavailable: a write failed (then not every write is durable).
+        """
+        await self._acall(lambda: None)
+        if self.fault is not None:
+            raise self.fault
 
     def close(self) -> None:
         """Finish the queued writes and close the file."""
 
         def _close() -> None:
             if self._conn is not None:
-                self._conn.close()
+                try:
+                    self._conn.close()
+                except sqlite3.Error as e:
+                    self._fail(JournalUnavailable(f"journal {self.path}: close failed: {e}"))
                 self._conn = None
 
-        self._pool.submit(_close).result()
+        try:
+            self._pool.submit(_close).result()
+        except RuntimeError:  # closed already
+            return
         self._pool.shutdown(wait=True)
 
     # -- reading -----------------------------------------------------------------------------
@@ -187,7 +455,11 @@ class Journal:
             return list(cur.fetchall())
 
         h = ParentHistory()
-        for kind, body_s in self._pool.submit(_read).result():
+        seen: set[str] = set()
+        for kind, body_s in self._call(_read, f"reading parent {parent_id}"):
+            if h.conflict:
+                h.n_dropped += 1
+                continue
             body = json.loads(body_s)
             if kind == "decision":
                 h.periods.append(int(body["period"]))
@@ -197,9 +469,28 @@ class Journal:
             elif kind == "intent":
                 leg = body.pop("leg")
                 body["side"] = Side(body["side"])
+                coid = body["client_order_id"]
+                if coid in seen:
+                    h.duplicate_ids.append(coid)
+                    h.conflict = (
+                        f"client order id {coid} was sent twice under parent {parent_id} "
+                        "(a journal from before ids were unique): history kept up to the reuse"
+                    )
+                    h.n_dropped += 1
+                    continue
+                seen.add(coid)
                 h.items.append((leg, ChildOrder(**body)))
             elif kind == "event":
                 leg = body.pop("leg")
                 cls = _EVENTS[body.pop("type")]
                 h.items.append((leg, cls(**body)))
+        if h.conflict:
+            structlog.get_logger().error(
+                "journal.conflict",
+                parent_id=parent_id,
+                duplicate_ids=h.duplicate_ids,
+                records_not_replayed=h.n_dropped,
+                detail=h.conflict,
+                hint="check these ids at the venue; the parent resumes from before the reuse",
+            )
         return h

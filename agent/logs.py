@@ -2,10 +2,15 @@
 
 JSON lines (orjson) when the output is not a terminal, a readable console otherwise. Event names
 are ``component.event`` (``mpc.step``, ``order.filled``, ``run.summary``); data goes in keys.
+
+Every line passes ``redact_event`` last before rendering: credentials in any URL (user-info,
+query values) and values under secret-named keys (password, token, authorization, ...) are
+masked, tracebacks included, whoever logged them (see ``feeds.redact``).
 """
 
 from __future__ import annotations
 
+import io
 import logging
 import sys
 from typing import IO, Any
@@ -13,7 +18,9 @@ from typing import IO, Any
 import orjson
 import structlog
 
-__all__ = ["configure_logging"]
+from feeds.redact import is_secret_key, redact_text, redact_value
+
+__all__ = ["configure_logging", "redact_event"]
 
 _LEVELS = {
     "debug": logging.DEBUG,
@@ -36,6 +43,30 @@ def _dumps(obj: Any, **_: Any) -> bytes:
     return orjson.dumps(obj, default=_default, option=orjson.OPT_SERIALIZE_NUMPY)
 
 
+_PLAIN = frozenset({int, float, bool})
+
+
+def redact_event(_logger: Any, _method: str, event_dict: dict[str, Any]) -> dict[str, Any]:
+    """Structlog processor: mask secrets and URL credentials in every value of a log line."""
+    for k, v in event_dict.items():
+        # Fast path for the common values (numbers, plain strings): most lines change nothing.
+        if v is None or type(v) in _PLAIN or k == "exc_info":
+            continue
+        if type(v) is str:
+            if "://" in v or is_secret_key(k):
+                event_dict[k] = redact_value(v, k)
+        else:
+            event_dict[k] = redact_value(v, k)
+    return event_dict
+
+
+def _redacting_traceback(sio: IO[str], exc_info: Any) -> None:
+    # Console tracebacks are drawn by the renderer from exc_info: redact the drawn text.
+    buf = io.StringIO()
+    structlog.dev.plain_traceback(buf, exc_info)
+    sio.write(redact_text(buf.getvalue()))
+
+
 def configure_logging(
     fmt: str = "auto", level: str = "info", stream: IO[str] | None = None
 ) -> None:
@@ -55,12 +86,18 @@ def configure_logging(
     ]
     factory: Any
     if pretty:
-        processors = [*shared, structlog.dev.set_exc_info, structlog.dev.ConsoleRenderer()]
-        factory = structlog.PrintLoggerFactory(out)  # type: ignore[arg-type]
+        processors = [
+            *shared,
+            structlog.dev.set_exc_info,
+            redact_event,
+            structlog.dev.ConsoleRenderer(exception_formatter=_redacting_traceback),
+        ]
+        factory = structlog.PrintLoggerFactory(out)
     else:
         processors = [
             *shared,
             structlog.processors.dict_tracebacks,
+            redact_event,
             structlog.processors.JSONRenderer(serializer=_dumps),
         ]
         buf = getattr(out, "buffer", None)

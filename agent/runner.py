@@ -1,40 +1,59 @@
-"""Glue for ``exec-agent run``: config, logging, feeds, daemon; user errors as one line."""
+"""Glue for ``exec-agent run``: config, logging, feeds, daemon; user errors as one line.
+
+The exit code comes from the run summaries (``agent.exitcodes``): 0 completed, 3 a parent
+incomplete, 4 halted (kill switch, including a journal that cannot write), 2 a config, data or
+path error. Every line printed or logged here passes through ``feeds.redact``.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import signal
+import ssl
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
 import structlog
 
-from agent.config import AgentConfig, load_config
+from agent import exitcodes
+from agent.config import AgentConfig, load_config, redacted_dump
 from agent.control import Control
 from agent.daemon import FeedFactory, RunSummary, run
-from agent.errors import ConfigError
+from agent.errors import ConfigError, JournalUnavailable
 from agent.impact.book_walk import BeyondDepth, DepthPolicy
 from agent.impact.profile import IntradayProfile, learn_profile
 from agent.journal import Journal
 from agent.logs import configure_logging
+from agent.paths import check_state_paths
 from feeds.base import BookFeed
 from feeds.clock import WallClock
 from feeds.errors import FeedDataError
 from feeds.live import WebSocketFeed
 from feeds.model import BookBatch
 from feeds.readers import read_mbp10
+from feeds.redact import redact_text
 from feeds.replay import ReplayFeed
 from feeds.validate import validate_batch
 
-__all__ = ["build_history_trades", "build_profiles", "make_feed_factory", "run_from_config"]
+__all__ = [
+    "build_history_trades",
+    "build_profiles",
+    "find_error",
+    "make_feed_factory",
+    "run_from_config",
+]
+
+_E = TypeVar("_E", bound=BaseException)
 
 
 def make_feed_factory(cfg: AgentConfig) -> FeedFactory:
     """Return a function opening the configured feed of a symbol."""
     f = cfg.feed
     if f.kind == "websocket":
+        tls = ssl.create_default_context(cafile=f.ca_file) if f.ca_file is not None else None
 
         def ws_factory(symbol: str) -> BookFeed:
             return WebSocketFeed(
@@ -52,6 +71,7 @@ def make_feed_factory(cfg: AgentConfig) -> FeedFactory:
                     if f.max_clock_skew_s is not None or not f.wall_clock
                     else 60.0
                 ),
+                ssl_context=tls,
             )
 
         return ws_factory
@@ -125,7 +145,8 @@ async def _run(
     profiles: dict[tuple[str, str], IntradayProfile],
     resume: bool = False,
     history_trades: dict[str, tuple[np.ndarray, np.ndarray]] | None = None,
-) -> list[RunSummary]:
+) -> tuple[list[RunSummary], bool]:
+    """Run the daemon; return the summaries and whether the kill switch was engaged at the end."""
     broker = None
     if cfg.broker.kind == "fix":
         from agent.brokers.fix import FixBroker
@@ -142,8 +163,14 @@ async def _run(
             password_file=b.password_file,
         )
         await broker.start()
-    journal = Journal(cfg.journal.path) if cfg.journal.path is not None else None
+    try:
+        journal = Journal(cfg.journal.path) if cfg.journal.path is not None else None
+    except JournalUnavailable as e:  # not a journal (or unreadable): nothing started yet
+        raise ConfigError(f"journal.path: {e}") from e
     control = Control(journal)
+    if journal is not None:
+        # A journal that cannot write engages the kill switch: nothing more is sent.
+        journal.on_fault = lambda e: control.halt(f"journal unavailable: {e}")
     if resume and not control.resume("exec-agent run --resume"):
         structlog.get_logger().info("daemon.resume_not_needed")
     loop = asyncio.get_running_loop()
@@ -157,7 +184,7 @@ async def _run(
 
         metrics = Metrics.serve(cfg.control.metrics_addr, cfg.control.metrics_port)
     try:
-        return await run(
+        summaries = await run(
             cfg,
             make_feed_factory(cfg),
             broker=broker,
@@ -167,6 +194,7 @@ async def _run(
             metrics=metrics,
             history_trades=history_trades,
         )
+        return summaries, control.halted
     finally:
         for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGUSR1):
             loop.remove_signal_handler(sig)
@@ -186,35 +214,77 @@ def run_from_config(
     """Load the config, run the daemon, return the process exit code."""
     try:
         cfg, sha = load_config(path)
+        check_state_paths(cfg)
     except ConfigError as e:
-        print(f"exec-agent: config error: {e}", file=sys.stderr)
-        return 2
+        print(f"exec-agent: config error: {redact_text(str(e))}", file=sys.stderr)
+        return exitcodes.CONFIG_ERROR
     configure_logging(log_format or cfg.logging.format, log_level or cfg.logging.level)
     log = structlog.get_logger()
-    log.info("daemon.config_loaded", path=str(path), sha256=sha, config=cfg.model_dump(mode="json"))
+    log.info("daemon.config_loaded", path=str(path), sha256=sha, config=redacted_dump(cfg))
     try:
         profiles = build_profiles(cfg)
         trades = build_history_trades(cfg)
-        summaries: list[RunSummary] = asyncio.run(_run(cfg, profiles, resume, trades))
+        summaries, halted = asyncio.run(_run(cfg, profiles, resume, trades))
+    except ConfigError as e:  # a state path refused when opened (e.g. replaced since the check)
+        print(f"exec-agent: config error: {redact_text(str(e))}", file=sys.stderr)
+        return exitcodes.CONFIG_ERROR
     except FeedDataError as e:
         log.error("daemon.data_error", error=str(e))
         print(f"exec-agent: data error: {e}", file=sys.stderr)
-        return 2
+        return exitcodes.CONFIG_ERROR
     except TimeoutError:
         b = cfg.broker
         log.error("daemon.broker_unavailable", host=b.host, port=b.port)
         print(
             f"exec-agent: broker at {b.host}:{b.port} did not accept a FIX logon", file=sys.stderr
         )
-        return 2
+        return exitcodes.CONFIG_ERROR
     except OSError as e:  # e.g. the control socket is taken by another daemon
         log.error("daemon.os_error", error=str(e))
-        print(f"exec-agent: {e}", file=sys.stderr)
-        return 2
-    log.info(
+        print(f"exec-agent: {redact_text(str(e))}", file=sys.stderr)
+        return exitcodes.CONFIG_ERROR
+    except Exception as e:
+        ju = find_error(e, JournalUnavailable)
+        if ju is not None:
+            log.error("daemon.journal_unavailable", error=str(ju))
+            print(f"exec-agent: halted: {redact_text(str(ju))}", file=sys.stderr)
+            return exitcodes.HALTED
+        # A bug: the traceback goes to the log (redacted there), one redacted line to stderr,
+        # so no URL credential in an exception message reaches the terminal raw.
+        log.exception("daemon.crashed")
+        print(
+            f"exec-agent: unexpected error: {redact_text(f'{type(e).__name__}: {e}')} "
+            "(traceback in the log: daemon.crashed)",
+            file=sys.stderr,
+        )
+        return exitcodes.FAILED
+    code = exitcodes.exit_code([s.status for s in summaries], halted=halted)
+    log.log(
+        20 if code == exitcodes.COMPLETED else 40,
         "daemon.stopped",
         n_orders=len(summaries),
         completed=sum(s.status == "completed" for s in summaries),
+        halted=halted,
+        exit_code=code,
     )
     sys.stdout.flush()
-    return 0
+    return code
+
+
+def find_error(exc: BaseException, cls: type[_E]) -> _E | None:
+    """Return the first ``cls`` in ``exc``, its exception groups or its causes (None if none)."""
+    seen: set[int] = set()
+    todo = [exc]
+    while todo:
+        e = todo.pop(0)
+        if id(e) in seen:
+            continue
+        seen.add(id(e))
+        if isinstance(e, cls):
+            return e
+        if isinstance(e, BaseExceptionGroup):
+            todo.extend(e.exceptions)
+        for nxt in (e.__cause__, e.__context__):
+            if nxt is not None:
+                todo.append(nxt)
+    return None

@@ -44,6 +44,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import random
+import ssl
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -57,6 +58,7 @@ from feeds.clock import Clock, WallClock
 from feeds.errors import FeedError, SequenceGap
 from feeds.jsonmsg import decode_mbp10
 from feeds.model import EV_TRADE, BookBatch
+from feeds.redact import redact_text, redact_url
 from feeds.validate import Reason, validate_row
 
 __all__ = ["FORMATS", "LiveStats", "WebSocketFeed"]
@@ -126,6 +128,10 @@ class WebSocketFeed:
             (depth and trade streams are not ordered with each other) is raised to it, ms.
         max_pending: Trade rows kept while the consumer is busy (older ones are then dropped,
             counted in ``stats.trades_dropped``).
+        ssl_context: TLS settings of a ``wss://`` URL; ``ssl.create_default_context()`` when
+            None (certificates and host name checked against the system's CAs).
+
+    The URL is logged only through ``feeds.redact.redact_url`` (no token, no user-info).
     """
 
     def __init__(
@@ -147,6 +153,7 @@ class WebSocketFeed:
         clock_reset_after: int = 3,
         reorder_ms: int = 100,
         max_pending: int = 10_000,
+        ssl_context: ssl.SSLContext | None = None,
     ) -> None:
         if fmt not in FORMATS:
             raise ValueError(f"fmt must be one of {FORMATS}, got {fmt!r}")
@@ -165,6 +172,9 @@ class WebSocketFeed:
         self.futures = futures
         self._book = BinanceBook(symbol, futures=futures)
         self.url = url
+        self._tls: dict[str, Any] = (
+            {"ssl": ssl_context or ssl.create_default_context()} if url.startswith("wss:") else {}
+        )
         self.symbol = symbol
         self.clock = clock or WallClock()
         self.stale_after_ns = int(stale_after_s * 1e9)
@@ -182,7 +192,7 @@ class WebSocketFeed:
         self._closed = False
         self._reader: asyncio.Task[None] | None = None
         self._prev_ts: int | None = None
-        self._log = structlog.get_logger().bind(symbol=symbol, url=url)
+        self._log = structlog.get_logger().bind(symbol=symbol, url=redact_url(url))
 
     # -- state ---------------------------------------------------------------------------------
     def is_stale(self, now_ns: int | None = None) -> bool:
@@ -363,6 +373,7 @@ class WebSocketFeed:
                     ping_interval=5,
                     ping_timeout=5,
                     close_timeout=1,
+                    **self._tls,
                 ) as ws:
                     self.stats.connects += 1
                     self._log.info("feed.connected", attempt=attempt)
@@ -394,9 +405,10 @@ class WebSocketFeed:
                 if code == 1009:
                     self._invalid("oversize")
                 self.stats.disconnects += 1
-                self._log.warning("feed.disconnected", code=code, reason=str(e)[:200])
+                self._log.warning("feed.disconnected", code=code, reason=redact_text(str(e))[:200])
             except (OSError, TimeoutError, InvalidHandshake, InvalidURI) as e:
-                self._log.warning("feed.connect_failed", error=f"{type(e).__name__}: {e}"[:200])
+                err = redact_text(f"{type(e).__name__}: {e}")
+                self._log.warning("feed.connect_failed", error=err[:200])
             if self._closed:
                 return
             delay = self.rng.uniform(

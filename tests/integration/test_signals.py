@@ -1,5 +1,5 @@
 """The daemon as a process: SIGUSR1 engages the kill switch, SIGTERM stops it gracefully
-(exit 0, journal and logs flushed), and HALTED is still there at the next start."""
+(journal and logs flushed; exit 4, halted), and HALTED is still there at the next start."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ import sys
 
 import pytest
 
+from agent.exitcodes import COMPLETED, HALTED
 from tests.conftest import REPO
 
 pytestmark = pytest.mark.integration
@@ -25,6 +26,8 @@ speed = {{speed}}
 collar_bps = 100
 [journal]
 path = "journal.sqlite"
+[strategy]
+max_child_multiple = 0  # resumed after a halt, the rest goes as one catch-up child, on purpose
 [[orders]]
 id = "S"
 symbol = "SYNA"
@@ -89,7 +92,7 @@ async def test_sigusr1_halts_sigterm_stops_and_halt_survives_restart(tmp_path):
     await _until(proc, events, "daemon.stopping")
     rest, _ = await asyncio.wait_for(proc.communicate(), 30)
     events += [json.loads(x) for x in rest.splitlines() if x.startswith(b"{")]
-    assert proc.returncode == 0
+    assert proc.returncode == HALTED
     names = [e["event"] for e in events]
     assert names[-1] == "daemon.stopped"  # the last log line made it out
     assert "daemon.shutdown_cancel" in names and "run.summary" in names
@@ -101,13 +104,13 @@ async def test_sigusr1_halts_sigterm_stops_and_halt_survives_restart(tmp_path):
     proc = await _start(tmp_path, 0)
     out, _ = await asyncio.wait_for(proc.communicate(), 60)
     events = [json.loads(x) for x in out.splitlines() if x.startswith(b"{")]
-    assert proc.returncode == 0
+    assert proc.returncode == HALTED
     assert "daemon.halted" in [e["event"] for e in events] and _sent(events) == []
     # Resumed on purpose: it finishes the order, exactly.
     proc = await _start(tmp_path, 0, "--resume")
     out, _ = await asyncio.wait_for(proc.communicate(), 60)
     events = [json.loads(x) for x in out.splitlines() if x.startswith(b"{")]
-    assert proc.returncode == 0
+    assert proc.returncode == COMPLETED
     (summary,) = [e for e in events if e["event"] == "run.summary"]
     assert "daemon.resumed" in [e["event"] for e in events]
     assert summary["status"] == "completed" and summary["filled_qty"] == 30000
