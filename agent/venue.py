@@ -34,6 +34,7 @@ from agent.brokers.fix import SeqStore
 from agent.brokers.fix_session import (
     FixSession,
     SessionOutput,
+    SessionState,
     _get,
     _ts,
     parse_utc_timestamp,
@@ -203,7 +204,7 @@ class FixVenue:
         try:
             while True:
                 try:
-                    async with asyncio.timeout(1.0):
+                    async with asyncio.timeout(_wait_s(self.session)):
                         data = await reader.read(65536)
                 except TimeoutError:
                     out = s.on_timer(_now())
@@ -388,3 +389,10 @@ class FixVenue:
 
 def _now() -> int:
     return time.time_ns()
+
+
+def _wait_s(session: FixSession) -> float:
+    # Read until the session's next heartbeat or TestRequest is due (at most 1 s).
+    if session.state is not SessionState.ACTIVE:
+        return 1.0
+    return max(0.001, min(1.0, (session.next_timer_ns() - time.time_ns()) / 1e9))

@@ -46,13 +46,20 @@ from agent.brokers.fix_session import (
     order_cancel_request,
     order_status_request,
 )
-from agent.errors import BrokerRejected, BrokerUnavailable, ConfigError
-from agent.model import ChildOrder, OrderEvent, OrderRejected, Side
+from agent.errors import BrokerUnavailable, ConfigError
+from agent.model import ChildOrder, OrderEvent, OrderRejected, OrderStatus, Side
 
 if TYPE_CHECKING:
     from agent.config import BrokerConfig
 
 __all__ = ["FixBroker", "OrderRefs", "SeqStore", "is_loopback"]
+
+
+def _wait_s(session: FixSession) -> float:
+    # Read until the session's next heartbeat or TestRequest is due (at most 1 s).
+    if session.state is not SessionState.ACTIVE:
+        return 1.0
+    return max(0.001, min(1.0, (session.next_timer_ns() - time.time_ns()) / 1e9))
 
 
 def is_loopback(host: str) -> bool:
@@ -129,6 +136,7 @@ class OrderRefs:
             rec = {"id": order.client_order_id, "symbol": order.symbol, "side": str(order.side)}
             self._f.write(json.dumps(rec | {"qty": order.qty}) + "\n")
             self._f.flush()
+            os.fsync(self._f.fileno())  # durable before the order can reach the wire
 
     def close(self) -> None:
         """Close the file."""
@@ -197,6 +205,8 @@ class FixBroker:
         self._active = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._closed = False
+        self._closing = False  # logged out: wait for the reply, do not reconnect
+        self._attempt = 0
         self._log = structlog.get_logger().bind(broker=name, venue=f"{host}:{port}")
 
     @classmethod
@@ -241,7 +251,7 @@ class FixBroker:
         await self._writer.drain()
 
     async def _run(self) -> None:
-        attempt = 0
+        self._attempt = 0
         while not self._closed:
             try:
                 reader, writer = await asyncio.open_connection(
@@ -254,7 +264,6 @@ class FixBroker:
                 self._log.warning("broker.connect_failed", error=str(e))
             else:
                 self._writer = writer
-                attempt = 0
                 self._log.info("broker.connected", tls=self._ssl is not None)
                 try:
                     await self._write(self.session.logon(self._now(), self._password))
@@ -268,17 +277,17 @@ class FixBroker:
                     writer.close()
                     with contextlib.suppress(OSError, ssl.SSLError):
                         await writer.wait_closed()
-            if self._closed:
+            if self._closed or self._closing:
                 return
-            attempt += 1
-            delay = random.uniform(0, min(self.reconnect_max_s, 0.05 * 2**attempt))
+            self._attempt += 1
+            delay = random.uniform(0, min(self.reconnect_max_s, 0.05 * 2**self._attempt))
             self._log.info("broker.reconnect_scheduled", delay_s=round(delay, 3))
             await asyncio.sleep(delay)
 
     async def _session(self, reader: asyncio.StreamReader) -> None:
         while not self._closed:
             try:
-                async with asyncio.timeout(1.0):
+                async with asyncio.timeout(_wait_s(self.session)):
                     data = await reader.read(65536)
             except TimeoutError:
                 out = self.session.on_timer(self._now())
@@ -296,6 +305,7 @@ class FixBroker:
             self._log_events(out)
             if self.session.state is SessionState.ACTIVE:
                 self._active.set()
+                self._attempt = 0  # the backoff starts again only after a real logon
             for rj in out.rejected:
                 await self._on_peer_reject(rj)
             for msg in out.app:
@@ -330,7 +340,7 @@ class FixBroker:
             "broker.cancel_rejected", client_order_id=coid, reason=reason, source=source
         )
         if coid in self.refs.orders:
-            with contextlib.suppress(BrokerUnavailable, BrokerRejected):
+            with contextlib.suppress(BrokerUnavailable):
                 await self.request_status(coid)
 
     async def _on_peer_reject(self, rj: PeerReject) -> None:
@@ -402,18 +412,31 @@ class FixBroker:
         self._check_active()
         await self._write(self.session.send_app(body, msg_type, self._now()))
 
-    def _ref(self, client_order_id: str) -> tuple[str, Side, float]:
+    def _ref(self, client_order_id: str) -> tuple[str, Side, float] | None:
+        """Return the child's symbol, side and quantity; None when it was never sent.
+
+        Every child is in the record (durable) before its NewOrderSingle can leave, so a child
+        missing from it never reached the venue (the daemon died between its intent and the
+        send): the adapter answers for the venue with status ``unknown``, and the shares go
+        back to the plan.
+        """
         ref = self.refs.orders.get(client_order_id)
         if ref is None:
-            raise BrokerRejected(
-                f"{client_order_id}: never sent through this adapter (no symbol and side to "
-                "put in the request; is broker.store_path the one the child was sent with?)"
+            reason = "never sent on this FIX session (not in its order record)"
+            self._log.warning(
+                "broker.order_never_sent", client_order_id=client_order_id, reason=reason
+            )
+            self._queue.put_nowait(
+                OrderStatus(client_order_id, self._now(), "unknown", 0.0, 0.0, reason)
             )
         return ref
 
     async def cancel(self, client_order_id: str) -> None:
         """Send an OrderCancelRequest (35=F) for what is left of a child."""
-        symbol, side, qty = self._ref(client_order_id)
+        ref = self._ref(client_order_id)
+        if ref is None:
+            return
+        symbol, side, qty = ref
         now = self._now()
         cancel_id = f"{client_order_id}-C{now % 10**9}"
         await self._send(
@@ -422,7 +445,10 @@ class FixBroker:
 
     async def request_status(self, client_order_id: str) -> None:
         """Send an OrderStatusRequest (35=H); the answer arrives as an ExecutionReport 150=I."""
-        symbol, side, _qty = self._ref(client_order_id)
+        ref = self._ref(client_order_id)
+        if ref is None:
+            return
+        symbol, side, _qty = ref
         await self._send(order_status_request(client_order_id, symbol, side), "H")
 
     async def events(self) -> AsyncIterator[OrderEvent]:
@@ -435,9 +461,13 @@ class FixBroker:
 
     async def aclose(self) -> None:
         """Log out, stop and end the event stream."""
+        self._closing = True
         if self._writer is not None and self.session.state is SessionState.ACTIVE:
             with contextlib.suppress(OSError):
                 await self._write(self.session.logout(self._now()))
+            if self._task is not None:  # read the peer's Logout, so its number is not a gap
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(asyncio.shield(self._task), 1.0)
         self._closed = True
         if self._task is not None:
             self._task.cancel()

@@ -693,6 +693,13 @@ class FixSession:
         self._test_req_ns = None
 
     # -- time ----------------------------------------------------------------------------------
+    def next_timer_ns(self) -> int:
+        """Return when ``on_timer`` has something to do next (heartbeat or TestRequest due)."""
+        hb = self.heartbeat_s * 1_000_000_000
+        if self._test_req_ns is not None:
+            return self._test_req_ns + hb
+        return min(self._last_sent_ns + hb, self._last_recv_ns + int(hb * 1.2))
+
     def on_timer(self, now_ns: int) -> SessionOutput:
         """Heartbeat, TestRequest, or give up on a silent peer."""
         out = SessionOutput()
@@ -786,7 +793,7 @@ class FixSession:
             )
             self._fatal(out, now_ns, "compid_mismatch", "wrong SenderCompID or TargetCompID")
             return
-        if self.state is not SessionState.ACTIVE and mtype != "A":
+        if self.state in (SessionState.DISCONNECTED, SessionState.LOGON_SENT) and mtype != "A":
             # Before Logon nothing is processed (not even a Logout's numbers).
             self._fatal(out, now_ns, "not_logged_on", f"first message must be a Logon, got {mtype}")
             return

@@ -55,8 +55,23 @@ def adapter_messages() -> dict[str, bytes]:
     got["order_cancel_request"] = s.send_app(cxl, "F", T).send[0]
     st = order_status_request("P-00001", "SYNA", Side.SELL)
     got["order_status_request"] = s.send_app(st, "H", T).send[0]
-    bad = wire("VENUE", "AGENT", 3, "8", (37, "V"), (11, "P-00001"), (17, "E"), (150, "F"),
-               (39, "1"), (54, "2"), (151, 0), (14, 0), (6, 0), (32, "abc"), (31, "1"))
+    bad = wire(
+        "VENUE",
+        "AGENT",
+        3,
+        "8",
+        (37, "V"),
+        (11, "P-00001"),
+        (17, "E"),
+        (150, "F"),
+        (39, "1"),
+        (54, "2"),
+        (151, 0),
+        (14, 0),
+        (6, 0),
+        (32, "abc"),
+        (31, "1"),
+    )
     got["reject"] = s.receive(bad, T).send[0]
     out = s.receive(wire("VENUE", "AGENT", 9, "0"), T)
     got["resend_request"] = out.send[0]
@@ -74,8 +89,20 @@ def venue_messages() -> dict[str, bytes]:
 
     def order(seq: int, coid: str, *extra) -> simplefix.FixMessage:
         p = simplefix.FixParser()
-        p.append_buffer(wire("AGENT", "VENUE", seq, "D", (11, coid), (55, "SYNA"), (54, 1),
-                             (60, "20250602-14:00:00"), (38, 100000), *extra))
+        p.append_buffer(
+            wire(
+                "AGENT",
+                "VENUE",
+                seq,
+                "D",
+                (11, coid),
+                (55, "SYNA"),
+                (54, 1),
+                (60, "20250602-14:00:00"),
+                (38, 100000),
+                *extra,
+            )
+        )
         return p.get_message()
 
     ack, *fills, rest = v._on_app(order(2, "C1", (40, 2), (44, "99"), (59, 3)))

@@ -14,7 +14,6 @@ from structlog.testing import capture_logs
 from agent.brokers.fix import FixBroker
 from agent.config import load_config
 from agent.daemon import run
-from agent.errors import BrokerRejected
 from agent.model import ChildOrder, OrderAccepted, OrderCancelled, OrderStatus, Side
 from agent.runner import make_feed_factory
 from agent.venue import FixVenue
@@ -158,7 +157,7 @@ async def test_status_and_cancel_requests_are_answered(tmp_path):
     """A status request gets a 150=I report (no new fill); a cancel of an IOC child is too late:
     the venue's OrderCancelReject is logged at warning and escalated to a status request, whose
     answer reaches the daemon as the child's OrderStatus. A request for a child this adapter
-    never sent is refused (no Side to put in it), before anything goes on the wire."""
+    never sent is answered by the adapter itself: ``unknown`` (it never reached the venue)."""
     er_log = tmp_path / "er.jsonl"
     async with FixVenue({"SYNA": SAMPLE}, er_log=er_log) as venue:
         broker = FixBroker("127.0.0.1", venue.port, "AGENT", "VENUE", heartbeat_s=5)
@@ -172,8 +171,8 @@ async def test_status_and_cancel_requests_are_answered(tmp_path):
             (st,) = await _next_events(events, 1)
             await broker.cancel("S-00001")
             (st2,) = await _next_events(events, 1)
-            with pytest.raises(BrokerRejected):
-                await broker.request_status("NOPE-1")
+            await broker.request_status("NOPE-1")
+            (never,) = await _next_events(events, 1)
         await broker.aclose()
     assert isinstance(acc, OrderAccepted) and isinstance(cxl, OrderCancelled)
     assert st == OrderStatus("S-00001", st.ts_event_ns, "cancelled", 0.0, 0.0, "")
@@ -184,6 +183,7 @@ async def test_status_and_cancel_requests_are_answered(tmp_path):
     recs = [json.loads(x) for x in er_log.read_text().splitlines()]
     assert [r["exec_type"] for r in recs] == ["0", "4", "I", "I"]
     assert venue.cancel_requests == ["S-00001"]
+    assert (never.client_order_id, never.status, never.cum_qty) == ("NOPE-1", "unknown", 0.0)
 
 
 async def test_inbound_sequence_gap_is_recovered_by_resend(tmp_path):
