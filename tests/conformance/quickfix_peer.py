@@ -270,3 +270,7 @@ class QfEngine:
 
     def stop(self) -> None:
         self.engine.stop(True)
+
+
+class SenderApp(_App):
+    """A QuickFIX order sender: the test sends with ``send`` and reads ``traffic``."""
