@@ -323,9 +323,6 @@ class FixBroker:
                 self._log.log(30 if level == "warning" else 40, "broker.session_warning", detail=ev)
             else:
                 self._log.info("broker.session_event", detail=ev)
-        for ev in out.warnings:
-            if ev not in out.events:
-                self._log.warning("broker.session_warning", detail=ev)
 
     # -- rejects ---------------------------------------------------------------------------
     def _reject_order(self, coid: str, reason: str, source: str) -> None:

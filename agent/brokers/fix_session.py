@@ -620,7 +620,7 @@ class FixSession:
         lo.append_pair(58, text)
         self._out(out, lo, now_ns)
         self.state = SessionState.LOGOUT_SENT
-        out.events.append(event)
+        out.events.append(f"{event}:{text}")
         out.warnings.append(f"{event}:{text}")
         out.disconnect = True
 
