@@ -285,3 +285,65 @@ async def test_a_child_no_status_query_resolves_engages_the_kill_switch(tmp_path
         for e in logs
     )
     assert s.status == "incomplete"
+
+
+def _self_signed(tmp_path: Path) -> tuple[Path, Path]:
+    import shutil
+    import subprocess
+
+    if shutil.which("openssl") is None:
+        pytest.skip("openssl not installed")
+    cert, key = tmp_path / "venue.pem", tmp_path / "venue.key"
+    subprocess.run(
+        [
+            "openssl",
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "1",
+            "-subj",
+            "/CN=localhost",
+            "-addext",
+            "subjectAltName=IP:127.0.0.1,DNS:localhost",
+            "-keyout",
+            str(key),
+            "-out",
+            str(cert),
+        ],
+        check=True,
+        capture_output=True,
+    )
+    return cert, key
+
+
+async def test_fix_over_tls_checks_the_venue_certificate(tmp_path):
+    """With tls = true the adapter checks the venue's certificate: trusted (tls_ca_file), the
+    session logs on and an order executes; untrusted, the connection is refused and nothing is
+    sent."""
+    import ssl
+
+    cert, key = _self_signed(tmp_path)
+    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ctx.load_cert_chain(cert, key)
+    er_log = tmp_path / "er.jsonl"
+    async with FixVenue({"SYNA": SAMPLE}, er_log=er_log, ssl_context=ctx) as venue:
+        good = FixBroker("127.0.0.1", venue.port, "AGENT", "VENUE", tls=True, tls_ca_file=cert)
+        await good.start()
+        await good.submit(ChildOrder("T-00001", "T", "SYNA", Side.BUY, 100, 99.0, T_1400))
+        acc, *_ = await _next_events(good.events(), 1)
+        await good.aclose()
+        bad = FixBroker(
+            "127.0.0.1", venue.port, "AGENT", "VENUE", tls=True, reconnect_max_s=0.05
+        )  # the system's CAs do not know this venue
+        with capture_logs() as logs:
+            with pytest.raises(TimeoutError):
+                await bad.start(timeout_s=0.5)
+            await bad.aclose()
+    assert isinstance(acc, OrderAccepted) and acc.client_order_id == "T-00001"
+    failed = [e for e in logs if e["event"] == "broker.connect_failed"]
+    assert failed and "CERTIFICATE_VERIFY_FAILED" in failed[0]["error"]
+    recs = [json.loads(x) for x in er_log.read_text().splitlines()]
+    assert {r["client_order_id"] for r in recs} == {"T-00001"}
