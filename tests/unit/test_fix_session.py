@@ -210,3 +210,100 @@ def test_logon_ahead_of_the_expected_sequence_logs_on_then_asks_for_the_gap(tmp_
     assert rr.get(35) == b"2" and rr.get(7) == b"57"
     s.receive(peer(57, "4", (123, "Y"), (36, 59), poss_dup=True), S)
     assert store.next_in == 59
+
+
+def venue_session(**kw) -> FixSession:
+    v = FixSession("VENUE", "AGENT", 30, SeqNumbers(), acceptor=True, resend_app=True, **kw)
+    v.on_connect(0)
+    return v
+
+
+def agent(seq: int, mtype: str, *pairs, **kw) -> bytes:
+    return peer(seq, mtype, *pairs, sender="AGENT", target="VENUE", **kw)
+
+
+def test_a_resend_request_inside_our_gap_is_answered_at_once():
+    """Both sides have a gap: the peer's ResendRequest arrives with a number too high; it is
+    answered (gap fill) and our own ResendRequest follows, in the same output."""
+    s = active()
+    s.send_app(new_order_single(ChildOrder("P-1", "P", "SYNA", Side.BUY, 100, 50.0, 0), 0), "D", S)
+    out = s.receive(peer(5, "2", (7, 2), (16, 0)), S)
+    kinds = [parse(m).get(35) for m in out.send]
+    assert kinds == [b"4", b"2"]
+    assert parse(out.send[1]).get(7) == b"2"
+
+
+def test_our_heartbeat_is_due_however_chatty_the_peer():
+    s = active()
+    for k in range(1, 31):
+        s.receive(peer(k + 1, "0"), k * S)  # the peer talks every second
+    out = s.on_timer(31 * S)
+    assert [parse(m).get(35) for m in out.send] == [b"0"]
+    assert s.next_timer_ns() == 61 * S
+
+
+def test_acceptor_logon_checks_comp_ids_password_and_honours_heartbtint():
+    v = venue_session(password="pw")
+    out = v.receive(agent(1, "A", (98, 0), (108, 30)), 0)
+    assert out.disconnect and parse(out.send[-1]).get(35) == b"5"  # no password
+    v = venue_session(password="pw")
+    out = v.receive(agent(1, "A", (98, 0), (108, 7), (554, "pw")), 0)
+    (logon,) = [parse(m) for m in out.send]
+    assert logon.get(108) == b"7" and v.state is SessionState.ACTIVE and v.heartbeat_s == 7
+    v = venue_session()
+    out = v.receive(peer(1, "A", (98, 0), (108, 30), sender="OTHER", target="VENUE"), 0)
+    rej, lo = (parse(m) for m in out.send)
+    assert (rej.get(35), rej.get(373), rej.get(371), lo.get(35)) == (b"3", b"9", b"49", b"5")
+    assert out.disconnect and v.state is not SessionState.ACTIVE
+
+
+def test_a_message_before_logon_is_not_processed():
+    v = venue_session()
+    out = v.receive(agent(1, "D", (11, "C1"), (55, "SYNA"), (54, 1)), 0)
+    assert out.app == [] and out.disconnect and parse(out.send[0]).get(35) == b"5"
+
+
+def test_reset_seq_num_flag_restarts_both_numbers():
+    v = venue_session()
+    v.seq.next_in, v.seq.next_out = 40, 50
+    out = v.receive(agent(1, "A", (98, 0), (108, 30), (141, "Y")), 0)
+    (logon,) = [parse(m) for m in out.send]
+    assert logon.get(141) == b"Y" and logon.get(34) == b"1"
+    assert (v.seq.next_in, v.seq.next_out) == (2, 2)
+
+
+def test_sequence_reset_below_the_expected_number_is_rejected():
+    s = active()
+    s.receive(peer(2, "0"), S)
+    out = s.receive(peer(3, "4", (36, 1)), S)
+    rej = parse(out.send[0])
+    assert (rej.get(35), rej.get(371), rej.get(373)) == (b"3", b"36", b"5")
+    assert s.seq.next_in == 3
+
+
+def test_garbage_before_a_message_is_skipped_and_the_message_processed():
+    s = active()
+    out = s.receive(b"\x00\xffjunk8=FI" + report(2, "C1", "0"), S)
+    assert [m.get(11) for m in out.app] == [b"C1"]
+    assert any(w.startswith("garbage_skipped") for w in out.warnings)
+
+
+def test_a_bad_checksum_is_rejected_and_its_number_is_not_consumed():
+    """The next message shows the gap and the peer's resend brings the report back intact."""
+    s = active()
+    raw = report(2, "C1", "F", qty=100, px=10.0)
+    broken = raw[:-4] + (b"%03d" % ((int(raw[-4:-1]) + 1) % 256)) + b"\x01"
+    out = s.receive(broken, S)
+    rej = parse(out.send[0])
+    assert (rej.get(35), rej.get(45), rej.get(371)) == (b"3", b"2", b"10") and out.app == []
+    out = s.receive(report(3, "C1", "0"), S)
+    assert parse(out.send[0]).get(35) == b"2" and s.seq.next_in == 2
+
+
+def test_a_peer_reject_is_tied_to_the_order_it_rejected():
+    s = active()
+    s.send_app(new_order_single(ChildOrder("P-7", "P", "SYNA", Side.BUY, 100, 50.0, 0), 0), "D", S)
+    out = s.receive(peer(2, "3", (45, 2), (371, 44), (373, 5), (58, "price")), S)
+    (pr,) = out.rejected
+    assert (pr.ref_seq, pr.ref_msg_type, pr.client_order_id) == (2, "D", "P-7")
+    assert "price" in pr.reason and "RefTagID=44" in pr.reason
