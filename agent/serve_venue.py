@@ -46,7 +46,8 @@ def add_parser(sub: Any) -> None:
         "--state-dir",
         default=None,
         metavar="DIR",
-        help="keep the venue's sequence numbers and orders here, across restarts",
+        help="keep the venue's sequence numbers and orders here, across restarts (default: "
+        "a 'venue' folder next to [broker].store_path; in memory when that is unset)",
     )
     p.add_argument("--tls-cert", default=None, metavar="FILE", help="serve TLS: certificate")
     p.add_argument("--tls-key", default=None, metavar="FILE", help="serve TLS: private key")
@@ -74,13 +75,19 @@ async def _serve(args: argparse.Namespace) -> None:
         host=b.host,
         port=b.port if args.port is None else args.port,
         heartbeat_s=b.heartbeat_s,
-        state_dir=Path(args.state_dir) if args.state_dir else None,
+        state_dir=_state_dir(args.state_dir, b.store_path),
         password=password,
         ssl_context=ctx,
     )
     async with venue:
         print(f"fix://{b.host}:{venue.port}", flush=True)
         await asyncio.Event().wait()
+
+
+def _state_dir(arg: str | None, store_path: Path | None) -> Path | None:
+    if arg:
+        return Path(arg)
+    return store_path.parent / "venue" if store_path is not None else None
 
 
 def run(args: argparse.Namespace) -> int:

@@ -101,6 +101,8 @@ class FixVenue:
         self.host = host
         self._port = port
         self._ssl = ssl_context
+        if state_dir is not None:
+            state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         self.store = SeqStore(state_dir / "venue-seq.json" if state_dir else None)
         self.session = FixSession(
             sender,
