@@ -306,11 +306,13 @@ class FixBroker:
             if self.session.state is SessionState.ACTIVE:
                 self._active.set()
                 self._attempt = 0  # the backoff starts again only after a real logon
+            # What the session numbered goes out first: a request sent while handling a
+            # reject below takes the next number and must follow it on the wire.
+            await self._write(out)
             for rj in out.rejected:
                 await self._on_peer_reject(rj)
             for msg in out.app:
                 await self._on_app(msg)
-            await self._write(out)
             if out.disconnect:
                 return
 
