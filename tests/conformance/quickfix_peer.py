@@ -34,7 +34,14 @@ def fields(msg: fix.Message) -> dict[int, str]:
 
 
 def settings(
-    path: Path, *, acceptor: bool, port: int, sender: str, target: str, hb_s: int = 30
+    path: Path,
+    *,
+    acceptor: bool,
+    port: int,
+    sender: str,
+    target: str,
+    hb_s: int = 30,
+    extra: str = "",
 ) -> fix.SessionSettings:
     """Write a QuickFIX settings file (validation on) and load it."""
     role = "acceptor" if acceptor else "initiator"
@@ -65,6 +72,7 @@ BeginString=FIX.4.4
 SenderCompID={sender}
 TargetCompID={target}
 HeartBtInt={hb_s}
+{extra}
 """
     )
     return fix.SessionSettings(str(path / "qf.cfg"))

@@ -47,10 +47,16 @@ def report_traffic(name: str, app) -> None:
 class Sender:
     """A QuickFIX initiator towards ``port``."""
 
-    def __init__(self, tmp: Path, port: int, hb_s: int = 30) -> None:
+    def __init__(self, tmp: Path, port: int, hb_s: int = 30, extra: str = "") -> None:
         self.app = SenderApp()
         cfg = settings(
-            tmp / "qf", acceptor=False, port=port, sender="AGENT", target="VENUE", hb_s=hb_s
+            tmp / "qf",
+            acceptor=False,
+            port=port,
+            sender="AGENT",
+            target="VENUE",
+            hb_s=hb_s,
+            extra=extra,
         )
         self.engine = QfEngine(self.app, cfg, acceptor=False).start()
 
@@ -254,3 +260,28 @@ async def test_venue_heartbeats_at_the_initiators_interval_and_one_session_per_c
             await qf.stop()
     assert qf.app.traffic.rejects_sent == []
     report_traffic("venue_heartbeats", qf.app)
+
+
+async def test_a_logon_with_reset_seq_num_flag_starts_both_sides_again_at_1(tmp_path):
+    """QuickFIX logs on again with ResetOnLogon=Y (141=Y, MsgSeqNum 1) after a day of traffic:
+    the venue answers 141=Y at 1 too, and the next order executes, without any Reject."""
+    er_log = tmp_path / "er.jsonl"
+    async with FixVenue({"SYNA": SAMPLE}, er_log=er_log, latency_ms=0) as venue:
+        qf = Sender(tmp_path, venue.port)
+        assert await qf.logged_on()
+        qf.order("Z-1")
+        assert await qf.wait(lambda t: any(f.get(11) == "Z-1" for f in t.app_received))
+        await qf.stop()
+        assert venue.session.seq.next_in > 2
+        qf2 = Sender(tmp_path, venue.port, extra="ResetOnLogon=Y")
+        try:
+            assert await qf2.logged_on()
+            qf2.order("Z-2")
+            assert await qf2.wait(lambda t: any(f.get(11) == "Z-2" for f in t.app_received))
+        finally:
+            await qf2.stop()
+    (logon,) = [f for f in qf2.app.traffic.admin_received if f[35] == "A"]
+    assert (logon.get(141), logon[34]) == ("Y", "1")
+    assert [r["exec_type"] for r in executions(er_log, "Z-2")].count("0") == 1
+    assert qf.app.traffic.rejects_sent == [] and qf2.app.traffic.rejects_sent == []
+    report_traffic("venue_reset_on_logon", qf2.app)
