@@ -285,3 +285,27 @@ async def test_rejects_reach_the_daemon_tied_to_the_child(tmp_path):
     assert ("broker.cancel_rejected", "warning") in names
     assert v.app.traffic.rejects_sent == []
     report_traffic("rejects", v.app)
+
+
+async def test_quickfix_resends_reports_we_lost_and_each_fill_keeps_its_exec_id(tmp_path):
+    """Our side loses the last two inbound numbers (the reports of an order): we ask, QuickFIX
+    resends them with PossDupFlag=Y, and they arrive with their original ExecIDs (so the
+    tracker applies each fill once)."""
+    v = Venue(tmp_path)
+    try:
+        fb = broker(tmp_path, v.port)
+        await fb.start()
+        events = fb.events()
+        await fb.submit(child(1))
+        first = await until_filled(events, "Q-00001", 300)
+        fb.session.seq.next_in -= 2  # the ack and the fill, as if never read
+        await fb.submit(child(2))
+        again = await until_filled(events, "Q-00002", 300)
+        await fb.aclose()
+    finally:
+        await asyncio.to_thread(v.engine.stop)
+    fills1 = [e.exec_id for e in first if isinstance(e, OrderFilled)]
+    resent = [e for e in again if isinstance(e, OrderFilled) and e.client_order_id == "Q-00001"]
+    assert [e.exec_id for e in resent] == fills1  # the same executions, not new ones
+    assert v.app.traffic.received["2"] >= 1 and v.app.traffic.rejects_sent == []
+    report_traffic("quickfix_resends_reports", v.app)
