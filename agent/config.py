@@ -109,7 +109,10 @@ class BrokerConfig(StrictModel):
     left open are queried by client order id and the daemon waits up to
     ``reconcile_timeout_s`` for the answers before it sends anything new; a child with no final
     report ``ack_timeout_s`` (wall clock) after it was sent is queried the same way, up to
-    ``max_status_queries`` times; still unresolved, it engages the kill switch.
+    ``max_status_queries`` times; still unresolved, it engages the kill switch. A FIX run needs
+    ``store_path`` and ``[journal] path`` (refused at start otherwise), the venue's Logon must
+    carry the configured CompIDs, and a host that is not loopback needs ``tls = true`` (the
+    certificate is checked) or an explicit ``allow_insecure = true``.
     """
 
     kind: Literal["simulated", "fix"] = "simulated"
