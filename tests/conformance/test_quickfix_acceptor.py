@@ -309,3 +309,44 @@ async def test_quickfix_resends_reports_we_lost_and_each_fill_keeps_its_exec_id(
     assert [e.exec_id for e in resent] == fills1  # the same executions, not new ones
     assert v.app.traffic.received["2"] >= 1 and v.app.traffic.rejects_sent == []
     report_traffic("quickfix_resends_reports", v.app)
+
+
+async def test_a_session_reject_from_quickfix_is_tied_to_the_child(tmp_path):
+    """A deliberately broken order (Side=Z, not in FIX44.xml) is refused by QuickFIX with a
+    session Reject (RefSeqNum, RefTagID 54): the adapter turns it into that child's
+    OrderRejected, logged at warning, and the session goes on."""
+    import simplefix
+
+    v = Venue(tmp_path)
+    try:
+        fb = broker(tmp_path, v.port)
+        await fb.start()
+        events = fb.events()
+        bad = child(1)
+        fb.refs.add(bad)
+        body = simplefix.FixMessage()
+        for tag, val in [
+            (11, bad.client_order_id),
+            (55, "SYNA"),
+            (54, "Z"),
+            (60, "20250602-14:00:00"),
+            (38, 100),
+            (40, 2),
+            (44, 60),
+            (59, 3),
+        ]:
+            body.append_pair(tag, val)
+        with capture_logs() as logs:
+            await fb._send(body, "D")
+            (rej,) = await take(events, 1)
+            await fb.submit(child(2))
+            await until_filled(events, "Q-00002", 300)
+        await fb.aclose()
+    finally:
+        await asyncio.to_thread(v.engine.stop)
+    assert isinstance(rej, OrderRejected) and rej.client_order_id == "Q-00001"
+    assert "RefTagID=54" in rej.reason
+    (qf_reject,) = v.app.traffic.rejects_sent
+    assert qf_reject[371] == "54"
+    (w,) = [e for e in logs if e["event"] == "broker.order_rejected"]
+    assert w["log_level"] == "warning" and w["source"] == "35=3"
