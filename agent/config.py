@@ -182,7 +182,10 @@ class BrokerConfig(StrictModel):
     left open are queried by client order id and the daemon waits up to
     ``reconcile_timeout_s`` for the answers before it sends anything new; a child with no final
     report ``ack_timeout_s`` (wall clock) after it was sent is queried the same way, up to
-    ``max_status_queries`` times; still unresolved, it engages the kill switch.
+    ``max_status_queries`` times; still unresolved, it engages the kill switch. A FIX run needs
+    ``store_path`` and ``[journal] path`` (refused at start otherwise), the venue's Logon must
+    carry the configured CompIDs, and a host that is not loopback needs ``tls = true`` (the
+    certificate is checked) or an explicit ``allow_insecure = true``.
     """
 
     kind: Literal["simulated", "fix"] = "simulated"
@@ -202,6 +205,29 @@ class BrokerConfig(StrictModel):
     reconcile_timeout_s: float = Field(5.0, gt=0)
     ack_timeout_s: float = Field(2.0, gt=0)
     max_status_queries: int = Field(3, ge=1)
+    # FIX transport: TLS checks the venue's certificate (``tls_ca_file``: the CA bundle, else
+    # the system's); clear text to a host that is not loopback needs ``allow_insecure = true``.
+    tls: bool = False
+    tls_ca_file: Path | None = None
+    allow_insecure: bool = False
+
+    @model_validator(mode="after")
+    def _transport(self) -> BrokerConfig:
+        if self.kind == "fix" and not (self.tls or self.allow_insecure or _loopback(self.host)):
+            raise ValueError(
+                f"broker.host: clear-text FIX to {self.host!r} is refused (set tls = true, or "
+                "allow_insecure = true to accept it)"
+            )
+        return self
+
+
+def _loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 class WindowEstimationConfig(StrictModel):
@@ -476,6 +502,21 @@ class AgentConfig(StrictModel):
                 )
         return self
 
+    @model_validator(mode="after")
+    def _fix_needs_state(self) -> AgentConfig:
+        # Without both, a restart after a crash cannot resolve its children or its session.
+        if self.broker.kind == "fix" and self.journal.path is None:
+            raise ValueError(
+                'journal.path: broker.kind = "fix" needs a journal (add [journal] path = '
+                '"state/journal.sqlite")'
+            )
+        if self.broker.kind == "fix" and self.broker.store_path is None:
+            raise ValueError(
+                'broker.store_path: broker.kind = "fix" needs a sequence store (add '
+                'store_path = "state/fix-seq.json" to [broker])'
+            )
+        return self
+
 
 _AGGREGATE_KEYS = (
     "max_gross_notional",
@@ -541,7 +582,7 @@ def _resolve_paths(raw: dict[str, Any], base: Path) -> None:
             sec[key] = str((base / sec[key]).resolve())
     brk = raw.get("broker")
     if isinstance(brk, dict):
-        for key in ("store_path", "password_file"):
+        for key in ("store_path", "password_file", "tls_ca_file"):
             if isinstance(brk.get(key), str):
                 sp = brk[key]
                 brk[key] = sp if Path(sp).is_absolute() else str((base / sp).resolve())

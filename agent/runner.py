@@ -151,17 +151,7 @@ async def _run(
     if cfg.broker.kind == "fix":
         from agent.brokers.fix import FixBroker
 
-        b = cfg.broker
-        broker = FixBroker(
-            b.host,
-            b.port,
-            b.sender_comp_id,
-            b.target_comp_id,
-            heartbeat_s=b.heartbeat_s,
-            store_path=b.store_path,
-            password_env=b.password_env,
-            password_file=b.password_file,
-        )
+        broker = FixBroker.from_config(cfg.broker)
         await broker.start()
     try:
         journal = Journal(cfg.journal.path) if cfg.journal.path is not None else None

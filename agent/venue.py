@@ -1,28 +1,44 @@
 """Simulated FIX 4.4 venue (acceptor) that matches orders against a replayed book.
 
-``FixVenue`` listens on 127.0.0.1, speaks FIX 4.4 through the same pure session layer as the
-broker adapter (acceptor side), and executes each NewOrderSingle as an IOC limit order against
-the book in force at its TransactTime(60) plus ``latency_ms``, read from the same MBP-10 file
-the feed replays: matching is in step with the feed whatever the pacing. Every
-ExecutionReport it sends is appended to ``er_log`` (JSON lines) so tests can compare what the
-venue did with what the daemon believes. A ClOrdID seen before is rejected as a duplicate
-(OrdRejReason 6) unless PossResend(97)=Y, which gets an order-status report (150=I) instead.
+``FixVenue`` listens on 127.0.0.1 (TLS when given a server context), speaks FIX 4.4 through
+the same pure session layer as the broker adapter (acceptor side: Logon checks, CompIDs,
+password where configured, the initiator's HeartBtInt, its own heartbeats, typed fields and
+Rejects), and executes each NewOrderSingle as an IOC limit order against the book in force at
+its TransactTime(60) plus ``latency_ms``, read from the same MBP-10 file the feed replays.
+
+Application rules: Side must be buy (1) or sell (2), ClOrdID non-empty and never seen before
+(OrdRejReason 6), OrdType limit (2) and TimeInForce IOC (3) only (OrdRejReason 11 otherwise),
+a known symbol (OrdRejReason 1); a PossDup or PossResend order already seen gets its status
+(150=I), never a second execution. A cancel gets an OrderCancelReject (IOC orders never rest:
+too late, or unknown order) with OrderID, OrdStatus and CxlRejReason. One connection per
+session at a time; a second one is refused with a Logout. With ``state_dir`` the venue keeps
+its sequence numbers and its orders there, so a restart neither refuses the next Logon nor
+executes an order twice. Every ExecutionReport is appended to ``er_log`` (JSON lines).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+import ssl
 import time
-from dataclasses import dataclass
-from datetime import UTC, datetime
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 import simplefix
 import structlog
 
-from agent.brokers.fix_session import FixSession, SeqStore
+from agent.brokers.fix import SeqStore
+from agent.brokers.fix_session import (
+    FixSession,
+    SessionOutput,
+    SessionState,
+    _get,
+    _ts,
+    parse_utc_timestamp,
+)
 from agent.brokers.matching import match_ioc
 from agent.model import Side
 from feeds.model import BookBatch
@@ -43,11 +59,6 @@ class _Order:
     notional: float = 0.0
 
 
-def _parse_ts(s: str) -> int:
-    dt = datetime.strptime(s, "%Y%m%d-%H:%M:%S.%f").replace(tzinfo=UTC)
-    return int(dt.timestamp()) * 1_000_000_000 + dt.microsecond * 1_000
-
-
 class FixVenue:
     """A FIX acceptor matching against MBP-10 files.
 
@@ -56,6 +67,10 @@ class FixVenue:
         latency_ms: Delay between TransactTime and execution.
         er_log: JSON-lines file of every ExecutionReport sent (None: not written).
         sender, target: Our SenderCompID and the initiator's (their TargetCompID / ours).
+        heartbeat_s: HeartBtInt until the initiator's Logon says otherwise.
+        state_dir: Folder of the persisted sequence numbers and orders (None: in memory).
+        password: A Logon must carry it (None: no password checked).
+        ssl_context: Serve TLS with this server context (None: clear text).
     """
 
     def __init__(
@@ -69,7 +84,9 @@ class FixVenue:
         host: str = "127.0.0.1",
         port: int = 0,
         heartbeat_s: int = 30,
-        store_path: Path | None = None,
+        state_dir: Path | None = None,
+        password: str | None = None,
+        ssl_context: ssl.SSLContext | None = None,
     ) -> None:
         self.books: dict[str, BookBatch] = {}
         for sym, path in files.items():
@@ -83,11 +100,30 @@ class FixVenue:
         self.er_log = er_log
         self.host = host
         self._port = port
-        store = SeqStore.load(store_path) if store_path else SeqStore()
+        self._ssl = ssl_context
+        if state_dir is not None:
+            state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        self.store = SeqStore(state_dir / "venue-seq.json" if state_dir else None)
         self.session = FixSession(
-            sender, target, heartbeat_s, store, acceptor=True, resend_app=True
+            sender,
+            target,
+            heartbeat_s,
+            self.store.load(),
+            acceptor=True,
+            resend_app=True,
+            password=password,
         )
+        self._sender, self._target, self._hb0 = sender, target, heartbeat_s
         self.orders: dict[str, _Order] = {}
+        self._orders_path = state_dir / "venue-orders.jsonl" if state_dir else None
+        self._exec_n = 0
+        if self._orders_path is not None and self._orders_path.exists():
+            for line in self._orders_path.read_text().splitlines():
+                with contextlib.suppress(ValueError, KeyError, TypeError):
+                    d = json.loads(line)
+                    d["side"] = Side(d["side"])
+                    self._exec_n = max(self._exec_n, int(d.pop("exec_n", 0)))
+                    self.orders[d["coid"]] = _Order(**d)
         # Faults for tests: send every fill report twice (same ExecID, new sequence number);
         # reject every n-th new order (0 = never).
         self.duplicate_fills = False
@@ -98,11 +134,12 @@ class FixVenue:
         self.mute_every = 0
         self.ignore_status = False  # status queries go unanswered
         self.cancel_requests: list[str] = []  # OrigClOrdID of each OrderCancelRequest
+        self.refused_connections = 0
         self._muted = False
         self._n_new = 0
-        self._exec_n = 0
         self._server: asyncio.Server | None = None
         self._writers: set[asyncio.StreamWriter] = set()
+        self._active: asyncio.StreamWriter | None = None
         self._log = structlog.get_logger().bind(component="venue")
 
     @property
@@ -114,7 +151,9 @@ class FixVenue:
 
     async def start(self) -> FixVenue:
         """Listen."""
-        self._server = await asyncio.start_server(self._client, self.host, self._port)
+        self._server = await asyncio.start_server(
+            self._client, self.host, self._port, ssl=self._ssl
+        )
         self._log.info("venue.listening", port=self.port, symbols=sorted(self.books))
         return self
 
@@ -137,17 +176,50 @@ class FixVenue:
         for w in list(self._writers):
             w.transport.abort()
 
+    def _log_out(self, out: SessionOutput) -> None:
+        for ev in out.events:
+            if ev in out.warnings:
+                self._log.warning("venue.session_warning", detail=ev)
+            else:
+                self._log.info("venue.session_event", detail=ev)
+
+    async def _refuse(self, writer: asyncio.StreamWriter) -> None:
+        # The session is in use: answer on a throw-away session, never touch the real one.
+        self.refused_connections += 1
+        self._log.warning("venue.connection_refused", reason="session already active")
+        tmp = FixSession(self._sender, self._target, self._hb0, acceptor=True)
+        out = tmp.logout(_now(), "session already logged on from another connection")
+        for raw in out.send:
+            writer.write(raw)
+        with contextlib.suppress(ConnectionError, OSError):
+            await writer.drain()
+        writer.close()
+
     async def _client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        if self._active is not None:
+            await self._refuse(writer)
+            return
+        self._active = writer
         self._writers.add(writer)
-        self.session.on_connect(_now())
+        s = self.session
+        s.on_connect(_now())
         try:
             while True:
-                data = await reader.read(65536)
-                if not data:
-                    break
-                out = self.session.receive(data, _now())
-                for raw in out.send:
-                    writer.write(raw)
+                try:
+                    async with asyncio.timeout(_wait_s(self.session)):
+                        data = await reader.read(65536)
+                except TimeoutError:
+                    out = s.on_timer(_now())
+                else:
+                    if not data:
+                        break
+                    out = s.receive(data, _now())
+                    timer = s.on_timer(_now())
+                    out.send += timer.send
+                    out.persist = timer.persist or out.persist
+                    out.disconnect = out.disconnect or timer.disconnect
+                self._log_out(out)
+                sends = list(out.send)
                 for msg in out.app:
                     for raw in self._on_app(msg):
                         if not raw:
@@ -155,7 +227,10 @@ class FixVenue:
                         if self.lose_reports > 0:  # lost on the wire: the peer sees a gap
                             self.lose_reports -= 1
                             continue
-                        writer.write(raw)
+                        sends.append(raw)
+                self.store.save(s.seq if out.persist or out.app else None)
+                for raw in sends:
+                    writer.write(raw)
                 await writer.drain()
                 if out.disconnect:
                     break
@@ -163,14 +238,24 @@ class FixVenue:
             pass
         finally:
             self._writers.discard(writer)
-            self.session.on_disconnect()
+            self._active = None
+            s.on_disconnect()
             writer.close()
 
     # -- application ---------------------------------------------------------------------------
+    def _persist_order(self, o: _Order) -> None:
+        if self._orders_path is None:
+            return
+        with open(self._orders_path, "a") as f:
+            f.write(json.dumps(asdict(o) | {"side": str(o.side), "exec_n": self._exec_n}) + "\n")
+
+    def _send(self, body: simplefix.FixMessage, mtype: str) -> bytes:
+        return self.session.send_app(body, mtype, _now()).send[0]
+
     def _report(self, o: _Order, exec_type: str, **extra: object) -> bytes:
         self._exec_n += 1
         m = simplefix.FixMessage()
-        m.append_pair(37, f"V-{o.coid}")
+        m.append_pair(37, f"V-{o.coid}" if o.symbol else "NONE")
         m.append_pair(11, o.coid)
         m.append_pair(17, f"X{self._exec_n:08d}")
         m.append_pair(150, exec_type)
@@ -178,11 +263,14 @@ class FixVenue:
         if o.symbol:  # an empty field is not FIX (an unknown order has no symbol)
             m.append_pair(55, o.symbol)
         m.append_pair(54, 1 if o.side is Side.BUY else 2)
+        if o.qty > 0:
+            m.append_pair(38, f"{o.qty:.0f}")
         m.append_pair(14, f"{o.cum:.0f}")
         m.append_pair(6, f"{o.notional / o.cum if o.cum > 0 else 0.0:.8f}")
         m.append_pair(151, f"{max(o.qty - o.cum, 0) if o.status in '01' else 0:.0f}")
         for tag, v in extra.items():
             m.append_pair(int(tag[1:]), v)
+        m.append_pair(60, _ts(_now()))
         if self.er_log is not None:
             rec = {
                 "client_order_id": o.coid,
@@ -192,7 +280,7 @@ class FixVenue:
                 "cum_qty": o.cum,
             }
             if "t32" in extra:
-                rec |= {"last_qty": float(extra["t32"]), "last_px": float(extra["t31"])}
+                rec |= {"last_qty": float(str(extra["t32"])), "last_px": float(str(extra["t31"]))}
             if "t58" in extra:
                 rec["text"] = extra["t58"]
             if self._muted:
@@ -201,28 +289,34 @@ class FixVenue:
                 f.write(json.dumps(rec) + "\n")
         if self._muted:
             return b""
-        return self.session.send_app(m, "8", _now())
+        return self._send(m, "8")
 
     def _on_app(self, msg: simplefix.FixMessage) -> list[bytes]:
-        mtype = (msg.get(35) or b"").decode()
-        coid = (msg.get(11) or b"").decode()
+        mtype = _get(msg, 35) or ""
+        coid = _get(msg, 11) or ""
+        side = Side.BUY if _get(msg, 54) == "1" else Side.SELL
         if mtype == "H":
             if self.ignore_status:
                 return []
             o = self.orders.get(coid)
             if o is None:
-                unknown = _Order(coid, "", Side.BUY, 0.0, status="8")
+                unknown = _Order(coid, "", side, 0.0, status="8")
                 return [self._report(unknown, "I", t58="unknown order")]
             return [self._report(o, "I")]
         if mtype == "F":  # OrderCancelRequest: IOC orders never rest, so it is always too late
-            self.cancel_requests.append((msg.get(41) or b"").decode())
+            orig = _get(msg, 41) or ""
+            self.cancel_requests.append(orig)
+            o = self.orders.get(orig)
             m = simplefix.FixMessage()
+            m.append_pair(37, f"V-{orig}" if o is not None else "NONE")
             m.append_pair(11, coid)
-            m.append_pair(41, (msg.get(41) or b"").decode())
-            m.append_pair(39, self.orders[coid].status if coid in self.orders else "8")
-            m.append_pair(102, 1)  # too late to cancel
+            m.append_pair(41, orig)
+            m.append_pair(39, o.status if o is not None else "8")
             m.append_pair(434, 1)
-            return [self.session.send_app(m, "9", _now())]
+            m.append_pair(102, 0 if o is not None else 1)  # too late to cancel / unknown order
+            m.append_pair(58, "too late to cancel" if o is not None else "unknown order")
+            self._log.warning("venue.cancel_rejected", client_order_id=orig)
+            return [self._send(m, "9")]
         if mtype != "D":
             return []
         self._muted = bool(self.mute_every) and (self._n_new + 1) % self.mute_every == 0
@@ -231,29 +325,47 @@ class FixVenue:
         finally:
             self._muted = False
 
+    def _refuse_order(self, coid: str, symbol: str, side: Side, code: int, text: str) -> bytes:
+        self._log.warning("venue.order_rejected", client_order_id=coid, reason=text, code=code)
+        o = _Order(coid, symbol, side, 0.0, status="8")
+        if coid not in self.orders:  # a ClOrdID is used once, refused or not
+            self.orders[coid] = o
+            self._persist_order(o)
+        return self._report(o, "8", t103=str(code), t58=text)
+
     def _new_order(self, msg: simplefix.FixMessage, coid: str) -> list[bytes]:
-        poss_resend = msg.get(97) == b"Y"
+        again = _get(msg, 97) == "Y" or _get(msg, 43) == "Y"
+        symbol = _get(msg, 55) or ""
+        side_s = _get(msg, 54)
+        side = Side.BUY if side_s == "1" else Side.SELL
         if coid in self.orders:
             o = self.orders[coid]
-            if poss_resend:
+            if again:  # a resend of an order we have: its status, never a second execution
                 return [self._report(o, "I")]
-            dup = _Order(coid, o.symbol, o.side, 0.0, status="8")
-            return [self._report(dup, "8", t103="6", t58="duplicate ClOrdID")]
-        symbol = (msg.get(55) or b"").decode()
-        side = Side.BUY if msg.get(54) == b"1" else Side.SELL
-        qty = float(msg.get(38) or 0)
-        px = float(msg.get(44) or "nan")
+            return [self._refuse_order(coid, o.symbol, o.side, 6, "duplicate ClOrdID")]
+        if side_s not in ("1", "2"):
+            return [self._refuse_order(coid, symbol, side, 11, f"unsupported Side {side_s}")]
+        if _get(msg, 40) != "2":
+            return [self._refuse_order(coid, symbol, side, 11, "only OrdType=2 (limit)")]
+        if _get(msg, 59) != "3":
+            return [self._refuse_order(coid, symbol, side, 11, "only TimeInForce=3 (IOC)")]
+        book = self.books.get(symbol)
+        if book is None:
+            return [self._refuse_order(coid, symbol, side, 1, f"unknown symbol {symbol}")]
+        qty = float(_get(msg, 38) or 0)  # validated by the session: finite, > 0
+        px = float(_get(msg, 44) or 0)
+        t = parse_utc_timestamp(_get(msg, 60) or "")
         o = _Order(coid, symbol, side, qty)
         self.orders[coid] = o
         self._n_new += 1
-        book = self.books.get(symbol)
         if self.reject_every and self._n_new % self.reject_every == 0:
             o.status = "8"
-            return [self._report(o, "8", t58="venue refused (test fault)")]
-        if book is None or not qty > 0:
+            self._persist_order(o)
+            return [self._report(o, "8", t103="99", t58="venue refused (test fault)")]
+        if t is None:  # the session checks TransactTime; never execute without one
             o.status = "8"
-            return [self._report(o, "8", t58="unknown symbol or bad quantity")]
-        t = _parse_ts((msg.get(60) or b"").decode()) + self.latency_ns
+            return [self._refuse_order(coid, symbol, side, 99, "bad TransactTime")]
+        t += self.latency_ns
         i = max(int(np.searchsorted(book.ts_event_ns, t, side="right")) - 1, 0)
         bpx, bsz = (
             (book.ask_px[i], book.ask_sz[i])
@@ -273,8 +385,16 @@ class FixVenue:
         if o.cum < o.qty - 1e-9:
             o.status = "4"
             out.append(self._report(o, "4", t58="IOC remainder"))
+        self._persist_order(o)
         return out
 
 
 def _now() -> int:
     return time.time_ns()
+
+
+def _wait_s(session: FixSession) -> float:
+    # Read until the session's next heartbeat or TestRequest is due (at most 1 s).
+    if session.state is not SessionState.ACTIVE:
+        return 1.0
+    return max(0.001, min(1.0, (session.next_timer_ns() - time.time_ns()) / 1e9))

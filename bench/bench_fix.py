@@ -32,6 +32,9 @@ files = {{ SYNA = "{data}" }}
 kind = "fix"
 port = {port}
 latency_ms = 0
+store_path = "seq.json"
+[journal]
+path = "journal.sqlite"
 [[orders]]
 id = "B"
 symbol = "SYNA"

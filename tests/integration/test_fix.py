@@ -14,6 +14,7 @@ from structlog.testing import capture_logs
 from agent.brokers.fix import FixBroker
 from agent.config import load_config
 from agent.daemon import run
+from agent.model import ChildOrder, OrderAccepted, OrderCancelled, OrderStatus, Side
 from agent.runner import make_feed_factory
 from agent.venue import FixVenue
 from tests.conftest import REPO
@@ -21,6 +22,7 @@ from tests.conftest import REPO
 pytestmark = pytest.mark.integration
 
 SAMPLE = REPO / "replay_data" / "SYNA_2025-06-02.mbp-10.csv.gz"
+T_1400 = 1_748_872_800 * 10**9  # 2025-06-02 14:00 UTC, inside the sample
 CONFIG = f"""
 [feed]
 files = {{ SYNA = "{SAMPLE.as_posix()}" }}
@@ -141,19 +143,47 @@ async def test_rejected_orders_are_re_planned(tmp_path):
     assert s.filled_qty == s.target_qty == sum(venue_fills.values())
 
 
+async def _next_events(events, n: int, timeout_s: float = 5.0) -> list:
+    got = []
+    async with asyncio.timeout(timeout_s):
+        async for e in events:
+            got.append(e)
+            if len(got) >= n:
+                return got
+    return got
+
+
 async def test_status_and_cancel_requests_are_answered(tmp_path):
-    """OrderStatusRequest gets a 150=I report (no new fill); a cancel of an IOC child is too
-    late (OrderCancelReject), and neither changes the books."""
+    """A status request gets a 150=I report (no new fill); a cancel of an IOC child is too late:
+    the venue's OrderCancelReject is logged at warning and escalated to a status request, whose
+    answer reaches the daemon as the child's OrderStatus. A request for a child this adapter
+    never sent is answered by the adapter itself: ``unknown`` (it never reached the venue)."""
     er_log = tmp_path / "er.jsonl"
     async with FixVenue({"SYNA": SAMPLE}, er_log=er_log) as venue:
         broker = FixBroker("127.0.0.1", venue.port, "AGENT", "VENUE", heartbeat_s=5)
         await broker.start()
-        await broker.request_status("NOPE-1")
-        await broker.cancel("NOPE-1")
-        await asyncio.sleep(0.2)
+        events = broker.events()
+        child = ChildOrder("S-00001", "S", "SYNA", Side.BUY, 100, 1.0, T_1400)  # never fills
+        with capture_logs() as logs:
+            await broker.submit(child)
+            acc, cxl = await _next_events(events, 2)
+            await broker.request_status("S-00001")
+            (st,) = await _next_events(events, 1)
+            await broker.cancel("S-00001")
+            (st2,) = await _next_events(events, 1)
+            await broker.request_status("NOPE-1")
+            (never,) = await _next_events(events, 1)
         await broker.aclose()
+    assert isinstance(acc, OrderAccepted) and isinstance(cxl, OrderCancelled)
+    assert st == OrderStatus("S-00001", st.ts_event_ns, "cancelled", 0.0, 0.0, "")
+    assert isinstance(st2, OrderStatus) and st2.client_order_id == "S-00001"
+    (w,) = [e for e in logs if e["event"] == "broker.cancel_rejected"]
+    assert w["log_level"] == "warning" and w["client_order_id"] == "S-00001"
+    assert "too late" in w["reason"]
     recs = [json.loads(x) for x in er_log.read_text().splitlines()]
-    assert [r["exec_type"] for r in recs] == ["I"]
+    assert [r["exec_type"] for r in recs] == ["0", "4", "I", "I"]
+    assert venue.cancel_requests == ["S-00001"]
+    assert (never.client_order_id, never.status, never.cum_qty) == ("NOPE-1", "unknown", 0.0)
 
 
 async def test_inbound_sequence_gap_is_recovered_by_resend(tmp_path):
@@ -255,3 +285,65 @@ async def test_a_child_no_status_query_resolves_engages_the_kill_switch(tmp_path
         for e in logs
     )
     assert s.status == "incomplete"
+
+
+def _self_signed(tmp_path: Path) -> tuple[Path, Path]:
+    import shutil
+    import subprocess
+
+    if shutil.which("openssl") is None:
+        pytest.skip("openssl not installed")
+    cert, key = tmp_path / "venue.pem", tmp_path / "venue.key"
+    subprocess.run(
+        [
+            "openssl",
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "1",
+            "-subj",
+            "/CN=localhost",
+            "-addext",
+            "subjectAltName=IP:127.0.0.1,DNS:localhost",
+            "-keyout",
+            str(key),
+            "-out",
+            str(cert),
+        ],
+        check=True,
+        capture_output=True,
+    )
+    return cert, key
+
+
+async def test_fix_over_tls_checks_the_venue_certificate(tmp_path):
+    """With tls = true the adapter checks the venue's certificate: trusted (tls_ca_file), the
+    session logs on and an order executes; untrusted, the connection is refused and nothing is
+    sent."""
+    import ssl
+
+    cert, key = _self_signed(tmp_path)
+    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ctx.load_cert_chain(cert, key)
+    er_log = tmp_path / "er.jsonl"
+    async with FixVenue({"SYNA": SAMPLE}, er_log=er_log, ssl_context=ctx) as venue:
+        good = FixBroker("127.0.0.1", venue.port, "AGENT", "VENUE", tls=True, tls_ca_file=cert)
+        await good.start()
+        await good.submit(ChildOrder("T-00001", "T", "SYNA", Side.BUY, 100, 99.0, T_1400))
+        acc, *_ = await _next_events(good.events(), 1)
+        await good.aclose()
+        bad = FixBroker(
+            "127.0.0.1", venue.port, "AGENT", "VENUE", tls=True, reconnect_max_s=0.05
+        )  # the system's CAs do not know this venue
+        with capture_logs() as logs:
+            with pytest.raises(TimeoutError):
+                await bad.start(timeout_s=0.5)
+            await bad.aclose()
+    assert isinstance(acc, OrderAccepted) and acc.client_order_id == "T-00001"
+    failed = [e for e in logs if e["event"] == "broker.connect_failed"]
+    assert failed and "CERTIFICATE_VERIFY_FAILED" in failed[0]["error"]
+    recs = [json.loads(x) for x in er_log.read_text().splitlines()]
+    assert {r["client_order_id"] for r in recs} == {"T-00001"}
