@@ -102,6 +102,7 @@ class IncrementalCurve:
         self._last_push_ns: int | None = None
         self._last_read_ns: int | None = None
         self._left_since_rebuild = 0
+        self._n_rows = 0
         self.n_rebuilds = 0
         # Time weighting: the past-depth share in exact integer ns (a float sum that rows enter
         # and leave keeps a residue much larger than a small share itself).
@@ -155,7 +156,7 @@ class IncrementalCurve:
     @property
     def n_rows(self) -> int:
         """Rows in the window at the last read, dropped ones included (``len(view(t))``)."""
-        return sum(len(c.ts) - c.lo for c in self._chunks)
+        return self._n_rows
 
     # -- internals ----------------------------------------------------------------------------
     def _tail(self) -> tuple[_Chunk, int] | None:
@@ -204,18 +205,19 @@ class IncrementalCurve:
     def _absorb(self, t: int) -> None:
         """Walk the queued rows with ``ts <= t`` into the window, as one chunk."""
         ready: list[BookBatch] = []
-        while self._pending:
-            batch = self._pending[0]
+        pending = self._pending
+        while pending:
+            batch = pending[0]
             ts = batch.ts_event_ns
+            if int(ts[-1]) <= t:  # the usual case: the whole batch (often one row) is due
+                pending.popleft()
+                ready.append(batch)
+                continue
             k = int(np.searchsorted(ts, t, side="right"))
-            if k == 0:
-                break
-            if k < len(ts):
-                self._pending[0] = batch.slice(k, len(ts))
+            if k:
+                pending[0] = batch.slice(k, len(ts))
                 ready.append(batch.slice(0, k))
-                break
-            self._pending.popleft()
-            ready.append(batch)
+            break
         if ready:
             self._take(ready)
 
@@ -223,13 +225,16 @@ class IncrementalCurve:
         if len(batches) == 1:
             px, sz, mid = side_arrays(batches[0], self.side)
             ts = batches[0].ts_event_ns
-        else:  # one concatenation of the walked side only, not of the whole books
-            parts = [side_arrays(b, self.side) for b in batches]
-            px = np.concatenate([p[0] for p in parts])
-            sz = np.concatenate([p[1] for p in parts])
-            mid = np.concatenate([p[2] for p in parts])
+        else:  # one concatenation of the walked side only, and one mid for all rows
+            buy = self.side == "buy"
+            px = np.concatenate([b.ask_px if buy else b.bid_px for b in batches])
+            sz = np.concatenate([b.ask_sz if buy else b.bid_sz for b in batches])
+            bid0 = np.concatenate([b.bid_px[:, 0] for b in batches])
+            ask0 = np.concatenate([b.ask_px[:, 0] for b in batches])
+            mid = 0.5 * (bid0 + ask0)  # BookBatch.mid, row by row
             ts = np.concatenate([b.ts_event_ns for b in batches])
         n = len(ts)
+        self._n_rows += n
         w = np.zeros(n, dtype=np.int64)  # unused under snapshot weighting: every row weighs 1
         if self.weighting == "snapshot":
             c = _Chunk(ts, px, sz, mid, w, added=n)
@@ -275,6 +280,7 @@ class IncrementalCurve:
             if k > c.lo:
                 self._add(c, c.lo, min(k, c.added), -1.0)
                 self._left_since_rebuild += k - c.lo
+                self._n_rows -= k - c.lo
                 c.lo = k
             if c.lo < n:
                 return
