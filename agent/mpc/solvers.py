@@ -208,8 +208,8 @@ def _waterfill_uncapped(
         np.maximum(x, 0.0, out=x)
         x *= inv
     resid = S - float(_sum(x))
-    if resid != 0.0:  # round-off: on the period trading most (priced at lam, room unbounded)
-        j = int(np.argmax(x))
+    if resid != 0.0:  # round-off: on a period that trades (priced at lam, room unbounded)
+        j = 0 if x[0] > abs(resid) else int(np.argmax(x))
         x[j] += max(resid, -x[j])
     cost = float(x @ (b + g * x))
     return SolveResult(x, cost, lam, SolveStatus.OPTIMAL, "exact")
@@ -504,6 +504,12 @@ def solve_auto(
     Quadratic everywhere: water-filling; piecewise-linear everywhere: segment sort; otherwise
     KKT. ``lot`` gives the exact integer-lot optimum in every case.
     """
+    if caps is None and lot is None and costs._whole:  # the MPC's call: straight to the point
+        m = costs.blocks[0][0]
+        if type(m) is QuadraticCost and m.beta.shape == m.gamma.shape == (costs.H,):
+            fast = _waterfill_uncapped(m.beta, m.gamma, float(S))
+            if fast is not None:
+                return fast
     if (q := costs.quadratic) is not None:
         return solve_quadratic(q.beta, q.gamma, S, caps, lot)
     if all(isinstance(m, PiecewiseLinearCost) for m, _ in costs.blocks):
