@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import warnings
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -14,8 +13,8 @@ from agent.impact.fit import fit_quadratic
 from agent.window import RollingWindow
 from feeds.model import BookBatch
 from feeds.readers import read_mbp10
+from tests.conftest import FROG_DAY, require
 
-FROG = Path("/work/shared/data/databento-mbp10/FROG/FROG_2025-04-03 00_00_00+00_00.csv")
 RTOL = 1e-12
 # The standard deviation comes from E[C^2] - E[C]^2: the batch result itself is only within
 # about 2e-12 (relative) of the exact one on FROG (checked in long double), so two correct
@@ -80,9 +79,7 @@ def _replay(batch, times, side, sizes, policy, weighting, window_ns, rng):
 
 @pytest.fixture(scope="module")
 def frog() -> BookBatch:
-    if not FROG.exists():
-        pytest.skip("FROG data not available")
-    return BookBatch.concat(list(read_mbp10(FROG)))
+    return BookBatch.concat(list(read_mbp10(require(FROG_DAY))))
 
 
 @pytest.mark.parametrize("weighting", ["time", "snapshot"])
