@@ -46,7 +46,7 @@ from numpy.typing import ArrayLike, NDArray
 from agent.impact.book_walk import CostCurve, CurveAccumulator, DepthPolicy, Side, side_arrays
 from feeds.model import BookBatch
 
-__all__ = ["IncrementalCurve", "Weighting"]
+__all__ = ["CurveBank", "IncrementalCurve", "Weighting"]
 
 Weighting = Literal["time", "snapshot"]
 _NS = 1e9
@@ -312,3 +312,46 @@ def _beyond_bin(
     ok = np.isfinite(mid) & np.isfinite(px[:, 0])
     depth = np.cumsum(np.where(np.isfinite(px) & (sz > 0), sz, 0.0), axis=1)[:, -1]
     return np.searchsorted(sizes, depth, side="right"), ok
+
+
+class CurveBank:
+    """The incremental curves of every parent, one per distinct estimate, fed once per book.
+
+    Parents on one symbol and side with the same size grid, policy, window and weighting get the
+    same ``IncrementalCurve``, so a book is walked once per distinct estimate, not per parent.
+    """
+
+    def __init__(self) -> None:
+        self._curves: dict[tuple, IncrementalCurve] = {}
+        self._by_symbol: dict[str, list[IncrementalCurve]] = {}
+
+    def curve_for(
+        self,
+        symbol: str,
+        side: Side,
+        sizes: ArrayLike,
+        policy: DepthPolicy,
+        window_ns: int,
+        weighting: Weighting = "time",
+    ) -> IncrementalCurve:
+        """Return the shared curve for this estimate, made on first use.
+
+        A curve made after books were pushed starts empty: register parents before their
+        symbol's books arrive, or accept a window that fills from now on.
+        """
+        x = np.asarray(sizes, dtype=np.float64)
+        key = (symbol, side, x.tobytes(), policy, int(window_ns), weighting)
+        c = self._curves.get(key)
+        if c is None:
+            c = IncrementalCurve(side, x, policy, window_ns, weighting)
+            self._curves[key] = c
+            self._by_symbol.setdefault(symbol, []).append(c)
+        return c
+
+    def push(self, batch: BookBatch) -> None:
+        """Queue a batch of the symbol's books on every curve of that symbol (O(1) each)."""
+        for c in self._by_symbol.get(batch.symbol, ()):
+            c.push(batch)
+
+    def __len__(self) -> int:
+        return len(self._curves)
