@@ -446,6 +446,10 @@ def solve_piecewise_linear(costs: CostSet, S: float, caps: ArrayLike | None = No
     u, early = _precheck(costs, S, caps)
     if early is not None:
         return early
+    if costs._whole and isinstance(costs.blocks[0][0], PiecewiseLinearCost):
+        m = costs.blocks[0][0]
+        if m.knots.shape == m.slopes.shape and m.knots.shape[:1] == (costs.H,):
+            return _pl_one_block(costs, m, S, u)
     per, starts, slopes = [], [], []
     for m, idx in costs.blocks:
         if not isinstance(m, PiecewiseLinearCost):
@@ -480,6 +484,43 @@ def solve_piecewise_linear(costs: CostSet, S: float, caps: ArrayLike | None = No
     take[tied] = _level_fill(length[tied], S - float(take.sum()))
     x = np.bincount(p, weights=take, minlength=costs.H)
     return SolveResult(x, costs.total(x), lam, SolveStatus.OPTIMAL, "exact")
+
+
+def _pl_one_block(
+    costs: CostSet, m: PiecewiseLinearCost, S: float, u: NDArray[np.float64]
+) -> SolveResult:
+    """``solve_piecewise_linear`` for one model over periods 0..H-1 (the MPC's curve).
+
+    Each row's knots are already in order, so a segment ends at the next knot of its row (or
+    the cap): no per-period sort. One sort by slope finds the marginal slope; the segments
+    below it are filled and the ones at it share what is left, as in the general path (the
+    order among equal slopes changes nothing).
+    """
+    kn, sl = m.knots, m.slopes
+    real = np.isfinite(kn)
+    ends = np.empty_like(kn)
+    ends[:, :-1] = kn[:, 1:]
+    ends[:, -1] = np.inf
+    np.minimum(ends, u[:, None], out=ends)
+    length = np.zeros_like(kn)
+    np.subtract(ends, kn, out=length, where=real)
+    np.maximum(length, 0.0, out=length)
+    s = sl.ravel()
+    ln = length.ravel()
+    order = np.argsort(s)  # the order among equal slopes changes nothing (see above)
+    cum = np.cumsum(ln[order])
+    k = min(int(np.searchsorted(cum, S, side="left")), s.size - 1)
+    lam = float(s[order[k]])
+    tol = 1e-12 * max(1.0, abs(lam))
+    cheaper = s < lam - tol
+    tied = np.abs(s - lam) <= tol
+    take = np.where(cheaper, ln, 0.0)
+    take[tied] = _level_fill(ln[tied], S - float(take.sum()))
+    x = take.reshape(kn.shape).sum(axis=1)
+    # Each period's filled segments are its cheapest (slopes rise along a row): the cost is
+    # their length times slope, what costs.total(x) would walk back to.
+    cost = float(take @ np.where(real.ravel(), s, 0.0))
+    return SolveResult(x, cost, lam, SolveStatus.OPTIMAL, "exact")
 
 
 def _level_fill(length: NDArray[np.float64], need: float) -> NDArray[np.float64]:
