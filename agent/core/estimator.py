@@ -145,7 +145,7 @@ class IncrementalCurve:
             self._rebuild()
         acc = self._acc
         beyond_ns, weight_ns = self._beyond_ns, self._weight_ns
-        if self._tail() is not None:  # the newest row weighs t - ts under time weighting
+        if self._has_tail():  # the newest row weighs t - ts under time weighting
             c = self._chunks[-1]
             w_ns = max(t - int(c.ts[-1]), 0)
             acc = acc.copy()
@@ -166,22 +166,25 @@ class IncrementalCurve:
         return self._n_rows
 
     # -- internals ----------------------------------------------------------------------------
-    def _tail(self) -> tuple[_Chunk, int] | None:
-        """Return the newest row when it is in the window but not in the sums."""
+    def _has_tail(self) -> bool:
+        """Return True when the newest row is in the window but not in the sums."""
         if not self._chunks:
-            return None
+            return False
         c = self._chunks[-1]
         n = len(c.ts)
-        if c.added < n and c.lo < n:
-            return c, n - 1
-        return None
+        return c.added < n and c.lo < n
 
     def _part(
-        self, px: NDArray[np.float64], sz: NDArray[np.float64], mid: NDArray[np.float64], w_ns
+        self,
+        px: NDArray[np.float64],
+        sz: NDArray[np.float64],
+        mid: NDArray[np.float64],
+        w_ns: NDArray[np.int64],
     ) -> CurveAccumulator:
+        """Walk rows into a fresh accumulator with their weights (ns; 1 each by snapshot)."""
         part = CurveAccumulator(self.sizes, self.side, self.policy)
         if self.weighting == "time":
-            part.add_arrays(px, sz, mid, np.asarray(w_ns).astype(np.float64) / _NS)
+            part.add_arrays(px, sz, mid, w_ns.astype(np.float64) / _NS)
         else:
             part.add_arrays(px, sz, mid, np.ones(len(mid)))
         return part
