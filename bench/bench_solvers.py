@@ -27,6 +27,7 @@ from scipy.optimize import minimize
 from agent.mpc.costs import CostSet, QuadraticCost
 from agent.mpc.dp import solve_dp
 from agent.mpc.solvers import quadratic_cost, solve_auto, solve_quadratic
+from agent.planner import nonparametric_costs
 
 
 def instance(H: int, seed: int = 0):
@@ -145,6 +146,23 @@ def bench_mpc(repeats: int) -> None:
             f" {t_old / t_new:>7.1f}x {'20us':>9} {'PASS' if t_new <= 20e-6 else 'FAIL':>7}"
             f" {gap:>12.1e}"
         )
+    # The nonparametric model: the window's curve (50 segments) scaled by the profile.
+    rng = np.random.default_rng(3)
+    pl = nonparametric_costs(
+        np.linspace(0.0, 5000.0, 51)[:-1],
+        np.sort(rng.uniform(0.01, 0.1, 50)),
+        1.0 + 0.5 * np.cos(np.linspace(0.0, 2.0 * np.pi, 100)),
+    )
+    pl_old = CostSet([(pl.blocks[0][0], np.arange(100))], 100)  # built the general way
+    n_in = 20
+    t_new, r_new = timed(lambda: [solve_auto(pl, 50_000.0) for _ in range(n_in)], reps)
+    t_old, r_old = timed(lambda: [solve_auto(pl_old, 50_000.0) for _ in range(n_in)], reps)
+    t_new, t_old = t_new / n_in, t_old / n_in
+    gap = (r_new[0].cost - r_old[0].cost) / abs(r_old[0].cost)
+    print(
+        f"{'one solve H=100 pwl J=50':<26} {t_new * 1e6:>8.1f}us {t_old * 1e6:>8.1f}us"
+        f" {t_old / t_new:>7.1f}x {'-':>9} {'-':>7} {gap:>12.1e}"
+    )
     for N, target in ((100, 1e-3), (390, 5e-3)):
         for kind in ("profile", "random"):
             B, G = mpc_costs(N, kind)

@@ -489,7 +489,7 @@ def solve_robust_lots(
         S: Shares, a whole number. lot: Lot size, >= 1.
         caps: Per-period caps in shares, or None. weights: Scenario weights (default 1).
     """
-    from scipy.optimize import LinearConstraint, milp
+    from scipy.optimize import Bounds, LinearConstraint, milp
 
     K, H = len(scenarios), scenarios[0].H
     w = np.ones(K) if weights is None else np.asarray(weights, float)
@@ -535,8 +535,6 @@ def solve_robust_lots(
     lb = np.zeros(nv + H + 1)
     lb[-1] = -np.inf
     ub = np.concatenate([live.ravel().astype(float), cap_lots, [np.inf]])
-    from scipy.optimize import Bounds
-
     res = milp(
         c,
         integrality=np.concatenate([np.zeros(nv), np.ones(H), [0]]),

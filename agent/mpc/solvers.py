@@ -208,8 +208,8 @@ def _waterfill_uncapped(
         np.maximum(x, 0.0, out=x)
         x *= inv
     resid = S - float(_sum(x))
-    if resid != 0.0:  # round-off: on the period trading most (priced at lam, room unbounded)
-        j = int(np.argmax(x))
+    if resid != 0.0:  # round-off: on a period that trades (priced at lam, room unbounded)
+        j = 0 if x[0] > abs(resid) else int(np.argmax(x))
         x[j] += max(resid, -x[j])
     cost = float(x @ (b + g * x))
     return SolveResult(x, cost, lam, SolveStatus.OPTIMAL, "exact")
@@ -446,6 +446,10 @@ def solve_piecewise_linear(costs: CostSet, S: float, caps: ArrayLike | None = No
     u, early = _precheck(costs, S, caps)
     if early is not None:
         return early
+    if costs._whole and isinstance(costs.blocks[0][0], PiecewiseLinearCost):
+        m = costs.blocks[0][0]
+        if m.knots.shape == m.slopes.shape and m.knots.shape[:1] == (costs.H,):
+            return _pl_one_block(costs, m, S, u)
     per, starts, slopes = [], [], []
     for m, idx in costs.blocks:
         if not isinstance(m, PiecewiseLinearCost):
@@ -482,6 +486,43 @@ def solve_piecewise_linear(costs: CostSet, S: float, caps: ArrayLike | None = No
     return SolveResult(x, costs.total(x), lam, SolveStatus.OPTIMAL, "exact")
 
 
+def _pl_one_block(
+    costs: CostSet, m: PiecewiseLinearCost, S: float, u: NDArray[np.float64]
+) -> SolveResult:
+    """``solve_piecewise_linear`` for one model over periods 0..H-1 (the MPC's curve).
+
+    Each row's knots are already in order, so a segment ends at the next knot of its row (or
+    the cap): no per-period sort. One sort by slope finds the marginal slope; the segments
+    below it are filled and the ones at it share what is left, as in the general path (the
+    order among equal slopes changes nothing).
+    """
+    kn, sl = m.knots, m.slopes
+    real = np.isfinite(kn)
+    ends = np.empty_like(kn)
+    ends[:, :-1] = kn[:, 1:]
+    ends[:, -1] = np.inf
+    np.minimum(ends, u[:, None], out=ends)
+    length = np.zeros_like(kn)
+    np.subtract(ends, kn, out=length, where=real)
+    np.maximum(length, 0.0, out=length)
+    s = sl.ravel()
+    ln = length.ravel()
+    order = np.argsort(s)  # the order among equal slopes changes nothing (see above)
+    cum = np.cumsum(ln[order])
+    k = min(int(np.searchsorted(cum, S, side="left")), s.size - 1)
+    lam = float(s[order[k]])
+    tol = 1e-12 * max(1.0, abs(lam))
+    cheaper = s < lam - tol
+    tied = np.abs(s - lam) <= tol
+    take = np.where(cheaper, ln, 0.0)
+    take[tied] = _level_fill(ln[tied], S - float(take.sum()))
+    x = take.reshape(kn.shape).sum(axis=1)
+    # Each period's filled segments are its cheapest (slopes rise along a row): the cost is
+    # their length times slope, what costs.total(x) would walk back to.
+    cost = float(take @ np.where(real.ravel(), s, 0.0))
+    return SolveResult(x, cost, lam, SolveStatus.OPTIMAL, "exact")
+
+
 def _level_fill(length: NDArray[np.float64], need: float) -> NDArray[np.float64]:
     """Return amounts ``min(length_i, level)`` summing to ``need`` (0 <= need <= sum)."""
     need = max(need, 0.0)
@@ -504,6 +545,12 @@ def solve_auto(
     Quadratic everywhere: water-filling; piecewise-linear everywhere: segment sort; otherwise
     KKT. ``lot`` gives the exact integer-lot optimum in every case.
     """
+    if caps is None and lot is None and costs._whole:  # the MPC's call: straight to the point
+        m = costs.blocks[0][0]
+        if type(m) is QuadraticCost and m.beta.shape == m.gamma.shape == (costs.H,):
+            fast = _waterfill_uncapped(m.beta, m.gamma, float(S))
+            if fast is not None:
+                return fast
     if (q := costs.quadratic) is not None:
         return solve_quadratic(q.beta, q.gamma, S, caps, lot)
     if all(isinstance(m, PiecewiseLinearCost) for m, _ in costs.blocks):

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import warnings
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -14,8 +13,8 @@ from agent.impact.book_walk import BeyondDepth, DepthPolicy, cost_curve, time_we
 from agent.impact.fit import fit_quadratic
 from feeds.model import BookBatch
 from feeds.readers import read_mbp10
+from tests.conftest import FROG_DAY, require
 
-FROG = Path("/work/shared/data/databento-mbp10/FROG/FROG_2025-04-03 00_00_00+00_00.csv")
 RTOL = 1e-12
 # The standard deviation comes from E[C^2] - E[C]^2: the batch result itself is only within
 # about 2e-12 (relative) of the exact one on FROG (checked in long double), so two correct
@@ -80,9 +79,7 @@ def _replay(batch, times, side, sizes, policy, weighting, window_ns, rng):
 
 @pytest.fixture(scope="module")
 def frog() -> BookBatch:
-    if not FROG.exists():
-        pytest.skip("FROG data not available")
-    return BookBatch.concat(list(read_mbp10(FROG)))
+    return BookBatch.concat(list(read_mbp10(require(FROG_DAY))))
 
 
 @pytest.mark.parametrize("weighting", ["time", "snapshot"])
@@ -187,3 +184,24 @@ def test_contract_errors():
         IncrementalCurve("buy", [1.0], DepthPolicy(), 0, "time")
     empty = IncrementalCurve("buy", [1.0, 2.0], DepthPolicy(), 10**9, "snapshot").curve(0)
     assert empty.n_snapshots == 0 and np.isnan(empty.mean_cost).all()
+
+
+def test_curve_bank_shares_one_curve_per_estimate_and_feeds_each_once():
+    from agent.core.estimator import CurveBank
+
+    bank = CurveBank()
+    sizes = np.linspace(10, 300, 20)
+    a = bank.curve_for("SYN", "buy", sizes, DepthPolicy(), 10**9, "time")
+    b = bank.curve_for("SYN", "buy", sizes.copy(), DepthPolicy(), 10**9, "time")
+    c = bank.curve_for("SYN", "sell", sizes, DepthPolicy(), 10**9, "time")
+    d = bank.curve_for("SYN", "buy", sizes * 2, DepthPolicy(), 10**9, "time")
+    e = bank.curve_for("OTHER", "buy", sizes, DepthPolicy(), 10**9, "time")
+    assert a is b and len({id(a), id(c), id(d), id(e)}) == 4 and len(bank) == 4
+    batch = _synthetic(np.random.default_rng(2), 300)
+    win = RollingWindow("SYN", 10**9, max_rows=10**9)
+    bank.push(batch)
+    win.append(batch)
+    t = int(batch.ts_event_ns[-1])
+    _assert_same(a.curve(t), _batch_curve(win, t, "buy", sizes, DepthPolicy(), "time"))
+    _assert_same(c.curve(t), _batch_curve(win, t, "sell", sizes, DepthPolicy(), "time"))
+    assert e.curve(t).n_snapshots == 0  # another symbol's books never reach it

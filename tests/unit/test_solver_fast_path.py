@@ -77,3 +77,53 @@ def test_cost_set_of_shares_the_model_and_still_checks_other_sets():
         CostSet([(q, np.array([0, 0]))], 2)
     two = CostSet([(q, np.array([1, 0]))], 2)  # out of order: reassembled in period order
     np.testing.assert_array_equal(two.quadratic.beta, [0.2, 0.1])
+
+
+def _pl_cases():
+    from agent.planner import nonparametric_costs
+
+    rng = np.random.default_rng(5)
+    for H in (2, 10, 100):
+        for J in (1, 5, 50):
+            knots = np.concatenate([[0.0], np.sort(rng.uniform(1, 5000, J - 1))])
+            slopes = np.sort(rng.uniform(0.01, 0.1, J))
+            if J > 3:
+                slopes[1:3] = slopes[1]  # tied slopes
+            mc = 1 + 0.5 * np.cos(np.linspace(0, 2 * np.pi, H))
+            mc[: H // 3] = mc[0]  # tied periods
+            for S in (1.0, 3e3, 2e5):
+                for capped in (False, True):
+                    caps = np.where(rng.random(H) < 0.4, rng.uniform(0, 2 * S / H, H), np.inf)
+                    if capped and caps.sum() < S:
+                        continue
+                    yield nonparametric_costs(knots, slopes, mc), S, caps if capped else None
+    # rows of different segment counts (padded with inf), as problem.py builds them
+    from agent.mpc.problem import parse_periods
+
+    costs, _ = parse_periods(
+        [
+            {"model": "piecewise_linear", "sizes": [0, 100, 300], "costs": [0, 1.0, 5.0]},
+            {"model": "piecewise_linear", "sizes": [0, 50], "costs": [0, 0.8]},
+        ],
+        "periods",
+    )
+    m = costs.blocks[0][0]
+    yield CostSet.of(m, 2), 500.0, None
+
+
+@pytest.mark.parametrize("case", list(_pl_cases()))
+def test_piecewise_linear_one_block_path_equals_the_general_one(case):
+    from agent.mpc.solvers import solve_piecewise_linear
+
+    costs, S, caps = case
+    fast = solve_piecewise_linear(costs, S, caps)
+    general = CostSet([(costs.blocks[0][0], np.arange(costs.H))], costs.H)  # not "whole"
+    ref = solve_piecewise_linear(general, S, caps)
+    assert fast.status is ref.status is SolveStatus.OPTIMAL
+    assert fast.x.sum() == pytest.approx(S, rel=1e-12)
+    if caps is not None:
+        assert np.all(fast.x <= caps * (1 + 1e-12))
+    assert abs(fast.cost - ref.cost) <= 1e-12 * abs(ref.cost)
+    assert fast.cost == pytest.approx(costs.total(fast.x), rel=1e-12)  # the cost of its x
+    np.testing.assert_allclose(fast.x, ref.x, rtol=1e-9, atol=1e-9 * S)
+    assert fast.lam == ref.lam
