@@ -14,7 +14,8 @@ One rule for every strategy, so TWAP with timing is a benchmark too.
 
 The quantiles are kept online in O(G x bins) memory: a histogram of ``log10 c(x)`` per grid size
 ``x_g`` (``sizes``), updated from every observed book (one vectorised walk of the G sizes);
-``Q_q(x)`` interpolates in ``log x`` between grid sizes (clamped at the ends). An optional
+the threshold is the upper edge of the bin where the cumulative weight reaches q (2.3 % bins),
+and ``Q_q(x)`` interpolates in ``log x`` between grid sizes (clamped at the ends). An optional
 half-life forgets old books.
 """
 
@@ -32,7 +33,7 @@ from feeds.model import BookBatch
 
 __all__ = ["TimingDecision", "TimingRule"]
 
-_LOG_LO, _LOG_HI, _N_BINS = -3.0, 4.0, 280  # log10 bps: 0.001 to 10,000 bps, 2.5 % bins
+_LOG_LO, _LOG_HI, _N_BINS = -3.0, 4.0, 700  # log10 bps: 0.001 to 10,000 bps, 2.3 % bins
 
 
 @dataclass(frozen=True, slots=True)
@@ -153,14 +154,10 @@ class TimingRule:
         if not np.any(tot > 0):
             return math.nan
         cdf = np.cumsum(self._hist, axis=1) / np.where(tot > 0, tot, 1.0)[:, None]
-        # fractional bin where the cdf crosses q, per grid size
-        j = np.array([int(np.searchsorted(c, self.quantile)) for c in cdf])
-        j = np.minimum(j, _N_BINS - 1)
-        lo = np.take_along_axis(cdf, np.maximum(j - 1, 0)[:, None], 1)[:, 0]
-        lo = np.where(j > 0, lo, 0.0)
-        hi = cdf[np.arange(cdf.shape[0]), j]
-        frac = np.where(hi > lo, (self.quantile - lo) / np.where(hi > lo, hi - lo, 1.0), 0.5)
-        q_log = _LOG_LO + (j + frac) / _N_BINS * (_LOG_HI - _LOG_LO)
+        # the bin where the cdf reaches q, per grid size; its upper edge is the threshold, so a
+        # book as cheap as the quantile's own bin counts as cheap
+        j = np.minimum((cdf < self.quantile - 1e-12).sum(axis=1), _N_BINS - 1)
+        q_log = _LOG_LO + (j + 1.0) / _N_BINS * (_LOG_HI - _LOG_LO)
         good = tot > 0
         lx = np.log(self.sizes[good])
         return float(10 ** np.interp(math.log(max(qty, 1e-12)), lx, q_log[good]))
