@@ -70,6 +70,7 @@ def run(symbol, side, period_s, horizon, prior):
     px, sz, mid = side_arrays(books, side)
     errs = {k: {"now": [], "trail": [], "forecast": []} for k in ("h", "c", "cost")}
     lead_err = {m: np.zeros((horizon, 2)) for m in ("now", "forecast")}
+    inside = {"h": [], "c": []}  # realized within the forecast's +-1 sd band
     n_dec = int((int(ts[-1]) - origin) // P)
     lo = 0
     for k in range(1, n_dec):
@@ -100,6 +101,9 @@ def run(symbol, side, period_s, horizon, prior):
                     np.log(h_now * f.beta_mult[j] + exc * f.gamma_mult[j]),
                 ),
             }
+            zf = pred["forecast"][0]
+            inside["h"].append(abs(r[0] - zf[0]) <= f.log_sd_beta[j])
+            inside["c"].append(abs(r[1] - zf[1]) <= f.log_sd_gamma[j])
             for m, (zz, lc) in pred.items():
                 errs["h"][m].append(r[0] - zz[0])
                 errs["c"][m].append(r[1] - zz[1])
@@ -117,6 +121,7 @@ def run(symbol, side, period_s, horizon, prior):
     }
     for key, d in errs.items():
         res[f"rmse_{key}"] = {m: float(np.sqrt(np.mean(np.square(v)))) for m, v in d.items()}
+    res["within_1sd"] = {k: float(np.mean(v)) for k, v in inside.items()}
     res["rmse_cost_by_lead"] = {
         m: [round(float(np.sqrt(a / max(n, 1))), 3) for a, n in v] for m, v in lead_err.items()
     }

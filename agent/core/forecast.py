@@ -6,7 +6,8 @@ Symbols (``docs/forecast.md``, ``execution-math.md`` section 4):
                  slope (gamma's part), see ``agent.core.bookstats``
     y_k          time-weighted mean of ``z`` over period k, less the log intraday profile
                  ``log m(k)`` (deseasonalised)
-    mu           the day's expected deseasonalised level: the mean of ``y`` so far
+    mu           the day's expected deseasonalised level: the mean of ``y`` so far, each
+                 period weighted ``2^(-age / level_half_life)`` (the level drifts)
     phi, s^2     AR(1) coefficient and innovation variance of ``y`` at the period's scale,
                  estimated online from the day's finished periods (OLS on consecutive pairs),
                  shrunk toward a prior while the day has few pairs
@@ -16,8 +17,12 @@ Symbols (``docs/forecast.md``, ``execution-math.md`` section 4):
 
 For a later period j, ``lag_j`` periods ahead of the state (centre to centre),
 ``E[z_j] = log m(j) + mu + phi^lag_j (x - log m(now) - mu)`` and the multiplier returned is
-``exp(E[z_j] - r)`` (the median of a log-normal level), with ``log_sd_j = s *
-sqrt((1 - phi^(2 lag_j)) / (1 - phi^2))``. The current period gets 1 and 0.
+``exp(E[z_j] - r)`` (the median of a log-normal level), with ``log_sd_j = kappa * s *
+sqrt((1 - phi^(2 lag_j)) / (1 - phi^2))``. The current period gets 1 and 0. ``kappa`` scales
+the model's width to the day's own record: ``sqrt(pi/2)`` times the mean absolute standardised
+error of the forecasts made so far (the first forecast of each period is kept until its targets
+finish), shrunk toward 1. That record is the one side effect of ``forecast``: the same calls at the same
+times (as the daemon and the backtest make them) give the same results.
 
 Everything is online and from past books only: ``observe`` folds books in (O(rows), vectorised),
 ``forecast(t, ...)`` reads the finished periods' running sums and the trailing window, and
@@ -133,8 +138,11 @@ class _ArStats:
     ``sum y y' = w^T (sum u u'^T) w``).
     """
 
-    def __init__(self) -> None:
+    def __init__(self, level_decay: float = 1.0) -> None:
         F = N_FEATURES
+        self.level_decay = float(level_decay)  # per period, of the level's weights
+        self.ew_n = np.zeros(F)
+        self.ew_u = np.zeros((F, 2))
         self.n = np.zeros(F)
         self.su = np.zeros((F, 2))
         self.suu = np.zeros((F, 2, 2))
@@ -151,6 +159,10 @@ class _ArStats:
         u = np.stack([z, lp], axis=1)  # (F, 2)
         fin = np.isfinite(z)
         u0 = np.where(fin[:, None], u, 0.0)
+        gap = 1 if self.last_period is None else max(period - self.last_period, 1)
+        d = self.level_decay**gap
+        self.ew_n = self.ew_n * d + fin
+        self.ew_u = self.ew_u * d + u0
         self.n += fin
         self.su += u0
         self.suu += u0[:, :, None] * u0[:, None, :]
@@ -180,8 +192,9 @@ class _ArStats:
         return (m * a_hat + n0 * a0) / (m + n0)
 
     def mean_y(self, a: NDArray[np.float64]) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
-        """Return ``(sum y, n)`` of the deseasonalised finished periods."""
-        return self.su[:, 0] - a * self.su[:, 1], self.n
+        """Return ``(sum y, n)`` of the deseasonalised finished periods, each weighted by
+        ``level_decay ** age`` (1: the whole day the same)."""
+        return self.ew_u[:, 0] - a * self.ew_u[:, 1], self.ew_n
 
     def ols(self, a: NDArray[np.float64]) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
         """Return ``(phi_hat, s2_hat)`` of ``y = z - a L`` per feature; NaN below 3 pairs."""
@@ -213,6 +226,8 @@ class LiquidityForecaster:
         prior: Prior of the AR(1) dynamics.
         state_window_ns: Trailing window of the state x; default one period.
         now_window_ns: Window of the reference r; 0 (default) is the book in force.
+        level_half_life_ns: Half-life of the finished periods' weights in the level mu (the
+            day's level drifts); None weighs the whole day the same.
         levels: Levels of the side in the depth slope.
     """
 
@@ -226,6 +241,7 @@ class LiquidityForecaster:
         prior: ArPrior | None = None,
         state_window_ns: int | None = None,
         now_window_ns: int = 0,
+        level_half_life_ns: int | None = 3600 * 10**9,
         levels: int = 5,
     ) -> None:
         if period_ns <= 0:
@@ -239,10 +255,16 @@ class LiquidityForecaster:
         self.now_window_ns = int(now_window_ns)
         book_features(BookBatch.empty("check"), side)  # validates side early
         self._periods = PeriodMeans(self.period_ns, origin_ns, N_FEATURES)
-        self._ar = _ArStats()
+        decay = 1.0 if not level_half_life_ns else 0.5 ** (self.period_ns / level_half_life_ns)
+        self._ar = _ArStats(decay)
         self._keep_ns = max(self.state_window_ns, self.now_window_ns)
         self._buf: deque[tuple[NDArray[np.int64], NDArray[np.float64]]] = deque()
         self._phi0, self._s20 = self.prior.at(self.period_ns)
+        # width calibration: the first forecast of each period, kept until its targets finish
+        self._pending: dict[int, list[tuple[NDArray[np.float64], NDArray[np.float64]]]] = {}
+        self._recorded_period: int | None = None
+        self._e1 = np.zeros(N_FEATURES)  # sum of |standardised errors|
+        self._n_e = np.zeros(N_FEATURES)
 
     @property
     def origin_ns(self) -> int:
@@ -274,6 +296,23 @@ class LiquidityForecaster:
         lp = self._log_profile(np.array(mids, dtype=np.int64))
         for pm, lp_k in zip(finished, lp, strict=True):
             self._ar.add(pm.period, pm.mean, lp_k)
+            for pred, sd in self._pending.pop(pm.period, []):
+                e = (pm.mean - pred) / sd
+                ok = np.isfinite(e)
+                self._e1 += np.where(ok, np.abs(e), 0.0)
+                self._n_e += ok
+        last = finished[-1].period
+        for p in [p for p in self._pending if p < last]:  # targets that got no books
+            del self._pending[p]
+
+    def sd_scale(self) -> NDArray[np.float64]:
+        """Return the factor on the model's log-sd per feature that the day's own forecast
+        errors call for: ``sqrt(pi/2) mean |e|`` of the standardised errors of earlier forecasts
+        (the first one of each period; 1 for normal errors, and less swayed than the RMS by the
+        open's outliers), shrunk toward 1, clipped to [0.5, 3]."""
+        n0 = self.prior.weight_pairs
+        k = (math.sqrt(math.pi / 2.0) * self._e1 + n0) / (self._n_e + n0)
+        return np.clip(k, 0.5, 3.0)
 
     def _trim(self, last_ts: int) -> None:
         lo = last_ts - self._keep_ns
@@ -299,6 +338,23 @@ class LiquidityForecaster:
         phi = (n * phi_hat + n0 * self._phi0) / (n + n0)
         s2 = (n * s2_hat + n0 * self._s20) / (n + n0)
         return phi, s2
+
+    def _record(
+        self,
+        t_ns: int,
+        starts: NDArray[np.int64],
+        ez: NDArray[np.float64],
+        sd: NDArray[np.float64],
+        later: NDArray[np.bool_],
+    ) -> None:
+        """Keep the first forecast made in each period, to score it when its targets finish."""
+        now = self._periods.period_of(t_ns)
+        if self._recorded_period == now:
+            return
+        self._recorded_period = now
+        targets = (starts + self.period_ns // 2 - self.origin_ns) // self.period_ns
+        for j in np.flatnonzero(later & np.all(sd > 0, axis=1)):
+            self._pending.setdefault(int(targets[j]), []).append((ez[j].copy(), sd[j].copy()))
 
     def forecast(self, t_ns: int, starts: ArrayLike) -> Forecast:
         """Return the multipliers of the periods starting at ``starts`` relative to now.
@@ -351,7 +407,10 @@ class LiquidityForecaster:
             )
         ok = np.isfinite(mult)
         mult = np.where(later[:, None] & ok, mult, 1.0)
-        sd = np.where(later[:, None] & ok, np.sqrt(np.maximum(var, 0.0)), 0.0)
+        sd_model = np.sqrt(np.maximum(var, 0.0))
+        self._record(t_ns, s, ez, sd_model, later & ok.all(axis=1))
+        scale = self.sd_scale()
+        sd = np.where(later[:, None] & ok, sd_model * scale[None, :], 0.0)
         fields: dict[str, Any] = {
             "status": "ok" if np.all(np.isfinite(ref)) else "no_state",
             "n_periods": int(self._ar.n.min()),
@@ -366,4 +425,5 @@ class LiquidityForecaster:
             fields[f"state_{name}"] = float(x[i])
             fields[f"ref_{name}"] = float(ref[i])
             fields[f"loading_{name}"] = float(a[i])
+            fields[f"sd_scale_{name}"] = float(scale[i])
         return Forecast(mult[:, 0], mult[:, 1], sd[:, 0], sd[:, 1], fields)
