@@ -21,8 +21,8 @@ For a later period j, ``lag_j`` periods ahead of the state (centre to centre),
 sqrt((1 - phi^(2 lag_j)) / (1 - phi^2))``. The current period gets 1 and 0. ``kappa`` scales
 the model's width to the day's own record: ``sqrt(pi/2)`` times the mean absolute standardised
 error of the forecasts made so far (the first forecast of each period is kept until its targets
-finish), shrunk toward 1. That record is the one side effect of ``forecast``: the same calls at the same
-times (as the daemon and the backtest make them) give the same results.
+finish), shrunk toward 1. That record is the one side effect of ``forecast``: the same calls at
+the same times (as the daemon and the backtest make them) give the same results.
 
 Everything is online and from past books only: ``observe`` folds books in (O(rows), vectorised),
 ``forecast(t, ...)`` reads the finished periods' running sums and the trailing window, and
