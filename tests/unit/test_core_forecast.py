@@ -260,3 +260,19 @@ def test_forecast_beats_same_as_now_out_of_sample(symbol):
     r = ev.run(symbol, "buy", 300.0, 12, prior=True)
     assert r["n_pairs"] > 500
     assert r["rmse_cost"]["forecast"] < r["rmse_cost"]["now"], r["rmse_cost"]
+
+
+def test_width_scale_follows_the_days_own_forecast_errors():
+    """Well specified, the widths stay about right; with level jumps the model does not know
+    of, the day's record widens them."""
+    good, _ = ar1_day(0.6, 300, 0.2, seed=7)
+    fc = LiquidityForecaster(P)
+    drive(fc, good, P * np.arange(1, 300) + P // 2)
+    assert 0.7 < fc.sd_scale()[0] < 1.4
+    rng = np.random.default_rng(8)
+    jumps = np.repeat(rng.choice([0.01, 0.08], size=30), 10)  # 10-period regimes, 8x apart
+    ts = (np.arange(300 * 6) * (P // 6)).astype(np.int64)
+    bad = books(ts, np.repeat(jumps, 6) * np.exp(0.02 * rng.normal(size=ts.size)), 200.0)
+    fc2 = LiquidityForecaster(P, prior=ArPrior(stat_var=(0.001, 0.001)))
+    drive(fc2, bad, P * np.arange(1, 300) + P // 2)
+    assert fc2.sd_scale()[0] > 1.5
