@@ -22,7 +22,7 @@ from numpy.typing import NDArray
 
 from feeds.model import BookBatch
 
-__all__ = ["N_FEATURES", "PeriodMeans", "book_features", "trailing_mean"]
+__all__ = ["N_FEATURES", "PeriodMeans", "Tail", "book_features", "trailing_mean"]
 
 N_FEATURES = 2  # log half-spread, log depth slope
 
@@ -190,9 +190,10 @@ class PeriodMeans:
         ww = w[:, None] * fin
         sz = ww * np.where(fin, z, 0.0)
         uniq, inv = np.unique(p, return_inverse=True)
-        for i, per in enumerate(uniq.tolist()):  # a batch covers few periods
-            m = inv == i
-            row = np.r_[ww[m].sum(axis=0), sz[m].sum(axis=0)]
+        m = uniq.size
+        cols = [np.bincount(inv, weights=c, minlength=m) for c in (*ww.T, *sz.T)]
+        rows = np.stack(cols, axis=1)  # (periods in the batch, 2k), O(rows)
+        for per, row in zip(uniq.tolist(), rows, strict=True):
             acc = self._sums.get(per)
             self._sums[per] = row if acc is None else acc + row
 
@@ -216,3 +217,42 @@ class PeriodMeans:
             mean = np.where(w > 0, s / np.where(w > 0, w, 1.0), np.nan)
             out.append(PeriodMean(p, mean, w))
         return out
+
+
+class Tail:
+    """The newest rows of ``(ts, z)`` in one growable array pair (amortised O(rows) appends).
+
+    ``trim(lo)`` drops rows older than ``lo`` but keeps the last row at or before it: that
+    book is still in force at ``lo``.
+    """
+
+    def __init__(self, k: int = N_FEATURES, capacity: int = 1024) -> None:
+        self._ts = np.empty(capacity, dtype=np.int64)
+        self._z = np.empty((capacity, k))
+        self._a = 0
+        self._b = 0
+
+    def __len__(self) -> int:
+        return self._b - self._a
+
+    def append(self, ts: NDArray[np.int64], z: NDArray[np.float64]) -> None:
+        n = int(ts.shape[0])
+        if self._b + n > self._ts.shape[0]:
+            keep = self._b - self._a
+            cap = max(self._ts.shape[0], 2 * (keep + n))
+            new_ts = np.empty(cap, dtype=np.int64)
+            new_z = np.empty((cap, self._z.shape[1]))
+            new_ts[:keep] = self._ts[self._a : self._b]
+            new_z[:keep] = self._z[self._a : self._b]
+            self._ts, self._z, self._a, self._b = new_ts, new_z, 0, keep
+        self._ts[self._b : self._b + n] = ts
+        self._z[self._b : self._b + n] = z
+        self._b += n
+
+    def trim(self, lo_ns: int) -> None:
+        i = int(np.searchsorted(self._ts[self._a : self._b], lo_ns, side="right")) - 1
+        self._a += max(i, 0)
+
+    def view(self) -> tuple[NDArray[np.int64], NDArray[np.float64]]:
+        """Return the kept rows (views, valid until the next ``append``)."""
+        return self._ts[self._a : self._b], self._z[self._a : self._b]

@@ -32,14 +32,20 @@ refuses a ``t`` earlier than a book already observed (that would be a look-ahead
 from __future__ import annotations
 
 import math
-from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
-from agent.core.bookstats import N_FEATURES, PeriodMean, PeriodMeans, book_features, trailing_mean
+from agent.core.bookstats import (
+    N_FEATURES,
+    PeriodMean,
+    PeriodMeans,
+    Tail,
+    book_features,
+    trailing_mean,
+)
 from agent.errors import InvariantViolation
 from agent.impact.profile import IntradayProfile
 from feeds.model import BookBatch
@@ -48,6 +54,7 @@ __all__ = ["ArPrior", "Forecast", "LiquidityForecaster"]
 
 _NAMES = ("beta", "gamma")
 _PHI_MAX = 0.99
+_FLUSH_ROWS = 4096  # observed rows folded in at once at the latest
 # 3-point Gauss-Hermite rule for a standard normal: nodes and probabilities
 _GH_NODES = np.array([-math.sqrt(3.0), 0.0, math.sqrt(3.0)])
 _GH_PROBS = np.array([1.0 / 6.0, 2.0 / 3.0, 1.0 / 6.0])
@@ -258,7 +265,10 @@ class LiquidityForecaster:
         decay = 1.0 if not level_half_life_ns else 0.5 ** (self.period_ns / level_half_life_ns)
         self._ar = _ArStats(decay)
         self._keep_ns = max(self.state_window_ns, self.now_window_ns)
-        self._buf: deque[tuple[NDArray[np.int64], NDArray[np.float64]]] = deque()
+        self._tail = Tail(N_FEATURES)
+        self._unfolded: list[BookBatch] = []  # observed, not folded in yet (see ``_flush``)
+        self._unfolded_rows = 0
+        self._last_seen: int | None = None
         self._phi0, self._s20 = self.prior.at(self.period_ns)
         # width calibration: the first forecast of each period, kept until its targets finish
         self._pending: dict[int, list[tuple[NDArray[np.float64], NDArray[np.float64]]]] = {}
@@ -279,16 +289,38 @@ class LiquidityForecaster:
         return np.log(np.stack([self.profile.beta_mult[b], self.profile.gamma_mult[b]], axis=1))
 
     def observe(self, batch: BookBatch) -> None:
-        """Fold in books newer than every book seen so far (O(rows), vectorised)."""
-        if not len(batch):
+        """Take in books newer than every book seen so far.
+
+        O(1) per call: books are folded in (vectorised, O(rows)) at the next ``forecast`` or
+        every ``_FLUSH_ROWS`` rows, so a live feed's one-book batches cost an append each.
+
+        Raises:
+            ValueError: If the batch starts before the newest book already seen.
+        """
+        n = len(batch)
+        if not n:
             return
+        first = int(batch.ts_event_ns[0])
+        if self._last_seen is not None and first < self._last_seen:
+            raise ValueError(f"books out of order: {first} after {self._last_seen}")
+        self._last_seen = int(batch.ts_event_ns[-1])
+        self._unfolded.append(batch)
+        self._unfolded_rows += n
+        if self._unfolded_rows >= _FLUSH_ROWS:
+            self._flush()
+
+    def _flush(self) -> None:
+        if not self._unfolded:
+            return
+        batch = BookBatch.concat(self._unfolded)
+        self._unfolded, self._unfolded_rows = [], 0
         z = book_features(batch, self.side, self.levels)
         ts = np.asarray(batch.ts_event_ns, dtype=np.int64)
         finished = self._periods.add(ts, z)
         if finished:
             self._fold(finished)
-        self._buf.append((ts, z))
-        self._trim(int(ts[-1]))
+        self._tail.append(ts, z)
+        self._tail.trim(int(ts[-1]) - self._keep_ns)
 
     def _fold(self, finished: list[PeriodMean]) -> None:
         half = self.period_ns // 2
@@ -310,18 +342,14 @@ class LiquidityForecaster:
         errors call for: ``sqrt(pi/2) mean |e|`` of the standardised errors of earlier forecasts
         (the first one of each period; 1 for normal errors, and less swayed than the RMS by the
         open's outliers), shrunk toward 1, clipped to [0.5, 3]."""
+        self._flush()
         n0 = self.prior.weight_pairs
         k = (math.sqrt(math.pi / 2.0) * self._e1 + n0) / (self._n_e + n0)
         return np.clip(k, 0.5, 3.0)
 
-    def _trim(self, last_ts: int) -> None:
-        lo = last_ts - self._keep_ns
-        # keep the newest batch whose last row is at or before lo: it holds the book in force
-        while len(self._buf) > 1 and int(self._buf[1][0][-1]) <= lo:
-            self._buf.popleft()
-
     def loading(self) -> NDArray[np.float64]:
         """Return the profile loading ``a`` per feature (1 = the profile's shape as given)."""
+        self._flush()
         if self.profile is None:
             return np.zeros(N_FEATURES)
         return self._ar.loading(1.0, self.prior.weight_pairs)
@@ -368,17 +396,17 @@ class LiquidityForecaster:
             InvariantViolation: If a book later than ``t_ns`` was observed (look-ahead).
         """
         s = np.asarray(starts, dtype=np.int64)
-        last = self._periods.last_ts
+        last = self._last_seen
         if last is not None and last > t_ns:
             raise InvariantViolation(
                 f"forecast at {t_ns} after observing a book at {last}: the caller looked ahead"
             )
         H = s.size
         ones, zeros = np.ones(H), np.zeros(H)
-        if not self._buf:
+        self._flush()
+        if not len(self._tail):
             return Forecast(ones, ones.copy(), zeros, zeros.copy(), {"status": "no_books"})
-        ts = np.concatenate([b[0] for b in self._buf])
-        z = np.concatenate([b[1] for b in self._buf])
+        ts, z = self._tail.view()
         x, in_force = trailing_mean(ts, z, t_ns, self.state_window_ns)
         ref = (
             in_force

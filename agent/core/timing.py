@@ -33,6 +33,7 @@ from feeds.model import BookBatch
 
 __all__ = ["TimingDecision", "TimingRule"]
 
+_CHUNK = 65_536  # rows walked at once
 _LOG_LO, _LOG_HI, _N_BINS = -3.0, 4.0, 700  # log10 bps: 0.001 to 10,000 bps, 2.3 % bins
 
 
@@ -97,6 +98,11 @@ class TimingRule:
         self._last_ts: int | None = None
         self._last_cost: NDArray[np.float64] | None = None  # (G,) bps of the book in force
         self._last_book: BookBatch | None = None
+        self._last_seen: int | None = None
+        self._unwalked: list[BookBatch] = []
+        self._unwalked_rows = 0
+        self._n_walked = 0  # books walked so far: names the book in force for the cache
+        self._cached: tuple[int, float, float] | None = None  # (book number, qty, cost bps)
 
     def _cost_bps(self, book: BookBatch, sizes: NDArray[np.float64]) -> NDArray[np.float64]:
         px, sz, mid = side_arrays(book, self.side)
@@ -105,14 +111,35 @@ class TimingRule:
             return c / sizes[None, :] / mid[:, None] * 1e4
 
     def observe(self, batch: BookBatch) -> None:
-        """Fold in newer books (their costs at the grid sizes, weighted by time in force)."""
+        """Take in newer books; they are walked (vectorised) at the next decision or every
+        ``_CHUNK`` rows, so a live feed's one-book batches cost an append each.
+
+        Raises:
+            ValueError: If the batch starts before the newest book already seen.
+        """
         n = len(batch)
         if n == 0:
             return
+        first = int(batch.ts_event_ns[0])
+        if self._last_seen is not None and first < self._last_seen:
+            raise ValueError(f"books out of order: {first} after {self._last_seen}")
+        self._last_seen = int(batch.ts_event_ns[-1])
+        self._unwalked.append(batch)
+        self._unwalked_rows += n
+        if self._unwalked_rows >= _CHUNK:
+            self._flush()
+
+    def _flush(self) -> None:
+        """Walk the books taken in since the last flush into the histograms."""
+        if not self._unwalked:
+            return
+        batch = BookBatch.concat(self._unwalked)
+        self._unwalked, self._unwalked_rows = [], 0
+        n = len(batch)
         ts = np.asarray(batch.ts_event_ns, dtype=np.int64)
-        if self._last_ts is not None and int(ts[0]) < self._last_ts:
-            raise ValueError(f"books out of order: {int(ts[0])} after {self._last_ts}")
-        cost = self._cost_bps(batch, self.sizes)  # (n, G)
+        cost = np.concatenate(  # (n, G), in chunks so the walk's temporaries stay small
+            [self._cost_bps(batch.slice(lo, lo + _CHUNK), self.sizes) for lo in range(0, n, _CHUNK)]
+        )
         if self._last_ts is not None and self._last_cost is not None:
             t_all = np.r_[np.int64(self._last_ts), ts]
             c_all = np.vstack([self._last_cost[None, :], cost])
@@ -123,6 +150,7 @@ class TimingRule:
         self._last_ts = int(ts[-1])
         self._last_cost = cost[-1]
         self._last_book = batch.slice(n - 1, n)
+        self._n_walked += n
 
     def _add(self, cost: NDArray[np.float64], w: NDArray[np.float64], t_end: int) -> None:
         if cost.shape[0] == 0:
@@ -150,6 +178,7 @@ class TimingRule:
 
     def threshold_bps(self, qty: float) -> float:
         """Return ``Q_q(qty)`` in bps from the history (NaN when empty)."""
+        self._flush()
         tot = self._hist.sum(axis=1)
         if not np.any(tot > 0):
             return math.nan
@@ -173,16 +202,22 @@ class TimingRule:
         Raises:
             InvariantViolation: If a book later than ``t_ns`` was observed (look-ahead).
         """
-        if self._last_ts is not None and self._last_ts > t_ns:
+        if self._last_seen is not None and self._last_seen > t_ns:
             raise InvariantViolation(
-                f"timing decision at {t_ns} after observing a book at {self._last_ts}"
+                f"timing decision at {t_ns} after observing a book at {self._last_seen}"
             )
         if not qty > 0:
             raise ValueError(f"qty must be > 0, got {qty}")
+        self._flush()
         span = self._span + (t_ns - self._last_ts if self._last_ts is not None else 0)
-        if self._last_book is None:
+        if self._last_book is None or self._last_ts is None:
             return TimingDecision(True, "no_book", math.nan, math.nan, 0.0)
-        cost = float(self._cost_bps(self._last_book, np.array([float(qty)]))[0, 0])
+        key = (self._n_walked, float(qty))
+        if self._cached is not None and self._cached[:2] == key:
+            cost = self._cached[2]  # same book, same child: no second walk
+        else:
+            cost = float(self._cost_bps(self._last_book, np.array([float(qty)]))[0, 0])
+            self._cached = (*key, cost)
         if t_ns >= latest_send_ns:
             return TimingDecision(True, "deadline", cost, self.threshold_bps(qty), span)
         if span < self.min_history_ns:
