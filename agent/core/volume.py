@@ -75,6 +75,19 @@ class VolumeForecast:
     realized: NDArray[np.float64]
     fields: dict[str, Any] = field(default_factory=dict)
 
+    @property
+    def remaining(self) -> NDArray[np.float64]:
+        """Expected volume still to trade in each period (the current one: its rest)."""
+        return np.maximum(self.volume - self.realized, 0.0)
+
+    def weights(self) -> NDArray[np.float64]:
+        """Return the VWAP weights of the periods, ``remaining / sum(remaining)``, shape (H,);
+        uniform when the volume is unknown."""
+        r = self.remaining
+        if not np.all(np.isfinite(r)) or r.sum() <= 0:
+            return np.full(r.size, 1.0 / max(r.size, 1))
+        return r / r.sum()
+
 
 class VolumeTracker:
     """Per-period traded volume since ``origin_ns`` and its forecast (see module docstring).

@@ -145,3 +145,16 @@ def test_forecast_refuses_a_time_before_an_observed_trade():
     vt.observe_trades([10 * S], [5.0])
     with pytest.raises(InvariantViolation, match="look-ahead"):
         vt.forecast(5 * S, [0])
+
+
+def test_vwap_weights_use_what_is_left_of_the_current_period():
+    vt = VolumeTracker(P, min_share=0.0)
+    t = 9 * P + 30 * S  # half-way through period 9
+    vt.observe_trades(np.arange(0, 571, 6) * S, np.full(96, 10.0))  # trades up to t only
+    rate = 960.0 / 570.0  # shares a second, the day so far
+    f = vt.forecast(t, [9 * P, 10 * P, 11 * P])
+    np.testing.assert_allclose(f.realized, [60.0, 0.0, 0.0])
+    np.testing.assert_allclose(f.remaining, [30 * rate, 60 * rate, 60 * rate], rtol=1e-9)
+    np.testing.assert_allclose(f.weights(), [0.2, 0.4, 0.4], rtol=1e-3)
+    unknown = VolumeTracker(P).forecast(0, [0, P])
+    np.testing.assert_allclose(unknown.weights(), [0.5, 0.5])
