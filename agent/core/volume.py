@@ -5,7 +5,9 @@ Symbols (``docs/forecast.md``):
     f(tau)     expected share of the session's volume per unit of time of day (the profile's
                ``volume_share`` per bucket / bucket length); flat when no profile is given
     F(a, b)    ``int_a^b f``: the share of the day's volume expected in ``[a, b)``
-    V_day      the day's expected volume, ``V(origin, t) / F(origin, t)``
+    V_day      the day's expected volume: ``V_k / F_k`` of the periods so far, averaged with
+               weights ``2^(-age / half_life) F_k`` (``V(origin, t) / F(origin, t)`` without a
+               half-life)
     E[V_j]     ``V_day * F(s_j, s_j + P)`` for a later period, plus what already traded for the
                current one
     rho        participation rate: at most ``rho`` of a period's volume, so ``u_j = rho E[V_j]``
@@ -99,6 +101,8 @@ class VolumeTracker:
             the day (``agent.core.prior.Prior.volume_share``); None for flat in time.
         min_share: Share of the day's volume ``F(origin, t)`` that must have elapsed before a
             forecast is given (below it the rate is too noisy to cap on).
+        half_life_ns: Half-life of the periods' weights in ``V_day`` (the day's rate drifts);
+            None weighs the whole day the same.
         actions: ASCII action codes counted as trades.
     """
 
@@ -109,6 +113,7 @@ class VolumeTracker:
         *,
         volume_share: ArrayLike | None = None,
         min_share: float = 0.005,
+        half_life_ns: int | None = 3600 * 10**9,
         actions: bytes = b"T",
     ) -> None:
         if period_ns <= 0:
@@ -116,6 +121,7 @@ class VolumeTracker:
         self.period_ns = int(period_ns)
         self.origin_ns = int(origin_ns)
         self.min_share = float(min_share)
+        self.half_life_ns = half_life_ns
         self.actions = actions
         self._vol: dict[int, float] = {}
         self._total = 0.0
@@ -185,6 +191,23 @@ class VolumeTracker:
         frac = (r - b * self._bucket_ns) / self._bucket_ns
         return d + self._cum[b] + self._share[b] * frac
 
+    def _day_volume(self, t_ns: int) -> float:
+        """Return ``V_day``: each period's ``V_k / F_k`` averaged with weights
+        ``2^(-age / half_life) * F_k`` (the current period with what of it has elapsed), so a
+        busy open does not set the afternoon's rate. Without a half-life: ``V / F`` of the day."""
+        if self.half_life_ns is None:
+            return self._total / float(self.share_between(self.origin_ns, t_ns))
+        now = self.period_of(t_ns)
+        k = np.arange(max(now, 0) + 1)
+        a = self.origin_ns + k * self.period_ns
+        b = np.minimum(a + self.period_ns, t_ns)
+        f = self.share_between(np.maximum(a, self.origin_ns), b)  # F_k, the current one partial
+        v = np.array([self._vol.get(int(i), 0.0) for i in k])
+        w = 0.5 ** ((now - k) * self.period_ns / self.half_life_ns)
+        # sum w F (V / F) / sum w F, periods with F = 0 (no volume expected) carry no weight
+        den = float(np.sum(w * f))
+        return float(np.sum(w * np.where(f > 0, v, 0.0)) / den) if den > 0 else math.nan
+
     def forecast(self, t_ns: int, starts: ArrayLike) -> VolumeForecast:
         """Return the expected volume of the periods starting at ``starts`` (ns, shape (H,)).
 
@@ -205,7 +228,7 @@ class VolumeTracker:
         if elapsed < self.min_share or self._total <= 0:
             fields["status"] = "unknown"
             return VolumeForecast(np.full(s.size, np.nan), realized, fields)
-        v_day = self._total / elapsed
+        v_day = self._day_volume(t_ns)
         rest_from = np.maximum(s, t_ns)
         expected = v_day * self.share_between(rest_from, s + P)
         vol = np.where(s + P <= t_ns, realized, realized + np.maximum(expected, 0.0))

@@ -52,7 +52,7 @@ def test_volume_per_period_counts_trade_rows():
 
 
 def test_flat_forecast_is_the_days_rate_and_the_current_period_adds_what_traded():
-    vt = VolumeTracker(P, origin_ns=0, min_share=0.0)
+    vt = VolumeTracker(P, origin_ns=0, min_share=0.0, half_life_ns=None)
     vt.observe_trades(np.arange(0, 600, 6) * S, np.full(100, 10.0))  # 1000 shares in 10 min
     t = 600 * S - 1
     f = vt.forecast(t, [9 * P, 10 * P, 11 * P])
@@ -148,7 +148,7 @@ def test_forecast_refuses_a_time_before_an_observed_trade():
 
 
 def test_vwap_weights_use_what_is_left_of_the_current_period():
-    vt = VolumeTracker(P, min_share=0.0)
+    vt = VolumeTracker(P, min_share=0.0, half_life_ns=None)
     t = 9 * P + 30 * S  # half-way through period 9
     vt.observe_trades(np.arange(0, 571, 6) * S, np.full(96, 10.0))  # trades up to t only
     rate = 960.0 / 570.0  # shares a second, the day so far
@@ -158,3 +158,18 @@ def test_vwap_weights_use_what_is_left_of_the_current_period():
     np.testing.assert_allclose(f.weights(), [0.2, 0.4, 0.4], rtol=1e-3)
     unknown = VolumeTracker(P).forecast(0, [0, P])
     np.testing.assert_allclose(unknown.weights(), [0.5, 0.5])
+
+
+def test_the_rate_follows_recent_periods_with_a_half_life():
+    # a busy hour (1000 shares a minute), then an hour at 100 a minute
+    ts = np.arange(0, 7200, 6) * S
+    qty = np.where(ts < 3600 * S, 100.0, 10.0)
+    t = 7200 * S - 1
+    whole = VolumeTracker(P, min_share=0.0, half_life_ns=None)
+    recent = VolumeTracker(P, min_share=0.0, half_life_ns=600 * S)
+    for vt in (whole, recent):
+        vt.observe_trades(ts, qty)
+    w = whole.forecast(t, [t + 1])
+    r = recent.forecast(t, [t + 1])
+    assert w.volume[0] == pytest.approx(550.0, rel=1e-3)  # the two hours' mean
+    assert 100.0 < r.volume[0] < 150.0  # mostly the last hour's rate
