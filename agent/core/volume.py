@@ -28,6 +28,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
+from agent.core.bookstats import Tail
 from agent.errors import InvariantViolation
 from feeds.model import BookBatch
 
@@ -124,6 +125,7 @@ class VolumeTracker:
         self.half_life_ns = half_life_ns
         self.actions = actions
         self._vol: dict[int, float] = {}
+        self._recent = Tail(1)  # trades of the last period, for ``trailing_volume``
         self._total = 0.0
         self._last_ts: int | None = None
         if volume_share is None:
@@ -170,6 +172,18 @@ class VolumeTracker:
         for per, v in zip(uniq.tolist(), sums.tolist(), strict=True):  # few periods a batch
             self._vol[per] = self._vol.get(per, 0.0) + v
         self._total += float(sums.sum())
+        self._recent.append(ts[keep], q[keep][:, None])
+        self._recent.trim(self._last_ts - self.period_ns)
+
+    def trailing_volume(self, t_ns: int, window_ns: int | None = None) -> float:
+        """Return the shares traded in ``(t - window, t]`` (window at most one period, the
+        default): the realized volume a hard participation gate checks against."""
+        w = self.period_ns if window_ns is None else int(window_ns)
+        if not (0 < w <= self.period_ns):
+            raise ValueError(f"window_ns must be in (0, period_ns], got {window_ns}")
+        ts, q = self._recent.view()
+        m = (ts > t_ns - w) & (ts <= t_ns)
+        return float(q[m, 0].sum())
 
     def volumes(self, t_ns: int) -> NDArray[np.float64]:
         """Return the volume of periods ``0 .. period_of(t)``, shape (k+1,) (the last partial)."""

@@ -173,3 +173,13 @@ def test_the_rate_follows_recent_periods_with_a_half_life():
     r = recent.forecast(t, [t + 1])
     assert w.volume[0] == pytest.approx(550.0, rel=1e-3)  # the two hours' mean
     assert 100.0 < r.volume[0] < 150.0  # mostly the last hour's rate
+
+
+def test_trailing_volume_is_what_traded_in_the_last_window():
+    vt = VolumeTracker(P)
+    vt.observe_trades(np.array([10, 50, 70, 100, 130]) * S, [1.0, 2.0, 4.0, 8.0, 16.0])
+    assert vt.trailing_volume(130 * S) == 28.0  # (70, 130]: 8 + 16 (70 itself is out)
+    assert vt.trailing_volume(130 * S, 30 * S) == 16.0
+    assert vt.trailing_volume(130 * S, 45 * S) == 24.0  # (85, 130]
+    with pytest.raises(ValueError, match="window_ns"):
+        vt.trailing_volume(130 * S, 2 * P)
