@@ -178,8 +178,8 @@ def test_the_rate_follows_recent_periods_with_a_half_life():
 def test_trailing_volume_is_what_traded_in_the_last_window():
     vt = VolumeTracker(P)
     vt.observe_trades(np.array([10, 50, 70, 100, 130]) * S, [1.0, 2.0, 4.0, 8.0, 16.0])
-    assert vt.trailing_volume(130 * S) == 28.0  # (70, 130]: 8 + 16 (70 itself is out)
+    assert vt.trailing_volume(130 * S) == 24.0  # (70, 130]: 8 + 16 (70 itself is out)
+    assert vt.trailing_volume(129 * S, P) == 12.0  # (69, 129]: 4 + 8
     assert vt.trailing_volume(130 * S, 30 * S) == 16.0
-    assert vt.trailing_volume(130 * S, 45 * S) == 24.0  # (85, 130]
     with pytest.raises(ValueError, match="window_ns"):
         vt.trailing_volume(130 * S, 2 * P)
