@@ -82,6 +82,7 @@ def run(symbol, side, period_s, horizon, prior):
             continue
         starts = t + P * np.arange(horizon + 1)
         f = fc.forecast(t, starts)
+        med_b, med_g = f.median()  # the point forecast of a log level is the median
         i = hi - 1
         ref = np.array([f.fields["ref_beta"], f.fields["ref_gamma"]])
         trail = np.array([f.fields["state_beta"], f.fields["state_gamma"]])
@@ -97,8 +98,8 @@ def run(symbol, side, period_s, horizon, prior):
                 "now": (ref, np.log(s_now)),
                 "trail": (trail, np.log(s_now) + (trail[0] - ref[0])),
                 "forecast": (
-                    ref + np.log([f.beta_mult[j], f.gamma_mult[j]]),
-                    np.log(h_now * f.beta_mult[j] + exc * f.gamma_mult[j]),
+                    ref + np.log([med_b[j], med_g[j]]),
+                    np.log(h_now * med_b[j] + exc * med_g[j]),
                 ),
             }
             zf = pred["forecast"][0]

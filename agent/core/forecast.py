@@ -17,7 +17,8 @@ Symbols (``docs/forecast.md``, ``execution-math.md`` section 4):
 
 For a later period j, ``lag_j`` periods ahead of the state (centre to centre),
 ``E[z_j] = log m(j) + mu + phi^lag_j (x - log m(now) - mu)`` and the multiplier returned is
-``exp(E[z_j] - r)`` (the median of a log-normal level), with ``log_sd_j = kappa * s *
+the expected ``exp(E[z_j] - r + log_sd_j^2 / 2)`` of the log-normal level (its median is
+``exp(E[z_j] - r)``), with ``log_sd_j = kappa * s *
 sqrt((1 - phi^(2 lag_j)) / (1 - phi^2))``. The current period gets 1 and 0. ``kappa`` scales
 the model's width to the day's own record: ``sqrt(pi/2)`` times the mean absolute standardised
 error of the forecasts made so far (the first forecast of each period is kept until its targets
@@ -90,8 +91,13 @@ class ArPrior:
 class Forecast:
     """Multipliers of beta and gamma for the periods asked, relative to the current estimate.
 
+    The multipliers are the **expected** ones, ``exp(m + sd^2 / 2)`` of the log-normal level:
+    the current period is known (sd 0) and a later one is not, so comparing the known now with
+    a later *median* would make every uncertain period look cheap and defer the order. The
+    medians (the best point forecast of the log level) are ``median()``.
+
     Attributes:
-        beta_mult: Median multiplier of beta per period, shape (H,), 1 for the current period.
+        beta_mult: Expected multiplier of beta per period, shape (H,), 1 for the current period.
         gamma_mult: Same for gamma, shape (H,).
         log_sd_beta: Standard deviation of the log multiplier of beta, shape (H,), 0 now.
         log_sd_gamma: Same for gamma, shape (H,).
@@ -104,6 +110,13 @@ class Forecast:
     log_sd_gamma: NDArray[np.float64]
     fields: dict[str, Any] = field(default_factory=dict)
 
+    def median(self) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
+        """Return the median multipliers ``(mb, mg)``, ``mult * exp(-sd^2 / 2)``, shape (H,)."""
+        return (
+            self.beta_mult * np.exp(-0.5 * self.log_sd_beta**2),
+            self.gamma_mult * np.exp(-0.5 * self.log_sd_gamma**2),
+        )
+
     @property
     def log_sd(self) -> NDArray[np.float64]:
         """Per period, the larger of the two log-sds: the width of one scenario band."""
@@ -114,19 +127,21 @@ class Forecast:
     ) -> tuple[NDArray[np.float64], NDArray[np.float64], NDArray[np.float64]]:
         """Return cost scenarios ``(mb, mg, prob)``, shapes (S, H), (S, H), (S,).
 
-        ``k_sd=None`` gives the 3-point Gauss-Hermite rule (nodes ``0, +-sqrt(3)`` sd,
-        probabilities 2/3, 1/6, 1/6): its weighted cost is the expected cost under the
-        log-normal forecast, for the stochastic variant. ``k_sd=k`` gives the three scenarios
-        ``-k, 0, +k`` sd with equal weights, for the robust (min-max) variant. Beta and gamma
-        move together (one shock a scenario): the dear scenario is dear on both.
+        Scenarios are the median times ``exp(node * sd)``. ``k_sd=None`` gives the 3-point
+        Gauss-Hermite rule (nodes ``0, +-sqrt(3)`` sd, probabilities 2/3, 1/6, 1/6): its
+        weighted multipliers are the expected ones (``beta_mult``) to ``O(sd^6)``, for the
+        stochastic variant. ``k_sd=k`` gives the three scenarios ``-k, 0, +k`` sd with equal
+        weights, for the robust (min-max) variant. Beta and gamma move together (one shock a
+        scenario): the dear scenario is dear on both.
         """
         nodes, probs = (
             (_GH_NODES, _GH_PROBS)
             if k_sd is None
             else (np.array([-k_sd, 0.0, k_sd]), np.full(3, 1.0 / 3.0))
         )
-        mb = self.beta_mult[None, :] * np.exp(nodes[:, None] * self.log_sd_beta[None, :])
-        mg = self.gamma_mult[None, :] * np.exp(nodes[:, None] * self.log_sd_gamma[None, :])
+        med_b, med_g = self.median()
+        mb = med_b[None, :] * np.exp(nodes[:, None] * self.log_sd_beta[None, :])
+        mg = med_g[None, :] * np.exp(nodes[:, None] * self.log_sd_gamma[None, :])
         return mb, mg, probs
 
     def cost_mult(self, spread_share: float) -> NDArray[np.float64]:
@@ -439,6 +454,7 @@ class LiquidityForecaster:
         self._record(t_ns, s, ez, sd_model, later & ok.all(axis=1))
         scale = self.sd_scale()
         sd = np.where(later[:, None] & ok, sd_model * scale[None, :], 0.0)
+        mult = mult * np.exp(0.5 * sd**2)  # expected, not median (see ``Forecast``)
         fields: dict[str, Any] = {
             "status": "ok" if np.all(np.isfinite(ref)) else "no_state",
             "n_periods": int(self._ar.n.min()),

@@ -222,17 +222,21 @@ def test_forecast_without_books_is_flat():
 
 
 def test_scenarios_gauss_hermite_mean_and_robust_band():
+    # expected multipliers 0.8 and 1.2 with log-sds 0.3 and 0.5: medians 0.8 e^-0.045, ...
     f = Forecast(
         np.array([1.0, 0.8]), np.array([1.0, 1.2]), np.array([0.0, 0.3]), np.array([0.0, 0.5])
     )
+    med_b, med_g = f.median()
+    assert med_b[1] == pytest.approx(0.8 * math.exp(-(0.3**2) / 2))
+    assert med_g[0] == 1.0
     mb, mg, p = f.scenarios()
     assert mb.shape == (3, 2) and p.sum() == pytest.approx(1.0)
-    # the probability-weighted multiplier is the log-normal mean exp(m + s^2 / 2)
-    assert p @ mb[:, 1] == pytest.approx(0.8 * math.exp(0.3**2 / 2), rel=2e-3)
-    assert p @ mg[:, 1] == pytest.approx(1.2 * math.exp(0.5**2 / 2), rel=1e-2)
+    # the probability-weighted multiplier is the expected one, exp(m + s^2 / 2)
+    assert p @ mb[:, 1] == pytest.approx(0.8, rel=2e-3)
+    assert p @ mg[:, 1] == pytest.approx(1.2, rel=1e-2)
     rb, rg, _ = f.scenarios(k_sd=2.0)
-    assert rg[0, 1] == pytest.approx(1.2 * math.exp(-1.0))
-    assert rb[2, 1] == pytest.approx(0.8 * math.exp(0.6)) and rb[:, 0].tolist() == [1, 1, 1]
+    assert rg[0, 1] == pytest.approx(med_g[1] * math.exp(-1.0))
+    assert rb[2, 1] == pytest.approx(med_b[1] * math.exp(0.6)) and rb[:, 0].tolist() == [1, 1, 1]
     np.testing.assert_allclose(f.cost_mult(0.25), 0.25 * f.beta_mult + 0.75 * f.gamma_mult)
     np.testing.assert_allclose(f.log_sd, [0.0, 0.5])
 
