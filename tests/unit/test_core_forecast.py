@@ -280,3 +280,39 @@ def test_width_scale_follows_the_days_own_forecast_errors():
     fc2 = LiquidityForecaster(P, prior=ArPrior(stat_var=(0.001, 0.001)))
     drive(fc2, bad, P * np.arange(1, 300) + P // 2)
     assert fc2.sd_scale()[0] > 1.5
+
+
+@pytest.mark.realdata
+def test_no_look_ahead_on_a_real_day():
+    """FROG: every book after 16:00 UTC replaced; the forecasts up to then are unchanged."""
+    path = shared_data() / "databento-mbp10" / "FROG" / "FROG_2025-04-03 00_00_00+00_00.csv"
+    if not path.exists():
+        pytest.skip(f"real data not available: {path}")
+    from agent.backtest.data import load_day
+
+    day = load_day(str(path)).books
+    P5 = 300 * S
+    origin = int(day.ts_event_ns[0]) // P5 * P5
+    t0 = origin + 30 * P5
+    other = replace_after(day, t0)
+    times = origin + P5 * np.arange(1, 60, 4) + 7 * S
+    runs = []
+    for b in (day, other):
+        fc = LiquidityForecaster(P5, origin_ns=origin)
+        ts = b.ts_event_ns
+        out, lo = [], 0
+        for t in times:
+            hi = int(np.searchsorted(ts, t, side="right"))
+            fc.observe(b.slice(lo, hi))
+            lo = hi
+            out.append(fc.forecast(int(t), t + P5 * np.arange(13)))
+        runs.append(out)
+    for t, a, c in zip(times, *runs, strict=True):
+        if t <= t0:
+            np.testing.assert_array_equal(a.beta_mult, c.beta_mult)
+            np.testing.assert_array_equal(a.log_sd_gamma, c.log_sd_gamma)
+    assert any(
+        not np.array_equal(a.beta_mult, c.beta_mult)
+        for t, a, c in zip(times, *runs, strict=True)
+        if t > t0
+    )
