@@ -66,7 +66,7 @@ def run(symbol: str, side: str, pct: float, period_s: float, cap_pct: float | No
     fc = LiquidityForecaster(P, side=side, origin_ns=t_start % P, profile=load_prior(symbol, side))
     fc.observe(books.slice(0, i0 + 1))
     prior = load_prior_file(symbol, side)
-    vt = VolumeTracker(P, origin_ns=t_start % P, volume_share=prior.volume_share)
+    vt = VolumeTracker(P, origin_ns=int(ts[0]) // P * P, volume_share=prior.volume_share)
     tr = day.trades
     j_tr = int(np.searchsorted(tr.ts_ns, ts[i0], side="right"))
     vt.observe_trades(tr.ts_ns[:j_tr], tr.qty[:j_tr])

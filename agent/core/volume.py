@@ -212,7 +212,9 @@ class VolumeTracker:
         if self.half_life_ns is None:
             return self._total / float(self.share_between(self.origin_ns, t_ns))
         now = self.period_of(t_ns)
-        k = np.arange(max(now, 0) + 1)
+        # periods older than 30 half-lives weigh < 1e-9: left out, so the cost stays bounded
+        oldest = max(0, now - math.ceil(30 * self.half_life_ns / self.period_ns))
+        k = np.arange(oldest, max(now, 0) + 1)
         a = self.origin_ns + k * self.period_ns
         b = np.minimum(a + self.period_ns, t_ns)
         f = self.share_between(np.maximum(a, self.origin_ns), b)  # F_k, the current one partial
