@@ -36,8 +36,6 @@ def load_prior_file(
     return prior_from_dict(read_prior_dict(path), symbol, side, open_utc_s)
 
 
-def load_prior(
-    symbol: str, side: str = "buy", path: str | Path | None = None
-) -> IntradayProfile:
+def load_prior(symbol: str, side: str = "buy", path: str | Path | None = None) -> IntradayProfile:
     """Return only the prior intraday profile of ``symbol`` (others' days, never its own)."""
     return load_prior_file(symbol, side, path).profile
