@@ -1,0 +1,258 @@
+"""Per-book liquidity features and their time-weighted means by period (pure numpy).
+
+Symbols (``docs/forecast.md``):
+    h_i     half-spread of book i, ``(ask_px_0 - bid_px_0) / 2``, currency per share
+    Q_i     visible depth of the side walked through its first ``K`` levels, shares
+    e_i     mean distance from the best price of the shares in those levels, currency per share
+    c_i     ``e_i / Q_i``: the depth slope, the chord of the per-share cost ``s(x) - s(0+)`` over
+            ``x`` at ``x = Q_i``, the book's proxy of gamma (currency per share squared)
+    z_i     ``(log h_i, log c_i)``: the two state variables of the forecast
+
+A book is *in force* from its own timestamp to the next book's: its weight in a period is the
+time it was in force inside that period. ``K = 5`` by default so that LOBSTER's 5-level files
+and MBP-10's 10 levels give comparable figures.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from numpy.typing import NDArray
+
+from feeds.model import BookBatch
+
+__all__ = ["N_FEATURES", "PeriodMeans", "Tail", "book_features", "trailing_mean"]
+
+N_FEATURES = 2  # log half-spread, log depth slope
+
+
+def book_features(batch: BookBatch, side: str, levels: int = 5) -> NDArray[np.float64]:
+    """Return ``z_i = (log h_i, log c_i)`` of every book, shape (n, 2); NaN where undefined.
+
+    Args:
+        batch: Snapshots.
+        side: ``"buy"`` (asks are walked), ``"sell"`` (bids) or ``"both"`` (mean of the two
+            sides' ``log c``).
+        levels: ``K``, the levels of the side counted in the depth.
+
+    A crossed, locked or one-sided book has no half-spread (NaN); a side with fewer than two
+    filled levels has no slope (NaN).
+    """
+    if side not in ("buy", "sell", "both"):
+        raise ValueError(f"side must be 'buy', 'sell' or 'both', got {side!r}")
+    n = len(batch)
+    out = np.full((n, N_FEATURES), np.nan)
+    if n == 0:
+        return out
+    with np.errstate(invalid="ignore", divide="ignore"):
+        hs = 0.5 * (batch.ask_px[:, 0] - batch.bid_px[:, 0])
+        out[:, 0] = np.where(hs > 0, np.log(np.where(hs > 0, hs, 1.0)), np.nan)
+        sides = ("buy", "sell") if side == "both" else (side,)
+        logs = [_log_slope(batch, s, levels) for s in sides]
+        out[:, 1] = logs[0] if len(logs) == 1 else 0.5 * (logs[0] + logs[1])
+    return out
+
+
+def _log_slope(batch: BookBatch, side: str, levels: int) -> NDArray[np.float64]:
+    if side == "buy":
+        px, sz, sign = batch.ask_px[:, :levels], batch.ask_sz[:, :levels], 1.0
+    else:
+        px, sz, sign = batch.bid_px[:, :levels], batch.bid_sz[:, :levels], -1.0
+    ok = np.isfinite(px) & (sz > 0)
+    w = np.where(ok, sz, 0.0)
+    q = w.sum(axis=1)
+    dist = np.where(ok, sign * (px - px[:, :1]), 0.0)
+    e = (w * dist).sum(axis=1) / np.where(q > 0, q, 1.0)
+    c = e / np.where(q > 0, q, 1.0)
+    good = (q > 0) & (e > 0) & np.isfinite(c)
+    return np.where(good, np.log(np.where(good, c, 1.0)), np.nan)
+
+
+def trailing_mean(
+    ts: NDArray[np.int64], z: NDArray[np.float64], t_ns: int, window_ns: int
+) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
+    """Return the time-weighted mean of ``z`` over ``(t - window, t]`` and the book in force at t.
+
+    Args:
+        ts: Book times, ns, shape (n,), non-decreasing.
+        z: Features, shape (n, k).
+        t_ns: Decision time; rows after it are ignored.
+        window_ns: Window length; ``0`` gives the book in force.
+
+    Returns:
+        ``(mean, in_force)``, each shape (k,), NaN where no finite value is in the window.
+    """
+    k = z.shape[1]
+    b = int(np.searchsorted(ts, t_ns, side="right"))
+    if b == 0:
+        nan = np.full(k, np.nan)
+        return nan, nan.copy()
+    in_force = z[b - 1].copy()
+    if window_ns <= 0:
+        return in_force.copy(), in_force
+    lo = t_ns - window_ns
+    a = max(int(np.searchsorted(ts, lo, side="right")) - 1, 0)
+    starts = np.maximum(ts[a:b], lo).astype(np.float64)
+    ends = np.r_[ts[a + 1 : b], t_ns].astype(np.float64)
+    w = np.maximum(ends - starts, 0.0)
+    zz = z[a:b]
+    fin = np.isfinite(zz)
+    ww = w[:, None] * fin
+    tot = ww.sum(axis=0)
+    s = (ww * np.where(fin, zz, 0.0)).sum(axis=0)
+    mean = np.where(tot > 0, s / np.where(tot > 0, tot, 1.0), in_force)
+    return mean, in_force
+
+
+@dataclass(frozen=True, slots=True)
+class PeriodMean:
+    """The time-weighted mean of the features over one finished period.
+
+    Attributes:
+        period: Period index ``(t - origin) // period_ns``.
+        mean: Mean features, shape (k,), NaN where no finite value was in force.
+        weight_ns: Time covered by a book with a finite value, ns, shape (k,).
+    """
+
+    period: int
+    mean: NDArray[np.float64]
+    weight_ns: NDArray[np.float64]
+
+
+class PeriodMeans:
+    """Accumulate time-weighted feature means per period, online, in O(rows) per batch.
+
+    A period is *finished* once a book with a later period's timestamp has been seen: no later
+    row can change it. ``add`` returns the periods it finished, in order. Interior periods of a
+    gap longer than ``max_gap_periods`` get no weight (an overnight book in force says nothing).
+
+    Args:
+        period_ns: Period length, ns, > 0.
+        origin_ns: Start of period 0, ns.
+        n_features: ``k``.
+        max_gap_periods: Longest run of whole periods one book is credited with.
+    """
+
+    def __init__(
+        self,
+        period_ns: int,
+        origin_ns: int = 0,
+        n_features: int = N_FEATURES,
+        max_gap_periods: int = 4,
+    ) -> None:
+        if period_ns <= 0:
+            raise ValueError(f"period_ns must be > 0, got {period_ns}")
+        self.period_ns = int(period_ns)
+        self.origin_ns = int(origin_ns)
+        self.k = int(n_features)
+        self.max_gap_periods = int(max_gap_periods)
+        self._sums: dict[int, NDArray[np.float64]] = {}  # period -> (W_0..W_k-1, S_0..S_k-1)
+        self._last_ts: int | None = None
+        self._last_z: NDArray[np.float64] | None = None
+
+    @property
+    def last_ts(self) -> int | None:
+        """Timestamp of the newest book seen, ns (None before the first)."""
+        return self._last_ts
+
+    def period_of(self, t_ns: int) -> int:
+        """Return the period index of a time."""
+        return (int(t_ns) - self.origin_ns) // self.period_ns
+
+    def add(self, ts: NDArray[np.int64], z: NDArray[np.float64]) -> list[PeriodMean]:
+        """Add books (non-decreasing times, after every earlier one); return finished periods."""
+        n = int(ts.shape[0])
+        if n == 0:
+            return []
+        if self._last_ts is not None and int(ts[0]) < self._last_ts:
+            raise ValueError(f"books out of order: {int(ts[0])} after {self._last_ts}")
+        if self._last_ts is not None and self._last_z is not None:
+            t_all = np.r_[np.int64(self._last_ts), ts]
+            z_all = np.vstack([self._last_z[None, :], z])
+        else:
+            t_all, z_all = ts, z
+        t0, t1 = t_all[:-1], t_all[1:]
+        p0 = (t0 - self.origin_ns) // self.period_ns
+        p1 = (t1 - self.origin_ns) // self.period_ns
+        same = p0 == p1
+        self._credit(p0[same], (t1 - t0)[same].astype(np.float64), z_all[:-1][same])
+        for j in np.flatnonzero(~same):  # books in force across a boundary: one per period edge
+            self._credit_span(int(t0[j]), int(t1[j]), z_all[j])
+        self._last_ts = int(t_all[-1])
+        self._last_z = z_all[-1].copy()
+        return self._finish(self.period_of(self._last_ts))
+
+    def _credit(self, p: NDArray[np.int64], w: NDArray[np.float64], z: NDArray[np.float64]) -> None:
+        if p.size == 0:
+            return
+        fin = np.isfinite(z)
+        ww = w[:, None] * fin
+        sz = ww * np.where(fin, z, 0.0)
+        uniq, inv = np.unique(p, return_inverse=True)
+        m = uniq.size
+        cols = [np.bincount(inv, weights=c, minlength=m) for c in (*ww.T, *sz.T)]
+        rows = np.stack(cols, axis=1)  # (periods in the batch, 2k), O(rows)
+        for per, row in zip(uniq.tolist(), rows, strict=True):
+            acc = self._sums.get(per)
+            self._sums[per] = row if acc is None else acc + row
+
+    def _credit_span(self, t0: int, t1: int, z: NDArray[np.float64]) -> None:
+        pa, pb = self.period_of(t0), self.period_of(t1)
+        edge = self.origin_ns + (pa + 1) * self.period_ns
+        parts = [(pa, edge - t0)]
+        if pb - pa - 1 <= self.max_gap_periods:
+            parts += [(p, self.period_ns) for p in range(pa + 1, pb)]
+        parts.append((pb, t1 - (self.origin_ns + pb * self.period_ns)))
+        p = np.array([q for q, _ in parts], dtype=np.int64)
+        w = np.array([float(d) for _, d in parts])
+        self._credit(p, w, np.tile(z, (p.size, 1)))
+
+    def _finish(self, current: int) -> list[PeriodMean]:
+        done = sorted(p for p in self._sums if p < current)
+        out = []
+        for p in done:
+            row = self._sums.pop(p)
+            w, s = row[: self.k], row[self.k :]
+            mean = np.where(w > 0, s / np.where(w > 0, w, 1.0), np.nan)
+            out.append(PeriodMean(p, mean, w))
+        return out
+
+
+class Tail:
+    """The newest rows of ``(ts, z)`` in one growable array pair (amortised O(rows) appends).
+
+    ``trim(lo)`` drops rows older than ``lo`` but keeps the last row at or before it: that
+    book is still in force at ``lo``.
+    """
+
+    def __init__(self, k: int = N_FEATURES, capacity: int = 1024) -> None:
+        self._ts = np.empty(capacity, dtype=np.int64)
+        self._z = np.empty((capacity, k))
+        self._a = 0
+        self._b = 0
+
+    def __len__(self) -> int:
+        return self._b - self._a
+
+    def append(self, ts: NDArray[np.int64], z: NDArray[np.float64]) -> None:
+        n = int(ts.shape[0])
+        if self._b + n > self._ts.shape[0]:
+            keep = self._b - self._a
+            cap = max(self._ts.shape[0], 2 * (keep + n))
+            new_ts = np.empty(cap, dtype=np.int64)
+            new_z = np.empty((cap, self._z.shape[1]))
+            new_ts[:keep] = self._ts[self._a : self._b]
+            new_z[:keep] = self._z[self._a : self._b]
+            self._ts, self._z, self._a, self._b = new_ts, new_z, 0, keep
+        self._ts[self._b : self._b + n] = ts
+        self._z[self._b : self._b + n] = z
+        self._b += n
+
+    def trim(self, lo_ns: int) -> None:
+        i = int(np.searchsorted(self._ts[self._a : self._b], lo_ns, side="right")) - 1
+        self._a += max(i, 0)
+
+    def view(self) -> tuple[NDArray[np.int64], NDArray[np.float64]]:
+        """Return the kept rows (views, valid until the next ``append``)."""
+        return self._ts[self._a : self._b], self._z[self._a : self._b]

@@ -1,0 +1,473 @@
+"""Forecast of the cost curve's level by period: from the book now toward the day's level (pure).
+
+Symbols (``docs/forecast.md``, ``execution-math.md`` section 4):
+    P            period length, ns
+    z_t          per-book state ``(log h, log c)``: log half-spread (beta's part) and log depth
+                 slope (gamma's part), see ``agent.core.bookstats``
+    y_k          time-weighted mean of ``z`` over period k, less the log intraday profile
+                 ``log m(k)`` (deseasonalised)
+    mu           the day's expected deseasonalised level: the mean of ``y`` so far, each
+                 period weighted ``2^(-age / level_half_life)`` (the level drifts)
+    phi, s^2     AR(1) coefficient and innovation variance of ``y`` at the period's scale,
+                 estimated online from the day's finished periods (OLS on consecutive pairs),
+                 shrunk toward a prior while the day has few pairs
+    x            the state: time-weighted mean of ``z`` over the trailing ``state_window_ns``
+    r            the reference: ``z`` of the book in force (or the mean over ``now_window_ns``),
+                 the level the caller's current estimate of beta and gamma was made at
+
+For a later period j, ``lag_j`` periods ahead of the state (centre to centre),
+``E[z_j] = log m(j) + mu + phi^lag_j (x - log m(now) - mu)`` and the multiplier returned is
+the expected ``exp(E[z_j] - r + log_sd_j^2 / 2)`` of the log-normal level (its median is
+``exp(E[z_j] - r)``), with ``log_sd_j = kappa * s *
+sqrt((1 - phi^(2 lag_j)) / (1 - phi^2))``. The current period gets 1 and 0. ``kappa`` scales
+the model's width to the day's own record: ``sqrt(pi/2)`` times the mean absolute standardised
+error of the forecasts made so far (the first forecast of each period is kept until its targets
+finish), shrunk toward 1. That record is the one side effect of ``forecast``: the same calls at
+the same times (as the daemon and the backtest make them) give the same results.
+
+Everything is online and from past books only: ``observe`` folds books in (O(rows), vectorised),
+``forecast(t, ...)`` reads the finished periods' running sums and the trailing window, and
+refuses a ``t`` earlier than a book already observed (that would be a look-ahead).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from numpy.typing import ArrayLike, NDArray
+
+from agent.core.bookstats import (
+    N_FEATURES,
+    PeriodMean,
+    PeriodMeans,
+    Tail,
+    book_features,
+    trailing_mean,
+)
+from agent.errors import InvariantViolation
+from agent.impact.profile import IntradayProfile
+from feeds.model import BookBatch
+
+__all__ = ["ArPrior", "Forecast", "LiquidityForecaster"]
+
+_NAMES = ("beta", "gamma")
+_PHI_MAX = 0.99
+_FLUSH_ROWS = 4096  # observed rows folded in at once at the latest
+# 3-point Gauss-Hermite rule for a standard normal: nodes and probabilities
+_GH_NODES = np.array([-math.sqrt(3.0), 0.0, math.sqrt(3.0)])
+_GH_PROBS = np.array([1.0 / 6.0, 2.0 / 3.0, 1.0 / 6.0])
+
+
+@dataclass(frozen=True, slots=True)
+class ArPrior:
+    """Prior of the AR(1) dynamics, as a continuous-time mean reversion so it fits any period.
+
+    ``phi(P) = exp(-theta * P)``; the innovation variance at scale P is ``v * (1 - phi^2)``
+    with ``v`` the stationary variance of the period means. One value per feature (beta, gamma).
+
+    Attributes:
+        theta_per_s: Mean-reversion rates, 1/s, >= 0, shape (2,).
+        stat_var: Stationary variances of the log levels, >= 0, shape (2,).
+        weight_pairs: How many period pairs of the day the prior counts as.
+        source: Where the prior comes from (for the logs).
+    """
+
+    theta_per_s: tuple[float, float] = (1.0 / 1800.0, 1.0 / 1800.0)
+    stat_var: tuple[float, float] = (0.05, 0.05)
+    weight_pairs: float = 6.0
+    source: str = "default"
+
+    def at(self, period_ns: int) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
+        """Return ``(phi, s^2)`` at the period's scale, each shape (2,)."""
+        phi = np.exp(-np.asarray(self.theta_per_s, dtype=np.float64) * period_ns / 1e9)
+        phi = np.minimum(phi, _PHI_MAX)
+        return phi, np.asarray(self.stat_var, dtype=np.float64) * (1.0 - phi**2)
+
+
+@dataclass(frozen=True, slots=True)
+class Forecast:
+    """Multipliers of beta and gamma for the periods asked, relative to the current estimate.
+
+    The multipliers are the **expected** ones, ``exp(m + sd^2 / 2)`` of the log-normal level:
+    the current period is known (sd 0) and a later one is not, so comparing the known now with
+    a later *median* would make every uncertain period look cheap and defer the order. The
+    medians (the best point forecast of the log level) are ``median()``.
+
+    Attributes:
+        beta_mult: Expected multiplier of beta per period, shape (H,), 1 for the current period.
+        gamma_mult: Same for gamma, shape (H,).
+        log_sd_beta: Standard deviation of the log multiplier of beta, shape (H,), 0 now.
+        log_sd_gamma: Same for gamma, shape (H,).
+        fields: Scalars for the logs (``forecast.*``): phi, mu, state, reference, counts.
+    """
+
+    beta_mult: NDArray[np.float64]
+    gamma_mult: NDArray[np.float64]
+    log_sd_beta: NDArray[np.float64]
+    log_sd_gamma: NDArray[np.float64]
+    fields: dict[str, Any] = field(default_factory=dict)
+
+    def median(self) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
+        """Return the median multipliers ``(mb, mg)``, ``mult * exp(-sd^2 / 2)``, shape (H,)."""
+        return (
+            self.beta_mult * np.exp(-0.5 * self.log_sd_beta**2),
+            self.gamma_mult * np.exp(-0.5 * self.log_sd_gamma**2),
+        )
+
+    @property
+    def log_sd(self) -> NDArray[np.float64]:
+        """Per period, the larger of the two log-sds: the width of one scenario band."""
+        return np.maximum(self.log_sd_beta, self.log_sd_gamma)
+
+    def scenarios(
+        self, k_sd: float | None = None
+    ) -> tuple[NDArray[np.float64], NDArray[np.float64], NDArray[np.float64]]:
+        """Return cost scenarios ``(mb, mg, prob)``, shapes (S, H), (S, H), (S,).
+
+        Scenarios are the median times ``exp(node * sd)``. ``k_sd=None`` gives the 3-point
+        Gauss-Hermite rule (nodes ``0, +-sqrt(3)`` sd, probabilities 2/3, 1/6, 1/6): its
+        weighted multipliers are the expected ones (``beta_mult``) to ``O(sd^6)``, for the
+        stochastic variant. ``k_sd=k`` gives the three scenarios ``-k, 0, +k`` sd with equal
+        weights, for the robust (min-max) variant. Beta and gamma move together (one shock a
+        scenario): the dear scenario is dear on both.
+        """
+        nodes, probs = (
+            (_GH_NODES, _GH_PROBS)
+            if k_sd is None
+            else (np.array([-k_sd, 0.0, k_sd]), np.full(3, 1.0 / 3.0))
+        )
+        med_b, med_g = self.median()
+        mb = med_b[None, :] * np.exp(nodes[:, None] * self.log_sd_beta[None, :])
+        mg = med_g[None, :] * np.exp(nodes[:, None] * self.log_sd_gamma[None, :])
+        return mb, mg, probs
+
+    def cost_mult(self, spread_share: float) -> NDArray[np.float64]:
+        """Return the multiplier of the total cost at a size whose current cost is
+        ``spread_share`` from beta (the rest from gamma), shape (H,), for the nonparametric
+        curve (``mc_t``)."""
+        w = min(max(float(spread_share), 0.0), 1.0)
+        return w * self.beta_mult + (1.0 - w) * self.gamma_mult
+
+
+class _ArStats:
+    """Running sums of ``u_k = (z_k, L_k)`` (period mean, log profile) and of consecutive pairs.
+
+    The sums are kept in ``u`` so that the deseasonalised ``y_k = z_k - a L_k`` and its AR(1)
+    fit can be read in O(1) for any loading ``a`` (``w = (1, -a)``: ``sum y = w . sum u``,
+    ``sum y y' = w^T (sum u u'^T) w``).
+    """
+
+    def __init__(self, level_decay: float = 1.0) -> None:
+        F = N_FEATURES
+        self.level_decay = float(level_decay)  # per period, of the level's weights
+        self.ew_n = np.zeros(F)
+        self.ew_u = np.zeros((F, 2))
+        self.n = np.zeros(F)
+        self.su = np.zeros((F, 2))
+        self.suu = np.zeros((F, 2, 2))
+        self.pairs = np.zeros(F)
+        self.sp = np.zeros((F, 2))
+        self.sn = np.zeros((F, 2))
+        self.spp = np.zeros((F, 2, 2))
+        self.snn = np.zeros((F, 2, 2))
+        self.spn = np.zeros((F, 2, 2))
+        self.last_period: int | None = None
+        self.last_u = np.full((F, 2), np.nan)
+
+    def add(self, period: int, z: NDArray[np.float64], lp: NDArray[np.float64]) -> None:
+        u = np.stack([z, lp], axis=1)  # (F, 2)
+        fin = np.isfinite(z)
+        u0 = np.where(fin[:, None], u, 0.0)
+        gap = 1 if self.last_period is None else max(period - self.last_period, 1)
+        d = self.level_decay**gap
+        self.ew_n = self.ew_n * d + fin
+        self.ew_u = self.ew_u * d + u0
+        self.n += fin
+        self.su += u0
+        self.suu += u0[:, :, None] * u0[:, None, :]
+        if self.last_period is not None and period == self.last_period + 1:
+            ok = fin & np.isfinite(self.last_u[:, 0])
+            a = np.where(ok[:, None], self.last_u, 0.0)
+            b = np.where(ok[:, None], u, 0.0)
+            self.pairs += ok
+            self.sp += a
+            self.sn += b
+            self.spp += a[:, :, None] * a[:, None, :]
+            self.snn += b[:, :, None] * b[:, None, :]
+            self.spn += a[:, :, None] * b[:, None, :]
+        self.last_period = period
+        self.last_u = u
+
+    def loading(self, a0: float, n0: float) -> NDArray[np.float64]:
+        """Return the profile loading ``a`` per feature: OLS of z on L, shrunk toward ``a0``."""
+        n = self.n
+        with np.errstate(invalid="ignore", divide="ignore"):
+            cov = self.suu[:, 0, 1] - self.su[:, 0] * self.su[:, 1] / n
+            var = self.suu[:, 1, 1] - self.su[:, 1] ** 2 / n
+            a_hat = cov / var
+        ok = (n >= 3) & (var > 1e-12 * np.maximum(n, 1)) & np.isfinite(a_hat)
+        a_hat = np.clip(np.where(ok, a_hat, a0), 0.0, 2.0)
+        m = np.where(ok, n, 0.0)
+        return (m * a_hat + n0 * a0) / (m + n0)
+
+    def mean_y(self, a: NDArray[np.float64]) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
+        """Return ``(sum y, n)`` of the deseasonalised finished periods, each weighted by
+        ``level_decay ** age`` (1: the whole day the same)."""
+        return self.ew_u[:, 0] - a * self.ew_u[:, 1], self.ew_n
+
+    def ols(self, a: NDArray[np.float64]) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
+        """Return ``(phi_hat, s2_hat)`` of ``y = z - a L`` per feature; NaN below 3 pairs."""
+        w = np.stack([np.ones_like(a), -a], axis=1)  # (F, 2)
+
+        def quad(m: NDArray[np.float64]) -> NDArray[np.float64]:
+            return np.einsum("fi,fij,fj->f", w, m, w)
+
+        n = self.pairs
+        sx, sy = (w * self.sp).sum(axis=1), (w * self.sn).sum(axis=1)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            cov = quad(self.spn) - sx * sy / n
+            varx = quad(self.spp) - sx**2 / n
+            vary = quad(self.snn) - sy**2 / n
+            b = cov / varx
+            ssr = np.maximum(vary - b * cov, 0.0) / (n - 2)
+        ok = (n >= 3) & (varx > 0)
+        return np.where(ok, b, np.nan), np.where(ok, ssr, np.nan)
+
+
+class LiquidityForecaster:
+    """Online forecast of the beta and gamma multipliers of later periods (see module docstring).
+
+    Args:
+        period_ns: Period length P, ns.
+        side: ``"buy"``, ``"sell"`` or ``"both"``: the side whose depth slope is tracked.
+        origin_ns: Start of period 0 (the parent's start), ns; periods are ``origin + k P``.
+        profile: Intraday profile (earlier days or the prior); None for flat.
+        prior: Prior of the AR(1) dynamics.
+        state_window_ns: Trailing window of the state x; default one period.
+        now_window_ns: Window of the reference r; 0 (default) is the book in force.
+        level_half_life_ns: Half-life of the finished periods' weights in the level mu (the
+            day's level drifts); None weighs the whole day the same.
+        levels: Levels of the side in the depth slope.
+    """
+
+    def __init__(
+        self,
+        period_ns: int,
+        *,
+        side: str = "buy",
+        origin_ns: int = 0,
+        profile: IntradayProfile | None = None,
+        prior: ArPrior | None = None,
+        state_window_ns: int | None = None,
+        now_window_ns: int = 0,
+        level_half_life_ns: int | None = 3600 * 10**9,
+        levels: int = 5,
+    ) -> None:
+        if period_ns <= 0:
+            raise ValueError(f"period_ns must be > 0, got {period_ns}")
+        self.period_ns = int(period_ns)
+        self.side = side
+        self.levels = int(levels)
+        self.profile = profile if profile is not None and not profile.is_flat else None
+        self.prior = prior or ArPrior()
+        self.state_window_ns = int(state_window_ns if state_window_ns is not None else period_ns)
+        self.now_window_ns = int(now_window_ns)
+        book_features(BookBatch.empty("check"), side)  # validates side early
+        self._periods = PeriodMeans(self.period_ns, origin_ns, N_FEATURES)
+        decay = 1.0 if not level_half_life_ns else 0.5 ** (self.period_ns / level_half_life_ns)
+        self._ar = _ArStats(decay)
+        self._keep_ns = max(self.state_window_ns, self.now_window_ns)
+        self._tail = Tail(N_FEATURES)
+        self._unfolded: list[BookBatch] = []  # observed, not folded in yet (see ``_flush``)
+        self._unfolded_rows = 0
+        self._last_seen: int | None = None
+        self._phi0, self._s20 = self.prior.at(self.period_ns)
+        # width calibration: the first forecast of each period, kept until its targets finish
+        self._pending: dict[int, list[tuple[NDArray[np.float64], NDArray[np.float64]]]] = {}
+        self._recorded_period: int | None = None
+        self._e1 = np.zeros(N_FEATURES)  # sum of |standardised errors|
+        self._n_e = np.zeros(N_FEATURES)
+
+    @property
+    def origin_ns(self) -> int:
+        return self._periods.origin_ns
+
+    def _log_profile(self, t_ns: ArrayLike) -> NDArray[np.float64]:
+        """Return ``log m`` of beta and gamma at times, shape (n, 2) (zeros when flat)."""
+        t = np.atleast_1d(np.asarray(t_ns, dtype=np.int64))
+        if self.profile is None:
+            return np.zeros((t.size, N_FEATURES))
+        b = self.profile.bucket(t)
+        return np.log(np.stack([self.profile.beta_mult[b], self.profile.gamma_mult[b]], axis=1))
+
+    def observe(self, batch: BookBatch) -> None:
+        """Take in books newer than every book seen so far.
+
+        O(1) per call: books are folded in (vectorised, O(rows)) at the next ``forecast`` or
+        every ``_FLUSH_ROWS`` rows, so a live feed's one-book batches cost an append each.
+
+        Raises:
+            ValueError: If the batch starts before the newest book already seen.
+        """
+        n = len(batch)
+        if not n:
+            return
+        first = int(batch.ts_event_ns[0])
+        if self._last_seen is not None and first < self._last_seen:
+            raise ValueError(f"books out of order: {first} after {self._last_seen}")
+        self._last_seen = int(batch.ts_event_ns[-1])
+        self._unfolded.append(batch)
+        self._unfolded_rows += n
+        if self._unfolded_rows >= _FLUSH_ROWS:
+            self._flush()
+
+    def _flush(self) -> None:
+        if not self._unfolded:
+            return
+        batch = BookBatch.concat(self._unfolded)
+        self._unfolded, self._unfolded_rows = [], 0
+        z = book_features(batch, self.side, self.levels)
+        ts = np.asarray(batch.ts_event_ns, dtype=np.int64)
+        finished = self._periods.add(ts, z)
+        if finished:
+            self._fold(finished)
+        self._tail.append(ts, z)
+        self._tail.trim(int(ts[-1]) - self._keep_ns)
+
+    def _fold(self, finished: list[PeriodMean]) -> None:
+        half = self.period_ns // 2
+        mids = [self.origin_ns + pm.period * self.period_ns + half for pm in finished]
+        lp = self._log_profile(np.array(mids, dtype=np.int64))
+        for pm, lp_k in zip(finished, lp, strict=True):
+            self._ar.add(pm.period, pm.mean, lp_k)
+            for pred, sd in self._pending.pop(pm.period, []):
+                e = (pm.mean - pred) / sd
+                ok = np.isfinite(e)
+                self._e1 += np.where(ok, np.abs(e), 0.0)
+                self._n_e += ok
+        last = finished[-1].period
+        for p in [p for p in self._pending if p < last]:  # targets that got no books
+            del self._pending[p]
+
+    def sd_scale(self) -> NDArray[np.float64]:
+        """Return the factor on the model's log-sd per feature that the day's own forecast
+        errors call for: ``sqrt(pi/2) mean |e|`` of the standardised errors of earlier forecasts
+        (the first one of each period; 1 for normal errors, and less swayed than the RMS by the
+        open's outliers), shrunk toward 1, clipped to [0.5, 3]."""
+        self._flush()
+        n0 = self.prior.weight_pairs
+        k = (math.sqrt(math.pi / 2.0) * self._e1 + n0) / (self._n_e + n0)
+        return np.clip(k, 0.5, 3.0)
+
+    def loading(self) -> NDArray[np.float64]:
+        """Return the profile loading ``a`` per feature (1 = the profile's shape as given)."""
+        self._flush()
+        if self.profile is None:
+            return np.zeros(N_FEATURES)
+        return self._ar.loading(1.0, self.prior.weight_pairs)
+
+    def dynamics(
+        self, a: NDArray[np.float64] | None = None
+    ) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
+        """Return the current ``(phi, s^2)`` per feature, shrunk toward the prior."""
+        phi_hat, s2_hat = self._ar.ols(self.loading() if a is None else a)
+        n = np.where(np.isfinite(phi_hat), self._ar.pairs, 0.0)
+        n0 = self.prior.weight_pairs
+        phi_hat = np.clip(np.nan_to_num(phi_hat, nan=0.0), 0.0, _PHI_MAX)
+        s2_hat = np.nan_to_num(s2_hat, nan=0.0)
+        phi = (n * phi_hat + n0 * self._phi0) / (n + n0)
+        s2 = (n * s2_hat + n0 * self._s20) / (n + n0)
+        return phi, s2
+
+    def _record(
+        self,
+        t_ns: int,
+        starts: NDArray[np.int64],
+        ez: NDArray[np.float64],
+        sd: NDArray[np.float64],
+        later: NDArray[np.bool_],
+    ) -> None:
+        """Keep the first forecast made in each period, to score it when its targets finish."""
+        now = self._periods.period_of(t_ns)
+        if self._recorded_period == now:
+            return
+        self._recorded_period = now
+        targets = (starts + self.period_ns // 2 - self.origin_ns) // self.period_ns
+        for j in np.flatnonzero(later & np.all(sd > 0, axis=1)):
+            self._pending.setdefault(int(targets[j]), []).append((ez[j].copy(), sd[j].copy()))
+
+    def forecast(self, t_ns: int, starts: ArrayLike) -> Forecast:
+        """Return the multipliers of the periods starting at ``starts`` relative to now.
+
+        Args:
+            t_ns: Decision time, ns; no book observed so far may be later.
+            starts: Period start times, ns, shape (H,); a period containing ``t_ns`` (or
+                already past) is the current one and gets multiplier 1.
+
+        Raises:
+            InvariantViolation: If a book later than ``t_ns`` was observed (look-ahead).
+        """
+        s = np.asarray(starts, dtype=np.int64)
+        last = self._last_seen
+        if last is not None and last > t_ns:
+            raise InvariantViolation(
+                f"forecast at {t_ns} after observing a book at {last}: the caller looked ahead"
+            )
+        H = s.size
+        ones, zeros = np.ones(H), np.zeros(H)
+        self._flush()
+        if not len(self._tail):
+            return Forecast(ones, ones.copy(), zeros, zeros.copy(), {"status": "no_books"})
+        ts, z = self._tail.view()
+        x, in_force = trailing_mean(ts, z, t_ns, self.state_window_ns)
+        ref = (
+            in_force
+            if self.now_window_ns <= 0
+            else trailing_mean(ts, z, t_ns, self.now_window_ns)[0]
+        )
+        ref = np.where(np.isfinite(ref), ref, x)
+        P = self.period_ns
+        a = self.loading()
+        x_d = x - a * self._log_profile(t_ns - self.state_window_ns // 2)[0]
+        sum_y, n_y = self._ar.mean_y(a)
+        with np.errstate(invalid="ignore"):
+            mu = (sum_y + np.where(np.isfinite(x_d), x_d, 0.0)) / (n_y + np.isfinite(x_d))
+        phi, s2 = self.dynamics(a)
+        lag = (s + P / 2 - (t_ns - self.state_window_ns / 2)) / P  # centre to centre, periods
+        later = s > t_ns  # a period that has started (the current one) keeps multiplier 1
+        lag = np.maximum(lag, 0.0)
+        lp = a[None, :] * self._log_profile(s + P // 2)
+        pk = phi[None, :] ** lag[:, None]  # (H, 2)
+        ez = lp + mu[None, :] + pk * (x_d - mu)[None, :]
+        with np.errstate(invalid="ignore", over="ignore"):
+            mult = np.exp(ez - ref[None, :])
+            denom = np.where(phi < 1.0, 1.0 - phi**2, 1.0)
+            var = np.where(
+                phi[None, :] < 1.0, s2[None, :] * (1.0 - pk**2) / denom[None, :], s2 * lag[:, None]
+            )
+        ok = np.isfinite(mult)
+        mult = np.where(later[:, None] & ok, mult, 1.0)
+        sd_model = np.sqrt(np.maximum(var, 0.0))
+        self._record(t_ns, s, ez, sd_model, later & ok.all(axis=1))
+        scale = self.sd_scale()
+        sd = np.where(later[:, None] & ok, sd_model * scale[None, :], 0.0)
+        mult = mult * np.exp(0.5 * sd**2)  # expected, not median (see ``Forecast``)
+        fields: dict[str, Any] = {
+            "status": "ok" if np.all(np.isfinite(ref)) else "no_state",
+            "n_periods": int(self._ar.n.min()),
+            "n_pairs": int(self._ar.pairs.min()),
+            "profile": "flat" if self.profile is None else self.profile.source,
+            "prior": self.prior.source,
+        }
+        for i, name in enumerate(_NAMES):
+            fields[f"phi_{name}"] = float(phi[i])
+            fields[f"sd_{name}"] = float(math.sqrt(s2[i]))
+            fields[f"mu_{name}"] = float(mu[i])
+            fields[f"state_{name}"] = float(x[i])
+            fields[f"ref_{name}"] = float(ref[i])
+            fields[f"loading_{name}"] = float(a[i])
+            fields[f"sd_scale_{name}"] = float(scale[i])
+        return Forecast(mult[:, 0], mult[:, 1], sd[:, 0], sd[:, 1], fields)
