@@ -35,7 +35,7 @@ from agent.core.policy import DecisionInput, Policy, PolicyStep, TwapPolicy
 from agent.core.window import RollingWindow
 from agent.model import ChildOrder, OrderEvent, OrderFilled, OrderRejected, OrderStatus, Side
 from agent.orders.tracker import OrderTracker, Transition
-from agent.risk import RiskGates
+from agent.risk import AggregateGates, RiskGates
 from feeds.model import BookBatch
 
 __all__ = [
@@ -233,6 +233,8 @@ class ParentCore:
         estimator: The window's incremental cost curve (possibly shared with other parents on
             the symbol and side; the ``SymbolSession`` pushes the rows into it), or None to
             walk the window at each decision.
+        aggregate: Daemon-wide limits over every parent (gross notional, shares per symbol,
+            open orders, rate), shared by every parent's core (None: none).
     """
 
     def __init__(
@@ -243,9 +245,11 @@ class ParentCore:
         order_gates: RiskGates | None = None,
         benchmark: bool = False,
         estimator: IncrementalCurve | None = None,
+        aggregate: AggregateGates | None = None,
     ) -> None:
         p = params
         self.estimator = estimator
+        self.aggregate = aggregate
         self.p = p
         self.side = p.side
         self.grid = PeriodGrid(p.start_ns, p.end_ns, p.period_ns)
@@ -593,6 +597,15 @@ class ParentCore:
         multiple = self._multiple(qty)
         if multiple is not None:
             return multiple
+        if self.aggregate is not None:
+            agg = self.aggregate.check(
+                symbol=self.p.symbol, qty=qty, limit_px=limit_px, now_ns=t_ns
+            )
+            if not agg.ok:
+                return f"aggregate.{agg.gate}", agg.detail
+            self.aggregate.record_sent(
+                coid, symbol=self.p.symbol, qty=qty, limit_px=limit_px, now_ns=t_ns
+            )
         if self.order_gates is not None:
             self.order_gates.record_sent(coid, t_ns)
         self.gates.record_sent(coid, t_ns)
@@ -661,6 +674,8 @@ class ParentCore:
         out: list[Action] = []
         if tr.applied:
             out.append(Record(leg.name, event))
+            if leg is self.mpc:
+                self._account(tr, event)
         if isinstance(event, OrderStatus):
             child = leg.tracker.children.get(event.client_order_id)
             out.append(
@@ -723,6 +738,16 @@ class ParentCore:
             )
         return tr, out
 
+    def _account(self, tr: Transition, event: OrderEvent) -> None:
+        """Keep the daemon-wide exposure up to date with what the venue did."""
+        if self.aggregate is None:
+            return
+        if tr.fill_qty:
+            px = event.px if isinstance(event, OrderFilled) else getattr(event, "avg_px", 0.0)
+            self.aggregate.record_fill(tr.client_order_id, tr.fill_qty, float(px))
+        if tr.new is not None and tr.new.terminal:
+            self.aggregate.record_closed(tr.client_order_id)
+
     def rejected(self, leg: Leg, child: ChildOrder, reason: str) -> tuple[Transition, list[Action]]:
         """The broker refused ``child`` before it reached the book: its quantity is free again."""
         return self.on_event(leg, OrderRejected(child.client_order_id, child.ts_created_ns, reason))
@@ -746,10 +771,20 @@ class ParentCore:
                 leg.tracker.on_submitted(item, item.ts_created_ns)
                 if leg is self.mpc and self.gates is not None:
                     self.gates.record_sent(item.client_order_id, item.ts_created_ns)
+                if leg is self.mpc and self.aggregate is not None:
+                    self.aggregate.record_sent(
+                        item.client_order_id,
+                        symbol=item.symbol,
+                        qty=item.qty,
+                        limit_px=item.limit_px,
+                        now_ns=item.ts_created_ns,
+                    )
                 leg.children.append(item.client_order_id)
                 leg.n_sent += 1
             else:
-                leg.tracker.on_event(item)
+                tr = leg.tracker.on_event(item)
+                if leg is self.mpc and tr.applied:
+                    self._account(tr, item)
         if periods:
             self.k_next = max(periods) + 1
             if self.k_next >= self.grid.n:

@@ -260,7 +260,7 @@ async def test_an_overfill_report_halts_the_daemon_and_is_kept(tmp_path):
     class OverfillBroker(SimulatedBroker):
         async def submit(self, order):
             await super().submit(order)
-            if order.client_order_id == "P-00002":
+            if order.client_order_id.endswith("-00002"):
                 self._put([OrderFilled(order.client_order_id, "bad", order.qty * 3, 50.0, 0)])
 
     journal = Journal(tmp_path / "j.sqlite")
@@ -278,7 +278,9 @@ async def test_an_overfill_report_halts_the_daemon_and_is_kept(tmp_path):
         for e in logs
         if e["event"] == "order.submitted" and e["strategy"] == "mpc"
     ]
-    assert sent == ["P-00001", "P-00002"]
+    # P-<run tag>-<n>: the tag is this start's, from the journal
+    assert [c.rsplit("-", 1)[1] for c in sent] == ["00001", "00002"]
+    assert len({c.rsplit("-", 1)[0] for c in sent}) == 1 and sent[0].startswith("P-")
     rows = journal._pool.submit(
         lambda: journal._conn.execute("SELECT body FROM records WHERE kind='anomaly'").fetchall()
     ).result()
