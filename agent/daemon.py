@@ -312,6 +312,8 @@ class ParentRunner:
                 self.apply(leg, OrderRejected(coid, child.ts_created_ns, "journal_unavailable"))
                 return
             crash_point("intent_durable")
+        if a.log is not None:
+            self._emit(a.log)
         if a.leg == "mpc":
             self.sent_at[coid] = asyncio.get_running_loop().time()
             self.metrics.order_sent(self.order.id)
@@ -878,7 +880,7 @@ class Daemon:
             rep = self.journal.report()
             if not rep.ok:
                 log.error(
-                    "journal.conflict",
+                    "journal.duplicates",
                     duplicate_parents=list(rep.duplicate_parents),
                     duplicate_client_order_ids=list(rep.duplicate_client_order_ids)[:20],
                 )

@@ -64,11 +64,25 @@ _EVENT_NAMES = {
 
 # -- actions --------------------------------------------------------------------------------------
 @dataclass(frozen=True, slots=True)
+class Log:
+    """A structured log line: ``event`` at ``level`` with ``fields``."""
+
+    level: str
+    event: str
+    fields: dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
 class Send:
-    """Send ``child`` on ``leg`` (the daemon: journal the intent first, then the broker)."""
+    """Send ``child`` on ``leg`` (the daemon: journal the intent first, then the broker).
+
+    ``log`` is the ``order.submitted`` line, emitted once the intent is durable, as the child
+    goes to the broker (never for a child that did not go).
+    """
 
     leg: str
     child: ChildOrder
+    log: Log | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,15 +109,6 @@ class Record:
 
     leg: str
     event: OrderEvent
-
-
-@dataclass(frozen=True, slots=True)
-class Log:
-    """A structured log line: ``event`` at ``level`` with ``fields``."""
-
-    level: str
-    event: str
-    fields: dict[str, Any]
 
 
 Action = Send | Cancel | Decided | Record | Log
@@ -549,8 +554,7 @@ class ParentCore:
                     dict(step.fields) if step is not None else {},
                 )
             )
-        out.append(Log(leg.log_level, "order.submitted", fields))
-        out.append(Send(leg.name, child))
+        out.append(Send(leg.name, child, Log(leg.log_level, "order.submitted", fields)))
 
     def _gate(
         self, leg: Leg, coid: str, qty: float, limit_px: float, t_ns: int, env: Env
