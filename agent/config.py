@@ -281,11 +281,18 @@ class StrategyParamsConfig(StrictModel):
     TWAP slice, ``pause`` sends nothing that period. ``max_child_multiple``: no child above
     this multiple of the parent's average period quantity (quantity / periods), so a time jump
     or a stalled feed never fires a catch-up dump (blocked as ``risk.blocked``, gate
-    ``max_child_multiple``); on by default, ``0`` turns it off explicitly.
+    ``max_child_multiple``); on by default, ``0`` turns it off explicitly. ``forecast``
+    (MPC): ``adaptive`` forecasts every later period from the current state of the book
+    moving toward the day's level (``agent.core.forecast``, docs/forecast.md), ``profile``
+    gives every later period the current estimate times the intraday profile (the MPC is then
+    TWAP on a flat profile). ``prior_profile``: without ``estimation.history``, use the
+    packaged prior profile estimated from other symbols' days (never the symbol's own).
     """
 
     pov_rate: float = Field(0.10, gt=0, le=1)
     max_child_multiple: float = Field(10.0, ge=0, allow_inf_nan=False)
+    forecast: Literal["adaptive", "profile"] = "adaptive"
+    prior_profile: bool = True
     final_retry_s: float = Field(15.0, gt=0)
     scenario_weights: tuple[float, float, float] = (0.5, 0.25, 0.25)
     on_solve_failure: Literal["twap", "pause"] = "twap"

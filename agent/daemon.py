@@ -45,7 +45,7 @@ from agent.core.parent import (
     Send,
     Summary,
 )
-from agent.core.policy import StrategySpec, make_policy, tod_volume
+from agent.core.policy import StrategySpec, adaptive_forecaster, make_policy, tod_volume
 from agent.core.session import DecideAt, SymbolSession, VenueEvents
 from agent.core.venue import SimVenue
 from agent.errors import BrokerError, BrokerRejected, InvariantViolation, JournalUnavailable
@@ -56,6 +56,7 @@ from agent.journal import Journal, ParentHistory, make_run_tag
 from agent.metrics import NullMetrics
 from agent.model import OrderEvent, OrderRejected, OrderStatus
 from agent.orders.tracker import Transition
+from agent.prior import packaged_prior
 from agent.risk import AggregateGates, RiskGates, RiskLimits
 from feeds.base import BookFeed
 from feeds.clock import Clock, WallClock
@@ -84,6 +85,7 @@ def strategy_spec(cfg: AgentConfig) -> StrategySpec:
         pov_rate=s.pov_rate,
         scenario_weights=s.scenario_weights,
         on_solve_failure=s.on_solve_failure,
+        forecast=s.forecast,
     )
 
 
@@ -142,12 +144,23 @@ def build_core(
             key,
             lambda: IncrementalCurve(order.side.value, sizes, depth, p.window_ns, est.weighting),
         )
+    spec = strategy_spec(cfg)
+    ar = None
+    if spec.kind == "mpc" and profile.is_flat and cfg.strategy.prior_profile:
+        # No earlier day of this symbol: the prior from other symbols' days.
+        prior = packaged_prior(order.symbol, order.side.value)
+        if prior is not None:
+            profile, ar = prior.profile, prior.ar
+    forecaster = adaptive_forecaster(
+        spec, order.side.value, p.start_ns, p.period_ns, p.window_ns, profile, ar
+    )
     policy = make_policy(
-        strategy_spec(cfg),
+        spec,
         order.side.value,
         sizes,
         depth,
         profile,
+        forecaster=forecaster,
         min_snapshots=est.min_snapshots,
         weighting=est.weighting,
         period_s=order.period_s,

@@ -326,6 +326,9 @@ class ParentCore:
             return
         self.window.append(seg)
         self.n_books += len(seg)
+        observe = getattr(self.mpc.policy, "observe", None)
+        if observe is not None:
+            observe(seg)
         self.last_mid = float(seg.mid[-1])
         self._last_row = (
             (seg.ask_px[-1], seg.ask_sz[-1])

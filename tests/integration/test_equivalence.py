@@ -145,7 +145,7 @@ def _backtest(name: str, side: str):
         name,
         params,
         qty=QTY,
-        mpc_profile="flat",
+        mpc_profile="history",  # no history day: the packaged prior, as the daemon
     )
     history = load_history(hist, "SYNA") if hist else None
     return simulate(load_day(str(DAY), "mbp10", "SYNA"), spec, history)

@@ -56,6 +56,8 @@ collar_bps = {collar}
 window_s = 300
 [strategy]
 model = "{model}"
+prior_profile = false  # hand-built books: no prior from other symbols' days
+forecast = "{forecast}"
 {risk}
 [[orders]]
 id = "P"
@@ -78,6 +80,7 @@ def cfg_for(
     model: str = "quadratic",
     risk: str = "",
     period: int = 300,
+    forecast: str = "profile",  # hand-built books with exact answers: the profile forecast
 ):
     data = tmp_path / "dummy.csv"
     data.write_text("unused\n")
@@ -91,6 +94,7 @@ def cfg_for(
             model=model,
             risk=risk,
             period=period,
+            forecast=forecast,
         )
     )
     return load_config(p)[0]
@@ -105,7 +109,7 @@ def steps(logs: list[dict]) -> list[dict]:
 async def test_constant_book_mpc_is_twap(tmp_path, side, model):
     """A book that never changes: every period costs the same, so the plan is uniform and the
     MPC pays exactly what TWAP pays."""
-    cfg = cfg_for(tmp_path, side=side, model=model)
+    cfg = cfg_for(tmp_path, side=side, model=model, forecast="profile")
     ts = T0 + np.arange(0, 2 * 3600, 1) * NS
     feed = ListFeed([book(ts[i : i + 1000], 500.0) for i in range(0, len(ts), 1000)])
     with capture_logs() as logs:
@@ -376,3 +380,18 @@ async def test_live_without_any_book_ends_at_the_deadline_by_the_wall_clock(tmp_
     assert dl["books_seen"] == 0 and dl["reason"] == "no book before the deadline"
     assert not [e for e in logs if e["event"] == "order.submitted"]
     assert not [e for e in logs if e["event"] == "feed.ended_before_deadline"]
+
+
+@pytest.mark.parametrize("side", ["buy", "sell"])
+async def test_constant_book_adaptive_mpc_stays_near_twap(tmp_path, side):
+    """The adaptive forecast on a book that never changes: the state is the day's level, so
+    the plan stays close to uniform (only the forecast's uncertainty, which makes later
+    periods a little dearer in expectation, tilts it forward) and completes."""
+    cfg = cfg_for(tmp_path, side=side, forecast="adaptive")
+    ts = T0 + np.arange(0, 2 * 3600, 1) * NS
+    feed = ListFeed([book(ts[i : i + 1000], 500.0) for i in range(0, len(ts), 1000)])
+    with capture_logs() as logs:
+        (s,) = await run(cfg, lambda sym: feed)
+    assert s.status == "completed" and s.filled_qty == 12_000
+    kids = [e["child_qty"] for e in steps(logs)]
+    assert len(kids) == 12 and max(abs(k - 1000.0) for k in kids) <= 300.0
