@@ -29,6 +29,9 @@ CONFIG = f"""
 files = {{ SYNA = "{SAMPLE.as_posix()}" }}
 [broker]
 collar_bps = 100
+[strategy]
+forecast = "profile"  # children from the first period on: this test is about the channel
+prior_profile = false
 [journal]
 path = "journal.sqlite"
 [control]
