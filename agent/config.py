@@ -280,8 +280,8 @@ class StrategyParamsConfig(StrictModel):
     the robust MPC takes the worst of the same three. ``on_solve_failure``: ``twap`` sends the
     TWAP slice, ``pause`` sends nothing that period. ``max_child_multiple``: no child above
     this multiple of the parent's average period quantity (quantity / periods), so a time jump
-    or a stalled feed never fires a catch-up dump (blocked as ``risk.blocked``, gate
-    ``max_child_multiple``); on by default, ``0`` turns it off explicitly. ``forecast``
+    or a stalled feed never fires a catch-up dump (a larger child is capped, logged as
+    ``mpc.child_capped``); on by default, ``0`` turns it off explicitly. ``forecast``
     (MPC): ``adaptive`` forecasts every later period from the current state of the book
     moving toward the day's level (``agent.core.forecast``, docs/forecast.md), ``profile``
     gives every later period the current estimate times the intraday profile (the MPC is then

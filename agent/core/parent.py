@@ -501,6 +501,28 @@ class ParentCore:
         qty = min(qty, leg.tracker.uncommitted_qty)
         if qty <= 0 or not math.isfinite(self.last_mid):
             return
+        if leg.gated and self.p.max_child_multiple > 0:
+            # The catch-up guard: no child above max_child_multiple average periods (a time
+            # jump, a silent feed or a late resume never fires the rest as one dump); the
+            # rest waits for the next decision or retry.
+            lim = self._multiple_limit()
+            if qty > lim + 1e-9:
+                capped = math.floor(lim / self.p.lot + 1e-9) * self.p.lot or lim
+                out.append(
+                    Log(
+                        "warning",
+                        "mpc.child_capped",
+                        {
+                            "period": k,
+                            "qty": qty,
+                            "capped_qty": capped,
+                            "limit": f"{self.p.max_child_multiple:g}x the average period "
+                            f"quantity {self.p.quantity / self.grid.n:g} "
+                            "(strategy.max_child_multiple; 0: off)",
+                        },
+                    )
+                )
+                qty = float(capped)
         coid = f"{leg.prefix}{leg.n_sent + 1:05d}"
         limit_px = collar_limit_px(self.side, self.last_mid, self.p.collar_bps)
         if leg.gated:
@@ -578,7 +600,7 @@ class ParentCore:
             # Counted from the journal's intents, so a kill -9 and a restart do not reset it.
             return "max_children_per_parent", f"{leg.n_sent} children sent, limit {cap_n}"
         if self.gates is None:
-            return self._multiple(qty)
+            return None
         px, sz = self._last_row if self._last_row is not None else (np.zeros(0), np.zeros(0))
         with np.errstate(invalid="ignore"):
             inside = (px <= limit_px) if self.side is Side.BUY else (px >= limit_px)
@@ -601,9 +623,6 @@ class ParentCore:
             res = self.order_gates.check(**args)
             if not res.ok:
                 return f"order.{res.gate}", res.detail
-        multiple = self._multiple(qty)
-        if multiple is not None:
-            return multiple
         if self.aggregate is not None:
             agg = self.aggregate.check(
                 symbol=self.p.symbol, qty=qty, limit_px=limit_px, now_ns=t_ns
@@ -618,19 +637,10 @@ class ParentCore:
         self.gates.record_sent(coid, t_ns)
         return None
 
-    def _multiple(self, qty: float) -> tuple[str, str] | None:
-        """The catch-up guard: no child above ``max_child_multiple`` average periods."""
-        mult = self.p.max_child_multiple
-        if mult > 0:
-            avg = self.p.quantity / self.grid.n
-            lim = mult * max(avg, float(self.p.lot))
-            if qty > lim + 1e-9:
-                return (
-                    "max_child_multiple",
-                    f"{qty:g} shares is {qty / avg:.1f}x the average period quantity "
-                    f"{avg:g} (limit {mult:g}x; strategy.max_child_multiple = 0 turns it off)",
-                )
-        return None
+    def _multiple_limit(self) -> float:
+        """Return the largest child the catch-up guard lets through, shares."""
+        avg = self.p.quantity / self.grid.n
+        return self.p.max_child_multiple * max(avg, float(self.p.lot))
 
     # -- operator -------------------------------------------------------------------------------
     def cancel_open(self, reason: str) -> list[Action]:

@@ -336,7 +336,8 @@ async def test_no_child_is_sent_into_a_broker_that_is_down(tmp_path):
 
 async def test_a_frame_ten_years_ahead_never_fires_a_catch_up_dump(tmp_path):
     """A book dated ten years ahead skips the periods it jumps over; the last period would
-    then send the rest of the parent in one child. It is blocked (risk.max_child_multiple)."""
+    then send the rest of the parent in one child. It is capped at ten average periods
+    (strategy.max_child_multiple) and the parent ends incomplete, said in the logs."""
     cfg = cfg_for(tmp_path, period=60)  # 60 periods of 200 shares on average
     ts = T0 + np.arange(0, 1200, 1) * NS  # 13:30 to 13:50: the first fifteen periods
     far = np.array([T0 + 10 * 365 * 86_400 * NS])
@@ -345,8 +346,8 @@ async def test_a_frame_ten_years_ahead_never_fires_a_catch_up_dump(tmp_path):
     sent = [e["qty"] for e in logs if e["event"] == "order.submitted" and e["strategy"] == "mpc"]
     avg = 12_000 / 60
     assert sent and max(sent) <= 10 * avg
-    blocked = [e for e in logs if e["event"] == "risk.blocked"]
-    assert blocked and all(b["gate"] == "max_child_multiple" for b in blocked)
+    capped = [e for e in logs if e["event"] == "mpc.child_capped"]
+    assert capped and all(c["capped_qty"] <= 10 * avg for c in capped)
     assert s.status == "incomplete" and s.filled_qty == sum(sent)
 
 
