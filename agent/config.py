@@ -287,12 +287,16 @@ class StrategyParamsConfig(StrictModel):
     gives every later period the current estimate times the intraday profile (the MPC is then
     TWAP on a flat profile). ``prior_profile``: without ``estimation.history``, use the
     packaged prior profile estimated from other symbols' days (never the symbol's own).
+    ``max_participation`` (MPC, deterministic and timing risk): plan at most this share of
+    each period's expected market volume (from the feed's trades, forecast by
+    ``agent.core.volume``); relaxed only when the deadline needs it; 0 = off.
     """
 
     pov_rate: float = Field(0.10, gt=0, le=1)
     max_child_multiple: float = Field(10.0, ge=0, allow_inf_nan=False)
     forecast: Literal["adaptive", "profile"] = "adaptive"
     prior_profile: bool = True
+    max_participation: float = Field(0.0, ge=0, le=1)
     final_retry_s: float = Field(15.0, gt=0)
     scenario_weights: tuple[float, float, float] = (0.5, 0.25, 0.25)
     on_solve_failure: Literal["twap", "pause"] = "twap"

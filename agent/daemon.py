@@ -110,6 +110,7 @@ def parent_params(order: OrderConfig, cfg: AgentConfig, id_tag: str = "") -> Par
         max_window_rows=cfg.estimation.max_window_rows,
         max_children=cap_n,
         max_child_multiple=cfg.strategy.max_child_multiple,
+        max_participation=cfg.strategy.max_participation,
         id_tag=id_tag,
     )
 

@@ -91,6 +91,7 @@ def sim_params(cfg: BacktestConfig, lot: int | None = None) -> SimParams:
         max_child_multiple=s.max_child_multiple,
         forecast=s.forecast,
         prior_profile=s.prior_profile,
+        max_participation=s.max_participation,
         final_retry_s=s.final_retry_s,
         scenario_weights=s.scenario_weights,
         unfilled_penalty_bps=cfg.tca.unfilled_penalty_bps,

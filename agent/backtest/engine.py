@@ -84,6 +84,7 @@ class SimParams:
     incremental: bool = True
     forecast: str = "adaptive"
     prior_profile: bool = True
+    max_participation: float = 0.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -312,6 +313,7 @@ def simulate(
         window_ns=round(p.window_s * _NS),
         max_window_rows=p.max_window_rows,
         max_child_multiple=p.max_child_multiple,
+        max_participation=p.max_participation,
     )
     session = SymbolSession(day.symbol, [])
     estimator = None

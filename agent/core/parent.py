@@ -32,6 +32,7 @@ from agent.brokers.matching import collar_limit_px
 from agent.core.estimator import IncrementalCurve
 from agent.core.plan import NO_TIMER, Decision, PeriodGrid
 from agent.core.policy import DecisionInput, Policy, PolicyStep, TwapPolicy
+from agent.core.volume import VolumeTracker, participation_caps
 from agent.core.window import RollingWindow
 from agent.model import ChildOrder, OrderEvent, OrderFilled, OrderRejected, OrderStatus, Side
 from agent.orders.tracker import OrderTracker, Transition
@@ -138,6 +139,8 @@ class ParentParams:
         max_children: Children the mpc leg may send (0 = no limit; counted across restarts).
         max_child_multiple: A child at most this multiple of ``quantity / periods`` (0 = off):
             no catch-up dump after a time jump or a silent feed.
+        max_participation: The MPC plans at most this share of each period's expected market
+            volume (from the feed's trades; 0 = off).
         id_tag: Extra component of the client order ids (a run tag: ids unique across runs).
     """
 
@@ -156,6 +159,7 @@ class ParentParams:
     max_window_rows: int = 20_000
     max_children: int = 0
     max_child_multiple: float = 0.0
+    max_participation: float = 0.0
     id_tag: str = ""
 
 
@@ -255,6 +259,8 @@ class ParentCore:
         p = params
         self.estimator = estimator
         self.aggregate = aggregate
+        # Traded volume per period, for the participation cap (p.max_participation).
+        self.volume = VolumeTracker(p.period_ns, p.start_ns) if p.max_participation > 0 else None
         self.p = p
         self.side = p.side
         self.grid = PeriodGrid(p.start_ns, p.end_ns, p.period_ns)
@@ -340,6 +346,8 @@ class ParentCore:
     def on_trades(self, ts_ns: NDArray[np.int64], qty: NDArray[np.float64]) -> None:
         """Take in market trades (times and sizes) that precede the next decision time."""
         self._trades_known = True
+        if self.volume is not None and ts_ns.size:
+            self.volume.observe_trades(ts_ns, qty)
         if ts_ns.size:
             self._trade_ts.append(np.asarray(ts_ns, dtype=np.int64))
             self._trade_qty.append(np.asarray(qty, dtype=np.float64))
@@ -438,6 +446,7 @@ class ParentCore:
             window=lambda: self.window.view(t_ns),
             prev_volume=prev,
             timer=self.timer,
+            caps=self._participation_caps(t_ns) if leg is self.mpc else None,
             curve=(
                 None
                 if self.estimator is None or leg is not self.mpc
@@ -636,6 +645,14 @@ class ParentCore:
             self.order_gates.record_sent(coid, t_ns)
         self.gates.record_sent(coid, t_ns)
         return None
+
+    def _participation_caps(self, t_ns: int) -> NDArray[np.float64] | None:
+        """Return the solver's caps of periods k.. from the expected volume (None: off)."""
+        if self.volume is None:
+            return None
+        starts = self.grid.starts(min(self.k_next - 1, self.grid.n - 1) if self.k_next else 0)
+        vf = self.volume.forecast(t_ns, starts)
+        return participation_caps(self.p.max_participation, vf.volume)
 
     def _multiple_limit(self) -> float:
         """Return the largest child the catch-up guard lets through, shares."""

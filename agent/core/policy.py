@@ -170,6 +170,8 @@ class DecisionInput:
         timer: Monotonic seconds to time solves with (the core reads no clock itself).
         curve: Returns the window's cost curve at ``t_ns`` and its row count from the
             incremental estimator (None: walk the window's rows at the decision).
+        caps: Most the MPC may plan per period k..N-1 (the participation cap), shape
+            (N-k,), ``inf`` where unknown; None: no cap.
     """
 
     k: int
@@ -185,6 +187,7 @@ class DecisionInput:
     prev_volume: float = math.nan
     timer: Callable[[], float] = NO_TIMER
     curve: Callable[[], tuple[CostCurve, int]] | None = None
+    caps: NDArray[np.float64] | None = None
 
     @property
     def remaining(self) -> float:
@@ -607,7 +610,10 @@ class MpcPolicy:
                 fallback_twap_qty=(inp.twap_qty if self.spec.on_solve_failure == "twap" else None),
                 carry=inp.carry,
                 timer=inp.timer,
+                caps=inp.caps,
             )
+        if inp.caps is not None and inp.caps.size:
+            fields["participation_cap"] = float(inp.caps[0]) if np.isfinite(inp.caps[0]) else None
         return PolicyStep(d, g0, fields)
 
     def _decide_risk(self, inp: DecisionInput, base: CostSet, sigma: float) -> Decision:
