@@ -274,6 +274,7 @@ def _order(tmp: Path, files: str) -> Path:
 
 def test_feed_files_refuse_an_unknown_type_in_one_line(tmp_path: Path) -> None:
     """feed.files with a file of no supported format fails at start, naming the key."""
+    (tmp_path / "books.parquet").write_bytes(b"PAR1")
     with pytest.raises(ConfigError) as e:
         load_config(_order(tmp_path, '"books.parquet"'))
     msg = str(e.value)
