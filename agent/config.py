@@ -24,6 +24,8 @@ from pydantic import (
     field_validator,
     model_validator,
 )
+from websockets.exceptions import InvalidURI
+from websockets.uri import parse_uri
 
 from agent.errors import ConfigError
 from agent.model import Side
@@ -47,7 +49,7 @@ PositiveFloat = Annotated[float, Field(gt=0)]
 class StrictModel(BaseModel):
     """A config table: frozen, unknown keys rejected."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
 
 
 class LoggingConfig(StrictModel):
@@ -106,6 +108,11 @@ class FeedConfig(StrictModel):
         for sym, url in v.items():
             if not url.startswith(("ws://", "wss://")):
                 raise ValueError(f"{sym}: must be a ws:// or wss:// URL, got {url!r}")
+            try:
+                parse_uri(url)
+            except (ValueError, InvalidURI):
+                # The URL itself is not echoed: it may carry credentials.
+                raise ValueError(f"{sym}: not a valid websocket URL (host, port)") from None
         return v
 
     def sources(self) -> dict[str, object]:
@@ -266,6 +273,14 @@ class OrderConfig(StrictModel):
     lot: int = Field(1, ge=1)
     max_child_qty: float = Field(0.0, ge=0)
     risk: RiskConfig | None = None
+
+    @field_validator("start", "end", mode="before")
+    @classmethod
+    def _not_a_number(cls, v: object) -> object:
+        # pydantic would read a number as seconds since 1970: a typo, never a trading window.
+        if isinstance(v, int | float) and not isinstance(v, bool):
+            raise ValueError("must be a date-time such as 2025-06-02T13:30:00Z, not a number")
+        return v
 
     @field_validator("start", "end")
     @classmethod

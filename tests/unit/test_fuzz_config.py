@@ -164,6 +164,8 @@ def _run(tmp_path: Path, n: int, seed: int) -> Counter[str]:
         else:
             assert kind in _LEGITIMATE, (kind, key, value)
             outcomes[f"accepted:{kind}"] += 1
+            if kind in ("zero", "same_type_string"):
+                outcomes[f"accepted:{kind}:{key}"] += 1
     print("fuzz.configs", n, dict(sorted(outcomes.items())))
     return outcomes
 
@@ -172,9 +174,24 @@ def _run(tmp_path: Path, n: int, seed: int) -> Counter[str]:
 _NEGATIVE_OK: set[str] = set()
 
 
+# Keys where 0 is accepted, reviewed: each documents 0 as "off" / "as fast as possible" / a
+# zero delay, or is a count where 0 is meaningful.
+_ZERO_OK = {
+    "feed.speed", "broker.latency_ms", "estimation.max_size", "risk.max_child_notional",
+    "risk.max_collar_bps", "risk.stale_book_s", "mpc.final_retry_s", "orders.max_child_qty",
+    "broker.collar_bps", "estimation.min_snapshots",
+}  # fmt: skip
+# Free-text keys where any string is fine: ids, symbols are checked against the feed below.
+_TEXT_OK = {"orders.id", "logging.format", "orders.symbol"}
+
+
 def _check(out: Counter[str]) -> None:
     bad = sorted(k for k in out if k.startswith("BAD:"))
     assert not bad, f"illegitimate configs accepted: {bad}"
+    zero = {k.split(":", 2)[2] for k in out if k.startswith("accepted:zero:")}
+    assert zero <= _ZERO_OK, f"0 accepted for {sorted(zero - _ZERO_OK)}"
+    text = {k.split(":", 2)[2] for k in out if k.startswith("accepted:same_type_string:")}
+    assert text <= _TEXT_OK, f"any text accepted for {sorted(text - _TEXT_OK)}"
     neg = {k.split(":", 2)[2] for k in out if k.startswith("accepted:negative:")}
     assert neg <= _NEGATIVE_OK, f"negative values accepted for {sorted(neg)}"
 
@@ -188,3 +205,25 @@ def test_config_fuzz_fast_subset(tmp_path: Path) -> None:
 def test_config_fuzz_full(tmp_path: Path) -> None:
     """600 mutated configs, same rules."""
     _check(_run(tmp_path, FULL, 9))
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "key"),
+    [
+        ("quantity = 150000", "quantity = inf", "quantity"),  # was an OverflowError traceback
+        ("speed = 0 ", "speed = nan ", "speed"),
+        ("start = 2025-06-02T13:35:00Z", "start = 7", "start"),  # was 1970-01-01T00:00:07
+    ],
+)
+def test_found_by_the_fuzz_are_one_line_errors(
+    tmp_path: Path, old: str, new: str, key: str
+) -> None:
+    """Mutations the campaign found accepted or crashing are now one-line ConfigErrors."""
+    src = REPO / "config" / "replay.toml"
+    text = src.read_text().replace("../replay_data", str(REPO / "replay_data"))
+    assert old in text
+    p = tmp_path / "c.toml"
+    p.write_text(text.replace(old, new, 1))
+    with pytest.raises(ConfigError) as e:
+        load_config(p)
+    assert key in str(e.value) and "\n" not in str(e.value).strip()
