@@ -32,6 +32,8 @@ from pydantic import (
     field_validator,
     model_validator,
 )
+from websockets.exceptions import InvalidURI
+from websockets.uri import parse_uri
 
 from agent.errors import ConfigError
 from agent.model import Side
@@ -146,6 +148,11 @@ class FeedConfig(StrictModel):
         for sym, url in v.items():
             if not url.startswith(("ws://", "wss://")):
                 raise ValueError(f"{sym}: must be a ws:// or wss:// URL, got {redact_url(url)!r}")
+            try:
+                parse_uri(url)
+            except (ValueError, InvalidURI):
+                # The URL itself is not echoed: it may carry credentials.
+                raise ValueError(f"{sym}: not a valid websocket URL (host, port)") from None
         return v
 
     @model_validator(mode="after")
@@ -441,6 +448,14 @@ class OrderConfig(StrictModel):
         for k in _AGGREGATE_KEYS:
             if v is not None and getattr(v, k):
                 raise ValueError(f"{k} is a daemon-wide limit: set it in [risk], not here")
+        return v
+
+    @field_validator("start", "end", mode="before")
+    @classmethod
+    def _not_a_number(cls, v: object) -> object:
+        # pydantic would read a number as seconds since 1970: a typo, never a trading window.
+        if isinstance(v, int | float) and not isinstance(v, bool):
+            raise ValueError("must be a date-time such as 2025-06-02T13:30:00Z, not a number")
         return v
 
     @field_validator("start", "end")

@@ -103,7 +103,7 @@ class BookBatch:
             self.bid_sz[start:stop],
             self.ask_px[start:stop],
             self.ask_sz[start:stop],
-            *(None if c is None else c[start:stop] for c in self._events()),
+            *self._event_rows(slice(start, stop)),
         )
 
     def take(self, index: NDArray[np.intp] | NDArray[np.bool_]) -> BookBatch:
@@ -116,7 +116,7 @@ class BookBatch:
             self.bid_sz[index],
             self.ask_px[index],
             self.ask_sz[index],
-            *(None if c is None else c[index] for c in self._events()),
+            *self._event_rows(index),
         )
 
     @staticmethod
@@ -160,6 +160,12 @@ class BookBatch:
         if self.action is None:
             return np.zeros(len(self), dtype=np.bool_)
         return np.asarray(self.action == EV_TRADE, dtype=np.bool_)
+
+    def _event_rows(self, index: Any) -> tuple[Any, Any, Any, Any]:
+        """Return the event columns at ``index`` (a slice or an index array), or four None."""
+        if self.action is None or self.ev_side is None or self.ev_px is None or self.ev_sz is None:
+            return None, None, None, None
+        return self.action[index], self.ev_side[index], self.ev_px[index], self.ev_sz[index]
 
     def _events(
         self,
