@@ -67,9 +67,7 @@ def _redacting_traceback(sio: IO[str], exc_info: Any) -> None:
     sio.write(redact_text(buf.getvalue()))
 
 
-def configure_logging(
-    fmt: str = "auto", level: str = "info", stream: TextIO | None = None
-) -> None:
+def configure_logging(fmt: str = "auto", level: str = "info", stream: TextIO | None = None) -> None:
     """Configure structlog for the process.
 
     Args:
