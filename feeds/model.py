@@ -94,6 +94,22 @@ class BookBatch:
     ev_px: NDArray[np.float64] | None = None
     ev_sz: NDArray[np.float64] | None = None
 
+    def __post_init__(self) -> None:
+        # A partial set of event columns is a producer's bug: slices and concats would drop it.
+        n_none = (
+            (self.action is None)
+            + (self.ev_side is None)
+            + (self.ev_px is None)
+            + (self.ev_sz is None)
+        )
+        if 0 < n_none < 4:
+            names = ("action", "ev_side", "ev_px", "ev_sz")
+            missing = [n for n in names if getattr(self, n) is None]
+            raise ValueError(
+                f"BookBatch({self.symbol}): the event columns come all four or none; "
+                f"missing {', '.join(missing)}"
+            )
+
     def __len__(self) -> int:
         return int(self.ts_event_ns.shape[0])
 
