@@ -24,7 +24,11 @@ def read_prior_dict(path: str | Path | None = None) -> dict[str, Any]:
         text = resources.files("agent").joinpath("data", "prior_profile.json").read_text()
     else:
         text = Path(path).read_text()
-    return json.loads(text)
+    data = json.loads(text)
+    if not isinstance(data, dict):
+        where = "the packaged prior" if path is None else str(path)
+        raise ValueError(f"{where}: a prior file holds a JSON object, got {type(data).__name__}")
+    return data
 
 
 def load_prior_file(
