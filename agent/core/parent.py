@@ -296,6 +296,7 @@ class ParentCore:
         self._trade_qty: list[NDArray[np.float64]] = []
         self._trades_known = False
         self.slices: list[SliceRecord] = []
+        self._slice_of: dict[str, SliceRecord] = {}
         self.timer: Callable[[], float] = NO_TIMER  # the daemon injects time.perf_counter
         self.steps: list[tuple[int, PolicyStep]] = []
 
@@ -710,6 +711,8 @@ class ParentCore:
             out.append(Record(leg.name, event))
             if leg is self.mpc:
                 self._account(tr, event)
+                if tr.new is not None and tr.new.terminal:
+                    out.extend(self._slice_cost(tr.client_order_id))
         if isinstance(event, OrderStatus):
             child = leg.tracker.children.get(event.client_order_id)
             out.append(
@@ -771,6 +774,34 @@ class ParentCore:
                 )
             )
         return tr, out
+
+    def _slice_cost(self, coid: str) -> list[Action]:
+        """Return the ``order.slice_cost`` line of a closed mpc child: the cost the model
+        predicted for what filled beside the cost realized against the decision's mid."""
+        for rec in self.slices[len(self._slice_of) :]:  # index the slices sent since
+            self._slice_of[rec.client_order_id] = rec
+        sl = self._slice_of.get(coid)
+        child = self.mpc.tracker.children.get(coid)
+        if sl is None or child is None or sl.g0 is None or not child.filled_qty > 0:
+            return []
+        # The decision's mid, from the child's collar: limit = mid (1 + s collar).
+        mid = child.order.limit_px / (1.0 + self.side.sign * self.p.collar_bps * 1e-4)
+        realized = self.side.sign * child.filled_qty * (child.avg_px - mid)
+        predicted = sl.g0(child.filled_qty)
+        return [
+            Log(
+                "info",
+                "order.slice_cost",
+                {
+                    "client_order_id": coid,
+                    "period": sl.k,
+                    "filled_qty": child.filled_qty,
+                    "predicted_cost": predicted,
+                    "realized_cost": realized,
+                    "ratio": realized / predicted if predicted > 0 else None,
+                },
+            )
+        ]
 
     def _account(self, tr: Transition, event: OrderEvent) -> None:
         """Keep the daemon-wide exposure up to date with what the venue did."""

@@ -119,6 +119,9 @@ async def test_constant_book_mpc_is_twap(tmp_path, side, model):
     assert s.shortfall_bps == pytest.approx(s.twap_shortfall_bps)
     assert s.shortfall_bps > 0  # crossing the spread is a cost on both sides
     assert feed.closed
+    # Per child, the cost the model predicted beside the one realized (issue 13 item 6).
+    costs = [e for e in logs if e["event"] == "order.slice_cost"]
+    assert len(costs) == 12 and all(0.8 <= c["ratio"] <= 1.2 for c in costs), costs[:2]
 
 
 @pytest.mark.parametrize("model", ["quadratic", "nonparametric"])
