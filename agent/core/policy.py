@@ -577,13 +577,19 @@ class MpcPolicy:
         if self.forecaster is not None:
             fc = self.forecaster.forecast(inp.t_ns, starts)
             share = self._spread_share(curve)
-            base = self._scaled(model, fc.beta_mult, fc.gamma_mult, fc.cost_mult(share))
+            # The median multipliers: the current estimate is the window's mean curve, an
+            # arithmetic mean over the same log-normal fluctuation as a later period's, so
+            # later / now is the ratio of medians. The expected multipliers (exp(m + sd^2/2))
+            # set a known-noisy mean against a later mean and are biased by exp(sd^2/2):
+            # measured on FROG, ~2x for the next period, which front-loaded every parent.
+            mb, mg = fc.median()
+            base = self._scaled(model, mb, mg, share * mb + (1.0 - share) * mg)
             for key in ("status", "n_pairs"):
                 if key in fc.fields:
                     fields[f"forecast_{key}"] = fc.fields[key]
             if fc.beta_mult.size > 1:
-                fields["forecast_beta_next"] = float(fc.beta_mult[1])
-                fields["forecast_gamma_next"] = float(fc.gamma_mult[1])
+                fields["forecast_beta_next"] = float(mb[1])
+                fields["forecast_gamma_next"] = float(mg[1])
         else:
             base = self._costs(model, self.profile, starts)
 
@@ -661,6 +667,9 @@ class MpcPolicy:
             # The forecast's own uncertainty: robust over -1/0/+1 sd of the log level, the
             # stochastic mean over its 3-point Gauss-Hermite rule (docs/forecast.md).
             mbs, mgs, probs = fc.scenarios(1.0 if self.spec.solver == "robust" else None)
+            if self.spec.solver != "robust":  # centred on the medians, as the point forecast
+                mbs = mbs * np.exp(-0.5 * fc.log_sd_beta**2)[None, :]
+                mgs = mgs * np.exp(-0.5 * fc.log_sd_gamma**2)[None, :]
             share = self._spread_share(curve)
             scen = [
                 self._scaled(model, mb, mg, share * mb + (1.0 - share) * mg)
