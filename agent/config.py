@@ -441,6 +441,7 @@ class OrderConfig(StrictModel):
     lot: int = Field(1, ge=1)
     max_child_qty: float = Field(0.0, ge=0, le=MAX_QTY)
     risk: RiskConfig | None = None
+    risk_aversion: float | None = Field(None, ge=0, allow_inf_nan=False)
 
     @field_validator("risk")
     @classmethod
@@ -512,10 +513,20 @@ class AgentConfig(StrictModel):
                 "keep_running = true, to take parent orders on the socket)"
             )
         seen: set[str] = set()
+        st = self.strategy
         for i, o in enumerate(self.orders):
             if o.id in seen:
                 raise ValueError(f"orders[{i}].id: duplicate order id {o.id!r}")
             seen.add(o.id)
+            if (
+                o.risk_aversion
+                and st.kind == "mpc"
+                and (st.model != "quadratic" or st.solver != "deterministic")
+            ):
+                raise ValueError(
+                    f"orders[{i}].risk_aversion: timing risk needs strategy.model = quadratic "
+                    "and strategy.solver = deterministic"
+                )
             if self.risk.max_parent_qty and o.quantity > self.risk.max_parent_qty:
                 raise ValueError(
                     f"orders[{i}].quantity: {o.quantity:g} shares is above "

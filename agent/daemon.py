@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import itertools
 import math
 import time
@@ -146,6 +147,8 @@ def build_core(
             lambda: IncrementalCurve(order.side.value, sizes, depth, p.window_ns, est.weighting),
         )
     spec = strategy_spec(cfg)
+    if order.risk_aversion is not None:  # this parent's urgency (Almgren-Chriss kappa)
+        spec = dataclasses.replace(spec, risk_aversion=order.risk_aversion)
     ar = None
     if spec.kind == "mpc" and profile.is_flat and cfg.strategy.prior_profile:
         # No earlier day of this symbol: the prior from other symbols' days.

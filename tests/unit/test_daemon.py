@@ -399,3 +399,29 @@ async def test_constant_book_adaptive_mpc_stays_near_twap(tmp_path, side):
     assert s.status == "completed" and s.filled_qty == 12_000
     kids = [e["child_qty"] for e in steps(logs)]
     assert len(kids) == 12 and max(abs(k - 1000.0) for k in kids) <= 300.0
+
+
+async def test_an_urgent_parent_front_loads_against_a_patient_one(tmp_path):
+    """Urgency per parent (orders[].risk_aversion): on the same constant book, the parent with
+    timing risk trades more in its first periods than the one without."""
+    patient = cfg_for(tmp_path)
+    urgent_p = tmp_path / "u.toml"
+    urgent_p.write_text(
+        (tmp_path / "c.toml").read_text().replace("lot = 100", "lot = 100\nrisk_aversion = 0.05")
+    )
+    urgent = load_config(urgent_p)[0]
+    assert urgent.orders[0].risk_aversion == 0.05
+    ts = T0 + np.arange(0, 2 * 3600, 1) * NS
+    # a mid that moves (sigma > 0), depth constant
+    b = book(ts, 500.0)
+    wiggle = 0.01 * np.sin(np.arange(len(ts)) / 30.0)[:, None]
+    b = BookBatch(
+        "SYM", b.ts_event_ns, b.ts_recv_ns, b.bid_px + wiggle, b.bid_sz, b.ask_px + wiggle, b.ask_sz
+    )
+    firsts = []
+    for cfg in (patient, urgent):
+        with capture_logs() as logs:
+            (s,) = await run(cfg, lambda sym: ListFeed([b]))
+        assert s.status == "completed"
+        firsts.append(sum(e["child_qty"] for e in steps(logs)[:3]))
+    assert firsts[1] > firsts[0] * 1.2, firsts
