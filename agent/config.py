@@ -35,9 +35,9 @@ from pydantic import (
 from websockets.exceptions import InvalidURI
 from websockets.uri import parse_uri
 
+from agent.core.risk import AggregateLimits
 from agent.errors import ConfigError
 from agent.model import Side
-from agent.risk import AggregateLimits
 from feeds.redact import redact_text, redact_url, redact_value
 
 __all__ = [
@@ -381,7 +381,7 @@ class RiskConfig(StrictModel):
     max_parent_qty: float = Field(0.0, ge=0, le=MAX_QTY)
 
     def aggregate_limits(self) -> AggregateLimits:
-        """Return the daemon-wide limits for ``agent.risk.AggregateGates``."""
+        """Return the daemon-wide limits for ``agent.core.risk.AggregateGates``."""
         return AggregateLimits(
             max_gross_notional=self.max_gross_notional,
             max_symbol_qty=self.max_symbol_qty,

@@ -47,6 +47,7 @@ from agent.core.parent import (
     Summary,
 )
 from agent.core.policy import StrategySpec, adaptive_forecaster, make_policy, tod_volume
+from agent.core.risk import AggregateGates, RiskGates, RiskLimits
 from agent.core.session import DecideAt, SymbolSession, VenueEvents
 from agent.core.venue import SimVenue
 from agent.errors import BrokerError, BrokerRejected, InvariantViolation, JournalUnavailable
@@ -58,7 +59,6 @@ from agent.metrics import NullMetrics
 from agent.model import OrderEvent, OrderRejected, OrderStatus
 from agent.orders.tracker import Transition
 from agent.prior import packaged_prior
-from agent.risk import AggregateGates, RiskGates, RiskLimits
 from feeds.base import BookFeed
 from feeds.clock import Clock, WallClock
 from feeds.model import BookBatch

@@ -32,11 +32,11 @@ from agent.brokers.matching import collar_limit_px
 from agent.core.estimator import IncrementalCurve
 from agent.core.plan import NO_TIMER, Decision, PeriodGrid
 from agent.core.policy import DecisionInput, Policy, PolicyStep, TwapPolicy
+from agent.core.risk import AggregateGates, RiskGates
 from agent.core.volume import VolumeTracker, participation_caps
 from agent.core.window import RollingWindow
 from agent.model import ChildOrder, OrderEvent, OrderFilled, OrderRejected, OrderStatus, Side
 from agent.orders.tracker import OrderTracker, Transition
-from agent.risk import AggregateGates, RiskGates
 from feeds.model import BookBatch
 
 __all__ = [
