@@ -36,6 +36,9 @@ CONFIG = f"""
 files = {{ SYNA = "{SAMPLE.as_posix()}" }}
 [broker]
 collar_bps = 100
+[strategy]
+max_child_multiple = 0  # replayed at full speed, a muted child is resolved by wall-clock status
+                        # queries only after the last period: the rest must go as one child
 [[orders]]
 id = "Q"
 symbol = "SYNA"
