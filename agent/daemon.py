@@ -466,7 +466,9 @@ async def _run_symbol(
         async for batch in updates:
             if control.stop:
                 break
-            if len(batch):
+            if len(batch) and clock is not None:
+                # Feed lag is the wall clock against event time: live only (a replay's event
+                # times are another day's, and its "lag" would be months).
                 metrics.feed_batch(symbol, int(batch.ts_event_ns[-1]))
             if is_stale is not None:
                 metrics.feed_stale(symbol, bool(is_stale()))

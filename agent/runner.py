@@ -174,6 +174,10 @@ async def _run(
         from agent.metrics import Metrics
 
         metrics = Metrics.serve(cfg.control.metrics_addr, cfg.control.metrics_port)
+        # The port actually bound (metrics_port = 0 picks a free one): say which.
+        structlog.get_logger().info(
+            "daemon.metrics_serving", addr=cfg.control.metrics_addr, port=metrics.port
+        )
     try:
         summaries = await run(
             cfg,

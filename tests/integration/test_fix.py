@@ -216,8 +216,14 @@ async def test_lost_acknowledgement_is_resolved_by_a_status_query(tmp_path):
     completes with exactly the venue's fills."""
     s, logs, venue_fills = await work(tmp_path, chaos=False, mute_every=3, pause_s=0.03)
     queried = {e["client_order_id"] for e in logs if e["event"] == "order.status_query"}
+    answered = {e["client_order_id"] for e in logs if e["event"] == "order.reconciled"}
     reconciled = [e for e in logs if e["event"] == "order.reconciled" and e["changed"]]
-    assert queried and {e["client_order_id"] for e in reconciled} >= queried
+    # Every query is answered; the muted children are closed only by their answer. Under load a
+    # child whose reports were merely slow may be queried too: its answer then changes nothing
+    # (the wall-clock ack timeout is a race this test must not depend on).
+    at_exit = {c for e in logs if e["event"] == "reconcile.started" for c in e["client_order_ids"]}
+    assert queried and answered >= queried
+    assert reconciled and {e["client_order_id"] for e in reconciled} <= queried | at_exit
     ours = defaultdict(float)
     for e in logs:
         if "fill_qty" in e and e.get("strategy") == "mpc":
