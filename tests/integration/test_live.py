@@ -75,14 +75,23 @@ async def test_daemon_completes_an_order_on_a_live_feed(tmp_path):
     assert any(e["event"] == "feed.connected" for e in logs)
 
 
+async def _frames_sent(srv: FeedServer, n: int, limit_s: float = 30.0) -> None:
+    """Wait until the server has sent ``n`` frames (bounded: fails after ``limit_s``)."""
+    async with asyncio.timeout(limit_s):
+        while srv.sent < n:
+            await asyncio.sleep(0.005)
+
+
 async def test_dropped_connections_are_survived_without_lost_or_doubled_orders(tmp_path):
     # At 600x a reconnect (<= 0.2 s) costs at most 2 minutes of market time: no period lost.
     async with FeedServer(SAMPLE, speed=600, start_delay_s=0.3) as srv:
         cfg = config(tmp_path, srv.url)
 
         async def chaos():
-            for _ in range(4):
-                await asyncio.sleep(0.6)
+            # Drop the connections after every 1,500 frames sent (not after wall-clock time:
+            # a loaded machine sends fewer frames a second, the chaos stays at the same books).
+            for i in range(1, 5):
+                await _frames_sent(srv, 1500 * i)
                 srv.drop_connections()
                 srv.send_garbage(3)
 
@@ -100,7 +109,7 @@ async def test_a_stall_makes_the_feed_stale_and_no_order_goes_out_meanwhile(tmp_
         cfg = config(tmp_path, srv.url, stale=0.2)
 
         async def stall():
-            await asyncio.sleep(1.5)
+            await _frames_sent(srv, 4000)  # into the order's window, whatever the machine's speed
             srv.stall(0.6)
 
         with capture_logs() as logs:
