@@ -32,8 +32,18 @@ from agent.brokers.matching import collar_limit_px
 from agent.core.estimator import IncrementalCurve
 from agent.core.plan import NO_TIMER, Decision, PeriodGrid
 from agent.core.policy import DecisionInput, Policy, PolicyStep, TwapPolicy
+from agent.core.tactic import Tactic, TacticConfig, passive_price
 from agent.core.window import RollingWindow
-from agent.model import ChildOrder, OrderEvent, OrderFilled, OrderRejected, OrderStatus, Side
+from agent.model import (
+    CancelRequested,
+    ChildOrder,
+    OrderEvent,
+    OrderFilled,
+    OrderRejected,
+    OrderStatus,
+    ReplaceRequested,
+    Side,
+)
 from agent.orders.tracker import OrderTracker, Transition
 from agent.risk import RiskGates
 from feeds.model import BookBatch
@@ -46,6 +56,7 @@ __all__ = [
     "ParentCore",
     "ParentParams",
     "Record",
+    "Replace",
     "Send",
     "Summary",
 ]
@@ -73,11 +84,24 @@ class Send:
 
 @dataclass(frozen=True, slots=True)
 class Cancel:
-    """Ask the venue to cancel what is left of a working child."""
+    """Ask the venue to cancel what is left of a working child.
+
+    ``request`` is set when the core recorded the request in the tracker first (the tactic's
+    cancels; the daemon journals the ``Record`` before this action): its time is the request's.
+    """
 
     leg: str
     client_order_id: str
     reason: str
+    request: CancelRequested | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Replace:
+    """Ask the venue to amend a resting child (recorded in the tracker and journal first)."""
+
+    leg: str
+    request: ReplaceRequested
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,7 +130,7 @@ class Log:
     fields: dict[str, Any]
 
 
-Action = Send | Cancel | Decided | Record | Log
+Action = Send | Cancel | Replace | Decided | Record | Log
 
 
 @dataclass(frozen=True, slots=True)
@@ -283,6 +307,9 @@ class ParentCore:
         self.slices: list[SliceRecord] = []
         self.timer: Callable[[], float] = NO_TIMER  # the daemon injects time.perf_counter
         self.steps: list[tuple[int, PolicyStep]] = []
+        self.tactic: Tactic | None = None  # None: every child an IOC (``set_tactic``)
+        self._touch = (math.nan, math.nan)
+        self._wait_step: PolicyStep | None = None
 
     # -- inputs ---------------------------------------------------------------------------------
     @property
@@ -301,8 +328,32 @@ class ParentCore:
                 return x
         return None
 
+    def set_tactic(self, config: TacticConfig) -> None:
+        """Work each period's child with ``config``'s tactic (``agent.core.tactic``)."""
+        sizes = np.geomspace(
+            max(float(self.p.lot), 1.0), max(self.p.quantity, 2.0 * self.p.lot), 12
+        )
+        self.tactic = Tactic(config, self.side, sizes)
+
     def next_time(self) -> int | None:
-        """Return the next decision time in ns (None once done)."""
+        """Return the next time the core acts, ns: a decision, or a wake of the tactic."""
+        t = self._schedule_time()
+        w = self.tactic.next_wake() if self.tactic is not None and not self.done else None
+        if w is None or t is None:
+            return t
+        return min(t, w)
+
+    def wake_in(self, seg: BookBatch) -> int | None:
+        """Return the time of the first row of ``seg`` (not yet observed) the tactic reacts to.
+
+        The session cuts the books there, as at a decision time; None when the tactic waits for
+        nothing in these rows.
+        """
+        if self.tactic is None or self.done or not self.tactic.live:
+            return None
+        return self.tactic.wake_row(seg)
+
+    def _schedule_time(self) -> int | None:
         if self.done:
             return None
         if self.k_next < self.grid.n:
@@ -324,6 +375,9 @@ class ParentCore:
             else (seg.bid_px[-1], seg.bid_sz[-1])
         )
         self.last_ts = int(seg.ts_event_ns[-1])
+        self._touch = (float(seg.bid_px[-1, 0]), float(seg.ask_px[-1, 0]))
+        if self.tactic is not None:
+            self.tactic.observe(seg)
 
     def on_trades(self, ts_ns: NDArray[np.int64], qty: NDArray[np.float64]) -> None:
         """Take in market trades (times and sizes) that precede the next decision time."""
@@ -359,6 +413,13 @@ class ParentCore:
         out: list[Action] = []
         if math.isnan(self.arrival_mid) and math.isfinite(self.last_mid):
             self.arrival_mid = self.last_mid
+        if self.tactic is not None and self.tactic.live:
+            w = self.tactic.next_wake()
+            if w is not None and w <= t_ns:
+                self._tactic_act(t_ns, env, out)
+            sched = self._schedule_time()
+            if sched is None or t_ns < sched:
+                return out  # a wake of the tactic only
         n = self.grid.n
         if self.k_next < n:
             k = self.k_next
@@ -389,12 +450,19 @@ class ParentCore:
             self._retry_next = t_ns + int(self.p.final_retry_s * _NS)
             for leg in self.legs:
                 q = leg.tracker.uncommitted_qty
+                if leg is self.mpc and self.tactic is not None and self.tactic.slice is not None:
+                    continue  # the tactic still works the last period's slice
                 if leg.tracker.n_open == 0 and q > 0:
                     if leg is self.mpc:
                         out.append(Log("info", "mpc.final_retry", {"ts_ns": t_ns, "child_qty": q}))
                     self._send(leg, q, t_ns, env, out, k=n - 1, retry=True)
         else:
             self.done = True
+            if self.tactic is not None:
+                self.tactic.slice = None
+                for c in list(self.mpc.tracker.open_children()):
+                    if c.order.rests and c.ts_cancel_requested_ns is None:
+                        self._request_cancel(c.order.client_order_id, t_ns, "deadline", out)
             no_books = self.n_books == 0
             out.append(
                 Log(
@@ -482,6 +550,7 @@ class ParentCore:
         k: int,
         retry: bool = False,
         step: PolicyStep | None = None,
+        forced: bool = False,
     ) -> None:
         cap = self.p.max_child_qty
         if cap > 0:
@@ -491,6 +560,22 @@ class ParentCore:
             return
         coid = f"{leg.prefix}{leg.n_sent + 1:05d}"
         limit_px = collar_limit_px(self.side, self.last_mid, self.p.collar_bps)
+        tif = "ioc"
+        tac = self.tactic
+        if leg is self.mpc and tac is not None and tac.live and not (retry or forced):
+            end = min(self.grid.start_of(k) + self.grid.period_ns, self.p.end_ns)
+            behind = (k / self.grid.n) * self.p.quantity - leg.tracker.filled_qty
+            plan = tac.plan(k, float(qty), t_ns, self._touch, end, behind / self.p.quantity)
+            if plan.wait:
+                self._wait_step = step
+                out.append(
+                    Log("info", "tactic.wait", {"period": k, "qty": float(qty), "ts_ns": t_ns})
+                )
+                return
+            if plan.px is not None:
+                tif, limit_px = plan.tif, plan.px
+        if forced and step is None:
+            step, self._wait_step = self._wait_step, None
         if leg.gated:
             blocked = self._gate(leg, coid, float(qty), limit_px, t_ns, env)
             if blocked is not None:
@@ -517,7 +602,10 @@ class ParentCore:
             qty=float(qty),
             limit_px=limit_px,
             ts_created_ns=t_ns,
+            tif=tif,  # type: ignore[arg-type]
         )
+        if tif != "ioc" and tac is not None and tac.slice is not None:
+            tac.slice.coid = coid
         leg.tracker.on_submitted(child, t_ns)
         leg.children.append(coid)
         fields: dict[str, Any] = {
@@ -526,6 +614,7 @@ class ParentCore:
             "qty": child.qty,
             "limit_px": child.limit_px,
             "ts_ns": t_ns,
+            "tif": tif,
         }
         if leg is self.mpc:
             g0 = step.g0 if step is not None else None
@@ -547,6 +636,74 @@ class ParentCore:
             )
         out.append(Log(leg.log_level, "order.submitted", fields))
         out.append(Send(leg.name, child))
+
+    def _tactic_act(self, t_ns: int, env: Env, out: list[Action]) -> None:
+        """A wake of the tactic: send a waiting IOC, re-price, cut off, or cross what is left."""
+        tac = self.tactic
+        s = tac.slice if tac is not None else None
+        if tac is None or s is None:
+            return
+        leg = self.mpc
+        if s.phase == "waiting":
+            tac.slice = None
+            reason = "deadline" if t_ns >= s.t_cut else "cheap"
+            out.append(Log("info", "tactic.send", {"period": s.k, "reason": reason, "ts_ns": t_ns}))
+            self._send(leg, s.qty, t_ns, env, out, k=s.k, forced=True)
+            return
+        child = leg.tracker.child(s.coid) if s.coid else None
+        if s.phase == "resting":
+            if child is None or child.state.terminal:
+                s.phase = "crossing"
+            elif t_ns >= s.t_cut:
+                s.phase, s.wake_ns = "crossing", None
+                if child.ts_cancel_requested_ns is None:
+                    self._request_cancel(s.coid, t_ns, "tactic_cutoff", out)
+                return
+            else:
+                s.wake_ns = None
+                pp = passive_price(self.side, *self._touch, tac.config.tick_size, tac.config.inside)
+                if pp is None or abs(pp.px - s.px) < 1e-9 or child.replace is not None:
+                    return
+                if child.ts_cancel_requested_ns is not None:
+                    return
+                req = ReplaceRequested(s.coid, "", child.order.qty, pp.px, t_ns)
+                out.extend(self.on_event(leg, req)[1])
+                out.append(Replace(leg.name, req))
+                fields = {"client_order_id": s.coid, "old_px": s.px, "px": pp.px}
+                out.append(Log("info", "tactic.reprice", fields))
+                s.px = pp.px
+                tac.n_repriced += 1
+                return
+        if child is not None and not child.state.terminal:
+            s.wake_ns = None  # the cancel's answer wakes us
+            return
+        tac.slice = None
+        left = child.order.qty - child.filled_qty if child is not None else s.qty
+        if left > 1e-9:
+            out.append(Log("info", "tactic.cross", {"period": s.k, "qty": left, "ts_ns": t_ns}))
+            self._send(leg, left, t_ns, env, out, k=s.k, forced=True)
+
+    def _request_cancel(self, coid: str, t_ns: int, reason: str, out: list[Action]) -> None:
+        """Record a cancel request in the tracker (journaled), then ask the venue."""
+        req = CancelRequested(coid, t_ns)
+        out.extend(self.on_event(self.mpc, req)[1])
+        out.append(
+            Log("info", "order.cancel_requested", {"client_order_id": coid, "reason": reason})
+        )
+        out.append(Cancel(self.mpc.name, coid, reason, req))
+
+    def _tactic_event(self, leg: Leg, coid: str, ts_ns: int) -> None:
+        """After an event on the resting child: a closed child wakes the tactic to cross."""
+        tac = self.tactic
+        s = tac.slice if tac is not None else None
+        if s is None or leg is not self.mpc or s.coid != coid or s.phase == "waiting":
+            return
+        child = leg.tracker.child(coid)
+        if child is not None and child.state.terminal:
+            if child.full:
+                tac.slice = None  # the passive child did it all
+            else:
+                s.phase, s.wake_ns = "crossing", ts_ns
 
     def _gate(
         self, leg: Leg, coid: str, qty: float, limit_px: float, t_ns: int, env: Env
@@ -660,7 +817,9 @@ class ParentCore:
         tr = leg.tracker.on_event(event)
         out: list[Action] = []
         if tr.applied:
-            out.append(Record(leg.name, event))
+            out.append(Record(leg.name, event))  # type: ignore[arg-type]
+        if self.tactic is not None and tr.applied:
+            self._tactic_event(leg, tr.client_order_id, event.ts_event_ns)
         if isinstance(event, OrderStatus):
             child = leg.tracker.children.get(event.client_order_id)
             out.append(
