@@ -51,11 +51,11 @@ class SimulatedBroker:
         self._put(self.venue.submit(order))
 
     async def cancel(self, client_order_id: str) -> None:
-        """Cancel a resting order now (at the venue's latest book time); an IOC has nothing left
-        to cancel, so the venue rejects it as too late."""
-        self._put(
-            self.venue.cancel(CancelRequested(client_order_id, self.venue.now_ns(client_order_id)))
-        )
+        """Cancel a resting order now (at the venue's latest book time); an IOC never rests,
+        so there is nothing to cancel for it."""
+        if self.venue.may_rest(client_order_id):
+            now = self.venue.now_ns(client_order_id)
+            self._put(self.venue.cancel(CancelRequested(client_order_id, now)))
 
     async def cancel_request(self, request: CancelRequested) -> None:
         """Send a recorded cancel request; it reaches the venue after the latency."""

@@ -308,6 +308,18 @@ class SimVenue:
         self._seq += 1
         bisect.insort(book.pending, (ts_ns + self.latency_ns, self._seq, request))
 
+    def may_rest(self, client_order_id: str) -> bool:
+        """Return True when the order rests, or will rest once it reaches the venue."""
+        b = self._books.get(self._symbol_of.get(client_order_id, ""))
+        if b is None:
+            return False
+        if client_order_id in b.resting:
+            return True
+        return any(
+            isinstance(r, ChildOrder) and r.rests and r.client_order_id == client_order_id
+            for _, _, r in b.pending
+        )
+
     def now_ns(self, client_order_id: str) -> int:
         """Return the time of the last book seen on the order's symbol (-1: none)."""
         b = self._books.get(self._symbol_of.get(client_order_id, ""))
