@@ -395,6 +395,9 @@ def simulate(
         if sl.client_order_id not in done:
             res.slices.append(_slice(sl, sign) | {"filled_qty": 0.0, "reason": "not_executed"})
     res.slices.sort(key=lambda r: (r["t_ns"], r["client_order_id"]))
+    for rec in res.slices:
+        ch = core.mpc.tracker.child(rec["client_order_id"])
+        rec["tif"] = ch.order.tif if ch is not None else "ioc"
     filled = core.mpc.tracker.filled_qty
     if abs(filled - float(sum(fq))) > 1e-6:
         raise InvariantViolation(f"tracker filled {filled}, venue {sum(fq)}")
