@@ -116,6 +116,7 @@ class RunSpec:
     params: SimParams
     qty: float = 0.0
     mpc_profile: str = "history"
+    label: str = ""  # the strategy's name in the results ("" = strategy); with its tactic
 
 
 @dataclass(slots=True)
@@ -172,7 +173,7 @@ def run_one(spec: RunSpec) -> RunResult:
             spec.dataset,
             spec.symbol or "",
             spec.side,
-            spec.strategy,
+            spec.label or spec.strategy,
             spec.pct_of_volume,
             spec.qty,
             math.nan,
@@ -233,7 +234,7 @@ def simulate(
         spec.dataset,
         day.symbol,
         spec.side,
-        spec.strategy,
+        spec.label or spec.strategy,
         spec.pct_of_volume,
         S,
         vol,

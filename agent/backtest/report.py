@@ -119,6 +119,12 @@ def summarize(results: Sequence[RunResult]) -> dict[str, Any]:
         row["execution_vs_twap_bps"] = _stats(ex_diffs)
         row["n_execution_cheaper_than_twap"] = sum(d < -1e-9 for d in ex_diffs if math.isfinite(d))
         row["n_cheaper_than_twap"] = sum(d < -1e-9 for d in diffs if math.isfinite(d))
+        # the tactic's figures (agent.backtest.tca.tactic_tca), and spread + impact net of the
+        # adverse selection after passive fills, paired against the aggressive TWAP
+        for part in ("passive_share", "spread_captured_bps", "adverse_bps"):
+            row[part] = _stats([_f(r.tca.get(part)) for r in ok])
+        net = [_execution_bps(r) + (_f(r.tca.get("adverse_bps")) or 0.0) for r in ok]
+        row["execution_net_bps"] = _stats(net)
         fill = [_f(r.tca.get("filled_qty")) / r.parent_qty for r in ok if r.parent_qty > 0]
         row["fill_rate"] = float(np.mean(fill)) if fill else None
         if st.startswith("mpc-"):
@@ -139,7 +145,11 @@ def _strategy_order(results: Sequence[RunResult]) -> list[str]:
     from agent.backtest.config import ALL_STRATEGIES
 
     seen = {r.strategy for r in results}
-    return [s for s in ALL_STRATEGIES if s in seen]
+    out = []
+    for s in ALL_STRATEGIES:  # each strategy, then its tactic variants ("twap+passive-...")
+        out += [s] if s in seen else []
+        out += sorted(x for x in seen if x.startswith(f"{s}+"))
+    return out
 
 
 def _fmt(v: Any, nd: int = 2) -> str:
