@@ -32,7 +32,7 @@ from agent.brokers.matching import collar_limit_px
 from agent.core.estimator import IncrementalCurve
 from agent.core.plan import NO_TIMER, Decision, PeriodGrid
 from agent.core.policy import DecisionInput, Policy, PolicyStep, TwapPolicy
-from agent.core.tactic import Tactic, TacticConfig, passive_price
+from agent.core.tactic import Slice, Tactic, TacticConfig, passive_price
 from agent.core.window import RollingWindow
 from agent.model import (
     CancelRequested,
@@ -929,6 +929,7 @@ class ParentCore:
                 },
             )
         ]
+        self._restore_resting()
         for c in t.children.values():
             if not c.state.terminal:
                 # Sent before the restart and never closed: it may still be working. Its shares
@@ -946,6 +947,20 @@ class ParentCore:
                     )
                 )
         return out
+
+    def _restore_resting(self) -> None:
+        """A child that rested before the restart is cut off at once: its period's plan is
+        gone, so the tactic cancels it and crosses what is left (never re-sent as new)."""
+        tac = self.tactic
+        if tac is None:
+            return
+        for c in self.mpc.tracker.open_children():
+            if c.order.rests and c.ts_cancel_requested_ns is None:
+                k = max(0, min(self.k_next - 1, self.grid.n - 1))
+                tac.slice = Slice(
+                    k, c.order.qty, c.order.ts_created_ns, "resting", coid=c.order.client_order_id
+                )
+                return
 
     # -- outcome --------------------------------------------------------------------------------
     def summary(self) -> Summary:

@@ -288,3 +288,29 @@ def test_aggressive_is_the_default_and_sends_iocs():
     v = run(c, batch([book(T0 - S), book(T0 + 200 * S)]))
     assert [f[3] for f in fills(v)] == ["taker"]
     assert [ch.order.tif for ch in c.mpc.tracker.children.values()] == ["ioc"]
+
+
+def test_a_child_resting_across_a_restart_is_cancelled_and_its_rest_crossed_never_resent():
+    """Journal replay: a day child was working when the daemon died. The restored core cancels
+    it first (recorded before it is sent) and crosses only what the venue did not fill."""
+    from agent.core.parent import Cancel, Record, Send
+    from agent.model import ChildOrder, OrderAccepted, OrderCancelled, OrderFilled
+
+    c = core(200, AT_TOUCH)
+    child = ChildOrder("P-00001", "P", "XYZ", Side.BUY, 200, 10.00, T0, tif="day")
+    items = [
+        ("mpc", child),
+        ("mpc", OrderAccepted("P-00001", T0)),
+        ("mpc", OrderFilled("P-00001", "x0", 80, 10.00, T0 + S)),
+    ]
+    c.restore(items, [0], 10.01, 0.0)
+    c.observe(batch([book(T0 + 2 * S)]))
+    acts = c.on_time(c.next_time())
+    cancels = [a for a in acts if isinstance(a, Cancel)]
+    assert [a.client_order_id for a in cancels] == ["P-00001"]
+    assert any(isinstance(a, Record) for a in acts), "the cancel request is journaled first"
+    assert not any(isinstance(a, Send) for a in acts)
+    c.on_event(c.mpc, OrderCancelled("P-00001", T0 + 2 * S + 50 * MS))
+    acts = c.on_time(c.next_time())
+    (send,) = [a for a in acts if isinstance(a, Send)]
+    assert (send.child.qty, send.child.tif, send.child.client_order_id) == (120, "ioc", "P-00002")
