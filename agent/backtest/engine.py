@@ -357,7 +357,9 @@ def simulate(
     kinds: list[str] = []
     per_child: dict[str, list[Any]] = {}
     for f in venue.fills:
-        sl = by_coid.get(f.client_order_id)
+        ch = core.mpc.tracker.child(f.client_order_id)
+        orig = (ch.prior_ids[0] if ch.prior_ids else ch.order.client_order_id) if ch else ""
+        sl = by_coid.get(orig)
         if sl is None:
             raise InvariantViolation(f"venue filled {f.client_order_id}, which the core never sent")
         ex = f.execution
@@ -369,7 +371,7 @@ def simulate(
             ft.append(f.due_ns)
             kinds.append(f.kind)
         period_filled[sl.k] += ex.filled
-        per_child.setdefault(f.client_order_id, []).append(f)
+        per_child.setdefault(orig, []).append(f)
     for coid, fs in per_child.items():
         sl = by_coid[coid]
         done.add(coid)

@@ -657,7 +657,7 @@ class ParentCore:
             elif t_ns >= s.t_cut:
                 s.phase, s.wake_ns = "crossing", None
                 if child.ts_cancel_requested_ns is None:
-                    self._request_cancel(s.coid, t_ns, "tactic_cutoff", out)
+                    self._request_cancel(child.order.client_order_id, t_ns, "tactic_cutoff", out)
                 return
             else:
                 s.wake_ns = None
@@ -666,7 +666,10 @@ class ParentCore:
                     return
                 if child.ts_cancel_requested_ns is not None:
                     return
-                req = ReplaceRequested(s.coid, "", child.order.qty, pp.px, t_ns)
+                # A new ClOrdID per replace (FIX 35=G); the tracker resolves every id of the child.
+                cur = child.order.client_order_id
+                new = f"{s.coid}-r{len(child.prior_ids) + 1}"
+                req = ReplaceRequested(cur, new, child.order.qty, pp.px, t_ns)
                 out.extend(self.on_event(leg, req)[1])
                 out.append(Replace(leg.name, req))
                 fields = {"client_order_id": s.coid, "old_px": s.px, "px": pp.px}
@@ -696,10 +699,12 @@ class ParentCore:
         """After an event on the resting child: a closed child wakes the tactic to cross."""
         tac = self.tactic
         s = tac.slice if tac is not None else None
-        if s is None or leg is not self.mpc or s.coid != coid or s.phase == "waiting":
+        if s is None or leg is not self.mpc or not s.coid or s.phase == "waiting":
             return
         child = leg.tracker.child(coid)
-        if child is not None and child.state.terminal:
+        if child is None or child is not leg.tracker.child(s.coid):
+            return
+        if child.state.terminal:
             if child.full:
                 tac.slice = None  # the passive child did it all
             else:

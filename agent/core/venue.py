@@ -27,6 +27,7 @@ Rules (one of each, for every driver):
 from __future__ import annotations
 
 import bisect
+import dataclasses
 import math
 from dataclasses import dataclass, field
 
@@ -537,15 +538,23 @@ class SimVenue:
             coid, r.order.parent_id, r.order.symbol, r.order.side, req.qty, req.limit_px,
             r.order.ts_created_ns, r.order.tif, r.order.ord_type,
         )  # fmt: skip
-        events: list[OrderEvent] = [OrderReplaced(coid, due, req.qty, req.limit_px)]
+        new = req.new_client_order_id or coid
+        events: list[OrderEvent] = [
+            OrderReplaced(coid, due, req.qty, req.limit_px, req.new_client_order_id)
+        ]
         pos = q.position(coid)
-        if same_px and pos is not None and leaves <= pos.qty + 1e-9:
+        if new == coid and same_px and pos is not None and leaves <= pos.qty + 1e-9:
             q.reduce(coid, leaves)  # a smaller size keeps its place
             return events
         q.cancel(coid)
+        if new != coid:  # the order goes by its new id from now on
+            book.resting[new] = book.resting.pop(coid)
+            r.order = dataclasses.replace(r.order, client_order_id=new)
+            self._symbol_of[new] = r.order.symbol
+            self._seen.add(new)
         if row is None:
             return events
-        fills = q.join(coid, r.order.side, req.limit_px, leaves, *row)
+        fills = q.join(new, r.order.side, req.limit_px, leaves, *row)
         events.extend(self._fills(book, fills, due, row, due, "taker"))
         return events
 
