@@ -315,6 +315,13 @@ class ParentRunner:
             return
         try:
             await send(req)
+        except BrokerRejected as e:
+            # Refused before it left: the order stands as it was, the pending replace drops.
+            self.log.warning("order.replace_rejected", client_order_id=req.client_order_id)
+            if leg is not None:
+                self.apply(
+                    leg, OrderReplaceRejected(req.client_order_id, req.ts_event_ns, e.reason)
+                )
         except BrokerError as e:
             self.log.error(
                 "order.replace_failed", client_order_id=req.client_order_id, error=str(e)
