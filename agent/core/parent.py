@@ -12,6 +12,12 @@ Legs: ``mpc`` is the parent's own strategy (whatever ``StrategySpec.kind`` says;
 journal's), ``twap`` an optional TWAP benchmark on its own simulated venue (the daemon's
 shadow), which is never gated.
 
+Tactic (``set_tactic``, ``agent.core.tactic``): how each period's child meets the book. Without
+one (the default) every child is an IOC at the collar; ``passive`` posts, re-prices
+(``Replace``), cancels at the cut-off (``Cancel`` with its recorded request) and crosses the
+rest; ``timing`` holds the IOC for a cheap book. Its wakes come through ``next_time`` and
+``wake_in`` and are acted on in ``on_time``, like decisions.
+
 Time rules: a decision at period ``k`` sees the book in force at its start; when the first book
 after the start is already past the period's end (the feed was silent, a halt) the period is
 skipped rather than traded late in a burst; in the last period whatever is left is re-sent

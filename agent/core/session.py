@@ -6,6 +6,12 @@ simulated venues), and the decision is taken only once a later row proves that n
 can arrive for that instant. ``SymbolSession.feed`` yields what the driver must do, in order:
 ``VenueEvents`` to route to the parents (the daemon journals and logs them, the backtest
 applies them), and ``DecideAt`` for the parents whose decision time has come.
+
+Within a period the books are also cut where a parent's tactic reacts to a row (its touch moved
+away from a resting child, a cheap book for a waiting one: ``ParentCore.wake_in``) and where a
+simulated venue answers a cancel, a replace or a resting order (``SimVenue.next_due``); a later
+row then releases what reached the venue before it. These cuts depend on the rows and the
+orders only, so a chunked feed and a whole day meet the same books at the same instants.
 """
 
 from __future__ import annotations
