@@ -355,6 +355,7 @@ def simulate(
     by_coid = {s.client_order_id: s for s in core.slices}
     done: set[str] = set()
     kinds: list[str] = []
+    hows: list[str] = []
     per_child: dict[str, list[Any]] = {}
     for f in venue.fills:
         ch = core.mpc.tracker.child(f.client_order_id)
@@ -370,6 +371,7 @@ def simulate(
             fh.append(f.half_spread)
             ft.append(f.due_ns)
             kinds.append(f.kind)
+            hows.append(f.how)
         period_filled[sl.k] += ex.filled
         per_child.setdefault(orig, []).append(f)
     for coid, fs in per_child.items():
@@ -421,6 +423,13 @@ def simulate(
         p.adverse_horizon_s,
         S * arrival_mid,
     )
+    pq = {h: 0.0 for h in ("trade", "trade_through", "cross")}
+    for q, h in zip(fq, hows, strict=True):
+        if h in pq:
+            pq[h] += q
+    tot = sum(pq.values())
+    if tot > 0:  # how the passive shares filled (queue model: print at our price, through, cross)
+        res.tca |= {f"passive_by_{h}": v / tot for h, v in pq.items()}
     if core.tactic is not None:
         res.tca |= {
             "tactic": p.tactic.kind,

@@ -87,6 +87,10 @@ def summarize(results: Sequence[RunResult]) -> dict[str, Any]:
     by: dict[tuple[str, str], list[RunResult]] = defaultdict(list)
     twap: dict[tuple[str, str, float], float] = {}
     twap_ex: dict[tuple[str, str, float], float] = {}
+    plain: dict[tuple[str, str, float, str], RunResult] = {}  # the aggressive run of a strategy
+    for r in results:
+        if "+" not in r.strategy and r.status != "failed":
+            plain[(r.dataset, r.side, r.pct_of_volume, r.strategy)] = r
     for r in results:
         by[(r.dataset, r.strategy)].append(r)
         if r.strategy == "twap" and r.status != "failed":
@@ -125,6 +129,23 @@ def summarize(results: Sequence[RunResult]) -> dict[str, Any]:
             row[part] = _stats([_f(r.tca.get(part)) for r in ok])
         net = [_execution_bps(r) + (_f(r.tca.get("adverse_bps")) or 0.0) for r in ok]
         row["execution_net_bps"] = _stats(net)
+        if "+" in st:
+            # The tactic's own gain: against the same schedule sent aggressively, same books
+            # (for "+timing", the timing's gain apart from the schedule's).
+            base = st.partition("+")[0]
+            pairs = [
+                (r, plain[k])
+                for r in ok
+                if (k := (r.dataset, r.side, r.pct_of_volume, base)) in plain
+            ]
+            d_ex = [_execution_bps(r) - _execution_bps(b) for r, b in pairs]
+            d_net = [
+                _execution_bps(r) + (_f(r.tca.get("adverse_bps")) or 0.0) - _execution_bps(b)
+                for r, b in pairs
+            ]
+            row["vs_aggressive_execution_bps"] = _stats(d_ex)
+            row["vs_aggressive_net_bps"] = _stats(d_net)
+            row["n_cheaper_than_aggressive_net"] = sum(d < -1e-9 for d in d_net)
         fill = [_f(r.tca.get("filled_qty")) / r.parent_qty for r in ok if r.parent_qty > 0]
         row["fill_rate"] = float(np.mean(fill)) if fill else None
         if st.startswith("mpc-"):

@@ -236,6 +236,7 @@ class VenueFill:
     half_spread: float
     execution: Execution
     kind: str = "taker"  # "taker" (took liquidity) or "passive" (a resting order was hit)
+    how: str = ""  # passive: the queue model's trade, trade_through or cross
 
 
 class SimVenue:
@@ -487,7 +488,8 @@ class SimVenue:
             r.filled += f.qty
             q, p = np.array([f.qty]), np.array([f.px])
             ex = Execution(q, p, 0.0, "passive" if kind == "passive" else "filled")
-            self.fills.append(VenueFill(f.key, ts_ns, row_ts, mid, half, ex, kind))
+            how = f.kind if kind == "passive" else ""
+            self.fills.append(VenueFill(f.key, ts_ns, row_ts, mid, half, ex, kind, how))
             events.append(OrderFilled(f.key, self._exec_id(f.key), f.qty, f.px, ts_ns))
             if f.done:
                 del book.resting[f.key]
