@@ -405,7 +405,6 @@ class FixBroker:
             self._queue.put_nowait(ev)
         elif mtype == "9":
             why = _get(msg, 58) or f"CxlRejReason={_get(msg, 102) or '?'}"
-            self._queue.put_nowait(cancel_reject_event(msg, self._now()))
             await self._escalate_cancel(
                 _get(msg, 41) or "", f"{why} (OrdStatus={_get(msg, 39)})", "35=9"
             )
