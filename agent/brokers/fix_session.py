@@ -397,6 +397,10 @@ ACCEPTOR_SCHEMA: Schema = {
         {44: PX, 59: STR},
     ),
     "F": ({41: STR, 11: STR, 54: _SIDES, 55: STR, 60: TS}, {38: QTY}),
+    "G": (
+        {41: STR, 11: STR, 54: _SIDES, 55: STR, 60: TS, 38: POS_QTY, 40: STR},
+        {44: PX, 59: STR},
+    ),
     "H": ({11: STR, 54: _SIDES, 55: STR}, {}),
     "j": ({372: STR, 380: INT}, {45: SEQ, 379: STR, 58: STR}),
 }
