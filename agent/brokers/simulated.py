@@ -71,6 +71,11 @@ class SimulatedBroker:
         The simulated venue lives in the daemon's process, so after a restart it knows no
         earlier order: those are closed as unknown (nothing executed here for them).
         """
+        st = self.venue.resting_status(client_order_id)
+        if st is not None:  # a resting order: working, with what it filled so far
+            now = self.venue.now_ns(client_order_id)
+            self._put([OrderStatus(client_order_id, now, "working", st[0], st[1])])
+            return
         if not self.venue.known(client_order_id):
             self._put([OrderStatus(client_order_id, 0, "unknown", 0.0, 0.0, "unknown order")])
 

@@ -714,7 +714,8 @@ class ParentCore:
             if child.full:
                 tac.slice = None  # the passive child did it all
             else:
-                s.phase, s.wake_ns = "crossing", ts_ns
+                # at the event's time (a status answer after a restart may carry none)
+                s.phase, s.wake_ns = "crossing", max(ts_ns, self.last_ts)
 
     def _gate(
         self, leg: Leg, coid: str, qty: float, limit_px: float, t_ns: int, env: Env

@@ -207,6 +207,7 @@ _Request = ChildOrder | CancelRequested | ReplaceRequested
 class _Resting:
     order: ChildOrder  # as it stands (after replaces)
     filled: float = 0.0
+    notional: float = 0.0
 
 
 @dataclass(slots=True)
@@ -321,6 +322,14 @@ class SimVenue:
             isinstance(r, ChildOrder) and r.rests and r.client_order_id == client_order_id
             for _, _, r in b.pending
         )
+
+    def resting_status(self, client_order_id: str) -> tuple[float, float] | None:
+        """Return ``(cum_qty, avg_px)`` of a resting order (None when it does not rest)."""
+        b = self._books.get(self._symbol_of.get(client_order_id, ""))
+        r = b.resting.get(client_order_id) if b is not None else None
+        if r is None:
+            return None
+        return r.filled, (r.notional / r.filled if r.filled > 0 else 0.0)
 
     def now_ns(self, client_order_id: str) -> int:
         """Return the time of the last book seen on the order's symbol (-1: none)."""
@@ -486,6 +495,7 @@ class SimVenue:
             if r is None:
                 continue
             r.filled += f.qty
+            r.notional += f.qty * f.px
             q, p = np.array([f.qty]), np.array([f.px])
             ex = Execution(q, p, 0.0, "passive" if kind == "passive" else "filled")
             how = f.kind if kind == "passive" else ""
