@@ -41,16 +41,16 @@ async def test_a_day_order_rests_is_replaced_under_a_new_id_and_cancelled():
         t.on_submitted(child, T_1400)
         with capture_logs():
             await broker.submit(child)
-            (acc,) = await _next_events(events, 1)
+            (acc,) = await _next_events(events, 1, 30.0)
             req = ReplaceRequested("R-00001", "R-00001-r1", 100, 1.01, T_1400 + S)
             t.on_event(acc)
             t.on_event(req)
             await broker.replace(req)
-            (rep,) = await _next_events(events, 1)
+            (rep,) = await _next_events(events, 1, 30.0)
             t.on_event(rep)
             t.on_event(CancelRequested("R-00001-r1", T_1400 + 2 * S))
             await broker.cancel("R-00001-r1")
-            (cxl,) = await _next_events(events, 1)
+            (cxl,) = await _next_events(events, 1, 30.0)
             t.on_event(cxl)
         await broker.aclose()
     assert isinstance(acc, OrderAccepted)
@@ -76,7 +76,7 @@ async def test_a_resting_order_at_the_touch_fills_from_the_prints_and_a_late_rep
         t.on_submitted(child, T_1400)
         with capture_logs():
             await broker.submit(child)
-            got = await _next_events(events, 1)
+            got = await _next_events(events, 1, 30.0)
             # an hour later: the rows in between reach the queue model, then the replace
             req = ReplaceRequested("Q-00001", "Q-00001-r1", 300, bid - 0.05, T_1400 + 3600 * S)
             t.on_event(got[0])
@@ -84,7 +84,7 @@ async def test_a_resting_order_at_the_touch_fills_from_the_prints_and_a_late_rep
             await broker.replace(req)
             more = []
             while not any(isinstance(e, OrderReplaced | OrderReplaceRejected) for e in more):
-                more += await _next_events(events, 1)
+                more += await _next_events(events, 1, 30.0)
         await broker.aclose()
     fills = [e for e in more if isinstance(e, OrderFilled)]
     for e in more:
