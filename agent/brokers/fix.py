@@ -54,6 +54,7 @@ from agent.brokers.fix_session import (
 )
 from agent.errors import BrokerRejected, BrokerUnavailable, ConfigError
 from agent.model import (
+    CancelRequested,
     ChildOrder,
     OrderEvent,
     OrderRejected,
@@ -465,13 +466,14 @@ class FixBroker:
             )
         return ref
 
-    async def cancel(self, client_order_id: str) -> None:
-        """Send an OrderCancelRequest (35=F) for what is left of a child."""
+    async def cancel(self, client_order_id: str, ts_ns: int | None = None) -> None:
+        """Send an OrderCancelRequest (35=F) for what is left of a child (TransactTime: ``ts_ns``,
+        the request's time, else now)."""
         ref = self._ref(client_order_id)
         if ref is None:
             return
         symbol, side, qty = ref
-        now = self._now()
+        now = self._now() if ts_ns is None else ts_ns
         cancel_id = f"{client_order_id}-C{now % 10**9}"
         await self._send(
             order_cancel_request(client_order_id, cancel_id, symbol, side, qty, now), "F"
@@ -494,8 +496,14 @@ class FixBroker:
             )
         )
         self._replacing[new] = coid
-        body = order_cancel_replace_request(request, symbol, side, "day", self._now())
+        # TransactTime is the request's own time, as 35=D carries the child's: a replay venue
+        # executes it on the book in force then.
+        body = order_cancel_replace_request(request, symbol, side, "day", request.ts_event_ns)
         await self._send(body, "G")
+
+    async def cancel_request(self, request: CancelRequested) -> None:
+        """Send a recorded cancel request (35=F at the request's time)."""
+        await self.cancel(request.client_order_id, request.ts_event_ns)
 
     async def request_status(self, client_order_id: str) -> None:
         """Send an OrderStatusRequest (35=H); the answer arrives as an ExecutionReport 150=I."""
