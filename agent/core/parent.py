@@ -643,80 +643,6 @@ class ParentCore:
         out.append(Log(leg.log_level, "order.submitted", fields))
         out.append(Send(leg.name, child))
 
-    def _tactic_act(self, t_ns: int, env: Env, out: list[Action]) -> None:
-        """A wake of the tactic: send a waiting IOC, re-price, cut off, or cross what is left."""
-        tac = self.tactic
-        s = tac.slice if tac is not None else None
-        if tac is None or s is None:
-            return
-        leg = self.mpc
-        if s.phase == "waiting":
-            tac.slice = None
-            reason = "deadline" if t_ns >= s.t_cut else "cheap"
-            out.append(Log("info", "tactic.send", {"period": s.k, "reason": reason, "ts_ns": t_ns}))
-            self._send(leg, s.qty, t_ns, env, out, k=s.k, forced=True)
-            return
-        child = leg.tracker.child(s.coid) if s.coid else None
-        if s.phase == "resting":
-            if child is None or child.state.terminal:
-                s.phase = "crossing"
-            elif t_ns >= s.t_cut:
-                s.phase, s.wake_ns = "crossing", None
-                if child.ts_cancel_requested_ns is None:
-                    self._request_cancel(child.order.client_order_id, t_ns, "tactic_cutoff", out)
-                return
-            else:
-                s.wake_ns = None
-                pp = passive_price(self.side, *self._touch, tac.config.tick_size, tac.config.inside)
-                if pp is None or abs(pp.px - s.px) < 1e-9 or child.replace is not None:
-                    return
-                if child.ts_cancel_requested_ns is not None:
-                    return
-                # A new ClOrdID per replace (FIX 35=G); the tracker resolves every id of the child.
-                cur = child.order.client_order_id
-                new = f"{s.coid}-r{len(child.prior_ids) + 1}"
-                req = ReplaceRequested(cur, new, child.order.qty, pp.px, t_ns)
-                out.extend(self.on_event(leg, req)[1])
-                out.append(Replace(leg.name, req))
-                fields = {"client_order_id": s.coid, "old_px": s.px, "px": pp.px}
-                out.append(Log("info", "tactic.reprice", fields))
-                s.px = pp.px
-                tac.n_repriced += 1
-                return
-        if child is not None and not child.state.terminal:
-            s.wake_ns = None  # the cancel's answer wakes us
-            return
-        tac.slice = None
-        left = child.order.qty - child.filled_qty if child is not None else s.qty
-        if left > 1e-9:
-            out.append(Log("info", "tactic.cross", {"period": s.k, "qty": left, "ts_ns": t_ns}))
-            self._send(leg, left, t_ns, env, out, k=s.k, forced=True)
-
-    def _request_cancel(self, coid: str, t_ns: int, reason: str, out: list[Action]) -> None:
-        """Record a cancel request in the tracker (journaled), then ask the venue."""
-        req = CancelRequested(coid, t_ns)
-        out.extend(self.on_event(self.mpc, req)[1])
-        out.append(
-            Log("info", "order.cancel_requested", {"client_order_id": coid, "reason": reason})
-        )
-        out.append(Cancel(self.mpc.name, coid, reason, req))
-
-    def _tactic_event(self, leg: Leg, coid: str, ts_ns: int) -> None:
-        """After an event on the resting child: a closed child wakes the tactic to cross."""
-        tac = self.tactic
-        s = tac.slice if tac is not None else None
-        if s is None or leg is not self.mpc or not s.coid or s.phase == "waiting":
-            return
-        child = leg.tracker.child(coid)
-        if child is None or child is not leg.tracker.child(s.coid):
-            return
-        if child.state.terminal:
-            if child.full:
-                tac.slice = None  # the passive child did it all
-            else:
-                # at the event's time (a status answer after a restart may carry none)
-                s.phase, s.wake_ns = "crossing", max(ts_ns, self.last_ts)
-
     def _gate(
         self, leg: Leg, coid: str, qty: float, limit_px: float, t_ns: int, env: Env
     ) -> tuple[str, str] | None:
@@ -1005,3 +931,78 @@ class ParentCore:
         """Raise ``InvariantViolation`` when a tracker's books do not balance (tests)."""
         for leg in self.legs:
             leg.tracker.audit()
+
+    # -- tactic ---------------------------------------------------------------------------------
+    def _tactic_act(self, t_ns: int, env: Env, out: list[Action]) -> None:
+        """A wake of the tactic: send a waiting IOC, re-price, cut off, or cross what is left."""
+        tac = self.tactic
+        s = tac.slice if tac is not None else None
+        if tac is None or s is None:
+            return
+        leg = self.mpc
+        if s.phase == "waiting":
+            tac.slice = None
+            reason = "deadline" if t_ns >= s.t_cut else "cheap"
+            out.append(Log("info", "tactic.send", {"period": s.k, "reason": reason, "ts_ns": t_ns}))
+            self._send(leg, s.qty, t_ns, env, out, k=s.k, forced=True)
+            return
+        child = leg.tracker.child(s.coid) if s.coid else None
+        if s.phase == "resting":
+            if child is None or child.state.terminal:
+                s.phase = "crossing"
+            elif t_ns >= s.t_cut:
+                s.phase, s.wake_ns = "crossing", None
+                if child.ts_cancel_requested_ns is None:
+                    self._request_cancel(child.order.client_order_id, t_ns, "tactic_cutoff", out)
+                return
+            else:
+                s.wake_ns = None
+                pp = passive_price(self.side, *self._touch, tac.config.tick_size, tac.config.inside)
+                if pp is None or abs(pp.px - s.px) < 1e-9 or child.replace is not None:
+                    return
+                if child.ts_cancel_requested_ns is not None:
+                    return
+                # A new ClOrdID per replace (FIX 35=G); the tracker resolves every id of the child.
+                cur = child.order.client_order_id
+                new = f"{s.coid}-r{len(child.prior_ids) + 1}"
+                req = ReplaceRequested(cur, new, child.order.qty, pp.px, t_ns)
+                out.extend(self.on_event(leg, req)[1])
+                out.append(Replace(leg.name, req))
+                fields = {"client_order_id": s.coid, "old_px": s.px, "px": pp.px}
+                out.append(Log("info", "tactic.reprice", fields))
+                s.px = pp.px
+                tac.n_repriced += 1
+                return
+        if child is not None and not child.state.terminal:
+            s.wake_ns = None  # the cancel's answer wakes us
+            return
+        tac.slice = None
+        left = child.order.qty - child.filled_qty if child is not None else s.qty
+        if left > 1e-9:
+            out.append(Log("info", "tactic.cross", {"period": s.k, "qty": left, "ts_ns": t_ns}))
+            self._send(leg, left, t_ns, env, out, k=s.k, forced=True)
+
+    def _request_cancel(self, coid: str, t_ns: int, reason: str, out: list[Action]) -> None:
+        """Record a cancel request in the tracker (journaled), then ask the venue."""
+        req = CancelRequested(coid, t_ns)
+        out.extend(self.on_event(self.mpc, req)[1])
+        out.append(
+            Log("info", "order.cancel_requested", {"client_order_id": coid, "reason": reason})
+        )
+        out.append(Cancel(self.mpc.name, coid, reason, req))
+
+    def _tactic_event(self, leg: Leg, coid: str, ts_ns: int) -> None:
+        """After an event on the resting child: a closed child wakes the tactic to cross."""
+        tac = self.tactic
+        s = tac.slice if tac is not None else None
+        if s is None or leg is not self.mpc or not s.coid or s.phase == "waiting":
+            return
+        child = leg.tracker.child(coid)
+        if child is None or child is not leg.tracker.child(s.coid):
+            return
+        if child.state.terminal:
+            if child.full:
+                tac.slice = None  # the passive child did it all
+            else:
+                # at the event's time (a status answer after a restart may carry none)
+                s.phase, s.wake_ns = "crossing", max(ts_ns, self.last_ts)
