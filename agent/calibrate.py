@@ -402,7 +402,7 @@ def _estimate(
     for s in sides:
         curve = _merged(st.buckets[s])
         quad = fit_quadratic(curve)
-        models = {
+        models: dict[str, QuadraticFit | PowerFit | PiecewisePowerFit] = {
             "quadratic": quad,
             "quadratic_visible": fit_quadratic(curve, max_frac_beyond=_VISIBLE_FRAC),
             "power": fit_power(curve),

@@ -32,10 +32,12 @@ from pydantic import (
     field_validator,
     model_validator,
 )
+from websockets.exceptions import InvalidURI
+from websockets.uri import parse_uri
 
+from agent.core.risk import AggregateLimits
 from agent.errors import ConfigError
 from agent.model import Side
-from agent.risk import AggregateLimits
 from feeds.redact import redact_text, redact_url, redact_value
 
 __all__ = [
@@ -146,6 +148,11 @@ class FeedConfig(StrictModel):
         for sym, url in v.items():
             if not url.startswith(("ws://", "wss://")):
                 raise ValueError(f"{sym}: must be a ws:// or wss:// URL, got {redact_url(url)!r}")
+            try:
+                parse_uri(url)
+            except (ValueError, InvalidURI):
+                # The URL itself is not echoed: it may carry credentials.
+                raise ValueError(f"{sym}: not a valid websocket URL (host, port)") from None
         return v
 
     @model_validator(mode="after")
@@ -280,12 +287,23 @@ class StrategyParamsConfig(StrictModel):
     the robust MPC takes the worst of the same three. ``on_solve_failure``: ``twap`` sends the
     TWAP slice, ``pause`` sends nothing that period. ``max_child_multiple``: no child above
     this multiple of the parent's average period quantity (quantity / periods), so a time jump
-    or a stalled feed never fires a catch-up dump (blocked as ``risk.blocked``, gate
-    ``max_child_multiple``); on by default, ``0`` turns it off explicitly.
+    or a stalled feed never fires a catch-up dump (a larger child is capped, logged as
+    ``mpc.child_capped``); on by default, ``0`` turns it off explicitly. ``forecast``
+    (MPC): ``adaptive`` forecasts every later period from the current state of the book
+    moving toward the day's level (``agent.core.forecast``, docs/forecast.md), ``profile``
+    gives every later period the current estimate times the intraday profile (the MPC is then
+    TWAP on a flat profile). ``prior_profile``: without ``estimation.history``, use the
+    packaged prior profile estimated from other symbols' days (never the symbol's own).
+    ``max_participation`` (MPC, deterministic and timing risk): plan at most this share of
+    each period's expected market volume (from the feed's trades, forecast by
+    ``agent.core.volume``); relaxed only when the deadline needs it; 0 = off.
     """
 
     pov_rate: float = Field(0.10, gt=0, le=1)
     max_child_multiple: float = Field(10.0, ge=0, allow_inf_nan=False)
+    forecast: Literal["adaptive", "profile"] = "adaptive"
+    prior_profile: bool = True
+    max_participation: float = Field(0.0, ge=0, le=1)
     final_retry_s: float = Field(15.0, gt=0)
     scenario_weights: tuple[float, float, float] = (0.5, 0.25, 0.25)
     on_solve_failure: Literal["twap", "pause"] = "twap"
@@ -363,7 +381,7 @@ class RiskConfig(StrictModel):
     max_parent_qty: float = Field(0.0, ge=0, le=MAX_QTY)
 
     def aggregate_limits(self) -> AggregateLimits:
-        """Return the daemon-wide limits for ``agent.risk.AggregateGates``."""
+        """Return the daemon-wide limits for ``agent.core.risk.AggregateGates``."""
         return AggregateLimits(
             max_gross_notional=self.max_gross_notional,
             max_symbol_qty=self.max_symbol_qty,
@@ -423,6 +441,7 @@ class OrderConfig(StrictModel):
     lot: int = Field(1, ge=1)
     max_child_qty: float = Field(0.0, ge=0, le=MAX_QTY)
     risk: RiskConfig | None = None
+    risk_aversion: float | None = Field(None, ge=0, allow_inf_nan=False)
 
     @field_validator("risk")
     @classmethod
@@ -430,6 +449,14 @@ class OrderConfig(StrictModel):
         for k in _AGGREGATE_KEYS:
             if v is not None and getattr(v, k):
                 raise ValueError(f"{k} is a daemon-wide limit: set it in [risk], not here")
+        return v
+
+    @field_validator("start", "end", mode="before")
+    @classmethod
+    def _not_a_number(cls, v: object) -> object:
+        # pydantic would read a number as seconds since 1970: a typo, never a trading window.
+        if isinstance(v, int | float) and not isinstance(v, bool):
+            raise ValueError("must be a date-time such as 2025-06-02T13:30:00Z, not a number")
         return v
 
     @field_validator("start", "end")
@@ -486,10 +513,20 @@ class AgentConfig(StrictModel):
                 "keep_running = true, to take parent orders on the socket)"
             )
         seen: set[str] = set()
+        st = self.strategy
         for i, o in enumerate(self.orders):
             if o.id in seen:
                 raise ValueError(f"orders[{i}].id: duplicate order id {o.id!r}")
             seen.add(o.id)
+            if (
+                o.risk_aversion
+                and st.kind == "mpc"
+                and (st.model != "quadratic" or st.solver != "deterministic")
+            ):
+                raise ValueError(
+                    f"orders[{i}].risk_aversion: timing risk needs strategy.model = quadratic "
+                    "and strategy.solver = deterministic"
+                )
             if self.risk.max_parent_qty and o.quantity > self.risk.max_parent_qty:
                 raise ValueError(
                     f"orders[{i}].quantity: {o.quantity:g} shares is above "

@@ -168,17 +168,17 @@ class ControlServer:
             reply = await self.handler(req)
         except Exception as e:
             reply = {"ok": False, "error": redact_text(f"{type(e).__name__}: {e}")}
-        reply = redact_value(reply)
+        safe: dict[str, Any] = redact_value(reply)  # a mapping comes back a dict
         args = redact_value({k: v for k, v in req.items() if k != "cmd"})
         self._log.log(
-            20 if reply.get("ok") else 30,
+            20 if safe.get("ok") else 30,
             "control.command",
             cmd=req["cmd"],
             args=args or None,
-            ok=bool(reply.get("ok")),
-            error=reply.get("error"),
+            ok=bool(safe.get("ok")),
+            error=safe.get("error"),
         )
-        return reply
+        return safe
 
 
 async def send_command(path: str | Path, req: dict[str, Any], timeout_s: float = 10.0) -> Any:

@@ -17,9 +17,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import itertools
 import math
-import secrets
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
@@ -47,18 +47,19 @@ from agent.core.parent import (
     Send,
     Summary,
 )
-from agent.core.policy import StrategySpec, make_policy, tod_volume
+from agent.core.policy import StrategySpec, adaptive_forecaster, make_policy, tod_volume
+from agent.core.risk import AggregateGates, RiskGates, RiskLimits
 from agent.core.session import DecideAt, SymbolSession, VenueEvents
 from agent.core.venue import SimVenue
-from agent.errors import BrokerError, BrokerRejected, InvariantViolation
+from agent.errors import BrokerError, BrokerRejected, InvariantViolation, JournalUnavailable
 from agent.faults import crash_point
 from agent.impact.book_walk import BeyondDepth, DepthPolicy
 from agent.impact.profile import IntradayProfile
-from agent.journal import Journal, ParentHistory
+from agent.journal import Journal, ParentHistory, make_run_tag
 from agent.metrics import NullMetrics
 from agent.model import OrderEvent, OrderRejected, OrderReplaceRejected, OrderStatus
 from agent.orders.tracker import Transition
-from agent.risk import RiskGates, RiskLimits
+from agent.prior import packaged_prior
 from feeds.base import BookFeed
 from feeds.clock import Clock, WallClock
 from feeds.model import BookBatch
@@ -86,6 +87,7 @@ def strategy_spec(cfg: AgentConfig) -> StrategySpec:
         pov_rate=s.pov_rate,
         scenario_weights=s.scenario_weights,
         on_solve_failure=s.on_solve_failure,
+        forecast=s.forecast,
     )
 
 
@@ -110,6 +112,7 @@ def parent_params(order: OrderConfig, cfg: AgentConfig, id_tag: str = "") -> Par
         max_window_rows=cfg.estimation.max_window_rows,
         max_children=cap_n,
         max_child_multiple=cfg.strategy.max_child_multiple,
+        max_participation=cfg.strategy.max_participation,
         id_tag=id_tag,
     )
 
@@ -124,6 +127,7 @@ def build_core(
     id_tag: str = "",
     volume_profile: np.ndarray | None = None,
     session: SymbolSession | None = None,
+    aggregate: AggregateGates | None = None,
 ) -> ParentCore:
     """Return the execution core of one parent as the config says.
 
@@ -143,19 +147,40 @@ def build_core(
             key,
             lambda: IncrementalCurve(order.side.value, sizes, depth, p.window_ns, est.weighting),
         )
+    spec = strategy_spec(cfg)
+    if order.risk_aversion is not None:  # this parent's urgency (Almgren-Chriss kappa)
+        spec = dataclasses.replace(spec, risk_aversion=order.risk_aversion)
+    ar = None
+    if spec.kind == "mpc" and profile.is_flat and cfg.strategy.prior_profile:
+        # No earlier day of this symbol: the prior from other symbols' days.
+        prior = packaged_prior(order.symbol, order.side.value)
+        if prior is not None:
+            profile, ar = prior.profile, prior.ar
+    forecaster = adaptive_forecaster(
+        spec, order.side.value, p.start_ns, p.period_ns, p.window_ns, profile, ar
+    )
     policy = make_policy(
-        strategy_spec(cfg),
+        spec,
         order.side.value,
         sizes,
         depth,
         profile,
+        forecaster=forecaster,
         min_snapshots=est.min_snapshots,
         weighting=est.weighting,
         period_s=order.period_s,
         volume_profile=volume_profile,
     )
     order_gates = RiskGates(_limits(order.risk)) if order.risk is not None and gates else None
-    return ParentCore(p, policy, gates, order_gates, benchmark=benchmark, estimator=estimator)
+    return ParentCore(
+        p,
+        policy,
+        gates,
+        order_gates,
+        benchmark=benchmark,
+        estimator=estimator,
+        aggregate=aggregate,
+    )
 
 
 class ParentRunner:
@@ -334,8 +359,17 @@ class ParentRunner:
         if leg is None:
             raise InvariantViolation(f"the core sent on an unknown leg {a.leg!r}")
         if self.journal is not None:
-            await self.journal.intent(a.leg, child)  # durable before it can reach the venue
+            try:
+                await self.journal.intent(a.leg, child)  # durable before it can reach the venue
+            except JournalUnavailable as e:
+                # No durable intent, so it is not sent: its shares are free again, and the
+                # kill switch stops everything else (cancels what is open).
+                self.control.halt(f"journal unavailable: {e}")
+                self.apply(leg, OrderRejected(coid, child.ts_created_ns, "journal_unavailable"))
+                return
             crash_point("intent_durable")
+        if a.log is not None:
+            self._emit(a.log)
         if a.leg == "mpc":
             self.sent_at[coid] = asyncio.get_running_loop().time()
             self.metrics.order_sent(self.order.id)
@@ -672,11 +706,14 @@ class Daemon:
             if cfg.strategy.benchmark
             else None
         )
-        # Client order ids carry a per-run tag: a restart without a journal never reuses one.
-        self.id_tag = secrets.token_hex(3) if journal is None else ""
+        self.id_tag = ""  # set per start in run() (the journal's run tag, or a fresh one)
         self.profiles = profiles or {}
         self.control = control or Control(journal)
         self.gates = RiskGates(_limits(cfg.risk))
+        self.aggregate = AggregateGates(cfg.risk.aggregate_limits())
+        if journal is not None and journal.on_fault is None:
+            # A journal that cannot write engages the kill switch (the runner sets the same).
+            journal.on_fault = lambda e: self.control.halt(f"journal unavailable: {e}")
         self.runners: list[ParentRunner] = []
         self.router = _Router(self.runners, self.control.halt)
         self.venues: list[SimVenue] = []
@@ -692,6 +729,9 @@ class Daemon:
 
     # -- parents ------------------------------------------------------------------------------
     def _add(self, order: OrderConfig, restore: bool = True) -> ParentRunner:
+        res = self.aggregate.check_parent(order.id, order.quantity)
+        if not res.ok:
+            raise ValueError(f"parent {order.id!r} refused by risk.{res.gate}: {res.detail}")
         profile = self.profiles.get((order.symbol, order.side.value), IntradayProfile.flat())
         volume = None
         hist = self.history_trades.get(order.symbol)
@@ -711,13 +751,18 @@ class Daemon:
             id_tag=self.id_tag,
             volume_profile=volume,
             session=session,
+            aggregate=self.aggregate,
         )
         core.timer = time.perf_counter  # solve times for the logs and metrics
         r = ParentRunner(
             order, core, self.main, self.shadow, self.journal, self.control, self.metrics
         )
         if restore and self.journal is not None:
-            r.restore(self.journal.load(order.id))
+            h = self.journal.load(order.id)
+            r.restore(h)
+            if h.conflict:
+                # An old journal reused client order ids: never send under this parent again.
+                r.cancel_parent(f"journal conflict: {h.conflict}")
             if r.twap is not None:
                 # The shadow's simulated venue died with the last process: what it had open
                 # is closed as unknown (it never trades for real).
@@ -727,6 +772,7 @@ class Daemon:
         self.runners.append(r)
         self.by_symbol.setdefault(order.symbol, []).append(r)
         session.parents.append(core)
+        self.aggregate.record_parent(order.id, order.quantity)
         return r
 
     def _start_symbol(self, symbol: str) -> None:
@@ -811,7 +857,10 @@ class Daemon:
                 "halted": self.control.halted,
                 "stopping": self.control.stop,
                 "broker": self.main.name,
+                "halt_reason": self.control.reason or None,
                 "parents": [r.status() for r in self.runners],
+                "risk": self.aggregate.usage(time.time_ns()),
+                "journal": self.journal.health() if self.journal is not None else None,
             }
         if cmd == "kill":
             n = await self.halt(str(req.get("reason") or "control command"))
@@ -879,14 +928,30 @@ class Daemon:
                 reason="halted before this start (journal)",
                 hint="resume on purpose: exec-agent resume, or exec-agent run --resume",
             )
-        for o in self.cfg.orders:
-            self._add(o)
+        # Client order ids carry a run tag unique per start (per journal when there is one):
+        # unique for ever on a journal, and across restarts and days towards a venue.
         if self.journal is not None:
-            known = {o.id for o in self.cfg.orders}
-            submitted, cancelled = self.journal.parents()
-            for raw in submitted:
-                if raw["id"] not in known:
-                    self._add(OrderConfig.model_validate(raw))
+            self.id_tag = await self.journal.start_run(time.time_ns())
+            self.gates.forbid_ids(self.journal.client_order_ids())
+            rep = self.journal.report()
+            if not rep.ok:
+                log.error(
+                    "journal.duplicates",
+                    duplicate_parents=list(rep.duplicate_parents),
+                    duplicate_client_order_ids=list(rep.duplicate_client_order_ids)[:20],
+                )
+        else:
+            self.id_tag = make_run_tag(time.time_ns())
+        submitted, cancelled = self.journal.parents() if self.journal is not None else ([], {})
+        known = {o.id for o in self.cfg.orders}
+        todo = [*self.cfg.orders]
+        todo += [OrderConfig.model_validate(raw) for raw in submitted if raw["id"] not in known]
+        for o in todo:
+            try:
+                self._add(o)
+            except ValueError as e:
+                log.error("order.refused", parent_id=o.id, reason=str(e))
+        if self.journal is not None:
             for r in self.runners:
                 if r.order.id in cancelled:
                     r.cancel_parent(cancelled[r.order.id])
@@ -951,7 +1016,8 @@ class Daemon:
             if server is not None:
                 await server.aclose()
         if self.journal is not None:
-            await self.journal.flush()
+            with contextlib.suppress(JournalUnavailable):  # said at error level already
+                await self.journal.flush()
         summaries = [r.summary() for r in self.runners]
         for s, r in zip(summaries, self.runners, strict=True):
             if r.mpc.tracker.n_open:

@@ -5,12 +5,12 @@ AgentError
 ├── ConfigError(AgentError, ValueError)      bad/missing key; message names the file and key path
 ├── DuplicateParent(AgentError, ValueError)  a parent id already used on this journal (caller's)
 ├── JournalUnavailable                       the journal cannot write or read (disk full, I/O)
-├── ModelError                               impact fit failed, invalid parameters
-├── SolverError                              carries .result (a SolveResult)
-├── BrokerError                              .retryable: bool
-│   ├── BrokerUnavailable   (retryable)      timeouts, disconnects
-│   ├── BrokerRejected      (not retryable)  venue said no; carries the venue's reason
-│   └── BrokerProtocolError (not retryable)  venue sent something we cannot parse
+├── ModelError                               a model cannot work on this input (a passive
+│                                            fill model on a feed without trade rows)
+├── BrokerError                              .retryable: bool; from Broker.submit / cancel
+│   ├── BrokerUnavailable   (retryable)      not sent or in doubt: timeouts, disconnects
+│   └── BrokerRejected      (not retryable)  refused before sending (nothing reached the
+│                                            venue); carries the reason
 └── InvariantViolation(AgentError, AssertionError)  a broken rule; crash the run; .culprit: whose
     ├── InternalViolation   (culprit "ours")      we broke it: a child above what is left, a
     │                                             duplicate id, a request the order's state forbids
@@ -25,12 +25,11 @@ status, not exceptions; exceptions are for broken contracts.
 
 from __future__ import annotations
 
-from typing import Any, ClassVar, Literal
+from typing import ClassVar, Literal
 
 __all__ = [
     "AgentError",
     "BrokerError",
-    "BrokerProtocolError",
     "BrokerRejected",
     "BrokerUnavailable",
     "ConfigError",
@@ -39,7 +38,6 @@ __all__ = [
     "InvariantViolation",
     "JournalUnavailable",
     "ModelError",
-    "SolverError",
     "VenueViolation",
 ]
 
@@ -74,15 +72,7 @@ class JournalUnavailable(AgentError):
 
 
 class ModelError(AgentError):
-    """Raised when an impact model cannot be fitted or has invalid parameters."""
-
-
-class SolverError(AgentError):
-    """Raised when no solver could produce a usable schedule; ``result`` holds the last attempt."""
-
-    def __init__(self, message: str, result: Any = None) -> None:
-        super().__init__(message)
-        self.result = result
+    """Raised when a model cannot work on the input it was given (the input lacks what it needs)."""
 
 
 class BrokerError(AgentError):
@@ -98,15 +88,15 @@ class BrokerUnavailable(BrokerError):
 
 
 class BrokerRejected(BrokerError):
-    """Raised when the venue refused a request; ``reason`` is the venue's text."""
+    """Raised when a broker refuses a request before sending it; ``reason`` is a short code.
+
+    Nothing reached the venue, so the daemon frees the child's quantity at once (a venue's own
+    reject arrives as an ``OrderRejected`` event instead).
+    """
 
     def __init__(self, message: str, reason: str = "") -> None:
         super().__init__(message)
         self.reason = reason
-
-
-class BrokerProtocolError(BrokerError):
-    """Raised when the venue sent something we cannot parse."""
 
 
 class InvariantViolation(AgentError, AssertionError):

@@ -295,16 +295,17 @@ class Journal:
     def halted(self) -> bool:
         """Return the last recorded kill-switch state (False when never set)."""
 
-        def _read() -> tuple[str] | None:
+        def _read() -> str | None:
             assert self._conn is not None
             cur = self._conn.execute(
                 "SELECT body FROM records WHERE parent_id = '*' AND kind = 'halt' "
                 "ORDER BY seq DESC LIMIT 1"
             )
-            return cur.fetchone()
+            row = cur.fetchone()
+            return None if row is None else str(row[0])
 
-        row = self._call(_read, "reading the kill switch")
-        return bool(row and json.loads(row[0])["halted"])
+        body = self._call(_read, "reading the kill switch")
+        return bool(body and json.loads(body)["halted"])
 
     async def add_parent(self, order: dict[str, Any]) -> None:
         """Record a parent submitted while running (durable before it returns).

@@ -13,7 +13,7 @@ from __future__ import annotations
 import io
 import logging
 import sys
-from typing import IO, Any
+from typing import IO, Any, TextIO
 
 import orjson
 import structlog
@@ -67,9 +67,7 @@ def _redacting_traceback(sio: IO[str], exc_info: Any) -> None:
     sio.write(redact_text(buf.getvalue()))
 
 
-def configure_logging(
-    fmt: str = "auto", level: str = "info", stream: IO[str] | None = None
-) -> None:
+def configure_logging(fmt: str = "auto", level: str = "info", stream: TextIO | None = None) -> None:
     """Configure structlog for the process.
 
     Args:

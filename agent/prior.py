@@ -6,6 +6,7 @@ combination (leave one symbol out) is the pure ``agent.core.prior.prior_from_dic
 
 from __future__ import annotations
 
+import functools
 import json
 from importlib import resources
 from pathlib import Path
@@ -14,7 +15,7 @@ from typing import Any
 from agent.core.prior import Prior, prior_from_dict
 from agent.impact.profile import IntradayProfile
 
-__all__ = ["load_prior", "load_prior_file", "read_prior_dict"]
+__all__ = ["load_prior", "load_prior_file", "packaged_prior", "read_prior_dict"]
 
 
 def read_prior_dict(path: str | Path | None = None) -> dict[str, Any]:
@@ -23,7 +24,11 @@ def read_prior_dict(path: str | Path | None = None) -> dict[str, Any]:
         text = resources.files("agent").joinpath("data", "prior_profile.json").read_text()
     else:
         text = Path(path).read_text()
-    return json.loads(text)
+    data = json.loads(text)
+    if not isinstance(data, dict):
+        where = "the packaged prior" if path is None else str(path)
+        raise ValueError(f"{where}: a prior file holds a JSON object, got {type(data).__name__}")
+    return data
 
 
 def load_prior_file(
@@ -34,6 +39,15 @@ def load_prior_file(
 ) -> Prior:
     """Return the leave-one-symbol-out prior of ``symbol`` (profile, volume shares, dynamics)."""
     return prior_from_dict(read_prior_dict(path), symbol, side, open_utc_s)
+
+
+@functools.lru_cache(maxsize=64)
+def packaged_prior(symbol: str, side: str = "buy") -> Prior | None:
+    """Return the packaged leave-one-symbol-out prior of ``symbol`` (None when unreadable)."""
+    try:
+        return load_prior_file(symbol, side)
+    except (OSError, ValueError, KeyError):
+        return None
 
 
 def load_prior(symbol: str, side: str = "buy", path: str | Path | None = None) -> IntradayProfile:

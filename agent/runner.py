@@ -145,8 +145,9 @@ async def _run(
     profiles: dict[tuple[str, str], IntradayProfile],
     resume: bool = False,
     history_trades: dict[str, tuple[np.ndarray, np.ndarray]] | None = None,
-) -> tuple[list[RunSummary], bool]:
-    """Run the daemon; return the summaries and whether the kill switch was engaged at the end."""
+) -> tuple[list[RunSummary], bool, str]:
+    """Run the daemon; return the summaries, whether the kill switch was engaged at the end,
+    and why."""
     broker = None
     if cfg.broker.kind == "fix":
         from agent.brokers.fix import FixBroker
@@ -184,7 +185,7 @@ async def _run(
             metrics=metrics,
             history_trades=history_trades,
         )
-        return summaries, control.halted
+        return summaries, control.halted, control.reason
     finally:
         for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGUSR1):
             loop.remove_signal_handler(sig)
@@ -214,7 +215,7 @@ def run_from_config(
     try:
         profiles = build_profiles(cfg)
         trades = build_history_trades(cfg)
-        summaries, halted = asyncio.run(_run(cfg, profiles, resume, trades))
+        summaries, halted, halt_reason = asyncio.run(_run(cfg, profiles, resume, trades))
     except ConfigError as e:  # a state path refused when opened (e.g. replaced since the check)
         print(f"exec-agent: config error: {redact_text(str(e))}", file=sys.stderr)
         return exitcodes.CONFIG_ERROR
@@ -249,6 +250,8 @@ def run_from_config(
         )
         return exitcodes.FAILED
     code = exitcodes.exit_code([s.status for s in summaries], halted=halted)
+    if halted:  # one line a scheduler (or a person) can read: why it stopped trading
+        print(f"exec-agent: halted: {redact_text(halt_reason or 'kill switch')}", file=sys.stderr)
     log.log(
         20 if code == exitcodes.COMPLETED else 40,
         "daemon.stopped",

@@ -1,24 +1,20 @@
 """Feed errors.
 
 ```
-FeedError
-├── FeedDisconnected   retryable: the connection dropped
-├── SequenceGap        resubscribe / resync from a fresh snapshot
-└── FeedParseError     a message or file could not be decoded; carries where
+FeedError                a live feed's reader stopped (it reconnects after drops by itself)
+├── SequenceGap          resubscribe / resync from a fresh snapshot
+└── FeedParseError       a message or file could not be decoded; carries where
+    └── FeedDataError    a data file is missing, empty or of an unknown format
 ```
 """
 
 from __future__ import annotations
 
-__all__ = ["FeedDataError", "FeedDisconnected", "FeedError", "FeedParseError", "SequenceGap"]
+__all__ = ["FeedDataError", "FeedError", "FeedParseError", "SequenceGap"]
 
 
 class FeedError(Exception):
-    """Base class of every feed error."""
-
-
-class FeedDisconnected(FeedError):
-    """Raised when a live connection drops; the caller reconnects."""
+    """Base class of every feed error; raised itself when a live feed's reader task stopped."""
 
 
 class SequenceGap(FeedError):

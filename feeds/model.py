@@ -20,7 +20,6 @@ Conventions (every producer must honour them, ``validate_batch`` checks them):
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
@@ -55,6 +54,16 @@ SIDE_BID = ord("B")
 SIDE_NONE = ord("N")
 
 
+# The four optional event columns (action, ev_side, ev_px, ev_sz), and a row selector.
+_Events = tuple[
+    NDArray[np.uint8] | None,
+    NDArray[np.uint8] | None,
+    NDArray[np.float64] | None,
+    NDArray[np.float64] | None,
+]
+_Rows = slice | NDArray[np.intp] | NDArray[np.bool_]
+
+
 @dataclass(frozen=True, slots=True)
 class BookBatch:
     """A run of consecutive book snapshots of one symbol, one row per snapshot.
@@ -85,6 +94,22 @@ class BookBatch:
     ev_px: NDArray[np.float64] | None = None
     ev_sz: NDArray[np.float64] | None = None
 
+    def __post_init__(self) -> None:
+        # A partial set of event columns is a producer's bug: slices and concats would drop it.
+        n_none = (
+            (self.action is None)
+            + (self.ev_side is None)
+            + (self.ev_px is None)
+            + (self.ev_sz is None)
+        )
+        if 0 < n_none < 4:
+            names = ("action", "ev_side", "ev_px", "ev_sz")
+            missing = [n for n in names if getattr(self, n) is None]
+            raise ValueError(
+                f"BookBatch({self.symbol}): the event columns come all four or none; "
+                f"missing {', '.join(missing)}"
+            )
+
     def __len__(self) -> int:
         return int(self.ts_event_ns.shape[0])
 
@@ -103,7 +128,7 @@ class BookBatch:
             self.bid_sz[start:stop],
             self.ask_px[start:stop],
             self.ask_sz[start:stop],
-            *(None if c is None else c[start:stop] for c in self._events()),
+            *self._event_rows(slice(start, stop)),
         )
 
     def take(self, index: NDArray[np.intp] | NDArray[np.bool_]) -> BookBatch:
@@ -116,7 +141,7 @@ class BookBatch:
             self.bid_sz[index],
             self.ask_px[index],
             self.ask_sz[index],
-            *(None if c is None else c[index] for c in self._events()),
+            *self._event_rows(index),
         )
 
     @staticmethod
@@ -161,31 +186,29 @@ class BookBatch:
             return np.zeros(len(self), dtype=np.bool_)
         return np.asarray(self.action == EV_TRADE, dtype=np.bool_)
 
-    def _events(
-        self,
-    ) -> tuple[
-        NDArray[np.uint8] | None,
-        NDArray[np.uint8] | None,
-        NDArray[np.float64] | None,
-        NDArray[np.float64] | None,
-    ]:
-        return self.action, self.ev_side, self.ev_px, self.ev_sz
+    def _event_rows(self, index: _Rows) -> _Events:
+        """Return the four event columns at ``index`` (all ``None`` without events)."""
+        if self.action is None or self.ev_side is None or self.ev_px is None or self.ev_sz is None:
+            return None, None, None, None
+        return self.action[index], self.ev_side[index], self.ev_px[index], self.ev_sz[index]
 
 
-def _concat_events(batches: list[BookBatch]) -> tuple[Any, Any, Any, Any]:
+def _concat_events(batches: list[BookBatch]) -> _Events:
     """Concatenate the event columns; a batch without them contributes unknown events."""
     if all(b.action is None for b in batches):
         return None, None, None, None
-    parts: list[tuple[Any, Any, Any, Any]] = []
+    parts: list[
+        tuple[NDArray[np.uint8], NDArray[np.uint8], NDArray[np.float64], NDArray[np.float64]]
+    ] = []
     for b in batches:
-        if b.action is None:
+        if b.action is None or b.ev_side is None or b.ev_px is None or b.ev_sz is None:
             n = len(b)
             parts.append(
                 (np.zeros(n, np.uint8), np.full(n, SIDE_NONE, np.uint8), np.full(n, np.nan),
                  np.zeros(n))
             )  # fmt: skip
         else:
-            parts.append(b._events())
+            parts.append((b.action, b.ev_side, b.ev_px, b.ev_sz))
     return (
         np.concatenate([p[0] for p in parts]),
         np.concatenate([p[1] for p in parts]),

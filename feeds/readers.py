@@ -346,7 +346,7 @@ def _parse_block(
     p: Path, block: bytes, offset: int, layout: _CsvLayout, symbol: str | None
 ) -> list[BookBatch]:
     """Parse one block of lines (worker thread) into per-symbol batches."""
-    dtypes: dict[str, object] = {c: np.float64 for c in _BOOK_COLUMNS}
+    dtypes: dict[str, str | type[object]] = {c: np.float64 for c in _BOOK_COLUMNS}
     dtypes["symbol"] = "category"
     dtypes["ts_event"] = object
     if layout.has_recv:
@@ -477,11 +477,13 @@ def _parse_ts(values: NDArray[np.object_]) -> tuple[NDArray[np.int64], NDArray[n
         The timestamps, shape (n,), and ``None`` when all parsed, else the mask of cells that
         did not parse (their value is carried over from the previous good cell).
     """
+    # pandas parses a 1-d object array of strings (its documented "1-d array"); pandas-stubs
+    # list only typed arrays, hence the two ignores.
     try:
-        ts = pd.to_datetime(values, format="ISO8601", utc=True)
+        ts = pd.to_datetime(values, format="ISO8601", utc=True)  # type: ignore[arg-type]
         bad = None if not ts.hasnans else np.asarray(ts.isna())
     except (ValueError, TypeError):
-        ts = pd.to_datetime(values, format="ISO8601", utc=True, errors="coerce")
+        ts = pd.to_datetime(values, format="ISO8601", utc=True, errors="coerce")  # type: ignore[call-overload]
         bad = np.asarray(ts.isna())
     out = np.asarray(ts.as_unit("ns").asi8, dtype=np.int64)
     if bad is not None:

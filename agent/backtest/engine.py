@@ -30,9 +30,10 @@ from numpy.typing import NDArray
 from agent.backtest.data import DayData, Trades, load_day, load_history
 from agent.backtest.tca import realized_slice_cost, tactic_tca, tca
 from agent.core.estimator import IncrementalCurve
+from agent.core.forecast import ArPrior
 from agent.core.parent import Cancel, ParentCore, ParentParams, Replace, Send, SliceRecord
 from agent.core.plan import PeriodGrid, round_lot
-from agent.core.policy import StrategySpec, make_policy, tod_volume
+from agent.core.policy import StrategySpec, adaptive_forecaster, make_policy, tod_volume
 from agent.core.queue import QueueConfig, QueueRows, passive_fill_problem
 from agent.core.session import SymbolSession, VenueEvents
 from agent.core.tactic import TacticConfig
@@ -42,6 +43,7 @@ from agent.impact.book_walk import BeyondDepth, DepthPolicy
 from agent.impact.book_walk import Side as WalkSide
 from agent.impact.profile import IntradayProfile, learn_profile
 from agent.model import OrderEvent, Side
+from agent.prior import packaged_prior
 from feeds.model import BookBatch
 
 __all__ = ["RunResult", "RunSpec", "SimParams", "run_one", "simulate"]
@@ -82,6 +84,9 @@ class SimParams:
     unfilled_penalty_bps: float = 0.0
     max_child_multiple: float = 10.0
     incremental: bool = True
+    forecast: str = "adaptive"
+    prior_profile: bool = True
+    max_participation: float = 0.0
     tactic: TacticConfig = TacticConfig()  # noqa: RUF009 (frozen pydantic model)
     queue: QueueConfig = QueueConfig()  # noqa: RUF009 (frozen pydantic model)
     adverse_horizon_s: float = 60.0
@@ -265,7 +270,11 @@ def simulate(
             else (p.risk_aversion if strat.endswith("-risk") else 0.0)
         )
         sspec = StrategySpec.parse(
-            strat, pov_rate=p.pov_rate, scenario_weights=p.scenario_weights, risk_aversion=risk
+            strat,
+            pov_rate=p.pov_rate,
+            scenario_weights=p.scenario_weights,
+            risk_aversion=risk,
+            forecast=p.forecast,
         )
     except ValueError as e:
         res.message = f"unknown strategy {strat!r}: {e}"
@@ -278,8 +287,9 @@ def simulate(
         res.notes.append(volume_note)
     elif sspec.kind == "pov" and day.trades.source == "none":
         res.notes.append("pov: no trade information in the file: TWAP schedule instead")
-    elif sspec.kind == "mpc":
-        profile = _mpc_profile(spec, day, history, books, sizes, depth, res.notes)
+    ar = None
+    if sspec.kind == "mpc":
+        profile, ar = _mpc_profile(spec, day, history, books, sizes, depth, res.notes)
     policy = make_policy(
         sspec,
         spec.side,
@@ -291,6 +301,9 @@ def simulate(
         period_s=p.period_s,
         volume_profile=volume_profile,
         volume_note=volume_note,
+        forecaster=adaptive_forecaster(
+            sspec, spec.side, start_ns, grid.period_ns, round(p.window_s * _NS), profile, ar
+        ),
     )
     params = ParentParams(
         parent_id=spec.run_id,
@@ -306,6 +319,7 @@ def simulate(
         window_ns=round(p.window_s * _NS),
         max_window_rows=p.max_window_rows,
         max_child_multiple=p.max_child_multiple,
+        max_participation=p.max_participation,
     )
     session = SymbolSession(day.symbol, [])
     estimator = None
@@ -522,13 +536,14 @@ def _mpc_profile(
     sizes: NDArray[np.float64],
     depth: DepthPolicy,
     notes: list[str],
-) -> IntradayProfile:
+) -> tuple[IntradayProfile, ArPrior | None]:
+    """Return the MPC's intraday profile (and the prior's dynamics when it is the prior)."""
     p = spec.params
     if spec.mpc_profile == "same_day":
         notes.append("mpc profile: SAME-DAY (look-ahead: learned from the traded day)")
         return learn_profile(
             (books,), side_of(spec.side), sizes, bucket_s=p.profile_bucket_s, policy=depth
-        )
+        ), None
     if spec.mpc_profile == "history" and history is not None and history[0]:
         notes.append(f"mpc profile: learned from {len(history[0])} history day(s)")
         if spec.history:
@@ -539,12 +554,21 @@ def _mpc_profile(
                 tuple(sizes.tolist()),
                 p.profile_bucket_s,
                 depth,
-            )
+            ), None
         return learn_profile(
             history[0], side_of(spec.side), sizes, bucket_s=p.profile_bucket_s, policy=depth
-        )
+        ), None
+    if spec.mpc_profile == "history" and p.prior_profile:
+        prior = packaged_prior(day.symbol, spec.side)
+        if prior is not None:
+            notes.append(
+                "mpc profile: prior from other symbols' days ("
+                + ", ".join(prior.symbols)
+                + f"; never {day.symbol}'s own)"
+            )
+            return prior.profile, prior.ar
     notes.append("mpc profile: flat (no history day given)")
-    return IntradayProfile.flat()
+    return IntradayProfile.flat(), None
 
 
 @functools.lru_cache(maxsize=16)

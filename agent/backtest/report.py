@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 
 from agent.backtest.engine import RunResult
+from agent.core.calibration import calibrate_costs
 
 __all__ = ["markdown_table", "summarize", "write_report"]
 
@@ -51,7 +52,9 @@ def slice_accuracy(results: Sequence[RunResult]) -> dict[str, Any]:
     """Return predicted vs realized slice cost over the slices that filled.
 
     ``ratio`` is sum(realized) / sum(predicted at the filled size); ``corr`` the correlation of
-    the per-slice costs; ``mae_bps`` the mean absolute error per slice in bps of its notional.
+    the per-slice costs; ``mae_bps`` the mean absolute error per slice in bps of its notional;
+    ``median_ratio``, ``share_within_20pct``, ``pearson``, ``spearman`` from
+    ``agent.core.calibration.calibrate_costs`` (the same figures the daemon's logs allow).
     """
     pred, real, bps_err = [], [], []
     for r in results:
@@ -68,6 +71,7 @@ def slice_accuracy(results: Sequence[RunResult]) -> dict[str, Any]:
     p = np.asarray(pred)
     r_ = np.asarray(real)
     corr = float(np.corrcoef(p, r_)[0, 1]) if p.size > 2 and p.std() > 0 and r_.std() > 0 else None
+    cal = calibrate_costs(p, r_, tol=0.2)
     return {
         "n_slices": int(p.size),
         "sum_predicted": float(p.sum()),
@@ -75,6 +79,11 @@ def slice_accuracy(results: Sequence[RunResult]) -> dict[str, Any]:
         "ratio": float(r_.sum() / p.sum()) if p.sum() > 0 else None,
         "corr": corr,
         "mae_bps": float(np.mean(bps_err)),
+        # issue 13 item 6: the calibration figures of agent.core.calibration
+        "median_ratio": cal.median_ratio,
+        "share_within_20pct": cal.share_within,
+        "pearson": cal.pearson,
+        "spearman": cal.spearman,
     }
 
 

@@ -297,7 +297,7 @@ class IncrementalCurve:
                 b = min(k, c.added)
                 if c.last is not None and b == n:  # the scaled tail leaves as it came
                     self._add(c, c.lo, n - 1, -1.0)
-                    self._take_out_last(c)
+                    self._take_out_last(c, c.last)
                 else:
                     self._add(c, c.lo, b, -1.0)
                 self._left_since_rebuild += k - c.lo
@@ -324,11 +324,11 @@ class IncrementalCurve:
             acc.merge(c.last)
         c.acc = acc
 
-    def _take_out_last(self, c: _Chunk) -> None:
-        """Subtract a chunk's scaled tail exactly as it was added (same numbers, no residue)."""
+    def _take_out_last(self, c: _Chunk, last: CurveAccumulator) -> None:
+        """Subtract a chunk's scaled tail ``last`` exactly as it was added (no residue)."""
         n = len(c.ts)
-        self._acc.merge(c.last, -1.0)
-        self._chunk_acc(c).merge(c.last, -1.0)
+        self._acc.merge(last, -1.0)
+        self._chunk_acc(c).merge(last, -1.0)
         jdx, ok = _beyond_bin(self.sizes, c.px[n - 1 :], c.sz[n - 1 :], c.mid[n - 1 :])
         if ok[0]:
             w = int(c.w_ns[n - 1])
@@ -369,6 +369,10 @@ def _beyond_bin(
     return np.searchsorted(sizes, depth, side="right"), ok
 
 
+# What makes two estimates the same: symbol, side, size grid (bytes), policy, window, weighting.
+_CurveKey = tuple[str, Side, bytes, DepthPolicy, int, Weighting]
+
+
 class CurveBank:
     """The incremental curves of every parent, one per distinct estimate, fed once per book.
 
@@ -377,7 +381,7 @@ class CurveBank:
     """
 
     def __init__(self) -> None:
-        self._curves: dict[tuple, IncrementalCurve] = {}
+        self._curves: dict[_CurveKey, IncrementalCurve] = {}
         self._by_symbol: dict[str, list[IncrementalCurve]] = {}
 
     def curve_for(

@@ -223,7 +223,7 @@ class _ArStats:
         w = np.stack([np.ones_like(a), -a], axis=1)  # (F, 2)
 
         def quad(m: NDArray[np.float64]) -> NDArray[np.float64]:
-            return np.einsum("fi,fij,fj->f", w, m, w)
+            return np.asarray(np.einsum("fi,fij,fj->f", w, m, w), dtype=np.float64)
 
         n = self.pairs
         sx, sy = (w * self.sp).sum(axis=1), (w * self.sn).sum(axis=1)

@@ -38,7 +38,9 @@ from agent.brokers.matching import collar_limit_px
 from agent.core.estimator import IncrementalCurve
 from agent.core.plan import NO_TIMER, Decision, PeriodGrid
 from agent.core.policy import DecisionInput, Policy, PolicyStep, TwapPolicy
+from agent.core.risk import AggregateGates, RiskGates
 from agent.core.tactic import Slice, Tactic, TacticConfig, passive_price
+from agent.core.volume import VolumeTracker, participation_caps
 from agent.core.window import RollingWindow
 from agent.model import (
     CancelRequested,
@@ -51,7 +53,6 @@ from agent.model import (
     Side,
 )
 from agent.orders.tracker import OrderTracker, Transition
-from agent.risk import RiskGates
 from feeds.model import BookBatch
 
 __all__ = [
@@ -81,11 +82,25 @@ _EVENT_NAMES = {
 
 # -- actions --------------------------------------------------------------------------------------
 @dataclass(frozen=True, slots=True)
+class Log:
+    """A structured log line: ``event`` at ``level`` with ``fields``."""
+
+    level: str
+    event: str
+    fields: dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
 class Send:
-    """Send ``child`` on ``leg`` (the daemon: journal the intent first, then the broker)."""
+    """Send ``child`` on ``leg`` (the daemon: journal the intent first, then the broker).
+
+    ``log`` is the ``order.submitted`` line, emitted once the intent is durable, as the child
+    goes to the broker (never for a child that did not go).
+    """
 
     leg: str
     child: ChildOrder
+    log: Log | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -127,15 +142,6 @@ class Record:
     event: OrderEvent
 
 
-@dataclass(frozen=True, slots=True)
-class Log:
-    """A structured log line: ``event`` at ``level`` with ``fields``."""
-
-    level: str
-    event: str
-    fields: dict[str, Any]
-
-
 Action = Send | Cancel | Replace | Decided | Record | Log
 
 
@@ -163,6 +169,8 @@ class ParentParams:
         max_children: Children the mpc leg may send (0 = no limit; counted across restarts).
         max_child_multiple: A child at most this multiple of ``quantity / periods`` (0 = off):
             no catch-up dump after a time jump or a silent feed.
+        max_participation: The MPC plans at most this share of each period's expected market
+            volume (from the feed's trades; 0 = off).
         id_tag: Extra component of the client order ids (a run tag: ids unique across runs).
     """
 
@@ -181,6 +189,7 @@ class ParentParams:
     max_window_rows: int = 20_000
     max_children: int = 0
     max_child_multiple: float = 0.0
+    max_participation: float = 0.0
     id_tag: str = ""
 
 
@@ -263,6 +272,8 @@ class ParentCore:
         estimator: The window's incremental cost curve (possibly shared with other parents on
             the symbol and side; the ``SymbolSession`` pushes the rows into it), or None to
             walk the window at each decision.
+        aggregate: Daemon-wide limits over every parent (gross notional, shares per symbol,
+            open orders, rate), shared by every parent's core (None: none).
     """
 
     def __init__(
@@ -273,9 +284,13 @@ class ParentCore:
         order_gates: RiskGates | None = None,
         benchmark: bool = False,
         estimator: IncrementalCurve | None = None,
+        aggregate: AggregateGates | None = None,
     ) -> None:
         p = params
         self.estimator = estimator
+        self.aggregate = aggregate
+        # Traded volume per period, for the participation cap (p.max_participation).
+        self.volume = VolumeTracker(p.period_ns, p.start_ns) if p.max_participation > 0 else None
         self.p = p
         self.side = p.side
         self.grid = PeriodGrid(p.start_ns, p.end_ns, p.period_ns)
@@ -311,6 +326,7 @@ class ParentCore:
         self._trade_qty: list[NDArray[np.float64]] = []
         self._trades_known = False
         self.slices: list[SliceRecord] = []
+        self._slice_of: dict[str, SliceRecord] = {}
         self.timer: Callable[[], float] = NO_TIMER  # the daemon injects time.perf_counter
         self.steps: list[tuple[int, PolicyStep]] = []
         self.tactic: Tactic | None = None  # None: every child an IOC (``set_tactic``)
@@ -374,6 +390,9 @@ class ParentCore:
             return
         self.window.append(seg)
         self.n_books += len(seg)
+        observe = getattr(self.mpc.policy, "observe", None)
+        if observe is not None:
+            observe(seg)
         self.last_mid = float(seg.mid[-1])
         self._last_row = (
             (seg.ask_px[-1], seg.ask_sz[-1])
@@ -388,6 +407,8 @@ class ParentCore:
     def on_trades(self, ts_ns: NDArray[np.int64], qty: NDArray[np.float64]) -> None:
         """Take in market trades (times and sizes) that precede the next decision time."""
         self._trades_known = True
+        if self.volume is not None and ts_ns.size:
+            self.volume.observe_trades(ts_ns, qty)
         if ts_ns.size:
             self._trade_ts.append(np.asarray(ts_ns, dtype=np.int64))
             self._trade_qty.append(np.asarray(qty, dtype=np.float64))
@@ -500,6 +521,7 @@ class ParentCore:
             window=lambda: self.window.view(t_ns),
             prev_volume=prev,
             timer=self.timer,
+            caps=self._participation_caps(t_ns) if leg is self.mpc else None,
             curve=(
                 None
                 if self.estimator is None or leg is not self.mpc
@@ -564,6 +586,28 @@ class ParentCore:
         qty = min(qty, leg.tracker.uncommitted_qty)
         if qty <= 0 or not math.isfinite(self.last_mid):
             return
+        if leg.gated and self.p.max_child_multiple > 0:
+            # The catch-up guard: no child above max_child_multiple average periods (a time
+            # jump, a silent feed or a late resume never fires the rest as one dump); the
+            # rest waits for the next decision or retry.
+            lim = self._multiple_limit()
+            if qty > lim + 1e-9:
+                capped = math.floor(lim / self.p.lot + 1e-9) * self.p.lot or lim
+                out.append(
+                    Log(
+                        "warning",
+                        "mpc.child_capped",
+                        {
+                            "period": k,
+                            "qty": qty,
+                            "capped_qty": capped,
+                            "limit": f"{self.p.max_child_multiple:g}x the average period "
+                            f"quantity {self.p.quantity / self.grid.n:g} "
+                            "(strategy.max_child_multiple; 0: off)",
+                        },
+                    )
+                )
+                qty = float(capped)
         coid = f"{leg.prefix}{leg.n_sent + 1:05d}"
         limit_px = collar_limit_px(self.side, self.last_mid, self.p.collar_bps)
         tif = "ioc"
@@ -640,8 +684,7 @@ class ParentCore:
                     dict(step.fields) if step is not None else {},
                 )
             )
-        out.append(Log(leg.log_level, "order.submitted", fields))
-        out.append(Send(leg.name, child))
+        out.append(Send(leg.name, child, Log(leg.log_level, "order.submitted", fields)))
 
     def _gate(
         self, leg: Leg, coid: str, qty: float, limit_px: float, t_ns: int, env: Env
@@ -662,7 +705,7 @@ class ParentCore:
             # Counted from the journal's intents, so a kill -9 and a restart do not reset it.
             return "max_children_per_parent", f"{leg.n_sent} children sent, limit {cap_n}"
         if self.gates is None:
-            return self._multiple(qty)
+            return None
         px, sz = self._last_row if self._last_row is not None else (np.zeros(0), np.zeros(0))
         with np.errstate(invalid="ignore"):
             inside = (px <= limit_px) if self.side is Side.BUY else (px >= limit_px)
@@ -685,27 +728,32 @@ class ParentCore:
             res = self.order_gates.check(**args)
             if not res.ok:
                 return f"order.{res.gate}", res.detail
-        multiple = self._multiple(qty)
-        if multiple is not None:
-            return multiple
+        if self.aggregate is not None:
+            agg = self.aggregate.check(
+                symbol=self.p.symbol, qty=qty, limit_px=limit_px, now_ns=t_ns
+            )
+            if not agg.ok:
+                return f"aggregate.{agg.gate}", agg.detail
+            self.aggregate.record_sent(
+                coid, symbol=self.p.symbol, qty=qty, limit_px=limit_px, now_ns=t_ns
+            )
         if self.order_gates is not None:
             self.order_gates.record_sent(coid, t_ns)
         self.gates.record_sent(coid, t_ns)
         return None
 
-    def _multiple(self, qty: float) -> tuple[str, str] | None:
-        """The catch-up guard: no child above ``max_child_multiple`` average periods."""
-        mult = self.p.max_child_multiple
-        if mult > 0:
-            avg = self.p.quantity / self.grid.n
-            lim = mult * max(avg, float(self.p.lot))
-            if qty > lim + 1e-9:
-                return (
-                    "max_child_multiple",
-                    f"{qty:g} shares is {qty / avg:.1f}x the average period quantity "
-                    f"{avg:g} (limit {mult:g}x; strategy.max_child_multiple = 0 turns it off)",
-                )
-        return None
+    def _participation_caps(self, t_ns: int) -> NDArray[np.float64] | None:
+        """Return the solver's caps of periods k.. from the expected volume (None: off)."""
+        if self.volume is None:
+            return None
+        starts = self.grid.starts(min(self.k_next - 1, self.grid.n - 1) if self.k_next else 0)
+        vf = self.volume.forecast(t_ns, starts)
+        return participation_caps(self.p.max_participation, vf.volume)
+
+    def _multiple_limit(self) -> float:
+        """Return the largest child the catch-up guard lets through, shares."""
+        avg = self.p.quantity / self.grid.n
+        return self.p.max_child_multiple * max(avg, float(self.p.lot))
 
     # -- operator -------------------------------------------------------------------------------
     def cancel_open(self, reason: str) -> list[Action]:
@@ -756,6 +804,10 @@ class ParentCore:
         out: list[Action] = []
         if tr.applied:
             out.append(Record(leg.name, event))  # type: ignore[arg-type]
+            if leg is self.mpc:
+                self._account(tr, event)
+                if tr.new is not None and tr.new.terminal:
+                    out.extend(self._slice_cost(tr.client_order_id))
         if self.tactic is not None and tr.applied:
             self._tactic_event(leg, tr.client_order_id, event.ts_event_ns)
         if isinstance(event, OrderStatus):
@@ -820,6 +872,44 @@ class ParentCore:
             )
         return tr, out
 
+    def _slice_cost(self, coid: str) -> list[Action]:
+        """Return the ``order.slice_cost`` line of a closed mpc child: the cost the model
+        predicted for what filled beside the cost realized against the decision's mid."""
+        for rec in self.slices[len(self._slice_of) :]:  # index the slices sent since
+            self._slice_of[rec.client_order_id] = rec
+        sl = self._slice_of.get(coid)
+        child = self.mpc.tracker.children.get(coid)
+        if sl is None or child is None or sl.g0 is None or not child.filled_qty > 0:
+            return []
+        # The decision's mid, from the child's collar: limit = mid (1 + s collar).
+        mid = child.order.limit_px / (1.0 + self.side.sign * self.p.collar_bps * 1e-4)
+        realized = self.side.sign * child.filled_qty * (child.avg_px - mid)
+        predicted = sl.g0(child.filled_qty)
+        return [
+            Log(
+                "info",
+                "order.slice_cost",
+                {
+                    "client_order_id": coid,
+                    "period": sl.k,
+                    "filled_qty": child.filled_qty,
+                    "predicted_cost": predicted,
+                    "realized_cost": realized,
+                    "ratio": realized / predicted if predicted > 0 else None,
+                },
+            )
+        ]
+
+    def _account(self, tr: Transition, event: OrderEvent) -> None:
+        """Keep the daemon-wide exposure up to date with what the venue did."""
+        if self.aggregate is None:
+            return
+        if tr.fill_qty:
+            px = event.px if isinstance(event, OrderFilled) else getattr(event, "avg_px", 0.0)
+            self.aggregate.record_fill(tr.client_order_id, tr.fill_qty, float(px))
+        if tr.new is not None and tr.new.terminal:
+            self.aggregate.record_closed(tr.client_order_id)
+
     def rejected(self, leg: Leg, child: ChildOrder, reason: str) -> tuple[Transition, list[Action]]:
         """The broker refused ``child`` before it reached the book: its quantity is free again."""
         return self.on_event(leg, OrderRejected(child.client_order_id, child.ts_created_ns, reason))
@@ -843,10 +933,20 @@ class ParentCore:
                 leg.tracker.on_submitted(item, item.ts_created_ns)
                 if leg is self.mpc and self.gates is not None:
                     self.gates.record_sent(item.client_order_id, item.ts_created_ns)
+                if leg is self.mpc and self.aggregate is not None:
+                    self.aggregate.record_sent(
+                        item.client_order_id,
+                        symbol=item.symbol,
+                        qty=item.qty,
+                        limit_px=item.limit_px,
+                        now_ns=item.ts_created_ns,
+                    )
                 leg.children.append(item.client_order_id)
                 leg.n_sent += 1
             else:
-                leg.tracker.on_event(item)
+                tr = leg.tracker.on_event(item)
+                if leg is self.mpc and tr.applied:
+                    self._account(tr, item)
         if periods:
             self.k_next = max(periods) + 1
             if self.k_next >= self.grid.n:

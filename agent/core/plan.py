@@ -13,6 +13,7 @@ costs in every period the plan is uniform.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -152,6 +153,7 @@ def decide_mpc(
     fallback_twap_qty: float | None = None,
     carry: float = 0.0,
     timer: Callable[[], float] = NO_TIMER,
+    caps: NDArray[np.float64] | None = None,
 ) -> Decision:
     """Re-solve the allocation of ``remaining`` over periods ``k..N-1`` and pick this child.
 
@@ -170,6 +172,9 @@ def decide_mpc(
         fallback_twap_qty: Child to send if the solve fails (None = send nothing).
         carry: Lot-rounding residual of the previous decision (0 at the first).
         timer: Seconds of a monotonic clock, to time the solve (``NO_TIMER``: not timed).
+        caps: Most per period k..N-1 (the participation cap), shape (N-k,), ``inf`` where
+            unknown. When they cannot hold ``remaining`` they are scaled up together until
+            they can (the deadline comes first), said in the decision's message.
 
     Returns:
         The decision; ``child_qty`` never exceeds ``remaining`` or the cap.
@@ -181,10 +186,23 @@ def decide_mpc(
     if h <= 1:
         child = min(remaining, cap)
         return Decision(k, child, np.array([child]), math.nan, "final", "last period", 0.0)
-    caps = None if math.isinf(cap) else np.full(h, cap)
+    u = None if math.isinf(cap) else np.full(h, cap)
+    note = ""
+    if caps is not None and caps.size == h:
+        c = np.asarray(caps, dtype=np.float64).copy()
+        c[0] = max(float(c[0]), 0.0)
+        fin = np.isfinite(c)
+        total = float(c[fin].sum())
+        if fin.all() and 0 < total < remaining:
+            c *= remaining / total * (1 + 1e-9)
+            note = "participation cap relaxed to finish by the deadline"
+        if not (fin.all() and not total > 0):  # no volume seen at all: no cap, not no trade
+            u = c if u is None else np.minimum(u, c)
     t0 = timer()
-    res: SolveResult = solve_auto(costs, remaining, caps=caps)
+    res: SolveResult = solve_auto(costs, remaining, caps=u)
     solve_ms = (timer() - t0) * 1e3
+    if note:
+        res = dataclasses.replace(res, message=f"{res.message}; {note}")
     return decision_from_plan(k, res, remaining, cap, lot, carry, solve_ms, fallback_twap_qty)
 
 

@@ -37,6 +37,7 @@ from typing import Protocol
 import numpy as np
 from numpy.typing import NDArray
 
+from agent.core.forecast import ArPrior, Forecast, LiquidityForecaster
 from agent.core.plan import (
     NO_TIMER,
     Decision,
@@ -64,6 +65,7 @@ __all__ = [
     "Policy",
     "PolicyStep",
     "StrategySpec",
+    "adaptive_forecaster",
     "make_policy",
     "sigma_per_period",
     "tod_volume",
@@ -90,6 +92,8 @@ class StrategySpec:
         pov_rate: POV's share of the previous period's volume, in (0, 1].
         scenario_weights: Weights of the three scenarios (stochastic).
         on_solve_failure: ``twap`` sends the TWAP slice, ``pause`` sends nothing that period.
+        forecast: MPC: ``adaptive`` (the later periods' cost from the book's state moving
+            toward the day's level) or ``profile`` (the current estimate times the profile).
     """
 
     kind: str = "mpc"
@@ -99,6 +103,7 @@ class StrategySpec:
     pov_rate: float = 0.10
     scenario_weights: tuple[float, float, float] = (0.5, 0.25, 0.25)
     on_solve_failure: str = "twap"
+    forecast: str = "adaptive"
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
@@ -123,6 +128,8 @@ class StrategySpec:
         w = self.scenario_weights
         if len(w) != 3 or not all(math.isfinite(x) and x >= 0 for x in w) or sum(w) <= 0:
             raise ValueError(f"scenario_weights must be 3 non-negative numbers, got {w}")
+        if self.forecast not in ("adaptive", "profile"):
+            raise ValueError(f"forecast must be adaptive or profile, got {self.forecast!r}")
         if self.on_solve_failure not in ("twap", "pause"):
             raise ValueError(f"on_solve_failure must be twap or pause, got {self.on_solve_failure}")
 
@@ -163,6 +170,8 @@ class DecisionInput:
         timer: Monotonic seconds to time solves with (the core reads no clock itself).
         curve: Returns the window's cost curve at ``t_ns`` and its row count from the
             incremental estimator (None: walk the window's rows at the decision).
+        caps: Most the MPC may plan per period k..N-1 (the participation cap), shape
+            (N-k,), ``inf`` where unknown; None: no cap.
     """
 
     k: int
@@ -178,6 +187,7 @@ class DecisionInput:
     prev_volume: float = math.nan
     timer: Callable[[], float] = NO_TIMER
     curve: Callable[[], tuple[CostCurve, int]] | None = None
+    caps: NDArray[np.float64] | None = None
 
     @property
     def remaining(self) -> float:
@@ -425,8 +435,10 @@ class MpcPolicy:
         min_snapshots: int = 10,
         weighting: str = "time",
         period_s: float = 300.0,
+        forecaster: LiquidityForecaster | None = None,
     ) -> None:
         self.spec = spec
+        self.forecaster = forecaster
         self.est = _Estimation(side, sizes, depth, min_snapshots, weighting)
         self.sizes = sizes
         self.profile = profile
@@ -485,17 +497,28 @@ class MpcPolicy:
         }
 
     def _costs(self, m: _Model, profile: IntradayProfile, starts: NDArray[np.int64]) -> CostSet:
-        """Return the forecast cost set of periods k..N-1.
+        """Return the cost set of periods k..N-1 scaled by the intraday ``profile``.
 
         Quadratic: beta and gamma scaled by the profile's ``mb``, ``mg``; the others: the whole
         cost scaled by the profile's cost multiplier ``mc`` (relative to the current period).
         """
-        if m.kind == "quadratic":
-            beta, gamma = m.params
-            mb, mg = profile.multipliers(starts)
-            return quadratic_costs(float(beta), float(gamma), mb, mg)  # type: ignore[arg-type]
+        mb, mg = profile.multipliers(starts)
         b = profile.bucket(starts)
         mc = profile.cost_mult[b] / profile.cost_mult[b[0]]
+        return self._scaled(m, mb, mg, mc)
+
+    def _scaled(
+        self,
+        m: _Model,
+        mb: NDArray[np.float64],
+        mg: NDArray[np.float64],
+        mc: NDArray[np.float64],
+    ) -> CostSet:
+        """Return the model's cost per period with multipliers: ``mb``/``mg`` of beta and gamma
+        (quadratic), ``mc`` of the whole cost (the others), each shape (H,)."""
+        if m.kind == "quadratic":
+            beta, gamma = m.params
+            return quadratic_costs(float(beta), float(gamma), mb, mg)  # type: ignore[arg-type]
         if m.kind == "power":
             a, bb = m.params
             pw = PiecewisePowerCost.power(float(a) * mc, np.full(mc.size, float(bb)))  # type: ignore[arg-type]
@@ -507,6 +530,22 @@ class MpcPolicy:
             return CostSet.of(pp, h)
         knots, slopes = (np.asarray(v, dtype=np.float64) for v in m.params)
         return nonparametric_costs(knots[:-1], slopes, mc)
+
+    def observe(self, seg: BookBatch) -> None:
+        """Take in the books up to the decision (the adaptive forecast learns from them)."""
+        if self.forecaster is not None:
+            self.forecaster.observe(seg)
+
+    @staticmethod
+    def _spread_share(curve: CostCurve) -> float:
+        """Return the share of the cost at the middle size that the spread (the smallest
+        size's per-share cost) makes: how a whole-cost multiplier mixes beta's and gamma's."""
+        g = np.asarray(curve.mean_cost, dtype=np.float64)
+        x = np.asarray(curve.sizes, dtype=np.float64)
+        j = x.size // 2
+        if not (g.size and np.isfinite(g[j]) and g[j] > 0 and np.isfinite(g[0])):
+            return 1.0
+        return float(np.clip(g[0] / x[0] * x[j] / g[j], 0.0, 1.0))
 
     def decide(self, inp: DecisionInput) -> PolicyStep:
         """Return this period's decision (the fallback when there is no estimate)."""
@@ -534,7 +573,25 @@ class MpcPolicy:
         fields |= f
         if model is None:
             return PolicyStep(_fallback(inp, self.spec, "no impact estimate"), None, fields)
-        base = self._costs(model, self.profile, starts)
+        fc = None
+        if self.forecaster is not None:
+            fc = self.forecaster.forecast(inp.t_ns, starts)
+            share = self._spread_share(curve)
+            # The median multipliers: the current estimate is the window's mean curve, an
+            # arithmetic mean over the same log-normal fluctuation as a later period's, so
+            # later / now is the ratio of medians. The expected multipliers (exp(m + sd^2/2))
+            # set a known-noisy mean against a later mean and are biased by exp(sd^2/2):
+            # measured on FROG, ~2x for the next period, which front-loaded every parent.
+            mb, mg = fc.median()
+            base = self._scaled(model, mb, mg, share * mb + (1.0 - share) * mg)
+            for key in ("status", "n_pairs"):
+                if key in fc.fields:
+                    fields[f"forecast_{key}"] = fc.fields[key]
+            if fc.beta_mult.size > 1:
+                fields["forecast_beta_next"] = float(mb[1])
+                fields["forecast_gamma_next"] = float(mg[1])
+        else:
+            base = self._costs(model, self.profile, starts)
 
         def g0(x: float, _c: CostSet = base) -> float:
             v = np.zeros(_c.H)
@@ -543,7 +600,7 @@ class MpcPolicy:
 
         cap = inp.max_child_qty
         if self.spec.solver != "deterministic":
-            d = self._decide_scenarios(inp, curve, model, starts)
+            d = self._decide_scenarios(inp, curve, model, starts, fc)
         elif self.spec.risk_aversion > 0:
             sigma = sigma_per_period(inp.window(), inp.t_ns, self.period_s)
             fields["sigma_period"] = sigma
@@ -559,7 +616,10 @@ class MpcPolicy:
                 fallback_twap_qty=(inp.twap_qty if self.spec.on_solve_failure == "twap" else None),
                 carry=inp.carry,
                 timer=inp.timer,
+                caps=inp.caps,
             )
+        if inp.caps is not None and inp.caps.size:
+            fields["participation_cap"] = float(inp.caps[0]) if np.isfinite(inp.caps[0]) else None
         return PolicyStep(d, g0, fields)
 
     def _decide_risk(self, inp: DecisionInput, base: CostSet, sigma: float) -> Decision:
@@ -587,7 +647,12 @@ class MpcPolicy:
         return decision_from_plan(inp.k, res, remaining, cap, inp.lot, inp.carry, ms, fb)
 
     def _decide_scenarios(
-        self, inp: DecisionInput, curve: CostCurve, model: _Model, starts: NDArray[np.int64]
+        self,
+        inp: DecisionInput,
+        curve: CostCurve,
+        model: _Model,
+        starts: NDArray[np.int64],
+        fc: Forecast | None = None,
     ) -> Decision:
         h = inp.grid.n - inp.k
         remaining = inp.remaining
@@ -597,18 +662,33 @@ class MpcPolicy:
         if h <= 1:
             c = min(remaining, cap)
             return Decision(inp.k, c, np.array([c]), math.nan, "final", "last period", 0.0)
-        std = np.nan_to_num(curve.std_cost, nan=0.0)
-        adverse_m, _ = self._fit(dataclasses.replace(curve, mean_cost=curve.mean_cost + std))
-        scen = [
-            self._costs(model, self.profile, starts),
-            self._costs(adverse_m if adverse_m is not None else model, self.profile, starts),
-            self._costs(model, IntradayProfile.flat(), starts),
-        ]
+        weights = self.weights
+        if fc is not None:
+            # The forecast's own uncertainty: robust over -1/0/+1 sd of the log level, the
+            # stochastic mean over its 3-point Gauss-Hermite rule (docs/forecast.md).
+            mbs, mgs, probs = fc.scenarios(1.0 if self.spec.solver == "robust" else None)
+            if self.spec.solver != "robust":  # centred on the medians, as the point forecast
+                mbs = mbs * np.exp(-0.5 * fc.log_sd_beta**2)[None, :]
+                mgs = mgs * np.exp(-0.5 * fc.log_sd_gamma**2)[None, :]
+            share = self._spread_share(curve)
+            scen = [
+                self._scaled(model, mb, mg, share * mb + (1.0 - share) * mg)
+                for mb, mg in zip(mbs, mgs, strict=True)
+            ]
+            weights = probs
+        else:
+            std = np.nan_to_num(curve.std_cost, nan=0.0)
+            adverse_m, _ = self._fit(dataclasses.replace(curve, mean_cost=curve.mean_cost + std))
+            scen = [
+                self._costs(model, self.profile, starts),
+                self._costs(adverse_m if adverse_m is not None else model, self.profile, starts),
+                self._costs(model, IntradayProfile.flat(), starts),
+            ]
         t0 = inp.timer()
         knots = _knots(self.sizes, remaining, thin=self.spec.solver == "robust")
         slopes = [_table(c, knots) for c in scen]
         if self.spec.solver == "stochastic":
-            res = _solve_mixture(scen, slopes, knots, self.weights, remaining)
+            res = _solve_mixture(scen, slopes, knots, weights, remaining)
         else:
             # Robust: the epigraph LP gives the worst case and its dual weights p*; the plan is
             # the p*-weighted mixture solved exactly (the same tie-break as the deterministic
@@ -672,6 +752,33 @@ def _knots(
     return np.unique(np.concatenate([[0.0], grid, ext]))
 
 
+def adaptive_forecaster(
+    spec: StrategySpec,
+    side: str,
+    start_ns: int,
+    period_ns: int,
+    window_ns: int,
+    profile: IntradayProfile,
+    ar: ArPrior | None = None,
+) -> LiquidityForecaster | None:
+    """Return the MPC's adaptive forecast of the later periods (None for other strategies).
+
+    Its reference is the estimation window (``now_window_ns``), so the multipliers it gives
+    are relative to the window's estimate that the MPC scales; ``profile`` (earlier days, or
+    the prior from other symbols) shapes the day's expected level.
+    """
+    if spec.kind != "mpc" or spec.forecast != "adaptive":
+        return None
+    return LiquidityForecaster(
+        period_ns,
+        side=side,
+        origin_ns=start_ns,
+        profile=profile,
+        prior=ar,
+        now_window_ns=window_ns,
+    )
+
+
 def make_policy(
     spec: StrategySpec,
     side: str,
@@ -684,6 +791,7 @@ def make_policy(
     period_s: float = 300.0,
     volume_profile: NDArray[np.float64] | None = None,
     volume_note: str = "",
+    forecaster: LiquidityForecaster | None = None,
 ) -> Policy:
     """Return the policy of ``spec``.
 
@@ -693,6 +801,8 @@ def make_policy(
             AC).
         volume_profile: VWAP's market volume per period of the order (earlier days), shape (N,).
         volume_note: Where ``volume_profile`` came from (for the logs).
+        forecaster: The adaptive forecast of the later periods' cost (MPC; None: the intraday
+            profile scales the current estimate, as before).
     """
     if spec.kind == "twap":
         return TwapPolicy(spec)
@@ -743,4 +853,5 @@ def make_policy(
         min_snapshots=min_snapshots,
         weighting=weighting,
         period_s=period_s,
+        forecaster=forecaster,
     )

@@ -28,7 +28,7 @@ import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
 from agent.errors import InvariantViolation
-from agent.impact.book_walk import DepthPolicy, side_arrays, walk_cost
+from agent.impact.book_walk import DepthPolicy, Side, side_arrays, walk_cost
 from feeds.model import BookBatch
 
 __all__ = ["TimingDecision", "TimingRule"]
@@ -73,7 +73,7 @@ class TimingRule:
 
     def __init__(
         self,
-        side: str,
+        side: Side,
         sizes: ArrayLike,
         *,
         quantile: float = 0.25,
@@ -84,7 +84,7 @@ class TimingRule:
         if not (0.0 < quantile < 1.0):
             raise ValueError(f"quantile must be in (0, 1), got {quantile}")
         side_arrays(BookBatch.empty("check"), side)  # validates side
-        self.side = side
+        self.side: Side = side
         self.sizes = np.asarray(sizes, dtype=np.float64)
         if self.sizes.ndim != 1 or self.sizes.size == 0 or np.any(np.diff(self.sizes) <= 0):
             raise ValueError("sizes must be a non-empty increasing 1-d array")

@@ -89,7 +89,7 @@ class VolumeForecast:
         r = self.remaining
         if not np.all(np.isfinite(r)) or r.sum() <= 0:
             return np.full(r.size, 1.0 / max(r.size, 1))
-        return r / r.sum()
+        return np.asarray(r / r.sum(), dtype=np.float64)
 
 
 class VolumeTracker:
@@ -203,7 +203,7 @@ class VolumeTracker:
         d, r = np.divmod(t, DAY_NS)
         b = np.minimum(r // self._bucket_ns, self._share.size - 1)
         frac = (r - b * self._bucket_ns) / self._bucket_ns
-        return d + self._cum[b] + self._share[b] * frac
+        return np.asarray(d + self._cum[b] + self._share[b] * frac, dtype=np.float64)
 
     def _day_volume(self, t_ns: int) -> float:
         """Return ``V_day``: each period's ``V_k / F_k`` averaged with weights

@@ -103,7 +103,7 @@ class PiecewisePowerCost:
 
     def _regime(self, x: F) -> NDArray[np.intp]:
         # index of the regime holding x (last k with c_k <= x)
-        return (np.sum(self.c <= x[:, None], axis=1) - 1).clip(0)
+        return np.asarray((np.sum(self.c <= x[:, None], axis=1) - 1).clip(0), dtype=np.intp)
 
     def cost(self, x: F) -> F:
         """Return g_t(x_t), shape (n,)."""
@@ -200,7 +200,8 @@ class PiecewiseLinearCost:
         x = np.asarray(x, float)
         k = (np.sum(self.knots <= x[:, None], axis=1) - 1).clip(0)
         r = np.arange(x.size)
-        return self._cum()[r, k] + self.slopes[r, k] * (x - self.knots[r, k])
+        g = self._cum()[r, k] + self.slopes[r, k] * (x - self.knots[r, k])
+        return np.asarray(g, dtype=np.float64)
 
     def x_range(self, lam: float) -> tuple[F, F]:
         """Return [x_lo, x_hi]: the segments cheaper than lam, plus ties at lam."""
@@ -222,7 +223,7 @@ class PiecewiseLinearCost:
         """Return the right derivative: the slope of the segment starting at or before x."""
         x = np.asarray(x, float)
         k = (np.sum(self.knots <= x[:, None], axis=1) - 1).clip(0)
-        return self.slopes[np.arange(x.size), k]
+        return np.asarray(self.slopes[np.arange(x.size), k], dtype=np.float64)
 
 
 @dataclass(frozen=True)
@@ -346,16 +347,18 @@ class CostSet:
     @property
     def quadratic(self) -> QuadraticCost | None:
         """Return the whole set as one QuadraticCost when every period is quadratic."""
-        if len(self.blocks) == 1 and isinstance(self.blocks[0][0], QuadraticCost):
-            m, idx = self.blocks[0]
-            if self._whole and m.beta.shape == (self.H,) and m.gamma.shape == (self.H,):
-                return m  # already in period order: no copy (frozen, never written to)
-            beta = np.empty(self.H)
-            gamma = np.empty(self.H)
-            beta[idx] = m.beta
-            gamma[idx] = m.gamma
-            return QuadraticCost(beta, gamma)
-        return None
+        if len(self.blocks) != 1:
+            return None
+        m, idx = self.blocks[0]
+        if not isinstance(m, QuadraticCost):
+            return None
+        if self._whole and m.beta.shape == (self.H,) and m.gamma.shape == (self.H,):
+            return m  # already in period order: no copy (frozen, never written to)
+        beta = np.empty(self.H)
+        gamma = np.empty(self.H)
+        beta[idx] = m.beta
+        gamma[idx] = m.gamma
+        return QuadraticCost(beta, gamma)
 
     def cost(self, x: ArrayLike) -> F:
         """Return g_t(x_t) per period, shape (H,)."""

@@ -15,12 +15,13 @@ over states): O(H n^2) work, O(H n) memory for the argmins.
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 from numpy.typing import ArrayLike, NDArray
 
-from agent.mpc.costs import CostSet
+from agent.mpc.costs import CostSet, Model
 from agent.mpc.solvers import SolveResult, SolveStatus
 
 __all__ = ["MAX_DP_STATES", "solve_dp"]
@@ -85,7 +86,9 @@ def solve_dp(
     j = np.arange(n + 1)
     pad = np.full(n, np.inf)
 
-    def step(g: NDArray[np.float64], nxt: NDArray[np.float64]) -> tuple[NDArray, NDArray]:
+    def step(
+        g: NDArray[np.float64], nxt: NDArray[np.float64]
+    ) -> tuple[NDArray[np.float64], NDArray[np.intp]]:
         # min_j g[j] + nxt[s - j] for every s, as one strided (n+1) x (n+1) view
         window = sliding_window_view(np.concatenate([pad, nxt]), n + 1)  # [s, n-j] = nxt[s-j]
         M = window[:, ::-1] + g[None, :]
@@ -156,23 +159,28 @@ def _cost_column(costs: CostSet, t: int, grid: NDArray[np.float64]) -> NDArray[n
                     start=np.zeros(grid.size),
                 )
             sub = _select(m, k, grid.size)
-            return np.asarray(sub.cost(grid), float)
+            return np.asarray(sub.cost(grid), dtype=np.float64)
     raise ValueError(f"period {t} has no model")
 
 
-def _select(m: object, k: int, reps: int) -> object:
+def _select(m: Model, k: int, reps: int) -> Model:
     """Return model ``m`` restricted to its row ``k``, repeated ``reps`` times."""
     from dataclasses import fields, is_dataclass, replace
 
     from agent.mpc.costs import TabulatedCost
 
     if isinstance(m, TabulatedCost):
-        return TabulatedCost(lambda t, x, _f=m.fn, _k=k: _f(_k, x), reps, row_of=True)
+        fn = m.fn
+
+        def row(_t: int, x: NDArray[np.float64]) -> NDArray[np.float64]:
+            return fn(k, x)
+
+        return TabulatedCost(row, reps, row_of=True)
     if not is_dataclass(m):
         raise TypeError(f"unknown cost model {type(m).__name__}")
-    kw = {}
+    kw: dict[str, Any] = {}  # arrays of differing dtypes, per the fields of m
     for f in fields(m):
         v = getattr(m, f.name)
         if isinstance(v, np.ndarray) and v.shape[:1] and v.shape[0] > k:
             kw[f.name] = np.repeat(v[k : k + 1], reps, axis=0)
-    return replace(m, **kw)  # type: ignore[type-var]
+    return replace(m, **kw)

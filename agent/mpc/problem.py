@@ -34,9 +34,11 @@ from itertools import pairwise
 from typing import Any
 
 import numpy as np
+from numpy.typing import NDArray
 
 from agent.mpc.costs import (
     CostSet,
+    Model,
     PiecewiseLinearCost,
     PiecewisePowerCost,
     QuadraticCost,
@@ -151,7 +153,7 @@ def parse_periods(periods: Any, where: str, *, convex: bool = True) -> tuple[Cos
                 hint = "; only method dp takes a non-convex cost" if "convex" in str(e) else ""
                 raise ProblemError(f"{w}: {e}{hint}") from None
             pwl.append((t, k, s))
-    blocks: list[Any] = []
+    blocks: list[tuple[Model, NDArray[np.intp]]] = []
     if quad:
         idx = np.array([q[0] for q in quad])
         blocks.append(
@@ -159,11 +161,11 @@ def parse_periods(periods: Any, where: str, *, convex: bool = True) -> tuple[Cos
         )
     if ppow:
         R = max(len(e[1]) for e in ppow)
-        a, b, c = (np.full((len(ppow), R), np.inf) for _ in range(3))
+        pa, pb, pc = (np.full((len(ppow), R), np.inf) for _ in range(3))
         for i, (_, ai, bi, ci) in enumerate(ppow):
-            a[i, : ai.size], b[i, : bi.size], c[i, : ci.size] = ai, bi, ci
-            a[i, ai.size :], b[i, bi.size :] = ai[-1], bi[-1]
-        blocks.append((PiecewisePowerCost(a, b, c), np.array([e[0] for e in ppow])))
+            pa[i, : ai.size], pb[i, : bi.size], pc[i, : ci.size] = ai, bi, ci
+            pa[i, ai.size :], pb[i, bi.size :] = ai[-1], bi[-1]
+        blocks.append((PiecewisePowerCost(pa, pb, pc), np.array([e[0] for e in ppow])))
     if pwl:
         M = max(e[1].size for e in pwl)
         kn = np.full((len(pwl), M), np.inf)

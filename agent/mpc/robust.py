@@ -23,7 +23,7 @@ Symbols: K scenarios with cost sets ``g^k`` and weights ``w_k``; ``C_k(x) = sum_
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
@@ -160,9 +160,7 @@ def solve_robust(
             jac=True,
             method="SLSQP",
             bounds=[(0.0, 1.0)] * K,
-            constraints=[
-                {"type": "eq", "fun": lambda p: p.sum() - 1.0, "jac": lambda p: np.ones_like(p)}
-            ],
+            constraints={"type": "eq", "fun": _simplex_gap, "jac": _simplex_gap_jac},
             options={"ftol": 1e-15, "maxiter": 200},
         )
         best_p = np.clip(sol.x, 0.0, None)
@@ -196,8 +194,19 @@ def solve_robust(
     return SolveResult(r.x, primal, dual, status, msg)
 
 
+def _simplex_gap(p: NDArray[np.float64]) -> float:
+    """Return ``sum p - 1``: zero on the simplex the dual weights live on."""
+    return float(p.sum()) - 1.0
+
+
+def _simplex_gap_jac(p: NDArray[np.float64]) -> NDArray[np.float64]:
+    return np.ones_like(p)
+
+
 def _refine_dual(
-    p: NDArray[np.float64], evaluate: object, support: NDArray[np.intp] | None = None
+    p: NDArray[np.float64],
+    evaluate: Callable[[NDArray[np.float64]], tuple[SolveResult, NDArray[np.float64]]],
+    support: NDArray[np.intp] | None = None,
 ) -> NDArray[np.float64]:
     """Polish the dual optimum on its support: equalise the active scenarios' costs.
 
@@ -207,13 +216,13 @@ def _refine_dual(
     """
     from scipy.optimize import root
 
-    c0 = evaluate(p)[1]  # type: ignore[operator]
+    c0 = evaluate(p)[1]
     # the support: scenarios in use, plus the costliest one (the dual iteration may have
     # dropped a scenario whose optimal weight is tiny but not zero)
     A = np.union1d(np.flatnonzero(p > 1e-9), [int(np.argmax(c0))]) if support is None else support
 
     def gap_of(q: NDArray[np.float64]) -> float:
-        c = evaluate(q)[1]  # type: ignore[operator]
+        c = evaluate(q)[1]
         return float(c.max() - q @ c)
 
     if A.size == 1:
@@ -224,8 +233,9 @@ def _refine_dual(
     def F(pa: NDArray[np.float64]) -> NDArray[np.float64]:
         q = np.zeros_like(p)
         q[A] = pa
-        c = evaluate(q)[1]  # type: ignore[operator]
-        return np.concatenate([c[A[1:]] - c[A[0]], [pa.sum() - 1.0]]) / max(abs(c[A[0]]), 1e-300)
+        c = evaluate(q)[1]
+        gaps = np.concatenate([c[A[1:]] - c[A[0]], [pa.sum() - 1.0]])
+        return np.asarray(gaps / max(abs(c[A[0]]), 1e-300), dtype=np.float64)
 
     sol = root(F, p[A], method="hybr", options={"xtol": 1e-15})
     q = np.zeros_like(p)
@@ -592,8 +602,8 @@ def solve_robust_pl(
     c[-1] = 1.0
     a_ub = np.hstack([np.stack([s.ravel() for s in slopes]), -np.ones((len(slopes), 1))])
     a_eq = np.concatenate([np.ones(nv), [0.0]])[None, :]
-    bounds = np.column_stack([np.zeros(nv + 1), np.append(np.tile(length, h), np.inf)])
-    bounds[-1, 0] = -np.inf
+    bounds: list[tuple[float | None, float | None]] = [(0.0, float(v)) for v in np.tile(length, h)]
+    bounds.append((None, None))  # z is free
     lp = linprog(
         c, A_ub=a_ub, b_ub=np.zeros(len(slopes)), A_eq=a_eq, b_eq=[S], bounds=bounds, method="highs"
     )

@@ -446,10 +446,13 @@ def solve_piecewise_linear(costs: CostSet, S: float, caps: ArrayLike | None = No
     u, early = _precheck(costs, S, caps)
     if early is not None:
         return early
-    if costs._whole and isinstance(costs.blocks[0][0], PiecewiseLinearCost):
-        m = costs.blocks[0][0]
-        if m.knots.shape == m.slopes.shape and m.knots.shape[:1] == (costs.H,):
-            return _pl_one_block(costs, m, S, u)
+    one = costs.blocks[0][0] if costs._whole else None
+    if (
+        isinstance(one, PiecewiseLinearCost)
+        and one.knots.shape == one.slopes.shape
+        and one.knots.shape[:1] == (costs.H,)
+    ):
+        return _pl_one_block(costs, one, S, u)
     per, starts, slopes = [], [], []
     for m, idx in costs.blocks:
         if not isinstance(m, PiecewiseLinearCost):
@@ -482,7 +485,8 @@ def solve_piecewise_linear(costs: CostSet, S: float, caps: ArrayLike | None = No
     tied = np.abs(s - lam) <= tol
     take = np.where(cheaper, length, 0.0)
     take[tied] = _level_fill(length[tied], S - float(take.sum()))
-    x = np.bincount(p, weights=take, minlength=costs.H)
+    # bincount with float weights sums floats (its stub only knows the integer count)
+    x = np.asarray(np.bincount(p, weights=take, minlength=costs.H), dtype=np.float64)
     return SolveResult(x, costs.total(x), lam, SolveStatus.OPTIMAL, "exact")
 
 
@@ -534,7 +538,7 @@ def _level_fill(length: NDArray[np.float64], need: float) -> NDArray[np.float64]
     with np.errstate(invalid="ignore"):
         level = (need - before) / np.arange(n, 0, -1)  # the level if i.. share equally
     i = int(np.argmax(ls >= level))  # the first segment long enough for its share
-    return np.minimum(length, level[i])
+    return np.asarray(np.minimum(length, level[i]), dtype=np.float64)
 
 
 def solve_auto(
@@ -607,8 +611,8 @@ def round_to_lots(
     n = _fill_and_repair(costs, n, cap_lots, total_lots, L, np.zeros(costs.H))
     shares = n * L
     if odd:
-        shares = _place_odd(costs, n, cap_lots, u, float(odd), L)
-        if shares is None:
+        placed = _place_odd(costs, n, cap_lots, u, float(odd), L)
+        if placed is None:
             return SolveResult(
                 res.x,
                 res.cost,
@@ -616,6 +620,7 @@ def round_to_lots(
                 SolveStatus.INFEASIBLE,
                 f"no period has room for the odd lot of {odd} shares",
             )
+        shares = placed
     return SolveResult(
         shares,
         costs.total(shares),

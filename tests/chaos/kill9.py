@@ -213,7 +213,8 @@ def _verify(d: Path, pid: str, res: PointResult) -> None:
     for line in (d / "er.jsonl").read_text().splitlines():
         r = json.loads(line)
         coid = r["client_order_id"]
-        if not coid.startswith(f"{pid}-0"):  # the MPC children (the TWAP shadow is simulated)
+        # The MPC children, <pid>-<run tag>-<n> (the TWAP shadow, <pid>-twap-..., is simulated).
+        if not coid.startswith(f"{pid}-") or coid.startswith(f"{pid}-twap-"):
             continue
         if r.get("text") == "duplicate ClOrdID":
             res.duplicate_new.append(coid)

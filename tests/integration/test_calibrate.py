@@ -302,16 +302,16 @@ def test_time_weighted_option_changes_the_estimator(tmp_path, synth_dirs):
     assert res["tickers"]["SYNB"]["buy"]["models"]["quadratic"]["status"] == "ok"
 
 
-LOBSTER1 = SHARED_DATA / "lobster" / "LOBSTER_SampleFile_AMZN_2012-06-21_1.zip"
+LOBSTER5 = SHARED_DATA / "lobster" / "LOBSTER_SampleFile_AMZN_2012-06-21_5.zip"
 
 
 @pytest.mark.realdata
 def test_lobster_zip_is_calibrated(tmp_path):
     """A LOBSTER sample zip is read like any book file (issue 18 item 6), symbol from its name."""
-    if not LOBSTER1.exists():
-        pytest.skip(f"real data not available: {LOBSTER1}")
+    if not LOBSTER5.exists():
+        pytest.skip(f"real data not available: {LOBSTER5}")
     out = tmp_path / "out"
-    assert _run(str(LOBSTER1), "--out", str(out), "--no-figures") == 0
+    assert _run(str(LOBSTER5), "--out", str(out), "--no-figures") == 0
     doc = json.loads((out / "impact.json").read_text())
     assert "AMZN" in json.dumps(doc)
 

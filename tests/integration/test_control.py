@@ -29,6 +29,9 @@ CONFIG = f"""
 files = {{ SYNA = "{SAMPLE.as_posix()}" }}
 [broker]
 collar_bps = 100
+[strategy]
+forecast = "profile"  # children from the first period on: this test is about the channel
+prior_profile = false
 [journal]
 path = "journal.sqlite"
 [control]
@@ -209,20 +212,13 @@ async def test_kill_switch_is_kept_across_restarts_until_resumed(tmp_path):
         (s,) = await run(cfg, factory, journal=journal)
     assert mpc_sent(logs) == [] and s.status == "incomplete"
     assert any(e["event"] == "daemon.halted" for e in logs)
-    # Resumed on purpose (exec-agent run --resume) in the last period: the catch-up child is
-    # far above the average period's (strategy.max_child_multiple blocks it) unless allowed
-    # explicitly; allowed, it trades to completion.
+    # Resumed on purpose (exec-agent run --resume) in the last period: the catch-up goes out
+    # in children of at most ten average periods (strategy.max_child_multiple), retried.
     control = Control(journal)
     assert control.halted and control.resume("test")
     with capture_logs() as logs:
         (s,) = await run(cfg, factory, journal=journal, control=control)
-    assert mpc_sent(logs) == [] and s.status == "incomplete"
-    assert any(e.get("gate") == "max_child_multiple" for e in logs)
-    allow = cfg.model_copy(
-        update={"strategy": cfg.strategy.model_copy(update={"max_child_multiple": 0.0})}
-    )
-    with capture_logs() as logs:
-        (s,) = await run(allow, factory, journal=journal, control=control)
+    assert any(e["event"] == "mpc.child_capped" for e in logs)
     journal.close()
     assert mpc_sent(logs) and s.status == "completed" and s.filled_qty == 30000
     assert not Control(Journal(cfg.journal.path)).halted

@@ -274,6 +274,7 @@ def _order(tmp: Path, files: str) -> Path:
 
 def test_feed_files_refuse_an_unknown_type_in_one_line(tmp_path: Path) -> None:
     """feed.files with a file of no supported format fails at start, naming the key."""
+    (tmp_path / "books.parquet").write_bytes(b"PAR1")
     with pytest.raises(ConfigError) as e:
         load_config(_order(tmp_path, '"books.parquet"'))
     msg = str(e.value)
@@ -357,7 +358,8 @@ async def test_normal_closes_are_1000_and_a_server_close_is_logged() -> None:
             await feed.aclose()
             async with asyncio.timeout(5):
                 # The server's handler logs when the close handshake is done: poll, bounded.
-                while not any(e["event"] == "feed_server.client_disconnected" for e in logs):
+                done = "feed_server.client_disconnected"
+                while not any(e["event"] == done for e in logs):  # noqa: ASYNC110
                     await asyncio.sleep(0.01)
     codes = [e["code"] for e in logs if e["event"] == "feed_server.client_disconnected"]
     assert codes == [1000]
@@ -371,7 +373,7 @@ async def test_normal_closes_are_1000_and_a_server_close_is_logged() -> None:
                     break
         await srv.aclose()
         async with asyncio.timeout(5):
-            while not feed.stats.disconnects:
+            while not feed.stats.disconnects:  # noqa: ASYNC110 - a counter, polled, bounded
                 await asyncio.sleep(0.01)
         await feed.aclose()
     gone = [e for e in logs if e["event"] == "feed.disconnected"]

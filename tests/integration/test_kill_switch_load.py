@@ -78,7 +78,7 @@ async def test_kill_switch_under_load_cancels_every_working_child_within_a_secon
         await asyncio.wait_for(working_enough.wait(), 60)
         n_new_at_kill = venue._n_new
         # Without a journal the ids carry a per-run tag: L<i>-<tag>-<n>.
-        working = {c for c in venue.orders if re.fullmatch(r"L[0-3]-[0-9a-f]+-\d{5}", c)}
+        working = {c for c in venue.orders if re.fullmatch(r"L[0-3]-[0-9a-z]+-\d{5}", c)}
         assert len(working) >= 10
         t_kill = time.monotonic()
         reply = await send_command(cfg.control.socket, {"cmd": "kill", "reason": "L6"})

@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from agent.risk import AggregateGates, AggregateLimits, RiskGates, RiskLimits
+from agent.core.risk import AggregateGates, AggregateLimits, RiskGates, RiskLimits
 
 S = 1_000_000_000
 

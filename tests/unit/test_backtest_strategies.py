@@ -39,6 +39,9 @@ def _day(date: str, depth_am: float, depth_pm: float, switch_utc_s: float = 16.5
 
 
 def _spec(strategy: str, qty: float, side: str = "buy", period_s: float = 300, **kw) -> RunSpec:
+    # Books built so the answer is known: the profile forecast, no prior from other symbols.
+    kw.setdefault("forecast", "profile")
+    kw.setdefault("prior_profile", False)
     params = SimParams(
         start_s=13.5 * 3600, end_s=19.5 * 3600, period_s=period_s, lot=100, half_life_s=30.0, **kw
     )

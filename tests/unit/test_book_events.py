@@ -87,14 +87,20 @@ def test_bad_event_is_rejected_by_batch_and_row_checks(field: str, value: float)
 
 
 def test_partial_event_columns_are_a_producer_bug() -> None:
-    """A batch with only some event columns is refused loudly (ValueError), not judged."""
+    """A batch with only some event columns is refused where it is made (ValueError naming
+    what is missing): a slice or concat of it could not keep them."""
     b = book(2, events=False)
-    bad = BookBatch(
-        "T", b.ts_event_ns, b.ts_recv_ns, b.bid_px, b.bid_sz, b.ask_px, b.ask_sz,
-        np.zeros(2, np.uint8),
-    )  # fmt: skip
-    with pytest.raises(ValueError, match="event columns"):
-        validate_batch(bad, None)
+    with pytest.raises(ValueError, match="all four or none; missing ev_side, ev_px, ev_sz"):
+        BookBatch(
+            "T", b.ts_event_ns, b.ts_recv_ns, b.bid_px, b.bid_sz, b.ask_px, b.ask_sz,
+            np.zeros(2, np.uint8),
+        )  # fmt: skip
+    e = book(2)
+    with pytest.raises(ValueError, match="missing ev_sz"):
+        BookBatch(
+            "T", e.ts_event_ns, e.ts_recv_ns, e.bid_px, e.bid_sz, e.ask_px, e.ask_sz,
+            e.action, e.ev_side, e.ev_px,
+        )  # fmt: skip
 
 
 @pytest.mark.realdata

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from agent.risk import RiskGates, RiskLimits
+from agent.core.risk import RiskGates, RiskLimits
 
 S = 1_000_000_000
 BASE = dict(

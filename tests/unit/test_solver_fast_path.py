@@ -80,7 +80,7 @@ def test_cost_set_of_shares_the_model_and_still_checks_other_sets():
 
 
 def _pl_cases():
-    from agent.planner import nonparametric_costs
+    from agent.core.plan import nonparametric_costs
 
     rng = np.random.default_rng(5)
     for H in (2, 10, 100):
