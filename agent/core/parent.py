@@ -614,7 +614,7 @@ class ParentCore:
         tac = self.tactic
         if leg is self.mpc and tac is not None and tac.live and not (retry or forced):
             end = min(self.grid.start_of(k) + self.grid.period_ns, self.p.end_ns)
-            behind = (k / self.grid.n) * self.p.quantity - leg.tracker.filled_qty
+            behind = tac.planned - leg.tracker.filled_qty  # the schedule's own, not a line
             plan = tac.plan(k, float(qty), t_ns, self._touch, end, behind / self.p.quantity)
             if plan.wait:
                 self._wait_step = step

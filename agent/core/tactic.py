@@ -8,8 +8,9 @@ book inside its period. One of:
 - ``passive``: post a resting limit at our touch (the bid for a buy), one tick inside when the
   spread is at least two ticks; re-price (cancel/replace) when the touch moves away from us by
   more than ``reprice_ticks``; at the cut-off (``cutoff`` of the period) cancel what rests and
-  cross the rest with an IOC. A parent that falls behind the straight-line schedule by more than
-  ``behind_tol`` of its quantity at a decision crosses that period at once. The final period's
+  cross the rest with an IOC. A parent that falls behind its schedule (what the policy asked for
+  in the earlier periods, less what filled) by more than ``behind_tol`` of its quantity at a
+  decision crosses that period at once. The final period's
   re-sends after the cut-off are IOCs, so the parent still completes.
 - ``timing``: the IOC of the period waits, within the period, for a book whose walk cost for the
   child is at most the ``quantile`` of the day so far (``agent.core.timing.TimingRule``; the
@@ -51,8 +52,8 @@ class TacticConfig(BaseModel):
         reprice_ticks: Re-price when our touch moves away from our price by more than this.
         cutoff: Share of the period after which what rests is cancelled and the rest crosses
             (passive), or the latest send time of the waiting IOC (timing).
-        behind_tol: At a decision, a parent behind the straight-line schedule by more than this
-            share of its quantity crosses the period at once (passive).
+        behind_tol: At a decision, a parent behind its schedule (the policy's earlier children
+            less the fills) by more than this share of its quantity crosses at once (passive).
         tif: Time in force of the resting child (``day`` or ``gtc``).
         quantile: Timing: send when the child's cost is at most this quantile of the day.
         min_history_s: Timing: send at once until the day has this much book history.
@@ -153,6 +154,7 @@ class Tactic:
                 side.value, sizes, quantile=config.quantile,
                 min_history_ns=int(config.min_history_s * _NS),
             )  # fmt: skip
+        self.planned = 0.0  # shares the schedule asked for in the periods decided so far
         self.n_passive = 0
         self.n_crossed = 0
         self.n_repriced = 0
@@ -186,9 +188,11 @@ class Tactic:
             k, qty, t_ns: The period, its child, the decision time.
             touch: ``(bid, ask)`` in force.
             period_end_ns: End of the period (the deadline for the last one).
-            behind: Shares the parent is behind the straight-line schedule, share of the parent.
+            behind: Shares the parent is behind its own schedule (what the policy asked for in
+                the earlier periods less what filled), share of the parent.
         """
         c = self.config
+        self.planned += qty
         t_cut = self.cut_time(t_ns, period_end_ns)
         if c.kind == "passive":
             if behind > c.behind_tol:
