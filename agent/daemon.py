@@ -43,6 +43,7 @@ from agent.core.parent import (
     ParentCore,
     ParentParams,
     Record,
+    Replace,
     Send,
     Summary,
 )
@@ -56,7 +57,7 @@ from agent.impact.book_walk import BeyondDepth, DepthPolicy
 from agent.impact.profile import IntradayProfile
 from agent.journal import Journal, ParentHistory, make_run_tag
 from agent.metrics import NullMetrics
-from agent.model import OrderEvent, OrderRejected, OrderStatus
+from agent.model import OrderEvent, OrderRejected, OrderReplaceRejected, OrderStatus
 from agent.orders.tracker import Transition
 from agent.prior import packaged_prior
 from feeds.base import BookFeed
@@ -304,14 +305,52 @@ class ParentRunner:
             if isinstance(a, Send):
                 await self._send(a)
             elif isinstance(a, Cancel):
-                try:
-                    await self.brokers[a.leg].cancel(a.client_order_id)
-                except BrokerError as e:
-                    self.log.error(
-                        "order.cancel_failed", client_order_id=a.client_order_id, error=str(e)
-                    )
+                await self._cancel(a)
+            elif isinstance(a, Replace):
+                await self._replace(a)
             else:
                 self._sync([a])
+
+    async def _cancel(self, a: Cancel) -> None:
+        """Send a cancel; the tactic's requests are already in the tracker and the journal
+        (their ``Record`` came first), and carry their time to a broker that takes it."""
+        broker = self.brokers[a.leg]
+        try:
+            send = getattr(broker, "cancel_request", None)
+            if a.request is not None and send is not None:
+                await send(a.request)
+            else:
+                await broker.cancel(a.client_order_id)
+        except BrokerError as e:
+            self.log.error("order.cancel_failed", client_order_id=a.client_order_id, error=str(e))
+
+    async def _replace(self, a: Replace) -> None:
+        """Send a cancel/replace (recorded and journaled before); a broker without replace
+        answers it as rejected, so the tracker drops the pending replace and nothing hangs."""
+        broker = self.brokers[a.leg]
+        req = a.request
+        send = getattr(broker, "replace", None)
+        leg = self.core.leg(a.leg)
+        if send is None:
+            self.log.warning("order.replace_unsupported", client_order_id=req.client_order_id)
+            if leg is not None:
+                self.apply(
+                    leg, OrderReplaceRejected(req.client_order_id, req.ts_event_ns, "unsupported")
+                )
+            return
+        try:
+            await send(req)
+        except BrokerRejected as e:
+            # Refused before it left: the order stands as it was, the pending replace drops.
+            self.log.warning("order.replace_rejected", client_order_id=req.client_order_id)
+            if leg is not None:
+                self.apply(
+                    leg, OrderReplaceRejected(req.client_order_id, req.ts_event_ns, e.reason)
+                )
+        except BrokerError as e:
+            self.log.error(
+                "order.replace_failed", client_order_id=req.client_order_id, error=str(e)
+            )
 
     async def _send(self, a: Send) -> None:
         child = a.child

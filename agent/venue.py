@@ -7,10 +7,19 @@ Rejects), and executes each NewOrderSingle as an IOC limit order against the boo
 its TransactTime(60) plus ``latency_ms``, read from the same MBP-10 file the feed replays.
 
 Application rules: Side must be buy (1) or sell (2), ClOrdID non-empty and never seen before
-(OrdRejReason 6), OrdType limit (2) and TimeInForce IOC (3) only (OrdRejReason 11 otherwise),
-a known symbol (OrdRejReason 1); a PossDup or PossResend order already seen gets its status
-(150=I), never a second execution. A cancel gets an OrderCancelReject (IOC orders never rest:
-too late, or unknown order) with OrderID, OrdStatus and CxlRejReason. One connection per
+(OrdRejReason 6), OrdType limit (2) and TimeInForce IOC (3), day (0) or GTC (1) (OrdRejReason
+11 otherwise), a known symbol (OrdRejReason 1); a PossDup or PossResend order already seen gets
+its status (150=I), never a second execution. A cancel of an IOC gets an OrderCancelReject (too
+late, or unknown order) with OrderID, OrdStatus and CxlRejReason.
+
+Resting orders (day, GTC) live in the execution core's ``SimVenue`` with its queue model on the
+same rows (the backtest's rules). The venue's market time is the latest TransactTime plus the
+latency it received: each request first gives the queue model the rows up to then, so the fills
+of a resting order are reported, in time order, when the next request (a replace, a cancel, a
+new order) arrives. OrderCancelReplaceRequest (35=G) answers 150=5 under the new ClOrdID (41 the
+old), or an OrderCancelReject with CxlRejResponseTo 2 when the order filled meanwhile; a cancel
+of a resting order answers 150=4 or, too late, 35=9. Resting orders are kept in memory only (a
+venue restart forgets them; IOC state is persisted as before). One connection per
 session at a time; a second one is refused with a Logout. With ``state_dir`` the venue keeps
 its sequence numbers and its orders there, so a restart neither refuses the next Logon nor
 executes an order twice. Every ExecutionReport is appended to ``er_log`` (JSON lines).
@@ -40,7 +49,21 @@ from agent.brokers.fix_session import (
     parse_utc_timestamp,
 )
 from agent.brokers.matching import match_ioc
-from agent.model import Side
+from agent.core.venue import SimVenue
+from agent.model import (
+    CancelRequested,
+    ChildOrder,
+    OrderAccepted,
+    OrderCancelled,
+    OrderCancelRejected,
+    OrderEvent,
+    OrderFilled,
+    OrderRejected,
+    OrderReplaced,
+    OrderReplaceRejected,
+    ReplaceRequested,
+    Side,
+)
 from feeds.model import BookBatch
 from feeds.readers import read_mbp10
 from feeds.validate import validate_batch
@@ -141,6 +164,12 @@ class FixVenue:
         self._writers: set[asyncio.StreamWriter] = set()
         self._active: asyncio.StreamWriter | None = None
         self._log = structlog.get_logger().bind(component="venue")
+        # Resting orders (TimeInForce 0 day, 1 GTC): the execution core's venue, its queue model
+        # on the replayed rows. Market time is the latest TransactTime (+ latency) received:
+        # each request first gives it the rows up to then, so fills come out in time order.
+        self._sim = SimVenue(0)
+        self._sim_pos: dict[str, int] = {}
+        self._sim_t: dict[str, int] = {}
 
     @property
     def port(self) -> int:
@@ -303,6 +332,15 @@ class FixVenue:
                 unknown = _Order(coid, "", side, 0.0, status="8")
                 return [self._report(unknown, "I", t58="unknown order")]
             return [self._report(o, "I")]
+        if mtype == "F" and self._sim.may_rest(_get(msg, 41) or ""):
+            orig = _get(msg, 41) or ""
+            self.cancel_requests.append(orig)
+            sym = self.orders[orig].symbol
+            t = self._market_t(sym, msg)
+            self._sim.cancel(CancelRequested(orig, t))
+            return self._resting_reports(sym, t, coid)
+        if mtype == "G":
+            return self._replace(msg, coid)
         if mtype == "F":  # OrderCancelRequest: IOC orders never rest, so it is always too late
             orig = _get(msg, 41) or ""
             self.cancel_requests.append(orig)
@@ -347,11 +385,14 @@ class FixVenue:
             return [self._refuse_order(coid, symbol, side, 11, f"unsupported Side {side_s}")]
         if _get(msg, 40) != "2":
             return [self._refuse_order(coid, symbol, side, 11, "only OrdType=2 (limit)")]
-        if _get(msg, 59) != "3":
-            return [self._refuse_order(coid, symbol, side, 11, "only TimeInForce=3 (IOC)")]
+        tif = _get(msg, 59) or "0"
+        if tif not in ("3", "0", "1"):
+            return [self._refuse_order(coid, symbol, side, 11, "TimeInForce 0, 1 or 3 only")]
         book = self.books.get(symbol)
         if book is None:
             return [self._refuse_order(coid, symbol, side, 1, f"unknown symbol {symbol}")]
+        if tif != "3":
+            return self._rest(msg, coid, symbol, side)
         qty = float(_get(msg, 38) or 0)  # validated by the session: finite, > 0
         px = float(_get(msg, 44) or 0)
         t = parse_utc_timestamp(_get(msg, 60) or "")
@@ -386,6 +427,93 @@ class FixVenue:
             o.status = "4"
             out.append(self._report(o, "4", t58="IOC remainder"))
         self._persist_order(o)
+        return out
+
+    # -- resting orders ------------------------------------------------------------------------
+    def _market_t(self, symbol: str, msg: simplefix.FixMessage) -> int:
+        """Return the request's market time (TransactTime + latency), never before the last."""
+        t = parse_utc_timestamp(_get(msg, 60) or "")
+        t = (t if t is not None else self._sim_t.get(symbol, 0)) + self.latency_ns
+        t = max(t, self._sim_t.get(symbol, 0))
+        self._sim_t[symbol] = t
+        return t
+
+    def _rest(self, msg: simplefix.FixMessage, coid: str, symbol: str, side: Side) -> list[bytes]:
+        qty = float(_get(msg, 38) or 0)
+        px = float(_get(msg, 44) or 0)
+        o = _Order(coid, symbol, side, qty)
+        self.orders[coid] = o
+        self._n_new += 1
+        t = self._market_t(symbol, msg)
+        tif = "gtc" if _get(msg, 59) == "1" else "day"
+        out = self._sim.submit(ChildOrder(coid, "", symbol, side, qty, px, t, tif=tif))
+        return self._to_fix(out, coid) + self._resting_reports(symbol, t, coid)
+
+    def _replace(self, msg: simplefix.FixMessage, coid: str) -> list[bytes]:
+        orig = _get(msg, 41) or ""
+        o = self.orders.get(orig)
+        if o is None or not self._sim.may_rest(orig):
+            m = simplefix.FixMessage()
+            m.append_pair(37, f"V-{orig}" if o is not None else "NONE")
+            m.append_pair(11, coid)
+            m.append_pair(41, orig)
+            m.append_pair(39, o.status if o is not None else "8")
+            m.append_pair(434, 2)
+            m.append_pair(102, 0 if o is not None else 1)
+            m.append_pair(58, "too late to replace" if o is not None else "unknown order")
+            return [self._send(m, "9")]
+        t = self._market_t(o.symbol, msg)
+        req = ReplaceRequested(orig, coid, float(_get(msg, 38) or 0), float(_get(msg, 44) or 0), t)
+        return self._to_fix(self._sim.replace(req), coid) + self._resting_reports(o.symbol, t, coid)
+
+    def _resting_reports(self, symbol: str, t: int, request_id: str) -> list[bytes]:
+        """Give the core's venue the rows up to ``t``, then what reaches it by ``t``."""
+        book = self.books[symbol]
+        i = self._sim_pos.get(symbol, 0)
+        j = int(np.searchsorted(book.ts_event_ns, t, side="right"))
+        events: list[OrderEvent] = []
+        if j > i:
+            events += self._sim.advance(book.slice(i, j))
+            self._sim_pos[symbol] = j
+        events += self._sim.release(symbol, t + 1)
+        return self._to_fix(events, request_id)
+
+    def _to_fix(self, events: list[OrderEvent], request_id: str) -> list[bytes]:
+        """ExecutionReports (and OrderCancelRejects) of the core venue's events."""
+        out: list[bytes] = []
+        for e in events:
+            o = self.orders.get(e.client_order_id)
+            if o is None:
+                continue
+            if isinstance(e, OrderAccepted):
+                out.append(self._report(o, "0"))
+            elif isinstance(e, OrderFilled):
+                o.cum += e.qty
+                o.notional += e.qty * e.px
+                o.status = "2" if o.cum >= o.qty - 1e-9 else "1"
+                out.append(self._report(o, "F", t32=f"{e.qty:.0f}", t31=f"{e.px:.6f}"))
+            elif isinstance(e, OrderCancelled):
+                o.status = "4"
+                out.append(self._report(o, "4", t58=e.reason))
+            elif isinstance(e, OrderRejected):
+                o.status = "8"
+                out.append(self._report(o, "8", t58=e.reason))
+            elif isinstance(e, OrderReplaced):
+                new = e.new_client_order_id or o.coid
+                o2 = _Order(new, o.symbol, o.side, e.qty, o.cum, o.status, o.notional)
+                self.orders[new] = o2
+                out.append(self._report(o2, "5", t41=o.coid, t44=f"{e.limit_px:.6f}"))
+            elif isinstance(e, OrderCancelRejected | OrderReplaceRejected):
+                m = simplefix.FixMessage()
+                m.append_pair(37, f"V-{o.coid}")
+                m.append_pair(11, request_id)
+                m.append_pair(41, o.coid)
+                m.append_pair(39, o.status)
+                m.append_pair(434, 1 if isinstance(e, OrderCancelRejected) else 2)
+                m.append_pair(102, 0)
+                m.append_pair(58, e.reason or "too late")
+                out.append(self._send(m, "9"))
+            self._persist_order(o)
         return out
 
 

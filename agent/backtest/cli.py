@@ -10,6 +10,8 @@ table on stdout. Logs (``backtest.started``, ``backtest.run_failed``, ``backtest
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import itertools
 import math
 import sys
 import time
@@ -20,6 +22,8 @@ import structlog
 
 from agent.backtest.config import ALL_STRATEGIES, BacktestConfig, load_backtest_config
 from agent.backtest.engine import RunResult, RunSpec, SimParams
+from agent.core.queue import QueueConfig
+from agent.core.tactic import TacticConfig
 from agent.errors import ConfigError
 
 __all__ = ["add_parser", "build_specs", "run", "sim_params"]
@@ -95,7 +99,22 @@ def sim_params(cfg: BacktestConfig, lot: int | None = None) -> SimParams:
         final_retry_s=s.final_retry_s,
         scenario_weights=s.scenario_weights,
         unfilled_penalty_bps=cfg.tca.unfilled_penalty_bps,
+        adverse_horizon_s=cfg.tca.adverse_horizon_s,
     )
+
+
+def tactic_variants(cfg: BacktestConfig) -> list[tuple[str, TacticConfig, QueueConfig]]:
+    """Return ``(label, tactic, queue)`` of the grid's tactic axis ("" for the aggressive one,
+    whose run ids and strategy names stay as before)."""
+    out: list[tuple[str, TacticConfig, QueueConfig]] = []
+    for kind in cfg.backtest.tactics:
+        tac = cfg.tactic.model_copy(update={"kind": kind})
+        if kind == "passive":
+            for qm in cfg.backtest.queue_models:
+                out.append((f"+passive-{qm}", tac, cfg.queue.model_copy(update={"model": qm})))
+        else:
+            out.append(("" if kind == "aggressive" else f"+{kind}", tac, cfg.queue))
+    return out
 
 
 def build_specs(cfg: BacktestConfig, strategies: list[str] | None = None) -> list[RunSpec]:
@@ -103,13 +122,14 @@ def build_specs(cfg: BacktestConfig, strategies: list[str] | None = None) -> lis
     names = strategies or cfg.backtest.strategies
     specs = []
     for d in cfg.datasets:
-        params = sim_params(cfg, d.lot)
+        base = sim_params(cfg, d.lot)
         for pct in cfg.backtest.parent_pct_of_volume:
             for side in cfg.backtest.sides:
-                for st in names:
+                for st, (tag, tac, queue) in itertools.product(names, tactic_variants(cfg)):
+                    params = dataclasses.replace(base, tactic=tac, queue=queue)
                     specs.append(
                         RunSpec(
-                            run_id=f"{d.label}-{pct:g}pct-{side}-{st}",
+                            run_id=f"{d.label}-{pct:g}pct-{side}-{st}{tag}",
                             dataset=d.label,
                             path=str(d.path),
                             fmt=d.format,
@@ -119,6 +139,7 @@ def build_specs(cfg: BacktestConfig, strategies: list[str] | None = None) -> lis
                             pct_of_volume=pct,
                             strategy=st,
                             params=params,
+                            label=f"{st}{tag}",
                             mpc_profile=d.mpc_profile,
                         )
                     )

@@ -22,6 +22,8 @@ from agent.config import (
     key_path,
     read_toml,
 )
+from agent.core.queue import QueueConfig
+from agent.core.tactic import TacticConfig
 from agent.errors import ConfigError
 
 __all__ = [
@@ -118,6 +120,7 @@ class TcaConfig(StrictModel):
     the deadline (on top of marking it at the final mid)."""
 
     unfilled_penalty_bps: float = Field(0.0, ge=0)
+    adverse_horizon_s: float = Field(60.0, gt=0)  # mid move after each passive fill
 
 
 class RunGridConfig(StrictModel):
@@ -132,6 +135,14 @@ class RunGridConfig(StrictModel):
     parent_pct_of_volume: list[float] = Field(default_factory=lambda: [1.0], min_length=1)
     sides: list[Literal["buy", "sell"]] = Field(default_factory=lambda: ["buy", "sell"])  # type: ignore[arg-type]
     strategies: list[str] = Field(default_factory=lambda: list(ALL_STRATEGIES), min_length=1)
+    # within-period tactics (agent.core.tactic), each run on the same books; the queue models
+    # apply to the passive tactic (every other tactic runs once)
+    tactics: list[Literal["aggressive", "passive", "timing"]] = Field(
+        default_factory=lambda: ["aggressive"], min_length=1
+    )
+    queue_models: list[Literal["conservative", "proportional"]] = Field(
+        default_factory=lambda: ["conservative"], min_length=1
+    )
     start_utc: str = "13:35"
     end_utc: str = "19:55"
     period_s: float = Field(300.0, gt=0)
@@ -186,6 +197,8 @@ class BacktestConfig(StrictModel):
     estimation: BacktestEstimationConfig = Field(default_factory=BacktestEstimationConfig)
     strategy: StrategyParams = Field(default_factory=StrategyParams)
     tca: TcaConfig = Field(default_factory=TcaConfig)
+    tactic: TacticConfig = Field(default_factory=TacticConfig)  # kind: from backtest.tactics
+    queue: QueueConfig = Field(default_factory=QueueConfig)  # model: from backtest.queue_models
     datasets: list[DatasetConfig] = Field(min_length=1)
 
     @model_validator(mode="after")

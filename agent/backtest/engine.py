@@ -28,13 +28,15 @@ import numpy as np
 from numpy.typing import NDArray
 
 from agent.backtest.data import DayData, Trades, load_day, load_history
-from agent.backtest.tca import realized_slice_cost, tca
+from agent.backtest.tca import realized_slice_cost, tactic_tca, tca
 from agent.core.estimator import IncrementalCurve
 from agent.core.forecast import ArPrior
-from agent.core.parent import ParentCore, ParentParams, Send, SliceRecord
+from agent.core.parent import Cancel, ParentCore, ParentParams, Replace, Send, SliceRecord
 from agent.core.plan import PeriodGrid, round_lot
 from agent.core.policy import StrategySpec, adaptive_forecaster, make_policy, tod_volume
+from agent.core.queue import QueueConfig, QueueRows, passive_fill_problem
 from agent.core.session import SymbolSession, VenueEvents
+from agent.core.tactic import TacticConfig
 from agent.core.venue import SimVenue
 from agent.errors import InvariantViolation
 from agent.impact.book_walk import BeyondDepth, DepthPolicy
@@ -85,6 +87,9 @@ class SimParams:
     forecast: str = "adaptive"
     prior_profile: bool = True
     max_participation: float = 0.0
+    tactic: TacticConfig = TacticConfig()  # noqa: RUF009 (frozen pydantic model)
+    queue: QueueConfig = QueueConfig()  # noqa: RUF009 (frozen pydantic model)
+    adverse_horizon_s: float = 60.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,6 +121,7 @@ class RunSpec:
     params: SimParams
     qty: float = 0.0
     mpc_profile: str = "history"
+    label: str = ""  # the strategy's name in the results ("" = strategy); with its tactic
 
 
 @dataclass(slots=True)
@@ -172,7 +178,7 @@ def run_one(spec: RunSpec) -> RunResult:
             spec.dataset,
             spec.symbol or "",
             spec.side,
-            spec.strategy,
+            spec.label or spec.strategy,
             spec.pct_of_volume,
             spec.qty,
             math.nan,
@@ -233,7 +239,7 @@ def simulate(
         spec.dataset,
         day.symbol,
         spec.side,
-        spec.strategy,
+        spec.label or spec.strategy,
         spec.pct_of_volume,
         S,
         vol,
@@ -329,9 +335,20 @@ def simulate(
             ),
         )
     core = ParentCore(params, policy, estimator=estimator)
+    if p.tactic.kind != "aggressive":
+        if p.tactic.kind == "passive":
+            why = (
+                passive_fill_problem(QueueRows.from_batch(books))
+                if books.action is not None
+                else ("the file has no event columns (no trade rows)")
+            )
+            if why:
+                res.message = f"passive tactic refused on {day.symbol}: {why}"
+                return res
+        core.set_tactic(p.tactic)
     session.parents.append(core)
     hl = p.half_life_s
-    venue = SimVenue(round(p.latency_ms * 1e6), hl, p.broker_beyond, p.broker_penalty_bps)
+    venue = SimVenue(round(p.latency_ms * 1e6), hl, p.broker_beyond, p.broker_penalty_bps, p.queue)
     session.venues.append(venue)
     # Market volume: the books' own trade rows when they carry them (what the daemon sees),
     # else the file's trades (a LOBSTER message file, say).
@@ -351,11 +368,15 @@ def simulate(
     period_filled = np.zeros(n)
     by_coid = {s.client_order_id: s for s in core.slices}
     done: set[str] = set()
+    kinds: list[str] = []
+    hows: list[str] = []
+    per_child: dict[str, list[Any]] = {}
     for f in venue.fills:
-        sl = by_coid.get(f.client_order_id)
+        ch = core.mpc.tracker.child(f.client_order_id)
+        orig = (ch.prior_ids[0] if ch.prior_ids else ch.order.client_order_id) if ch else ""
+        sl = by_coid.get(orig)
         if sl is None:
             raise InvariantViolation(f"venue filled {f.client_order_id}, which the core never sent")
-        done.add(f.client_order_id)
         ex = f.execution
         for q, pr in zip(ex.qty.tolist(), ex.px.tolist(), strict=True):
             fq.append(q)
@@ -363,26 +384,39 @@ def simulate(
             fm.append(f.mid)
             fh.append(f.half_spread)
             ft.append(f.due_ns)
+            kinds.append(f.kind)
+            hows.append(f.how)
         period_filled[sl.k] += ex.filled
+        per_child.setdefault(orig, []).append(f)
+    for coid, fs in per_child.items():
+        sl = by_coid[coid]
+        done.add(coid)
+        f0 = fs[0]
+        qty = np.concatenate([f.execution.qty for f in fs])
+        px = np.concatenate([f.execution.px for f in fs])
+        filled_c = float(qty.sum())
         res.slices.append(
             _slice(sl, sign)
             | {
-                "exec_ns": f.due_ns,
-                "book_ns": f.book_ts_ns,
-                "filled_qty": ex.filled,
-                "avg_px": ex.avg_px,
-                "mid": f.mid,
-                "half_spread": f.half_spread,
-                "beyond_depth_qty": ex.beyond_qty,
-                "reason": ex.reason,
-                "realized_cost": realized_slice_cost(sign, ex.qty, ex.px, f.mid),
-                "predicted_cost_filled": sl.g0(ex.filled) if sl.g0 is not None else None,
+                "exec_ns": f0.due_ns,
+                "book_ns": f0.book_ts_ns,
+                "filled_qty": filled_c,
+                "avg_px": float(qty @ px / filled_c) if filled_c > 0 else math.nan,
+                "mid": f0.mid,
+                "half_spread": f0.half_spread,
+                "beyond_depth_qty": float(sum(f.execution.beyond_qty for f in fs)),
+                "reason": fs[-1].execution.reason,
+                "realized_cost": realized_slice_cost(sign, qty, px, f0.mid),
+                "predicted_cost_filled": sl.g0(filled_c) if sl.g0 is not None else None,
             }
         )
     for sl in core.slices:
         if sl.client_order_id not in done:
             res.slices.append(_slice(sl, sign) | {"filled_qty": 0.0, "reason": "not_executed"})
     res.slices.sort(key=lambda r: (r["t_ns"], r["client_order_id"]))
+    for rec in res.slices:
+        ch = core.mpc.tracker.child(rec["client_order_id"])
+        rec["tif"] = ch.order.tif if ch is not None else "ioc"
     filled = core.mpc.tracker.filled_qty
     if abs(filled - float(sum(fq))) > 1e-6:
         raise InvariantViolation(f"tracker filled {filled}, venue {sum(fq)}")
@@ -391,7 +425,34 @@ def simulate(
         arrival_mid = float(books.mid[0])
         res.notes.append("no decision saw a book: arrival mid is the first book's")
     tc = tca(sign, S, arrival_mid, final_mid, fq, fp, fm, fh, p.unfilled_penalty_bps)
-    res.tca = tc.to_dict()
+    res.tca = tc.to_dict() | tactic_tca(
+        sign,
+        books,
+        np.asarray(ft, dtype=np.int64),
+        fq,
+        fp,
+        fm,
+        fh,
+        kinds,
+        p.adverse_horizon_s,
+        S * arrival_mid,
+    )
+    pq = {h: 0.0 for h in ("trade", "trade_through", "cross")}
+    for q, h in zip(fq, hows, strict=True):
+        if h in pq:
+            pq[h] += q
+    tot = sum(pq.values())
+    if tot > 0:  # how the passive shares filled (queue model: print at our price, through, cross)
+        res.tca |= {f"passive_by_{h}": v / tot for h, v in pq.items()}
+    if core.tactic is not None:
+        res.tca |= {
+            "tactic": p.tactic.kind,
+            "n_posted": core.tactic.n_passive,
+            "n_repriced": core.tactic.n_repriced,
+            "n_behind": core.tactic.n_crossed,
+        }
+    else:
+        res.tca["tactic"] = "aggressive"
     res.n_children = core.mpc.n_sent
     res.period_filled = period_filled.tolist()
     res.fills = {"t_ns": ft, "qty": fq, "px": fp, "mid": fm}  # t_ns: int ns (exact)
@@ -433,6 +494,10 @@ def run_core(
             for a in c.on_time(item.t_ns, item.now_ns):
                 if isinstance(a, Send):
                     route(venue.submit(a.child))
+                elif isinstance(a, Cancel) and a.request is not None:
+                    route(venue.cancel(a.request))
+                elif isinstance(a, Replace):
+                    route(venue.replace(a.request))
     for item in session.end():
         route(item.events)
 

@@ -96,6 +96,10 @@ def summarize(results: Sequence[RunResult]) -> dict[str, Any]:
     by: dict[tuple[str, str], list[RunResult]] = defaultdict(list)
     twap: dict[tuple[str, str, float], float] = {}
     twap_ex: dict[tuple[str, str, float], float] = {}
+    plain: dict[tuple[str, str, float, str], RunResult] = {}  # the aggressive run of a strategy
+    for r in results:
+        if "+" not in r.strategy and r.status != "failed":
+            plain[(r.dataset, r.side, r.pct_of_volume, r.strategy)] = r
     for r in results:
         by[(r.dataset, r.strategy)].append(r)
         if r.strategy == "twap" and r.status != "failed":
@@ -128,6 +132,29 @@ def summarize(results: Sequence[RunResult]) -> dict[str, Any]:
         row["execution_vs_twap_bps"] = _stats(ex_diffs)
         row["n_execution_cheaper_than_twap"] = sum(d < -1e-9 for d in ex_diffs if math.isfinite(d))
         row["n_cheaper_than_twap"] = sum(d < -1e-9 for d in diffs if math.isfinite(d))
+        # the tactic's figures (agent.backtest.tca.tactic_tca), and spread + impact net of the
+        # adverse selection after passive fills, paired against the aggressive TWAP
+        for part in ("passive_share", "spread_captured_bps", "adverse_bps"):
+            row[part] = _stats([_f(r.tca.get(part)) for r in ok])
+        net = [_execution_bps(r) + (_f(r.tca.get("adverse_bps")) or 0.0) for r in ok]
+        row["execution_net_bps"] = _stats(net)
+        if "+" in st:
+            # The tactic's own gain: against the same schedule sent aggressively, same books
+            # (for "+timing", the timing's gain apart from the schedule's).
+            base = st.partition("+")[0]
+            pairs = [
+                (r, plain[k])
+                for r in ok
+                if (k := (r.dataset, r.side, r.pct_of_volume, base)) in plain
+            ]
+            d_ex = [_execution_bps(r) - _execution_bps(b) for r, b in pairs]
+            d_net = [
+                _execution_bps(r) + (_f(r.tca.get("adverse_bps")) or 0.0) - _execution_bps(b)
+                for r, b in pairs
+            ]
+            row["vs_aggressive_execution_bps"] = _stats(d_ex)
+            row["vs_aggressive_net_bps"] = _stats(d_net)
+            row["n_cheaper_than_aggressive_net"] = sum(d < -1e-9 for d in d_net)
         fill = [_f(r.tca.get("filled_qty")) / r.parent_qty for r in ok if r.parent_qty > 0]
         row["fill_rate"] = float(np.mean(fill)) if fill else None
         if st.startswith("mpc-"):
@@ -148,7 +175,11 @@ def _strategy_order(results: Sequence[RunResult]) -> list[str]:
     from agent.backtest.config import ALL_STRATEGIES
 
     seen = {r.strategy for r in results}
-    return [s for s in ALL_STRATEGIES if s in seen]
+    out = []
+    for s in ALL_STRATEGIES:  # each strategy, then its tactic variants ("twap+passive-...")
+        out += [s] if s in seen else []
+        out += sorted(x for x in seen if x.startswith(f"{s}+"))
+    return out
 
 
 def _fmt(v: Any, nd: int = 2) -> str:

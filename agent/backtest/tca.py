@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import ArrayLike
 
-__all__ = ["Tca", "realized_slice_cost", "tca"]
+__all__ = ["Tca", "realized_slice_cost", "tactic_tca", "tca"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -140,3 +140,53 @@ def realized_slice_cost(sign: int, qty: ArrayLike, px: ArrayLike, mid: float) ->
     """Return ``s sum q_i (p_i - mid)``: one child's cost against the mid it executed on."""
     q = np.asarray(qty, dtype=np.float64)
     return float(sign * (q @ (np.asarray(px, dtype=np.float64) - mid)))
+
+
+def tactic_tca(
+    sign: int,
+    books: Any,
+    fill_ts_ns: ArrayLike,
+    fill_qty: ArrayLike,
+    fill_px: ArrayLike,
+    fill_mid: ArrayLike,
+    fill_half_spread: ArrayLike,
+    kinds: list[str],
+    horizon_s: float,
+    notional: float,
+) -> dict[str, Any]:
+    """Return the tactic's figures: what filled passively, the spread it captured, and the
+    adverse selection after each passive fill (JSON-ready, NaN as None).
+
+    ``spread_captured``: ``sum_passive q_i (h_i - s (p_i - m_i))`` over the half-spread paid by
+    an aggressive fill, i.e. a passive fill at our touch captures ``2 h`` against crossing.
+    ``adverse``: ``sum_passive q_i s (m_i - m(t_i + H))``, the mid moving against us over the
+    horizon ``H`` after the fill (positive = cost: a buy filled before the mid fell).
+    Both also in bps of the parent's arrival notional ``S m_0`` (``notional``).
+    """
+    t = np.asarray(fill_ts_ns, dtype=np.int64)
+    q = np.asarray(fill_qty, dtype=np.float64)
+    p = np.asarray(fill_px, dtype=np.float64)
+    m = np.asarray(fill_mid, dtype=np.float64)
+    h = np.asarray(fill_half_spread, dtype=np.float64)
+    passive = np.array([k == "passive" for k in kinds], dtype=bool)
+    filled = float(q.sum())
+    qp = q[passive]
+    ts = books.ts_event_ns
+    idx = np.searchsorted(ts, t[passive] + int(horizon_s * 1e9), side="right") - 1
+    m_later = books.mid[np.clip(idx, 0, len(ts) - 1)] if len(ts) else np.zeros(0)
+    adverse = float(sign * (qp @ (m[passive] - m_later))) if qp.size else 0.0
+    captured = float(qp @ (h[passive] - sign * (p[passive] - m[passive]))) if qp.size else 0.0
+    bps = 1e4 / notional if notional > 0 else math.nan
+    out = {
+        "passive_qty": float(qp.sum()),
+        "passive_share": float(qp.sum()) / filled if filled > 0 else math.nan,
+        "n_passive_fills": int(passive.sum()),
+        "spread_captured": captured,
+        "spread_captured_bps": captured * bps,
+        "adverse": adverse,
+        "adverse_bps": adverse * bps,
+        "adverse_horizon_s": horizon_s,
+    }
+    return {
+        k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in out.items()
+    }

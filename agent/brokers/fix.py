@@ -13,7 +13,11 @@ and is never logged.
 Rejects of every kind reach the daemon tied to the child's ClOrdID and are logged at warning:
 an ExecutionReport 150=8, a session Reject (35=3) or a BusinessMessageReject (35=j) of a
 NewOrderSingle become ``OrderRejected``; a rejected cancel (35=9, or 35=3/35=j of a 35=F) is
-escalated to a status request, whose answer (``OrderStatus``) settles the child.
+escalated to a status request, whose answer (``OrderStatus``) settles the child. A rejected
+cancel/replace (35=9 with 434=2, or 35=3/35=j of a 35=G) becomes ``OrderReplaceRejected``: the
+order stands as it was. Resting children go out with their TimeInForce (59=0 day, 1 GTC);
+35=G carries a new ClOrdID and its reports (150=5 replaced, 6 pending cancel, E pending
+replace, 4 cancelled) name the order by OrigClOrdID(41).
 """
 
 from __future__ import annotations
@@ -41,13 +45,24 @@ from agent.brokers.fix_session import (
     SessionOutput,
     SessionState,
     _get,
+    cancel_reject_event,
     execution_report_events,
     new_order_single,
+    order_cancel_replace_request,
     order_cancel_request,
     order_status_request,
 )
-from agent.errors import BrokerUnavailable, ConfigError
-from agent.model import ChildOrder, OrderEvent, OrderRejected, OrderStatus, Side
+from agent.errors import BrokerRejected, BrokerUnavailable, ConfigError
+from agent.model import (
+    CancelRequested,
+    ChildOrder,
+    OrderEvent,
+    OrderRejected,
+    OrderReplaceRejected,
+    OrderStatus,
+    ReplaceRequested,
+    Side,
+)
 
 if TYPE_CHECKING:
     from agent.config import BrokerConfig
@@ -191,6 +206,7 @@ class FixBroker:
             store_path.with_suffix(".orders.jsonl") if store_path is not None else None
         )
         self.session = FixSession(sender, target, heartbeat_s, self.store.load())
+        self._replacing: dict[str, str] = {}  # 35=G ClOrdID -> the order's id when sent
         self._password = os.environ.get(password_env) if password_env else None
         if password_file is not None:
             self._password = Path(password_file).read_text().strip()
@@ -333,6 +349,15 @@ class FixBroker:
         )
         self._queue.put_nowait(OrderRejected(coid, self._now(), reason))
 
+    def _reject_replace(self, coid: str, reason: str, source: str) -> None:
+        """A replace the peer refused at the session level: the order stands as it was. The
+        reject names the replace's new ClOrdID; the event names the order's current one."""
+        orig = self._replacing.pop(coid, coid)
+        self._log.warning(
+            "broker.replace_rejected", client_order_id=orig, reason=reason, source=source
+        )
+        self._queue.put_nowait(OrderReplaceRejected(orig, self._now(), reason))
+
     async def _escalate_cancel(self, coid: str, reason: str, source: str) -> None:
         """A cancel was refused: ask the child's status, whose answer settles it."""
         self._log.warning(
@@ -348,6 +373,8 @@ class FixBroker:
             self._reject_order(rj.client_order_id, reason, "35=3")
         elif rj.ref_msg_type == "F" and rj.client_order_id:
             await self._escalate_cancel(rj.client_order_id, reason, "35=3")
+        elif rj.ref_msg_type == "G" and rj.client_order_id:
+            self._reject_replace(rj.client_order_id, reason, "35=3")
         else:
             self._log.warning(
                 "broker.request_rejected",
@@ -370,6 +397,13 @@ class FixBroker:
                         source="35=8",
                     )
                 self._queue.put_nowait(e)
+        elif mtype == "9" and _get(msg, 434) == "2":
+            # A refused replace: the order stands as it was (a fill may have raced it).
+            ev = cancel_reject_event(msg, self._now())
+            self._log.warning(
+                "broker.replace_rejected", client_order_id=ev.client_order_id, source="35=9"
+            )
+            self._queue.put_nowait(ev)
         elif mtype == "9":
             why = _get(msg, 58) or f"CxlRejReason={_get(msg, 102) or '?'}"
             await self._escalate_cancel(
@@ -387,6 +421,8 @@ class FixBroker:
                 self._reject_order(coid, reason, "35=j")
             elif ref_type == "F" and coid:
                 await self._escalate_cancel(coid, reason, "35=j")
+            elif ref_type == "G" and coid:
+                self._reject_replace(coid, reason, "35=j")
             else:
                 self._log.warning(
                     "broker.request_rejected",
@@ -430,17 +466,44 @@ class FixBroker:
             )
         return ref
 
-    async def cancel(self, client_order_id: str) -> None:
-        """Send an OrderCancelRequest (35=F) for what is left of a child."""
+    async def cancel(self, client_order_id: str, ts_ns: int | None = None) -> None:
+        """Send an OrderCancelRequest (35=F) for what is left of a child (TransactTime: ``ts_ns``,
+        the request's time, else now)."""
         ref = self._ref(client_order_id)
         if ref is None:
             return
         symbol, side, qty = ref
-        now = self._now()
+        now = self._now() if ts_ns is None else ts_ns
         cancel_id = f"{client_order_id}-C{now % 10**9}"
         await self._send(
             order_cancel_request(client_order_id, cancel_id, symbol, side, qty, now), "F"
         )
+
+    async def replace(self, request: ReplaceRequested) -> None:
+        """Send an OrderCancelReplaceRequest (35=G): new total quantity and price under the
+        request's new ClOrdID (recorded first, so a report naming it after a restart is ours)."""
+        coid = request.client_order_id
+        ref = self._ref(coid)
+        if ref is None:
+            return
+        symbol, side, _qty = ref
+        new = request.new_client_order_id
+        if not new or new == coid:
+            raise BrokerRejected(f"replace of {coid}: FIX 35=G needs a new ClOrdID", "no_new_id")
+        self.refs.add(
+            ChildOrder(
+                new, "", symbol, side, request.qty, request.limit_px, request.ts_event_ns, "day"
+            )
+        )
+        self._replacing[new] = coid
+        # TransactTime is the request's own time, as 35=D carries the child's: a replay venue
+        # executes it on the book in force then.
+        body = order_cancel_replace_request(request, symbol, side, "day", request.ts_event_ns)
+        await self._send(body, "G")
+
+    async def cancel_request(self, request: CancelRequested) -> None:
+        """Send a recorded cancel request (35=F at the request's time)."""
+        await self.cancel(request.client_order_id, request.ts_event_ns)
 
     async def request_status(self, client_order_id: str) -> None:
         """Send an OrderStatusRequest (35=H); the answer arrives as an ExecutionReport 150=I."""

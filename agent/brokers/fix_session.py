@@ -47,10 +47,16 @@ from agent.model import (
     ChildOrder,
     OrderAccepted,
     OrderCancelled,
+    OrderCancelRejected,
     OrderEvent,
     OrderFilled,
+    OrderPendingCancel,
+    OrderPendingReplace,
     OrderRejected,
+    OrderReplaced,
+    OrderReplaceRejected,
     OrderStatus,
+    ReplaceRequested,
     Side,
 )
 
@@ -376,7 +382,7 @@ INITIATOR_SCHEMA: Schema = {
             14: QTY,
             6: PX,
         },
-        {11: STR, 32: QTY, 31: PX, 58: STR, 103: INT},
+        {11: STR, 32: QTY, 31: PX, 58: STR, 103: INT, 41: STR, 38: QTY, 44: PX},
     ),
     "9": (
         {37: STR, 11: STR, 41: STR, 39: _ORD_STATUSES, 434: _one_of("1", "2")},
@@ -391,6 +397,10 @@ ACCEPTOR_SCHEMA: Schema = {
         {44: PX, 59: STR},
     ),
     "F": ({41: STR, 11: STR, 54: _SIDES, 55: STR, 60: TS}, {38: QTY}),
+    "G": (
+        {41: STR, 11: STR, 54: _SIDES, 55: STR, 60: TS, 38: POS_QTY, 40: STR},
+        {44: PX, 59: STR},
+    ),
     "H": ({11: STR, 54: _SIDES, 55: STR}, {}),
     "j": ({372: STR, 380: INT}, {45: SEQ, 379: STR, 58: STR}),
 }
@@ -1040,7 +1050,8 @@ def fix_side(side: Side) -> int:
 def new_order_single(
     order: ChildOrder, now_ns: int, *, poss_resend: bool = False
 ) -> simplefix.FixMessage:
-    """Return the body of a NewOrderSingle(35=D): an IOC limit order at the collar."""
+    """Return the body of a NewOrderSingle(35=D): a limit order, TimeInForce(59) from its
+    ``tif`` (3 immediate-or-cancel, 0 day, 1 good till cancel)."""
     m = simplefix.FixMessage()
     m.append_pair(11, order.client_order_id)
     m.append_pair(55, order.symbol)
@@ -1049,7 +1060,7 @@ def new_order_single(
     m.append_pair(38, f"{order.qty:.0f}")
     m.append_pair(40, 2)  # limit
     m.append_pair(44, f"{order.limit_px:.6f}")
-    m.append_pair(59, 3)  # immediate or cancel
+    m.append_pair(59, _TIF[order.tif])
     if poss_resend:
         m.append_pair(97, "Y")
     return m
@@ -1067,6 +1078,37 @@ def order_cancel_request(
     m.append_pair(60, _ts(now_ns))
     m.append_pair(38, f"{qty:.0f}")
     return m
+
+
+_TIF = {"ioc": 3, "day": 0, "gtc": 1}
+
+
+def order_cancel_replace_request(
+    request: ReplaceRequested, symbol: str, side: Side, tif: str, now_ns: int
+) -> simplefix.FixMessage:
+    """Return the body of an OrderCancelReplaceRequest(35=G): the order's new total quantity
+    (fills included, FIX 4.4 OrderQty) and limit price under a new ClOrdID."""
+    m = simplefix.FixMessage()
+    m.append_pair(41, request.client_order_id)
+    m.append_pair(11, request.new_client_order_id)
+    m.append_pair(55, symbol)
+    m.append_pair(54, fix_side(side))
+    m.append_pair(60, _ts(now_ns))
+    m.append_pair(38, f"{request.qty:.0f}")
+    m.append_pair(40, 2)  # limit
+    m.append_pair(44, f"{request.limit_px:.6f}")
+    m.append_pair(59, _TIF.get(tif, 0))
+    return m
+
+
+def cancel_reject_event(msg: simplefix.FixMessage, now_ns: int) -> OrderEvent:
+    """Map a validated OrderCancelReject(35=9): CxlRejResponseTo(434) 2 refuses a replace, 1 a
+    cancel; the order named by OrigClOrdID(41) stands as it was."""
+    why = _get(msg, 58) or f"CxlRejReason={_get(msg, 102) or '?'}"
+    coid = _get(msg, 41) or ""
+    if _get(msg, 434) == "2":
+        return OrderReplaceRejected(coid, now_ns, why)
+    return OrderCancelRejected(coid, now_ns, why)
 
 
 def order_status_request(client_order_id: str, symbol: str, side: Side) -> simplefix.FixMessage:
@@ -1115,8 +1157,19 @@ def execution_report_events(msg: simplefix.FixMessage, now_ns: int) -> list[Orde
         if not qty > 0:
             return []
         return [OrderFilled(coid, _get(msg, 17) or f"{coid}-?", qty, px, now_ns)]
+    orig = _get(msg, 41) or coid
+    if exec_type == "5":  # replaced: the order goes by its new ClOrdID from now on
+        return [
+            OrderReplaced(
+                orig, now_ns, _float(msg, 38), _float(msg, 44), coid if coid != orig else ""
+            )
+        ]
+    if exec_type == "6":
+        return [OrderPendingCancel(orig, now_ns)]
+    if exec_type == "E":
+        return [OrderPendingReplace(orig, now_ns)]
     if exec_type in ("4", "C"):
-        return [OrderCancelled(coid, now_ns, text or ("expired" if exec_type == "C" else ""))]
+        return [OrderCancelled(orig, now_ns, text or ("expired" if exec_type == "C" else ""))]
     if exec_type == "8":
         return [OrderRejected(coid, now_ns, text)]
     if exec_type == "I":

@@ -12,6 +12,12 @@ Legs: ``mpc`` is the parent's own strategy (whatever ``StrategySpec.kind`` says;
 journal's), ``twap`` an optional TWAP benchmark on its own simulated venue (the daemon's
 shadow), which is never gated.
 
+Tactic (``set_tactic``, ``agent.core.tactic``): how each period's child meets the book. Without
+one (the default) every child is an IOC at the collar; ``passive`` posts, re-prices
+(``Replace``), cancels at the cut-off (``Cancel`` with its recorded request) and crosses the
+rest; ``timing`` holds the IOC for a cheap book. Its wakes come through ``next_time`` and
+``wake_in`` and are acted on in ``on_time``, like decisions.
+
 Time rules: a decision at period ``k`` sees the book in force at its start; when the first book
 after the start is already past the period's end (the feed was silent, a halt) the period is
 skipped rather than traded late in a burst; in the last period whatever is left is re-sent
@@ -33,9 +39,19 @@ from agent.core.estimator import IncrementalCurve
 from agent.core.plan import NO_TIMER, Decision, PeriodGrid
 from agent.core.policy import DecisionInput, Policy, PolicyStep, TwapPolicy
 from agent.core.risk import AggregateGates, RiskGates
+from agent.core.tactic import Slice, Tactic, TacticConfig, passive_price
 from agent.core.volume import VolumeTracker, participation_caps
 from agent.core.window import RollingWindow
-from agent.model import ChildOrder, OrderEvent, OrderFilled, OrderRejected, OrderStatus, Side
+from agent.model import (
+    CancelRequested,
+    ChildOrder,
+    OrderEvent,
+    OrderFilled,
+    OrderRejected,
+    OrderStatus,
+    ReplaceRequested,
+    Side,
+)
 from agent.orders.tracker import OrderTracker, Transition
 from feeds.model import BookBatch
 
@@ -47,6 +63,7 @@ __all__ = [
     "ParentCore",
     "ParentParams",
     "Record",
+    "Replace",
     "Send",
     "Summary",
 ]
@@ -88,11 +105,24 @@ class Send:
 
 @dataclass(frozen=True, slots=True)
 class Cancel:
-    """Ask the venue to cancel what is left of a working child."""
+    """Ask the venue to cancel what is left of a working child.
+
+    ``request`` is set when the core recorded the request in the tracker first (the tactic's
+    cancels; the daemon journals the ``Record`` before this action): its time is the request's.
+    """
 
     leg: str
     client_order_id: str
     reason: str
+    request: CancelRequested | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Replace:
+    """Ask the venue to amend a resting child (recorded in the tracker and journal first)."""
+
+    leg: str
+    request: ReplaceRequested
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,7 +142,7 @@ class Record:
     event: OrderEvent
 
 
-Action = Send | Cancel | Decided | Record | Log
+Action = Send | Cancel | Replace | Decided | Record | Log
 
 
 @dataclass(frozen=True, slots=True)
@@ -299,6 +329,9 @@ class ParentCore:
         self._slice_of: dict[str, SliceRecord] = {}
         self.timer: Callable[[], float] = NO_TIMER  # the daemon injects time.perf_counter
         self.steps: list[tuple[int, PolicyStep]] = []
+        self.tactic: Tactic | None = None  # None: every child an IOC (``set_tactic``)
+        self._touch = (math.nan, math.nan)
+        self._wait_step: PolicyStep | None = None
 
     # -- inputs ---------------------------------------------------------------------------------
     @property
@@ -317,8 +350,32 @@ class ParentCore:
                 return x
         return None
 
+    def set_tactic(self, config: TacticConfig) -> None:
+        """Work each period's child with ``config``'s tactic (``agent.core.tactic``)."""
+        sizes = np.geomspace(
+            max(float(self.p.lot), 1.0), max(self.p.quantity, 2.0 * self.p.lot), 12
+        )
+        self.tactic = Tactic(config, self.side, sizes)
+
     def next_time(self) -> int | None:
-        """Return the next decision time in ns (None once done)."""
+        """Return the next time the core acts, ns: a decision, or a wake of the tactic."""
+        t = self._schedule_time()
+        w = self.tactic.next_wake() if self.tactic is not None and not self.done else None
+        if w is None or t is None:
+            return t
+        return min(t, w)
+
+    def wake_in(self, seg: BookBatch) -> int | None:
+        """Return the time of the first row of ``seg`` (not yet observed) the tactic reacts to.
+
+        The session cuts the books there, as at a decision time; None when the tactic waits for
+        nothing in these rows.
+        """
+        if self.tactic is None or self.done or not self.tactic.live:
+            return None
+        return self.tactic.wake_row(seg)
+
+    def _schedule_time(self) -> int | None:
         if self.done:
             return None
         if self.k_next < self.grid.n:
@@ -343,6 +400,9 @@ class ParentCore:
             else (seg.bid_px[-1], seg.bid_sz[-1])
         )
         self.last_ts = int(seg.ts_event_ns[-1])
+        self._touch = (float(seg.bid_px[-1, 0]), float(seg.ask_px[-1, 0]))
+        if self.tactic is not None:
+            self.tactic.observe(seg)
 
     def on_trades(self, ts_ns: NDArray[np.int64], qty: NDArray[np.float64]) -> None:
         """Take in market trades (times and sizes) that precede the next decision time."""
@@ -380,6 +440,13 @@ class ParentCore:
         out: list[Action] = []
         if math.isnan(self.arrival_mid) and math.isfinite(self.last_mid):
             self.arrival_mid = self.last_mid
+        if self.tactic is not None and self.tactic.live:
+            w = self.tactic.next_wake()
+            if w is not None and w <= t_ns:
+                self._tactic_act(t_ns, env, out)
+            sched = self._schedule_time()
+            if sched is None or t_ns < sched:
+                return out  # a wake of the tactic only
         n = self.grid.n
         if self.k_next < n:
             k = self.k_next
@@ -410,12 +477,19 @@ class ParentCore:
             self._retry_next = t_ns + int(self.p.final_retry_s * _NS)
             for leg in self.legs:
                 q = leg.tracker.uncommitted_qty
+                if leg is self.mpc and self.tactic is not None and self.tactic.slice is not None:
+                    continue  # the tactic still works the last period's slice
                 if leg.tracker.n_open == 0 and q > 0:
                     if leg is self.mpc:
                         out.append(Log("info", "mpc.final_retry", {"ts_ns": t_ns, "child_qty": q}))
                     self._send(leg, q, t_ns, env, out, k=n - 1, retry=True)
         else:
             self.done = True
+            if self.tactic is not None:
+                self.tactic.slice = None
+                for c in list(self.mpc.tracker.open_children()):
+                    if c.order.rests and c.ts_cancel_requested_ns is None:
+                        self._request_cancel(c.order.client_order_id, t_ns, "deadline", out)
             no_books = self.n_books == 0
             out.append(
                 Log(
@@ -504,6 +578,7 @@ class ParentCore:
         k: int,
         retry: bool = False,
         step: PolicyStep | None = None,
+        forced: bool = False,
     ) -> None:
         cap = self.p.max_child_qty
         if cap > 0:
@@ -535,6 +610,22 @@ class ParentCore:
                 qty = float(capped)
         coid = f"{leg.prefix}{leg.n_sent + 1:05d}"
         limit_px = collar_limit_px(self.side, self.last_mid, self.p.collar_bps)
+        tif = "ioc"
+        tac = self.tactic
+        if leg is self.mpc and tac is not None and tac.live and not (retry or forced):
+            end = min(self.grid.start_of(k) + self.grid.period_ns, self.p.end_ns)
+            behind = tac.planned - leg.tracker.filled_qty  # the schedule's own, not a line
+            plan = tac.plan(k, float(qty), t_ns, self._touch, end, behind / self.p.quantity)
+            if plan.wait:
+                self._wait_step = step
+                out.append(
+                    Log("info", "tactic.wait", {"period": k, "qty": float(qty), "ts_ns": t_ns})
+                )
+                return
+            if plan.px is not None:
+                tif, limit_px = plan.tif, plan.px
+        if forced and step is None:
+            step, self._wait_step = self._wait_step, None
         if leg.gated:
             blocked = self._gate(leg, coid, float(qty), limit_px, t_ns, env)
             if blocked is not None:
@@ -561,7 +652,10 @@ class ParentCore:
             qty=float(qty),
             limit_px=limit_px,
             ts_created_ns=t_ns,
+            tif=tif,  # type: ignore[arg-type]
         )
+        if tif != "ioc" and tac is not None and tac.slice is not None:
+            tac.slice.coid = coid
         leg.tracker.on_submitted(child, t_ns)
         leg.children.append(coid)
         fields: dict[str, Any] = {
@@ -570,6 +664,7 @@ class ParentCore:
             "qty": child.qty,
             "limit_px": child.limit_px,
             "ts_ns": t_ns,
+            "tif": tif,
         }
         if leg is self.mpc:
             g0 = step.g0 if step is not None else None
@@ -708,11 +803,13 @@ class ParentCore:
         tr = leg.tracker.on_event(event)
         out: list[Action] = []
         if tr.applied:
-            out.append(Record(leg.name, event))
+            out.append(Record(leg.name, event))  # type: ignore[arg-type]
             if leg is self.mpc:
                 self._account(tr, event)
                 if tr.new is not None and tr.new.terminal:
                     out.extend(self._slice_cost(tr.client_order_id))
+        if self.tactic is not None and tr.applied:
+            self._tactic_event(leg, tr.client_order_id, event.ts_event_ns)
         if isinstance(event, OrderStatus):
             child = leg.tracker.children.get(event.client_order_id)
             out.append(
@@ -870,6 +967,7 @@ class ParentCore:
                 },
             )
         ]
+        self._restore_resting()
         for c in t.children.values():
             if not c.state.terminal:
                 # Sent before the restart and never closed: it may still be working. Its shares
@@ -887,6 +985,20 @@ class ParentCore:
                     )
                 )
         return out
+
+    def _restore_resting(self) -> None:
+        """A child that rested before the restart is cut off at once: its period's plan is
+        gone, so the tactic cancels it and crosses what is left (never re-sent as new)."""
+        tac = self.tactic
+        if tac is None:
+            return
+        for c in self.mpc.tracker.open_children():
+            if c.order.rests and c.ts_cancel_requested_ns is None:
+                k = max(0, min(self.k_next - 1, self.grid.n - 1))
+                tac.slice = Slice(
+                    k, c.order.qty, c.order.ts_created_ns, "resting", coid=c.order.client_order_id
+                )
+                return
 
     # -- outcome --------------------------------------------------------------------------------
     def summary(self) -> Summary:
@@ -919,3 +1031,78 @@ class ParentCore:
         """Raise ``InvariantViolation`` when a tracker's books do not balance (tests)."""
         for leg in self.legs:
             leg.tracker.audit()
+
+    # -- tactic ---------------------------------------------------------------------------------
+    def _tactic_act(self, t_ns: int, env: Env, out: list[Action]) -> None:
+        """A wake of the tactic: send a waiting IOC, re-price, cut off, or cross what is left."""
+        tac = self.tactic
+        s = tac.slice if tac is not None else None
+        if tac is None or s is None:
+            return
+        leg = self.mpc
+        if s.phase == "waiting":
+            tac.slice = None
+            reason = "deadline" if t_ns >= s.t_cut else "cheap"
+            out.append(Log("info", "tactic.send", {"period": s.k, "reason": reason, "ts_ns": t_ns}))
+            self._send(leg, s.qty, t_ns, env, out, k=s.k, forced=True)
+            return
+        child = leg.tracker.child(s.coid) if s.coid else None
+        if s.phase == "resting":
+            if child is None or child.state.terminal:
+                s.phase = "crossing"
+            elif t_ns >= s.t_cut:
+                s.phase, s.wake_ns = "crossing", None
+                if child.ts_cancel_requested_ns is None:
+                    self._request_cancel(child.order.client_order_id, t_ns, "tactic_cutoff", out)
+                return
+            else:
+                s.wake_ns = None
+                pp = passive_price(self.side, *self._touch, tac.config.tick_size, tac.config.inside)
+                if pp is None or abs(pp.px - s.px) < 1e-9 or child.replace is not None:
+                    return
+                if child.ts_cancel_requested_ns is not None:
+                    return
+                # A new ClOrdID per replace (FIX 35=G); the tracker resolves every id of the child.
+                cur = child.order.client_order_id
+                new = f"{s.coid}-r{len(child.prior_ids) + 1}"
+                req = ReplaceRequested(cur, new, child.order.qty, pp.px, t_ns)
+                out.extend(self.on_event(leg, req)[1])
+                out.append(Replace(leg.name, req))
+                fields = {"client_order_id": s.coid, "old_px": s.px, "px": pp.px}
+                out.append(Log("info", "tactic.reprice", fields))
+                s.px = pp.px
+                tac.n_repriced += 1
+                return
+        if child is not None and not child.state.terminal:
+            s.wake_ns = None  # the cancel's answer wakes us
+            return
+        tac.slice = None
+        left = child.order.qty - child.filled_qty if child is not None else s.qty
+        if left > 1e-9:
+            out.append(Log("info", "tactic.cross", {"period": s.k, "qty": left, "ts_ns": t_ns}))
+            self._send(leg, left, t_ns, env, out, k=s.k, forced=True)
+
+    def _request_cancel(self, coid: str, t_ns: int, reason: str, out: list[Action]) -> None:
+        """Record a cancel request in the tracker (journaled), then ask the venue."""
+        req = CancelRequested(coid, t_ns)
+        out.extend(self.on_event(self.mpc, req)[1])
+        out.append(
+            Log("info", "order.cancel_requested", {"client_order_id": coid, "reason": reason})
+        )
+        out.append(Cancel(self.mpc.name, coid, reason, req))
+
+    def _tactic_event(self, leg: Leg, coid: str, ts_ns: int) -> None:
+        """After an event on the resting child: a closed child wakes the tactic to cross."""
+        tac = self.tactic
+        s = tac.slice if tac is not None else None
+        if s is None or leg is not self.mpc or not s.coid or s.phase == "waiting":
+            return
+        child = leg.tracker.child(coid)
+        if child is None or child is not leg.tracker.child(s.coid):
+            return
+        if child.state.terminal:
+            if child.full:
+                tac.slice = None  # the passive child did it all
+            else:
+                # at the event's time (a status answer after a restart may carry none)
+                s.phase, s.wake_ns = "crossing", max(ts_ns, self.last_ts)

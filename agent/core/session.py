@@ -6,6 +6,12 @@ simulated venues), and the decision is taken only once a later row proves that n
 can arrive for that instant. ``SymbolSession.feed`` yields what the driver must do, in order:
 ``VenueEvents`` to route to the parents (the daemon journals and logs them, the backtest
 applies them), and ``DecideAt`` for the parents whose decision time has come.
+
+Within a period the books are also cut where a parent's tactic reacts to a row (its touch moved
+away from a resting child, a cheap book for a waiting one: ``ParentCore.wake_in``) and where a
+simulated venue answers a cancel, a replace or a resting order (``SimVenue.next_due``); a later
+row then releases what reached the venue before it. These cuts depend on the rows and the
+orders only, so a chunked feed and a whole day meet the same books at the same instants.
 """
 
 from __future__ import annotations
@@ -145,11 +151,45 @@ class SymbolSession:
                 yield from self._observe(batch.slice(pos, n), parents=False)
                 return
             cut = int(np.searchsorted(ts, t_next, side="right")) if t_next < ts[-1] else n
+            t_next, cut = self._wakes(batch, pos, cut, t_next)
             yield from self._observe(batch.slice(pos, cut), trades=src)
             pos = cut
             if pos < n:
+                # A later row proves the book in force: what reaches the venues before it
+                # executes now (resting orders, cancels, replaces), before anyone decides.
+                events = [
+                    e
+                    for v in self.venues
+                    if v.active(self.symbol)
+                    for e in v.release(self.symbol, int(ts[pos]))
+                ]
+                if events:
+                    yield VenueEvents(events)
                 due = [p for p in list(self.parents) if p.next_time() == t_next]
-                yield DecideAt(t_next, int(ts[pos]), due)
+                if due:
+                    yield DecideAt(t_next, int(ts[pos]), due)
+
+    def _wakes(self, batch: BookBatch, pos: int, cut: int, t_next: int) -> tuple[int, int]:
+        """Cut earlier where a parent's tactic reacts to a row or a venue answers a cancel.
+
+        Both depend on the rows and the orders only, never on how the feed was batched, so the
+        daemon (chunks) and the backtest (one batch) cut at the same instants.
+        """
+        ts = batch.ts_event_ns
+        t = t_next
+        if cut > pos:
+            seg = batch.slice(pos, cut)
+            for p in list(self.parents):
+                w = p.wake_in(seg)
+                if w is not None and w < t:
+                    t = w
+        for v in self.venues:
+            d = v.next_due(self.symbol)
+            if d is not None and d < t:
+                t = d
+        if t == t_next:
+            return t_next, max(pos, cut)
+        return t, max(pos, int(np.searchsorted(ts, t, side="right")))
 
     def tick(self, now_ns: int) -> Iterator[DecideAt]:
         """Yield the decisions whose time ``now_ns`` has passed although no later book came.

@@ -110,6 +110,10 @@ class TimingRule:
             c = walk_cost(px, sz, mid, sizes, self.policy, side=self.side)
             return c / sizes[None, :] / mid[:, None] * 1e4
 
+    def costs_bps(self, batch: BookBatch, qty: float) -> NDArray[np.float64]:
+        """Return the per-share cost of ``qty`` against every row of ``batch``, bps, shape (n,)."""
+        return self._cost_bps(batch, np.array([float(qty)]))[:, 0]
+
     def observe(self, batch: BookBatch) -> None:
         """Take in newer books; they are walked (vectorised) at the next decision or every
         ``_CHUNK`` rows, so a live feed's one-book batches cost an append each.

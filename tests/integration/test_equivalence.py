@@ -17,6 +17,7 @@ import pytest
 from agent.backtest.data import load_day, load_history
 from agent.backtest.engine import RunSpec, SimParams, simulate
 from agent.config import load_config
+from agent.core.tactic import TacticConfig
 from agent.daemon import Daemon
 from agent.runner import build_history_trades, make_feed_factory
 
@@ -116,8 +117,9 @@ async def _daemon(tmp_path: Path, name: str, side: str) -> Daemon:
     return d
 
 
-def _backtest(name: str, side: str):
+def _backtest(name: str, side: str, tactic: TacticConfig | None = None):
     params = SimParams(
+        tactic=tactic or TacticConfig(),
         start_s=_secs(START),
         end_s=_secs(END),
         period_s=600,
@@ -212,3 +214,72 @@ async def test_the_daemons_twap_shadow_is_the_backtests_twap(tmp_path, side):
 def test_the_sample_day_is_there():
     assert DAY.exists()
     assert datetime(2025, 6, 2, tzinfo=UTC)  # the config's dates are the sample's day
+
+
+# -- the within-period tactics: the same resting orders, cancels, replaces and fills ---------------
+TACTICS = {
+    "passive": TacticConfig(kind="passive", cutoff=0.7, reprice_ticks=1),
+    "timing": TacticConfig(kind="timing", quantile=0.3, min_history_s=300, cutoff=0.8),
+}
+
+
+def _with_tactic(monkeypatch, tactic: TacticConfig) -> None:
+    """The daemon builds its cores with the tactic (until ``[tactic]`` is in the config)."""
+    import agent.daemon as daemon_mod
+
+    orig = daemon_mod.build_core
+
+    def build(*a, **kw):
+        core = orig(*a, **kw)
+        core.set_tactic(tactic)
+        return core
+
+    monkeypatch.setattr(daemon_mod, "build_core", build)
+
+
+@pytest.mark.parametrize("side", ["buy", "sell"])
+@pytest.mark.parametrize("tactic", sorted(TACTICS))
+@pytest.mark.parametrize("name", ["twap", "mpc-quadratic-deterministic"])
+async def test_tactics_daemon_equals_backtest(tmp_path, monkeypatch, name, tactic, side):
+    cfg = TACTICS[tactic]
+    _with_tactic(monkeypatch, cfg)
+    d = await _daemon(tmp_path, name, side)
+    (r,) = d.runners
+    bt = _backtest(name, side, cfg)
+    assert bt.status == "completed", bt.message
+    assert r.summary().status == "completed"
+    sent = [
+        (s.t_ns, s.qty, round(s.limit_px, 9), r.mpc.tracker.child(s.client_order_id).order.tif)
+        for s in r.core.slices
+    ]
+    assert len(sent) >= 6
+    if tactic == "passive":
+        assert sum(t == "day" for *_, t in sent) >= 3, "the passive tactic posted too little"
+        assert bt.tca["passive_share"] > 0.1, bt.tca  # the passive path really filled
+    else:
+        waited = [s for s in bt.slices if s["t_ns"] not in bt.period_starts_ns]
+        assert waited, "the timing tactic never waited"
+    bt_sent = [(s["t_ns"], s["sent_qty"], round(s["limit_px"], 9), s["tif"]) for s in bt.slices]
+    assert sent == bt_sent
+    fills = [
+        (f.due_ns, q, p, f.kind)
+        for f in d.main.venue.fills
+        if f.client_order_id.startswith("EQ1-")
+        for q, p in zip(f.execution.qty.tolist(), f.execution.px.tolist(), strict=True)
+    ]
+    assert [x[:3] for x in fills] == list(
+        zip(bt.fills["t_ns"], bt.fills["qty"], bt.fills["px"], strict=True)
+    )
+    assert r.summary().filled_qty == pytest.approx(bt.tca["filled_qty"])
+    tac = r.core.tactic
+    assert tac is not None
+    assert (tac.n_passive, tac.n_repriced, tac.n_crossed) == (
+        bt.tca["n_posted"],
+        bt.tca["n_repriced"],
+        bt.tca["n_behind"],
+    )
+    if tactic == "passive" and name == "twap":  # TWAP posts every period: replaces happen
+        assert tac.n_repriced > 0, "no re-price: the replace path was not exercised"
+        kinds = {k for *_, k in fills}
+        assert "passive" in kinds, kinds
+    r.core.check()

@@ -83,7 +83,7 @@ VENUE_CASES = {
     "side_missing": (fix_msg(2, "D", *order(t54=None)), "3:54:1"),
     "clordid_empty": (fix_msg(2, "D", *order(t11="")), "3:11:4"),
     "ordtype_market": (fix_msg(2, "D", *order(t40="1", t44=None)), "8:8:11"),
-    "timeinforce_day": (fix_msg(2, "D", *order(t59="0")), "8:8:11"),
+    "timeinforce_gtd": (fix_msg(2, "D", *order(t59="6")), "8:8:11"),  # day and GTC rest
     "bad_checksum": (bad_checksum(fix_msg(2, "D", *ORDER)), "3:10:5"),
     "bad_body_length": (bad_length(fix_msg(2, "D", *ORDER)) + fix_msg(3, "0"), "3:9:5"),
     "unknown_msgtype_ZZ": (fix_msg(2, "ZZ"), "3:35:11"),
