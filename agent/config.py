@@ -36,6 +36,7 @@ from websockets.exceptions import InvalidURI
 from websockets.uri import parse_uri
 
 from agent.core.risk import AggregateLimits
+from agent.core.tactic import TacticConfig
 from agent.errors import ConfigError
 from agent.model import Side
 from feeds.redact import redact_text, redact_url, redact_value
@@ -201,6 +202,8 @@ class BrokerConfig(StrictModel):
     half_life_s: float = Field(0.0, ge=0)
     beyond_depth: Literal["unfilled", "penalty"] = "unfilled"
     penalty_bps: float = Field(100.0, ge=0)
+    queue_model: Literal["conservative", "proportional"] = "conservative"
+    queue_power: float = Field(1.0, gt=0)
     host: str = "127.0.0.1"
     port: int = Field(9878, ge=1, le=65535)
     sender_comp_id: str = "AGENT"
@@ -500,6 +503,7 @@ class AgentConfig(StrictModel):
     broker: BrokerConfig = BrokerConfig()
     estimation: EstimationConfig = EstimationConfig()
     strategy: StrategyConfig = StrategyConfig()
+    tactic: TacticConfig = Field(default_factory=TacticConfig)
     risk: RiskConfig = RiskConfig()
     journal: JournalConfig = JournalConfig()
     control: ControlConfig = ControlConfig()
@@ -511,6 +515,12 @@ class AgentConfig(StrictModel):
             raise ValueError(
                 "orders: no [[orders]] table (a daemon without one needs [control] socket and "
                 "keep_running = true, to take parent orders on the socket)"
+            )
+        if self.tactic.kind == "passive" and self.feed.kind == "websocket":
+            raise ValueError(
+                "tactic.kind: passive needs per-row trades for its queue model, which the "
+                "live websocket feed does not give the simulated venue here: use it in replay "
+                "(MBP-10 or LOBSTER files) or with a real venue"
             )
         seen: set[str] = set()
         st = self.strategy

@@ -48,6 +48,7 @@ from agent.core.parent import (
     Summary,
 )
 from agent.core.policy import StrategySpec, adaptive_forecaster, make_policy, tod_volume
+from agent.core.queue import QueueConfig
 from agent.core.risk import AggregateGates, RiskGates, RiskLimits
 from agent.core.session import DecideAt, SymbolSession, VenueEvents
 from agent.core.venue import SimVenue
@@ -172,7 +173,7 @@ def build_core(
         volume_profile=volume_profile,
     )
     order_gates = RiskGates(_limits(order.risk)) if order.risk is not None and gates else None
-    return ParentCore(
+    core = ParentCore(
         p,
         policy,
         gates,
@@ -181,6 +182,9 @@ def build_core(
         estimator=estimator,
         aggregate=aggregate,
     )
+    if cfg.tactic.kind != "aggressive":  # the TWAP shadow stays aggressive: the benchmark
+        core.set_tactic(cfg.tactic)
+    return core
 
 
 class ParentRunner:
@@ -701,7 +705,8 @@ class Daemon:
         self.log = structlog.get_logger()
         b = cfg.broker
         latency_ns = int(b.latency_ms * 1e6)
-        venue = (latency_ns, "simulated", b.half_life_s, b.beyond_depth, b.penalty_bps)
+        queue = QueueConfig(model=b.queue_model, power=b.queue_power)
+        venue = (latency_ns, "simulated", b.half_life_s, b.beyond_depth, b.penalty_bps, queue)
         self.main = broker if broker is not None else SimulatedBroker(*venue)
         self.shadow = (
             SimulatedBroker(latency_ns, "twap-shadow", *venue[2:])

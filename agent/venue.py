@@ -34,6 +34,7 @@ import ssl
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 import simplefix
@@ -445,7 +446,7 @@ class FixVenue:
         self.orders[coid] = o
         self._n_new += 1
         t = self._market_t(symbol, msg)
-        tif = "gtc" if _get(msg, 59) == "1" else "day"
+        tif: Literal["gtc", "day"] = "gtc" if _get(msg, 59) == "1" else "day"
         out = self._sim.submit(ChildOrder(coid, "", symbol, side, qty, px, t, tif=tif))
         return self._to_fix(out, coid) + self._resting_reports(symbol, t, coid)
 

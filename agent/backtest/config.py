@@ -138,10 +138,12 @@ class RunGridConfig(StrictModel):
     # within-period tactics (agent.core.tactic), each run on the same books; the queue models
     # apply to the passive tactic (every other tactic runs once)
     tactics: list[Literal["aggressive", "passive", "timing"]] = Field(
-        default_factory=lambda: ["aggressive"], min_length=1
+        default_factory=lambda: ["aggressive"],  # type: ignore[arg-type]
+        min_length=1,
     )
     queue_models: list[Literal["conservative", "proportional"]] = Field(
-        default_factory=lambda: ["conservative"], min_length=1
+        default_factory=lambda: ["conservative"],  # type: ignore[arg-type]
+        min_length=1,
     )
     start_utc: str = "13:35"
     end_utc: str = "19:55"

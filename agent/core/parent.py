@@ -51,6 +51,7 @@ from agent.model import (
     OrderStatus,
     ReplaceRequested,
     Side,
+    TrackerEvent,
 )
 from agent.orders.tracker import OrderTracker, Transition
 from feeds.model import BookBatch
@@ -136,10 +137,11 @@ class Decided:
 
 @dataclass(frozen=True, slots=True)
 class Record:
-    """An order event that changed a tracker (the daemon journals it)."""
+    """An order event, or our cancel/replace request, that changed a tracker (the daemon
+    journals it)."""
 
     leg: str
-    event: OrderEvent
+    event: TrackerEvent
 
 
 Action = Send | Cancel | Replace | Decided | Record | Log
@@ -627,7 +629,7 @@ class ParentCore:
         if forced and step is None:
             step, self._wait_step = self._wait_step, None
         if leg.gated:
-            blocked = self._gate(leg, coid, float(qty), limit_px, t_ns, env)
+            blocked = self._gate(leg, coid, float(qty), limit_px, t_ns, env, rests=tif != "ioc")
             if blocked is not None:
                 gate, detail = blocked
                 out.append(
@@ -687,7 +689,14 @@ class ParentCore:
         out.append(Send(leg.name, child, Log(leg.log_level, "order.submitted", fields)))
 
     def _gate(
-        self, leg: Leg, coid: str, qty: float, limit_px: float, t_ns: int, env: Env
+        self,
+        leg: Leg,
+        coid: str,
+        qty: float,
+        limit_px: float,
+        t_ns: int,
+        env: Env,
+        rests: bool = False,
     ) -> tuple[str, str] | None:
         """Return ``(gate, detail)`` of the first gate that stops this child, else None.
 
@@ -716,7 +725,9 @@ class ParentCore:
             "mid": self.last_mid,
             "book_ts_ns": self.last_ts,
             "now_ns": t_ns,
-            "depth_inside_limit": float(sz[inside].sum()),
+            # A resting child takes no depth (it adds to it): the depth share limits only
+            # children that cross.
+            "depth_inside_limit": math.inf if rests else float(sz[inside].sum()),
             "filled_qty": leg.tracker.filled_qty,
             "open_qty": leg.tracker.open_qty,
             "parent_qty": leg.tracker.parent_qty,
@@ -794,7 +805,7 @@ class ParentCore:
         return [k for k, c in self.mpc.tracker.children.items() if not c.state.terminal]
 
     # -- events ---------------------------------------------------------------------------------
-    def on_event(self, leg: Leg, event: OrderEvent) -> tuple[Transition, list[Action]]:
+    def on_event(self, leg: Leg, event: TrackerEvent) -> tuple[Transition, list[Action]]:
         """Apply a venue event to the leg's tracker; return the transition and its actions.
 
         Raises:
@@ -803,7 +814,7 @@ class ParentCore:
         tr = leg.tracker.on_event(event)
         out: list[Action] = []
         if tr.applied:
-            out.append(Record(leg.name, event))  # type: ignore[arg-type]
+            out.append(Record(leg.name, event))
             if leg is self.mpc:
                 self._account(tr, event)
                 if tr.new is not None and tr.new.terminal:
@@ -900,7 +911,7 @@ class ParentCore:
             )
         ]
 
-    def _account(self, tr: Transition, event: OrderEvent) -> None:
+    def _account(self, tr: Transition, event: TrackerEvent) -> None:
         """Keep the daemon-wide exposure up to date with what the venue did."""
         if self.aggregate is None:
             return
@@ -1095,7 +1106,7 @@ class ParentCore:
         """After an event on the resting child: a closed child wakes the tactic to cross."""
         tac = self.tactic
         s = tac.slice if tac is not None else None
-        if s is None or leg is not self.mpc or not s.coid or s.phase == "waiting":
+        if tac is None or s is None or leg is not self.mpc or not s.coid or s.phase == "waiting":
             return
         child = leg.tracker.child(coid)
         if child is None or child is not leg.tracker.child(s.coid):

@@ -37,8 +37,11 @@ files = {{ SYNA = "{SAMPLE.as_posix()}" }}
 [broker]
 collar_bps = 100
 [strategy]
-max_child_multiple = 0  # replayed at full speed, a muted child is resolved by wall-clock status
-                        # queries only after the last period: the rest must go as one child
+# Replayed at full speed, a muted child is resolved by wall-clock status queries only after
+# the last period: this FIX test keeps the even schedule and lets the rest go as one child.
+forecast = "profile"
+prior_profile = false
+max_child_multiple = 0
 [[orders]]
 id = "Q"
 symbol = "SYNA"

@@ -106,7 +106,7 @@ async def test_orders_partial_fills_rejects_status_cancel_and_unsupported(tmp_pa
             qf.order("OK-1", t38="100000")  # more than the book: partial fills, IOC remainder
             qf.order("SYM-1", t55="NOPE")
             qf.order("MKT-1", t40="1", t44="")
-            qf.order("DAY-1", t59="0")
+            qf.order("DAY-1", t59="6")  # GTD: not supported (day and GTC orders rest)
             qf.order("SIDE-1", t54="3")
             qf.order("OK-1")  # duplicate ClOrdID
             qf.app.send([(11, "OK-1"), (55, "SYNA"), (54, "1")], "H")
