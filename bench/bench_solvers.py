@@ -27,7 +27,7 @@ from scipy.optimize import minimize
 from agent.mpc.costs import CostSet, QuadraticCost
 from agent.mpc.dp import solve_dp
 from agent.mpc.solvers import quadratic_cost, solve_auto, solve_quadratic
-from agent.planner import nonparametric_costs
+from agent.core.plan import nonparametric_costs
 
 
 def instance(H: int, seed: int = 0):
