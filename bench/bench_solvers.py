@@ -24,10 +24,10 @@ import _common  # noqa: F401  (pins BLAS threads before numpy loads)
 import numpy as np
 from scipy.optimize import minimize
 
+from agent.core.plan import nonparametric_costs
 from agent.mpc.costs import CostSet, QuadraticCost
 from agent.mpc.dp import solve_dp
 from agent.mpc.solvers import quadratic_cost, solve_auto, solve_quadratic
-from agent.core.plan import nonparametric_costs
 
 
 def instance(H: int, seed: int = 0):
