@@ -38,6 +38,7 @@ from typing import TYPE_CHECKING
 import simplefix
 import structlog
 
+from agent.brokers.base import check_sendable
 from agent.brokers.fix_session import (
     FixSession,
     PeerReject,
@@ -434,7 +435,9 @@ class FixBroker:
 
     # -- orders ----------------------------------------------------------------------------
     async def submit(self, order: ChildOrder) -> None:
-        """Send a NewOrderSingle; ``BrokerUnavailable`` if the session is not active."""
+        """Send a NewOrderSingle; ``BrokerUnavailable`` if the session is not active,
+        ``BrokerRejected`` (nothing sent) if the wire format would alter the order."""
+        check_sendable(order, ("ioc", "day", "gtc"))
         self._check_active()
         self.refs.add(order)
         await self._send(new_order_single(order, order.ts_created_ns), "D")
