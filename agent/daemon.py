@@ -47,6 +47,7 @@ from agent.core.parent import (
     Send,
     Summary,
 )
+from agent.core.plan import PeriodGrid
 from agent.core.policy import StrategySpec, adaptive_forecaster, make_policy, tod_volume
 from agent.core.queue import QueueConfig
 from agent.core.risk import AggregateGates, RiskGates, RiskLimits
@@ -743,9 +744,10 @@ class Daemon:
         volume = None
         hist = self.history_trades.get(order.symbol)
         if self.cfg.strategy.kind == "vwap" and hist is not None:
-            p_ns = int(order.period_s * _NS)
-            starts = np.arange(order.start_ns, order.end_ns, p_ns, dtype=np.int64)
-            volume = tod_volume(hist[0], hist[1], starts, np.minimum(starts + p_ns, order.end_ns))
+            grid = PeriodGrid(order.start_ns, order.end_ns, int(order.period_s * _NS))
+            starts = grid.starts()  # the core's periods, as the backtest's
+            ends = np.minimum(starts + grid.period_ns, order.end_ns)
+            volume = tod_volume(hist[0], hist[1], starts, ends)
         session = self.sessions.get(order.symbol)
         if session is None:
             session = self.sessions[order.symbol] = SymbolSession(order.symbol, [], self.venues)

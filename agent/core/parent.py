@@ -47,7 +47,6 @@ from agent.model import (
     ChildOrder,
     OrderEvent,
     OrderFilled,
-    OrderRejected,
     OrderStatus,
     ReplaceRequested,
     Side,
@@ -319,7 +318,6 @@ class ParentCore:
         self.last_ts = -1
         self.k_next = 0  # next period to decide
         self._retry_next = 0  # next retry time in the last period (ns)
-        self.n_decisions = 0
         self.n_books = 0
         self.done = False
         self.cancelled = False
@@ -454,7 +452,6 @@ class ParentCore:
             k = self.k_next
             self.k_next += 1
             if now_ns is not None and k < n - 1 and now_ns >= self.grid.start_of(k + 1):
-                self.n_decisions += 1
                 out.append(
                     Log(
                         "warning",
@@ -543,7 +540,6 @@ class ParentCore:
             step = self.mpc.policy.decide(self._input(self.mpc, k, t_ns))
         d = step.decision
         self.carry = d.carry
-        self.n_decisions += 1
         self.steps.append((k, step))
         if d.status == "twap_fallback" and d.message not in ("insufficient_data",):
             out.append(Log("warning", "mpc.solve_failed", {"period": k, "message": d.message}))
@@ -920,10 +916,6 @@ class ParentCore:
             self.aggregate.record_fill(tr.client_order_id, tr.fill_qty, float(px))
         if tr.new is not None and tr.new.terminal:
             self.aggregate.record_closed(tr.client_order_id)
-
-    def rejected(self, leg: Leg, child: ChildOrder, reason: str) -> tuple[Transition, list[Action]]:
-        """The broker refused ``child`` before it reached the book: its quantity is free again."""
-        return self.on_event(leg, OrderRejected(child.client_order_id, child.ts_created_ns, reason))
 
     # -- restart --------------------------------------------------------------------------------
     def restore(

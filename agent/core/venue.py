@@ -581,11 +581,6 @@ class SimVenue:
             )
         return events
 
-    def pending(self, symbol: str) -> int:
-        """Return how many orders of ``symbol`` wait for their due time."""
-        b = self._books.get(symbol)
-        return len(b.pending) if b is not None else 0
-
     def _execute(
         self, order: ChildOrder, due: int, row: _Row | None, row_ts: int
     ) -> list[OrderEvent]:

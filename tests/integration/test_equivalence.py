@@ -9,7 +9,6 @@ copy of the decision anywhere, or a second latency rule, fails this test.
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -213,7 +212,6 @@ async def test_the_daemons_twap_shadow_is_the_backtests_twap(tmp_path, side):
 
 def test_the_sample_day_is_there():
     assert DAY.exists()
-    assert datetime(2025, 6, 2, tzinfo=UTC)  # the config's dates are the sample's day
 
 
 # -- the within-period tactics: the same resting orders, cancels, replaces and fills ---------------
