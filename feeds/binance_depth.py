@@ -8,7 +8,8 @@ documented procedure, which ``BinanceBook`` follows:
 2. drop every diff older than the snapshot: spot ``u <= lastUpdateId``, futures
    ``u < lastUpdateId`` (a futures diff with ``u == lastUpdateId`` is the straddling one);
 3. the first diff applied must straddle the snapshot: spot ``U <= lastUpdateId + 1 <= u``,
-   futures ``U <= lastUpdateId <= u``;
+   futures ``U <= lastUpdateId <= u``, or ``pu == lastUpdateId`` (the diff right after a
+   snapshot taken at an event boundary, as our replay server takes them);
 4. then every diff must follow the previous one: spot ``U == prev_u + 1``, futures
    ``pu == prev_u``; otherwise the book is out of sync (``SequenceGap``): resync from a new
    snapshot. A diff already applied (``u <= prev_u``, a duplicate) is dropped, not a gap;
@@ -224,7 +225,12 @@ class BinanceBook:
         if not check:
             pass
         elif self.last_u is None:
-            ok = ev.U <= sid <= ev.u if self.futures else ev.U <= sid + 1 <= ev.u
+            # Futures: a diff whose ``pu`` is the snapshot's id follows it exactly, even when
+            # its ``U`` is above (futures ids are not contiguous), so it chains too.
+            if self.futures:
+                ok = ev.U <= sid <= ev.u or ev.pu == sid
+            else:
+                ok = ev.U <= sid + 1 <= ev.u
             if not ok:
                 raise SequenceGap(
                     f"{self.symbol}: first diff U={ev.U} u={ev.u} does not straddle "

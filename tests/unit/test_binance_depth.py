@@ -58,6 +58,18 @@ def test_futures_chain_on_pu():
         book.apply_diff(diff(111, 112, pu=109))
 
 
+def test_futures_first_diff_chains_on_pu_after_a_boundary_snapshot():
+    """A snapshot taken right after event u=100 is followed by a diff with pu=100 and U above
+    101 (futures ids skip): that diff follows the snapshot exactly; a later one does not."""
+    book = BinanceBook("X", futures=True)
+    book.apply_snapshot(snap(100))
+    assert book.apply_diff(diff(155, 160, pu=100)) == "applied"
+    late = BinanceBook("X", futures=True)
+    late.apply_snapshot(snap(100))
+    with pytest.raises(SequenceGap):
+        late.apply_diff(diff(155, 160, pu=120))
+
+
 def test_decode_skips_other_streams_and_never_raises_on_garbage():
     ticker = b'{"stream":"btcusdt@bookTicker","data":{"u":1,"s":"BTCUSDT","b":"1","B":"1"}}'
     assert decode_message(ticker) == (None, "other_stream")
