@@ -247,6 +247,7 @@ class WindowEstimationConfig(StrictModel):
     """
 
     window_s: float = Field(600.0, gt=0)
+    current_window_s: float = Field(0.0, ge=0)
     max_size: float = Field(0.0, ge=0)
     n_sizes: int = Field(50, ge=4, le=2000)
     beyond_depth: Literal["extrapolate", "penalty", "refuse"] = "extrapolate"
@@ -261,7 +262,11 @@ class WindowEstimationConfig(StrictModel):
 class EstimationConfig(WindowEstimationConfig):
     """``[estimation]``: rolling re-estimation of the impact cost g_t(x).
 
-    ``window_s``: rolling window of snapshots (seconds of event time).
+    ``window_s``: rolling window of snapshots (seconds of event time): the shape of the cost
+    curve and the level the forecast of later periods scales. ``current_window_s``: the MPC's
+    cost of the period being decided, from the book in force at the decision (0, the default)
+    or the time-weighted mean over this trailing span; ``current_window_s >= window_s`` gives
+    the whole window's estimate to the current period too (as before issue 13's item 1).
     ``max_size``/``n_sizes``: size grid (shares) on which the window's mean walk-the-book cost
     curve is evaluated before the quadratic fit; ``max_size = 0`` sizes the grid to the order:
     three times its average child (quantity / periods), at least ten lots. ``beyond_depth``:

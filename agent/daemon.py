@@ -172,6 +172,7 @@ def build_core(
         weighting=est.weighting,
         period_s=order.period_s,
         volume_profile=volume_profile,
+        current_window_s=est.current_window_s,
     )
     order_gates = RiskGates(_limits(order.risk)) if order.risk is not None and gates else None
     core = ParentCore(

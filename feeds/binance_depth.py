@@ -227,10 +227,8 @@ class BinanceBook:
         elif self.last_u is None:
             # Futures: a diff whose ``pu`` is the snapshot's id follows it exactly, even when
             # its ``U`` is above (futures ids are not contiguous), so it chains too.
-            if self.futures:
-                ok = ev.U <= sid <= ev.u or ev.pu == sid
-            else:
-                ok = ev.U <= sid + 1 <= ev.u
+            straddles = ev.U <= sid <= ev.u if self.futures else ev.U <= sid + 1 <= ev.u
+            ok = straddles or (self.futures and ev.pu == sid)
             if not ok:
                 raise SequenceGap(
                     f"{self.symbol}: first diff U={ev.U} u={ev.u} does not straddle "

@@ -80,6 +80,7 @@ def sim_params(cfg: BacktestConfig, lot: int | None = None) -> SimParams:
         broker_beyond=b.beyond_depth,
         broker_penalty_bps=b.penalty_bps,
         window_s=e.window_s,
+        current_window_s=e.current_window_s,
         max_size=e.max_size,
         n_sizes=e.n_sizes,
         est_beyond=e.beyond_depth,

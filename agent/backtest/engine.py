@@ -68,6 +68,7 @@ class SimParams:
     broker_beyond: str = "unfilled"
     broker_penalty_bps: float = 100.0
     window_s: float = 600.0
+    current_window_s: float = 0.0
     max_size: float = 0.0
     n_sizes: int = 50
     est_beyond: str = "extrapolate"
@@ -301,6 +302,7 @@ def simulate(
         period_s=p.period_s,
         volume_profile=volume_profile,
         volume_note=volume_note,
+        current_window_s=p.current_window_s,
         forecaster=adaptive_forecaster(
             sspec, spec.side, start_ns, grid.period_ns, round(p.window_s * _NS), profile, ar
         ),

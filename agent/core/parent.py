@@ -518,6 +518,7 @@ class ParentCore:
             max_child_qty=self.p.max_child_qty,
             carry=self.carry if leg is self.mpc else 0.0,
             window=lambda: self.window.view(t_ns),
+            tail=lambda span_ns: self.window.tail(t_ns, span_ns),
             prev_volume=prev,
             timer=self.timer,
             caps=self._participation_caps(t_ns) if leg is self.mpc else None,

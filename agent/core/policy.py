@@ -188,6 +188,7 @@ class DecisionInput:
     timer: Callable[[], float] = NO_TIMER
     curve: Callable[[], tuple[CostCurve, int]] | None = None
     caps: NDArray[np.float64] | None = None
+    tail: Callable[[int], BookBatch] | None = None
 
     @property
     def remaining(self) -> float:
@@ -410,6 +411,32 @@ class _Model:
     params: tuple[object, ...]
 
 
+@dataclass(frozen=True, slots=True)
+class _Current:
+    """The current period's cost as multipliers of the window model: beta's, gamma's and the
+    whole cost's (the models other than quadratic)."""
+
+    mb: float
+    mg: float
+    mc: float
+    model: _Model | None = None
+
+    def apply(
+        self, mb: NDArray[np.float64], mg: NDArray[np.float64], mc: NDArray[np.float64]
+    ) -> tuple[NDArray[np.float64], NDArray[np.float64], NDArray[np.float64]]:
+        """Return copies of per-period multipliers (shape (H,) or (S, H)) with period 0 set."""
+        mb, mg, mc = (np.array(v, dtype=np.float64) for v in (mb, mg, mc))
+        mb[..., 0] = self.mb
+        mg[..., 0] = self.mg
+        mc[..., 0] = self.mc
+        return mb, mg, mc
+
+
+def _ratio(a: float, b: float) -> float:
+    """Return ``a / b`` for a positive finite ``b`` (1 otherwise: no information)."""
+    return a / b if math.isfinite(a) and math.isfinite(b) and b > 0 else 1.0
+
+
 class MpcPolicy:
     """``mpc``: re-estimate, forecast, re-solve to the deadline, send ``x[0]`` in lots.
 
@@ -422,6 +449,8 @@ class MpcPolicy:
         min_snapshots: Fewer rows in the window: no estimate (fallback).
         weighting: ``time`` or ``snapshot``.
         period_s: Period length (timing risk's sigma per period).
+        current_window_s: The current period's cost from the book in force (0) or the trailing
+            mean over this span (None: the window's estimate, as every later period's base).
     """
 
     def __init__(
@@ -436,10 +465,12 @@ class MpcPolicy:
         weighting: str = "time",
         period_s: float = 300.0,
         forecaster: LiquidityForecaster | None = None,
+        current_window_s: float | None = None,
     ) -> None:
         self.spec = spec
         self.forecaster = forecaster
         self.est = _Estimation(side, sizes, depth, min_snapshots, weighting)
+        self.current_ns = None if current_window_s is None else round(current_window_s * _NS)
         self.sizes = sizes
         self.profile = profile
         self.period_s = period_s
@@ -496,16 +527,62 @@ class MpcPolicy:
             "slope0": float(slopes[0]),
         }
 
-    def _costs(self, m: _Model, profile: IntradayProfile, starts: NDArray[np.int64]) -> CostSet:
+    def _costs(
+        self,
+        m: _Model,
+        profile: IntradayProfile,
+        starts: NDArray[np.int64],
+        now: _Current | None = None,
+    ) -> CostSet:
         """Return the cost set of periods k..N-1 scaled by the intraday ``profile``.
 
         Quadratic: beta and gamma scaled by the profile's ``mb``, ``mg``; the others: the whole
         cost scaled by the profile's cost multiplier ``mc`` (relative to the current period).
+        ``now`` replaces the current period's multipliers (the book in force).
         """
         mb, mg = profile.multipliers(starts)
         b = profile.bucket(starts)
         mc = profile.cost_mult[b] / profile.cost_mult[b[0]]
-        return self._scaled(m, mb, mg, mc)
+        if now is None:
+            return self._scaled(m, mb, mg, mc)
+        mb, mg, mc = now.apply(mb, mg, mc)
+        return self._scaled(m, mb, mg, mc, now.model)
+
+    def _current(
+        self, inp: DecisionInput, curve: CostCurve, model: _Model
+    ) -> tuple[_Current | None, dict[str, object]]:
+        """Return the current period's cost against the window's (issue 13 item 1): the walk of
+        the book in force (or the trailing ``current_window_s``), as multipliers of the window
+        model that every later period is scaled from (None: the window's estimate stays)."""
+        if self.current_ns is None or inp.tail is None:
+            return None, {}
+        rows = inp.tail(self.current_ns)
+        if not len(rows):
+            return None, {"current_status": "no_book"}
+        w = time_weights(rows.ts_event_ns, inp.t_ns) if len(rows) > 1 else None
+        cur = cost_curve(rows, self.est.side, self.sizes, self.est.depth, weights=w)  # type: ignore[arg-type]
+        if cur.n_snapshots == 0:
+            return None, {"current_status": "no_valid_book"}
+        now_fit, win_fit = fit_quadratic(cur), fit_quadratic(curve)
+        mb0 = _ratio(now_fit.beta, win_fit.beta)
+        mg0 = _ratio(now_fit.gamma, win_fit.gamma)
+        # The other models scale the whole cost: the mean ratio of the two walks over the
+        # size grid (a relative least-squares fit of one scalar).
+        g_now = np.asarray(cur.mean_cost, dtype=np.float64)
+        g_win = np.asarray(curve.mean_cost, dtype=np.float64)
+        ok = np.isfinite(g_now) & np.isfinite(g_win) & (g_win > 0)
+        mc0 = float(np.mean(g_now[ok] / g_win[ok])) if ok.any() else 1.0
+        if model.kind == "quadratic" and not (now_fit.ok and math.isfinite(mb0 * mg0)):
+            return None, {"current_status": "no_fit"}
+        cur_model = self._fit(cur)[0] if model.kind != "quadratic" else None
+        now = _Current(mb0, mg0, mc0 if math.isfinite(mc0) and mc0 > 0 else 1.0, cur_model)
+        return now, {
+            "current_status": "ok",
+            "current_rows": len(rows),
+            "current_beta_mult": now.mb,
+            "current_gamma_mult": now.mg,
+            "current_cost_mult": now.mc,
+        }
 
     def _scaled(
         self,
@@ -513,22 +590,40 @@ class MpcPolicy:
         mb: NDArray[np.float64],
         mg: NDArray[np.float64],
         mc: NDArray[np.float64],
+        cur: _Model | None = None,
     ) -> CostSet:
         """Return the model's cost per period with multipliers: ``mb``/``mg`` of beta and gamma
-        (quadratic), ``mc`` of the whole cost (the others), each shape (H,)."""
+        (quadratic), ``mc`` of the whole cost (the others), each shape (H,).
+
+        ``cur``: the same model fitted to the current period's book; where its shape fits the
+        window model's (power: always; piecewise power: as many regimes; nonparametric: the
+        same knots), period 0 is that fit itself rather than the window's scaled by ``mc[0]``.
+        """
+        h = mc.size
         if m.kind == "quadratic":
             beta, gamma = m.params
             return quadratic_costs(float(beta), float(gamma), mb, mg)  # type: ignore[arg-type]
         if m.kind == "power":
             a, bb = m.params
-            pw = PiecewisePowerCost.power(float(a) * mc, np.full(mc.size, float(bb)))  # type: ignore[arg-type]
-            return CostSet.of(pw, mc.size)
+            a_t, b_t = float(a) * mc, np.full(h, float(bb))  # type: ignore[arg-type]
+            if cur is not None and cur.kind == "power":
+                a_t[0], b_t[0] = float(cur.params[0]), float(cur.params[1])  # type: ignore[arg-type]
+            return CostSet.of(PiecewisePowerCost.power(a_t, b_t), h)
         if m.kind == "piecewise_power":
             a_r, b_r, c_r = (np.asarray(v, dtype=np.float64) for v in m.params)
-            h = mc.size
-            pp = PiecewisePowerCost(np.outer(mc, a_r), np.tile(b_r, (h, 1)), np.tile(c_r, (h, 1)))
-            return CostSet.of(pp, h)
+            a_t, b_t, c_t = np.outer(mc, a_r), np.tile(b_r, (h, 1)), np.tile(c_r, (h, 1))
+            if cur is not None and cur.kind == "piecewise_power":
+                rows = [np.asarray(v, dtype=np.float64) for v in cur.params]
+                if all(r.shape == a_r.shape for r in rows):
+                    a_t[0], b_t[0], c_t[0] = rows
+            return CostSet.of(PiecewisePowerCost(a_t, b_t, c_t), h)
         knots, slopes = (np.asarray(v, dtype=np.float64) for v in m.params)
+        if cur is not None and cur.kind == "nonparametric":
+            k_now, s_now = (np.asarray(v, dtype=np.float64) for v in cur.params)
+            if k_now.shape == knots.shape and np.array_equal(k_now, knots):
+                sl = np.outer(mc, slopes)
+                sl[0] = s_now
+                return CostSet.of(PiecewiseLinearCost(np.tile(knots[:-1], (h, 1)), sl), h)
         return nonparametric_costs(knots[:-1], slopes, mc)
 
     def observe(self, seg: BookBatch) -> None:
@@ -573,6 +668,8 @@ class MpcPolicy:
         fields |= f
         if model is None:
             return PolicyStep(_fallback(inp, self.spec, "no impact estimate"), None, fields)
+        now, f = self._current(inp, curve, model)
+        fields |= f
         fc = None
         if self.forecaster is not None:
             fc = self.forecaster.forecast(inp.t_ns, starts)
@@ -583,7 +680,10 @@ class MpcPolicy:
             # set a known-noisy mean against a later mean and are biased by exp(sd^2/2):
             # measured on FROG, ~2x for the next period, which front-loaded every parent.
             mb, mg = fc.median()
-            base = self._scaled(model, mb, mg, share * mb + (1.0 - share) * mg)
+            mc = share * mb + (1.0 - share) * mg
+            if now is not None:
+                mb, mg, mc = now.apply(mb, mg, mc)
+            base = self._scaled(model, mb, mg, mc, None if now is None else now.model)
             for key in ("status", "n_pairs"):
                 if key in fc.fields:
                     fields[f"forecast_{key}"] = fc.fields[key]
@@ -591,7 +691,7 @@ class MpcPolicy:
                 fields["forecast_beta_next"] = float(mb[1])
                 fields["forecast_gamma_next"] = float(mg[1])
         else:
-            base = self._costs(model, self.profile, starts)
+            base = self._costs(model, self.profile, starts, now)
 
         def g0(x: float, _c: CostSet = base) -> float:
             v = np.zeros(_c.H)
@@ -600,7 +700,7 @@ class MpcPolicy:
 
         cap = inp.max_child_qty
         if self.spec.solver != "deterministic":
-            d = self._decide_scenarios(inp, curve, model, starts, fc)
+            d = self._decide_scenarios(inp, curve, model, starts, fc, now)
         elif self.spec.risk_aversion > 0:
             sigma = sigma_per_period(inp.window(), inp.t_ns, self.period_s)
             fields["sigma_period"] = sigma
@@ -653,6 +753,7 @@ class MpcPolicy:
         model: _Model,
         starts: NDArray[np.int64],
         fc: Forecast | None = None,
+        now: _Current | None = None,
     ) -> Decision:
         h = inp.grid.n - inp.k
         remaining = inp.remaining
@@ -671,18 +772,22 @@ class MpcPolicy:
                 mbs = mbs * np.exp(-0.5 * fc.log_sd_beta**2)[None, :]
                 mgs = mgs * np.exp(-0.5 * fc.log_sd_gamma**2)[None, :]
             share = self._spread_share(curve)
+            mcs = share * mbs + (1.0 - share) * mgs
+            if now is not None:  # the book in force is known: period 0 alike in every scenario
+                mbs, mgs, mcs = now.apply(mbs, mgs, mcs)
             scen = [
-                self._scaled(model, mb, mg, share * mb + (1.0 - share) * mg)
-                for mb, mg in zip(mbs, mgs, strict=True)
+                self._scaled(model, mb, mg, mc, None if now is None else now.model)
+                for mb, mg, mc in zip(mbs, mgs, mcs, strict=True)
             ]
             weights = probs
         else:
             std = np.nan_to_num(curve.std_cost, nan=0.0)
             adverse_m, _ = self._fit(dataclasses.replace(curve, mean_cost=curve.mean_cost + std))
+            adverse = adverse_m if adverse_m is not None else model
             scen = [
-                self._costs(model, self.profile, starts),
-                self._costs(adverse_m if adverse_m is not None else model, self.profile, starts),
-                self._costs(model, IntradayProfile.flat(), starts),
+                self._costs(model, self.profile, starts, now),
+                self._costs(adverse, self.profile, starts, now),
+                self._costs(model, IntradayProfile.flat(), starts, now),
             ]
         t0 = inp.timer()
         knots = _knots(self.sizes, remaining, thin=self.spec.solver == "robust")
@@ -792,6 +897,7 @@ def make_policy(
     volume_profile: NDArray[np.float64] | None = None,
     volume_note: str = "",
     forecaster: LiquidityForecaster | None = None,
+    current_window_s: float | None = None,
 ) -> Policy:
     """Return the policy of ``spec``.
 
@@ -803,6 +909,8 @@ def make_policy(
         volume_note: Where ``volume_profile`` came from (for the logs).
         forecaster: The adaptive forecast of the later periods' cost (MPC; None: the intraday
             profile scales the current estimate, as before).
+        current_window_s: The MPC's current period from the book in force (0) or this trailing
+            span (None: from the window, like the later periods).
     """
     if spec.kind == "twap":
         return TwapPolicy(spec)
@@ -854,4 +962,5 @@ def make_policy(
         weighting=weighting,
         period_s=period_s,
         forecaster=forecaster,
+        current_window_s=current_window_s,
     )

@@ -42,6 +42,30 @@ class RollingWindow:
         while self._batches and int(self._batches[0].ts_event_ns[-1]) <= lo:
             self._batches.popleft()
 
+    def tail(self, t_ns: int, span_ns: int) -> BookBatch:
+        """Return the rows with ``t_ns - span_ns < ts_event_ns <= t_ns``, and at least the book
+        in force at ``t_ns`` (the last row at or before it): the current period's estimate.
+
+        Walks back from the newest batch, so its cost is the span's, not the window's.
+        """
+        lo = t_ns - int(span_ns)
+        parts: list[BookBatch] = []
+        for b in reversed(self._batches):
+            ts = b.ts_event_ns
+            j = int(np.searchsorted(ts, t_ns, side="right"))
+            if j == 0:
+                continue
+            i = int(np.searchsorted(ts[:j], lo, side="right"))
+            if not parts and i == j:  # nothing inside the span: the book in force alone
+                i = j - 1
+            if i < j:
+                parts.append(b.slice(i, j))
+            if i > 0:
+                break
+        if not parts:
+            return BookBatch.empty(self.symbol)
+        return parts[0] if len(parts) == 1 else BookBatch.concat(parts[::-1])
+
     def view(self, t_ns: int) -> BookBatch:
         """Return the window's rows at time ``t_ns`` (at most ``max_rows``, evenly thinned)."""
         self._trim(t_ns)

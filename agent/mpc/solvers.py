@@ -141,8 +141,10 @@ def _waterfill(
         f_left = f_right - dj  # f(p_i-)
     i = int(np.searchsorted(f_right, S, side="left"))
     if i == len(uniq):
-        # Beyond the last breakpoint f grows with the final slope (> 0, or S was infeasible).
-        lam = float(uniq[-1] + (S - f_right[-1]) / slope_after[-1])
+        # Beyond the last breakpoint f grows with the final slope; with none left (every
+        # period at its cap, S == sum(u) up to rounding) the last breakpoint is the answer.
+        s_end = float(slope_after[-1])
+        lam = float(uniq[-1] + (S - f_right[-1]) / s_end) if s_end > 0 else float(uniq[-1])
     elif f_left[i] >= S:
         lam = float(uniq[i - 1] + (S - f_right[i - 1]) / slope_after[i - 1]) if i > 0 else uniq[0]
         lam = min(lam, float(uniq[i]))

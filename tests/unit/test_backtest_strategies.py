@@ -236,3 +236,67 @@ def test_robust_lp_hedges_between_opposite_scenarios():
     # one scenario only: the LP is the plain cheapest-segments-first allocation
     res1, p1 = solve_robust_pl(knots, [a], 200.0)
     assert res1.x == pytest.approx([200.0, 0.0]) and p1 == pytest.approx([1.0])
+
+
+def _still_books(t0_ns: int, n: int, depth: float) -> BookBatch:
+    ts = t0_ns + np.arange(n, dtype=np.int64) * NS
+    lev = np.arange(N_LEVELS) * 0.01
+    sz = np.full((n, N_LEVELS), depth)
+    return BookBatch(
+        "X", ts, ts.copy(), np.tile(99.99 - lev, (n, 1)), sz, np.tile(100.01 + lev, (n, 1)), sz
+    )
+
+
+@pytest.mark.parametrize("model, rel", [("quadratic", 0.2), ("nonparametric", 1e-9)])
+@pytest.mark.parametrize("now_depth, more", [(2000.0, True), (50.0, False)])
+def test_the_current_period_is_priced_on_the_book_in_force(now_depth, more, model, rel):
+    """Issue 13 item 1: ten minutes of 200-share levels, then the book in force deeper (or
+    thinner). Priced on the window, period 0 costs what every later period does (TWAP); priced
+    on the book in force, the MPC trades more now when the book is deep, less when it is thin,
+    and the slice's predicted cost is that book's walk (the nonparametric model: exactly)."""
+    from agent.core.window import RollingWindow
+    from agent.impact.book_walk import cost_curve
+
+    n, S = 10, 4000.0
+    win = RollingWindow("X", 3600 * NS)
+    win.append(_still_books(0, 600, 200.0))
+    last = _still_books(600 * NS, 1, now_depth)
+    win.append(last)
+    t = 600 * NS
+    grid = PeriodGrid(t, t + n * 300 * NS, 300 * NS)
+    sizes = np.linspace(100, 1500, 15)
+
+    def decide(current_window_s):
+        spec = StrategySpec.parse(f"mpc-{model}-deterministic", forecast="profile")
+        pol = make_policy(
+            spec,
+            "buy",
+            sizes,
+            DepthPolicy(),
+            IntradayProfile.flat(),
+            current_window_s=current_window_s,
+        )
+        inp = DecisionInput(
+            0,
+            t,
+            grid,
+            S,
+            0.0,
+            0.0,
+            100,
+            0.0,
+            0.0,
+            lambda: win.view(t),
+            tail=lambda span: win.tail(t, span),
+        )
+        return pol.decide(inp)
+
+    flat = decide(None)
+    now = decide(0.0)
+    assert flat.decision.child_qty == pytest.approx(400.0)
+    assert (now.decision.child_qty > 400.0) is more
+    assert (now.decision.child_qty < 400.0) is not more
+    assert now.fields["current_status"] == "ok" and now.fields["current_rows"] == 1
+    x = 300.0
+    walk = float(cost_curve(last, "buy", np.array([x]), DepthPolicy()).mean_cost[0])
+    assert now.g0(x) == pytest.approx(walk, rel=rel)

@@ -116,3 +116,21 @@ def test_infeasible_caps_are_reported():
 def test_invalid_input_is_a_status_not_an_exception():
     assert solve_quadratic([np.nan], [1.0], 10).status is SolveStatus.NUMERICAL
     assert solve_quadratic([0.1], [-1.0], 10).status is SolveStatus.NUMERICAL
+
+
+def test_every_period_at_its_cap_needs_no_final_slope():
+    """S equal to the sum of the caps (up to rounding) with linear periods: every period sits
+    at its cap; before, the last breakpoint's zero slope was divided by (a warning, and an
+    infinite multiplier)."""
+    import warnings
+
+    from agent.mpc.solvers import _waterfill
+
+    beta = np.array([0.9347030807966872, 0.36421724474197953, 0.5758145324224633, 0.3286506971])
+    gamma = np.array([0.0, 0.00033791122550713324, 0.0, 0.0008902743520047923])
+    u = np.array([789.2273244137965, 246.97574856302262, 877.7193885025968, 67.9823544571424])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        x, lam = _waterfill(beta, gamma, u, float(u.sum()))
+    assert np.isfinite(lam)
+    np.testing.assert_allclose(x, u, rtol=1e-12)

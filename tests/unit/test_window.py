@@ -30,3 +30,15 @@ def test_view_thins_evenly_above_max_rows():
     v = w.view(999)
     assert len(v) == 100
     assert v.ts_event_ns[0] == 0 and np.all(np.diff(v.ts_event_ns) == 10)
+
+
+def test_tail_is_the_span_or_the_book_in_force_across_batches():
+    w = RollingWindow("S", window_ns=1000)
+    w.append(rows([0, 10, 20]))
+    w.append(rows([90, 110, 150]))
+    assert w.tail(115, 0).ts_event_ns.tolist() == [110]  # the book in force alone
+    assert w.tail(100, 0).ts_event_ns.tolist() == [90]
+    assert w.tail(115, 100).ts_event_ns.tolist() == [20, 90, 110]  # 15 < ts <= 115
+    assert w.tail(150, 1000).ts_event_ns.tolist() == [0, 10, 20, 90, 110, 150]
+    assert w.tail(95, 3).ts_event_ns.tolist() == [90]  # nothing in the span: book in force
+    assert len(w.tail(-1, 0)) == 0  # before every book
