@@ -302,9 +302,10 @@ class StrategyParamsConfig(StrictModel):
     gives every later period the current estimate times the intraday profile (the MPC is then
     TWAP on a flat profile). ``prior_profile``: without ``estimation.history``, use the
     packaged prior profile estimated from other symbols' days (never the symbol's own).
-    ``max_participation`` (MPC, deterministic and timing risk): plan at most this share of
-    each period's expected market volume (from the feed's trades, forecast by
-    ``agent.core.volume``); relaxed only when the deadline needs it; 0 = off.
+    ``max_participation``: at most this share of each period's expected market volume (from
+    the feed's trades, forecast by ``agent.core.volume``); 0 = off. The MPC (deterministic and
+    timing risk) plans within it, relaxed only when the deadline needs it; every strategy's
+    child is cut to it before it is sent (``mpc.child_capped``), in every period but the last.
     """
 
     pov_rate: float = Field(0.10, gt=0, le=1)

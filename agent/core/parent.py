@@ -40,7 +40,7 @@ from agent.core.plan import NO_TIMER, Decision, PeriodGrid
 from agent.core.policy import DecisionInput, Policy, PolicyStep, TwapPolicy
 from agent.core.risk import AggregateGates, RiskGates
 from agent.core.tactic import Slice, Tactic, TacticConfig, passive_price
-from agent.core.volume import VolumeTracker, participation_caps
+from agent.core.volume import VolumeTracker, participation_caps, participation_gate
 from agent.core.window import RollingWindow
 from agent.model import (
     CancelRequested,
@@ -170,8 +170,9 @@ class ParentParams:
         max_children: Children the mpc leg may send (0 = no limit; counted across restarts).
         max_child_multiple: A child at most this multiple of ``quantity / periods`` (0 = off):
             no catch-up dump after a time jump or a silent feed.
-        max_participation: The MPC plans at most this share of each period's expected market
-            volume (from the feed's trades; 0 = off).
+        max_participation: At most this share of each period's expected market volume (from
+            the feed's trades; 0 = off): the MPC's solver cap, and a pre-trade gate that cuts
+            any strategy's child to it in every period but the last.
         id_tag: Extra component of the client order ids (a run tag: ids unique across runs).
     """
 
@@ -292,6 +293,7 @@ class ParentCore:
         self.aggregate = aggregate
         # Traded volume per period, for the participation cap (p.max_participation).
         self.volume = VolumeTracker(p.period_ns, p.start_ns) if p.max_participation > 0 else None
+        self._period_fills: dict[int, float] = {}  # our fills per period (the pre-trade gate)
         self.p = p
         self.side = p.side
         self.grid = PeriodGrid(p.start_ns, p.end_ns, p.period_ns)
@@ -607,6 +609,10 @@ class ParentCore:
                     )
                 )
                 qty = float(capped)
+        if leg.gated and self.volume is not None and k < self.grid.n - 1:
+            qty = self._participation_clip(k, qty, t_ns, out)
+            if qty <= 0:
+                return
         coid = f"{leg.prefix}{leg.n_sent + 1:05d}"
         limit_px = collar_limit_px(self.side, self.last_mid, self.p.collar_bps)
         tif = "ioc"
@@ -758,6 +764,41 @@ class ParentCore:
         vf = self.volume.forecast(t_ns, starts)
         return participation_caps(self.p.max_participation, vf.volume)
 
+    def _participation_clip(self, k: int, qty: float, t_ns: int, out: list[Action]) -> float:
+        """Return the child cut to what the participation limit leaves of period ``k``.
+
+        The pre-trade gate of ``max_participation`` for every strategy and every child of the
+        period before the last (the solver's cap only shapes the MPC's plan): at most
+        ``rate * E[V_k]`` of the period's volume, less what we took in it (fills dated in the
+        period, plus what is still working). Unknown volume: no limit, as for the solver; the
+        last period is not gated, so that the parent completes by its deadline (the solver's
+        cap is relaxed for the same reason).
+        """
+        assert self.volume is not None
+        start = self.grid.start_of(k)
+        vf = self.volume.forecast(t_ns, np.array([start], dtype=np.int64))
+        taken = self._period_fills.get(k, 0.0) + self.mpc.tracker.open_qty
+        rate = self.p.max_participation
+        g = participation_gate(qty, rate, float(vf.volume[0]), taken)
+        if g.ok:
+            return qty
+        lot = self.p.lot
+        allowed = math.floor(g.allowed_qty / lot + 1e-9) * lot
+        out.append(
+            Log(
+                "warning",
+                "mpc.child_capped",
+                {
+                    "period": k,
+                    "qty": qty,
+                    "capped_qty": float(allowed),
+                    "limit": f"{rate:g} of the period's expected volume {g.limit_qty / rate:g} "
+                    f"(strategy.max_participation), {taken:g} already taken in the period",
+                },
+            )
+        )
+        return float(allowed)
+
     def _multiple_limit(self) -> float:
         """Return the largest child the catch-up guard lets through, shares."""
         avg = self.p.quantity / self.grid.n
@@ -814,6 +855,9 @@ class ParentCore:
             out.append(Record(leg.name, event))
             if leg is self.mpc:
                 self._account(tr, event)
+                if tr.fill_qty and self.volume is not None:
+                    kf = (event.ts_event_ns - self.grid.start_ns) // self.grid.period_ns
+                    self._period_fills[kf] = self._period_fills.get(kf, 0.0) + tr.fill_qty
                 if tr.new is not None and tr.new.terminal:
                     out.extend(self._slice_cost(tr.client_order_id))
         if self.tactic is not None and tr.applied:

@@ -300,3 +300,23 @@ def test_the_current_period_is_priced_on_the_book_in_force(now_depth, more, mode
     x = 300.0
     walk = float(cost_curve(last, "buy", np.array([x]), DepthPolicy()).mean_cost[0])
     assert now.g0(x) == pytest.approx(walk, rel=rel)
+
+
+def test_participation_is_a_pre_trade_gate_for_every_strategy():
+    """Issue 13 item 3: 100 shares trade every 5 s (6,000 a 5-minute period); TWAP wants 800 a
+    period, a 10 % participation limit allows 600. Every child before the last period is cut
+    to what the period's expected volume leaves; the last period completes the parent."""
+    day = _day("2025-06-02", 1e8, 1e8)
+    free = simulate(day, _spec("twap", 72 * 800))
+    capped = simulate(day, _spec("twap", 72 * 800, max_participation=0.1))
+    assert max(s["sent_qty"] for s in free.slices) == 800.0
+    last_k = max(s["k"] for s in capped.slices)
+    per_period: dict[int, float] = {}
+    for s in capped.slices:
+        per_period[s["k"]] = per_period.get(s["k"], 0.0) + s.get("filled_qty", 0.0)
+    # The first two periods: too little of the day seen to expect a volume (no limit then).
+    assert per_period[0] == per_period[1] == 800.0
+    assert all(per_period[k] == 600.0 for k in range(2, last_k))
+    # The last period is not gated: the parent completes by its deadline.
+    assert per_period[last_k] == 72 * 800 - 2 * 800 - (last_k - 2) * 600
+    assert capped.status == "completed" and capped.tca["unfilled_qty"] == 0
