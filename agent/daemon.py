@@ -196,6 +196,8 @@ class ParentRunner:
         core: Its execution core.
         broker: Where the ``mpc`` leg's children go.
         shadow: Simulated broker of the TWAP benchmark leg (None: no benchmark).
+        clock: Clock of the acknowledgement watchdog: each mpc child's send time is read on
+            it (default: the wall clock).
     """
 
     def __init__(
@@ -207,6 +209,7 @@ class ParentRunner:
         journal: Journal | None = None,
         control: Control | None = None,
         metrics: NullMetrics | None = None,
+        clock: Clock | None = None,
     ) -> None:
         self.order = order
         self.core = core
@@ -217,7 +220,8 @@ class ParentRunner:
         self.control = control or Control()
         self.metrics = metrics or NullMetrics()
         self.log = structlog.get_logger().bind(parent_id=order.id, symbol=order.symbol)
-        self.sent_at: dict[str, float] = {}  # client order id -> loop time sent (ack watchdog)
+        self.clock: Clock = clock or WallClock()
+        self.sent_at: dict[str, int] = {}  # client order id -> clock ns when sent (ack watchdog)
 
     # -- views of the core ----------------------------------------------------------------------
     @property
@@ -376,7 +380,7 @@ class ParentRunner:
         if a.log is not None:
             self._emit(a.log)
         if a.leg == "mpc":
-            self.sent_at[coid] = asyncio.get_running_loop().time()
+            self.sent_at[coid] = self.clock.now_ns()
             self.metrics.order_sent(self.order.id)
         try:
             await self.brokers[a.leg].submit(child)
@@ -620,6 +624,7 @@ async def _reconcile(
 async def _ack_watchdog(
     runners: list[ParentRunner],
     broker: Broker,
+    clock: Clock,
     timeout_s: float,
     until: asyncio.Event,
     max_queries: int = 3,
@@ -632,25 +637,41 @@ async def _ack_watchdog(
     answer closes it with what the venue really executed. One query per child per timeout;
     a child still unresolved after ``max_queries`` engages the kill switch (``on_unresolved``):
     its shares stay reserved, nothing new is sent, and a human decides.
+
+    Time is ``clock``'s, the clock the runners stamp their sends with: the wall clock in
+    service; a test's ``ManualClock`` makes a timeout pass when it is advanced, never by waiting.
     """
     ask = getattr(broker, "request_status", None)
     if ask is None:
         return
-    loop = asyncio.get_running_loop()
-    asked: dict[str, float] = {}
+    timeout_ns = int(timeout_s * _NS)
+    poll_ns = max(int(min(0.25, timeout_s / 4) * _NS), 1)
+    asked: dict[str, int] = {}
     n_asked: dict[str, int] = {}
     log = structlog.get_logger()
-    while not until.is_set():
-        with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(min(0.25, timeout_s / 4)):
-                await until.wait()
-        now = loop.time()
-        for r in runners:
-            for coid, c in r.mpc.tracker.children.items():
-                if c.state.terminal:
-                    continue
-                since = max(r.sent_at.get(coid, now), asked.get(coid, -math.inf))
-                if now - since >= timeout_s:
+    stop = asyncio.ensure_future(until.wait())
+    now = clock.now_ns()
+    try:
+        while True:
+            # The next look is due a poll after the last one began: a clock advanced while a
+            # query was being sent is seen at once, not one advance late.
+            tick = asyncio.ensure_future(clock.sleep_until(now + poll_ns))
+            try:
+                await asyncio.wait((stop, tick), return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                tick.cancel()
+            if until.is_set():
+                return
+            now = clock.now_ns()
+            # Copies: a child sent (or a parent submitted) while a query is awaited must not
+            # break the iteration.
+            for r in list(runners):
+                for coid, c in list(r.mpc.tracker.children.items()):
+                    if c.state.terminal:
+                        continue
+                    since = asked.get(coid, r.sent_at.get(coid, now))
+                    if now - since < timeout_ns:
+                        continue
                     if n_asked.get(coid, 0) >= max_queries:
                         if on_unresolved is not None and n_asked[coid] == max_queries:
                             log.error("order.unresolved", client_order_id=coid, queries=max_queries)
@@ -664,6 +685,8 @@ async def _ack_watchdog(
                         await ask(coid)
                     except BrokerError as e:
                         log.warning("order.status_query_failed", client_order_id=coid, error=str(e))
+    finally:
+        stop.cancel()
 
 
 def _limits(r: RiskConfig) -> RiskLimits:
@@ -694,12 +717,16 @@ class Daemon:
         metrics: NullMetrics | None = None,
         history_trades: dict[str, tuple[np.ndarray, np.ndarray]] | None = None,
         clock: Clock | None = None,
+        ack_clock: Clock | None = None,
     ) -> None:
         self.cfg = cfg
         self.history_trades = history_trades or {}
         # Live, the wall clock moves decisions and deadlines on (replay: event time alone).
         live = cfg.feed.kind == "websocket" and cfg.feed.wall_clock
         self.clock = clock or (WallClock() if live else None)
+        # The acknowledgement timeout is wall-clock time even in a replay (a venue answers in
+        # real time); tests inject a ManualClock to make it pass without waiting.
+        self.ack_clock: Clock = ack_clock or self.clock or WallClock()
         self.metrics = metrics or NullMetrics()
         self.feed_factory = feed_factory
         self.journal = journal
@@ -764,7 +791,14 @@ class Daemon:
         )
         core.timer = time.perf_counter  # solve times for the logs and metrics
         r = ParentRunner(
-            order, core, self.main, self.shadow, self.journal, self.control, self.metrics
+            order,
+            core,
+            self.main,
+            self.shadow,
+            self.journal,
+            self.control,
+            self.metrics,
+            self.ack_clock,
         )
         if restore and self.journal is not None:
             h = self.journal.load(order.id)
@@ -989,6 +1023,7 @@ class Daemon:
                         _ack_watchdog(
                             self.runners,
                             self.main,
+                            self.ack_clock,
                             self.cfg.broker.ack_timeout_s,
                             stop_watchdog,
                             self.cfg.broker.max_status_queries,
@@ -1068,6 +1103,7 @@ async def run(
     metrics: NullMetrics | None = None,
     history_trades: dict[str, tuple[np.ndarray, np.ndarray]] | None = None,
     clock: Clock | None = None,
+    ack_clock: Clock | None = None,
 ) -> list[RunSummary]:
     """Work every parent order of ``cfg`` to its deadline and return the summaries.
 
@@ -1084,8 +1120,19 @@ async def run(
             volume profile; ``runner.build_history_trades``).
         clock: Wall clock of live mode (default: ``WallClock`` for a websocket feed, none in
             replay); tests inject a ``ManualClock``.
+        ack_clock: Clock of the acknowledgement watchdog (``broker.ack_timeout_s``; default:
+            ``clock``, else the wall clock, replay included); tests inject a ``ManualClock``.
     """
     d = Daemon(
-        cfg, feed_factory, broker, profiles, journal, control, metrics, history_trades, clock
+        cfg,
+        feed_factory,
+        broker,
+        profiles,
+        journal,
+        control,
+        metrics,
+        history_trades,
+        clock,
+        ack_clock,
     )
     return await d.run()
