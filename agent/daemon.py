@@ -650,12 +650,10 @@ async def _ack_watchdog(
     n_asked: dict[str, int] = {}
     log = structlog.get_logger()
     stop = asyncio.ensure_future(until.wait())
-    now = clock.now_ns()
+    next_at = clock.now_ns()  # a first look at once
     try:
         while True:
-            # The next look is due a poll after the last one began: a clock advanced while a
-            # query was being sent is seen at once, not one advance late.
-            tick = asyncio.ensure_future(clock.sleep_until(now + poll_ns))
+            tick = asyncio.ensure_future(clock.sleep_until(next_at))
             try:
                 await asyncio.wait((stop, tick), return_when=asyncio.FIRST_COMPLETED)
             finally:
@@ -663,23 +661,29 @@ async def _ack_watchdog(
             if until.is_set():
                 return
             now = clock.now_ns()
+            # The next look: the first child's timeout, or a poll for children sent since. It
+            # is counted from this look's start, so a clock advanced while a query was being
+            # sent is seen at once.
+            next_at = now + poll_ns
             # Copies: a child sent (or a parent submitted) while a query is awaited must not
             # break the iteration.
             for r in list(runners):
                 for coid, c in list(r.mpc.tracker.children.items()):
-                    if c.state.terminal:
+                    if c.state.terminal or n_asked.get(coid, 0) > max_queries:
                         continue
                     since = asked.get(coid, r.sent_at.get(coid, now))
                     if now - since < timeout_ns:
+                        next_at = min(next_at, since + timeout_ns)
                         continue
-                    if n_asked.get(coid, 0) >= max_queries:
-                        if on_unresolved is not None and n_asked[coid] == max_queries:
-                            log.error("order.unresolved", client_order_id=coid, queries=max_queries)
+                    if n_asked.get(coid, 0) == max_queries:
+                        log.error("order.unresolved", client_order_id=coid, queries=max_queries)
+                        if on_unresolved is not None:
                             on_unresolved(f"{coid} unresolved after {max_queries} status queries")
                         n_asked[coid] = max_queries + 1
                         continue
                     n_asked[coid] = n_asked.get(coid, 0) + 1
                     asked[coid] = now
+                    next_at = min(next_at, now + timeout_ns)
                     log.warning("order.status_query", client_order_id=coid, waited_s=timeout_s)
                     try:
                         await ask(coid)
