@@ -197,6 +197,8 @@ class ParentRunner:
         core: Its execution core.
         broker: Where the ``mpc`` leg's children go.
         shadow: Simulated broker of the TWAP benchmark leg (None: no benchmark).
+        clock: Clock of the acknowledgement watchdog: each mpc child's send time is read on
+            it (default: the wall clock).
     """
 
     def __init__(
@@ -208,6 +210,7 @@ class ParentRunner:
         journal: Journal | None = None,
         control: Control | None = None,
         metrics: NullMetrics | None = None,
+        clock: Clock | None = None,
     ) -> None:
         self.order = order
         self.core = core
@@ -218,7 +221,8 @@ class ParentRunner:
         self.control = control or Control()
         self.metrics = metrics or NullMetrics()
         self.log = structlog.get_logger().bind(parent_id=order.id, symbol=order.symbol)
-        self.sent_at: dict[str, float] = {}  # client order id -> loop time sent (ack watchdog)
+        self.clock: Clock = clock or WallClock()
+        self.sent_at: dict[str, int] = {}  # client order id -> clock ns when sent (ack watchdog)
 
     # -- views of the core ----------------------------------------------------------------------
     @property
@@ -377,7 +381,7 @@ class ParentRunner:
         if a.log is not None:
             self._emit(a.log)
         if a.leg == "mpc":
-            self.sent_at[coid] = asyncio.get_running_loop().time()
+            self.sent_at[coid] = self.clock.now_ns()
             self.metrics.order_sent(self.order.id)
         try:
             await self.brokers[a.leg].submit(child)
@@ -621,6 +625,7 @@ async def _reconcile(
 async def _ack_watchdog(
     runners: list[ParentRunner],
     broker: Broker,
+    clock: Clock,
     timeout_s: float,
     until: asyncio.Event,
     max_queries: int = 3,
@@ -633,38 +638,60 @@ async def _ack_watchdog(
     answer closes it with what the venue really executed. One query per child per timeout;
     a child still unresolved after ``max_queries`` engages the kill switch (``on_unresolved``):
     its shares stay reserved, nothing new is sent, and a human decides.
+
+    Time is ``clock``'s, the clock the runners stamp their sends with: the wall clock in
+    service; a test's ``ManualClock`` makes a timeout pass when it is advanced, never by waiting.
     """
     ask = getattr(broker, "request_status", None)
     if ask is None:
         return
-    loop = asyncio.get_running_loop()
-    asked: dict[str, float] = {}
+    timeout_ns = int(timeout_s * _NS)
+    poll_ns = max(int(min(0.25, timeout_s / 4) * _NS), 1)
+    asked: dict[str, int] = {}
     n_asked: dict[str, int] = {}
     log = structlog.get_logger()
-    while not until.is_set():
-        with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(min(0.25, timeout_s / 4)):
-                await until.wait()
-        now = loop.time()
-        for r in runners:
-            for coid, c in r.mpc.tracker.children.items():
-                if c.state.terminal:
-                    continue
-                since = max(r.sent_at.get(coid, now), asked.get(coid, -math.inf))
-                if now - since >= timeout_s:
-                    if n_asked.get(coid, 0) >= max_queries:
-                        if on_unresolved is not None and n_asked[coid] == max_queries:
-                            log.error("order.unresolved", client_order_id=coid, queries=max_queries)
+    stop = asyncio.ensure_future(until.wait())
+    next_at = clock.now_ns()  # a first look at once
+    try:
+        while True:
+            tick = asyncio.ensure_future(clock.sleep_until(next_at))
+            try:
+                await asyncio.wait((stop, tick), return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                tick.cancel()
+            if until.is_set():
+                return
+            now = clock.now_ns()
+            # The next look: the first child's timeout, or a poll for children sent since. It
+            # is counted from this look's start, so a clock advanced while a query was being
+            # sent is seen at once.
+            next_at = now + poll_ns
+            # Copies: a child sent (or a parent submitted) while a query is awaited must not
+            # break the iteration.
+            for r in list(runners):
+                for coid, c in list(r.mpc.tracker.children.items()):
+                    if c.state.terminal or n_asked.get(coid, 0) > max_queries:
+                        continue
+                    since = asked.get(coid, r.sent_at.get(coid, now))
+                    if now - since < timeout_ns:
+                        next_at = min(next_at, since + timeout_ns)
+                        continue
+                    if n_asked.get(coid, 0) == max_queries:
+                        log.error("order.unresolved", client_order_id=coid, queries=max_queries)
+                        if on_unresolved is not None:
                             on_unresolved(f"{coid} unresolved after {max_queries} status queries")
                         n_asked[coid] = max_queries + 1
                         continue
                     n_asked[coid] = n_asked.get(coid, 0) + 1
                     asked[coid] = now
+                    next_at = min(next_at, now + timeout_ns)
                     log.warning("order.status_query", client_order_id=coid, waited_s=timeout_s)
                     try:
                         await ask(coid)
                     except BrokerError as e:
                         log.warning("order.status_query_failed", client_order_id=coid, error=str(e))
+    finally:
+        stop.cancel()
 
 
 def _limits(r: RiskConfig) -> RiskLimits:
@@ -695,12 +722,16 @@ class Daemon:
         metrics: NullMetrics | None = None,
         history_trades: dict[str, tuple[np.ndarray, np.ndarray]] | None = None,
         clock: Clock | None = None,
+        ack_clock: Clock | None = None,
     ) -> None:
         self.cfg = cfg
         self.history_trades = history_trades or {}
         # Live, the wall clock moves decisions and deadlines on (replay: event time alone).
         live = cfg.feed.kind == "websocket" and cfg.feed.wall_clock
         self.clock = clock or (WallClock() if live else None)
+        # The acknowledgement timeout is wall-clock time even in a replay (a venue answers in
+        # real time); tests inject a ManualClock to make it pass without waiting.
+        self.ack_clock: Clock = ack_clock or self.clock or WallClock()
         self.metrics = metrics or NullMetrics()
         self.feed_factory = feed_factory
         self.journal = journal
@@ -765,7 +796,14 @@ class Daemon:
         )
         core.timer = time.perf_counter  # solve times for the logs and metrics
         r = ParentRunner(
-            order, core, self.main, self.shadow, self.journal, self.control, self.metrics
+            order,
+            core,
+            self.main,
+            self.shadow,
+            self.journal,
+            self.control,
+            self.metrics,
+            self.ack_clock,
         )
         if restore and self.journal is not None:
             h = self.journal.load(order.id)
@@ -990,6 +1028,7 @@ class Daemon:
                         _ack_watchdog(
                             self.runners,
                             self.main,
+                            self.ack_clock,
                             self.cfg.broker.ack_timeout_s,
                             stop_watchdog,
                             self.cfg.broker.max_status_queries,
@@ -1069,6 +1108,7 @@ async def run(
     metrics: NullMetrics | None = None,
     history_trades: dict[str, tuple[np.ndarray, np.ndarray]] | None = None,
     clock: Clock | None = None,
+    ack_clock: Clock | None = None,
 ) -> list[RunSummary]:
     """Work every parent order of ``cfg`` to its deadline and return the summaries.
 
@@ -1085,8 +1125,19 @@ async def run(
             volume profile; ``runner.build_history_trades``).
         clock: Wall clock of live mode (default: ``WallClock`` for a websocket feed, none in
             replay); tests inject a ``ManualClock``.
+        ack_clock: Clock of the acknowledgement watchdog (``broker.ack_timeout_s``; default:
+            ``clock``, else the wall clock, replay included); tests inject a ``ManualClock``.
     """
     d = Daemon(
-        cfg, feed_factory, broker, profiles, journal, control, metrics, history_trades, clock
+        cfg,
+        feed_factory,
+        broker,
+        profiles,
+        journal,
+        control,
+        metrics,
+        history_trades,
+        clock,
+        ack_clock,
     )
     return await d.run()

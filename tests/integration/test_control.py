@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import urllib.request
 
-import numpy as np
 import pytest
 from structlog.testing import capture_logs
 
@@ -20,6 +19,7 @@ from agent.journal import Journal
 from agent.metrics import Metrics
 from agent.runner import make_feed_factory
 from tests.conftest import REPO
+from tests.waiting import logged, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -263,17 +263,14 @@ async def test_a_daemon_with_no_orders_waits_for_parents_on_the_socket(tmp_path)
     journal = Journal(cfg.journal.path)
     with capture_logs() as logs:
         task = asyncio.create_task(run(cfg, make_feed_factory(cfg), journal=journal))
-        while not cfg.control.socket.exists():  # noqa: ASYNC110 - a poll for readiness
-            await asyncio.sleep(0.01)
+        await wait_until(cfg.control.socket.exists, what="the control socket")
         st = await send_command(cfg.control.socket, {"cmd": "status"})
         assert st["ok"] and st["parents"] == []
         order = ORDER_B | {"id": "W", "side": "buy", "quantity": 10000}
         assert (await send_command(cfg.control.socket, {"cmd": "submit", "order": order}))["ok"]
-        while True:  # the replay runs to its end; the daemon must stay up after it
-            st = await send_command(cfg.control.socket, {"cmd": "status"})
-            if st["parents"][0]["state"] != "working":
-                break
-            await asyncio.sleep(0.02)
+        # The replay runs to its end (its symbol task closes the feed); the daemon stays up.
+        await wait_until(logged(logs, "feed.closed"), what="the end of the replay")
+        st = await send_command(cfg.control.socket, {"cmd": "status"})
         assert st["parents"][0]["state"] == "completed" and not task.done()
         assert (await send_command(cfg.control.socket, {"cmd": "stop"}))["ok"]
         (s,) = await asyncio.wait_for(task, 30)
@@ -311,8 +308,7 @@ async def test_the_control_commands_from_the_command_line(tmp_path, capsys):
     assert rc == 2 and "no daemon answers" in err
     journal = Journal(cfg.journal.path)
     task = asyncio.create_task(run(cfg, make_feed_factory(cfg), journal=journal))
-    while not cfg.control.socket.exists():  # noqa: ASYNC110 - a poll for readiness
-        await asyncio.sleep(0.01)
+    await wait_until(cfg.control.socket.exists, what="the control socket")
     rc, out, _ = await cli(
         "submit", "--config", str(tmp_path / "c.toml"), "--order", str(tmp_path / "order.toml")
     )

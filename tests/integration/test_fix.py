@@ -4,20 +4,24 @@ the daemon's fills; a dropped TCP connection mid-run loses and doubles nothing."
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 from collections import defaultdict
 from pathlib import Path
 
+import numpy as np
 import pytest
 from structlog.testing import capture_logs
 
 from agent.brokers.fix import FixBroker
 from agent.config import load_config
-from agent.daemon import run
+from agent.daemon import Daemon, run
 from agent.model import ChildOrder, OrderAccepted, OrderCancelled, OrderStatus, Side
 from agent.runner import make_feed_factory
 from agent.venue import FixVenue
+from feeds.clock import ManualClock
 from tests.conftest import REPO
+from tests.waiting import logged, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -40,6 +44,9 @@ lot = 100
 """
 
 
+ACK_TIMEOUT_S = 2.0  # on the test's ManualClock: it passes when the test says so
+
+
 async def work(
     tmp_path: Path,
     chaos: bool,
@@ -47,55 +54,123 @@ async def work(
     reject_every: int = 0,
     lose_reports: int = 0,
     mute_every: int = 0,
-    pause_s: float = 0.01,
     ignore_status: bool = False,
     max_status_queries: int = 3,
+    advance: bool = True,
+    ack_timeout_s: float = ACK_TIMEOUT_S,
 ):
+    """Run the daemon over FIX against the venue, the replay released chunk by chunk.
+
+    No chunk spans two decision times, and before the next one goes out every child the
+    daemon sent has its final report, except those the venue muted: so each decision sees the
+    fills of the last one, however slow the machine. The acknowledgement watchdog runs on a
+    ``ManualClock``: after a chunk that left muted children open, the test advances it past
+    ``broker.ack_timeout_s`` (unless not ``advance``) and waits until the watchdog's status
+    queries are answered (or, with ``ignore_status``, sent). ``chaos`` drops the TCP
+    connection at the 4th chunk, lets two chunks through while the session is down, and waits
+    for the reconnect.
+    """
     (tmp_path / "c.toml").write_text(CONFIG)
     cfg, _ = load_config(tmp_path / "c.toml")
-    b = {"ack_timeout_s": 0.1, "max_status_queries": max_status_queries}
+    b = {"ack_timeout_s": ack_timeout_s, "max_status_queries": max_status_queries}
+    if ignore_status:
+        # The answers never come: the exit's reconciliation needs no 5 s to learn that.
+        b["reconcile_timeout_s"] = 0.2
     cfg = cfg.model_copy(update={"broker": cfg.broker.model_copy(update=b)})
+    (order,) = cfg.orders
+    period_ns = int(order.period_s * 1e9)
+    decisions = np.arange(order.start_ns, order.end_ns + period_ns, period_ns)
+    clock = ManualClock(T_1400)
     er_log = tmp_path / "er.jsonl"
-    async with FixVenue({"SYNA": SAMPLE}, er_log=er_log) as venue:
-        venue.duplicate_fills = duplicate_fills
-        venue.reject_every = reject_every
-        venue.lose_reports = lose_reports
-        venue.mute_every = mute_every
-        venue.ignore_status = ignore_status
-        broker = FixBroker(
-            "127.0.0.1",
-            venue.port,
-            "AGENT",
-            "VENUE",
-            heartbeat_s=5,
-            store_path=tmp_path / "seq.json",
-        )
-        await broker.start()
-        feed_factory = make_feed_factory(cfg)
+    with capture_logs() as logs:
+        async with FixVenue({"SYNA": SAMPLE}, er_log=er_log) as venue:
+            venue.duplicate_fills = duplicate_fills
+            venue.reject_every = reject_every
+            venue.lose_reports = lose_reports
+            venue.mute_every = mute_every
+            venue.ignore_status = ignore_status
+            broker = FixBroker(
+                "127.0.0.1",
+                venue.port,
+                "AGENT",
+                "VENUE",
+                heartbeat_s=5,
+                store_path=tmp_path / "seq.json",
+            )
+            await broker.start()
+            feed_factory = make_feed_factory(cfg)
 
-        class SlowFeed:
-            """The replay, with a pause per batch so a drop can land mid-run."""
+            def open_children() -> set[str]:
+                return {c for r in daemon.runners for c in r.in_doubt()}
 
-            def __init__(self, sym: str) -> None:
-                self.inner = feed_factory(sym)
-                self.symbol = sym
-                self.stats = None
+            def muted() -> set[str]:
+                if not er_log.exists():
+                    return set()
+                recs = (json.loads(x) for x in er_log.read_text().splitlines())
+                return {r["client_order_id"] for r in recs if r.get("muted")}
 
-            async def updates(self):
-                n = 0
-                async for b in self.inner.updates():
-                    for i in range(0, len(b), 2000):
-                        n += 1
-                        if chaos and n == 4:
-                            venue.drop_connections()
-                        await asyncio.sleep(pause_s)
-                        yield b.slice(i, i + 2000)
+            def gap_pending() -> bool:
+                # Reports lost on the wire are recovered when a later message shows the gap:
+                # until then the child they belong to waits for the next one.
+                gaps = [e for e in logs if str(e.get("detail", "")).startswith("gap_detected")]
+                return lose_reports > 0 and not gaps
 
-            async def aclose(self) -> None:
-                await self.inner.aclose()
+            def settled() -> bool:
+                return open_children() <= muted() or gap_pending()
 
-        with capture_logs() as logs:
-            (s,) = await asyncio.wait_for(run(cfg, SlowFeed, broker=broker), 120)
+            def queried() -> list[str]:
+                return [e["client_order_id"] for e in logs if e["event"] == "order.status_query"]
+
+            async def after_chunk() -> None:
+                await wait_until(settled, what="every unmuted child has its final report")
+                left = open_children() & muted()
+                if not left or not advance or daemon.control.halted:
+                    return
+                n0 = len(queried())
+                clock.advance(int(ack_timeout_s * 1e9))  # the acknowledgement timeout passes
+                if ignore_status:
+                    await wait_until(
+                        lambda: left <= set(queried()[n0:]) or daemon.control.halted,
+                        what=f"status queries for {sorted(left)}",
+                    )
+                else:
+                    await wait_until(
+                        lambda: not left & open_children(),
+                        what=f"answers to the status queries for {sorted(left)}",
+                    )
+
+            class GatedFeed:
+                """The replay in chunks of at most 2,000 rows that never span a decision."""
+
+                def __init__(self, sym: str) -> None:
+                    self.inner = feed_factory(sym)
+                    self.symbol = sym
+                    self.stats = None
+
+                async def updates(self):
+                    n = 0
+                    async for b in self.inner.updates():
+                        cuts = set(range(0, len(b), 2000))
+                        cuts |= set(np.searchsorted(b.ts_event_ns, decisions).tolist())
+                        edges = [*sorted(c for c in cuts if 0 <= c < len(b)), len(b)]
+                        for i, j in itertools.pairwise(edges):
+                            n += 1
+                            if chaos and n == 4:
+                                venue.drop_connections()
+                                await wait_until(
+                                    logged(logs, "broker.reconnect_scheduled"), what="the drop"
+                                )
+                            if chaos and n == 7:
+                                await wait_until(lambda: broker.available, what="the reconnect")
+                            if not (chaos and 4 <= n < 7):  # decisions while the session is down
+                                await after_chunk()
+                            yield b.slice(i, j)
+
+                async def aclose(self) -> None:
+                    await self.inner.aclose()
+
+            daemon = Daemon(cfg, GatedFeed, broker, None, None, None, ack_clock=clock)
+            (s,) = await asyncio.wait_for(daemon.run(), 120)
     venue_fills = defaultdict(float)
     seen: set[str] = set()
     for line in er_log.read_text().splitlines():
@@ -211,19 +286,24 @@ async def test_password_canary_never_reaches_the_logs(tmp_path):
 
 
 async def test_lost_acknowledgement_is_resolved_by_a_status_query(tmp_path):
-    """Every 3rd order executes at the venue but none of its reports is ever sent: the
-    daemon's watchdog asks for its status, applies the venue's execution once, and the parent
-    completes with exactly the venue's fills."""
-    s, logs, venue_fills = await work(tmp_path, chaos=False, mute_every=3, pause_s=0.03)
-    queried = {e["client_order_id"] for e in logs if e["event"] == "order.status_query"}
-    answered = {e["client_order_id"] for e in logs if e["event"] == "order.reconciled"}
-    reconciled = [e for e in logs if e["event"] == "order.reconciled" and e["changed"]]
-    # Every query is answered; the muted children are closed only by their answer. Under load a
-    # child whose reports were merely slow may be queried too: its answer then changes nothing
-    # (the wall-clock ack timeout is a race this test must not depend on).
-    at_exit = {c for e in logs if e["event"] == "reconcile.started" for c in e["client_order_ids"]}
-    assert queried and answered >= queried
-    assert reconciled and {e["client_order_id"] for e in reconciled} <= queried | at_exit
+    """Every 3rd order executes at the venue but none of its reports is ever sent: once the
+    acknowledgement timeout has passed (on the watchdog's clock), the daemon asks for its
+    status, applies the venue's execution once, and the parent completes with exactly the
+    venue's fills. The children whose reports did come are never queried."""
+    s, logs, venue_fills = await work(tmp_path, chaos=False, mute_every=3)
+    muted = {
+        rec["client_order_id"]
+        for rec in map(json.loads, (tmp_path / "er.jsonl").read_text().splitlines())
+        if rec.get("muted")
+    }
+    queried = [e["client_order_id"] for e in logs if e["event"] == "order.status_query"]
+    reconciled = {
+        e["client_order_id"] for e in logs if e["event"] == "order.reconciled" and e["changed"]
+    }
+    assert len(muted) >= 4
+    assert sorted(queried) == sorted(muted)  # each muted child once, and nothing else
+    assert reconciled == muted  # each closed by its answer, during the run
+    assert not [e for e in logs if e["event"] == "reconcile.started"]  # none left for the exit
     ours = defaultdict(float)
     for e in logs:
         if "fill_qty" in e and e.get("strategy") == "mpc":
@@ -233,6 +313,19 @@ async def test_lost_acknowledgement_is_resolved_by_a_status_query(tmp_path):
     assert dict(ours) == pytest.approx(dict(venue_fills))
     assert s.filled_qty == pytest.approx(sum(venue_fills.values()))
     assert s.filled_qty == s.target_qty
+
+
+async def test_no_status_query_before_the_acknowledgement_timeout(tmp_path):
+    """The watchdog's timeout runs on its clock, not the event loop's: with a timeout of 1 ms
+    and a clock that never moves, no child is queried during a run that lasts far longer on
+    the wall clock; the muted children wait for the exit's reconciliation."""
+    s, logs, venue_fills = await work(
+        tmp_path, chaos=False, mute_every=3, advance=False, ack_timeout_s=0.001
+    )
+    assert not [e for e in logs if e["event"] == "order.status_query"]
+    (rec,) = [e for e in logs if e["event"] == "reconcile.started"]
+    assert rec["at"] == "exit" and rec["n_in_doubt"] >= 1
+    assert s.filled_qty == pytest.approx(sum(venue_fills.values()))
 
 
 async def test_password_canary_is_in_no_log_journal_or_store(tmp_path):
@@ -275,7 +368,6 @@ async def test_a_child_no_status_query_resolves_engages_the_kill_switch(tmp_path
         tmp_path,
         chaos=False,
         mute_every=2,
-        pause_s=0.05,
         ignore_status=True,
         max_status_queries=2,
     )

@@ -1,7 +1,11 @@
 """RTS 6 Art 12 / L6: the kill switch under load, over FIX. Ten and more children are working
 at the venue (it executes them but never reports, so they stay open); the kill command must
 stop every new order at once and get a cancel for every working child to the venue within
-one second."""
+one second.
+
+Nothing here waits on the wall clock for something to happen: the feed stops itself once twelve
+orders are working, and the test waits for the cancels themselves. The one wall-clock figure is
+the requirement under test, the second within which the cancels must be at the venue."""
 
 from __future__ import annotations
 
@@ -18,6 +22,7 @@ from agent.daemon import run
 from agent.runner import make_feed_factory
 from agent.venue import FixVenue
 from tests.conftest import REPO
+from tests.waiting import wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -83,14 +88,19 @@ async def test_kill_switch_under_load_cancels_every_working_child_within_a_secon
         t_kill = time.monotonic()
         reply = await send_command(cfg.control.socket, {"cmd": "kill", "reason": "L6"})
         assert reply["ok"] and reply["cancel_requested"] >= 10
-        while not working <= set(venue.cancel_requests):
-            assert time.monotonic() - t_kill < 1.0, "cancels not all sent within 1 s"
-            await asyncio.sleep(0.005)
+        # The feed is held: nothing but the kill can bring these cancels (RTS 6: within 1 s).
+        await wait_until(
+            lambda: working <= set(venue.cancel_requests),
+            timeout_s=1.0,
+            what="a cancel at the venue for every working child",
+        )
         elapsed = time.monotonic() - t_kill
         release.set()  # the feed runs on: the daemon must not send anything more
         await send_command(cfg.control.socket, {"cmd": "stop"})
         await asyncio.wait_for(task, 60)
         assert venue._n_new == n_new_at_kill
     assert elapsed < 1.0
-    print(f"kill switch: {len(working)} working children, all cancels at the venue in "
-          f"{elapsed * 1e3:.1f} ms")
+    print(
+        f"kill switch: {len(working)} working children, all cancels at the venue in "
+        f"{elapsed * 1e3:.1f} ms"
+    )
