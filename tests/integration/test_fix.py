@@ -417,6 +417,16 @@ def _self_signed(tmp_path: Path) -> tuple[Path, Path]:
     return cert, key
 
 
+# The refused handshake: now and then (about 1 run in 4 under load) CPython 3.11's asyncio
+# leaves the SSL transport of a refused or cancelled handshake, and its socket, to the garbage
+# collector (not confirmed which side; cpython#90476 is of the same family). What this test
+# asserts does not depend on it, so that warning alone is let through, here alone; the test
+# collects garbage at its end so the warning cannot surface in a later test.
+@pytest.mark.filterwarnings(
+    "ignore:Exception ignored in.*(_SSLProtocolTransport|socket):"
+    "pytest.PytestUnraisableExceptionWarning"
+)
+@pytest.mark.filterwarnings("ignore:unclosed.*(transport|socket):ResourceWarning")
 async def test_fix_over_tls_checks_the_venue_certificate(tmp_path):
     """With tls = true the adapter checks the venue's certificate: trusted (tls_ca_file), the
     session logs on and an order executes; untrusted, the connection is refused and nothing is
@@ -445,3 +455,6 @@ async def test_fix_over_tls_checks_the_venue_certificate(tmp_path):
     assert failed and "CERTIFICATE_VERIFY_FAILED" in failed[0]["error"]
     recs = [json.loads(x) for x in er_log.read_text().splitlines()]
     assert {r["client_order_id"] for r in recs} == {"T-00001"}
+    import gc
+
+    gc.collect()
