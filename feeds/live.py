@@ -17,6 +17,11 @@
 - never starves its consumer: a reader that has run for ``yield_after_us`` without the event
   loop getting a turn (a burst of frames already buffered by the socket) yields once, so the
   consumer sees a decision-triggering book within about that time;
+- wakes its consumer only when it must: the consumer may say (``hold``) the event time up to
+  which new rows cannot make it act (its next decision time); such rows wait, and wake it
+  within ``max_hold_ms`` at the latest, while a row past that time wakes it at once. Each
+  wake-up has a fixed cost (a batch through the core), so fewer and larger batches leave the
+  CPU to the books and the decisions;
 - staleness: no valid book for ``stale_after_s`` (receive time) logs ``feed.stale`` and makes
   ``is_stale()`` true; the next valid book logs ``feed.resumed``.
 
@@ -141,6 +146,8 @@ class WebSocketFeed:
             waiting book is conflated away (``stats.conflated``). Trades are not counted here.
         yield_after_us: Longest run of the reader, microseconds, before it lets the event loop
             (the consumer) have a turn.
+        max_hold_ms: Longest wait of a row that cannot make the consumer act (see ``hold``),
+            ms; 0: every row wakes the consumer.
         ssl_context: TLS settings of a ``wss://`` URL; ``ssl.create_default_context()`` when
             None (certificates and host name checked against the system's CAs).
 
@@ -169,6 +176,7 @@ class WebSocketFeed:
         ssl_context: ssl.SSLContext | None = None,
         max_buffered_rows: int = 100_000,
         yield_after_us: float = 200.0,
+        max_hold_ms: float = 5.0,
     ) -> None:
         if fmt not in FORMATS:
             raise ValueError(f"fmt must be one of {FORMATS}, got {fmt!r}")
@@ -178,8 +186,14 @@ class WebSocketFeed:
             raise ValueError(
                 "clock_reset_after, max_pending and max_buffered_rows must be >= 1, reorder_ms >= 0"
             )
-        if not yield_after_us >= 0:
-            raise ValueError(f"yield_after_us must be >= 0, got {yield_after_us}")
+        if not yield_after_us >= 0 or not max_hold_ms >= 0:
+            raise ValueError(
+                f"yield_after_us and max_hold_ms must be >= 0, got {yield_after_us}, {max_hold_ms}"
+            )
+        self.max_hold_s = max_hold_ms / 1000.0
+        self.hold_until_ns: int | None = None  # see ``hold``
+        self._held = False  # rows wait without having woken the consumer (a timer will)
+        self._hold_timer: asyncio.TimerHandle | None = None
         self.yield_after_ns = int(yield_after_us * 1000)
         self.max_skew_ns = None if max_clock_skew_s is None else int(max_clock_skew_s * 1e9)
         self.clock_reset_after = clock_reset_after
@@ -337,10 +351,38 @@ class WebSocketFeed:
         trade = ev is not None and ev[0] == EV_TRADE
         if trade:
             self.stats.trades += 1
-        if not self._new.is_set():
+        if not self._new.is_set() and not self._held:
             self._waiting_since = time.perf_counter_ns()  # the first row the consumer awaits
         if self._buf.append(row, trade):
             self._dropped(trade)
+        hold = self.hold_until_ns
+        if hold is None or row[0] > hold or not self.max_hold_s:
+            self._new.set()
+        elif not self._held and not self._new.is_set():
+            self._hold_rows()
+
+    def hold(self, until_ns: int | None) -> None:
+        """Let rows with event time <= ``until_ns`` wait (at most ``max_hold_ms``) instead of
+        waking the consumer; ``None``: every row wakes it.
+
+        The consumer calls it before asking for the next batch, with the earliest event time
+        at which a row can make it act (its next decision); a later row wakes it at once.
+        """
+        self.hold_until_ns = until_ns
+
+    def _hold_rows(self) -> None:
+        """Start the wait of held rows: a timer wakes the consumer after ``max_hold_ms``."""
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:  # no loop (a synchronous caller): nothing can wait
+            self._new.set()
+            return
+        self._held = True
+        self._hold_timer = loop.call_later(self.max_hold_s, self._release)
+
+    def _release(self) -> None:
+        self._held = False
+        self._hold_timer = None
         self._new.set()
 
     def _dropped(self, trade: bool) -> None:
@@ -355,10 +397,6 @@ class WebSocketFeed:
         n = self.stats.conflated = buf.conflated
         if n in (1, 10, 100, 1000) or n % 10_000 == 0:
             self._log.info("feed.conflated", conflated=n, kept=buf.max_books)
-
-    def waiting(self) -> int:
-        """Return how many rows were received and not taken yet (0: the feed is idle)."""
-        return len(self._buf)
 
     def _take(self) -> BookBatch | None:
         """Return every row received since the last take as one batch (None: no row)."""
@@ -455,6 +493,10 @@ class WebSocketFeed:
             self._check_stale()
             batch = self._take()
             self._new.clear()
+            self._held = False
+            if self._hold_timer is not None:
+                self._hold_timer.cancel()
+                self._hold_timer = None
             yield empty if batch is None else batch
 
     def _check_reader(self) -> None:

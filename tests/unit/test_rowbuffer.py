@@ -3,6 +3,7 @@ trades kept, arrival order kept, and many frames taken as one batch equal to fra
 
 from __future__ import annotations
 
+import asyncio
 import json
 import math
 
@@ -123,3 +124,29 @@ def test_the_feed_conflates_only_above_its_configured_cap() -> None:
     for i in range(8, 13):
         feed._on_frame(_frame(2 * i))
     assert feed.stats.conflated == 3  # the consumer took them in time: nothing more lost
+
+
+async def test_held_rows_wait_and_a_row_past_the_hold_wakes_the_consumer_at_once() -> None:
+    """Rows up to the consumer's next decision time do not wake it; the first later row does,
+    and the consumer then takes every row since its last take as one batch."""
+    feed = WebSocketFeed("ws://127.0.0.1:9", "SYNA", clock=ManualClock(T0), max_hold_ms=60_000)
+    feed.hold(T0 + 4000)  # the next decision: rows at or before it cannot trigger anything
+    for i in range(5):
+        feed._on_frame(_frame(2 * i))  # event times T0 ... T0 + 8000, step 2000
+        assert feed._new.is_set() is (i >= 3), i  # T0 + 6000 is past the hold
+    b = feed._take()
+    assert b is not None and b.ts_event_ns.tolist() == [T0 + 2000 * i for i in range(5)]
+
+
+async def test_held_rows_wake_the_consumer_within_max_hold() -> None:
+    """A row that cannot trigger a decision still reaches the consumer, after max_hold_ms."""
+    feed = WebSocketFeed("ws://127.0.0.1:9", "SYNA", clock=ManualClock(T0), max_hold_ms=1.0)
+    feed.hold(T0 + 10**9)
+    feed._on_frame(_frame(0))
+    assert not feed._new.is_set()
+    await asyncio.wait_for(feed._new.wait(), 5.0)  # set by the hold timer, bounded
+    feed.hold(None)  # no hold: every row wakes the consumer
+    feed._new.clear()
+    feed._held = False
+    feed._on_frame(_frame(2))
+    assert feed._new.is_set()
