@@ -401,8 +401,11 @@ class LiquidityForecaster:
             return
         self._recorded_period = now
         targets = (starts + self.period_ns // 2 - self.origin_ns) // self.period_ns
+        # Rows of read-only copies (ez and sd are this call's own arrays): one copy, not 2 H.
+        ez, sd = ez.copy(), sd.copy()
+        ez.flags.writeable = sd.flags.writeable = False
         for j in np.flatnonzero(later & np.all(sd > 0, axis=1)):
-            self._pending.setdefault(int(targets[j]), []).append((ez[j].copy(), sd[j].copy()))
+            self._pending.setdefault(int(targets[j]), []).append((ez[j], sd[j]))
 
     def forecast(self, t_ns: int, starts: ArrayLike) -> Forecast:
         """Return the multipliers of the periods starting at ``starts`` relative to now.
