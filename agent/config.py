@@ -94,6 +94,11 @@ class FeedConfig(StrictModel):
     ``binance-depth`` (the diff stream, ``futures = true`` for USD-M sequencing) or
     ``binance-depth10`` (the partial book stream);
     ``stale_after_s`` of silence pauses that symbol (``feed.stale``) until data resumes.
+    ``max_buffered_rows`` (websocket): books received and not yet taken, per symbol; the daemon
+    takes all of them as one batch, and only past this many is the oldest conflated away
+    (counted, ``feed.conflated``; trades never are). ``max_hold_ms`` (websocket): books that
+    cannot trigger a decision (before the next decision time) reach the daemon in batches, at
+    most this late; a book past it reaches the daemon at once; 0: every book wakes the daemon.
     ``max_clock_skew_s`` (websocket): a book whose event time is further than that from the
     wall clock is rejected and counted (``time_ahead`` / ``time_behind``); unset, it is 60 s
     with ``wall_clock = true`` and off without (a recording served with its old times).
@@ -123,6 +128,8 @@ class FeedConfig(StrictModel):
     heartbeat_s: float = Field(0.5, gt=0)
     reconnect_max_s: float = Field(5.0, gt=0)
     max_message_bytes: int = Field(65_536, ge=1024)
+    max_buffered_rows: int = Field(100_000, ge=1)
+    max_hold_ms: float = Field(5.0, ge=0, le=1000, allow_inf_nan=False)
     wall_clock: bool = True
     clock_grace_s: float = Field(1.0, ge=0, allow_inf_nan=False)
     max_clock_skew_s: float | None = Field(None, gt=0, allow_inf_nan=False)

@@ -483,6 +483,28 @@ async def _settle() -> None:
         await asyncio.sleep(0)
 
 
+def _hold_until(session: SymbolSession) -> int | None:
+    """Return the event time up to which new rows cannot make ``session`` act, or None.
+
+    The next decision time of its parents: a row at or before it is only observed, a later one
+    proves that instant complete and triggers the decision. None (every row may matter) when a
+    parent's tactic reacts to the rows themselves or a simulated venue has orders resting or
+    waiting on the symbol.
+    """
+    t: int | None = None
+    for p in list(session.parents):
+        if p.done:
+            continue
+        if p.tactic is not None and p.tactic.live:
+            return None
+        n = p.next_time()
+        if n is not None and (t is None or n < t):
+            t = n
+    if any(v.active(session.symbol) for v in session.venues):
+        return None
+    return t
+
+
 async def _run_symbol(
     symbol: str,
     feed: BookFeed,
@@ -499,6 +521,8 @@ async def _run_symbol(
 
     With a ``clock`` (live), decision times more than ``grace_ns`` in its past are taken on
     every batch, the feed's empty heartbeat batches included, without waiting for a book.
+    A feed that can hold rows (``hold``, the live feed) is told the next decision time after
+    each batch: rows before it come in fewer, larger batches, a row past it at once.
 
     ``runners`` (and the session's parents) may grow while this runs (a parent submitted on
     the control channel). It ends when the feed ends, on a stop request, or once every parent
@@ -512,6 +536,7 @@ async def _run_symbol(
         updates: AsyncIterator[BookBatch] = feed.updates()
         metrics = metrics or NullMetrics()
         is_stale = getattr(feed, "is_stale", None)
+        hold: Callable[[int | None], None] | None = getattr(feed, "hold", None)
         async for batch in updates:
             if control.stop:
                 break
@@ -546,6 +571,8 @@ async def _run_symbol(
                 await _settle()
             if session.done and not keep_running:
                 break
+            if hold is not None:
+                hold(None if control.stop else _hold_until(session))
         # Data ended, every order is past its deadline, or a stop was requested: orders already
         # sent execute against the last book; nothing new is sent.
         for item in session.end():

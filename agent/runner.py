@@ -63,6 +63,8 @@ def make_feed_factory(cfg: AgentConfig) -> FeedFactory:
                 heartbeat_s=f.heartbeat_s,
                 reconnect_max_s=f.reconnect_max_s,
                 max_size=f.max_message_bytes,
+                max_buffered_rows=f.max_buffered_rows,
+                max_hold_ms=f.max_hold_ms,
                 fmt=f.format,
                 futures=f.futures,
                 # Event times are real time: check them against the wall clock (60 s unless set).

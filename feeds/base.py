@@ -14,10 +14,10 @@ __all__ = ["BookFeed"]
 class BookFeed(Protocol):
     """Source of MBP-10 snapshots for one symbol, live or replayed.
 
-    ``updates()`` yields validated batches in event-time order (a live feed yields the latest
-    book, preceded by any trade rows the consumer has not taken yet, and empty heartbeat
-    batches). Batches may carry the event columns (``BookBatch.action`` ...): trade rows hold
-    the traded volume. ``aclose()`` stops the stream and releases resources; it is idempotent.
+    ``updates()`` yields validated batches in event-time order (a live feed yields every row
+    received since the consumer's last batch, and empty heartbeat batches). Batches may carry
+    the event columns (``BookBatch.action`` ...): trade rows hold the traded volume.
+    ``aclose()`` stops the stream and releases resources; it is idempotent.
     """
 
     symbol: str

@@ -39,7 +39,16 @@ import msgspec
 import numpy as np
 
 from feeds.errors import SequenceGap
-from feeds.model import EV_NONE, EV_TRADE, N_LEVELS, SIDE_ASK, SIDE_BID, SIDE_NONE, BookBatch
+from feeds.model import (
+    EV_NONE,
+    EV_TRADE,
+    N_LEVELS,
+    SIDE_ASK,
+    SIDE_BID,
+    SIDE_NONE,
+    BookBatch,
+    BookRow,
+)
 
 __all__ = [
     "IGNORED_REASONS",
@@ -274,24 +283,28 @@ class BinanceBook:
         quantity) on the book in force; a quantity that is not a finite number gives NaN size,
         which validation rejects as ``BAD_EVENT``.
         """
-        bp, bs, ap, az = self.top()
+        return BookBatch.from_rows(self.symbol, [self.row(ts_event_ns, ts_recv_ns, trade)])
+
+    def row(
+        self, ts_event_ns: int, ts_recv_ns: int, trade: Trade | None = None, n: int = N_LEVELS
+    ) -> BookRow:
+        """Return the current top ``n`` as a ``BookRow`` of Python values (``batch`` without
+        numpy: what a live reader buffers per message)."""
+        bp = heapq.nlargest(n, self.bids)
+        ap = heapq.nsmallest(n, self.asks)
+        bs = [self.bids[p] for p in bp]
+        az = [self.asks[p] for p in ap]
+        if len(bp) < n:
+            pad = n - len(bp)
+            bp, bs = bp + [math.nan] * pad, bs + [0.0] * pad
+        if len(ap) < n:
+            pad = n - len(ap)
+            ap, az = ap + [math.nan] * pad, az + [0.0] * pad
         if trade is None:
             ev = (EV_NONE, SIDE_NONE, math.nan, 0.0)
         else:
             ev = (EV_TRADE, SIDE_ASK if trade.m else SIDE_BID, _num(trade.p), _num(trade.q))
-        return BookBatch(
-            self.symbol,
-            np.array([ts_event_ns], dtype=np.int64),
-            np.array([ts_recv_ns], dtype=np.int64),
-            bp[None, :],
-            bs[None, :],
-            ap[None, :],
-            az[None, :],
-            np.array([ev[0]], dtype=np.uint8),
-            np.array([ev[1]], dtype=np.uint8),
-            np.array([ev[2]]),
-            np.array([ev[3]]),
-        )
+        return (ts_event_ns, ts_recv_ns, bp, bs, ap, az, ev)
 
 
 def _num(text: str) -> float:

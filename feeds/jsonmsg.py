@@ -30,10 +30,10 @@ from typing import Annotated
 import msgspec
 import numpy as np
 
-from feeds.model import N_LEVELS, SIDE_NONE, BookBatch
+from feeds.model import N_LEVELS, SIDE_NONE, BookBatch, BookRow
 from feeds.validate import Reason, validate_row
 
-__all__ = ["Mbp10Message", "decode_mbp10", "encode_mbp10"]
+__all__ = ["Mbp10Message", "decode_mbp10", "decode_mbp10_row", "encode_mbp10"]
 
 
 # Nanoseconds since the epoch that fit an int64 (a bigger value would overflow numpy).
@@ -85,6 +85,8 @@ def _side(px: list[float | None], sz: list[float]) -> tuple[list[float], list[fl
     if len(px) != len(sz):
         return "level_mismatch"
     pad = N_LEVELS - len(px)
+    if not pad and None not in px:  # a full side (the usual case): msgspec gave floats
+        return px, sz  # type: ignore[return-value]
     p = [math.nan if v is None else float(v) for v in px] + [math.nan] * pad
     return p, [float(v) for v in sz] + [0.0] * pad
 
@@ -113,49 +115,65 @@ def decode_mbp10(
     Returns:
         ``(batch, "")`` or ``(None, reason)``; never raises.
     """
+    sym, row, reason = _decode(raw, recv_ns, symbol, prev_ts_ns, validate, max_skew_ns)
+    if row is None:
+        return None, reason
+    return BookBatch.from_rows(sym, [row]), ""
+
+
+def decode_mbp10_row(
+    raw: bytes | str,
+    recv_ns: int,
+    symbol: str | None = None,
+    prev_ts_ns: int | None = None,
+    *,
+    validate: bool = True,
+    max_skew_ns: int | None = None,
+) -> tuple[BookRow | None, str]:
+    """``decode_mbp10`` without numpy: the book as a ``BookRow`` of Python values.
+
+    What a live reader buffers per message (``BookBatch.from_rows`` makes a batch of many).
+    Same arguments, checks and reasons as ``decode_mbp10``; never raises.
+    """
+    return _decode(raw, recv_ns, symbol, prev_ts_ns, validate, max_skew_ns)[1:]
+
+
+def _decode(
+    raw: bytes | str,
+    recv_ns: int,
+    symbol: str | None,
+    prev_ts_ns: int | None,
+    validate: bool,
+    max_skew_ns: int | None,
+) -> tuple[str, BookRow | None, str]:
+    """Return ``(symbol, row, "")`` or ``("", None, reason)``."""
     try:
         m = _DECODER.decode(raw)
     except msgspec.ValidationError:
-        return None, "bad_schema"
+        return "", None, "bad_schema"
     except msgspec.DecodeError:
-        return None, "bad_json"
+        return "", None, "bad_json"
     if m.type != "mbp10":
-        return None, "bad_schema"
+        return "", None, "bad_schema"
     if symbol is not None and m.symbol != symbol:
-        return None, "wrong_symbol"
+        return "", None, "wrong_symbol"
     bid = _side(m.bid_px, m.bid_sz)
     if isinstance(bid, str):
-        return None, bid
+        return "", None, bid
     ask = _side(m.ask_px, m.ask_sz)
     if isinstance(ask, str):
-        return None, ask
+        return "", None, ask
     if max_skew_ns is not None:
         if m.ts_event > recv_ns + max_skew_ns:
-            return None, "time_ahead"
+            return "", None, "time_ahead"
         if m.ts_event < recv_ns - max_skew_ns:
-            return None, "time_behind"
+            return "", None, "time_behind"
     ev = _event(m)
     if validate:
         r = validate_row(bid[0], bid[1], ask[0], ask[1], m.ts_event, prev_ts_ns, ev)
         if r is not Reason.OK:
-            return None, r.name.lower()
-    cols = () if ev is None else (
-        np.array([ev[0]], np.uint8), np.array([ev[1]], np.uint8), np.array([ev[2]]),
-        np.array([ev[3]]),
-    )  # fmt: skip
-    return (
-        BookBatch(
-            m.symbol,
-            np.array([m.ts_event], dtype=np.int64),
-            np.array([recv_ns], dtype=np.int64),
-            np.array([bid[0]]),
-            np.array([bid[1]]),
-            np.array([ask[0]]),
-            np.array([ask[1]]),
-            *cols,
-        ),
-        "",
-    )
+            return "", None, r.name.lower()
+    return m.symbol, (m.ts_event, recv_ns, bid[0], bid[1], ask[0], ask[1], ev), ""
 
 
 def _event(m: Mbp10Message) -> tuple[int, int, float, float] | None:

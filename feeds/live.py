@@ -8,8 +8,20 @@
 - decodes each frame with a typed msgspec decoder and validates it with ``feeds.validate``;
   a bad frame (bad JSON, wrong types, NaN, crossed book, time going backwards, oversize) is
   counted by reason, logged (first few per reason) and skipped;
-- conflates: the reader keeps only the latest unread book (a slot, not a queue), so a slow
-  consumer never makes memory grow; replaced books are counted (``feed.conflated``);
+- buffers: every valid book is appended to a ``feeds.rowbuffer.RowBuffer`` as plain Python
+  values (no numpy per message), and the consumer takes all the rows that arrived since its
+  last take as one columnar batch, which the core processes in one vectorised call. Nothing is
+  conflated while the consumer keeps up; only above ``max_buffered_rows`` waiting books is the
+  oldest dropped, counted (``stats.conflated``) and logged (``feed.conflated``), so a stalled
+  consumer never makes memory grow;
+- never starves its consumer: a reader that has run for ``yield_after_us`` without the event
+  loop getting a turn (a burst of frames already buffered by the socket) yields once, so the
+  consumer sees a decision-triggering book within about that time;
+- wakes its consumer only when it must: the consumer may say (``hold``) the event time up to
+  which new rows cannot make it act (its next decision time); such rows wait, and wake it
+  within ``max_hold_ms`` at the latest, while a row past that time wakes it at once. Each
+  wake-up has a fixed cost (a batch through the core), so fewer and larger batches leave the
+  CPU to the books and the decisions;
 - staleness: no valid book for ``stale_after_s`` (receive time) logs ``feed.stale`` and makes
   ``is_stale()`` true; the next valid book logs ``feed.resumed``.
 
@@ -19,11 +31,11 @@ connection by ``exec-agent serve-feed --format binance-depth``) and checked with
 ``U``/``u`` (futures ``pu``) sequencing: a gap logs ``feed.gap_detected`` and reconnects for a
 fresh snapshot; ``binance-depth10``: the partial book stream, each message a full top of book.
 
-``updates()`` yields one-row batches, and an empty batch every ``heartbeat_s`` while nothing
-arrives, so a consumer can act on time (check staleness, deadlines) when the feed is silent.
-Trade rows (action ``T``: a Binance ``@trade`` message on the book in force, or an MBP-10 JSON
-message with ``action: "T"``) are never conflated away: the volume they carry is kept, and a
-batch then holds the pending trades followed by the latest book (bounded by ``max_pending``).
+``updates()`` yields the batch of every row received since the last one, and an empty batch
+every ``heartbeat_s`` while nothing arrives, so a consumer can act on time (check staleness,
+deadlines) when the feed is silent. Trade rows (action ``T``: a Binance ``@trade`` message on
+the book in force, or an MBP-10 JSON message with ``action: "T"``) are never conflated away:
+the volume they carry is kept (bounded by ``max_pending``), in arrival order with the books.
 
 Hostile data (issue 18): decoding never raises; event times beyond int64 ns are ``bad_schema``.
 With ``max_clock_skew_s``, a book whose event time is further than that from ``clock.now_ns()``
@@ -45,6 +57,7 @@ import asyncio
 import contextlib
 import random
 import ssl
+import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -56,9 +69,10 @@ from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
 from feeds.binance_depth import IGNORED_REASONS, BinanceBook, DepthSnapshot, Trade, decode_message
 from feeds.clock import Clock, WallClock
 from feeds.errors import FeedError, SequenceGap
-from feeds.jsonmsg import decode_mbp10
-from feeds.model import EV_TRADE, BookBatch
+from feeds.jsonmsg import decode_mbp10_row
+from feeds.model import EV_TRADE, BookBatch, BookRow
 from feeds.redact import redact_text, redact_url
+from feeds.rowbuffer import RowBuffer
 from feeds.validate import Reason, validate_row
 
 __all__ = ["FORMATS", "LiveStats", "WebSocketFeed"]
@@ -128,6 +142,12 @@ class WebSocketFeed:
             (depth and trade streams are not ordered with each other) is raised to it, ms.
         max_pending: Trade rows kept while the consumer is busy (older ones are then dropped,
             counted in ``stats.trades_dropped``).
+        max_buffered_rows: Book rows kept while the consumer is busy; above it the oldest
+            waiting book is conflated away (``stats.conflated``). Trades are not counted here.
+        yield_after_us: Longest run of the reader, microseconds, before it lets the event loop
+            (the consumer) have a turn.
+        max_hold_ms: Longest wait of a row that cannot make the consumer act (see ``hold``),
+            ms; 0: every row wakes the consumer.
         ssl_context: TLS settings of a ``wss://`` URL; ``ssl.create_default_context()`` when
             None (certificates and host name checked against the system's CAs).
 
@@ -154,19 +174,33 @@ class WebSocketFeed:
         reorder_ms: int = 100,
         max_pending: int = 10_000,
         ssl_context: ssl.SSLContext | None = None,
+        max_buffered_rows: int = 100_000,
+        yield_after_us: float = 200.0,
+        max_hold_ms: float = 5.0,
     ) -> None:
         if fmt not in FORMATS:
             raise ValueError(f"fmt must be one of {FORMATS}, got {fmt!r}")
         if max_clock_skew_s is not None and not max_clock_skew_s > 0:
             raise ValueError(f"max_clock_skew_s must be > 0 or None, got {max_clock_skew_s}")
-        if clock_reset_after < 1 or reorder_ms < 0 or max_pending < 1:
-            raise ValueError("clock_reset_after and max_pending must be >= 1, reorder_ms >= 0")
+        if clock_reset_after < 1 or reorder_ms < 0 or max_pending < 1 or max_buffered_rows < 1:
+            raise ValueError(
+                "clock_reset_after, max_pending and max_buffered_rows must be >= 1, reorder_ms >= 0"
+            )
+        if not yield_after_us >= 0 or not max_hold_ms >= 0:
+            raise ValueError(
+                f"yield_after_us and max_hold_ms must be >= 0, got {yield_after_us}, {max_hold_ms}"
+            )
+        self.max_hold_s = max_hold_ms / 1000.0
+        self.hold_until_ns: int | None = None  # see ``hold``
+        self._held = False  # rows wait without having woken the consumer (a timer will)
+        self._hold_timer: asyncio.TimerHandle | None = None
+        self.yield_after_ns = int(yield_after_us * 1000)
         self.max_skew_ns = None if max_clock_skew_s is None else int(max_clock_skew_s * 1e9)
         self.clock_reset_after = clock_reset_after
         self.reorder_ns = reorder_ms * 1_000_000
         self.max_pending = max_pending
         self._backwards = 0  # consecutive time_backwards rejections
-        self._pending: list[BookBatch] = []  # trade rows not yet handed to the consumer
+        self._buf = RowBuffer(symbol, max_buffered_rows, max_pending)  # rows not yet taken
         self._ws: Any = None
         self.fmt = fmt
         self.futures = futures
@@ -187,8 +221,8 @@ class WebSocketFeed:
         self.stats = LiveStats()
         self.last_update_ns = self.clock.now_ns()
         self._stale = False
-        self._slot: BookBatch | None = None
-        self._new = asyncio.Event()
+        self._new = asyncio.Event()  # set while rows wait for the consumer
+        self._waiting_since = 0  # perf_counter_ns of the first of them
         self._closed = False
         self._reader: asyncio.Task[None] | None = None
         self._prev_ts: int | None = None
@@ -219,10 +253,12 @@ class WebSocketFeed:
             self._log.warning("feed.invalid_message", reason=reason, count=n, **kw)
 
     # -- reader --------------------------------------------------------------------------------
-    def _decode(self, raw: bytes | str, now: int) -> tuple[BookBatch | None, str]:
-        """Turn one frame into a checked one-row batch, per ``fmt`` (never raises but for gaps)."""
+    def _decode(self, raw: bytes | str, now: int) -> tuple[BookRow | None, str]:
+        """Turn one frame into a checked row, per ``fmt`` (never raises but for gaps)."""
         if self.fmt == "mbp10-json":
-            return decode_mbp10(raw, now, self.symbol, self._prev_ts, max_skew_ns=self.max_skew_ns)
+            return decode_mbp10_row(
+                raw, now, self.symbol, self._prev_ts, max_skew_ns=self.max_skew_ns
+            )
         msg, reason = decode_message(raw)
         if msg is None:
             return None, reason
@@ -266,7 +302,7 @@ class WebSocketFeed:
 
     def _checked(
         self, book: BinanceBook, e_ms: int, now: int, trade: Trade | None = None
-    ) -> tuple[BookBatch | None, str]:
+    ) -> tuple[BookRow | None, str]:
         ts = e_ms * 1_000_000
         prev = self._prev_ts
         if prev is not None and prev - self.reorder_ns <= ts < prev:
@@ -275,80 +311,96 @@ class WebSocketFeed:
         skew = self._time_ok(ts, now)
         if skew:
             return None, skew
-        batch = book.batch(ts, now, trade)
-        ev = None
-        if trade is not None and batch.ev_px is not None and batch.ev_sz is not None:
-            ev = (EV_TRADE, int(batch.ev_side[0]), float(batch.ev_px[0]), float(batch.ev_sz[0]))  # type: ignore[index]
-        bp, bs, ap, az = batch.bid_px[0], batch.bid_sz[0], batch.ask_px[0], batch.ask_sz[0]
-        r = validate_row(bp.tolist(), bs.tolist(), ap.tolist(), az.tolist(), ts, prev, ev)
+        row = book.row(ts, now, trade)
+        _, _, bp, bs, ap, az, ev = row
+        r = validate_row(bp, bs, ap, az, ts, prev, ev if trade is not None else None)  # type: ignore[arg-type]
         if r is not Reason.OK:
             return None, r.name.lower()
-        return batch, ""
+        return row, ""
 
     def _on_frame(self, raw: bytes | str) -> None:
         self.stats.frames += 1
         now = self.clock.now_ns()
-        batch, reason = self._decode(raw, now)
-        if batch is None and reason == "time_backwards":
+        row, reason = self._decode(raw, now)
+        if row is None and reason == "time_backwards":
             self._backwards += 1
             if self._backwards >= self.clock_reset_after:
                 # The frames keep disagreeing with the last accepted time, and with each other
                 # not at all: that time was the bad one. Forget it and take this frame.
                 old, self._prev_ts = self._prev_ts, None
-                batch, reason = self._decode(raw, now)
-                if batch is not None:
+                row, reason = self._decode(raw, now)
+                if row is not None:
                     self.stats.clock_resets += 1
                     self._log.warning(
-                        "feed.clock_reset",
-                        last_ts=old,
-                        ts=int(batch.ts_event_ns[0]),
-                        rejected=self._backwards,
+                        "feed.clock_reset", last_ts=old, ts=row[0], rejected=self._backwards
                     )
                 else:
                     self._prev_ts = old
-        if batch is None:
+        if row is None:
             if reason:
                 self._invalid(reason, size=len(raw))
             return
         self._backwards = 0
-        self._prev_ts = int(batch.ts_event_ns[0])
+        self._prev_ts = row[0]
         self.stats.books += 1
         self.last_update_ns = now
         if self._stale:
             self._stale = False
             self._log.info("feed.resumed")
-        is_trade = batch.action is not None and int(batch.action[0]) == EV_TRADE
-        if is_trade:
+        ev = row[6]
+        trade = ev is not None and ev[0] == EV_TRADE
+        if trade:
             self.stats.trades += 1
-        if self._slot is not None:
-            if self._slot.action is not None and int(self._slot.action[0]) == EV_TRADE:
-                self._keep_trade(self._slot)
-            else:
-                self.stats.conflated += 1
-                if self.stats.conflated in (1, 10, 100, 1000) or self.stats.conflated % 10_000 == 0:
-                    self._log.info("feed.conflated", conflated=self.stats.conflated)
-        self._slot = batch
+        if not self._new.is_set() and not self._held:
+            self._waiting_since = time.perf_counter_ns()  # the first row the consumer awaits
+        if self._buf.append(row, trade):
+            self._dropped(trade)
+        hold = self.hold_until_ns
+        if hold is None or row[0] > hold or not self.max_hold_s:
+            self._new.set()
+        elif not self._held and not self._new.is_set():
+            self._hold_rows()
+
+    def hold(self, until_ns: int | None) -> None:
+        """Let rows with event time <= ``until_ns`` wait (at most ``max_hold_ms``) instead of
+        waking the consumer; ``None``: every row wakes it.
+
+        The consumer calls it before asking for the next batch, with the earliest event time
+        at which a row can make it act (its next decision); a later row wakes it at once.
+        """
+        self.hold_until_ns = until_ns
+
+    def _hold_rows(self) -> None:
+        """Start the wait of held rows: a timer wakes the consumer after ``max_hold_ms``."""
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:  # no loop (a synchronous caller): nothing can wait
+            self._new.set()
+            return
+        self._held = True
+        self._hold_timer = loop.call_later(self.max_hold_s, self._release)
+
+    def _release(self) -> None:
+        self._held = False
+        self._hold_timer = None
         self._new.set()
 
-    def _keep_trade(self, row: BookBatch) -> None:
-        """Queue a trade row the consumer has not taken yet (bounded; oldest dropped)."""
-        self._pending.append(row)
-        if len(self._pending) > self.max_pending:
-            del self._pending[0]
-            self.stats.trades_dropped += 1
-            n = self.stats.trades_dropped
+    def _dropped(self, trade: bool) -> None:
+        """Count and log (1st, 10th, 100th, 1000th, then every 10,000th) a row the buffer
+        dropped: the oldest waiting book (conflated) or, past ``max_pending``, trade."""
+        buf = self._buf
+        if trade:
+            n = self.stats.trades_dropped = buf.trades_dropped
             if n in (1, 10, 100, 1000) or n % 10_000 == 0:
                 self._log.warning("feed.trades_dropped", dropped=n, kept=self.max_pending)
+            return
+        n = self.stats.conflated = buf.conflated
+        if n in (1, 10, 100, 1000) or n % 10_000 == 0:
+            self._log.info("feed.conflated", conflated=n, kept=buf.max_books)
 
     def _take(self) -> BookBatch | None:
-        """Return the pending trades and the latest book as one batch, and empty the slot."""
-        slot, self._slot = self._slot, None
-        if not self._pending:
-            return slot
-        rows, self._pending = self._pending, []
-        if slot is not None:
-            rows.append(slot)
-        return BookBatch.concat(rows)
+        """Return every row received since the last take as one batch (None: no row)."""
+        return self._buf.take()
 
     def _on_frame_safe(self, raw: bytes | str) -> None:
         """``_on_frame`` that survives our own bugs: log, count, skip the frame."""
@@ -380,6 +432,7 @@ class WebSocketFeed:
                     self._book = BinanceBook(self.symbol, futures=self.futures)
                     got = self.stats.books
                     self._ws = ws
+                    yielded = 0
                     async for raw in ws:
                         try:
                             self._on_frame_safe(raw)
@@ -390,6 +443,14 @@ class WebSocketFeed:
                             break
                         if self.stats.books > got:
                             attempt = 0
+                        if self._new.is_set():
+                            # Frames the socket already holds come without a pause: give the
+                            # consumer a turn once the oldest row has waited yield_after_us.
+                            t = time.perf_counter_ns()
+                            wait = self.yield_after_ns
+                            if t - self._waiting_since > wait and t - yielded > wait:
+                                await asyncio.sleep(0)
+                                yielded = time.perf_counter_ns()
                     else:
                         if not self._closed:  # the server closed (1000 / 1001 too)
                             self.stats.disconnects += 1
@@ -432,6 +493,10 @@ class WebSocketFeed:
             self._check_stale()
             batch = self._take()
             self._new.clear()
+            self._held = False
+            if self._hold_timer is not None:
+                self._hold_timer.cancel()
+                self._hold_timer = None
             yield empty if batch is None else batch
 
     def _check_reader(self) -> None:

@@ -19,6 +19,7 @@ Conventions (every producer must honour them, ``validate_batch`` checks them):
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -37,6 +38,7 @@ __all__ = [
     "SIDE_BID",
     "SIDE_NONE",
     "BookBatch",
+    "BookRow",
 ]
 
 N_LEVELS = 10
@@ -62,6 +64,21 @@ _Events = tuple[
     NDArray[np.float64] | None,
 ]
 _Rows = slice | NDArray[np.intp] | NDArray[np.bool_]
+
+# One decoded, validated book as plain Python values, what a live reader buffers per message
+# (no numpy per message): ``(ts_event_ns, ts_recv_ns, bid_px, bid_sz, ask_px, ask_sz, event)``,
+# each side ``N_LEVELS`` long (NaN / 0 padded), ``event`` ``(action, ev_side, ev_px, ev_sz)`` or
+# None. ``BookBatch.from_rows`` turns a run of them into one columnar batch.
+BookRow = tuple[
+    int,
+    int,
+    Sequence[float],
+    Sequence[float],
+    Sequence[float],
+    Sequence[float],
+    tuple[int, int, float, float] | None,
+]
+_NO_EVENT = (EV_NONE, SIDE_NONE, float("nan"), 0.0)
 
 
 @dataclass(frozen=True, slots=True)
@@ -160,6 +177,37 @@ class BookBatch:
             np.concatenate([b.ask_px for b in batches]),
             np.concatenate([b.ask_sz for b in batches]),
             *_concat_events(batches),
+        )
+
+    @staticmethod
+    def from_rows(symbol: str, rows: Sequence[BookRow]) -> BookBatch:
+        """Return rows decoded one by one as one batch (a few numpy calls, not one per row).
+
+        The batch has event columns when any row has an event; a row without one then gets
+        the unknown event (``concat``'s rule).
+        """
+        if not rows:
+            raise ValueError("from_rows needs at least one row")
+        f64 = np.float64
+        evs = [r[6] for r in rows]
+        cols: _Events = (None, None, None, None)
+        if any(e is not None for e in evs):
+            ev = [_NO_EVENT if e is None else e for e in evs]
+            cols = (
+                np.array([e[0] for e in ev], np.uint8),
+                np.array([e[1] for e in ev], np.uint8),
+                np.array([e[2] for e in ev], f64),
+                np.array([e[3] for e in ev], f64),
+            )
+        return BookBatch(
+            symbol,
+            np.array([r[0] for r in rows], np.int64),
+            np.array([r[1] for r in rows], np.int64),
+            np.array([r[2] for r in rows], f64).reshape(len(rows), -1),
+            np.array([r[3] for r in rows], f64).reshape(len(rows), -1),
+            np.array([r[4] for r in rows], f64).reshape(len(rows), -1),
+            np.array([r[5] for r in rows], f64).reshape(len(rows), -1),
+            *cols,
         )
 
     @staticmethod

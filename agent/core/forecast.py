@@ -343,11 +343,16 @@ class LiquidityForecaster:
         lp = self._log_profile(np.array(mids, dtype=np.int64))
         for pm, lp_k in zip(finished, lp, strict=True):
             self._ar.add(pm.period, pm.mean, lp_k)
-            for pred, sd in self._pending.pop(pm.period, []):
-                e = (pm.mean - pred) / sd
+            scored = self._pending.pop(pm.period, None)
+            if scored:
+                # Every earlier forecast of this period at once (one per earlier period: a loop
+                # over them made a decision O(periods)); the errors are summed in the same order
+                # as one by one (accumulate is sequential), so the numbers are unchanged.
+                e = (pm.mean - np.array([p for p, _ in scored])) / np.array([s for _, s in scored])
                 ok = np.isfinite(e)
-                self._e1 += np.where(ok, np.abs(e), 0.0)
-                self._n_e += ok
+                terms = np.vstack([self._e1[None, :], np.where(ok, np.abs(e), 0.0)])
+                self._e1 = np.add.accumulate(terms, axis=0)[-1]
+                self._n_e = self._n_e + ok.sum(axis=0)
         last = finished[-1].period
         for p in [p for p in self._pending if p < last]:  # targets that got no books
             del self._pending[p]
@@ -396,8 +401,11 @@ class LiquidityForecaster:
             return
         self._recorded_period = now
         targets = (starts + self.period_ns // 2 - self.origin_ns) // self.period_ns
+        # Rows of read-only copies (ez and sd are this call's own arrays): one copy, not 2 H.
+        ez, sd = ez.copy(), sd.copy()
+        ez.flags.writeable = sd.flags.writeable = False
         for j in np.flatnonzero(later & np.all(sd > 0, axis=1)):
-            self._pending.setdefault(int(targets[j]), []).append((ez[j].copy(), sd[j].copy()))
+            self._pending.setdefault(int(targets[j]), []).append((ez[j], sd[j]))
 
     def forecast(self, t_ns: int, starts: ArrayLike) -> Forecast:
         """Return the multipliers of the periods starting at ``starts`` relative to now.

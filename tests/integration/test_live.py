@@ -227,6 +227,7 @@ def test_binance_depth10_messages_are_full_books():
     feed._on_frame(good)
     feed._on_frame(crossed)
     assert feed.stats.books == 1 and feed.stats.invalid == {"crossed": 1}
-    b = feed._slot
+    b = feed._take()
+    assert b is not None and len(b) == 1
     assert b.bid_px[0, :2].tolist() == [100.0, 99.5] and b.ask_sz[0, 0] == 3.0
     assert b.ts_event_ns[0] == 1723161255208 * 1_000_000

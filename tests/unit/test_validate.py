@@ -262,3 +262,37 @@ def test_validate_row_agrees_with_validate_batch(bp, bs, ap, az, ts, prev):
     batch = BookBatch("S", t, t, np.array([bp]), np.array([bs]), np.array([ap]), np.array([az]))
     expected = Reason(int(validate_batch(batch, prev).reason[0]))
     assert validate_row(bp, bs, ap, az, ts, prev) == expected
+
+
+_BAD = st.sampled_from(
+    [float("nan"), float("inf"), -float("inf"), 0.0, -1.0, 1e308, 10.0, 9.995, 10.005]
+)
+
+
+@settings(max_examples=400, deadline=None)
+@given(
+    side=st.integers(0, 3),
+    level=st.integers(0, 9),
+    value=_BAD,
+    ts=st.integers(0, 10),
+    prev=st.one_of(st.none(), st.integers(0, 10)),
+)
+def test_validate_row_fast_path_agrees_near_a_clean_book(side, level, value, ts, prev):
+    """A full clean book takes validate_row's fast path; one value changed anywhere (a NaN,
+    an inf, a size <= 0, a price out of order, an overflowing sum) must classify as the
+    vectorised check does."""
+    from feeds.validate import validate_row
+
+    cols = [
+        [9.99 - 0.01 * k for k in range(10)],
+        [100.0 + k for k in range(10)],
+        [10.01 + 0.01 * k for k in range(10)],
+        [200.0 + k for k in range(10)],
+    ]
+    assert validate_row(*cols, ts, None) is Reason.OK
+    cols[side][level] = value
+    t = np.array([ts], dtype=np.int64)
+    arrays = [np.array([c]) for c in cols]
+    batch = BookBatch("S", t, t, *arrays)
+    expected = Reason(int(validate_batch(batch, prev).reason[0]))
+    assert validate_row(*cols, ts, prev) == expected
