@@ -33,9 +33,13 @@ class RollingWindow:
         self._batches: deque[BookBatch] = deque()
 
     def append(self, batch: BookBatch) -> None:
-        """Add a batch of newer rows (empty batches are ignored)."""
+        """Add a batch of newer rows (empty batches are ignored), and drop the batches that
+        have left the window behind its newest row: memory stays bounded by the window even
+        when nothing reads it (the incremental estimator needs no ``view``). A window's length
+        of slack is kept, so a view up to one window before the newest row stays whole."""
         if len(batch):
             self._batches.append(batch)
+            self._trim(int(batch.ts_event_ns[-1]) - self.window_ns)
 
     def _trim(self, t_ns: int) -> None:
         lo = t_ns - self.window_ns
@@ -48,6 +52,7 @@ class RollingWindow:
 
         Walks back from the newest batch, so its cost is the span's, not the window's.
         """
+        self._trim(t_ns)
         lo = t_ns - int(span_ns)
         parts: list[BookBatch] = []
         for b in reversed(self._batches):

@@ -42,3 +42,13 @@ def test_tail_is_the_span_or_the_book_in_force_across_batches():
     assert w.tail(150, 1000).ts_event_ns.tolist() == [0, 10, 20, 90, 110, 150]
     assert w.tail(95, 3).ts_event_ns.tolist() == [90]  # nothing in the span: book in force
     assert len(w.tail(-1, 0)) == 0  # before every book
+
+
+def test_append_drops_what_left_the_window_even_when_nothing_reads_it():
+    """A live run with the incremental estimator never calls ``view``: the batches behind the
+    window must go anyway, or memory grows for the whole run."""
+    w = RollingWindow("S", window_ns=100)
+    for t0 in range(0, 100_000, 10):
+        w.append(rows([t0, t0 + 5]))
+    assert len(w._batches) <= 21  # the window and one window of slack
+    assert w.view(99_995).ts_event_ns[0] > 99_895
