@@ -32,7 +32,7 @@ from agent.brokers.base import Broker
 from agent.brokers.simulated import SimulatedBroker
 from agent.config import AgentConfig, OrderConfig, RiskConfig, key_path
 from agent.control import Control, ControlServer
-from agent.core.estimator import IncrementalCurve
+from agent.core.estimator import CurveView
 from agent.core.parent import (
     Action,
     Cancel,
@@ -142,13 +142,10 @@ def build_core(
     max_size = est.max_size or max(10 * order.lot, 3 * order.quantity / n)
     sizes = np.linspace(max_size / est.n_sizes, max_size, est.n_sizes)
     depth = DepthPolicy(BeyondDepth(est.beyond_depth), est.penalty_bps)
-    estimator = None
+    estimator: CurveView | None = None
     if session is not None and est.incremental:
-        key = (order.side.value, tuple(sizes.tolist()), depth, p.window_ns, est.weighting)
-        estimator = session.estimator(
-            key,
-            lambda: IncrementalCurve(order.side.value, sizes, depth, p.window_ns, est.weighting),
-        )
+        # One walk of each book per side for every parent on the symbol, whatever its grid.
+        estimator = session.curve_view(order.side.value, sizes, depth, p.window_ns, est.weighting)
     spec = strategy_spec(cfg)
     if order.risk_aversion is not None:  # this parent's urgency (Almgren-Chriss kappa)
         spec = dataclasses.replace(spec, risk_aversion=order.risk_aversion)

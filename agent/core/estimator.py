@@ -51,7 +51,7 @@ from numpy.typing import ArrayLike, NDArray
 from agent.impact.book_walk import CostCurve, CurveAccumulator, DepthPolicy, Side, side_arrays
 from feeds.model import BookBatch
 
-__all__ = ["CurveBank", "IncrementalCurve", "Weighting"]
+__all__ = ["CurveBank", "CurveView", "IncrementalCurve", "SharedCurves", "Weighting"]
 
 Weighting = Literal["time", "snapshot"]
 _NS = 1e9
@@ -117,6 +117,7 @@ class IncrementalCurve:
         self._weight_ns = 0
         self._tail_part = CurveAccumulator(self.sizes, side, policy)  # the newest row, weight 1
         self._tail_bin = -1
+        self._cached: tuple[int, CostCurve] | None = None  # the last read, until a push
 
     # -- input --------------------------------------------------------------------------------
     def push(self, batch: BookBatch) -> None:
@@ -131,6 +132,7 @@ class IncrementalCurve:
             )
         self._pending.append(batch)
         self._last_push_ns = int(ts[-1])
+        self._cached = None
 
     # -- output -------------------------------------------------------------------------------
     def curve(self, t_ns: int) -> CostCurve:
@@ -138,6 +140,8 @@ class IncrementalCurve:
         t = int(t_ns)
         if self._last_read_ns is not None and t < self._last_read_ns:
             raise ValueError(f"curve read at {t} after a read at {self._last_read_ns}")
+        if self._cached is not None and self._cached[0] == t:
+            return self._cached[1]  # parents deciding at one instant: one read
         self._last_read_ns = t
         self._absorb(t)
         self._evict(t - self.window_ns)
@@ -158,6 +162,7 @@ class IncrementalCurve:
         if self.weighting == "time" and weight_ns > 0:
             frac = np.cumsum(beyond_ns[:-1]).astype(np.float64) / float(weight_ns)
             out = replace(out, frac_beyond_depth=frac)
+        self._cached = (t, out)
         return out
 
     @property
@@ -414,3 +419,117 @@ class CurveBank:
 
     def __len__(self) -> int:
         return len(self._curves)
+
+
+class CurveView:
+    """One parent's size grid read from a curve kept on a grid that contains it.
+
+    The curve's value at a size is summed from the coefficient changes of the kinks below that
+    size, whatever other sizes the grid holds, so the view's numbers are those of a curve on its
+    own grid (to the rounding of the cumulative sums, about 1e-16 relative). Made by
+    ``SharedCurves.view``.
+    """
+
+    def __init__(self, source: SharedCurves, sizes: ArrayLike) -> None:
+        self.source = source
+        self.sizes = np.asarray(sizes, dtype=np.float64)
+        self._curve: IncrementalCurve | None = None
+        self._idx: NDArray[np.intp] | None = None
+
+    def _bind(self, curve: IncrementalCurve) -> None:
+        self._curve = curve
+        idx = np.searchsorted(curve.sizes, self.sizes)
+        same = idx.size == curve.sizes.size
+        self._idx = None if same else idx
+
+    def _get(self) -> IncrementalCurve:
+        if self._curve is None:
+            self.source.build()
+        assert self._curve is not None
+        return self._curve
+
+    def push(self, batch: BookBatch) -> None:
+        """Queue newer rows on the shared curve (every view of it sees them)."""
+        self.source.push(batch)
+
+    def curve(self, t_ns: int) -> CostCurve:
+        """Return the window's curve at ``t_ns`` on this view's sizes."""
+        c = self._get().curve(t_ns)
+        idx = self._idx
+        if idx is None:
+            return c
+        return CostCurve(
+            self.sizes,
+            c.mean_cost[idx],
+            c.std_cost[idx],
+            c.n_snapshots,
+            c.frac_beyond_depth[idx],
+            c.policy,
+            c.side,
+            c.n_dropped,
+        )
+
+    @property
+    def n_rows(self) -> int:
+        """Rows in the window at the last read (``IncrementalCurve.n_rows``)."""
+        return self._get().n_rows
+
+
+class SharedCurves:
+    """The window curves of every parent on one symbol and side, walked once per book.
+
+    Parents differ in their size grids (the grid is sized to each order); the walk of a book
+    does not depend on the grid, only its binning does, and binning onto the union of the grids
+    serves each of them exactly (``CurveView``). The union is fixed when the first book arrives
+    (or at the first read): a view asked for later whose sizes are not in it gets a curve of
+    its own, which starts empty, as any estimator made after books were pushed.
+
+    Args:
+        side, policy, window_ns, weighting: As ``IncrementalCurve``'s.
+    """
+
+    def __init__(
+        self, side: Side, policy: DepthPolicy, window_ns: int, weighting: Weighting = "time"
+    ) -> None:
+        self.side: Side = side
+        self.policy = policy
+        self.window_ns = int(window_ns)
+        self.weighting: Weighting = weighting
+        self._views: list[CurveView] = []
+        self._curves: list[IncrementalCurve] = []
+
+    def view(self, sizes: ArrayLike) -> CurveView:
+        """Return a view of ``sizes`` (finite, > 0, strictly increasing)."""
+        v = CurveView(self, CurveAccumulator(sizes, self.side, self.policy).sizes)
+        self._views.append(v)
+        if self._curves:
+            for c in self._curves:
+                if np.isin(v.sizes, c.sizes).all():
+                    v._bind(c)
+                    return v
+            c = IncrementalCurve(self.side, v.sizes, self.policy, self.window_ns, self.weighting)
+            self._curves.append(c)
+            v._bind(c)
+        return v
+
+    def build(self) -> None:
+        """Fix the union grid of the views asked for so far (idempotent)."""
+        if self._curves:
+            return
+        sizes = [v.sizes for v in self._views]
+        grid = np.unique(np.concatenate(sizes)) if sizes else np.ones(1)
+        c = IncrementalCurve(self.side, grid, self.policy, self.window_ns, self.weighting)
+        self._curves.append(c)
+        for v in self._views:
+            v._bind(c)
+
+    def push(self, batch: BookBatch) -> None:
+        """Queue newer rows on every curve (O(1) each)."""
+        self.build()
+        for c in self._curves:
+            c.push(batch)
+
+    @property
+    def curves(self) -> list[IncrementalCurve]:
+        """Return the curves kept (one unless views were asked for after the first book)."""
+        return list(self._curves)

@@ -35,7 +35,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from agent.brokers.matching import collar_limit_px
-from agent.core.estimator import IncrementalCurve
+from agent.core.estimator import CurveView, IncrementalCurve
 from agent.core.plan import NO_TIMER, Decision, PeriodGrid
 from agent.core.policy import DecisionInput, Policy, PolicyStep, TwapPolicy
 from agent.core.risk import AggregateGates, RiskGates
@@ -284,7 +284,7 @@ class ParentCore:
         gates: RiskGates | None = None,
         order_gates: RiskGates | None = None,
         benchmark: bool = False,
-        estimator: IncrementalCurve | None = None,
+        estimator: IncrementalCurve | CurveView | None = None,
         aggregate: AggregateGates | None = None,
     ) -> None:
         p = params
