@@ -156,7 +156,14 @@ def build_core(
         if prior is not None:
             profile, ar = prior.profile, prior.ar
     forecaster = adaptive_forecaster(
-        spec, order.side.value, p.start_ns, p.period_ns, p.window_ns, profile, ar
+        spec,
+        order.side.value,
+        p.start_ns,
+        p.period_ns,
+        p.window_ns,
+        profile,
+        ar,
+        features=session.features(order.side.value) if session is not None else None,
     )
     policy = make_policy(
         spec,

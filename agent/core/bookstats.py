@@ -15,6 +15,7 @@ and MBP-10's 10 levels give comparable figures.
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from dataclasses import dataclass
 
 import numpy as np
@@ -22,7 +23,7 @@ from numpy.typing import NDArray
 
 from feeds.model import BookBatch
 
-__all__ = ["N_FEATURES", "PeriodMeans", "Tail", "book_features", "trailing_mean"]
+__all__ = ["N_FEATURES", "FeatureMemo", "PeriodMeans", "Tail", "book_features", "trailing_mean"]
 
 N_FEATURES = 2  # log half-spread, log depth slope
 
@@ -52,6 +53,41 @@ def book_features(batch: BookBatch, side: str, levels: int = 5) -> NDArray[np.fl
         logs = [_log_slope(batch, s, levels) for s in sides]
         out[:, 1] = logs[0] if len(logs) == 1 else 0.5 * (logs[0] + logs[1])
     return out
+
+
+class FeatureMemo:
+    """``book_features`` of the latest batches, computed once for every parent that sees them.
+
+    The parents on a symbol observe the same batch objects (``SymbolSession``); each of their
+    forecasts asks for the features of the batches it has not folded in yet. A batch is known by
+    identity (the memo holds it, so its id is not reused while kept); one not kept any more is
+    computed again. The features are row by row, so the values are those of one call on the
+    concatenation.
+
+    Args:
+        side, levels: As ``book_features``'s.
+        keep: Batches kept (the oldest goes first).
+    """
+
+    def __init__(self, side: str, levels: int = 5, keep: int = 512) -> None:
+        book_features(BookBatch.empty("check"), side, levels)  # validates side early
+        self.side = side
+        self.levels = int(levels)
+        self.keep = int(keep)
+        self._memo: OrderedDict[int, tuple[BookBatch, NDArray[np.float64]]] = OrderedDict()
+        self.n_computed = 0  # batches computed (the rest came from the memo)
+
+    def of(self, batch: BookBatch) -> NDArray[np.float64]:
+        """Return the features of ``batch``, shape (n, 2) (do not write into it)."""
+        hit = self._memo.get(id(batch))
+        if hit is not None and hit[0] is batch:
+            return hit[1]
+        z = book_features(batch, self.side, self.levels)
+        self.n_computed += 1
+        self._memo[id(batch)] = (batch, z)
+        while len(self._memo) > self.keep:
+            self._memo.popitem(last=False)
+        return z
 
 
 def _log_slope(batch: BookBatch, side: str, levels: int) -> NDArray[np.float64]:

@@ -41,6 +41,7 @@ from numpy.typing import ArrayLike, NDArray
 
 from agent.core.bookstats import (
     N_FEATURES,
+    FeatureMemo,
     PeriodMean,
     PeriodMeans,
     Tail,
@@ -251,6 +252,8 @@ class LiquidityForecaster:
         level_half_life_ns: Half-life of the finished periods' weights in the level mu (the
             day's level drifts); None weighs the whole day the same.
         levels: Levels of the side in the depth slope.
+        features: The features of the books, shared with the other parents on the symbol
+            (``FeatureMemo`` of the same side and levels; None: computed here).
     """
 
     def __init__(
@@ -265,6 +268,7 @@ class LiquidityForecaster:
         now_window_ns: int = 0,
         level_half_life_ns: int | None = 3600 * 10**9,
         levels: int = 5,
+        features: FeatureMemo | None = None,
     ) -> None:
         if period_ns <= 0:
             raise ValueError(f"period_ns must be > 0, got {period_ns}")
@@ -276,6 +280,12 @@ class LiquidityForecaster:
         self.state_window_ns = int(state_window_ns if state_window_ns is not None else period_ns)
         self.now_window_ns = int(now_window_ns)
         book_features(BookBatch.empty("check"), side)  # validates side early
+        if features is not None and (features.side, features.levels) != (side, self.levels):
+            raise ValueError(
+                f"features of side {features.side!r}, {features.levels} levels, for a forecast "
+                f"of side {side!r}, {self.levels} levels"
+            )
+        self._features = features
         self._periods = PeriodMeans(self.period_ns, origin_ns, N_FEATURES)
         decay = 1.0 if not level_half_life_ns else 0.5 ** (self.period_ns / level_half_life_ns)
         self._ar = _ArStats(decay)
@@ -327,10 +337,18 @@ class LiquidityForecaster:
     def _flush(self) -> None:
         if not self._unfolded:
             return
-        batch = BookBatch.concat(self._unfolded)
+        batches = self._unfolded
         self._unfolded, self._unfolded_rows = [], 0
-        z = book_features(batch, self.side, self.levels)
-        ts = np.asarray(batch.ts_event_ns, dtype=np.int64)
+        if self._features is None:
+            batch = batches[0] if len(batches) == 1 else BookBatch.concat(batches)
+            z = book_features(batch, self.side, self.levels)
+            ts = np.asarray(batch.ts_event_ns, dtype=np.int64)
+        elif len(batches) == 1:  # the features shared with the symbol's other parents
+            z = self._features.of(batches[0])
+            ts = np.asarray(batches[0].ts_event_ns, dtype=np.int64)
+        else:
+            z = np.concatenate([self._features.of(b) for b in batches])
+            ts = np.concatenate([b.ts_event_ns for b in batches]).astype(np.int64, copy=False)
         finished = self._periods.add(ts, z)
         if finished:
             self._fold(finished)

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 import numpy as np
 from numpy.typing import NDArray
 
+from agent.core.bookstats import FeatureMemo
 from agent.core.estimator import CurveView, IncrementalCurve, SharedCurves, Weighting
 from agent.core.parent import ParentCore
 from agent.core.venue import SimVenue
@@ -92,6 +93,7 @@ class SymbolSession:
         self.venues = venues or []
         self._estimators: dict[tuple[object, ...], IncrementalCurve] = {}
         self._shared: dict[tuple[object, ...], SharedCurves] = {}
+        self._features: dict[tuple[str, int], FeatureMemo] = {}
 
     def estimator(
         self, key: tuple[object, ...], make: Callable[[], IncrementalCurve]
@@ -119,6 +121,14 @@ class SymbolSession:
         if sc is None:
             sc = self._shared[key] = SharedCurves(side, policy, window_ns, weighting)
         return sc.view(sizes)
+
+    def features(self, side: str, levels: int = 5) -> FeatureMemo:
+        """Return the book features of ``side`` that the parents' forecasts share."""
+        key = (side, int(levels))
+        memo = self._features.get(key)
+        if memo is None:
+            memo = self._features[key] = FeatureMemo(side, levels)
+        return memo
 
     def _next_time(self) -> int | None:
         times = [t for p in list(self.parents) if (t := p.next_time()) is not None]

@@ -316,3 +316,41 @@ def test_no_look_ahead_on_a_real_day():
         for t, a, c in zip(times, *runs, strict=True)
         if t > t0
     )
+
+
+def test_shared_features_give_the_same_forecasts():
+    """Parents sharing one FeatureMemo (the same batch objects, as the session hands them out)
+    forecast exactly as with features of their own, and each batch is computed once."""
+    from agent.core.bookstats import FeatureMemo
+
+    batch, _ = ar1_day(0.7, 60, 0.2, seed=8)
+    ts = batch.ts_event_ns
+    times = P * np.arange(5, 55, 7) + P // 3
+    memo = FeatureMemo("buy")
+    shared = [
+        LiquidityForecaster(P, features=memo),
+        LiquidityForecaster(P, origin_ns=P // 7, features=memo),
+    ]
+    alone = [LiquidityForecaster(P), LiquidityForecaster(P, origin_ns=P // 7)]
+    lo, n_batches = 0, 0
+    for t in times:
+        hi = int(np.searchsorted(ts, t, side="right"))
+        for j in range(lo, hi, 500):  # several batches between two forecasts
+            seg = batch.slice(j, min(j + 500, hi))
+            n_batches += 1
+            for fc in (*shared, *alone):
+                fc.observe(seg)
+        lo = hi
+        starts = t + P * np.arange(6)
+        for x, y in zip(shared, alone, strict=True):
+            fx, fy = x.forecast(int(t), starts), y.forecast(int(t), starts)
+            np.testing.assert_array_equal(fx.beta_mult, fy.beta_mult)
+            np.testing.assert_array_equal(fx.gamma_mult, fy.gamma_mult)
+    assert memo.n_computed == n_batches  # once per batch, not once per parent
+    small = FeatureMemo("buy", keep=1)  # batches fall out of it: computed again, same numbers
+    a = drive(LiquidityForecaster(P, features=small), batch, times)
+    b = drive(LiquidityForecaster(P), batch, times)
+    for x, y in zip(a, b, strict=True):
+        np.testing.assert_array_equal(x.beta_mult, y.beta_mult)
+    with pytest.raises(ValueError, match="features of side"):
+        LiquidityForecaster(P, side="sell", features=memo)
