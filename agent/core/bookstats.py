@@ -259,12 +259,18 @@ class Tail:
     """The newest rows of ``(ts, z)`` in one growable array pair (amortised O(rows) appends).
 
     ``trim(lo)`` drops rows older than ``lo`` but keeps the last row at or before it: that
-    book is still in force at ``lo``.
+    book is still in force at ``lo``. Running integrals of each row's value over the time it
+    was in force (the finite values only; their durations in exact integer ns) make
+    ``trailing_mean`` O(log rows) whatever the window: the mean of ``trailing_mean`` above, to
+    the rounding of the running sums.
     """
 
     def __init__(self, k: int = N_FEATURES, capacity: int = 1024) -> None:
         self._ts = np.empty(capacity, dtype=np.int64)
         self._z = np.empty((capacity, k))
+        # Integrals over the closed intervals of rows before i: value x ns, finite ns.
+        self._cs = np.zeros((capacity, k))
+        self._cw = np.zeros((capacity, k), dtype=np.int64)
         self._a = 0
         self._b = 0
 
@@ -273,16 +279,34 @@ class Tail:
 
     def append(self, ts: NDArray[np.int64], z: NDArray[np.float64]) -> None:
         n = int(ts.shape[0])
+        if n == 0:
+            return
         if self._b + n > self._ts.shape[0]:
             keep = self._b - self._a
             cap = max(self._ts.shape[0], 2 * (keep + n))
-            new_ts = np.empty(cap, dtype=np.int64)
-            new_z = np.empty((cap, self._z.shape[1]))
-            new_ts[:keep] = self._ts[self._a : self._b]
-            new_z[:keep] = self._z[self._a : self._b]
-            self._ts, self._z, self._a, self._b = new_ts, new_z, 0, keep
-        self._ts[self._b : self._b + n] = ts
-        self._z[self._b : self._b + n] = z
+            grown = []
+            for arr in (self._ts, self._z, self._cs, self._cw):
+                new = np.empty((cap, *arr.shape[1:]), dtype=arr.dtype)
+                new[:keep] = arr[self._a : self._b]
+                grown.append(new)
+            self._ts, self._z, self._cs, self._cw = grown
+            self._a, self._b = 0, keep
+        b = self._b
+        self._ts[b : b + n] = ts
+        self._z[b : b + n] = z
+        if b == 0:
+            self._cs[0] = 0.0
+            self._cw[0] = 0
+        # Close the intervals of the rows b-1 .. b+n-2 (the previous last row's and the new).
+        lo = max(b - 1, 0)
+        if lo < b + n - 1:
+            dt = np.diff(self._ts[lo : b + n])[:, None]
+            zz = self._z[lo : b + n - 1]
+            fin = np.isfinite(zz)
+            w = np.where(fin, dt, 0)
+            v = w * np.where(fin, zz, 0.0)
+            self._cs[lo + 1 : b + n] = self._cs[lo] + np.cumsum(v, axis=0)
+            self._cw[lo + 1 : b + n] = self._cw[lo] + np.cumsum(w, axis=0)
         self._b += n
 
     def trim(self, lo_ns: int) -> None:
@@ -292,3 +316,35 @@ class Tail:
     def view(self) -> tuple[NDArray[np.int64], NDArray[np.float64]]:
         """Return the kept rows (views, valid until the next ``append``)."""
         return self._ts[self._a : self._b], self._z[self._a : self._b]
+
+    def trailing_mean(
+        self, t_ns: int, window_ns: int
+    ) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
+        """Return ``trailing_mean(ts, z, t_ns, window_ns)`` of the kept rows, in O(log rows)."""
+        k = self._z.shape[1]
+        ts = self._ts[self._a : self._b]
+        b = int(np.searchsorted(ts, t_ns, side="right"))
+        if b == 0:
+            nan = np.full(k, np.nan)
+            return nan, nan.copy()
+        off = self._a
+        last = off + b - 1
+        in_force = self._z[last].copy()
+        if window_ns <= 0:
+            return in_force.copy(), in_force
+        lo = t_ns - window_ns
+        a = off + max(int(np.searchsorted(ts, lo, side="right")) - 1, 0)
+        z_a, z_l = self._z[a], self._z[last]
+        fin_a, fin_l = np.isfinite(z_a), np.isfinite(z_l)
+        # Rows a .. last-1 over their whole intervals, less row a's part before lo, plus the
+        # row in force at t from its start (or lo) to t.
+        cut = max(lo - int(self._ts[a]), 0) if a < last else 0
+        end = t_ns - max(int(self._ts[last]), lo)
+        tot = self._cw[last] - self._cw[a] - np.where(fin_a, cut, 0) + np.where(fin_l, end, 0)
+        s = (
+            (self._cs[last] - self._cs[a])
+            - np.where(fin_a, cut * np.where(fin_a, z_a, 0.0), 0.0)
+            + np.where(fin_l, end * np.where(fin_l, z_l, 0.0), 0.0)
+        )
+        mean = np.where(tot > 0, s / np.where(tot > 0, tot, 1), in_force)
+        return mean, in_force

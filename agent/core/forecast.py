@@ -46,7 +46,6 @@ from agent.core.bookstats import (
     PeriodMeans,
     Tail,
     book_features,
-    trailing_mean,
 )
 from agent.errors import InvariantViolation
 from agent.impact.profile import IntradayProfile
@@ -439,12 +438,11 @@ class LiquidityForecaster:
         self._flush()
         if not len(self._tail):
             return Forecast(ones, ones.copy(), zeros, zeros.copy(), {"status": "no_books"})
-        ts, z = self._tail.view()
-        x, in_force = trailing_mean(ts, z, t_ns, self.state_window_ns)
+        x, in_force = self._tail.trailing_mean(t_ns, self.state_window_ns)
         ref = (
             in_force
             if self.now_window_ns <= 0
-            else trailing_mean(ts, z, t_ns, self.now_window_ns)[0]
+            else self._tail.trailing_mean(t_ns, self.now_window_ns)[0]
         )
         ref = np.where(np.isfinite(ref), ref, x)
         P = self.period_ns
