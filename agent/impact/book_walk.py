@@ -57,6 +57,8 @@ Side = Literal["buy", "sell"]
 # Rows processed per step of the accumulation: small enough that the (levels, rows) temporaries
 # stay in cache and are recycled by the allocator (measured: 2x faster than 64k-row chunks).
 _CHUNK_ROWS = 2048
+_MAX_CELLS = 1 << 16  # cells of the bin table of a non-arithmetic grid, at most
+_MAX_CHECKS = 6  # sizes checked after the table (more: a binary search instead)
 # Accumulator columns (a, b, c, C**2 powers 0..4) that the visible, linear pieces change.
 _VIS_COLS = np.array([0, 1, 3, 4, 5])
 
@@ -406,6 +408,20 @@ class CurveAccumulator:
         steps = np.diff(self.sizes)
         # On an arithmetic grid the bin of a kink is one division instead of a binary search.
         self._step = float(steps[0]) if steps.size and np.all(steps == steps[0]) else 0.0
+        self._cells: tuple[float, NDArray[np.intp], NDArray[np.float64], int] | None = None
+        if self._step == 0 and steps.size:
+            # Any other grid (the union of several parents' grids): a table of cells gives the
+            # bin to within a few sizes, which are then checked one by one.
+            span = float(self.sizes[-1])
+            h = max(float(steps.min()), span / _MAX_CELLS)
+            n_cells = math.ceil(span / h) + 4
+            table = np.searchsorted(self.sizes, np.arange(n_cells) * h, side="left")
+            # Sizes between a cell's start and a position at most 3 cells later (the lookup
+            # steps one cell back, for a floor rounded across an edge).
+            n_check = int(np.max(table[3:] - table[:-3]))
+            if n_check <= _MAX_CHECKS:
+                padded = np.append(self.sizes, np.inf)
+                self._cells = (h, np.asarray(table, dtype=np.intp), padded, n_check)
 
     def _bin(self, pos: NDArray[np.float64]) -> NDArray[np.intp]:
         """Return the index of the first grid size >= each kink position, in [0, G].
@@ -419,6 +435,16 @@ class CurveAccumulator:
             np.ceil(t, out=t)
             np.clip(t, 0, self.sizes.size, out=t)
             return np.asarray(t.astype(np.intp), dtype=np.intp)
+        if self._cells is not None:
+            h, table, padded, n_check = self._cells
+            c = pos / h
+            np.floor(c, out=c)
+            c -= 1.0  # one cell back: the floor may round across a cell's edge
+            np.clip(c, 0, table.size - 1, out=c)
+            idx = table[c.astype(np.intp)]
+            for _ in range(n_check):  # step over the sizes below the position
+                idx += padded[idx] < pos
+            return idx
         return np.asarray(np.searchsorted(self.sizes, pos, side="left"), dtype=np.intp)
 
     def add_arrays(
