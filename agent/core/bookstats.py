@@ -56,13 +56,14 @@ def book_features(batch: BookBatch, side: str, levels: int = 5) -> NDArray[np.fl
 
 
 class FeatureMemo:
-    """``book_features`` of the latest batches, computed once for every parent that sees them.
+    """The books' features and their running means, computed once for every parent on a symbol.
 
-    The parents on a symbol observe the same batch objects (``SymbolSession``); each of their
-    forecasts asks for the features of the batches it has not folded in yet. A batch is known by
-    identity (the memo holds it, so its id is not reused while kept); one not kept any more is
-    computed again. The features are row by row, so the values are those of one call on the
-    concatenation.
+    The parents on a symbol observe the same batch objects (``SymbolSession``). ``of(batch)``
+    gives a batch's ``book_features``, known by identity (the memo holds the batch, so its id is
+    not reused while kept; one not kept any more is computed again); the features are row by
+    row, so the values are those of one call on the concatenation. The session also ``push``es
+    every batch, in order: they go into one ``Tail`` that every forecast of the side reads its
+    trailing means from, instead of keeping a copy of its own.
 
     Args:
         side, levels: As ``book_features``'s.
@@ -76,6 +77,10 @@ class FeatureMemo:
         self.keep = int(keep)
         self._memo: OrderedDict[int, tuple[BookBatch, NDArray[np.float64]]] = OrderedDict()
         self.n_computed = 0  # batches computed (the rest came from the memo)
+        self._queue: list[BookBatch] = []
+        self._tail = Tail(N_FEATURES)
+        self.keep_ns = 0  # the longest trailing window a reader needs (``need``)
+        self.last_ns: int | None = None
 
     def of(self, batch: BookBatch) -> NDArray[np.float64]:
         """Return the features of ``batch``, shape (n, 2) (do not write into it)."""
@@ -88,6 +93,29 @@ class FeatureMemo:
         while len(self._memo) > self.keep:
             self._memo.popitem(last=False)
         return z
+
+    def need(self, window_ns: int) -> None:
+        """Keep at least ``window_ns`` of books in the tail (a reader's longest window)."""
+        self.keep_ns = max(self.keep_ns, int(window_ns))
+
+    def push(self, batch: BookBatch) -> None:
+        """Queue newer books for the tail (O(1); taken in at the next read)."""
+        if len(batch):
+            if self.last_ns is not None and int(batch.ts_event_ns[0]) < self.last_ns:
+                raise ValueError("books must be pushed in event-time order")
+            self.last_ns = int(batch.ts_event_ns[-1])
+            self._queue.append(batch)
+
+    @property
+    def tail(self) -> Tail:
+        """Return the tail of every book pushed so far (trimmed to the longest window)."""
+        if self._queue:
+            for b in self._queue:
+                self._tail.append(np.asarray(b.ts_event_ns, dtype=np.int64), self.of(b))
+            self._queue = []
+            assert self.last_ns is not None
+            self._tail.trim(self.last_ns - self.keep_ns)
+        return self._tail
 
 
 def _log_slope(batch: BookBatch, side: str, levels: int) -> NDArray[np.float64]:
@@ -224,12 +252,11 @@ class PeriodMeans:
             return
         fin = np.isfinite(z)
         ww = w[:, None] * fin
-        sz = ww * np.where(fin, z, 0.0)
-        uniq, inv = np.unique(p, return_inverse=True)
-        m = uniq.size
-        cols = [np.bincount(inv, weights=c, minlength=m) for c in (*ww.T, *sz.T)]
-        rows = np.stack(cols, axis=1)  # (periods in the batch, 2k), O(rows)
-        for per, row in zip(uniq.tolist(), rows, strict=True):
+        vals = np.concatenate([ww, ww * np.where(fin, z, 0.0)], axis=1)  # (rows, 2k)
+        # The periods come in order (the books do): one sum per run of a period, O(rows).
+        starts = np.flatnonzero(np.r_[True, p[1:] != p[:-1]])
+        rows = np.add.reduceat(vals, starts, axis=0)
+        for per, row in zip(p[starts].tolist(), rows, strict=True):
             acc = self._sums.get(per)
             self._sums[per] = row if acc is None else acc + row
 
@@ -305,7 +332,8 @@ class Tail:
             fin = np.isfinite(zz)
             w = np.where(fin, dt, 0)
             v = w * np.where(fin, zz, 0.0)
-            self._cs[lo + 1 : b + n] = self._cs[lo] + np.cumsum(v, axis=0)
+            # One running sum from the kept value on: the same bits however the rows come in.
+            self._cs[lo + 1 : b + n] = np.cumsum(np.vstack([self._cs[lo : lo + 1], v]), axis=0)[1:]
             self._cw[lo + 1 : b + n] = self._cw[lo] + np.cumsum(w, axis=0)
         self._b += n
 

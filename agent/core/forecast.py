@@ -251,8 +251,9 @@ class LiquidityForecaster:
         level_half_life_ns: Half-life of the finished periods' weights in the level mu (the
             day's level drifts); None weighs the whole day the same.
         levels: Levels of the side in the depth slope.
-        features: The features of the books, shared with the other parents on the symbol
-            (``FeatureMemo`` of the same side and levels; None: computed here).
+        features: The features of the books and their tail, shared with the other parents on
+            the symbol (``FeatureMemo`` of the same side and levels, which its owner feeds with
+            every book, in order; None: computed and kept here).
     """
 
     def __init__(
@@ -285,6 +286,8 @@ class LiquidityForecaster:
                 f"of side {side!r}, {self.levels} levels"
             )
         self._features = features
+        if features is not None:
+            features.need(max(self.state_window_ns, self.now_window_ns))
         self._periods = PeriodMeans(self.period_ns, origin_ns, N_FEATURES)
         decay = 1.0 if not level_half_life_ns else 0.5 ** (self.period_ns / level_half_life_ns)
         self._ar = _ArStats(decay)
@@ -351,8 +354,9 @@ class LiquidityForecaster:
         finished = self._periods.add(ts, z)
         if finished:
             self._fold(finished)
-        self._tail.append(ts, z)
-        self._tail.trim(int(ts[-1]) - self._keep_ns)
+        if self._features is None:
+            self._tail.append(ts, z)
+            self._tail.trim(int(ts[-1]) - self._keep_ns)
 
     def _fold(self, finished: list[PeriodMean]) -> None:
         half = self.period_ns // 2
@@ -436,13 +440,13 @@ class LiquidityForecaster:
         H = s.size
         ones, zeros = np.ones(H), np.zeros(H)
         self._flush()
-        if not len(self._tail):
+        # The tail shared with the symbol's other parents (the session feeds it), or our own.
+        tail = self._tail if self._features is None else self._features.tail
+        if not len(tail):
             return Forecast(ones, ones.copy(), zeros, zeros.copy(), {"status": "no_books"})
-        x, in_force = self._tail.trailing_mean(t_ns, self.state_window_ns)
+        x, in_force = tail.trailing_mean(t_ns, self.state_window_ns)
         ref = (
-            in_force
-            if self.now_window_ns <= 0
-            else self._tail.trailing_mean(t_ns, self.now_window_ns)[0]
+            in_force if self.now_window_ns <= 0 else tail.trailing_mean(t_ns, self.now_window_ns)[0]
         )
         ref = np.where(np.isfinite(ref), ref, x)
         P = self.period_ns

@@ -148,6 +148,8 @@ class SymbolSession:
                     shared[id(src)] = src
             for est in shared.values():  # once per estimator, however many parents share it
                 est.push(seg)
+            for memo in self._features.values():  # the forecasts' shared tails
+                memo.push(seg)
             for p in list(self.parents):
                 p.observe(seg)
                 if tr is not None:

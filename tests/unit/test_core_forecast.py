@@ -319,8 +319,9 @@ def test_no_look_ahead_on_a_real_day():
 
 
 def test_shared_features_give_the_same_forecasts():
-    """Parents sharing one FeatureMemo (the same batch objects, as the session hands them out)
-    forecast exactly as with features of their own, and each batch is computed once."""
+    """Parents sharing one FeatureMemo (the same batch objects, as the session hands them out,
+    and one tail of trailing means) forecast exactly as with features and a tail of their own,
+    and each batch is computed once."""
     from agent.core.bookstats import FeatureMemo
 
     batch, _ = ar1_day(0.7, 60, 0.2, seed=8)
@@ -338,6 +339,7 @@ def test_shared_features_give_the_same_forecasts():
         for j in range(lo, hi, 500):  # several batches between two forecasts
             seg = batch.slice(j, min(j + 500, hi))
             n_batches += 1
+            memo.push(seg)  # as the session does, before the parents observe
             for fc in (*shared, *alone):
                 fc.observe(seg)
         lo = hi
@@ -348,10 +350,22 @@ def test_shared_features_give_the_same_forecasts():
             np.testing.assert_array_equal(fx.gamma_mult, fy.gamma_mult)
     assert memo.n_computed == n_batches  # once per batch, not once per parent
     small = FeatureMemo("buy", keep=1)  # batches fall out of it: computed again, same numbers
-    a = drive(LiquidityForecaster(P, features=small), batch, times)
-    b = drive(LiquidityForecaster(P), batch, times)
-    for x, y in zip(a, b, strict=True):
-        np.testing.assert_array_equal(x.beta_mult, y.beta_mult)
+    fa, fb = LiquidityForecaster(P, features=small), LiquidityForecaster(P)
+    lo = 0
+    for t in times:
+        hi = int(np.searchsorted(ts, t, side="right"))
+        seg = batch.slice(lo, hi)
+        lo = hi
+        small.push(seg)
+        small.push(batch.slice(0, 0))  # nothing: ignored
+        fa.observe(seg)
+        fb.observe(seg)
+        np.testing.assert_array_equal(
+            fa.forecast(int(t), t + P * np.arange(6)).beta_mult,
+            fb.forecast(int(t), t + P * np.arange(6)).beta_mult,
+        )
+    with pytest.raises(ValueError, match="event-time order"):
+        small.push(batch.slice(0, 5))
     with pytest.raises(ValueError, match="features of side"):
         LiquidityForecaster(P, side="sell", features=memo)
 
