@@ -364,11 +364,14 @@ class LiquidityForecaster:
         lp = self._log_profile(np.array(mids, dtype=np.int64))
         for pm, lp_k in zip(finished, lp, strict=True):
             self._ar.add(pm.period, pm.mean, lp_k)
-            for pred, sd in self._pending.pop(pm.period, []):
-                e = (pm.mean - pred) / sd
+            scored = self._pending.pop(pm.period, None)
+            if scored:  # every forecast of this period at once: (m, F)
+                pred = np.array([x for x, _ in scored])
+                sd = np.array([y for _, y in scored])
+                e = (pm.mean[None, :] - pred) / sd
                 ok = np.isfinite(e)
-                self._e1 += np.where(ok, np.abs(e), 0.0)
-                self._n_e += ok
+                self._e1 += np.where(ok, np.abs(e), 0.0).sum(axis=0)
+                self._n_e += ok.sum(axis=0)
         last = finished[-1].period
         for p in [p for p in self._pending if p < last]:  # targets that got no books
             del self._pending[p]

@@ -414,7 +414,11 @@ class ParentCore:
             self._trade_qty.append(np.asarray(qty, dtype=np.float64))
 
     def volume_between(self, a_ns: int, b_ns: int) -> float:
-        """Return the market volume traded in ``[a, b)`` (NaN when the feed has no trades)."""
+        """Return the market volume traded in ``[a, b)`` (NaN when the feed has no trades).
+
+        ``a_ns`` never goes back between calls (each decision asks for the period before it):
+        the trades before it are let go, so a call costs the trades of one period, not of the day.
+        """
         if not self._trades_known:
             return math.nan
         if len(self._trade_ts) > 1:
@@ -424,7 +428,10 @@ class ParentCore:
             return 0.0
         ts, q = self._trade_ts[0], self._trade_qty[0]
         i, j = np.searchsorted(ts, [a_ns, b_ns], side="left")
-        return float(q[i:j].sum())
+        out = float(q[i:j].sum())
+        if i:
+            self._trade_ts, self._trade_qty = [ts[i:]], [q[i:]]
+        return out
 
     # -- decisions ------------------------------------------------------------------------------
     def on_time(self, t_ns: int, now_ns: int | None = None, env: Env | None = None) -> list[Action]:
