@@ -371,6 +371,33 @@ def _pieces(
     return pos, delta_vis, delta_last
 
 
+_Cells = tuple[float, NDArray[np.intp], NDArray[np.float64], int]
+_CELLS: dict[bytes, _Cells | None] = {}  # per grid: accumulators are made per chunk of rows
+
+
+def _bin_cells(sizes: NDArray[np.float64]) -> _Cells | None:
+    """Return the bin table of a grid that is not arithmetic (the union of several parents'
+    grids), or None when a binary search is as good: cells give a kink's bin to within a few
+    sizes, which are then checked one by one (``CurveAccumulator._bin``)."""
+    key = sizes.tobytes()
+    if key in _CELLS:
+        return _CELLS[key]
+    span = float(sizes[-1])
+    h = max(float(np.diff(sizes).min()), span / _MAX_CELLS)
+    n_cells = math.ceil(span / h) + 4
+    table = np.searchsorted(sizes, np.arange(n_cells) * h, side="left")
+    # Sizes between a cell's start and a position at most 3 cells later (the lookup steps one
+    # cell back, for a floor rounded across an edge).
+    n_check = int(np.max(table[3:] - table[:-3]))
+    out: _Cells | None = None
+    if n_check <= _MAX_CHECKS:
+        out = (h, np.asarray(table, dtype=np.intp), np.append(sizes, np.inf), n_check)
+    if len(_CELLS) >= 64:
+        _CELLS.pop(next(iter(_CELLS)))
+    _CELLS[key] = out
+    return out
+
+
 class CurveAccumulator:
     """Streaming accumulator of the walk-the-book cost curve (first and second moments).
 
@@ -408,20 +435,7 @@ class CurveAccumulator:
         steps = np.diff(self.sizes)
         # On an arithmetic grid the bin of a kink is one division instead of a binary search.
         self._step = float(steps[0]) if steps.size and np.all(steps == steps[0]) else 0.0
-        self._cells: tuple[float, NDArray[np.intp], NDArray[np.float64], int] | None = None
-        if self._step == 0 and steps.size:
-            # Any other grid (the union of several parents' grids): a table of cells gives the
-            # bin to within a few sizes, which are then checked one by one.
-            span = float(self.sizes[-1])
-            h = max(float(steps.min()), span / _MAX_CELLS)
-            n_cells = math.ceil(span / h) + 4
-            table = np.searchsorted(self.sizes, np.arange(n_cells) * h, side="left")
-            # Sizes between a cell's start and a position at most 3 cells later (the lookup
-            # steps one cell back, for a floor rounded across an edge).
-            n_check = int(np.max(table[3:] - table[:-3]))
-            if n_check <= _MAX_CHECKS:
-                padded = np.append(self.sizes, np.inf)
-                self._cells = (h, np.asarray(table, dtype=np.intp), padded, n_check)
+        self._cells = _bin_cells(self.sizes) if self._step == 0 and steps.size else None
 
     def _bin(self, pos: NDArray[np.float64]) -> NDArray[np.intp]:
         """Return the index of the first grid size >= each kink position, in [0, G].
@@ -541,6 +555,7 @@ class CurveAccumulator:
         """Return an independent accumulator holding the same rows."""
         out = CurveAccumulator.__new__(CurveAccumulator)
         out.sizes, out.side, out.policy, out._step = self.sizes, self.side, self.policy, self._step
+        out._cells = self._cells
         out._offsets = self._offsets
         out._delta, out._beyond = self._delta.copy(), self._beyond.copy()
         out._n_beyond, out._n_pos = self._n_beyond.copy(), self._n_pos
