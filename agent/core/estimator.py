@@ -4,8 +4,8 @@ Today's estimate re-walks every snapshot of the window at each decision (``Rolli
 then ``cost_curve``): O(rows x levels) per decision. ``IncrementalCurve`` keeps the window's
 weighted sums of the per-snapshot curve coefficients (a ``CurveAccumulator``) up to date
 instead: a row is walked once when it enters the window (its coefficient changes binned onto the
-size grid) and once when it leaves (the same changes subtracted), and a decision reads the curve
-from the sums in O(sizes). The numbers are those of the batch computation over the same rows:
+size grid, kept with its chunk) and the same changes are subtracted when it leaves, and a
+decision reads the curve from the sums in O(sizes). The numbers are those of the batch computation over the same rows:
 
     cost_curve(rows with t - window_ns < ts <= t, side, sizes, policy,
                weights=time_weights(ts, t) if weighting == "time" else None)
@@ -48,7 +48,14 @@ from typing import Literal
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
-from agent.impact.book_walk import CostCurve, CurveAccumulator, DepthPolicy, Side, side_arrays
+from agent.impact.book_walk import (
+    CostCurve,
+    CurveAccumulator,
+    DepthPolicy,
+    Side,
+    WalkedRows,
+    side_arrays,
+)
 from feeds.model import BookBatch
 
 __all__ = ["CurveBank", "CurveView", "IncrementalCurve", "SharedCurves", "Weighting"]
@@ -71,6 +78,7 @@ class _Chunk:
     added: int = 0  # rows [0, added) are in the sums
     acc: CurveAccumulator | None = None  # this chunk's rows now in the sums (for a rebuild)
     last: CurveAccumulator | None = None  # what the last row (a tail) added, taken out as is
+    walk: WalkedRows | None = None  # the rows walked once, summed in and out from it
 
 
 class IncrementalCurve:
@@ -179,46 +187,43 @@ class IncrementalCurve:
         n = len(c.ts)
         return c.added < n and c.lo < n
 
+    def _walked(self, c: _Chunk) -> WalkedRows:
+        """Return the chunk's rows walked on the grid (once: they are summed in and out)."""
+        if c.walk is None:
+            c.walk = self._acc.walk(c.px, c.sz, c.mid)
+        return c.walk
+
     def _part(
-        self,
-        px: NDArray[np.float64],
-        sz: NDArray[np.float64],
-        mid: NDArray[np.float64],
-        w_ns: NDArray[np.int64],
+        self, c: _Chunk, a: int, b: int, w_ns: NDArray[np.int64] | None = None
     ) -> CurveAccumulator:
-        """Walk rows into a fresh accumulator with their weights (ns; 1 each by snapshot)."""
+        """Sum rows ``a:b`` of chunk ``c`` into a fresh accumulator with their weights (ns, the
+        chunk's own unless given; 1 each by snapshot)."""
         part = CurveAccumulator(self.sizes, self.side, self.policy)
+        w = c.w_ns[a:b] if w_ns is None else w_ns
         if self.weighting == "time":
-            part.add_arrays(px, sz, mid, w_ns.astype(np.float64) / _NS)
+            part.add_walked(self._walked(c), a, b, w.astype(np.float64) / _NS)
         else:
-            part.add_arrays(px, sz, mid, np.ones(len(mid)))
+            part.add_walked(self._walked(c), a, b, np.ones(b - a))
         return part
 
-    def _add_rows(
-        self,
-        px: NDArray[np.float64],
-        sz: NDArray[np.float64],
-        mid: NDArray[np.float64],
-        w_ns: NDArray[np.int64],
-        sign: float,
-        chunk: _Chunk,
-    ) -> None:
-        """Add (sign +1) or take out (sign -1) rows of ``chunk`` with their final weights."""
-        if not len(mid):
-            return
-        part = self._part(px, sz, mid, w_ns)
-        self._acc.merge(part, sign)
-        self._chunk_acc(chunk).merge(part, sign)
-        if self.weighting == "time":
-            jdx, ok = _beyond_bin(self.sizes, px, sz, mid)
-            w_ok = w_ns[ok] if sign > 0 else -w_ns[ok]
-            np.add.at(self._beyond_ns, jdx[ok], w_ok)
-            self._weight_ns += int(w_ok.sum())
+    def _beyond_of(self, c: _Chunk, a: int, b: int) -> tuple[NDArray[np.intp], NDArray[np.bool_]]:
+        """Return the first size past the visible depth of the kept rows of ``a:b`` and which
+        rows were kept (the walk's, so the bins are the curve's)."""
+        wr = self._walked(c)
+        return wr.jdx[wr.keep_at[a] : wr.keep_at[b]], wr.keep[a:b]
 
     def _add(self, c: _Chunk, a: int, b: int, sign: float) -> None:
         """Add (sign +1) or take out (sign -1) rows ``a:b`` of chunk ``c``."""
-        if b > a:
-            self._add_rows(c.px[a:b], c.sz[a:b], c.mid[a:b], c.w_ns[a:b], sign, c)
+        if b <= a:
+            return
+        part = self._part(c, a, b)
+        self._acc.merge(part, sign)
+        self._chunk_acc(c).merge(part, sign)
+        if self.weighting == "time":
+            jdx, ok = self._beyond_of(c, a, b)
+            w_ok = c.w_ns[a:b][ok] if sign > 0 else -c.w_ns[a:b][ok]
+            np.add.at(self._beyond_ns, jdx, w_ok)
+            self._weight_ns += int(w_ok.sum())
 
     def _chunk_acc(self, c: _Chunk) -> CurveAccumulator:
         if c.acc is None:
@@ -288,8 +293,8 @@ class IncrementalCurve:
     def _new_tail(self, c: _Chunk) -> None:
         """Walk the newest row once, at weight 1; each read scales it by its age."""
         i = len(c.ts) - 1
-        self._tail_part = self._part(c.px[i:], c.sz[i:], c.mid[i:], np.array([_NS_INT]))
-        jdx, ok = _beyond_bin(self.sizes, c.px[i:], c.sz[i:], c.mid[i:])
+        self._tail_part = self._part(c, i, i + 1, np.array([_NS_INT]))
+        jdx, ok = self._beyond_of(c, i, i + 1)
         self._tail_bin = int(jdx[0]) if ok[0] else -1
 
     def _evict(self, lo_ns: int) -> None:
@@ -320,11 +325,7 @@ class IncrementalCurve:
         stop = n - 1 if c.last is not None else c.added
         acc = CurveAccumulator(self.sizes, self.side, self.policy)
         if stop > c.lo:
-            acc.merge(
-                self._part(
-                    c.px[c.lo : stop], c.sz[c.lo : stop], c.mid[c.lo : stop], c.w_ns[c.lo : stop]
-                )
-            )
+            acc.merge(self._part(c, c.lo, stop))
         if c.last is not None:
             acc.merge(c.last)
         c.acc = acc
@@ -334,7 +335,7 @@ class IncrementalCurve:
         n = len(c.ts)
         self._acc.merge(last, -1.0)
         self._chunk_acc(c).merge(last, -1.0)
-        jdx, ok = _beyond_bin(self.sizes, c.px[n - 1 :], c.sz[n - 1 :], c.mid[n - 1 :])
+        jdx, ok = self._beyond_of(c, n - 1, n)
         if ok[0]:
             w = int(c.w_ns[n - 1])
             self._beyond_ns[jdx[0]] -= w
@@ -357,21 +358,6 @@ class IncrementalCurve:
                 self._acc.merge(c.acc)
         self._left_since_rebuild = 0
         self.n_rebuilds += 1
-
-
-def _beyond_bin(
-    sizes: NDArray[np.float64],
-    px: NDArray[np.float64],
-    sz: NDArray[np.float64],
-    mid: NDArray[np.float64],
-) -> tuple[NDArray[np.intp], NDArray[np.bool_]]:
-    """Return each row's first size past its visible depth and whether the row is kept.
-
-    The depth is summed level by level as ``book_walk`` does, so the bins are the same.
-    """
-    ok = np.isfinite(mid) & np.isfinite(px[:, 0])
-    depth = np.cumsum(np.where(np.isfinite(px) & (sz > 0), sz, 0.0), axis=1)[:, -1]
-    return np.searchsorted(sizes, depth, side="right"), ok
 
 
 # What makes two estimates the same: symbol, side, size grid (bytes), policy, window, weighting.
