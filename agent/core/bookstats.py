@@ -236,16 +236,18 @@ class PeriodMeans:
             z_all = np.vstack([self._last_z[None, :], z])
         else:
             t_all, z_all = ts, z
-        t0, t1 = t_all[:-1], t_all[1:]
-        p0 = (t0 - self.origin_ns) // self.period_ns
-        p1 = (t1 - self.origin_ns) // self.period_ns
-        same = p0 == p1
-        self._credit(p0[same], (t1 - t0)[same].astype(np.float64), z_all[:-1][same])
+        t0 = t_all[:-1]
+        p_all = (t_all - self.origin_ns) // self.period_ns
+        p0 = p_all[:-1]
+        same = p0 == p_all[1:]
+        dt = np.diff(t_all).astype(np.float64)
+        if same.all():  # the usual batch: no period edge inside it
+            self._credit(p0, dt, z_all[:-1])
+            return self._finish(self.period_of(int(t_all[-1])), z_all[-1], int(t_all[-1]))
+        self._credit(p0[same], dt[same], z_all[:-1][same])
         for j in np.flatnonzero(~same):  # books in force across a boundary: one per period edge
-            self._credit_span(int(t0[j]), int(t1[j]), z_all[j])
-        self._last_ts = int(t_all[-1])
-        self._last_z = z_all[-1].copy()
-        return self._finish(self.period_of(self._last_ts))
+            self._credit_span(int(t0[j]), int(t_all[j + 1]), z_all[j])
+        return self._finish(self.period_of(int(t_all[-1])), z_all[-1], int(t_all[-1]))
 
     def _credit(self, p: NDArray[np.int64], w: NDArray[np.float64], z: NDArray[np.float64]) -> None:
         if p.size == 0:
@@ -271,7 +273,9 @@ class PeriodMeans:
         w = np.array([float(d) for _, d in parts])
         self._credit(p, w, np.tile(z, (p.size, 1)))
 
-    def _finish(self, current: int) -> list[PeriodMean]:
+    def _finish(self, current: int, last_z: NDArray[np.float64], last_ts: int) -> list[PeriodMean]:
+        self._last_ts = last_ts
+        self._last_z = last_z.copy()
         done = sorted(p for p in self._sums if p < current)
         out = []
         for p in done:
