@@ -23,7 +23,15 @@ from numpy.typing import NDArray
 
 from feeds.model import BookBatch
 
-__all__ = ["N_FEATURES", "FeatureMemo", "PeriodMeans", "Tail", "book_features", "trailing_mean"]
+__all__ = [
+    "N_FEATURES",
+    "FeatureMemo",
+    "PeriodMeans",
+    "Tail",
+    "book_features",
+    "credit_values",
+    "trailing_mean",
+]
 
 N_FEATURES = 2  # log half-spread, log depth slope
 
@@ -77,6 +85,7 @@ class FeatureMemo:
         self.keep = int(keep)
         self._memo: OrderedDict[int, tuple[BookBatch, NDArray[np.float64]]] = OrderedDict()
         self.n_computed = 0  # batches computed (the rest came from the memo)
+        self._inner_memo: OrderedDict[int, tuple[BookBatch, NDArray[np.float64]]] = OrderedDict()
         self._queue: list[BookBatch] = []
         self._tail = Tail(N_FEATURES)
         self.keep_ns = 0  # the longest trailing window a reader needs (``need``)
@@ -93,6 +102,36 @@ class FeatureMemo:
         while len(self._memo) > self.keep:
             self._memo.popitem(last=False)
         return z
+
+    def credits(
+        self, batches: list[BookBatch], last: tuple[int, NDArray[np.float64]] | None
+    ) -> NDArray[np.float64]:
+        """Return the ``credit_values`` of the intervals ``batches`` close after the book
+        ``last`` (its time and features; None: the first book): the inner ones are computed
+        once per batch for every parent, the few across batch edges here."""
+        parts: list[NDArray[np.float64]] = []
+        prev = last
+        for b in batches:
+            ts = np.asarray(b.ts_event_ns, dtype=np.int64)
+            z = self.of(b)
+            if prev is not None:
+                dt = np.array([float(ts[0] - prev[0])])
+                parts.append(credit_values(dt, prev[1][None, :]))
+            parts.append(self._inner(b, ts, z))
+            prev = (int(ts[-1]), z[-1])
+        return np.concatenate(parts) if parts else np.zeros((0, 2 * N_FEATURES))
+
+    def _inner(
+        self, batch: BookBatch, ts: NDArray[np.int64], z: NDArray[np.float64]
+    ) -> NDArray[np.float64]:
+        hit = self._inner_memo.get(id(batch))
+        if hit is not None and hit[0] is batch:
+            return hit[1]
+        v = credit_values(np.diff(ts).astype(np.float64), z[:-1])
+        self._inner_memo[id(batch)] = (batch, v)
+        while len(self._inner_memo) > self.keep:
+            self._inner_memo.popitem(last=False)
+        return v
 
     def need(self, window_ns: int) -> None:
         """Keep at least ``window_ns`` of books in the tail (a reader's longest window)."""
@@ -169,6 +208,14 @@ def trailing_mean(
     return mean, in_force
 
 
+def credit_values(w: NDArray[np.float64], z: NDArray[np.float64]) -> NDArray[np.float64]:
+    """Return what books credit a period: ``(w fin, w fin z)`` per book, shape (n, 2k), for
+    books in force ``w`` ns with features ``z`` (``fin``: where z is finite)."""
+    fin = np.isfinite(z)
+    ww = w[:, None] * fin
+    return np.concatenate([ww, ww * np.where(fin, z, 0.0)], axis=1)
+
+
 @dataclass(frozen=True, slots=True)
 class PeriodMean:
     """The time-weighted mean of the features over one finished period.
@@ -220,12 +267,29 @@ class PeriodMeans:
         """Timestamp of the newest book seen, ns (None before the first)."""
         return self._last_ts
 
+    @property
+    def last_book(self) -> tuple[int, NDArray[np.float64]] | None:
+        """Return the newest book's time and features (None before the first)."""
+        if self._last_ts is None or self._last_z is None:
+            return None
+        return self._last_ts, self._last_z
+
     def period_of(self, t_ns: int) -> int:
         """Return the period index of a time."""
         return (int(t_ns) - self.origin_ns) // self.period_ns
 
-    def add(self, ts: NDArray[np.int64], z: NDArray[np.float64]) -> list[PeriodMean]:
-        """Add books (non-decreasing times, after every earlier one); return finished periods."""
+    def add(
+        self,
+        ts: NDArray[np.int64],
+        z: NDArray[np.float64],
+        vals: NDArray[np.float64] | None = None,
+    ) -> list[PeriodMean]:
+        """Add books (non-decreasing times, after every earlier one); return finished periods.
+
+        ``vals``: the ``credit_values`` of the books in force over the intervals these books
+        close (the last book seen before them, then all but the newest), when the caller has
+        them already (``FeatureMemo.credits``, shared by the parents): the same sums.
+        """
         n = int(ts.shape[0])
         if n == 0:
             return []
@@ -240,21 +304,24 @@ class PeriodMeans:
         p_all = (t_all - self.origin_ns) // self.period_ns
         p0 = p_all[:-1]
         same = p0 == p_all[1:]
-        dt = np.diff(t_all).astype(np.float64)
+        dt = np.diff(t_all).astype(np.float64) if vals is None else np.zeros(0)
+        if vals is None:
+            vals = credit_values(dt, z_all[:-1])
         if same.all():  # the usual batch: no period edge inside it
-            self._credit(p0, dt, z_all[:-1])
+            self._credit_vals(p0, vals)
             return self._finish(self.period_of(int(t_all[-1])), z_all[-1], int(t_all[-1]))
-        self._credit(p0[same], dt[same], z_all[:-1][same])
+        self._credit_vals(p0[same], vals[same])
         for j in np.flatnonzero(~same):  # books in force across a boundary: one per period edge
             self._credit_span(int(t0[j]), int(t_all[j + 1]), z_all[j])
         return self._finish(self.period_of(int(t_all[-1])), z_all[-1], int(t_all[-1]))
 
     def _credit(self, p: NDArray[np.int64], w: NDArray[np.float64], z: NDArray[np.float64]) -> None:
+        if p.size:
+            self._credit_vals(p, credit_values(w, z))
+
+    def _credit_vals(self, p: NDArray[np.int64], vals: NDArray[np.float64]) -> None:
         if p.size == 0:
             return
-        fin = np.isfinite(z)
-        ww = w[:, None] * fin
-        vals = np.concatenate([ww, ww * np.where(fin, z, 0.0)], axis=1)  # (rows, 2k)
         # The periods come in order (the books do): one sum per run of a period, O(rows).
         starts = np.flatnonzero(np.r_[True, p[1:] != p[:-1]])
         rows = np.add.reduceat(vals, starts, axis=0)

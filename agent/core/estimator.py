@@ -5,7 +5,8 @@ then ``cost_curve``): O(rows x levels) per decision. ``IncrementalCurve`` keeps 
 weighted sums of the per-snapshot curve coefficients (a ``CurveAccumulator``) up to date
 instead: a row is walked once when it enters the window (its coefficient changes binned onto the
 size grid, kept with its chunk) and the same changes are subtracted when it leaves, and a
-decision reads the curve from the sums in O(sizes). The numbers are those of the batch computation over the same rows:
+decision reads the curve from the sums in O(sizes). The numbers are those of the batch
+computation over the same rows:
 
     cost_curve(rows with t - window_ns < ts <= t, side, sizes, policy,
                weights=time_weights(ts, t) if weighting == "time" else None)

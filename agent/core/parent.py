@@ -393,7 +393,7 @@ class ParentCore:
         observe = getattr(self.mpc.policy, "observe", None)
         if observe is not None:
             observe(seg)
-        self.last_mid = float(seg.mid[-1])
+        self.last_mid = 0.5 * (float(seg.bid_px[-1, 0]) + float(seg.ask_px[-1, 0]))  # mid[-1]
         self._last_row = (
             (seg.ask_px[-1], seg.ask_sz[-1])
             if self.side is Side.BUY
