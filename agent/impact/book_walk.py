@@ -379,9 +379,9 @@ class WalkedRows:
 
     keep: NDArray[np.bool_]  # (n,) which input rows were kept
     keep_at: NDArray[np.intp]  # (n + 1,) kept rows before each input row
-    ivis: NDArray[np.intp]  # (L, m) bins of the visible kinks
+    ivis: NDArray[np.intp]  # (5, L, m) bins of the visible kinks, offset per coefficient row
     dvis: NDArray[np.float64]  # (5, L, m) their coefficient changes
-    ilast: NDArray[np.intp]  # (m,) bins of the last kink (the visible depth D)
+    ilast: NDArray[np.intp]  # (8, m) bins of the last kink (the visible depth D), offset alike
     dlast: NDArray[np.float64]  # (8, m) its coefficient changes
     jdx: NDArray[np.intp]  # (m,) first grid size past D
 
@@ -522,9 +522,11 @@ class CurveAccumulator:
                 continue
             pos, delta_vis, delta_last = _pieces(p)
             # A kink at Q applies from the first grid size >= Q (C is continuous at Q).
-            ivis.append(self._bin(pos[:-1].ravel()).reshape(n_lev, m))
+            # Bins offset by (G+1) per coefficient row: what the bincounts of add_walked take.
+            iv = self._bin(pos[:-1].ravel()).reshape(n_lev, m)
+            ivis.append(iv[None, :, :] + self._offsets[: len(_VIS_COLS), None, None])
             dvis.append(delta_vis)
-            ilast.append(self._bin(pos[-1]))
+            ilast.append(self._bin(pos[-1])[None, :] + self._offsets[:, None])
             dlast.append(delta_last)
             # Past depth at size x iff D < x: first such grid size.
             jdx.append(np.searchsorted(self.sizes, p.q[-1], side="right"))
@@ -532,9 +534,9 @@ class CurveAccumulator:
         return WalkedRows(
             kept,
             np.r_[0, np.cumsum(kept)].astype(np.intp),
-            np.concatenate(ivis, axis=1) if ivis else np.zeros((n_lev, 0), dtype=np.intp),
+            np.concatenate(ivis, axis=2) if ivis else np.zeros((5, n_lev, 0), dtype=np.intp),
             np.concatenate(dvis, axis=2) if dvis else np.zeros((5, n_lev, 0)),
-            np.concatenate(ilast) if ilast else np.zeros(0, dtype=np.intp),
+            np.concatenate(ilast, axis=1) if ilast else np.zeros((8, 0), dtype=np.intp),
             np.concatenate(dlast, axis=1) if dlast else np.zeros((8, 0)),
             np.concatenate(jdx) if jdx else np.zeros(0, dtype=np.intp),
         )
@@ -567,11 +569,10 @@ class CurveAccumulator:
             self._n_pos += m if pos_w is None else int(np.count_nonzero(pos_w))
             # One bincount per kind of kink, the coefficient rows offset by (G+1) bins each: every
             # bin still sums its own column in row order, as one bincount per column would.
-            idx = walked.ivis[:, ka:kb].ravel()
-            idx5 = (idx[None, :] + self._offsets[: len(_VIS_COLS), None]).ravel()
+            idx5 = walked.ivis[:, :, ka:kb].ravel()
             vis = np.bincount(idx5, weights=delta_vis.ravel(), minlength=len(_VIS_COLS) * (g + 1))
             self._delta[:, _VIS_COLS] += vis.reshape(len(_VIS_COLS), g + 1).T
-            idx8 = (walked.ilast[ka:kb][None, :] + self._offsets[:, None]).ravel()
+            idx8 = walked.ilast[:, ka:kb].ravel()
             last = np.bincount(idx8, weights=delta_last.ravel(), minlength=8 * (g + 1))
             self._delta += last.reshape(8, g + 1).T
             jdx = walked.jdx[ka:kb]
