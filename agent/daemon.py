@@ -438,11 +438,18 @@ class _Router:
         self.runners = runners
         self.on_violation = on_violation
         self.log = structlog.get_logger()
+        self._owner: dict[str, ParentRunner] = {}  # client order id -> its runner, once found
+
+    def _candidates(self, coid: str) -> list[ParentRunner]:
+        r = self._owner.get(coid)
+        return [r, *self.runners] if r is not None else self.runners
 
     def route(self, event: OrderEvent) -> None:
-        for r in self.runners:
+        # Many parents: the runner that owned the id last time is asked first, not all of them.
+        for r in self._candidates(event.client_order_id):
             leg = r.leg_for(event.client_order_id)
             if leg is not None:
+                self._owner[event.client_order_id] = r
                 try:
                     r.apply(leg, event)
                 except InvariantViolation as e:
