@@ -423,8 +423,10 @@ class LiquidityForecaster:
             return
         self._recorded_period = now
         targets = (starts + self.period_ns // 2 - self.origin_ns) // self.period_ns
-        for j in np.flatnonzero(later & np.all(sd > 0, axis=1)):
-            self._pending.setdefault(int(targets[j]), []).append((ez[j].copy(), sd[j].copy()))
+        keep = later & np.all(sd > 0, axis=1)
+        # One copy of the rows kept (their rows are views of it, never written).
+        for tgt, e, d in zip(targets[keep].tolist(), ez[keep], sd[keep], strict=True):
+            self._pending.setdefault(tgt, []).append((e, d))
 
     def forecast(self, t_ns: int, starts: ArrayLike) -> Forecast:
         """Return the multipliers of the periods starting at ``starts`` relative to now.
