@@ -32,7 +32,7 @@ from agent.brokers.base import Broker
 from agent.brokers.simulated import SimulatedBroker
 from agent.config import AgentConfig, OrderConfig, RiskConfig, key_path
 from agent.control import Control, ControlServer
-from agent.core.estimator import IncrementalCurve
+from agent.core.estimator import CurveView
 from agent.core.parent import (
     Action,
     Cancel,
@@ -142,13 +142,10 @@ def build_core(
     max_size = est.max_size or max(10 * order.lot, 3 * order.quantity / n)
     sizes = np.linspace(max_size / est.n_sizes, max_size, est.n_sizes)
     depth = DepthPolicy(BeyondDepth(est.beyond_depth), est.penalty_bps)
-    estimator = None
+    estimator: CurveView | None = None
     if session is not None and est.incremental:
-        key = (order.side.value, tuple(sizes.tolist()), depth, p.window_ns, est.weighting)
-        estimator = session.estimator(
-            key,
-            lambda: IncrementalCurve(order.side.value, sizes, depth, p.window_ns, est.weighting),
-        )
+        # One walk of each book per side for every parent on the symbol, whatever its grid.
+        estimator = session.curve_view(order.side.value, sizes, depth, p.window_ns, est.weighting)
     spec = strategy_spec(cfg)
     if order.risk_aversion is not None:  # this parent's urgency (Almgren-Chriss kappa)
         spec = dataclasses.replace(spec, risk_aversion=order.risk_aversion)
@@ -159,7 +156,14 @@ def build_core(
         if prior is not None:
             profile, ar = prior.profile, prior.ar
     forecaster = adaptive_forecaster(
-        spec, order.side.value, p.start_ns, p.period_ns, p.window_ns, profile, ar
+        spec,
+        order.side.value,
+        p.start_ns,
+        p.period_ns,
+        p.window_ns,
+        profile,
+        ar,
+        features=session.features(order.side.value) if session is not None else None,
     )
     policy = make_policy(
         spec,
@@ -439,11 +443,18 @@ class _Router:
         self.runners = runners
         self.on_violation = on_violation
         self.log = structlog.get_logger()
+        self._owner: dict[str, ParentRunner] = {}  # client order id -> its runner, once found
+
+    def _candidates(self, coid: str) -> list[ParentRunner]:
+        r = self._owner.get(coid)
+        return [r, *self.runners] if r is not None else self.runners
 
     def route(self, event: OrderEvent) -> None:
-        for r in self.runners:
+        # Many parents: the runner that owned the id last time is asked first, not all of them.
+        for r in self._candidates(event.client_order_id):
             leg = r.leg_for(event.client_order_id)
             if leg is not None:
+                self._owner[event.client_order_id] = r
                 try:
                     r.apply(leg, event)
                 except InvariantViolation as e:

@@ -15,6 +15,7 @@ and MBP-10's 10 levels give comparable figures.
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from dataclasses import dataclass
 
 import numpy as np
@@ -22,7 +23,15 @@ from numpy.typing import NDArray
 
 from feeds.model import BookBatch
 
-__all__ = ["N_FEATURES", "PeriodMeans", "Tail", "book_features", "trailing_mean"]
+__all__ = [
+    "N_FEATURES",
+    "FeatureMemo",
+    "PeriodMeans",
+    "Tail",
+    "book_features",
+    "credit_values",
+    "trailing_mean",
+]
 
 N_FEATURES = 2  # log half-spread, log depth slope
 
@@ -52,6 +61,100 @@ def book_features(batch: BookBatch, side: str, levels: int = 5) -> NDArray[np.fl
         logs = [_log_slope(batch, s, levels) for s in sides]
         out[:, 1] = logs[0] if len(logs) == 1 else 0.5 * (logs[0] + logs[1])
     return out
+
+
+class FeatureMemo:
+    """The books' features and their running means, computed once for every parent on a symbol.
+
+    The parents on a symbol observe the same batch objects (``SymbolSession``). ``of(batch)``
+    gives a batch's ``book_features``, known by identity (the memo holds the batch, so its id is
+    not reused while kept; one not kept any more is computed again); the features are row by
+    row, so the values are those of one call on the concatenation. The session also ``push``es
+    every batch, in order: they go into one ``Tail`` that every forecast of the side reads its
+    trailing means from, instead of keeping a copy of its own.
+
+    Args:
+        side, levels: As ``book_features``'s.
+        keep: Batches kept (the oldest goes first).
+    """
+
+    def __init__(self, side: str, levels: int = 5, keep: int = 512) -> None:
+        book_features(BookBatch.empty("check"), side, levels)  # validates side early
+        self.side = side
+        self.levels = int(levels)
+        self.keep = int(keep)
+        self._memo: OrderedDict[int, tuple[BookBatch, NDArray[np.float64]]] = OrderedDict()
+        self.n_computed = 0  # batches computed (the rest came from the memo)
+        self._inner_memo: OrderedDict[int, tuple[BookBatch, NDArray[np.float64]]] = OrderedDict()
+        self._queue: list[BookBatch] = []
+        self._tail = Tail(N_FEATURES)
+        self.keep_ns = 0  # the longest trailing window a reader needs (``need``)
+        self.last_ns: int | None = None
+
+    def of(self, batch: BookBatch) -> NDArray[np.float64]:
+        """Return the features of ``batch``, shape (n, 2) (do not write into it)."""
+        hit = self._memo.get(id(batch))
+        if hit is not None and hit[0] is batch:
+            return hit[1]
+        z = book_features(batch, self.side, self.levels)
+        self.n_computed += 1
+        self._memo[id(batch)] = (batch, z)
+        while len(self._memo) > self.keep:
+            self._memo.popitem(last=False)
+        return z
+
+    def credits(
+        self, batches: list[BookBatch], last: tuple[int, NDArray[np.float64]] | None
+    ) -> NDArray[np.float64]:
+        """Return the ``credit_values`` of the intervals ``batches`` close after the book
+        ``last`` (its time and features; None: the first book): the inner ones are computed
+        once per batch for every parent, the few across batch edges here."""
+        parts: list[NDArray[np.float64]] = []
+        prev = last
+        for b in batches:
+            ts = np.asarray(b.ts_event_ns, dtype=np.int64)
+            z = self.of(b)
+            if prev is not None:
+                dt = np.array([float(ts[0] - prev[0])])
+                parts.append(credit_values(dt, prev[1][None, :]))
+            parts.append(self._inner(b, ts, z))
+            prev = (int(ts[-1]), z[-1])
+        return np.concatenate(parts) if parts else np.zeros((0, 2 * N_FEATURES))
+
+    def _inner(
+        self, batch: BookBatch, ts: NDArray[np.int64], z: NDArray[np.float64]
+    ) -> NDArray[np.float64]:
+        hit = self._inner_memo.get(id(batch))
+        if hit is not None and hit[0] is batch:
+            return hit[1]
+        v = credit_values(np.diff(ts).astype(np.float64), z[:-1])
+        self._inner_memo[id(batch)] = (batch, v)
+        while len(self._inner_memo) > self.keep:
+            self._inner_memo.popitem(last=False)
+        return v
+
+    def need(self, window_ns: int) -> None:
+        """Keep at least ``window_ns`` of books in the tail (a reader's longest window)."""
+        self.keep_ns = max(self.keep_ns, int(window_ns))
+
+    def push(self, batch: BookBatch) -> None:
+        """Queue newer books for the tail (O(1); taken in at the next read)."""
+        if len(batch):
+            if self.last_ns is not None and int(batch.ts_event_ns[0]) < self.last_ns:
+                raise ValueError("books must be pushed in event-time order")
+            self.last_ns = int(batch.ts_event_ns[-1])
+            self._queue.append(batch)
+
+    @property
+    def tail(self) -> Tail:
+        """Return the tail of every book pushed so far (trimmed to the longest window)."""
+        if self._queue:
+            for b in self._queue:
+                self._tail.append(np.asarray(b.ts_event_ns, dtype=np.int64), self.of(b))
+            self._queue = []
+            assert self.last_ns is not None
+            self._tail.trim(self.last_ns - self.keep_ns)
+        return self._tail
 
 
 def _log_slope(batch: BookBatch, side: str, levels: int) -> NDArray[np.float64]:
@@ -105,6 +208,14 @@ def trailing_mean(
     return mean, in_force
 
 
+def credit_values(w: NDArray[np.float64], z: NDArray[np.float64]) -> NDArray[np.float64]:
+    """Return what books credit a period: ``(w fin, w fin z)`` per book, shape (n, 2k), for
+    books in force ``w`` ns with features ``z`` (``fin``: where z is finite)."""
+    fin = np.isfinite(z)
+    ww = w[:, None] * fin
+    return np.concatenate([ww, ww * np.where(fin, z, 0.0)], axis=1)
+
+
 @dataclass(frozen=True, slots=True)
 class PeriodMean:
     """The time-weighted mean of the features over one finished period.
@@ -156,12 +267,29 @@ class PeriodMeans:
         """Timestamp of the newest book seen, ns (None before the first)."""
         return self._last_ts
 
+    @property
+    def last_book(self) -> tuple[int, NDArray[np.float64]] | None:
+        """Return the newest book's time and features (None before the first)."""
+        if self._last_ts is None or self._last_z is None:
+            return None
+        return self._last_ts, self._last_z
+
     def period_of(self, t_ns: int) -> int:
         """Return the period index of a time."""
         return (int(t_ns) - self.origin_ns) // self.period_ns
 
-    def add(self, ts: NDArray[np.int64], z: NDArray[np.float64]) -> list[PeriodMean]:
-        """Add books (non-decreasing times, after every earlier one); return finished periods."""
+    def add(
+        self,
+        ts: NDArray[np.int64],
+        z: NDArray[np.float64],
+        vals: NDArray[np.float64] | None = None,
+    ) -> list[PeriodMean]:
+        """Add books (non-decreasing times, after every earlier one); return finished periods.
+
+        ``vals``: the ``credit_values`` of the books in force over the intervals these books
+        close (the last book seen before them, then all but the newest), when the caller has
+        them already (``FeatureMemo.credits``, shared by the parents): the same sums.
+        """
         n = int(ts.shape[0])
         if n == 0:
             return []
@@ -172,28 +300,32 @@ class PeriodMeans:
             z_all = np.vstack([self._last_z[None, :], z])
         else:
             t_all, z_all = ts, z
-        t0, t1 = t_all[:-1], t_all[1:]
-        p0 = (t0 - self.origin_ns) // self.period_ns
-        p1 = (t1 - self.origin_ns) // self.period_ns
-        same = p0 == p1
-        self._credit(p0[same], (t1 - t0)[same].astype(np.float64), z_all[:-1][same])
+        t0 = t_all[:-1]
+        p_all = (t_all - self.origin_ns) // self.period_ns
+        p0 = p_all[:-1]
+        same = p0 == p_all[1:]
+        dt = np.diff(t_all).astype(np.float64) if vals is None else np.zeros(0)
+        if vals is None:
+            vals = credit_values(dt, z_all[:-1])
+        if same.all():  # the usual batch: no period edge inside it
+            self._credit_vals(p0, vals)
+            return self._finish(self.period_of(int(t_all[-1])), z_all[-1], int(t_all[-1]))
+        self._credit_vals(p0[same], vals[same])
         for j in np.flatnonzero(~same):  # books in force across a boundary: one per period edge
-            self._credit_span(int(t0[j]), int(t1[j]), z_all[j])
-        self._last_ts = int(t_all[-1])
-        self._last_z = z_all[-1].copy()
-        return self._finish(self.period_of(self._last_ts))
+            self._credit_span(int(t0[j]), int(t_all[j + 1]), z_all[j])
+        return self._finish(self.period_of(int(t_all[-1])), z_all[-1], int(t_all[-1]))
 
     def _credit(self, p: NDArray[np.int64], w: NDArray[np.float64], z: NDArray[np.float64]) -> None:
+        if p.size:
+            self._credit_vals(p, credit_values(w, z))
+
+    def _credit_vals(self, p: NDArray[np.int64], vals: NDArray[np.float64]) -> None:
         if p.size == 0:
             return
-        fin = np.isfinite(z)
-        ww = w[:, None] * fin
-        sz = ww * np.where(fin, z, 0.0)
-        uniq, inv = np.unique(p, return_inverse=True)
-        m = uniq.size
-        cols = [np.bincount(inv, weights=c, minlength=m) for c in (*ww.T, *sz.T)]
-        rows = np.stack(cols, axis=1)  # (periods in the batch, 2k), O(rows)
-        for per, row in zip(uniq.tolist(), rows, strict=True):
+        # The periods come in order (the books do): one sum per run of a period, O(rows).
+        starts = np.flatnonzero(np.r_[True, p[1:] != p[:-1]])
+        rows = np.add.reduceat(vals, starts, axis=0)
+        for per, row in zip(p[starts].tolist(), rows, strict=True):
             acc = self._sums.get(per)
             self._sums[per] = row if acc is None else acc + row
 
@@ -208,7 +340,9 @@ class PeriodMeans:
         w = np.array([float(d) for _, d in parts])
         self._credit(p, w, np.tile(z, (p.size, 1)))
 
-    def _finish(self, current: int) -> list[PeriodMean]:
+    def _finish(self, current: int, last_z: NDArray[np.float64], last_ts: int) -> list[PeriodMean]:
+        self._last_ts = last_ts
+        self._last_z = last_z.copy()
         done = sorted(p for p in self._sums if p < current)
         out = []
         for p in done:
@@ -223,12 +357,18 @@ class Tail:
     """The newest rows of ``(ts, z)`` in one growable array pair (amortised O(rows) appends).
 
     ``trim(lo)`` drops rows older than ``lo`` but keeps the last row at or before it: that
-    book is still in force at ``lo``.
+    book is still in force at ``lo``. Running integrals of each row's value over the time it
+    was in force (the finite values only; their durations in exact integer ns) make
+    ``trailing_mean`` O(log rows) whatever the window: the mean of ``trailing_mean`` above, to
+    the rounding of the running sums.
     """
 
     def __init__(self, k: int = N_FEATURES, capacity: int = 1024) -> None:
         self._ts = np.empty(capacity, dtype=np.int64)
         self._z = np.empty((capacity, k))
+        # Integrals over the closed intervals of rows before i: value x ns, finite ns.
+        self._cs = np.zeros((capacity, k))
+        self._cw = np.zeros((capacity, k), dtype=np.int64)
         self._a = 0
         self._b = 0
 
@@ -237,16 +377,35 @@ class Tail:
 
     def append(self, ts: NDArray[np.int64], z: NDArray[np.float64]) -> None:
         n = int(ts.shape[0])
+        if n == 0:
+            return
         if self._b + n > self._ts.shape[0]:
             keep = self._b - self._a
             cap = max(self._ts.shape[0], 2 * (keep + n))
-            new_ts = np.empty(cap, dtype=np.int64)
-            new_z = np.empty((cap, self._z.shape[1]))
-            new_ts[:keep] = self._ts[self._a : self._b]
-            new_z[:keep] = self._z[self._a : self._b]
-            self._ts, self._z, self._a, self._b = new_ts, new_z, 0, keep
-        self._ts[self._b : self._b + n] = ts
-        self._z[self._b : self._b + n] = z
+            grown = []
+            for arr in (self._ts, self._z, self._cs, self._cw):
+                new = np.empty((cap, *arr.shape[1:]), dtype=arr.dtype)
+                new[:keep] = arr[self._a : self._b]
+                grown.append(new)
+            self._ts, self._z, self._cs, self._cw = grown
+            self._a, self._b = 0, keep
+        b = self._b
+        self._ts[b : b + n] = ts
+        self._z[b : b + n] = z
+        if b == 0:
+            self._cs[0] = 0.0
+            self._cw[0] = 0
+        # Close the intervals of the rows b-1 .. b+n-2 (the previous last row's and the new).
+        lo = max(b - 1, 0)
+        if lo < b + n - 1:
+            dt = np.diff(self._ts[lo : b + n])[:, None]
+            zz = self._z[lo : b + n - 1]
+            fin = np.isfinite(zz)
+            w = np.where(fin, dt, 0)
+            v = w * np.where(fin, zz, 0.0)
+            # One running sum from the kept value on: the same bits however the rows come in.
+            self._cs[lo + 1 : b + n] = np.cumsum(np.vstack([self._cs[lo : lo + 1], v]), axis=0)[1:]
+            self._cw[lo + 1 : b + n] = self._cw[lo] + np.cumsum(w, axis=0)
         self._b += n
 
     def trim(self, lo_ns: int) -> None:
@@ -256,3 +415,35 @@ class Tail:
     def view(self) -> tuple[NDArray[np.int64], NDArray[np.float64]]:
         """Return the kept rows (views, valid until the next ``append``)."""
         return self._ts[self._a : self._b], self._z[self._a : self._b]
+
+    def trailing_mean(
+        self, t_ns: int, window_ns: int
+    ) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
+        """Return ``trailing_mean(ts, z, t_ns, window_ns)`` of the kept rows, in O(log rows)."""
+        k = self._z.shape[1]
+        ts = self._ts[self._a : self._b]
+        b = int(np.searchsorted(ts, t_ns, side="right"))
+        if b == 0:
+            nan = np.full(k, np.nan)
+            return nan, nan.copy()
+        off = self._a
+        last = off + b - 1
+        in_force = self._z[last].copy()
+        if window_ns <= 0:
+            return in_force.copy(), in_force
+        lo = t_ns - window_ns
+        a = off + max(int(np.searchsorted(ts, lo, side="right")) - 1, 0)
+        z_a, z_l = self._z[a], self._z[last]
+        fin_a, fin_l = np.isfinite(z_a), np.isfinite(z_l)
+        # Rows a .. last-1 over their whole intervals, less row a's part before lo, plus the
+        # row in force at t from its start (or lo) to t.
+        cut = max(lo - int(self._ts[a]), 0) if a < last else 0
+        end = t_ns - max(int(self._ts[last]), lo)
+        tot = self._cw[last] - self._cw[a] - np.where(fin_a, cut, 0) + np.where(fin_l, end, 0)
+        s = (
+            (self._cs[last] - self._cs[a])
+            - np.where(fin_a, cut * np.where(fin_a, z_a, 0.0), 0.0)
+            + np.where(fin_l, end * np.where(fin_l, z_l, 0.0), 0.0)
+        )
+        mean = np.where(tot > 0, s / np.where(tot > 0, tot, 1), in_force)
+        return mean, in_force

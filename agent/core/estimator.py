@@ -4,8 +4,9 @@ Today's estimate re-walks every snapshot of the window at each decision (``Rolli
 then ``cost_curve``): O(rows x levels) per decision. ``IncrementalCurve`` keeps the window's
 weighted sums of the per-snapshot curve coefficients (a ``CurveAccumulator``) up to date
 instead: a row is walked once when it enters the window (its coefficient changes binned onto the
-size grid) and once when it leaves (the same changes subtracted), and a decision reads the curve
-from the sums in O(sizes). The numbers are those of the batch computation over the same rows:
+size grid, kept with its chunk) and the same changes are subtracted when it leaves, and a
+decision reads the curve from the sums in O(sizes). The numbers are those of the batch
+computation over the same rows:
 
     cost_curve(rows with t - window_ns < ts <= t, side, sizes, policy,
                weights=time_weights(ts, t) if weighting == "time" else None)
@@ -48,10 +49,17 @@ from typing import Literal
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
-from agent.impact.book_walk import CostCurve, CurveAccumulator, DepthPolicy, Side, side_arrays
+from agent.impact.book_walk import (
+    CostCurve,
+    CurveAccumulator,
+    DepthPolicy,
+    Side,
+    WalkedRows,
+    side_arrays,
+)
 from feeds.model import BookBatch
 
-__all__ = ["CurveBank", "IncrementalCurve", "Weighting"]
+__all__ = ["CurveBank", "CurveView", "IncrementalCurve", "SharedCurves", "Weighting"]
 
 Weighting = Literal["time", "snapshot"]
 _NS = 1e9
@@ -71,6 +79,7 @@ class _Chunk:
     added: int = 0  # rows [0, added) are in the sums
     acc: CurveAccumulator | None = None  # this chunk's rows now in the sums (for a rebuild)
     last: CurveAccumulator | None = None  # what the last row (a tail) added, taken out as is
+    walk: WalkedRows | None = None  # the rows walked once, summed in and out from it
 
 
 class IncrementalCurve:
@@ -117,6 +126,7 @@ class IncrementalCurve:
         self._weight_ns = 0
         self._tail_part = CurveAccumulator(self.sizes, side, policy)  # the newest row, weight 1
         self._tail_bin = -1
+        self._cached: tuple[int, CostCurve] | None = None  # the last read, until a push
 
     # -- input --------------------------------------------------------------------------------
     def push(self, batch: BookBatch) -> None:
@@ -131,6 +141,7 @@ class IncrementalCurve:
             )
         self._pending.append(batch)
         self._last_push_ns = int(ts[-1])
+        self._cached = None
 
     # -- output -------------------------------------------------------------------------------
     def curve(self, t_ns: int) -> CostCurve:
@@ -138,6 +149,8 @@ class IncrementalCurve:
         t = int(t_ns)
         if self._last_read_ns is not None and t < self._last_read_ns:
             raise ValueError(f"curve read at {t} after a read at {self._last_read_ns}")
+        if self._cached is not None and self._cached[0] == t:
+            return self._cached[1]  # parents deciding at one instant: one read
         self._last_read_ns = t
         self._absorb(t)
         self._evict(t - self.window_ns)
@@ -158,6 +171,7 @@ class IncrementalCurve:
         if self.weighting == "time" and weight_ns > 0:
             frac = np.cumsum(beyond_ns[:-1]).astype(np.float64) / float(weight_ns)
             out = replace(out, frac_beyond_depth=frac)
+        self._cached = (t, out)
         return out
 
     @property
@@ -174,46 +188,43 @@ class IncrementalCurve:
         n = len(c.ts)
         return c.added < n and c.lo < n
 
+    def _walked(self, c: _Chunk) -> WalkedRows:
+        """Return the chunk's rows walked on the grid (once: they are summed in and out)."""
+        if c.walk is None:
+            c.walk = self._acc.walk(c.px, c.sz, c.mid)
+        return c.walk
+
     def _part(
-        self,
-        px: NDArray[np.float64],
-        sz: NDArray[np.float64],
-        mid: NDArray[np.float64],
-        w_ns: NDArray[np.int64],
+        self, c: _Chunk, a: int, b: int, w_ns: NDArray[np.int64] | None = None
     ) -> CurveAccumulator:
-        """Walk rows into a fresh accumulator with their weights (ns; 1 each by snapshot)."""
+        """Sum rows ``a:b`` of chunk ``c`` into a fresh accumulator with their weights (ns, the
+        chunk's own unless given; 1 each by snapshot)."""
         part = CurveAccumulator(self.sizes, self.side, self.policy)
+        w = c.w_ns[a:b] if w_ns is None else w_ns
         if self.weighting == "time":
-            part.add_arrays(px, sz, mid, w_ns.astype(np.float64) / _NS)
+            part.add_walked(self._walked(c), a, b, w.astype(np.float64) / _NS)
         else:
-            part.add_arrays(px, sz, mid, np.ones(len(mid)))
+            part.add_walked(self._walked(c), a, b, np.ones(b - a))
         return part
 
-    def _add_rows(
-        self,
-        px: NDArray[np.float64],
-        sz: NDArray[np.float64],
-        mid: NDArray[np.float64],
-        w_ns: NDArray[np.int64],
-        sign: float,
-        chunk: _Chunk,
-    ) -> None:
-        """Add (sign +1) or take out (sign -1) rows of ``chunk`` with their final weights."""
-        if not len(mid):
-            return
-        part = self._part(px, sz, mid, w_ns)
-        self._acc.merge(part, sign)
-        self._chunk_acc(chunk).merge(part, sign)
-        if self.weighting == "time":
-            jdx, ok = _beyond_bin(self.sizes, px, sz, mid)
-            w_ok = w_ns[ok] if sign > 0 else -w_ns[ok]
-            np.add.at(self._beyond_ns, jdx[ok], w_ok)
-            self._weight_ns += int(w_ok.sum())
+    def _beyond_of(self, c: _Chunk, a: int, b: int) -> tuple[NDArray[np.intp], NDArray[np.bool_]]:
+        """Return the first size past the visible depth of the kept rows of ``a:b`` and which
+        rows were kept (the walk's, so the bins are the curve's)."""
+        wr = self._walked(c)
+        return wr.jdx[wr.keep_at[a] : wr.keep_at[b]], wr.keep[a:b]
 
     def _add(self, c: _Chunk, a: int, b: int, sign: float) -> None:
         """Add (sign +1) or take out (sign -1) rows ``a:b`` of chunk ``c``."""
-        if b > a:
-            self._add_rows(c.px[a:b], c.sz[a:b], c.mid[a:b], c.w_ns[a:b], sign, c)
+        if b <= a:
+            return
+        part = self._part(c, a, b)
+        self._acc.merge(part, sign)
+        self._chunk_acc(c).merge(part, sign)
+        if self.weighting == "time":
+            jdx, ok = self._beyond_of(c, a, b)
+            w_ok = c.w_ns[a:b][ok] if sign > 0 else -c.w_ns[a:b][ok]
+            np.add.at(self._beyond_ns, jdx, w_ok)
+            self._weight_ns += int(w_ok.sum())
 
     def _chunk_acc(self, c: _Chunk) -> CurveAccumulator:
         if c.acc is None:
@@ -283,8 +294,8 @@ class IncrementalCurve:
     def _new_tail(self, c: _Chunk) -> None:
         """Walk the newest row once, at weight 1; each read scales it by its age."""
         i = len(c.ts) - 1
-        self._tail_part = self._part(c.px[i:], c.sz[i:], c.mid[i:], np.array([_NS_INT]))
-        jdx, ok = _beyond_bin(self.sizes, c.px[i:], c.sz[i:], c.mid[i:])
+        self._tail_part = self._part(c, i, i + 1, np.array([_NS_INT]))
+        jdx, ok = self._beyond_of(c, i, i + 1)
         self._tail_bin = int(jdx[0]) if ok[0] else -1
 
     def _evict(self, lo_ns: int) -> None:
@@ -315,11 +326,7 @@ class IncrementalCurve:
         stop = n - 1 if c.last is not None else c.added
         acc = CurveAccumulator(self.sizes, self.side, self.policy)
         if stop > c.lo:
-            acc.merge(
-                self._part(
-                    c.px[c.lo : stop], c.sz[c.lo : stop], c.mid[c.lo : stop], c.w_ns[c.lo : stop]
-                )
-            )
+            acc.merge(self._part(c, c.lo, stop))
         if c.last is not None:
             acc.merge(c.last)
         c.acc = acc
@@ -329,7 +336,7 @@ class IncrementalCurve:
         n = len(c.ts)
         self._acc.merge(last, -1.0)
         self._chunk_acc(c).merge(last, -1.0)
-        jdx, ok = _beyond_bin(self.sizes, c.px[n - 1 :], c.sz[n - 1 :], c.mid[n - 1 :])
+        jdx, ok = self._beyond_of(c, n - 1, n)
         if ok[0]:
             w = int(c.w_ns[n - 1])
             self._beyond_ns[jdx[0]] -= w
@@ -352,21 +359,6 @@ class IncrementalCurve:
                 self._acc.merge(c.acc)
         self._left_since_rebuild = 0
         self.n_rebuilds += 1
-
-
-def _beyond_bin(
-    sizes: NDArray[np.float64],
-    px: NDArray[np.float64],
-    sz: NDArray[np.float64],
-    mid: NDArray[np.float64],
-) -> tuple[NDArray[np.intp], NDArray[np.bool_]]:
-    """Return each row's first size past its visible depth and whether the row is kept.
-
-    The depth is summed level by level as ``book_walk`` does, so the bins are the same.
-    """
-    ok = np.isfinite(mid) & np.isfinite(px[:, 0])
-    depth = np.cumsum(np.where(np.isfinite(px) & (sz > 0), sz, 0.0), axis=1)[:, -1]
-    return np.searchsorted(sizes, depth, side="right"), ok
 
 
 # What makes two estimates the same: symbol, side, size grid (bytes), policy, window, weighting.
@@ -414,3 +406,117 @@ class CurveBank:
 
     def __len__(self) -> int:
         return len(self._curves)
+
+
+class CurveView:
+    """One parent's size grid read from a curve kept on a grid that contains it.
+
+    The curve's value at a size is summed from the coefficient changes of the kinks below that
+    size, whatever other sizes the grid holds, so the view's numbers are those of a curve on its
+    own grid (to the rounding of the cumulative sums, about 1e-16 relative). Made by
+    ``SharedCurves.view``.
+    """
+
+    def __init__(self, source: SharedCurves, sizes: ArrayLike) -> None:
+        self.source = source
+        self.sizes = np.asarray(sizes, dtype=np.float64)
+        self._curve: IncrementalCurve | None = None
+        self._idx: NDArray[np.intp] | None = None
+
+    def _bind(self, curve: IncrementalCurve) -> None:
+        self._curve = curve
+        idx = np.searchsorted(curve.sizes, self.sizes)
+        same = idx.size == curve.sizes.size
+        self._idx = None if same else idx
+
+    def _get(self) -> IncrementalCurve:
+        if self._curve is None:
+            self.source.build()
+        assert self._curve is not None
+        return self._curve
+
+    def push(self, batch: BookBatch) -> None:
+        """Queue newer rows on the shared curve (every view of it sees them)."""
+        self.source.push(batch)
+
+    def curve(self, t_ns: int) -> CostCurve:
+        """Return the window's curve at ``t_ns`` on this view's sizes."""
+        c = self._get().curve(t_ns)
+        idx = self._idx
+        if idx is None:
+            return c
+        return CostCurve(
+            self.sizes,
+            c.mean_cost[idx],
+            c.std_cost[idx],
+            c.n_snapshots,
+            c.frac_beyond_depth[idx],
+            c.policy,
+            c.side,
+            c.n_dropped,
+        )
+
+    @property
+    def n_rows(self) -> int:
+        """Rows in the window at the last read (``IncrementalCurve.n_rows``)."""
+        return self._get().n_rows
+
+
+class SharedCurves:
+    """The window curves of every parent on one symbol and side, walked once per book.
+
+    Parents differ in their size grids (the grid is sized to each order); the walk of a book
+    does not depend on the grid, only its binning does, and binning onto the union of the grids
+    serves each of them exactly (``CurveView``). The union is fixed when the first book arrives
+    (or at the first read): a view asked for later whose sizes are not in it gets a curve of
+    its own, which starts empty, as any estimator made after books were pushed.
+
+    Args:
+        side, policy, window_ns, weighting: As ``IncrementalCurve``'s.
+    """
+
+    def __init__(
+        self, side: Side, policy: DepthPolicy, window_ns: int, weighting: Weighting = "time"
+    ) -> None:
+        self.side: Side = side
+        self.policy = policy
+        self.window_ns = int(window_ns)
+        self.weighting: Weighting = weighting
+        self._views: list[CurveView] = []
+        self._curves: list[IncrementalCurve] = []
+
+    def view(self, sizes: ArrayLike) -> CurveView:
+        """Return a view of ``sizes`` (finite, > 0, strictly increasing)."""
+        v = CurveView(self, CurveAccumulator(sizes, self.side, self.policy).sizes)
+        self._views.append(v)
+        if self._curves:
+            for c in self._curves:
+                if np.isin(v.sizes, c.sizes).all():
+                    v._bind(c)
+                    return v
+            c = IncrementalCurve(self.side, v.sizes, self.policy, self.window_ns, self.weighting)
+            self._curves.append(c)
+            v._bind(c)
+        return v
+
+    def build(self) -> None:
+        """Fix the union grid of the views asked for so far (idempotent)."""
+        if self._curves:
+            return
+        sizes = [v.sizes for v in self._views]
+        grid = np.unique(np.concatenate(sizes)) if sizes else np.ones(1)
+        c = IncrementalCurve(self.side, grid, self.policy, self.window_ns, self.weighting)
+        self._curves.append(c)
+        for v in self._views:
+            v._bind(c)
+
+    def push(self, batch: BookBatch) -> None:
+        """Queue newer rows on every curve (O(1) each)."""
+        self.build()
+        for c in self._curves:
+            c.push(batch)
+
+    @property
+    def curves(self) -> list[IncrementalCurve]:
+        """Return the curves kept (one unless views were asked for after the first book)."""
+        return list(self._curves)

@@ -41,11 +41,11 @@ from numpy.typing import ArrayLike, NDArray
 
 from agent.core.bookstats import (
     N_FEATURES,
+    FeatureMemo,
     PeriodMean,
     PeriodMeans,
     Tail,
     book_features,
-    trailing_mean,
 )
 from agent.errors import InvariantViolation
 from agent.impact.profile import IntradayProfile
@@ -251,6 +251,9 @@ class LiquidityForecaster:
         level_half_life_ns: Half-life of the finished periods' weights in the level mu (the
             day's level drifts); None weighs the whole day the same.
         levels: Levels of the side in the depth slope.
+        features: The features of the books and their tail, shared with the other parents on
+            the symbol (``FeatureMemo`` of the same side and levels, which its owner feeds with
+            every book, in order; None: computed and kept here).
     """
 
     def __init__(
@@ -265,6 +268,7 @@ class LiquidityForecaster:
         now_window_ns: int = 0,
         level_half_life_ns: int | None = 3600 * 10**9,
         levels: int = 5,
+        features: FeatureMemo | None = None,
     ) -> None:
         if period_ns <= 0:
             raise ValueError(f"period_ns must be > 0, got {period_ns}")
@@ -276,6 +280,14 @@ class LiquidityForecaster:
         self.state_window_ns = int(state_window_ns if state_window_ns is not None else period_ns)
         self.now_window_ns = int(now_window_ns)
         book_features(BookBatch.empty("check"), side)  # validates side early
+        if features is not None and (features.side, features.levels) != (side, self.levels):
+            raise ValueError(
+                f"features of side {features.side!r}, {features.levels} levels, for a forecast "
+                f"of side {side!r}, {self.levels} levels"
+            )
+        self._features = features
+        if features is not None:
+            features.need(max(self.state_window_ns, self.now_window_ns))
         self._periods = PeriodMeans(self.period_ns, origin_ns, N_FEATURES)
         decay = 1.0 if not level_half_life_ns else 0.5 ** (self.period_ns / level_half_life_ns)
         self._ar = _ArStats(decay)
@@ -327,15 +339,27 @@ class LiquidityForecaster:
     def _flush(self) -> None:
         if not self._unfolded:
             return
-        batch = BookBatch.concat(self._unfolded)
+        batches = self._unfolded
         self._unfolded, self._unfolded_rows = [], 0
-        z = book_features(batch, self.side, self.levels)
-        ts = np.asarray(batch.ts_event_ns, dtype=np.int64)
-        finished = self._periods.add(ts, z)
+        if self._features is None:
+            batch = batches[0] if len(batches) == 1 else BookBatch.concat(batches)
+            z = book_features(batch, self.side, self.levels)
+            ts = np.asarray(batch.ts_event_ns, dtype=np.int64)
+        elif len(batches) == 1:  # the features shared with the symbol's other parents
+            z = self._features.of(batches[0])
+            ts = np.asarray(batches[0].ts_event_ns, dtype=np.int64)
+        else:
+            z = np.concatenate([self._features.of(b) for b in batches])
+            ts = np.concatenate([b.ts_event_ns for b in batches]).astype(np.int64, copy=False)
+        vals = None
+        if self._features is not None:  # what the books credit the periods, shared too
+            vals = self._features.credits(batches, self._periods.last_book)
+        finished = self._periods.add(ts, z, vals)
         if finished:
             self._fold(finished)
-        self._tail.append(ts, z)
-        self._tail.trim(int(ts[-1]) - self._keep_ns)
+        if self._features is None:
+            self._tail.append(ts, z)
+            self._tail.trim(int(ts[-1]) - self._keep_ns)
 
     def _fold(self, finished: list[PeriodMean]) -> None:
         half = self.period_ns // 2
@@ -427,14 +451,13 @@ class LiquidityForecaster:
         H = s.size
         ones, zeros = np.ones(H), np.zeros(H)
         self._flush()
-        if not len(self._tail):
+        # The tail shared with the symbol's other parents (the session feeds it), or our own.
+        tail = self._tail if self._features is None else self._features.tail
+        if not len(tail):
             return Forecast(ones, ones.copy(), zeros, zeros.copy(), {"status": "no_books"})
-        ts, z = self._tail.view()
-        x, in_force = trailing_mean(ts, z, t_ns, self.state_window_ns)
+        x, in_force = tail.trailing_mean(t_ns, self.state_window_ns)
         ref = (
-            in_force
-            if self.now_window_ns <= 0
-            else trailing_mean(ts, z, t_ns, self.now_window_ns)[0]
+            in_force if self.now_window_ns <= 0 else tail.trailing_mean(t_ns, self.now_window_ns)[0]
         )
         ref = np.where(np.isfinite(ref), ref, x)
         P = self.period_ns

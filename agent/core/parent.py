@@ -35,7 +35,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from agent.brokers.matching import collar_limit_px
-from agent.core.estimator import IncrementalCurve
+from agent.core.estimator import CurveView, IncrementalCurve
 from agent.core.plan import NO_TIMER, Decision, PeriodGrid
 from agent.core.policy import DecisionInput, Policy, PolicyStep, TwapPolicy
 from agent.core.risk import AggregateGates, RiskGates
@@ -285,7 +285,7 @@ class ParentCore:
         gates: RiskGates | None = None,
         order_gates: RiskGates | None = None,
         benchmark: bool = False,
-        estimator: IncrementalCurve | None = None,
+        estimator: IncrementalCurve | CurveView | None = None,
         aggregate: AggregateGates | None = None,
     ) -> None:
         p = params
@@ -395,7 +395,7 @@ class ParentCore:
         observe = getattr(self.mpc.policy, "observe", None)
         if observe is not None:
             observe(seg)
-        self.last_mid = float(seg.mid[-1])
+        self.last_mid = 0.5 * (float(seg.bid_px[-1, 0]) + float(seg.ask_px[-1, 0]))  # mid[-1]
         self._last_row = (
             (seg.ask_px[-1], seg.ask_sz[-1])
             if self.side is Side.BUY
@@ -416,7 +416,11 @@ class ParentCore:
             self._trade_qty.append(np.asarray(qty, dtype=np.float64))
 
     def volume_between(self, a_ns: int, b_ns: int) -> float:
-        """Return the market volume traded in ``[a, b)`` (NaN when the feed has no trades)."""
+        """Return the market volume traded in ``[a, b)`` (NaN when the feed has no trades).
+
+        ``a_ns`` never goes back between calls (each decision asks for the period before it):
+        the trades before it are let go, so a call costs the trades of one period, not of the day.
+        """
         if not self._trades_known:
             return math.nan
         if len(self._trade_ts) > 1:
@@ -426,7 +430,10 @@ class ParentCore:
             return 0.0
         ts, q = self._trade_ts[0], self._trade_qty[0]
         i, j = np.searchsorted(ts, [a_ns, b_ns], side="left")
-        return float(q[i:j].sum())
+        out = float(q[i:j].sum())
+        if i:
+            self._trade_ts, self._trade_qty = [ts[i:]], [q[i:]]
+        return out
 
     # -- decisions ------------------------------------------------------------------------------
     def on_time(self, t_ns: int, now_ns: int | None = None, env: Env | None = None) -> list[Action]:

@@ -37,6 +37,7 @@ from typing import Protocol
 import numpy as np
 from numpy.typing import NDArray
 
+from agent.core.bookstats import FeatureMemo
 from agent.core.forecast import ArPrior, Forecast, LiquidityForecaster
 from agent.core.plan import (
     NO_TIMER,
@@ -865,12 +866,14 @@ def adaptive_forecaster(
     window_ns: int,
     profile: IntradayProfile,
     ar: ArPrior | None = None,
+    features: FeatureMemo | None = None,
 ) -> LiquidityForecaster | None:
     """Return the MPC's adaptive forecast of the later periods (None for other strategies).
 
     Its reference is the estimation window (``now_window_ns``), so the multipliers it gives
     are relative to the window's estimate that the MPC scales; ``profile`` (earlier days, or
-    the prior from other symbols) shapes the day's expected level.
+    the prior from other symbols) shapes the day's expected level. ``features``: the book
+    features shared by the parents on the symbol and side (``SymbolSession.features``).
     """
     if spec.kind != "mpc" or spec.forecast != "adaptive":
         return None
@@ -881,6 +884,7 @@ def adaptive_forecaster(
         profile=profile,
         prior=ar,
         now_window_ns=window_ns,
+        features=features,
     )
 
 

@@ -22,9 +22,11 @@ from dataclasses import dataclass
 import numpy as np
 from numpy.typing import NDArray
 
-from agent.core.estimator import IncrementalCurve
+from agent.core.bookstats import FeatureMemo
+from agent.core.estimator import CurveView, IncrementalCurve, SharedCurves, Weighting
 from agent.core.parent import ParentCore
 from agent.core.venue import SimVenue
+from agent.impact.book_walk import DepthPolicy, Side
 from agent.model import OrderEvent
 from feeds.model import BookBatch
 
@@ -90,6 +92,8 @@ class SymbolSession:
         self.parents = parents
         self.venues = venues or []
         self._estimators: dict[tuple[object, ...], IncrementalCurve] = {}
+        self._shared: dict[tuple[object, ...], SharedCurves] = {}
+        self._features: dict[tuple[str, int], FeatureMemo] = {}
 
     def estimator(
         self, key: tuple[object, ...], make: Callable[[], IncrementalCurve]
@@ -100,6 +104,31 @@ class SymbolSession:
         if est is None:
             est = self._estimators[key] = make()
         return est
+
+    def curve_view(
+        self,
+        side: Side,
+        sizes: NDArray[np.float64],
+        policy: DepthPolicy,
+        window_ns: int,
+        weighting: Weighting,
+    ) -> CurveView:
+        """Return a parent's view of the symbol's window curve for ``side``: parents with the
+        same policy, window and weighting share one walk of each book whatever their size grids
+        (``SharedCurves``)."""
+        key = (side, policy, int(window_ns), weighting)
+        sc = self._shared.get(key)
+        if sc is None:
+            sc = self._shared[key] = SharedCurves(side, policy, window_ns, weighting)
+        return sc.view(sizes)
+
+    def features(self, side: str, levels: int = 5) -> FeatureMemo:
+        """Return the book features of ``side`` that the parents' forecasts share."""
+        key = (side, int(levels))
+        memo = self._features.get(key)
+        if memo is None:
+            memo = self._features[key] = FeatureMemo(side, levels)
+        return memo
 
     def _next_time(self) -> int | None:
         times = [t for p in list(self.parents) if (t := p.next_time()) is not None]
@@ -112,9 +141,15 @@ class SymbolSession:
             return
         if parents:
             tr = trades_of(seg) if trades is None else trades.upto(int(seg.ts_event_ns[-1]))
-            shared = {id(e): e for p in self.parents if (e := p.estimator) is not None}
+            shared: dict[int, IncrementalCurve | SharedCurves] = {}
+            for p in self.parents:
+                if (e := p.estimator) is not None:
+                    src = e.source if isinstance(e, CurveView) else e
+                    shared[id(src)] = src
             for est in shared.values():  # once per estimator, however many parents share it
                 est.push(seg)
+            for memo in self._features.values():  # the forecasts' shared tails
+                memo.push(seg)
             for p in list(self.parents):
                 p.observe(seg)
                 if tr is not None:

@@ -46,6 +46,7 @@ __all__ = [
     "CurveAccumulator",
     "DepthPolicy",
     "Side",
+    "WalkedRows",
     "cost_curve",
     "side_arrays",
     "time_weights",
@@ -57,6 +58,8 @@ Side = Literal["buy", "sell"]
 # Rows processed per step of the accumulation: small enough that the (levels, rows) temporaries
 # stay in cache and are recycled by the allocator (measured: 2x faster than 64k-row chunks).
 _CHUNK_ROWS = 2048
+_MAX_CELLS = 1 << 16  # cells of the bin table of a non-arithmetic grid, at most
+_MAX_CHECKS = 6  # sizes checked after the table (more: a binary search instead)
 # Accumulator columns (a, b, c, C**2 powers 0..4) that the visible, linear pieces change.
 _VIS_COLS = np.array([0, 1, 3, 4, 5])
 
@@ -369,6 +372,52 @@ def _pieces(
     return pos, delta_vis, delta_last
 
 
+@dataclass(frozen=True, slots=True)
+class WalkedRows:
+    """Rows walked on one grid (``CurveAccumulator.walk``): their kinks' bins and coefficient
+    changes before weighting, for the kept rows (finite mid and best price)."""
+
+    keep: NDArray[np.bool_]  # (n,) which input rows were kept
+    keep_at: NDArray[np.intp]  # (n + 1,) kept rows before each input row
+    ivis: NDArray[np.intp]  # (5, L, m) bins of the visible kinks, offset per coefficient row
+    dvis: NDArray[np.float64]  # (5, L, m) their coefficient changes
+    ilast: NDArray[np.intp]  # (8, m) bins of the last kink (the visible depth D), offset alike
+    dlast: NDArray[np.float64]  # (8, m) its coefficient changes
+    jdx: NDArray[np.intp]  # (m,) first grid size past D
+
+    @property
+    def n(self) -> int:
+        """Input rows walked."""
+        return int(self.keep.size)
+
+
+_Cells = tuple[float, NDArray[np.intp], NDArray[np.float64], int]
+_CELLS: dict[bytes, _Cells | None] = {}  # per grid: accumulators are made per chunk of rows
+
+
+def _bin_cells(sizes: NDArray[np.float64]) -> _Cells | None:
+    """Return the bin table of a grid that is not arithmetic (the union of several parents'
+    grids), or None when a binary search is as good: cells give a kink's bin to within a few
+    sizes, which are then checked one by one (``CurveAccumulator._bin``)."""
+    key = sizes.tobytes()
+    if key in _CELLS:
+        return _CELLS[key]
+    span = float(sizes[-1])
+    h = max(float(np.diff(sizes).min()), span / _MAX_CELLS)
+    n_cells = math.ceil(span / h) + 4
+    table = np.searchsorted(sizes, np.arange(n_cells) * h, side="left")
+    # Sizes between a cell's start and a position at most 3 cells later (the lookup steps one
+    # cell back, for a floor rounded across an edge).
+    n_check = int(np.max(table[3:] - table[:-3]))
+    out: _Cells | None = None
+    if n_check <= _MAX_CHECKS:
+        out = (h, np.asarray(table, dtype=np.intp), np.append(sizes, np.inf), n_check)
+    if len(_CELLS) >= 64:
+        _CELLS.pop(next(iter(_CELLS)))
+    _CELLS[key] = out
+    return out
+
+
 class CurveAccumulator:
     """Streaming accumulator of the walk-the-book cost curve (first and second moments).
 
@@ -406,6 +455,7 @@ class CurveAccumulator:
         steps = np.diff(self.sizes)
         # On an arithmetic grid the bin of a kink is one division instead of a binary search.
         self._step = float(steps[0]) if steps.size and np.all(steps == steps[0]) else 0.0
+        self._cells = _bin_cells(self.sizes) if self._step == 0 and steps.size else None
 
     def _bin(self, pos: NDArray[np.float64]) -> NDArray[np.intp]:
         """Return the index of the first grid size >= each kink position, in [0, G].
@@ -419,6 +469,16 @@ class CurveAccumulator:
             np.ceil(t, out=t)
             np.clip(t, 0, self.sizes.size, out=t)
             return np.asarray(t.astype(np.intp), dtype=np.intp)
+        if self._cells is not None:
+            h, table, padded, n_check = self._cells
+            c = pos / h
+            np.floor(c, out=c)
+            c -= 1.0  # one cell back: the floor may round across a cell's edge
+            np.clip(c, 0, table.size - 1, out=c)
+            idx = table[c.astype(np.intp)]
+            for _ in range(n_check):  # step over the sizes below the position
+                idx += padded[idx] < pos
+            return idx
         return np.asarray(np.searchsorted(self.sizes, pos, side="left"), dtype=np.intp)
 
     def add_arrays(
@@ -433,44 +493,89 @@ class CurveAccumulator:
             weights: Optional row weights, shape (n,), >= 0 (e.g. ``time_weights``: how long
                 each book was in force). ``None`` weighs every snapshot 1.
         """
-        px = np.asarray(px, dtype=np.float64)
-        sz = np.asarray(sz, dtype=np.float64)
         mid = np.asarray(mid, dtype=np.float64)
         w_all = None
         if weights is not None:
             w_all = np.asarray(weights, dtype=np.float64)
             if w_all.shape != mid.shape or not np.all(np.isfinite(w_all) & (w_all >= 0)):
                 raise ValueError("weights must be finite, >= 0 and of shape (n,)")
-        g = self.sizes.size
+        walked = self.walk(px, sz, mid)
+        self.add_walked(walked, 0, walked.n, w_all)
+
+    def walk(self, px: ArrayLike, sz: ArrayLike, mid: ArrayLike) -> WalkedRows:
+        """Walk rows once on this grid (shapes as ``add_arrays``): what ``add_walked`` sums.
+
+        A sliding window walks a row when it arrives and sums the walk in again when it
+        leaves, instead of walking it twice (``agent.core.estimator``).
+        """
+        px = np.asarray(px, dtype=np.float64)
+        sz = np.asarray(sz, dtype=np.float64)
+        mid = np.asarray(mid, dtype=np.float64)
+        n_lev = px.shape[1] if px.ndim == 2 else 0
+        keep, ivis, dvis, ilast, dlast, jdx = [], [], [], [], [], []
         for lo in range(0, px.shape[0], _CHUNK_ROWS):  # chunks of rows, not single rows
             hi = lo + _CHUNK_ROWS
             p = _prepare(px[lo:hi], sz[lo:hi], mid[lo:hi], self.policy, self.side)
-            self.n_dropped += p.n_dropped
+            keep.append(p.keep)
             m = p.d.shape[1]
             if m == 0:
                 continue
-            self.n_snapshots += m
             pos, delta_vis, delta_last = _pieces(p)
+            # A kink at Q applies from the first grid size >= Q (C is continuous at Q).
+            # Bins offset by (G+1) per coefficient row: what the bincounts of add_walked take.
+            iv = self._bin(pos[:-1].ravel()).reshape(n_lev, m)
+            ivis.append(iv[None, :, :] + self._offsets[: len(_VIS_COLS), None, None])
+            dvis.append(delta_vis)
+            ilast.append(self._bin(pos[-1])[None, :] + self._offsets[:, None])
+            dlast.append(delta_last)
+            # Past depth at size x iff D < x: first such grid size.
+            jdx.append(np.searchsorted(self.sizes, p.q[-1], side="right"))
+        kept = np.concatenate(keep) if keep else np.zeros(0, dtype=bool)
+        return WalkedRows(
+            kept,
+            np.r_[0, np.cumsum(kept)].astype(np.intp),
+            np.concatenate(ivis, axis=2) if ivis else np.zeros((5, n_lev, 0), dtype=np.intp),
+            np.concatenate(dvis, axis=2) if dvis else np.zeros((5, n_lev, 0)),
+            np.concatenate(ilast, axis=1) if ilast else np.zeros((8, 0), dtype=np.intp),
+            np.concatenate(dlast, axis=1) if dlast else np.zeros((8, 0)),
+            np.concatenate(jdx) if jdx else np.zeros(0, dtype=np.intp),
+        )
+
+    def add_walked(
+        self, walked: WalkedRows, a: int, b: int, weights: NDArray[np.float64] | None = None
+    ) -> None:
+        """Add rows ``a:b`` of a walk (weights: of those rows, shape (b - a,); None: 1 each).
+
+        The same sums, bit for bit, as ``add_arrays`` of those rows.
+        """
+        g = self.sizes.size
+        for lo in range(a, b, _CHUNK_ROWS):
+            hi = min(lo + _CHUNK_ROWS, b)
+            ka, kb = int(walked.keep_at[lo]), int(walked.keep_at[hi])
+            m = kb - ka
+            self.n_dropped += (hi - lo) - m
+            if m == 0:
+                continue
+            self.n_snapshots += m
+            delta_vis = walked.dvis[:, :, ka:kb]
+            delta_last = walked.dlast[:, ka:kb]
             w = None
-            if w_all is not None:
-                w = w_all[lo:hi][p.keep]
-                delta_vis *= w
-                delta_last *= w
+            if weights is not None:
+                w = weights[lo - a : hi - a][walked.keep[lo:hi]]
+                delta_vis = delta_vis * w
+                delta_last = delta_last * w
             self.weight += float(w.sum()) if w is not None else float(m)
             pos_w = None if w is None else (w > 0).astype(np.float64)
             self._n_pos += m if pos_w is None else int(np.count_nonzero(pos_w))
-            # A kink at Q applies from the first grid size >= Q (C is continuous at Q).
             # One bincount per kind of kink, the coefficient rows offset by (G+1) bins each: every
             # bin still sums its own column in row order, as one bincount per column would.
-            idx = self._bin(pos[:-1].ravel())
-            idx5 = (idx[None, :] + self._offsets[: len(_VIS_COLS), None]).ravel()
+            idx5 = walked.ivis[:, :, ka:kb].ravel()
             vis = np.bincount(idx5, weights=delta_vis.ravel(), minlength=len(_VIS_COLS) * (g + 1))
             self._delta[:, _VIS_COLS] += vis.reshape(len(_VIS_COLS), g + 1).T
-            idx8 = (self._bin(pos[-1])[None, :] + self._offsets[:, None]).ravel()
+            idx8 = walked.ilast[:, ka:kb].ravel()
             last = np.bincount(idx8, weights=delta_last.ravel(), minlength=8 * (g + 1))
             self._delta += last.reshape(8, g + 1).T
-            # Past depth at size x iff D < x: first such grid size.
-            jdx = np.searchsorted(self.sizes, p.q[-1], side="right")
+            jdx = walked.jdx[ka:kb]
             self._beyond += np.bincount(jdx, weights=w, minlength=g + 1)
             self._n_beyond += np.bincount(jdx, weights=pos_w, minlength=g + 1)
 
@@ -515,6 +620,7 @@ class CurveAccumulator:
         """Return an independent accumulator holding the same rows."""
         out = CurveAccumulator.__new__(CurveAccumulator)
         out.sizes, out.side, out.policy, out._step = self.sizes, self.side, self.policy, self._step
+        out._cells = self._cells
         out._offsets = self._offsets
         out._delta, out._beyond = self._delta.copy(), self._beyond.copy()
         out._n_beyond, out._n_pos = self._n_beyond.copy(), self._n_pos

@@ -411,3 +411,29 @@ def test_integer_weights_equal_repeated_rows_and_ones_equal_unweighted():
         cost_curve(batch, "buy", sizes, weights=-np.ones(len(batch)))
     zero = cost_curve(batch, "buy", sizes, weights=np.zeros(len(batch)))
     assert np.isnan(zero.mean_cost).all() and zero.n_snapshots == len(batch)
+
+
+def test_bin_table_of_a_union_grid_gives_the_binary_search_bins():
+    """The union of parents' grids (not arithmetic) bins kinks through a table of cells: the
+    same bins as a binary search, so the same curve bit for bit."""
+    rng = np.random.default_rng(17)
+    for trial in range(40):
+        grids = [np.linspace(m / 50, m, 50) for m in rng.uniform(100, 20000, 1 + trial % 16)]
+        x = np.unique(np.concatenate([*grids, rng.uniform(1, 30000, trial % 3)]))
+        acc = CurveAccumulator(x, "buy")
+        assert acc._cells is not None, trial
+        pos = np.concatenate(
+            [rng.uniform(0, x[-1] * 1.2, 5000), x, np.nextafter(x, 0), np.nextafter(x, np.inf)]
+        )
+        np.testing.assert_array_equal(
+            acc._bin(pos.copy()), np.searchsorted(x, pos, side="left"), err_msg=str(trial)
+        )
+    books = _random_books(rng, 3000)
+    with_table = CurveAccumulator(x, "sell")
+    searched = CurveAccumulator(x, "sell")
+    searched._cells = None
+    with_table.add(books)
+    searched.add(books)
+    a, b = with_table.result(), searched.result()
+    np.testing.assert_array_equal(a.mean_cost, b.mean_cost)
+    np.testing.assert_array_equal(a.std_cost, b.std_cost)

@@ -316,3 +316,85 @@ def test_no_look_ahead_on_a_real_day():
         for t, a, c in zip(times, *runs, strict=True)
         if t > t0
     )
+
+
+def test_shared_features_give_the_same_forecasts():
+    """Parents sharing one FeatureMemo (the same batch objects, as the session hands them out,
+    and one tail of trailing means) forecast exactly as with features and a tail of their own,
+    and each batch is computed once."""
+    from agent.core.bookstats import FeatureMemo
+
+    batch, _ = ar1_day(0.7, 60, 0.2, seed=8)
+    ts = batch.ts_event_ns
+    times = P * np.arange(5, 55, 7) + P // 3
+    memo = FeatureMemo("buy")
+    shared = [
+        LiquidityForecaster(P, features=memo),
+        LiquidityForecaster(P, origin_ns=P // 7, features=memo),
+    ]
+    alone = [LiquidityForecaster(P), LiquidityForecaster(P, origin_ns=P // 7)]
+    lo, n_batches = 0, 0
+    for t in times:
+        hi = int(np.searchsorted(ts, t, side="right"))
+        for j in range(lo, hi, 500):  # several batches between two forecasts
+            seg = batch.slice(j, min(j + 500, hi))
+            n_batches += 1
+            memo.push(seg)  # as the session does, before the parents observe
+            for fc in (*shared, *alone):
+                fc.observe(seg)
+        lo = hi
+        starts = t + P * np.arange(6)
+        for x, y in zip(shared, alone, strict=True):
+            fx, fy = x.forecast(int(t), starts), y.forecast(int(t), starts)
+            np.testing.assert_array_equal(fx.beta_mult, fy.beta_mult)
+            np.testing.assert_array_equal(fx.gamma_mult, fy.gamma_mult)
+    assert memo.n_computed == n_batches  # once per batch, not once per parent
+    small = FeatureMemo("buy", keep=1)  # batches fall out of it: computed again, same numbers
+    fa, fb = LiquidityForecaster(P, features=small), LiquidityForecaster(P)
+    lo = 0
+    for t in times:
+        hi = int(np.searchsorted(ts, t, side="right"))
+        seg = batch.slice(lo, hi)
+        lo = hi
+        small.push(seg)
+        small.push(batch.slice(0, 0))  # nothing: ignored
+        fa.observe(seg)
+        fb.observe(seg)
+        np.testing.assert_array_equal(
+            fa.forecast(int(t), t + P * np.arange(6)).beta_mult,
+            fb.forecast(int(t), t + P * np.arange(6)).beta_mult,
+        )
+    with pytest.raises(ValueError, match="event-time order"):
+        small.push(batch.slice(0, 5))
+    with pytest.raises(ValueError, match="features of side"):
+        LiquidityForecaster(P, side="sell", features=memo)
+
+
+def test_tail_trailing_mean_is_the_direct_one():
+    """The running integrals give the direct time-weighted mean (NaN values, trims, chunks)."""
+    from agent.core.bookstats import Tail
+
+    rng = np.random.default_rng(21)
+    n = 5000
+    ts = (
+        np.cumsum(rng.choice([0, 1, 7, 50, 900], n, p=[0.1, 0.4, 0.3, 0.15, 0.05])).astype(np.int64)
+        + 10**6
+    )
+    z = rng.normal(0, 2, (n, 2))
+    z[rng.random((n, 2)) < 0.1] = np.nan
+    z[2000:2300, 1] = np.nan  # a stretch with no finite value: the book in force is the answer
+    tail = Tail(2, capacity=16)
+    i = 0
+    while i < n:
+        j = min(n, i + int(rng.integers(1, 400)) + (40 if i == 0 else 0))  # 1st: past capacity
+        tail.append(ts[i:j], z[i:j])
+        i = j
+        t = int(ts[j - 1]) + int(rng.integers(0, 40))
+        tail.trim(t - 3000)
+        for window in (0, 1, 200, 3000):
+            got = tail.trailing_mean(t, window)
+            want = trailing_mean(ts[:j], z[:j], t, window)
+            for g, w in zip(got, want, strict=True):
+                # A difference of two running sums: off by the rounding of the sums (their
+                # size, not the window's), here ~1e-12 absolute on a 1-tick window.
+                np.testing.assert_allclose(g, w, rtol=0, atol=1e-10)

@@ -205,3 +205,59 @@ def test_curve_bank_shares_one_curve_per_estimate_and_feeds_each_once():
     _assert_same(a.curve(t), _batch_curve(win, t, "buy", sizes, DepthPolicy(), "time"))
     _assert_same(c.curve(t), _batch_curve(win, t, "sell", sizes, DepthPolicy(), "time"))
     assert e.curve(t).n_snapshots == 0  # another symbol's books never reach it
+
+
+def test_shared_curves_serve_every_grid_as_its_own_curve():
+    """Parents' different size grids read from one walk of each book (the union grid) get the
+    numbers of a curve on their own grid; a grid asked for after the first book starts empty."""
+    from agent.core.estimator import SharedCurves
+
+    rng = np.random.default_rng(11)
+    batch = _synthetic(rng, 3000)
+    ts = batch.ts_event_ns
+    policy = DepthPolicy(BeyondDepth.PENALTY, 50.0)
+    grids = [np.linspace(x / 20, x, 20) for x in (120.0, 300.0, 450.0)] + [np.geomspace(5, 600, 9)]
+    shared = SharedCurves("buy", policy, 2 * 10**9, "time")
+    views = [shared.view(g) for g in grids]
+    own = [IncrementalCurve("buy", g, policy, 2 * 10**9, "time") for g in grids]
+    times = np.sort(rng.integers(int(ts[0]), int(ts[-1]), 40))
+    j = 0
+    late = None
+    for n, t in enumerate(times):
+        k = int(np.searchsorted(ts, t, side="right"))
+        if k > j:
+            views[0].push(batch.slice(j, k))  # through any view: the rows reach the shared walk
+            for c in own:
+                c.push(batch.slice(j, k))
+            j = k
+        if n == 0:
+            late = shared.view(np.linspace(7, 77, 11))  # not in the union: its own, empty curve
+        for v, c in zip(views, own, strict=True):
+            got, want = v.curve(int(t)), c.curve(int(t))
+            np.testing.assert_array_equal(got.sizes, c.sizes)
+            _assert_same(got, want)
+            assert v.n_rows == c.n_rows
+    assert len(shared.curves) == 2 and late is not None  # the union, and the late grid's own
+
+
+def test_a_second_read_at_the_same_time_is_the_first():
+    inc = IncrementalCurve("sell", np.linspace(10, 300, 20), DepthPolicy(), 10**9, "time")
+    batch = _synthetic(np.random.default_rng(4), 200)
+    inc.push(batch)
+    t = int(batch.ts_event_ns[-1]) + 10**7
+    a = inc.curve(t)
+    assert inc.curve(t) is a  # parents deciding at one instant: one read
+    inc.push(BookBatch.empty("SYN"))  # nothing new: the same read
+    assert inc.curve(t) is a
+    more = _synthetic(np.random.default_rng(5), 10)
+    shifted = BookBatch(
+        "SYN",
+        more.ts_event_ns - more.ts_event_ns[0] + t,
+        more.ts_recv_ns - more.ts_event_ns[0] + t,
+        more.bid_px,
+        more.bid_sz,
+        more.ask_px,
+        more.ask_sz,
+    )
+    inc.push(shifted)  # a row at t itself arrives after the read: the next read takes it in
+    assert inc.curve(t) is not a
