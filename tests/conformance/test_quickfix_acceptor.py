@@ -150,8 +150,17 @@ async def test_a_parent_completes_against_quickfix_with_partial_fills_rejects_an
     try:
         (tmp_path / "c.toml").write_text(CONFIG)
         cfg, _ = load_config(tmp_path / "c.toml")
-        b = {"ack_timeout_s": 0.2, "max_status_queries": 3}
-        cfg = cfg.model_copy(update={"broker": cfg.broker.model_copy(update=b)})
+        b = {"ack_timeout_s": 0.1, "max_status_queries": 3}
+        # Paced (3 h of books in about 12 s): a muted child is resolved by a wall-clock status
+        # query, and as fast as possible the replay could pass the last period before the
+        # answer came (a loaded machine saw it 3 times in 3), leaving that child's shares
+        # unsent. A period now lasts about 0.7 s of wall time, several timeouts.
+        cfg = cfg.model_copy(
+            update={
+                "broker": cfg.broker.model_copy(update=b),
+                "feed": cfg.feed.model_copy(update={"speed": 900.0}),
+            }
+        )
         fb = broker(tmp_path, v.port)
         await fb.start()
         with capture_logs() as logs:
