@@ -312,7 +312,8 @@ class StrategyParamsConfig(StrictModel):
     ``max_participation``: at most this share of each period's expected market volume (from
     the feed's trades, forecast by ``agent.core.volume``); 0 = off. The MPC (deterministic and
     timing risk) plans within it, relaxed only when the deadline needs it; every strategy's
-    child is cut to it before it is sent (``mpc.child_capped``), in every period but the last.
+    child is cut to it before it is sent (``mpc.child_capped``), in every period but the last,
+    relaxed by the solver's factor when the periods left cannot hold the rest at that rate.
     """
 
     pov_rate: float = Field(0.10, gt=0, le=1)

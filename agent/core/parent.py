@@ -40,7 +40,7 @@ from agent.core.plan import NO_TIMER, Decision, PeriodGrid
 from agent.core.policy import DecisionInput, Policy, PolicyStep, TwapPolicy
 from agent.core.risk import AggregateGates, RiskGates
 from agent.core.tactic import Slice, Tactic, TacticConfig, passive_price
-from agent.core.volume import VolumeTracker, participation_caps, participation_gate
+from agent.core.volume import VolumeTracker, participation_caps
 from agent.core.window import RollingWindow
 from agent.model import (
     CancelRequested,
@@ -777,20 +777,27 @@ class ParentCore:
         The pre-trade gate of ``max_participation`` for every strategy and every child of the
         period before the last (the solver's cap only shapes the MPC's plan): at most
         ``rate * E[V_k]`` of the period's volume, less what we took in it (fills dated in the
-        period, plus what is still working). Unknown volume: no limit, as for the solver; the
-        last period is not gated, so that the parent completes by its deadline (the solver's
-        cap is relaxed for the same reason).
+        period, plus what is still working). When the periods left cannot hold what is left at
+        that rate, the limit is relaxed by the same factor as the solver's caps (just enough to
+        finish by the deadline), so the gate never piles the parent into the last period.
+        Unknown volume: no limit, as for the solver; the last period is not gated.
         """
         assert self.volume is not None
-        start = self.grid.start_of(k)
-        vf = self.volume.forecast(t_ns, np.array([start], dtype=np.int64))
+        vf = self.volume.forecast(t_ns, self.grid.starts(k))
+        caps = participation_caps(self.p.max_participation, vf.volume)
+        if caps.size == 0 or not np.all(np.isfinite(caps)):
+            return qty
         taken = self._period_fills.get(k, 0.0) + self.mpc.tracker.open_qty
-        rate = self.p.max_participation
-        g = participation_gate(qty, rate, float(vf.volume[0]), taken)
-        if g.ok:
+        total = float(caps.sum())
+        left = self.mpc.tracker.uncommitted_qty + taken  # what the periods from k must hold
+        scale = max(1.0, left / total) if total > 0 else math.inf
+        limit = float(caps[0]) * scale
+        allowed = max(limit - taken, 0.0)
+        if qty <= allowed * (1 + 1e-12):
             return qty
         lot = self.p.lot
-        allowed = math.floor(g.allowed_qty / lot + 1e-9) * lot
+        capped = math.floor(allowed / lot + 1e-9) * lot
+        rate = self.p.max_participation * scale
         out.append(
             Log(
                 "warning",
@@ -798,13 +805,16 @@ class ParentCore:
                 {
                     "period": k,
                     "qty": qty,
-                    "capped_qty": float(allowed),
-                    "limit": f"{rate:g} of the period's expected volume {g.limit_qty / rate:g} "
-                    f"(strategy.max_participation), {taken:g} already taken in the period",
+                    "capped_qty": float(capped),
+                    "limit": f"{rate:.4g} of the period's expected volume "
+                    f"{float(vf.volume[0]):g} (strategy.max_participation "
+                    f"{self.p.max_participation:g}"
+                    + (", relaxed to finish by the deadline" if scale > 1 else "")
+                    + f"), {taken:g} already taken in the period",
                 },
             )
         )
-        return float(allowed)
+        return float(capped)
 
     def _multiple_limit(self) -> float:
         """Return the largest child the catch-up guard lets through, shares."""
