@@ -151,7 +151,8 @@ class ChildState:
 
     ``order`` is the child as it stands now: after a replace, its quantity, limit price and
     client order id are the replaced ones (``prior_ids`` keeps the ids it had before).
-    ``replace`` is our replace request while the venue has not answered it.
+    ``replace`` is our replace request while the venue has not answered it. ``n_status``
+    counts the venue's answers to status queries (a reconciliation waits for one).
     """
 
     order: ChildOrder
@@ -166,6 +167,7 @@ class ChildState:
     replace: ReplaceRequested | None = None
     ts_cancel_requested_ns: int | None = None
     prior_ids: list[str] = field(default_factory=list)
+    n_status: int = 0
 
     @property
     def leaves_qty(self) -> float:
@@ -611,6 +613,7 @@ class OrderTracker:
         """
         st = cast(OrderStatus, event)
         coid = child.order.client_order_id
+        child.n_status += 1
         applied = False
         fill_qty = 0.0
         missing = st.cum_qty - child.filled_qty
@@ -623,15 +626,19 @@ class OrderTracker:
                 fill_qty = missing
                 if child.state in (OrderState.NEW, OrderState.ACKNOWLEDGED):
                     child.state = OrderState.PARTIALLY_FILLED
-        elif missing < -_EPS:
+        elif missing < -_EPS and st.status != "unknown":
             # The venue knows less than we do: keep ours (fills are never taken back) and say so.
+            # (One that no longer knows the order at all closes it below, our fills kept.)
             return False, "status_behind", 0.0
         if not child.state.terminal:
             if st.status in ("cancelled", "filled"):
                 self._close_now(child, OrderState.CANCELLED, st.reason or child.reason)
                 applied = True
             elif st.status in ("rejected", "unknown"):
-                to = OrderState.CANCELLED if child.filled_qty > 0 else OrderState.REJECTED
+                # A child the venue had acknowledged (or filled) and no longer knows (a venue
+                # restart that forgot its resting orders) was cancelled there, not refused.
+                had = child.filled_qty > 0 or (child.acked and st.status == "unknown")
+                to = OrderState.CANCELLED if had else OrderState.REJECTED
                 self._close_now(child, to, st.reason or st.status)
                 applied = True
             elif st.status == "working" and child.state is OrderState.NEW:

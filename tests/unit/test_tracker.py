@@ -135,6 +135,27 @@ def test_status_unknown_frees_the_quantity_and_working_keeps_it():
     assert t.open_qty == 150.0 and t.filled_qty == 50.0 and t.uncommitted_qty == 800.0
 
 
+def test_status_unknown_of_an_acknowledged_resting_child_cancels_it_with_nothing_more_filled():
+    """A venue that forgot a resting order it had acknowledged (its restart): the child is
+    cancelled, not rejected; its shares are free again and its fills, known or not, kept."""
+    t = OrderTracker(1000.0)
+    t.on_submitted(ChildOrder("P-00001", "P", "SYM", Side.BUY, 300.0, 10.5, 0, tif="day"), 0)
+    t.on_event(OrderAccepted("P-00001", 1))
+    t.on_event(OrderFilled("P-00001", "x1", 100.0, 10.5, 2))
+    st = OrderStatus("P-00001", 3, "unknown", 0.0, reason="unknown order")
+    tr = t.on_event(st)
+    c = t.children["P-00001"]
+    assert tr.applied and c.state is OrderState.CANCELLED and c.reason == "unknown order"
+    assert c.n_status == 1 and t.filled_qty == 100.0 and t.open_qty == 0.0
+    assert t.uncommitted_qty == 900.0
+    t.audit()
+    t2 = OrderTracker(1000.0)  # acknowledged, nothing filled: still cancelled
+    t2.on_submitted(child(), 0)
+    t2.on_event(OrderAccepted("P-00001", 1))
+    t2.on_event(st)
+    assert t2.children["P-00001"].state is OrderState.CANCELLED and t2.filled_qty == 0.0
+
+
 def test_status_behind_us_never_takes_fills_back():
     t = OrderTracker(1000.0)
     t.on_submitted(child(qty=100.0), 0)
