@@ -83,6 +83,13 @@ async def test_a_venue_restart_cancels_what_rests_and_says_so(tmp_path):
         "W-00001-r1", st.ts_event_ns, "cancelled", filled, st.avg_px, st.reason
     )
     assert c.state is OrderState.CANCELLED and c.filled_qty == filled
+    # a daemon that missed every fill report (it died before journaling them) gets them from
+    # the cancel's CumQty, once
+    lost = OrderTracker(QTY)
+    lost.on_submitted(child, T_1400)
+    for e in [acc, req, *(e for e in before if not isinstance(e, OrderFilled)), cxl, cxl]:
+        lost.on_event(e)
+    assert lost.filled_qty == filled and lost.child("W-00001").state is OrderState.CANCELLED
     assert t.filled_qty == filled and t.open_qty == 0 and t.uncommitted_qty == QTY - filled
     t.audit()
     # the venue's own record agrees: what filled before the restart, nothing after
