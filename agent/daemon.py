@@ -344,6 +344,19 @@ class ParentRunner:
                     leg, OrderReplaceRejected(req.client_order_id, req.ts_event_ns, "unsupported")
                 )
             return
+        if self.journal is not None:
+            try:
+                # The new ClOrdID durable before it can reach the venue (as an intent is): a
+                # restart that did not know it could not take the venue's reports under it.
+                await self.journal.flush()
+            except JournalUnavailable as e:
+                self.control.halt(f"journal unavailable: {e}")
+                if leg is not None:
+                    self.apply(
+                        leg,
+                        OrderReplaceRejected(req.client_order_id, req.ts_event_ns, "journal"),
+                    )
+                return
         try:
             await send(req)
             crash_point("requested")
