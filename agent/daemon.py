@@ -335,6 +335,7 @@ class ParentRunner:
                 await send(a.request)
             else:
                 await broker.cancel(a.client_order_id)
+            crash_point("requested")
         except BrokerError as e:
             self.log.error("order.cancel_failed", client_order_id=a.client_order_id, error=str(e))
 
@@ -352,8 +353,22 @@ class ParentRunner:
                     leg, OrderReplaceRejected(req.client_order_id, req.ts_event_ns, "unsupported")
                 )
             return
+        if self.journal is not None:
+            try:
+                # The new ClOrdID durable before it can reach the venue (as an intent is): a
+                # restart that did not know it could not take the venue's reports under it.
+                await self.journal.flush()
+            except JournalUnavailable as e:
+                self.control.halt(f"journal unavailable: {e}")
+                if leg is not None:
+                    self.apply(
+                        leg,
+                        OrderReplaceRejected(req.client_order_id, req.ts_event_ns, "journal"),
+                    )
+                return
         try:
             await send(req)
+            crash_point("requested")
         except BrokerRejected as e:
             # Refused before it left: the order stands as it was, the pending replace drops.
             self.log.warning("order.replace_rejected", client_order_id=req.client_order_id)
@@ -631,8 +646,11 @@ async def _reconcile(
     """Before anything new is sent: ask the broker about every child in doubt, and wait.
 
     The answers (``OrderStatus``) arrive through the event pump and close each child, with any
-    execution the journal missed applied exactly once. Children still unresolved at the timeout
-    stay open with their shares reserved: never re-sent, never forgotten.
+    execution the journal missed applied exactly once. A resting child (day, GTC) the venue
+    answers as working is resolved too: it is known there and tracked here (its fills and its
+    cancel come as reports). One the venue does not know (a venue restart that forgot it) is
+    closed with nothing more filled. Children still unresolved at the timeout stay open with
+    their shares reserved: never re-sent, never forgotten.
     """
     log = structlog.get_logger()
     pending = {coid: r for r in runners for coid in r.in_doubt()}
@@ -642,22 +660,40 @@ async def _reconcile(
     if ask is None:
         log.error("reconcile.unsupported", at=at, broker=broker.name, in_doubt=sorted(pending))
         return
+    asked = {coid: _n_status(r, coid) for coid, r in pending.items()}
     log.info("reconcile.started", at=at, n_in_doubt=len(pending), client_order_ids=sorted(pending))
     for coid in sorted(pending):
         try:
             await ask(coid)
         except BrokerError as e:
             log.error("reconcile.query_failed", at=at, client_order_id=coid, error=str(e))
+
+    def unresolved() -> list[str]:
+        return sorted(
+            c
+            for c, r in pending.items()
+            if c in r.in_doubt() and not (_rests(r, c) and _n_status(r, c) > asked[c])
+        )
+
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout_s
     while loop.time() < deadline:
-        left = [c for c, r in pending.items() if c in r.in_doubt()]
-        if not left:
-            log.info("reconcile.finished", at=at, n_resolved=len(pending))
+        if not unresolved():
+            resting = sorted(c for c, r in pending.items() if c in r.in_doubt())
+            log.info("reconcile.finished", at=at, n_resolved=len(pending), still_resting=resting)
             return
         await asyncio.sleep(0.01)
-    left = sorted(c for c, r in pending.items() if c in r.in_doubt())
-    log.error("reconcile.timeout", at=at, still_in_doubt=left, timeout_s=timeout_s)
+    log.error("reconcile.timeout", at=at, still_in_doubt=unresolved(), timeout_s=timeout_s)
+
+
+def _n_status(r: ParentRunner, coid: str) -> int:
+    c = r.mpc.tracker.child(coid)
+    return c.n_status if c is not None else 0
+
+
+def _rests(r: ParentRunner, coid: str) -> bool:
+    c = r.mpc.tracker.child(coid)
+    return c is not None and c.order.rests
 
 
 async def _ack_watchdog(

@@ -3,8 +3,8 @@
 ``EXEC_AGENT_CRASH_AT=site:n`` (read once, at import) makes the n-th pass through
 ``crash_point(site)`` send SIGKILL to the process itself: the same death as ``kill -9`` from
 outside, but at an exact, reproducible place (after an intent is durable and before the order
-is sent, after the send, after an event is applied but before it is durable...). Unset, it costs
-one dictionary lookup.
+is sent, after the send, after an event is applied but before it is durable, after a cancel or
+a cancel/replace left for the venue...). Unset, it costs one dictionary lookup.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import signal
 
 __all__ = ["SITES", "crash_point"]
 
-SITES = ("intent_durable", "submitted", "event_applied", "decided")
+SITES = ("intent_durable", "submitted", "event_applied", "decided", "requested")
 
 
 def _parse(spec: str) -> tuple[str, int] | None:

@@ -123,11 +123,18 @@ class OrderFilled:
 
 @dataclass(frozen=True, slots=True)
 class OrderCancelled:
-    """The venue cancelled what was left of the order (IOC remainder, or on request)."""
+    """The venue cancelled what was left of the order (IOC remainder, or on request).
+
+    ``cum_qty`` and ``avg_px`` are the venue's totals for the order when its report carries them
+    (FIX CumQty, AvgPx; None: not reported): fills the daemon missed (it died between the wire
+    and the journal) are applied from them once, as a status answer's are.
+    """
 
     client_order_id: str
     ts_event_ns: int
     reason: str = ""
+    cum_qty: float | None = None
+    avg_px: float = 0.0
 
 
 @dataclass(frozen=True, slots=True)

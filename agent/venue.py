@@ -18,11 +18,17 @@ latency it received: each request first gives the queue model the rows up to the
 of a resting order are reported, in time order, when the next request (a replace, a cancel, a
 new order) arrives. OrderCancelReplaceRequest (35=G) answers 150=5 under the new ClOrdID (41 the
 old), or an OrderCancelReject with CxlRejResponseTo 2 when the order filled meanwhile; a cancel
-of a resting order answers 150=4 or, too late, 35=9. Resting orders are kept in memory only (a
-venue restart forgets them; IOC state is persisted as before). One connection per
-session at a time; a second one is refused with a Logout. With ``state_dir`` the venue keeps
-its sequence numbers and its orders there, so a restart neither refuses the next Logon nor
-executes an order twice. Every ExecutionReport is appended to ``er_log`` (JSON lines).
+of a resting order answers 150=4 or, too late, 35=9. A status query, cancel or replace that
+names an earlier ClOrdID of a replaced order acts on it under its current one; a replace whose
+new ClOrdID was used before is refused (35=9, CxlRejReason 6).
+
+One connection per session at a time; a second one is refused with a Logout. With
+``state_dir`` the venue keeps its sequence numbers and its orders there, so a restart neither
+refuses the next Logon nor executes an order twice. The queue model's state (where a resting
+order stands in its queue) is not kept: a restart of the venue cancels the resting orders it
+held, with what had filled and nothing more, and reports each (150=4, "venue restarted: resting
+order cancelled") unsolicited once the initiator logs on again. Every ExecutionReport is
+appended to ``er_log`` (JSON lines).
 """
 
 from __future__ import annotations
@@ -81,6 +87,8 @@ class _Order:
     cum: float = 0.0
     status: str = "0"
     notional: float = 0.0
+    rests: bool = False  # day or GTC: lives in the queue model while open
+    replaced_by: str = ""  # the ClOrdID a cancel/replace gave the order (it goes by that now)
 
 
 class FixVenue:
@@ -148,6 +156,15 @@ class FixVenue:
                     d["side"] = Side(d["side"])
                     self._exec_n = max(self._exec_n, int(d.pop("exec_n", 0)))
                     self.orders[d["coid"]] = _Order(**d)
+        # A restart loses the queue model's state: the resting orders it held are cancelled
+        # (nothing more fills), and each gets an unsolicited 150=4 once the initiator logs on.
+        self._restart_cancels = [
+            o.coid
+            for o in self.orders.values()
+            if o.rests and not o.replaced_by and o.status in ("0", "1")
+        ]
+        for coid in self._restart_cancels:
+            self.orders[coid].status = "4"
         # Faults for tests: send every fill report twice (same ExecID, new sequence number);
         # reject every n-th new order (0 = never).
         self.duplicate_fills = False
@@ -258,7 +275,10 @@ class FixVenue:
                             self.lose_reports -= 1
                             continue
                         sends.append(raw)
-                self.store.save(s.seq if out.persist or out.app else None)
+                told = bool(self._restart_cancels) and s.state is SessionState.ACTIVE
+                if told:
+                    sends += self._restart_reports()
+                self.store.save(s.seq if out.persist or out.app or told else None)
                 for raw in sends:
                     writer.write(raw)
                 await writer.drain()
@@ -273,6 +293,19 @@ class FixVenue:
             writer.close()
 
     # -- application ---------------------------------------------------------------------------
+    def _restart_reports(self) -> list[bytes]:
+        """The unsolicited 150=4 of the resting orders a restart cancelled (once logged on)."""
+        out: list[bytes] = []
+        for coid in self._restart_cancels:
+            o = self.orders[coid]
+            self._log.warning(
+                "venue.resting_cancelled_by_restart", client_order_id=coid, cum_qty=o.cum
+            )
+            out.append(self._report(o, "4", t58="venue restarted: resting order cancelled"))
+            self._persist_order(o)
+        self._restart_cancels = []
+        return out
+
     def _persist_order(self, o: _Order) -> None:
         if self._orders_path is None:
             return
@@ -313,6 +346,8 @@ class FixVenue:
                 rec |= {"last_qty": float(str(extra["t32"])), "last_px": float(str(extra["t31"]))}
             if "t58" in extra:
                 rec["text"] = extra["t58"]
+            if "t41" in extra:  # a replace: the order's chain of ClOrdIDs
+                rec["orig_client_order_id"] = extra["t41"]
             if self._muted:
                 rec["muted"] = True
             with open(self.er_log, "a") as f:
@@ -328,13 +363,13 @@ class FixVenue:
         if mtype == "H":
             if self.ignore_status:
                 return []
-            o = self.orders.get(coid)
+            o = self.orders.get(self._current(coid))
             if o is None:
                 unknown = _Order(coid, "", side, 0.0, status="8")
                 return [self._report(unknown, "I", t58="unknown order")]
-            return [self._report(o, "I")]
-        if mtype == "F" and self._sim.may_rest(_get(msg, 41) or ""):
-            orig = _get(msg, 41) or ""
+            return [self._report(o, "I")]  # a replaced order answers by its current ClOrdID
+        if mtype == "F" and self._sim.may_rest(self._current(_get(msg, 41) or "")):
+            orig = self._current(_get(msg, 41) or "")
             self.cancel_requests.append(orig)
             sym = self.orders[orig].symbol
             t = self._market_t(sym, msg)
@@ -442,7 +477,7 @@ class FixVenue:
     def _rest(self, msg: simplefix.FixMessage, coid: str, symbol: str, side: Side) -> list[bytes]:
         qty = float(_get(msg, 38) or 0)
         px = float(_get(msg, 44) or 0)
-        o = _Order(coid, symbol, side, qty)
+        o = _Order(coid, symbol, side, qty, rests=True)
         self.orders[coid] = o
         self._n_new += 1
         t = self._market_t(symbol, msg)
@@ -450,18 +485,34 @@ class FixVenue:
         out = self._sim.submit(ChildOrder(coid, "", symbol, side, qty, px, t, tif=tif))
         return self._to_fix(out, coid) + self._resting_reports(symbol, t, coid)
 
+    def _current(self, coid: str) -> str:
+        """Return the ClOrdID the order known by ``coid`` goes by now (after its replaces)."""
+        for _ in range(len(self.orders)):
+            o = self.orders.get(coid)
+            if o is None or not o.replaced_by:
+                break
+            coid = o.replaced_by
+        return coid
+
     def _replace(self, msg: simplefix.FixMessage, coid: str) -> list[bytes]:
-        orig = _get(msg, 41) or ""
+        orig = self._current(_get(msg, 41) or "")
         o = self.orders.get(orig)
-        if o is None or not self._sim.may_rest(orig):
+        dup = coid in self.orders or coid == orig  # a ClOrdID is used once, a replace's too
+        if o is None or dup or not self._sim.may_rest(orig):
             m = simplefix.FixMessage()
             m.append_pair(37, f"V-{orig}" if o is not None else "NONE")
             m.append_pair(11, coid)
             m.append_pair(41, orig)
             m.append_pair(39, o.status if o is not None else "8")
             m.append_pair(434, 2)
-            m.append_pair(102, 0 if o is not None else 1)
-            m.append_pair(58, "too late to replace" if o is not None else "unknown order")
+            # CxlRejReason: 1 unknown order, 6 duplicate ClOrdID, 0 too late
+            code, why = (1, "unknown order") if o is None else (0, "too late to replace")
+            if dup:
+                code, why = 6, "duplicate ClOrdID"
+            m.append_pair(102, code)
+            m.append_pair(58, why)
+            if dup:
+                self._log.warning("venue.replace_rejected", client_order_id=coid, reason=why)
             return [self._send(m, "9")]
         t = self._market_t(o.symbol, msg)
         req = ReplaceRequested(orig, coid, float(_get(msg, 38) or 0), float(_get(msg, 44) or 0), t)
@@ -501,9 +552,12 @@ class FixVenue:
                 out.append(self._report(o, "8", t58=e.reason))
             elif isinstance(e, OrderReplaced):
                 new = e.new_client_order_id or o.coid
-                o2 = _Order(new, o.symbol, o.side, e.qty, o.cum, o.status, o.notional)
+                o2 = _Order(new, o.symbol, o.side, e.qty, o.cum, o.status, o.notional, True)
                 self.orders[new] = o2
+                if new != o.coid:
+                    o.replaced_by = new
                 out.append(self._report(o2, "5", t41=o.coid, t44=f"{e.limit_px:.6f}"))
+                self._persist_order(o2)
             elif isinstance(e, OrderCancelRejected | OrderReplaceRejected):
                 m = simplefix.FixMessage()
                 m.append_pair(37, f"V-{o.coid}")

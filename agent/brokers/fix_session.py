@@ -1169,7 +1169,9 @@ def execution_report_events(msg: simplefix.FixMessage, now_ns: int) -> list[Orde
     if exec_type == "E":
         return [OrderPendingReplace(orig, now_ns)]
     if exec_type in ("4", "C"):
-        return [OrderCancelled(orig, now_ns, text or ("expired" if exec_type == "C" else ""))]
+        why = text or ("expired" if exec_type == "C" else "")
+        cum = _float(msg, 14) if _get(msg, 14) is not None else None
+        return [OrderCancelled(orig, now_ns, why, cum, _float(msg, 6))]
     if exec_type == "8":
         return [OrderRejected(coid, now_ns, text)]
     if exec_type == "I":

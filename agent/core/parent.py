@@ -39,7 +39,7 @@ from agent.core.estimator import CurveView, IncrementalCurve
 from agent.core.plan import NO_TIMER, Decision, PeriodGrid
 from agent.core.policy import DecisionInput, Policy, PolicyStep, TwapPolicy
 from agent.core.risk import AggregateGates, RiskGates
-from agent.core.tactic import Slice, Tactic, TacticConfig, passive_price
+from agent.core.tactic import Slice, Tactic, TacticConfig, displayed_at, passive_price
 from agent.core.volume import VolumeTracker, participation_caps
 from agent.core.window import RollingWindow
 from agent.model import (
@@ -317,6 +317,8 @@ class ParentCore:
         self.arrival_mid = math.nan
         self.last_mid = math.nan
         self._last_row: tuple[NDArray[np.float64], NDArray[np.float64]] | None = None
+        # our own side's last levels (prices, sizes): what a passive post is measured against
+        self._own_row: tuple[NDArray[np.float64], NDArray[np.float64]] | None = None
         self.last_ts = -1
         self.k_next = 0  # next period to decide
         self._retry_next = 0  # next retry time in the last period (ns)
@@ -404,6 +406,11 @@ class ParentCore:
         self.last_ts = int(seg.ts_event_ns[-1])
         self._touch = (float(seg.bid_px[-1, 0]), float(seg.ask_px[-1, 0]))
         if self.tactic is not None:
+            self._own_row = (
+                (seg.bid_px[-1], seg.bid_sz[-1])
+                if self.side is Side.BUY
+                else (seg.ask_px[-1], seg.ask_sz[-1])
+            )
             self.tactic.observe(seg)
 
     def on_trades(self, ts_ns: NDArray[np.int64], qty: NDArray[np.float64]) -> None:
@@ -636,6 +643,7 @@ class ParentCore:
                 return
             if plan.px is not None:
                 tif, limit_px = plan.tif, plan.px
+                qty = self._post_cap(k, float(qty), plan.px, out)
         if forced and step is None:
             step, self._wait_step = self._wait_step, None
         if leg.gated:
@@ -697,6 +705,23 @@ class ParentCore:
                 )
             )
         out.append(Send(leg.name, child, Log(leg.log_level, "order.submitted", fields)))
+
+    def _post_cap(self, k: int, qty: float, px: float, out: list[Action]) -> float:
+        """Return the passive child's size under ``max_post_multiple`` x the size displayed at
+        its price, in lots (at least one lot); what it leaves of the period crosses at the
+        cut-off with what the post did not fill."""
+        tac = self.tactic
+        m = tac.config.max_post_multiple if tac is not None else 0.0
+        if not m or self._own_row is None:
+            return qty
+        shown = displayed_at(px, *self._own_row)
+        lot = self.p.lot
+        cap = max(math.floor(m * shown / lot + 1e-9) * lot, lot)
+        if qty <= cap + 1e-9:
+            return qty
+        fields = {"period": k, "qty": qty, "capped_qty": float(cap), "px": px, "displayed": shown}
+        out.append(Log("info", "tactic.post_capped", fields | {"multiple": m}))
+        return float(cap)  # the slice keeps the period's quantity: the cut-off crosses the rest
 
     def _gate(
         self,
@@ -1142,7 +1167,8 @@ class ParentCore:
             s.wake_ns = None  # the cancel's answer wakes us
             return
         tac.slice = None
-        left = child.order.qty - child.filled_qty if child is not None else s.qty
+        # the period's quantity less what the post filled (a capped post rested less than it)
+        left = max(s.qty, child.order.qty) - child.filled_qty if child is not None else s.qty
         if left > 1e-9:
             out.append(Log("info", "tactic.cross", {"period": s.k, "qty": left, "ts_ns": t_ns}))
             self._send(leg, left, t_ns, env, out, k=s.k, forced=True)

@@ -7,7 +7,8 @@ book inside its period. One of:
   the behaviour of every release before this module.
 - ``passive``: post a resting limit at our touch (the bid for a buy), one tick inside when the
   spread is at least two ticks; re-price (cancel/replace) when the touch moves away from us by
-  more than ``reprice_ticks``; at the cut-off (``cutoff`` of the period) cancel what rests and
+  more than ``reprice_ticks`` (never more than ``max_post_multiple`` times the size the book
+  shows there, when set); at the cut-off (``cutoff`` of the period) cancel what rests and
   cross the rest with an IOC. A parent that falls behind its schedule (what the policy asked for
   in the earlier periods, less what filled) by more than ``behind_tol`` of its quantity at a
   decision crosses that period at once. The final period's
@@ -36,7 +37,15 @@ from agent.core.timing import TimingRule
 from agent.model import Side
 from feeds.model import BookBatch
 
-__all__ = ["PassivePrice", "Plan", "Slice", "Tactic", "TacticConfig", "passive_price"]
+__all__ = [
+    "PassivePrice",
+    "Plan",
+    "Slice",
+    "Tactic",
+    "TacticConfig",
+    "displayed_at",
+    "passive_price",
+]
 
 _NS = 1_000_000_000
 _EPS = 1e-9
@@ -55,6 +64,10 @@ class TacticConfig(BaseModel):
         behind_tol: At a decision, a parent behind its schedule (the policy's earlier children
             less the fills) by more than this share of its quantity crosses at once (passive).
         tif: Time in force of the resting child (``day`` or ``gtc``).
+        max_post_multiple: Passive: post at most this many times the size displayed at our
+            price (at our touch when we post inside it), in lots; a post far above what the
+            book shows signals the order. What the cap leaves of the period crosses at the
+            cut-off with what the post did not fill. 0: off.
         quantile: Timing: send when the child's cost is at most this quantile of the day.
         min_history_s: Timing: send at once until the day has this much book history.
     """
@@ -68,6 +81,7 @@ class TacticConfig(BaseModel):
     cutoff: float = Field(default=0.8, gt=0.0, lt=1.0)
     behind_tol: float = Field(default=0.1, ge=0.0)
     tif: Literal["day", "gtc"] = "day"
+    max_post_multiple: float = Field(default=0.0, ge=0.0)
     quantile: float = Field(default=0.25, gt=0.0, lt=1.0)
     min_history_s: float = Field(default=600.0, ge=0.0)
 
@@ -78,6 +92,18 @@ class PassivePrice:
 
     px: float
     touch: float
+
+
+def displayed_at(
+    px: float, levels_px: NDArray[np.float64], levels_sz: NDArray[np.float64]
+) -> float:
+    """Return the size displayed at ``px`` on our side's levels, or at our touch when no level
+    is there (a post inside the spread opens a new level: the touch is what the book shows)."""
+    with np.errstate(invalid="ignore"):
+        at = np.abs(levels_px - px) <= _EPS * max(1.0, abs(px))
+    if at.any():
+        return float(levels_sz[at].sum())
+    return float(levels_sz[0]) if levels_sz.size and math.isfinite(levels_sz[0]) else 0.0
 
 
 def passive_price(

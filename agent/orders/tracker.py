@@ -35,7 +35,10 @@ Transition table, in short (``_TABLE`` is the exact one; ``-`` = ignored, state 
 
     A pending-replace report only confirms our request (one we did not send is ignored: we
     cannot reserve a quantity we were never told). A status query answer reconciles from any
-    state (``_fx_status``). A repeated ``exec_id`` is ignored everywhere.
+    state (``_fx_status``); a cancel report that carries the venue's CumQty applies the fills we
+    missed the same way before it closes the child (a restart can miss fill reports, and an
+    unsolicited cancel may close the child before any status query). A repeated ``exec_id``
+    is ignored everywhere.
     WORK = ACKNOWLEDGED, or PARTIALLY_FILLED once something filled (PEND_REPLACE while one
     is still pending); a fill that completes the child makes it FILLED from any state.
     *  a reject after fills cannot take the fills back: the remainder is treated as cancelled.
@@ -151,7 +154,8 @@ class ChildState:
 
     ``order`` is the child as it stands now: after a replace, its quantity, limit price and
     client order id are the replaced ones (``prior_ids`` keeps the ids it had before).
-    ``replace`` is our replace request while the venue has not answered it.
+    ``replace`` is our replace request while the venue has not answered it. ``n_status``
+    counts the venue's answers to status queries (a reconciliation waits for one).
     """
 
     order: ChildOrder
@@ -166,6 +170,7 @@ class ChildState:
     replace: ReplaceRequested | None = None
     ts_cancel_requested_ns: int | None = None
     prior_ids: list[str] = field(default_factory=list)
+    n_status: int = 0
 
     @property
     def leaves_qty(self) -> float:
@@ -558,9 +563,27 @@ class OrderTracker:
 
     def _fx_close(self, child: ChildState, event: TrackerEvent, rule: _Rule) -> _Effect:
         event = cast(OrderCancelled, event)
+        fill_qty = 0.0
+        if event.cum_qty is not None:  # the venue's total: apply fills we missed, once
+            fill_qty = self._catch_up(child, event.cum_qty, event.avg_px, event.ts_event_ns)
         child.reason = event.reason
         self._drop_replace(child)
-        return True, None, 0.0
+        return True, ("missed_fills" if fill_qty else None), fill_qty
+
+    def _catch_up(self, child: ChildState, cum_qty: float, avg_px: float, ts_ns: int) -> float:
+        """Apply what the venue's cumulative quantity has above ours, once; return it (0: none).
+
+        One fill at the price that makes our average equal the venue's, with an ExecID derived
+        from the cumulative quantity (the same total applied twice changes nothing).
+        """
+        coid = child.order.client_order_id
+        missing = cum_qty - child.filled_qty
+        exec_id = f"status:{coid}:{cum_qty:g}"
+        if not missing > _EPS or exec_id in child.exec_ids:
+            return 0.0
+        px = (cum_qty * avg_px - child.notional) / missing if avg_px > 0 else 0.0
+        self._fill(child, OrderFilled(coid, exec_id, missing, px, ts_ns))
+        return missing
 
     def _fx_refuse(self, child: ChildState, event: TrackerEvent, rule: _Rule) -> _Effect:
         event = cast(OrderRejected, event)
@@ -610,28 +633,27 @@ class OrderTracker:
         cumulative quantity (so the same status applied twice changes nothing).
         """
         st = cast(OrderStatus, event)
-        coid = child.order.client_order_id
+        child.n_status += 1
         applied = False
-        fill_qty = 0.0
         missing = st.cum_qty - child.filled_qty
-        if missing > _EPS:
-            exec_id = f"status:{coid}:{st.cum_qty:g}"
-            if exec_id not in child.exec_ids:
-                px = (st.cum_qty * st.avg_px - child.notional) / missing if st.avg_px > 0 else 0.0
-                self._fill(child, OrderFilled(coid, exec_id, missing, px, st.ts_event_ns))
-                applied = True
-                fill_qty = missing
-                if child.state in (OrderState.NEW, OrderState.ACKNOWLEDGED):
-                    child.state = OrderState.PARTIALLY_FILLED
-        elif missing < -_EPS:
+        fill_qty = self._catch_up(child, st.cum_qty, st.avg_px, st.ts_event_ns)
+        if fill_qty:
+            applied = True
+            if child.state in (OrderState.NEW, OrderState.ACKNOWLEDGED):
+                child.state = OrderState.PARTIALLY_FILLED
+        elif missing < -_EPS and st.status != "unknown":
             # The venue knows less than we do: keep ours (fills are never taken back) and say so.
+            # (One that no longer knows the order at all closes it below, our fills kept.)
             return False, "status_behind", 0.0
         if not child.state.terminal:
             if st.status in ("cancelled", "filled"):
                 self._close_now(child, OrderState.CANCELLED, st.reason or child.reason)
                 applied = True
             elif st.status in ("rejected", "unknown"):
-                to = OrderState.CANCELLED if child.filled_qty > 0 else OrderState.REJECTED
+                # A child the venue had acknowledged (or filled) and no longer knows (a venue
+                # restart that forgot its resting orders) was cancelled there, not refused.
+                had = child.filled_qty > 0 or (child.acked and st.status == "unknown")
+                to = OrderState.CANCELLED if had else OrderState.REJECTED
                 self._close_now(child, to, st.reason or st.status)
                 applied = True
             elif st.status == "working" and child.state is OrderState.NEW:

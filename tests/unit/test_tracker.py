@@ -135,6 +135,50 @@ def test_status_unknown_frees_the_quantity_and_working_keeps_it():
     assert t.open_qty == 150.0 and t.filled_qty == 50.0 and t.uncommitted_qty == 800.0
 
 
+def test_status_unknown_of_an_acknowledged_resting_child_cancels_it_with_nothing_more_filled():
+    """A venue that forgot a resting order it had acknowledged (its restart): the child is
+    cancelled, not rejected; its shares are free again and its fills, known or not, kept."""
+    t = OrderTracker(1000.0)
+    t.on_submitted(ChildOrder("P-00001", "P", "SYM", Side.BUY, 300.0, 10.5, 0, tif="day"), 0)
+    t.on_event(OrderAccepted("P-00001", 1))
+    t.on_event(OrderFilled("P-00001", "x1", 100.0, 10.5, 2))
+    st = OrderStatus("P-00001", 3, "unknown", 0.0, reason="unknown order")
+    tr = t.on_event(st)
+    c = t.children["P-00001"]
+    assert tr.applied and c.state is OrderState.CANCELLED and c.reason == "unknown order"
+    assert c.n_status == 1 and t.filled_qty == 100.0 and t.open_qty == 0.0
+    assert t.uncommitted_qty == 900.0
+    t.audit()
+    t2 = OrderTracker(1000.0)  # acknowledged, nothing filled: still cancelled
+    t2.on_submitted(child(), 0)
+    t2.on_event(OrderAccepted("P-00001", 1))
+    t2.on_event(st)
+    assert t2.children["P-00001"].state is OrderState.CANCELLED and t2.filled_qty == 0.0
+
+
+def test_a_cancel_carrying_the_venues_cum_qty_applies_the_missed_fills_once():
+    """The daemon missed 60 filled (it died before journaling them); the venue's cancel says
+    CumQty 100: the 60 are applied before the child closes, once, and never on a replay."""
+    t = OrderTracker(1000.0)
+    t.on_submitted(ChildOrder("P-00001", "P", "SYM", Side.BUY, 300.0, 10.0, 0, tif="day"), 0)
+    t.on_event(OrderAccepted("P-00001", 1))
+    t.on_event(OrderFilled("P-00001", "x1", 40.0, 10.0, 2))
+    cxl = OrderCancelled("P-00001", 3, "venue restarted", cum_qty=100.0, avg_px=10.3)
+    tr = t.on_event(cxl)
+    c = t.children["P-00001"]
+    assert tr.applied and tr.fill_qty == 60.0 and tr.note == "missed_fills"
+    assert c.state is OrderState.CANCELLED and t.filled_qty == 100.0
+    assert t.avg_px == pytest.approx(10.3) and t.open_qty == 0.0
+    assert not t.on_event(cxl).applied and t.filled_qty == 100.0
+    t.audit()
+    # a cancel whose CumQty we already have (the usual case) changes nothing else
+    t2 = OrderTracker(1000.0)
+    t2.on_submitted(child(), 0)
+    t2.on_event(OrderFilled("P-00001", "x1", 40.0, 10.0, 2))
+    tr2 = t2.on_event(OrderCancelled("P-00001", 3, "", cum_qty=40.0, avg_px=10.0))
+    assert tr2.fill_qty == 0.0 and t2.filled_qty == 40.0 and tr2.new is OrderState.CANCELLED
+
+
 def test_status_behind_us_never_takes_fills_back():
     t = OrderTracker(1000.0)
     t.on_submitted(child(qty=100.0), 0)
