@@ -609,17 +609,12 @@ class ParentCore:
             if qty > lim + 1e-9:
                 capped = math.floor(lim / self.p.lot + 1e-9) * self.p.lot or lim
                 out.append(
-                    Log(
-                        "warning",
-                        "mpc.child_capped",
-                        {
-                            "period": k,
-                            "qty": qty,
-                            "capped_qty": capped,
-                            "limit": f"{self.p.max_child_multiple:g}x the average period "
-                            f"quantity {self.p.quantity / self.grid.n:g} "
-                            "(strategy.max_child_multiple; 0: off)",
-                        },
+                    _capped(
+                        k,
+                        qty,
+                        capped,
+                        f"{self.p.max_child_multiple:g}x the average period quantity "
+                        f"{self.p.quantity / self.grid.n:g} (strategy.max_child_multiple; 0: off)",
                     )
                 )
                 qty = float(capped)
@@ -823,20 +818,15 @@ class ParentCore:
         lot = self.p.lot
         capped = math.floor(allowed / lot + 1e-9) * lot
         rate = self.p.max_participation * scale
+        relaxed = ", relaxed to finish by the deadline" if scale > 1 else ""
         out.append(
-            Log(
-                "warning",
-                "mpc.child_capped",
-                {
-                    "period": k,
-                    "qty": qty,
-                    "capped_qty": float(capped),
-                    "limit": f"{rate:.4g} of the period's expected volume "
-                    f"{float(vf.volume[0]):g} (strategy.max_participation "
-                    f"{self.p.max_participation:g}"
-                    + (", relaxed to finish by the deadline" if scale > 1 else "")
-                    + f"), {taken:g} already taken in the period",
-                },
+            _capped(
+                k,
+                qty,
+                float(capped),
+                f"{rate:.4g} of the period's expected volume {float(vf.volume[0]):g} "
+                f"(strategy.max_participation {self.p.max_participation:g}{relaxed}), "
+                f"{taken:g} already taken in the period",
             )
         )
         return float(capped)
@@ -1197,3 +1187,12 @@ class ParentCore:
             else:
                 # at the event's time (a status answer after a restart may carry none)
                 s.phase, s.wake_ns = "crossing", max(ts_ns, self.last_ts)
+
+
+def _capped(k: int, qty: float, capped: float, limit: str) -> Log:
+    """Return the ``mpc.child_capped`` line of a child cut by a guard (``limit`` says which)."""
+    return Log(
+        "warning",
+        "mpc.child_capped",
+        {"period": k, "qty": qty, "capped_qty": capped, "limit": limit},
+    )
