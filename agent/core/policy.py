@@ -564,19 +564,25 @@ class MpcPolicy:
         cur = cost_curve(rows, self.est.side, self.sizes, self.est.depth, weights=w)  # type: ignore[arg-type]
         if cur.n_snapshots == 0:
             return None, {"current_status": "no_valid_book"}
-        now_fit, win_fit = fit_quadratic(cur), fit_quadratic(curve)
-        mb0 = _ratio(now_fit.beta, win_fit.beta)
-        mg0 = _ratio(now_fit.gamma, win_fit.gamma)
-        # The other models scale the whole cost: the mean ratio of the two walks over the
-        # size grid (a relative least-squares fit of one scalar).
-        g_now = np.asarray(cur.mean_cost, dtype=np.float64)
-        g_win = np.asarray(curve.mean_cost, dtype=np.float64)
-        ok = np.isfinite(g_now) & np.isfinite(g_win) & (g_win > 0)
-        mc0 = float(np.mean(g_now[ok] / g_win[ok])) if ok.any() else 1.0
-        if model.kind == "quadratic" and not (now_fit.ok and math.isfinite(mb0 * mg0)):
-            return None, {"current_status": "no_fit"}
-        cur_model = self._fit(cur)[0] if model.kind != "quadratic" else None
-        now = _Current(mb0, mg0, mc0 if math.isfinite(mc0) and mc0 > 0 else 1.0, cur_model)
+        if model.kind == "quadratic":
+            # beta and gamma of the book against the window's (the model's own parameters):
+            # the quadratic reads only these multipliers.
+            now_fit = fit_quadratic(cur)
+            beta_w, gamma_w = (float(v) for v in model.params)  # type: ignore[arg-type]
+            mb0, mg0 = _ratio(now_fit.beta, beta_w), _ratio(now_fit.gamma, gamma_w)
+            if not (now_fit.ok and math.isfinite(mb0 * mg0)):
+                return None, {"current_status": "no_fit"}
+            now = _Current(mb0, mg0, 1.0)
+        else:
+            # The other models read the whole-cost multiplier (the mean ratio of the two walks
+            # over the size grid, a relative least-squares scalar) and, where its shape fits
+            # the window model's, the fit to the book itself.
+            g_now = np.asarray(cur.mean_cost, dtype=np.float64)
+            g_win = np.asarray(curve.mean_cost, dtype=np.float64)
+            ok = np.isfinite(g_now) & np.isfinite(g_win) & (g_win > 0)
+            mc0 = float(np.mean(g_now[ok] / g_win[ok])) if ok.any() else 1.0
+            mc0 = mc0 if math.isfinite(mc0) and mc0 > 0 else 1.0
+            now = _Current(1.0, 1.0, mc0, self._fit(cur)[0])
         return now, {
             "current_status": "ok",
             "current_rows": len(rows),
