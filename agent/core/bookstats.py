@@ -85,53 +85,57 @@ class FeatureMemo:
         self.keep = int(keep)
         self._memo: OrderedDict[int, tuple[BookBatch, NDArray[np.float64]]] = OrderedDict()
         self.n_computed = 0  # batches computed (the rest came from the memo)
-        self._inner_memo: OrderedDict[int, tuple[BookBatch, NDArray[np.float64]]] = OrderedDict()
         self._queue: list[BookBatch] = []
         self._tail = Tail(N_FEATURES)
         self.keep_ns = 0  # the longest trailing window a reader needs (``need``)
         self.last_ns: int | None = None
 
-    def of(self, batch: BookBatch) -> NDArray[np.float64]:
-        """Return the features of ``batch``, shape (n, 2) (do not write into it)."""
+    def _known(self, batch: BookBatch) -> NDArray[np.float64] | None:
         hit = self._memo.get(id(batch))
-        if hit is not None and hit[0] is batch:
-            return hit[1]
-        z = book_features(batch, self.side, self.levels)
+        return hit[1] if hit is not None and hit[0] is batch else None
+
+    def of(self, batch: BookBatch) -> NDArray[np.float64]:
+        """Return the features of ``batch``, shape (n, 2) (do not write into it).
+
+        A batch still queued for the tail is computed together with the other queued batches
+        not computed yet, in one call: a live feed's batches are a few rows each, and a call
+        per batch cost more than its rows.
+        """
+        z = self._known(batch)
+        if z is not None:
+            return z
+        todo = [b for b in self._queue if self._known(b) is None]
+        if not any(b is batch for b in todo):
+            todo = [batch]
+        z_all = book_features(BookBatch.concat(todo), self.side, self.levels)
         self.n_computed += 1
-        self._memo[id(batch)] = (batch, z)
+        at = 0
+        for b in todo:
+            n = len(b)
+            zb = z_all[at : at + n]
+            at += n
+            self._memo[id(b)] = (b, zb)
+            if b is batch:
+                z = zb
         while len(self._memo) > self.keep:
             self._memo.popitem(last=False)
+        assert z is not None
         return z
 
     def credits(
         self, batches: list[BookBatch], last: tuple[int, NDArray[np.float64]] | None
     ) -> NDArray[np.float64]:
         """Return the ``credit_values`` of the intervals ``batches`` close after the book
-        ``last`` (its time and features; None: the first book): the inner ones are computed
-        once per batch for every parent, the few across batch edges here."""
-        parts: list[NDArray[np.float64]] = []
-        prev = last
-        for b in batches:
-            ts = np.asarray(b.ts_event_ns, dtype=np.int64)
-            z = self.of(b)
-            if prev is not None:
-                dt = np.array([float(ts[0] - prev[0])])
-                parts.append(credit_values(dt, prev[1][None, :]))
-            parts.append(self._inner(b, ts, z))
-            prev = (int(ts[-1]), z[-1])
-        return np.concatenate(parts) if parts else np.zeros((0, 2 * N_FEATURES))
-
-    def _inner(
-        self, batch: BookBatch, ts: NDArray[np.int64], z: NDArray[np.float64]
-    ) -> NDArray[np.float64]:
-        hit = self._inner_memo.get(id(batch))
-        if hit is not None and hit[0] is batch:
-            return hit[1]
-        v = credit_values(np.diff(ts).astype(np.float64), z[:-1])
-        self._inner_memo[id(batch)] = (batch, v)
-        while len(self._inner_memo) > self.keep:
-            self._inner_memo.popitem(last=False)
-        return v
+        ``last`` (its time and features; None: the first book), in one call for all of them
+        (row by row, so the values of the batches' concatenation)."""
+        if not batches:
+            return np.zeros((0, 2 * N_FEATURES))
+        ts = np.concatenate([np.asarray(b.ts_event_ns, dtype=np.int64) for b in batches])
+        z = np.concatenate([self.of(b) for b in batches])
+        if last is not None:
+            ts = np.concatenate([np.array([last[0]], dtype=np.int64), ts])
+            z = np.concatenate([last[1][None, :], z])
+        return credit_values(np.diff(ts).astype(np.float64), z[:-1])
 
     def need(self, window_ns: int) -> None:
         """Keep at least ``window_ns`` of books in the tail (a reader's longest window)."""
@@ -144,6 +148,12 @@ class FeatureMemo:
                 raise ValueError("books must be pushed in event-time order")
             self.last_ns = int(batch.ts_event_ns[-1])
             self._queue.append(batch)
+
+    def settle(self, min_rows: int = 64) -> None:
+        """Take the queued books into the tail now if at least ``min_rows`` wait (live: between
+        decisions, so a decision's read finds them in)."""
+        if sum(len(b) for b in self._queue) >= min_rows:
+            self.tail  # noqa: B018  (the read takes them in)
 
     @property
     def tail(self) -> Tail:

@@ -35,9 +35,12 @@ Exactness, row by row:
 
 Rows are pushed as they arrive (``push``: O(1), the batch is only queued) and walked in one
 vectorised step when a curve is next read, so a burst of single-row books costs a few numpy calls
-per decision, not per book. Several parents on one symbol and side (same sizes, policy, window
-and weighting) can share one instance, reading at their own times as long as the times of the
-reads never go backwards.
+per decision, not per book. ``settle`` does that walk earlier, once enough rows wait: live, the
+rows come in between decisions, and a decision then walks only the last few (the work leaves the
+path from a book's receipt to the child). The chunks differ, so the sums differ from a read-only
+run by their rounding (about 1e-16 relative). Several parents on one symbol and side (same
+sizes, policy, window and weighting) can share one instance, reading at their own times as long
+as the times of the reads never go backwards.
 """
 
 from __future__ import annotations
@@ -108,12 +111,14 @@ class IncrementalCurve:
         if int(window_ns) <= 0:
             raise ValueError(f"window_ns must be > 0, got {window_ns}")
         self._acc = CurveAccumulator(sizes, side, policy)
+        self._proto = self._acc.empty_like()  # a checked grid: new accumulators are made from it
         self.side: Side = side
         self.sizes = self._acc.sizes
         self.policy = policy
         self.window_ns = int(window_ns)
         self.weighting: Weighting = weighting
         self._pending: deque[BookBatch] = deque()
+        self._pending_rows = 0
         self._chunks: deque[_Chunk] = deque()
         self._last_push_ns: int | None = None
         self._last_read_ns: int | None = None
@@ -124,7 +129,7 @@ class IncrementalCurve:
         # and leave keeps a residue much larger than a small share itself).
         self._beyond_ns = np.zeros(self.sizes.size + 1, dtype=np.int64)
         self._weight_ns = 0
-        self._tail_part = CurveAccumulator(self.sizes, side, policy)  # the newest row, weight 1
+        self._tail_part = self._proto.empty_like()  # the newest row, weight 1
         self._tail_bin = -1
         self._cached: tuple[int, CostCurve] | None = None  # the last read, until a push
 
@@ -140,8 +145,30 @@ class IncrementalCurve:
                 f"rows must arrive in event-time order: {first} after {self._last_push_ns}"
             )
         self._pending.append(batch)
+        self._pending_rows += len(batch)
         self._last_push_ns = int(ts[-1])
         self._cached = None
+
+    def settle(self, t_ns: int, min_rows: int = 64) -> bool:
+        """Walk the queued rows up to ``t_ns`` into the window now, if at least ``min_rows``
+        (and a 64th of the window's rows, so chunks stay few) wait; return True if it did.
+
+        The work a read at ``t_ns`` would do, done before it: the read at ``t_ns`` or later
+        that follows finds the rows walked. ``t_ns`` counts as a read (no later read may be
+        earlier), so call it with a time no later than the next read's.
+        """
+        t = int(t_ns)
+        if self._pending_rows < max(min_rows, self._n_rows // 64):
+            return False
+        if self._last_read_ns is not None and t < self._last_read_ns:
+            raise ValueError(f"settle at {t} after a read at {self._last_read_ns}")
+        self._last_read_ns = t
+        self._cached = None
+        self._absorb(t)
+        self._evict(t - self.window_ns)
+        if self._left_since_rebuild and self._left_since_rebuild >= self.n_rows:
+            self._rebuild()
+        return True
 
     # -- output -------------------------------------------------------------------------------
     def curve(self, t_ns: int) -> CostCurve:
@@ -199,7 +226,7 @@ class IncrementalCurve:
     ) -> CurveAccumulator:
         """Sum rows ``a:b`` of chunk ``c`` into a fresh accumulator with their weights (ns, the
         chunk's own unless given; 1 each by snapshot)."""
-        part = CurveAccumulator(self.sizes, self.side, self.policy)
+        part = self._proto.empty_like()
         w = c.w_ns[a:b] if w_ns is None else w_ns
         if self.weighting == "time":
             part.add_walked(self._walked(c), a, b, w.astype(np.float64) / _NS)
@@ -228,7 +255,7 @@ class IncrementalCurve:
 
     def _chunk_acc(self, c: _Chunk) -> CurveAccumulator:
         if c.acc is None:
-            c.acc = CurveAccumulator(self.sizes, self.side, self.policy)
+            c.acc = self._proto.empty_like()
         return c.acc
 
     def _absorb(self, t: int) -> None:
@@ -241,11 +268,13 @@ class IncrementalCurve:
             if int(ts[-1]) <= t:  # the usual case: the whole batch (often one row) is due
                 pending.popleft()
                 ready.append(batch)
+                self._pending_rows -= len(ts)
                 continue
             k = int(np.searchsorted(ts, t, side="right"))
             if k:
                 pending[0] = batch.slice(k, len(ts))
                 ready.append(batch.slice(0, k))
+                self._pending_rows -= k
             break
         if ready:
             self._take(ready)
@@ -324,7 +353,7 @@ class IncrementalCurve:
         """Recompute a chunk's own sums from its rows still in the window (one chunk's walk)."""
         n = len(c.ts)
         stop = n - 1 if c.last is not None else c.added
-        acc = CurveAccumulator(self.sizes, self.side, self.policy)
+        acc = self._proto.empty_like()
         if stop > c.lo:
             acc.merge(self._part(c, c.lo, stop))
         if c.last is not None:
@@ -351,7 +380,7 @@ class IncrementalCurve:
         sizes), with no row walked again (no stall however long the window). The integer
         time sums are exact and need none of this.
         """
-        self._acc = CurveAccumulator(self.sizes, self.side, self.policy)
+        self._acc = self._proto.empty_like()
         for c in self._chunks:
             if c.lo and c.lo < len(c.ts):  # the one chunk rows left from: walk what is left
                 self._refresh(c)
@@ -515,6 +544,11 @@ class SharedCurves:
         self.build()
         for c in self._curves:
             c.push(batch)
+
+    def settle(self, t_ns: int, min_rows: int = 64) -> None:
+        """``IncrementalCurve.settle`` on every curve."""
+        for c in self._curves:
+            c.settle(t_ns, min_rows)
 
     @property
     def curves(self) -> list[IncrementalCurve]:

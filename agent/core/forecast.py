@@ -55,7 +55,7 @@ __all__ = ["ArPrior", "Forecast", "LiquidityForecaster"]
 
 _NAMES = ("beta", "gamma")
 _PHI_MAX = 0.99
-_FLUSH_ROWS = 4096  # observed rows folded in at once at the latest
+_FLUSH_ROWS = 64  # observed rows folded in at once at the latest (live: between decisions)
 # 3-point Gauss-Hermite rule for a standard normal: nodes and probabilities
 _GH_NODES = np.array([-math.sqrt(3.0), 0.0, math.sqrt(3.0)])
 _GH_PROBS = np.array([1.0 / 6.0, 2.0 / 3.0, 1.0 / 6.0])
@@ -302,6 +302,7 @@ class LiquidityForecaster:
         self._recorded_period: int | None = None
         self._e1 = np.zeros(N_FEATURES)  # sum of |standardised errors|
         self._n_e = np.zeros(N_FEATURES)
+        self._refresh()
 
     @property
     def origin_ns(self) -> int:
@@ -380,6 +381,15 @@ class LiquidityForecaster:
         last = finished[-1].period
         for p in [p for p in self._pending if p < last]:  # targets that got no books
             del self._pending[p]
+        self._refresh()
+
+    def _refresh(self) -> None:
+        """Recompute what only a finished period changes (loading, level, dynamics, width):
+        once per period, as the books come in, not at every decision."""
+        a = self.loading()
+        sum_y, n_y = self._ar.mean_y(a)
+        phi, s2 = self.dynamics(a)
+        self._state = (a, sum_y, n_y, phi, s2, self.sd_scale())
 
     def sd_scale(self) -> NDArray[np.float64]:
         """Return the factor on the model's log-sd per feature that the day's own forecast
@@ -461,12 +471,10 @@ class LiquidityForecaster:
         )
         ref = np.where(np.isfinite(ref), ref, x)
         P = self.period_ns
-        a = self.loading()
+        a, sum_y, n_y, phi, s2, scale = self._state
         x_d = x - a * self._log_profile(t_ns - self.state_window_ns // 2)[0]
-        sum_y, n_y = self._ar.mean_y(a)
         with np.errstate(invalid="ignore"):
             mu = (sum_y + np.where(np.isfinite(x_d), x_d, 0.0)) / (n_y + np.isfinite(x_d))
-        phi, s2 = self.dynamics(a)
         lag = (s + P / 2 - (t_ns - self.state_window_ns / 2)) / P  # centre to centre, periods
         later = s > t_ns  # a period that has started (the current one) keeps multiplier 1
         lag = np.maximum(lag, 0.0)
@@ -483,7 +491,6 @@ class LiquidityForecaster:
         mult = np.where(later[:, None] & ok, mult, 1.0)
         sd_model = np.sqrt(np.maximum(var, 0.0))
         self._record(t_ns, s, ez, sd_model, later & ok.all(axis=1))
-        scale = self.sd_scale()
         sd = np.where(later[:, None] & ok, sd_model * scale[None, :], 0.0)
         mult = mult * np.exp(0.5 * sd**2)  # expected, not median (see ``Forecast``)
         fields: dict[str, Any] = {

@@ -50,7 +50,7 @@ from agent.core.plan import (
     round_lot,
     twap_child_qty,
 )
-from agent.impact.book_walk import CostCurve, DepthPolicy, cost_curve, time_weights
+from agent.impact.book_walk import CostCurve, DepthPolicy, book_curve, cost_curve, time_weights
 from agent.impact.fit import fit_piecewise_power, fit_power, fit_quadratic
 from agent.impact.profile import IntradayProfile
 from agent.mpc.costs import CostSet, PiecewiseLinearCost, PiecewisePowerCost
@@ -560,8 +560,11 @@ class MpcPolicy:
         rows = inp.tail(self.current_ns)
         if not len(rows):
             return None, {"current_status": "no_book"}
-        w = time_weights(rows.ts_event_ns, inp.t_ns) if len(rows) > 1 else None
-        cur = cost_curve(rows, self.est.side, self.sizes, self.est.depth, weights=w)  # type: ignore[arg-type]
+        if len(rows) == 1:  # the book in force: its own walk, without the window machinery
+            cur = book_curve(rows, self.est.side, self.sizes, self.est.depth)  # type: ignore[arg-type]
+        else:
+            w = time_weights(rows.ts_event_ns, inp.t_ns)
+            cur = cost_curve(rows, self.est.side, self.sizes, self.est.depth, weights=w)  # type: ignore[arg-type]
         if cur.n_snapshots == 0:
             return None, {"current_status": "no_valid_book"}
         if model.kind == "quadratic":

@@ -146,10 +146,15 @@ class SymbolSession:
                 if (e := p.estimator) is not None:
                     src = e.source if isinstance(e, CurveView) else e
                     shared[id(src)] = src
+            t_seg = int(seg.ts_event_ns[-1])
             for est in shared.values():  # once per estimator, however many parents share it
                 est.push(seg)
+                # Walked now, not at the next decision (no row here is later than it): live,
+                # the rows arrive between decisions and the decision walks only the last few.
+                est.settle(t_seg)
             for memo in self._features.values():  # the forecasts' shared tails
                 memo.push(seg)
+                memo.settle()
             for p in list(self.parents):
                 p.observe(seg)
                 if tr is not None:

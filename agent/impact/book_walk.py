@@ -33,7 +33,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
@@ -47,6 +47,7 @@ __all__ = [
     "DepthPolicy",
     "Side",
     "WalkedRows",
+    "book_curve",
     "cost_curve",
     "side_arrays",
     "time_weights",
@@ -256,9 +257,10 @@ def _prepare(
     s_last = s[last, cols]
     if policy.kind is BeyondDepth.EXTRAPOLATE:
         span = q[-1] - 0.5 * s_last - 0.5 * s[0]
-        with np.errstate(divide="ignore", invalid="ignore"):
-            k = np.where(span > 0, (d_last - d[0]) / span, 0.0)
-        k = np.maximum(np.nan_to_num(k, nan=0.0, posinf=0.0, neginf=0.0), 0.0)
+        pos_span = span > 0
+        k = (d_last - d[0]) / np.where(pos_span, span, 1.0)
+        k[~(pos_span & np.isfinite(k))] = 0.0  # no span, or not finite: no slope
+        np.maximum(k, 0.0, out=k)
         e = d_last + 0.5 * k * s_last
     elif policy.kind is BeyondDepth.PENALTY:
         k = np.zeros(m)
@@ -418,6 +420,13 @@ def _bin_cells(sizes: NDArray[np.float64]) -> _Cells | None:
     return out
 
 
+def _cat(parts: list[NDArray[Any]], axis: int, empty: NDArray[Any]) -> NDArray[Any]:
+    """Concatenate ``parts`` along ``axis`` (one part as is, none: ``empty``)."""
+    if len(parts) == 1:
+        return parts[0]
+    return np.concatenate(parts, axis=axis) if parts else empty
+
+
 class CurveAccumulator:
     """Streaming accumulator of the walk-the-book cost curve (first and second moments).
 
@@ -530,15 +539,17 @@ class CurveAccumulator:
             dlast.append(delta_last)
             # Past depth at size x iff D < x: first such grid size.
             jdx.append(np.searchsorted(self.sizes, p.q[-1], side="right"))
-        kept = np.concatenate(keep) if keep else np.zeros(0, dtype=bool)
+        kept = _cat(keep, 0, np.zeros(0, dtype=bool))
+        keep_at = np.zeros(kept.size + 1, dtype=np.intp)
+        np.cumsum(kept, out=keep_at[1:])
         return WalkedRows(
             kept,
-            np.r_[0, np.cumsum(kept)].astype(np.intp),
-            np.concatenate(ivis, axis=2) if ivis else np.zeros((5, n_lev, 0), dtype=np.intp),
-            np.concatenate(dvis, axis=2) if dvis else np.zeros((5, n_lev, 0)),
-            np.concatenate(ilast, axis=1) if ilast else np.zeros((8, 0), dtype=np.intp),
-            np.concatenate(dlast, axis=1) if dlast else np.zeros((8, 0)),
-            np.concatenate(jdx) if jdx else np.zeros(0, dtype=np.intp),
+            keep_at,
+            _cat(ivis, 2, np.zeros((5, n_lev, 0), dtype=np.intp)),
+            _cat(dvis, 2, np.zeros((5, n_lev, 0))),
+            _cat(ilast, 1, np.zeros((8, 0), dtype=np.intp)),
+            _cat(dlast, 1, np.zeros((8, 0))),
+            _cat(jdx, 0, np.zeros(0, dtype=np.intp)),
         )
 
     def add_walked(
@@ -591,7 +602,7 @@ class CurveAccumulator:
         if (
             other.side != self.side
             or other.policy != self.policy
-            or not np.array_equal(other.sizes, self.sizes)
+            or (other.sizes is not self.sizes and not np.array_equal(other.sizes, self.sizes))
         ):
             raise ValueError("can only merge accumulators with equal sizes, side and policy")
         if sign > 0:
@@ -625,6 +636,19 @@ class CurveAccumulator:
         out._delta, out._beyond = self._delta.copy(), self._beyond.copy()
         out._n_beyond, out._n_pos = self._n_beyond.copy(), self._n_pos
         out.n_snapshots, out.n_dropped, out.weight = self.n_snapshots, self.n_dropped, self.weight
+        return out
+
+    def empty_like(self) -> CurveAccumulator:
+        """Return an empty accumulator on the same grid, side and policy (no re-validation of
+        the grid: a sliding window makes one per chunk of rows)."""
+        out = CurveAccumulator.__new__(CurveAccumulator)
+        out.sizes, out.side, out.policy, out._step = self.sizes, self.side, self.policy, self._step
+        out._cells = self._cells
+        out._offsets = self._offsets
+        out._delta = np.zeros_like(self._delta)
+        out._beyond = np.zeros_like(self._beyond)
+        out._n_beyond, out._n_pos = np.zeros_like(self._n_beyond), 0
+        out.n_snapshots, out.n_dropped, out.weight = 0, 0, 0.0
         return out
 
     def scaled(self, factor: float) -> CurveAccumulator:
@@ -693,6 +717,55 @@ def cost_curve(
     acc = CurveAccumulator(sizes, side, policy)
     acc.add(batch, weights)
     return acc.result()
+
+
+def book_curve(batch: BookBatch, side: Side, sizes: ArrayLike, policy: DepthPolicy) -> CostCurve:
+    """Return the curve of the last book of ``batch``: ``cost_curve`` of that one row, to the
+    rounding (about 1e-16 relative), in a few operations on the grid.
+
+    The current period is priced on the book in force at every decision; the accumulator's
+    binning (some 60 array operations) is built for windows of many rows, not for one. The
+    standard deviation of one snapshot is 0.
+    """
+    x = _check_sizes(sizes)
+    nan = np.full(x.size, np.nan)
+    i = len(batch) - 1
+    if i < 0:
+        return CostCurve(x, nan, nan.copy(), 0, nan.copy(), policy, side, 0)
+    px_all, sz_all, mid_all = side_arrays(batch, side)
+    px = np.asarray(px_all[i], dtype=np.float64)
+    mid = float(mid_all[i])
+    if not (math.isfinite(mid) and math.isfinite(float(px[0]))):
+        return CostCurve(x, nan, nan.copy(), 0, nan.copy(), policy, side, 1)
+    sz = np.asarray(sz_all[i], dtype=np.float64)
+    d = px - mid if side == "buy" else mid - px
+    live = np.isfinite(px) & (sz > 0)  # NaN sizes compare False: empty
+    s = np.where(live, sz, 0.0)
+    live[0] = True
+    src = np.maximum.accumulate(np.where(live, np.arange(px.size), 0))
+    d = d[src]  # empty levels take the distance before them: they change no slope
+    last = int(src[-1])
+    q = np.cumsum(s)
+    q_prev = np.concatenate(([0.0], q[:-1]))
+    cost = (np.clip(x[None, :] - q_prev[:, None], 0.0, s[:, None]) * d[:, None]).sum(axis=0)
+    depth = float(q[-1])
+    r = np.maximum(x - depth, 0.0)
+    beyond = x > depth
+    if policy.kind is BeyondDepth.REFUSE:
+        cost[beyond] = np.nan
+    else:
+        if policy.kind is BeyondDepth.EXTRAPOLATE:  # as _prepare, on one row
+            span = depth - 0.5 * float(s[last]) - 0.5 * float(s[0])
+            k = (float(d[-1]) - float(d[0])) / span if span > 0 else 0.0
+            k = max(k, 0.0) if math.isfinite(k) else 0.0
+            e = float(d[-1]) + 0.5 * k * float(s[last])
+        else:  # PENALTY
+            k = 0.0
+            e = float(d[-1]) + abs(float(px[last])) * (policy.penalty_bps * 1e-4)
+        cost += r * (e + 0.5 * k * r)
+    frac = beyond.astype(np.float64)
+    std = np.where(np.isnan(cost), np.nan, 0.0)
+    return CostCurve(x, cost, std, 1, frac, policy, side, 0)
 
 
 def time_weights(ts_ns: ArrayLike, end_ns: int | None = None) -> NDArray[np.float64]:

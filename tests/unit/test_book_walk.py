@@ -12,6 +12,7 @@ from agent.impact.book_walk import (
     CostCurve,
     CurveAccumulator,
     DepthPolicy,
+    book_curve,
     cost_curve,
     side_arrays,
     walk_cost,
@@ -437,3 +438,55 @@ def test_bin_table_of_a_union_grid_gives_the_binary_search_bins():
     a, b = with_table.result(), searched.result()
     np.testing.assert_array_equal(a.mean_cost, b.mean_cost)
     np.testing.assert_array_equal(a.std_cost, b.std_cost)
+
+
+@pytest.mark.parametrize("side", ["buy", "sell"])
+@pytest.mark.parametrize("kind", list(BeyondDepth))
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_one_book_curve_equals_the_plain_loop_and_the_accumulator(side, kind, seed):
+    """book_curve (the current period's price) is the last row's walk: the plain loop to
+    1e-12, the accumulator's curve of that one row in mean, depth share and NaNs."""
+    rng = np.random.default_rng(seed)
+    batch = _random_books(rng, 40)
+    sizes = np.sort(rng.choice(np.arange(50, 30_000, 50), 25, replace=False)).astype(float)
+    policy = DepthPolicy(kind, penalty_bps=float(rng.uniform(0, 300)))
+    px, sz, mid = side_arrays(batch, side)
+    for i in range(len(batch)):
+        got = book_curve(batch.slice(0, i + 1), side, sizes, policy)
+        loop = [_loop_cost(px[i], sz[i], mid[i], x, policy, side) for x in sizes]
+        ref = cost_curve(batch.slice(i, i + 1), side, sizes, policy)
+        np.testing.assert_allclose(got.mean_cost, loop, rtol=1e-12, atol=1e-9, equal_nan=True)
+        np.testing.assert_allclose(got.mean_cost, ref.mean_cost, rtol=1e-12, equal_nan=True)
+        np.testing.assert_array_equal(got.frac_beyond_depth, ref.frac_beyond_depth)
+        assert (got.n_snapshots, got.n_dropped) == (ref.n_snapshots, ref.n_dropped) == (1, 0)
+        assert np.all((got.std_cost == 0) | np.isnan(got.mean_cost))
+
+
+def test_one_book_curve_of_a_real_day_equals_the_accumulator():
+    """Every 50th book of a real day (FROG), both sides, every policy, the project's grid."""
+    from feeds.readers import read_mbp10
+    from tests.conftest import FROG_DAY, require
+
+    batch = next(iter(read_mbp10(require(FROG_DAY))))
+    sizes = np.linspace(10, 5000, 50)
+    for side in ("buy", "sell"):
+        for policy in (EXTRAP, PENALTY, REFUSE):
+            for i in range(0, len(batch), 50):
+                got = book_curve(batch.slice(i, i + 1), side, sizes, policy)
+                ref = cost_curve(batch.slice(i, i + 1), side, sizes, policy)
+                np.testing.assert_allclose(
+                    got.mean_cost, ref.mean_cost, rtol=1e-12, atol=1e-12, equal_nan=True
+                )
+                np.testing.assert_array_equal(got.frac_beyond_depth, ref.frac_beyond_depth)
+                assert (got.n_snapshots, got.n_dropped) == (ref.n_snapshots, ref.n_dropped)
+
+
+def test_one_book_curve_of_nothing_or_a_book_without_a_mid():
+    sizes = np.array([100.0, 200.0])
+    empty = book_curve(BookBatch.empty("X"), "buy", sizes, EXTRAP)
+    assert empty.n_snapshots == 0 and np.isnan(empty.mean_cost).all()
+    bad = _batch([[]], [[(10.0, 100.0)]])
+    c = book_curve(bad, "buy", sizes, EXTRAP)
+    ref = cost_curve(bad, "buy", sizes, EXTRAP)
+    assert (c.n_snapshots, c.n_dropped) == (ref.n_snapshots, ref.n_dropped) == (0, 1)
+    assert np.isnan(c.mean_cost).all()

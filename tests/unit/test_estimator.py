@@ -56,9 +56,13 @@ def _assert_same(inc, ref):
         assert fa.frac_beyond_depth == pytest.approx(fb.frac_beyond_depth, rel=RTOL, abs=0)
 
 
-def _replay(batch, times, side, sizes, policy, weighting, window_ns, rng):
-    """Push ``batch`` in random pieces; at each time compare with the unthinned batch window."""
+def _replay(batch, times, side, sizes, policy, weighting, window_ns, rng, settle=None):
+    """Push ``batch`` in random pieces; at each time compare with the unthinned batch window.
+
+    ``settle``: after each piece, ``settle`` at the piece's last row with that ``min_rows``
+    (the live daemon's between-decision walk)."""
     inc = IncrementalCurve(side, sizes, policy, window_ns, weighting)
+    n_settled = 0
     win = RollingWindow(batch.symbol, window_ns, max_rows=10**9)
     ts = batch.ts_event_ns
     j = 0
@@ -69,11 +73,14 @@ def _replay(batch, times, side, sizes, policy, weighting, window_ns, rng):
             e = min(k, j + int(rng.integers(1, 300)))
             inc.push(batch.slice(j, e))
             win.append(batch.slice(j, e))
+            if settle is not None:
+                n_settled += inc.settle(int(ts[e - 1]), settle)
             j = e
         ref = _batch_curve(win, int(t), side, sizes, policy, weighting)
         _assert_same(inc.curve(int(t)), ref)
         assert inc.n_rows == len(win.view(int(t)))
         n_checked += ref.n_snapshots > 0
+    assert settle is None or n_settled > len(times) // 2  # rows were walked between reads
     return inc, n_checked
 
 
@@ -84,12 +91,16 @@ def frog() -> BookBatch:
 
 @pytest.mark.parametrize("weighting", ["time", "snapshot"])
 @pytest.mark.parametrize("side", ["buy", "sell"])
-def test_incremental_equals_batch_on_frog(frog, weighting, side):
+@pytest.mark.parametrize("settle", [None, 1, 64])
+def test_incremental_equals_batch_on_frog(frog, weighting, side, settle):
+    """Reads only, or rows walked between reads (``settle``): the batch numbers either way."""
     ts = frog.ts_event_ns
     times = np.linspace(ts[0] + 10**9, ts[-1] + 5 * 10**9, 60).astype(np.int64)
     sizes = np.linspace(20, 1000, 50)
     rng = np.random.default_rng(1)
-    inc, n = _replay(frog, times, side, sizes, DepthPolicy(), weighting, 300 * 10**9, rng)
+    inc, n = _replay(
+        frog, times, side, sizes, DepthPolicy(), weighting, 300 * 10**9, rng, settle=settle
+    )
     assert n > 40
     assert inc.n_rebuilds > 0  # rows left the window and the sums were rebuilt along the way
 
@@ -129,6 +140,10 @@ def test_incremental_equals_batch_on_synthetic_books(weighting, side, kind):
     sizes = np.linspace(10, 600, 40)  # deep enough that some books run out
     policy = DepthPolicy(kind, 50.0)
     inc, n = _replay(batch, times, side, sizes, policy, weighting, 2 * 10**9, rng)
+    assert n > 50
+    assert inc.n_rebuilds > 0
+    # The same reads with the rows walked as they come (a few rows at a time).
+    inc, n = _replay(batch, times, side, sizes, policy, weighting, 2 * 10**9, rng, settle=8)
     assert n > 50
     assert inc.n_rebuilds > 0
 
@@ -261,3 +276,24 @@ def test_a_second_read_at_the_same_time_is_the_first():
     )
     inc.push(shifted)  # a row at t itself arrives after the read: the next read takes it in
     assert inc.curve(t) is not a
+
+
+def test_settle_walks_rows_before_the_read_and_refuses_to_go_back():
+    """``settle`` does a read's walk early: queued rows are taken in (once enough wait), the
+    read at that time finds nothing left to walk, and no later read may be earlier."""
+    rng = np.random.default_rng(3)
+    batch = _synthetic(rng, 300)
+    ts = batch.ts_event_ns
+    inc = IncrementalCurve("buy", np.linspace(10, 600, 20), DepthPolicy(), 10**12)
+    inc.push(batch.slice(0, 10))
+    assert not inc.settle(int(ts[9]), min_rows=64)  # too few rows wait: nothing done
+    inc.push(batch.slice(10, 200))
+    assert inc.settle(int(ts[199]), min_rows=64)
+    assert inc._pending_rows == 0 and inc.n_rows == 200
+    ref = IncrementalCurve("buy", np.linspace(10, 600, 20), DepthPolicy(), 10**12)
+    ref.push(batch.slice(0, 200))
+    t = int(ts[199]) + 1
+    np.testing.assert_allclose(inc.curve(t).mean_cost, ref.curve(t).mean_cost, rtol=1e-12)
+    inc.push(batch.slice(200, 300))
+    with pytest.raises(ValueError, match="after a read"):
+        inc.settle(int(ts[150]), min_rows=1)
