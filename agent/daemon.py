@@ -548,7 +548,9 @@ async def _run_symbol(
     With a ``clock`` (live), decision times more than ``grace_ns`` in its past are taken on
     every batch, the feed's empty heartbeat batches included, without waiting for a book.
     A feed that can hold rows (``hold``, the live feed) is told the next decision time after
-    each batch: rows before it come in fewer, larger batches, a row past it at once.
+    each batch: rows before it come in fewer, larger batches, a row past it at once. When such
+    a feed is ``idle`` (nothing to read), the session folds the rows observed into the estimates
+    (``SymbolSession.settle``) instead of leaving that work to the next decision.
 
     ``runners`` (and the session's parents) may grow while this runs (a parent submitted on
     the control channel). It ends when the feed ends, on a stop request, or once every parent
@@ -563,6 +565,7 @@ async def _run_symbol(
         metrics = metrics or NullMetrics()
         is_stale = getattr(feed, "is_stale", None)
         hold: Callable[[int | None], None] | None = getattr(feed, "hold", None)
+        idle: Callable[[], bool] | None = getattr(feed, "idle", None)
         async for batch in updates:
             if control.stop:
                 break
@@ -599,6 +602,10 @@ async def _run_symbol(
                 break
             if hold is not None:
                 hold(None if control.stop else _hold_until(session))
+            if idle is not None and idle():
+                # Nothing to read: fold what came in now, so the next decision walks only the
+                # rows that arrive with its trigger (live feeds; a replay never waits).
+                session.settle()
         # Data ended, every order is past its deadline, or a stop was requested: orders already
         # sent execute against the last book; nothing new is sent.
         for item in session.end():

@@ -361,6 +361,11 @@ class WebSocketFeed:
         elif not self._held and not self._new.is_set():
             self._hold_rows()
 
+    def idle(self) -> bool:
+        """Return True when no row waits to wake the consumer (held rows may wait): a good
+        moment for the consumer's deferred work."""
+        return not self._new.is_set()
+
     def hold(self, until_ns: int | None) -> None:
         """Let rows with event time <= ``until_ns`` wait (at most ``max_hold_ms``) instead of
         waking the consumer; ``None``: every row wakes it.

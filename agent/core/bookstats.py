@@ -122,21 +122,6 @@ class FeatureMemo:
         assert z is not None
         return z
 
-    def credits(
-        self, batches: list[BookBatch], last: tuple[int, NDArray[np.float64]] | None
-    ) -> NDArray[np.float64]:
-        """Return the ``credit_values`` of the intervals ``batches`` close after the book
-        ``last`` (its time and features; None: the first book), in one call for all of them
-        (row by row, so the values of the batches' concatenation)."""
-        if not batches:
-            return np.zeros((0, 2 * N_FEATURES))
-        ts = np.concatenate([np.asarray(b.ts_event_ns, dtype=np.int64) for b in batches])
-        z = np.concatenate([self.of(b) for b in batches])
-        if last is not None:
-            ts = np.concatenate([np.array([last[0]], dtype=np.int64), ts])
-            z = np.concatenate([last[1][None, :], z])
-        return credit_values(np.diff(ts).astype(np.float64), z[:-1])
-
     def need(self, window_ns: int) -> None:
         """Keep at least ``window_ns`` of books in the tail (a reader's longest window)."""
         self.keep_ns = max(self.keep_ns, int(window_ns))
@@ -159,8 +144,14 @@ class FeatureMemo:
     def tail(self) -> Tail:
         """Return the tail of every book pushed so far (trimmed to the longest window)."""
         if self._queue:
-            for b in self._queue:
-                self._tail.append(np.asarray(b.ts_event_ns, dtype=np.int64), self.of(b))
+            q = self._queue
+            ts = [np.asarray(b.ts_event_ns, dtype=np.int64) for b in q]
+            zs = [self.of(b) for b in q]
+            # One append of them all (the running sums are the same bits however rows come).
+            if len(q) == 1:
+                self._tail.append(ts[0], zs[0])
+            else:
+                self._tail.append(np.concatenate(ts), np.concatenate(zs))
             self._queue = []
             assert self.last_ns is not None
             self._tail.trim(self.last_ns - self.keep_ns)
@@ -277,13 +268,6 @@ class PeriodMeans:
         """Timestamp of the newest book seen, ns (None before the first)."""
         return self._last_ts
 
-    @property
-    def last_book(self) -> tuple[int, NDArray[np.float64]] | None:
-        """Return the newest book's time and features (None before the first)."""
-        if self._last_ts is None or self._last_z is None:
-            return None
-        return self._last_ts, self._last_z
-
     def period_of(self, t_ns: int) -> int:
         """Return the period index of a time."""
         return (int(t_ns) - self.origin_ns) // self.period_ns
@@ -292,14 +276,8 @@ class PeriodMeans:
         self,
         ts: NDArray[np.int64],
         z: NDArray[np.float64],
-        vals: NDArray[np.float64] | None = None,
     ) -> list[PeriodMean]:
-        """Add books (non-decreasing times, after every earlier one); return finished periods.
-
-        ``vals``: the ``credit_values`` of the books in force over the intervals these books
-        close (the last book seen before them, then all but the newest), when the caller has
-        them already (``FeatureMemo.credits``, shared by the parents): the same sums.
-        """
+        """Add books (non-decreasing times, after every earlier one); return finished periods."""
         n = int(ts.shape[0])
         if n == 0:
             return []
@@ -314,9 +292,7 @@ class PeriodMeans:
         p_all = (t_all - self.origin_ns) // self.period_ns
         p0 = p_all[:-1]
         same = p0 == p_all[1:]
-        dt = np.diff(t_all).astype(np.float64) if vals is None else np.zeros(0)
-        if vals is None:
-            vals = credit_values(dt, z_all[:-1])
+        vals = credit_values(np.diff(t_all).astype(np.float64), z_all[:-1])
         if same.all():  # the usual batch: no period edge inside it
             self._credit_vals(p0, vals)
             return self._finish(self.period_of(int(t_all[-1])), z_all[-1], int(t_all[-1]))

@@ -55,7 +55,6 @@ __all__ = ["ArPrior", "Forecast", "LiquidityForecaster"]
 
 _NAMES = ("beta", "gamma")
 _PHI_MAX = 0.99
-_FLUSH_ROWS = 64  # observed rows folded in at once at the latest (live: between decisions)
 # 3-point Gauss-Hermite rule for a standard normal: nodes and probabilities
 _GH_NODES = np.array([-math.sqrt(3.0), 0.0, math.sqrt(3.0)])
 _GH_PROBS = np.array([1.0 / 6.0, 2.0 / 3.0, 1.0 / 6.0])
@@ -320,7 +319,7 @@ class LiquidityForecaster:
         """Take in books newer than every book seen so far.
 
         O(1) per call: books are folded in (vectorised, O(rows)) at the next ``forecast`` or
-        every ``_FLUSH_ROWS`` rows, so a live feed's one-book batches cost an append each.
+        ``settle``, so a live feed's one-book batches cost an append each.
 
         Raises:
             ValueError: If the batch starts before the newest book already seen.
@@ -334,7 +333,11 @@ class LiquidityForecaster:
         self._last_seen = int(batch.ts_event_ns[-1])
         self._unfolded.append(batch)
         self._unfolded_rows += n
-        if self._unfolded_rows >= _FLUSH_ROWS:
+
+    def settle(self, min_rows: int) -> None:
+        """Fold the observed books in now if at least ``min_rows`` wait (the next forecast
+        would do it first)."""
+        if self._unfolded and self._unfolded_rows >= min_rows:
             self._flush()
 
     def _flush(self) -> None:
@@ -352,10 +355,7 @@ class LiquidityForecaster:
         else:
             z = np.concatenate([self._features.of(b) for b in batches])
             ts = np.concatenate([b.ts_event_ns for b in batches]).astype(np.int64, copy=False)
-        vals = None
-        if self._features is not None:  # what the books credit the periods, shared too
-            vals = self._features.credits(batches, self._periods.last_book)
-        finished = self._periods.add(ts, z, vals)
+        finished = self._periods.add(ts, z)
         if finished:
             self._fold(finished)
         if self._features is None:

@@ -413,6 +413,13 @@ class ParentCore:
             )
             self.tactic.observe(seg)
 
+    def settle(self, min_rows: int) -> None:
+        """Fold observed books into the forecast now if at least ``min_rows`` wait
+        (``SymbolSession.settle``)."""
+        settle = getattr(self.mpc.policy, "settle", None)
+        if settle is not None:
+            settle(min_rows)
+
     def on_trades(self, ts_ns: NDArray[np.int64], qty: NDArray[np.float64]) -> None:
         """Take in market trades (times and sizes) that precede the next decision time."""
         self._trades_known = True

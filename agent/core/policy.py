@@ -641,6 +641,11 @@ class MpcPolicy:
         if self.forecaster is not None:
             self.forecaster.observe(seg)
 
+    def settle(self, min_rows: int) -> None:
+        """Fold the observed books into the forecast now if ``min_rows`` wait."""
+        if self.forecaster is not None:
+            self.forecaster.settle(min_rows)
+
     @staticmethod
     def _spread_share(curve: CostCurve) -> float:
         """Return the share of the cost at the middle size that the spread (the smallest
