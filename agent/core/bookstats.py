@@ -284,8 +284,8 @@ class PeriodMeans:
         if self._last_ts is not None and int(ts[0]) < self._last_ts:
             raise ValueError(f"books out of order: {int(ts[0])} after {self._last_ts}")
         if self._last_ts is not None and self._last_z is not None:
-            t_all = np.r_[np.int64(self._last_ts), ts]
-            z_all = np.vstack([self._last_z[None, :], z])
+            t_all = np.concatenate((np.array([self._last_ts], dtype=np.int64), ts))
+            z_all = np.concatenate((self._last_z[None, :], z))
         else:
             t_all, z_all = ts, z
         t0 = t_all[:-1]
@@ -309,7 +309,10 @@ class PeriodMeans:
         if p.size == 0:
             return
         # The periods come in order (the books do): one sum per run of a period, O(rows).
-        starts = np.flatnonzero(np.r_[True, p[1:] != p[:-1]])
+        if p[0] == p[-1]:  # the usual batch: one period
+            starts = np.zeros(1, dtype=np.intp)
+        else:
+            starts = np.flatnonzero(np.concatenate(([True], p[1:] != p[:-1])))
         rows = np.add.reduceat(vals, starts, axis=0)
         for per, row in zip(p[starts].tolist(), rows, strict=True):
             acc = self._sums.get(per)
