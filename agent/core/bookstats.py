@@ -84,6 +84,7 @@ class FeatureMemo:
         self.levels = int(levels)
         self.keep = int(keep)
         self._memo: OrderedDict[int, tuple[BookBatch, NDArray[np.float64]]] = OrderedDict()
+        self._inner: OrderedDict[int, tuple[BookBatch, NDArray[np.float64]]] = OrderedDict()
         self.n_computed = 0  # batches computed (the rest came from the memo)
         self._queue: list[BookBatch] = []
         self._tail = Tail(N_FEATURES)
@@ -121,6 +122,38 @@ class FeatureMemo:
             self._memo.popitem(last=False)
         assert z is not None
         return z
+
+    def credits(
+        self, batches: list[BookBatch], last: tuple[int, NDArray[np.float64]] | None
+    ) -> NDArray[np.float64]:
+        """Return the ``credit_values`` of the intervals ``batches`` close after the book
+        ``last`` (its time and features; None: the first book): ``PeriodMeans.add``'s.
+
+        One batch (a replay's segment, seen by every parent): the intervals inside it are
+        computed once for all the parents, the one after ``last`` here. Several (a live feed's
+        few-row batches): one call on their concatenation. Row by row either way.
+        """
+        if len(batches) == 1:
+            b = batches[0]
+            ts = np.asarray(b.ts_event_ns, dtype=np.int64)
+            hit = self._inner.get(id(b))
+            if hit is not None and hit[0] is b:
+                inner = hit[1]
+            else:
+                inner = credit_values(np.diff(ts).astype(np.float64), self.of(b)[:-1])
+                self._inner[id(b)] = (b, inner)
+                while len(self._inner) > self.keep:
+                    self._inner.popitem(last=False)
+            if last is None:
+                return inner
+            edge = credit_values(np.array([float(ts[0] - last[0])]), last[1][None, :])
+            return np.concatenate((edge, inner))
+        ts = np.concatenate([np.asarray(b.ts_event_ns, dtype=np.int64) for b in batches])
+        z = np.concatenate([self.of(b) for b in batches])
+        if last is not None:
+            ts = np.concatenate((np.array([last[0]], dtype=np.int64), ts))
+            z = np.concatenate((last[1][None, :], z))
+        return credit_values(np.diff(ts).astype(np.float64), z[:-1])
 
     def need(self, window_ns: int) -> None:
         """Keep at least ``window_ns`` of books in the tail (a reader's longest window)."""
@@ -268,6 +301,13 @@ class PeriodMeans:
         """Timestamp of the newest book seen, ns (None before the first)."""
         return self._last_ts
 
+    @property
+    def last_book(self) -> tuple[int, NDArray[np.float64]] | None:
+        """Return the newest book's time and features (None before the first)."""
+        if self._last_ts is None or self._last_z is None:
+            return None
+        return self._last_ts, self._last_z
+
     def period_of(self, t_ns: int) -> int:
         """Return the period index of a time."""
         return (int(t_ns) - self.origin_ns) // self.period_ns
@@ -276,8 +316,14 @@ class PeriodMeans:
         self,
         ts: NDArray[np.int64],
         z: NDArray[np.float64],
+        vals: NDArray[np.float64] | None = None,
     ) -> list[PeriodMean]:
-        """Add books (non-decreasing times, after every earlier one); return finished periods."""
+        """Add books (non-decreasing times, after every earlier one); return finished periods.
+
+        ``vals``: the ``credit_values`` of the books in force over the intervals these books
+        close (the last book seen before them, then all but the newest), when the caller has
+        them already (``FeatureMemo.credits``, shared by the parents): the same sums.
+        """
         n = int(ts.shape[0])
         if n == 0:
             return []
@@ -292,7 +338,8 @@ class PeriodMeans:
         p_all = (t_all - self.origin_ns) // self.period_ns
         p0 = p_all[:-1]
         same = p0 == p_all[1:]
-        vals = credit_values(np.diff(t_all).astype(np.float64), z_all[:-1])
+        if vals is None:
+            vals = credit_values(np.diff(t_all).astype(np.float64), z_all[:-1])
         if same.all():  # the usual batch: no period edge inside it
             self._credit_vals(p0, vals)
             return self._finish(self.period_of(int(t_all[-1])), z_all[-1], int(t_all[-1]))

@@ -355,7 +355,10 @@ class LiquidityForecaster:
         else:
             z = np.concatenate([self._features.of(b) for b in batches])
             ts = np.concatenate([b.ts_event_ns for b in batches]).astype(np.int64, copy=False)
-        finished = self._periods.add(ts, z)
+        vals = None
+        if self._features is not None:  # what the books credit the periods, shared too
+            vals = self._features.credits(batches, self._periods.last_book)
+        finished = self._periods.add(ts, z, vals)
         if finished:
             self._fold(finished)
         if self._features is None:
