@@ -127,6 +127,8 @@ class VolumeTracker:
         self._vol: dict[int, float] = {}
         self._recent = Tail(1)  # trades of the last period, for ``trailing_volume``
         self._total = 0.0
+        self._n_added = 0  # trade batches counted: what a memoised forecast depends on
+        self._memo: tuple[tuple[int, ...], VolumeForecast] | None = None
         self._last_ts: int | None = None
         if volume_share is None:
             self._share = np.ones(1)
@@ -171,6 +173,7 @@ class VolumeTracker:
         sums = np.bincount(inv, weights=q[keep])
         for per, v in zip(uniq.tolist(), sums.tolist(), strict=True):  # few periods a batch
             self._vol[per] = self._vol.get(per, 0.0) + v
+        self._n_added += 1
         self._total += float(sums.sum())
         self._recent.append(ts[keep], q[keep][:, None])
         self._recent.trim(self._last_ts - self.period_ns)
@@ -232,24 +235,35 @@ class VolumeTracker:
         """
         s = np.asarray(starts, dtype=np.int64)
         P = self.period_ns
-        elapsed = float(self.share_between(self.origin_ns, t_ns))
         if self._last_ts is not None and self._last_ts > t_ns:
             raise InvariantViolation(
                 f"volume forecast at {t_ns} after a trade or book at {self._last_ts}: look-ahead"
             )
-        realized = np.array(
-            [self._vol.get(self.period_of(int(x)), 0.0) if x <= t_ns else 0.0 for x in s]
-        )
+        # The same question twice in one decision (the solver's caps, then the child's gate),
+        # with no trade counted in between: the same answer, computed once.
+        ends = (int(s[0]), int(s[-1])) if s.size else (0, 0)
+        key = (int(t_ns), s.size, *ends, self._n_added)
+        if self._memo is not None and self._memo[0] == key:
+            return self._memo[1]
+        elapsed = float(self.share_between(self.origin_ns, t_ns))
+        realized = np.zeros(s.size)
+        for i in np.flatnonzero(s <= t_ns).tolist():  # the current period (and any past one)
+            realized[i] = self._vol.get(self.period_of(int(s[i])), 0.0)
         fields: dict[str, Any] = {"total": self._total, "elapsed_share": elapsed}
         if elapsed < self.min_share or self._total <= 0:
             fields["status"] = "unknown"
-            return VolumeForecast(np.full(s.size, np.nan), realized, fields)
-        v_day = self._day_volume(t_ns)
-        rest_from = np.maximum(s, t_ns)
-        expected = v_day * self.share_between(rest_from, s + P)
-        vol = np.where(s + P <= t_ns, realized, realized + np.maximum(expected, 0.0))
-        fields |= {"status": "ok", "day_volume": v_day}
-        return VolumeForecast(vol, realized, fields)
+            out = VolumeForecast(np.full(s.size, np.nan), realized, fields)
+        else:
+            v_day = self._day_volume(t_ns)
+            rest_from = np.maximum(s, t_ns)
+            expected = v_day * self.share_between(rest_from, s + P)
+            vol = np.where(s + P <= t_ns, realized, realized + np.maximum(expected, 0.0))
+            fields |= {"status": "ok", "day_volume": v_day}
+            out = VolumeForecast(vol, realized, fields)
+        for a in (out.volume, out.realized):
+            a.flags.writeable = False  # shared by the calls the memo answers
+        self._memo = (key, out)
+        return out
 
 
 def participation_caps(rate: float, volume: ArrayLike) -> NDArray[np.float64]:
