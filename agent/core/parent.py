@@ -327,6 +327,7 @@ class ParentCore:
         self.cancelled = False
         self.carry = 0.0  # lot-rounding residual between decisions (plan.diffuse_lots)
         self._trade_ts: list[NDArray[np.int64]] = []
+        self._prev_volume: tuple[int | None, float] = (None, math.nan)  # (time, the volume then)
         self._trade_qty: list[NDArray[np.float64]] = []
         self._trades_known = False
         self.slices: list[SliceRecord] = []
@@ -529,7 +530,9 @@ class ParentCore:
 
     def _input(self, leg: Leg, k: int, t_ns: int) -> DecisionInput:
         t = leg.tracker
-        prev = self.volume_between(t_ns - self.grid.period_ns, t_ns)
+        if self._prev_volume[0] != t_ns:  # once per decision time, whatever the legs
+            self._prev_volume = (t_ns, self.volume_between(t_ns - self.grid.period_ns, t_ns))
+        prev = self._prev_volume[1]
         return DecisionInput(
             k=k,
             t_ns=t_ns,

@@ -675,7 +675,8 @@ class MpcPolicy:
         if curve is None:
             fields["fit_status"] = "insufficient_data"
             return PolicyStep(_fallback(inp, self.spec, "insufficient_data"), None, fields)
-        fields["frac_beyond_depth"] = float(np.nan_to_num(np.mean(curve.frac_beyond_depth)))
+        frac = float(np.mean(curve.frac_beyond_depth))
+        fields["frac_beyond_depth"] = frac if math.isfinite(frac) else 0.0
         if curve.policy_used:
             fields["beyond_depth_policy"] = self.est.depth.kind.value
         starts = inp.grid.starts(inp.k)

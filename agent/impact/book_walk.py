@@ -150,8 +150,7 @@ class CostCurve:
     @property
     def policy_used(self) -> bool:
         """Return True when some snapshot needed the beyond-depth policy at some size."""
-        f = self.frac_beyond_depth
-        return bool(np.any(np.nan_to_num(f) > 0))
+        return bool(np.any(self.frac_beyond_depth > 0))  # NaN compares False
 
     def segments(self) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
         """Return the curve as a piecewise-linear cost for the solver.
