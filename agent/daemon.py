@@ -542,14 +542,16 @@ async def _run_symbol(
     metrics: NullMetrics | None = None,
     clock: Clock | None = None,
     grace_ns: int = 0,
+    live_feeds: list[Any] | None = None,
 ) -> None:
     """Drive every parent on ``symbol`` from its feed, through the core's ``SymbolSession``.
 
     With a ``clock`` (live), decision times more than ``grace_ns`` in its past are taken on
     every batch, the feed's empty heartbeat batches included, without waiting for a book.
     A feed that can hold rows (``hold``, the live feed) is told the next decision time after
-    each batch: rows before it come in fewer, larger batches, a row past it at once. When such
-    a feed is ``idle`` (nothing to read), the session folds the rows observed into the estimates
+    each batch: rows before it come in fewer, larger batches, a row past it at once. When every
+    such feed of the daemon (``live_feeds``, shared by the symbols' tasks) is ``idle``, nothing
+    waits to be read or decided anywhere: the session folds the rows observed into the estimates
     (``SymbolSession.settle``) instead of leaving that work to the next decision.
 
     ``runners`` (and the session's parents) may grow while this runs (a parent submitted on
@@ -560,12 +562,14 @@ async def _run_symbol(
     by_core = {id(r.core): r for r in runners}
     last_event: int | None = None
     last_recv = 0
+    feeds = live_feeds if live_feeds is not None else []
+    if getattr(feed, "idle", None) is not None:
+        feeds.append(feed)
     try:
         updates: AsyncIterator[BookBatch] = feed.updates()
         metrics = metrics or NullMetrics()
         is_stale = getattr(feed, "is_stale", None)
         hold: Callable[[int | None], None] | None = getattr(feed, "hold", None)
-        idle: Callable[[], bool] | None = getattr(feed, "idle", None)
         async for batch in updates:
             if control.stop:
                 break
@@ -602,9 +606,10 @@ async def _run_symbol(
                 break
             if hold is not None:
                 hold(None if control.stop else _hold_until(session))
-            if idle is not None and idle():
-                # Nothing to read: fold what came in now, so the next decision walks only the
-                # rows that arrive with its trigger (live feeds; a replay never waits).
+            if feed in feeds and all(f.idle() for f in feeds):
+                # Nothing to read on any feed: fold what came in now, so the next decision walks
+                # only the rows that arrive with its trigger (live feeds; a replay never waits),
+                # and no symbol's trigger waits behind another's settling.
                 session.settle()
         # Data ended, every order is past its deadline, or a stop was requested: orders already
         # sent execute against the last book; nothing new is sent.
@@ -632,6 +637,8 @@ async def _run_symbol(
                 )
                 r.done = True
     finally:
+        if feed in feeds:
+            feeds.remove(feed)  # a closed feed is never idle again: it must not block the rest
         await feed.aclose()
         stats = getattr(feed, "stats", None)
         log.info("feed.closed", **(_stats_fields(stats)))
@@ -845,6 +852,7 @@ class Daemon:
         self.by_symbol: dict[str, list[ParentRunner]] = {}
         self.sessions: dict[str, SymbolSession] = {}
         self.sym_tasks: dict[str, asyncio.Task[None]] = {}
+        self._live_feeds: list[Any] = []  # the symbols' feeds that can say they are idle
         self._tg: asyncio.TaskGroup | None = None
         self._symbol_started = asyncio.Event()
 
@@ -921,6 +929,7 @@ class Daemon:
                 self.metrics,
                 self.clock,
                 int(self.cfg.feed.clock_grace_s * _NS),
+                self._live_feeds,
             )
         )
         self._symbol_started.set()
