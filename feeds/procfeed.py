@@ -1,0 +1,530 @@
+"""Websocket feeds read in a child process, so reading uses another core than the decisions.
+
+``ReaderProcess`` starts one child process (``multiprocessing``, "spawn" context) that runs the
+unchanged ``feeds.live.WebSocketFeed`` of every symbol opened through it (connect, reconnect,
+decode, validate, buffer, conflation and staleness counting) on its own asyncio loop.
+``ProcessFeed`` is the daemon's side of one symbol: it has the consumer interface of a
+``WebSocketFeed`` (``updates``, ``hold``, ``idle``, ``is_stale``, ``stats``, ``aclose``).
+
+Transport: two one-way ``multiprocessing`` pipes. The parent's loop watches the data pipe with
+``loop.add_reader``; a batch is one message of a fixed header and the batch's numpy columns as
+raw bytes (no per-row Python object, no pickle). Flow control is one credit per symbol: the
+child sends a symbol's next batch only once the parent has taken the previous one, so the
+rows a busy daemon has not taken wait in the child's ``RowBuffer``, bounded and counted there
+exactly as in the loop reader (``stats.conflated``). ``hold`` values go to the child, whose
+feed holds rows as the loop reader does.
+
+Logs the child emits (``feed.connected``, ``feed.invalid_message`` ...) are sent through the
+data pipe and logged again by the parent's structlog, in order with the batches, so they reach
+the daemon's log stream (and its redaction). The child dies with the parent: it exits when the
+command pipe closes (the parent exited, even by kill -9) or its parent pid changes. A child
+that dies makes ``updates()`` raise ``FeedError`` naming the symbol, never a silent stop;
+``aclose()`` gets the child's final counters into ``stats``, and the last feed closed ends the
+child process.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import fcntl
+import logging
+import multiprocessing as mp
+import os
+import pickle
+import signal
+import ssl
+import struct
+import subprocess
+import sys
+from collections.abc import AsyncIterator, MutableMapping
+from multiprocessing.connection import Connection
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import structlog
+
+from feeds.clock import Clock, WallClock
+from feeds.errors import FeedError
+from feeds.live import LiveStats, WebSocketFeed
+from feeds.model import BookBatch
+
+__all__ = ["ProcessFeed", "ReaderProcess"]
+
+# Batch message: kind, symbol id, rows, levels, has-events flag, then the child's last valid
+# book receive time and its frames / books / conflated counters; 48 bytes keeps the columns
+# that follow 8-byte aligned.
+_HDR = struct.Struct("<c3xIIHBxqqqq")
+_BATCH, _PICKLED = b"B", b"P"
+_ROOT = str(Path(__file__).resolve().parents[1])  # the directory holding ``feeds``
+_PIPE_BYTES = 1 << 20  # a large batch written whole while the parent is busy
+_CLOSE_WAIT_S = 5.0  # the child's aclose takes up to 3 s (close handshake, reader)
+
+
+def _pack(sid: int, b: BookBatch, feed: WebSocketFeed) -> bytes:
+    """Return one batch as a message: the header, then the columns' bytes."""
+    st = feed.stats
+    ev = b.action is not None
+    n, levels = len(b), b.bid_px.shape[1]
+    hdr = _HDR.pack(_BATCH, sid, n, levels, ev, feed.last_update_ns, st.frames, st.books,
+                    st.conflated)  # fmt: skip
+    cols: list[Any] = [b.ts_event_ns, b.ts_recv_ns, b.bid_px, b.bid_sz, b.ask_px, b.ask_sz]
+    if ev:
+        cols += [b.ev_px, b.ev_sz, b.action, b.ev_side]  # the uint8 columns last: alignment
+    return b"".join([hdr, *[np.ascontiguousarray(c).data for c in cols]])
+
+
+def _unpack(symbol: str, buf: bytearray) -> tuple[BookBatch, tuple[int, int, int, int]]:
+    """Return the batch of a message (writable views into ``buf``) and its counters."""
+    _, _, n, levels, ev, last, frames, books, conflated = _HDR.unpack_from(buf)
+    off = _HDR.size
+
+    def col(dtype: Any, count: int) -> np.ndarray:
+        nonlocal off
+        a = np.frombuffer(buf, dtype, count, off)
+        off += a.nbytes
+        return a
+
+    i64, f64, m = np.int64, np.float64, n * levels
+    cols = [col(i64, n), col(i64, n)] + [col(f64, m).reshape(n, levels) for _ in range(4)]
+    if ev:
+        ev_px, ev_sz = col(f64, n), col(f64, n)
+        cols += [col(np.uint8, n), col(np.uint8, n), ev_px, ev_sz]
+    return BookBatch(symbol, *cols), (last, frames, books, conflated)
+
+
+def _pipe() -> tuple[Connection, Connection]:
+    """Return a one-way pipe (reader, writer) with a large kernel buffer where allowed."""
+    r, w = mp.Pipe(duplex=False)
+    with contextlib.suppress(OSError, AttributeError):
+        fcntl.fcntl(w.fileno(), fcntl.F_SETPIPE_SZ, _PIPE_BYTES)
+    return r, w
+
+
+class ReaderProcess:
+    """One child process that reads the websocket feeds of every symbol opened through it.
+
+    The child starts with the first feed's ``updates()`` and ends when the last feed is
+    closed (a later feed starts a new one). ``pid`` is the running child's, or None.
+    """
+
+    def __init__(self) -> None:
+        self._proc: subprocess.Popen[bytes] | None = None
+        self._exited = asyncio.Event()
+        self._cmd: Connection | None = None
+        self._data: Connection | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._feeds: dict[int, ProcessFeed] = {}
+        self._next_sid = 0
+        self._stopping = False
+        self._log = structlog.get_logger()
+
+    @property
+    def pid(self) -> int | None:
+        """Return the child's process id while it runs."""
+        p = self._proc
+        return p.pid if p is not None and p.poll() is None else None
+
+    def feed(self, url: str, symbol: str, **kwargs: Any) -> ProcessFeed:
+        """Return the feed of ``symbol`` at ``url``; ``kwargs`` go to ``ProcessFeed``."""
+        return ProcessFeed(self, url, symbol, **kwargs)
+
+    # -- parent side of the pipes --------------------------------------------------------------
+    def _start(self) -> None:
+        cmd_r, cmd_w = _pipe()
+        data_r, data_w = _pipe()
+        self._stopping = False
+        self._exited = asyncio.Event()
+        env = dict(os.environ)  # the child imports this very package, wherever it lies
+        env["PYTHONPATH"] = os.pathsep.join(p for p in (_ROOT, env.get("PYTHONPATH", "")) if p)
+        fds = (cmd_r.fileno(), data_w.fileno())
+        self._proc = subprocess.Popen(
+            [sys.executable, "-m", "feeds.procfeed", str(fds[0]), str(fds[1]), str(os.getpid())],
+            pass_fds=fds,
+            env=env,
+            stdin=subprocess.DEVNULL,
+        )
+        cmd_r.close()  # the child holds its ends: its death is EOF here, ours EOF there
+        data_w.close()
+        self._cmd, self._data = cmd_w, data_r
+        self._loop = asyncio.get_running_loop()
+        self._loop.add_reader(data_r.fileno(), self._on_readable)
+        self._log.info("feed.reader_process_started", pid=self._proc.pid)
+
+    def _open(self, f: ProcessFeed, spec: dict[str, Any]) -> int:
+        if self._proc is None:
+            self._start()
+        sid = self._next_sid
+        self._next_sid += 1
+        self._feeds[sid] = f
+        self._send(("open", sid, spec))
+        return sid
+
+    def _send(self, msg: tuple[Any, ...]) -> None:
+        if self._cmd is None:
+            return
+        with contextlib.suppress(OSError):  # the child is gone: the data pipe's EOF tells
+            self._cmd.send(msg)
+
+    def _on_readable(self) -> None:
+        """Take every message waiting in the data pipe and hand it to its feed."""
+        conn = self._data
+        try:
+            for _ in range(256):  # then let the loop run; it calls back while data waits
+                if conn is None or not conn.poll():
+                    return
+                self._dispatch(conn.recv_bytes())
+        except (EOFError, OSError):
+            self._gone()
+
+    def _drain(self) -> None:
+        if self._data is not None:
+            self._on_readable()
+
+    def _dispatch(self, msg: bytes) -> None:
+        if msg[:1] == _BATCH:
+            sid = _HDR.unpack_from(msg)[1]
+            f = self._feeds.get(sid)
+            if f is not None:
+                f._on_batch(*_unpack(f.symbol, bytearray(msg)))
+            return
+        kind, *rest = pickle.loads(msg[1:])
+        if kind == "log":
+            level, event, kw = rest
+            getattr(self._log, level, self._log.info)(event, **kw)
+            return
+        f = self._feeds.get(rest[0])
+        if f is None:
+            return
+        if kind == "stats":
+            f._on_stats(rest[1])
+        elif kind == "closed":
+            f._on_stats(rest[1])
+            f._closed_event.set()
+        elif kind == "error":
+            f._fail(rest[1])
+
+    def _gone(self) -> None:
+        """The data pipe closed: the child exited. Tell every open feed unless we stopped it."""
+        proc, self._proc = self._proc, None
+        self._close_pipes()
+        self._exited.set()
+        code = None
+        if proc is not None:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                code = proc.wait(0.5)  # reap it: it has closed its pipe, so it is exiting
+        if self._stopping:
+            return
+        pid = proc.pid if proc is not None else None
+        self._log.error("feed.reader_process_died", pid=pid, exit_code=code)
+        for f in list(self._feeds.values()):
+            f._fail(f"{f.symbol}: the feed reader process (pid {pid}) died, exit code {code}")
+        self._feeds.clear()
+
+    def _close_pipes(self) -> None:
+        if self._data is not None and self._loop is not None:
+            with contextlib.suppress(Exception):
+                self._loop.remove_reader(self._data.fileno())
+        for c in (self._cmd, self._data):
+            if c is not None:
+                c.close()
+        self._cmd = self._data = None
+
+    async def _release(self, sid: int) -> None:
+        """Forget a closed feed; end the child when no feed is left."""
+        self._feeds.pop(sid, None)
+        proc = self._proc
+        if self._feeds or proc is None:
+            return
+        self._stopping = True
+        self._send(("exit",))
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(_CLOSE_WAIT_S):
+                await self._exited.wait()  # the child closed its pipe: it is exiting
+        if proc.poll() is None:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                proc.wait(0.5)
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(1.0)
+        self._proc = None
+        self._close_pipes()
+
+
+class ProcessFeed:
+    """Book feed of one symbol read by a ``ReaderProcess`` (a ``WebSocketFeed`` there).
+
+    Args:
+        reader: The child process that reads it (shared by the daemon's symbols).
+        url, symbol: As ``WebSocketFeed``.
+        clock: Clock of ``is_stale`` (``WallClock``: the child's receive times are wall time).
+        ca_file: PEM bundle the child trusts for ``wss://`` (its ``ssl_context``; an SSL
+            context itself cannot cross processes).
+        heartbeat_s, stale_after_s: As ``WebSocketFeed`` (they also pass to the child).
+        **kwargs: The other ``WebSocketFeed`` options (``fmt``, ``max_hold_ms``, ...), for the
+            child's feed; they must be picklable.
+    """
+
+    def __init__(
+        self,
+        reader: ReaderProcess,
+        url: str,
+        symbol: str,
+        *,
+        clock: Clock | None = None,
+        ca_file: str | None = None,
+        heartbeat_s: float = 0.5,
+        stale_after_s: float = 5.0,
+        **kwargs: Any,
+    ) -> None:
+        self.symbol = symbol
+        self.reader = reader
+        self.clock = clock or WallClock()
+        self.heartbeat_s = heartbeat_s
+        self.stale_after_ns = int(stale_after_s * 1e9)
+        self._spec = dict(
+            kwargs, url=url, symbol=symbol, ca_file=ca_file, heartbeat_s=heartbeat_s,
+            stale_after_s=stale_after_s,
+        )  # fmt: skip
+        self.stats = LiveStats()
+        self.last_update_ns = self.clock.now_ns()
+        self._sid: int | None = None
+        self._batch: BookBatch | None = None  # received, not yet yielded (one credit)
+        self._new = asyncio.Event()
+        self._closed_event = asyncio.Event()
+        self._stats_event = asyncio.Event()
+        self._error: str | None = None
+        self._hold: int | None = None
+        self._closed = False
+
+    # -- from the reader process ---------------------------------------------------------------
+    def _on_batch(self, batch: BookBatch, counts: tuple[int, int, int, int]) -> None:
+        last, self.stats.frames, self.stats.books, self.stats.conflated = counts
+        self.last_update_ns = last
+        self._batch = batch
+        self._new.set()
+
+    def _on_stats(self, d: dict[str, Any]) -> None:
+        self.stats = LiveStats(**d)
+        self._stats_event.set()
+
+    def _fail(self, message: str) -> None:
+        if self._error is None:
+            self._error = message
+        self._new.set()
+        self._closed_event.set()
+
+    # -- consumer ------------------------------------------------------------------------------
+    def is_stale(self, now_ns: int | None = None) -> bool:
+        """Return True when the child saw no valid book for ``stale_after_s``."""
+        now = self.clock.now_ns() if now_ns is None else now_ns
+        return now - self.last_update_ns > self.stale_after_ns
+
+    def idle(self) -> bool:
+        """Return True when no batch waits (received or in the pipe) to wake the consumer."""
+        if self._batch is None:
+            self.reader._drain()
+        return self._batch is None and self._error is None
+
+    def hold(self, until_ns: int | None) -> None:
+        """As ``WebSocketFeed.hold``: the child's feed holds rows with event time <=
+        ``until_ns`` (at most ``max_hold_ms``); sent only when it changes."""
+        if until_ns != self._hold and self._sid is not None and not self._closed:
+            self._hold = until_ns
+            self.reader._send(("hold", self._sid, until_ns))
+
+    async def refresh_stats(self, timeout_s: float = 5.0) -> LiveStats:
+        """Ask the child for its counters now; return ``stats`` once they came (or after
+        ``timeout_s``). Commands are handled in order, so a ``hold`` sent before has been
+        applied when this returns."""
+        if self._sid is not None and not self._closed and self._error is None:
+            self._stats_event.clear()
+            self.reader._send(("stats", self._sid))
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(timeout_s):
+                    await self._stats_event.wait()
+        return self.stats
+
+    async def updates(self) -> AsyncIterator[BookBatch]:
+        """Yield each batch the child sends (an empty one on its heartbeats, or when it has
+        sent nothing for a few heartbeats); raise ``FeedError`` if the child fails."""
+        if self._sid is None and not self._closed:
+            self._sid = self.reader._open(self, self._spec)
+            self.reader._send(("want", self._sid))
+        empty = BookBatch.empty(self.symbol)
+        while not self._closed:
+            if self._batch is None and self._error is None:
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(4 * self.heartbeat_s):
+                        await self._new.wait()
+            self._new.clear()
+            if self._error is not None and not self._closed:
+                raise FeedError(self._error)
+            batch, self._batch = self._batch, None
+            if batch is not None and self._sid is not None:
+                self.reader._send(("want", self._sid))  # the child may send the next one
+            if not self._closed:
+                yield empty if batch is None else batch
+
+    async def aclose(self) -> None:
+        """Close the child's feed (1000, normal closure), take its final counters; the last
+        feed closed ends the child process. Idempotent."""
+        if self._closed:
+            return
+        self._closed = True
+        self._new.set()
+        sid = self._sid
+        if sid is None:
+            return
+        if self._error is None:
+            self.reader._send(("close", sid))
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(_CLOSE_WAIT_S):
+                    await self._closed_event.wait()
+        await self.reader._release(sid)
+
+
+# -- the child process -------------------------------------------------------------------------
+def _child_main(cmd: Connection, data: Connection, parent_pid: int) -> None:
+    """Run the feeds the parent opens until it says exit, its pipe closes or it dies."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the group: the parent decides
+    _forward_logs(data)
+    asyncio.run(_Child(cmd, data, parent_pid).run())
+
+
+def _forward_logs(data: Connection) -> None:
+    """Send every log event to the parent, which logs it in its own stream."""
+
+    def forward(_logger: Any, _method: str, ev: MutableMapping[str, Any]) -> Any:
+        level = str(ev.pop("level", "info"))
+        event = str(ev.pop("event", ""))
+        try:
+            payload = pickle.dumps(("log", level, event, dict(ev)))
+        except Exception:
+            payload = pickle.dumps(("log", level, event, {k: repr(v) for k, v in ev.items()}))
+        with contextlib.suppress(OSError):
+            data.send_bytes(_PICKLED + payload)
+        raise structlog.DropEvent
+
+    structlog.configure(
+        processors=[
+            structlog.processors.add_log_level,
+            structlog.processors.format_exc_info,
+            forward,
+        ],
+        wrapper_class=structlog.make_filtering_bound_logger(logging.DEBUG),
+        cache_logger_on_first_use=True,
+    )
+
+
+class _Child:
+    def __init__(self, cmd: Connection, data: Connection, parent_pid: int) -> None:
+        self.cmd, self.data, self.parent_pid = cmd, data, parent_pid
+        self.feeds: dict[int, tuple[WebSocketFeed, asyncio.Event, asyncio.Task[None]]] = {}
+        self.tasks: set[asyncio.Task[None]] = set()
+        self.done: asyncio.Future[None] | None = None
+
+    async def run(self) -> None:
+        loop = asyncio.get_running_loop()
+        self.done = loop.create_future()
+        loop.add_reader(self.cmd.fileno(), self._on_cmd)
+        watch = asyncio.create_task(self._watch_parent())
+        try:
+            await self.done
+        finally:
+            watch.cancel()
+            loop.remove_reader(self.cmd.fileno())
+            await asyncio.gather(*(self._close(sid, report=False) for sid in list(self.feeds)))
+
+    async def _watch_parent(self) -> None:
+        while True:  # the pipe's EOF is the main signal; this catches an fd kept elsewhere
+            await asyncio.sleep(0.5)
+            if os.getppid() != self.parent_pid:
+                self._stop()
+
+    def _stop(self) -> None:
+        if self.done is not None and not self.done.done():
+            self.done.set_result(None)
+
+    def _send(self, msg: tuple[Any, ...]) -> None:
+        try:
+            self.data.send_bytes(_PICKLED + pickle.dumps(msg))
+        except OSError:
+            self._stop()
+
+    def _on_cmd(self) -> None:
+        try:
+            while self.cmd.poll():
+                self._handle(self.cmd.recv())
+        except (EOFError, OSError):
+            self._stop()  # the parent is gone
+
+    def _handle(self, msg: tuple[Any, ...]) -> None:
+        kind = msg[0]
+        if kind == "exit":
+            self._stop()
+            return
+        sid = msg[1]
+        if kind == "open":
+            spec = dict(msg[2])
+            ca_file = spec.pop("ca_file", None)
+            url, symbol = spec.pop("url"), spec.pop("symbol")
+            if ca_file is not None:
+                spec["ssl_context"] = ssl.create_default_context(cafile=ca_file)
+            feed = WebSocketFeed(url, symbol, **spec)
+            credit = asyncio.Event()
+            task = asyncio.create_task(self._pump(sid, feed, credit), name=f"pump-{symbol}")
+            self.feeds[sid] = (feed, credit, task)
+        elif sid in self.feeds:
+            feed, credit, _ = self.feeds[sid]
+            if kind == "want":
+                credit.set()
+            elif kind == "hold":
+                feed.hold(msg[2])
+            elif kind == "stats":
+                self._send(("stats", sid, feed.stats.as_dict()))
+            elif kind == "close":
+                t = asyncio.create_task(self._close(sid))
+                self.tasks.add(t)
+                t.add_done_callback(self.tasks.discard)
+
+    async def _pump(self, sid: int, feed: WebSocketFeed, credit: asyncio.Event) -> None:
+        """Send the feed's batches, one per credit the parent gave."""
+        updates = feed.updates()
+        try:
+            while True:
+                await credit.wait()
+                batch = await anext(updates)
+                credit.clear()
+                try:
+                    self.data.send_bytes(_pack(sid, batch, feed))
+                except OSError:
+                    self._stop()
+                    return
+                if not len(batch):  # a heartbeat: the full counters too
+                    self._send(("stats", sid, feed.stats.as_dict()))
+        except StopAsyncIteration:
+            return
+        except asyncio.CancelledError:
+            raise
+        except Exception as e:  # FeedError (a dead reader) or our bug: the parent raises it
+            msg = str(e) if isinstance(e, FeedError) else f"{feed.symbol}: {e!r}"
+            self._send(("error", sid, msg))
+
+    async def _close(self, sid: int, report: bool = True) -> None:
+        entry = self.feeds.pop(sid, None)
+        if entry is None:
+            return
+        feed, _, task = entry
+        await feed.aclose()
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await task
+        if report:
+            self._send(("closed", sid, feed.stats.as_dict()))
+
+
+if __name__ == "__main__":  # python -m feeds.procfeed CMD_FD DATA_FD PARENT_PID (ReaderProcess)
+    _cmd_fd, _data_fd, _ppid = (int(a) for a in sys.argv[1:4])
+    _child_main(Connection(_cmd_fd, writable=False), Connection(_data_fd, readable=False), _ppid)
