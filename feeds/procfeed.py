@@ -57,6 +57,9 @@ __all__ = ["ProcessFeed", "ReaderProcess"]
 # that follow 8-byte aligned.
 _HDR = struct.Struct("<c3xIIHBxqqqq")
 _BATCH, _PICKLED = b"B", b"P"
+# Commands to the child: pickled (``_PICKLED`` + pickle) but for the two sent per batch.
+_WANT = struct.Struct("<c3xI")  # b"W", symbol id: the parent took a batch, send the next
+_HOLD = struct.Struct("<c?2xIq")  # b"H", has a time, symbol id, until_ns
 _ROOT = str(Path(__file__).resolve().parents[1])  # the directory holding ``feeds``
 _PIPE_BYTES = 1 << 20  # a large batch written whole while the parent is busy
 _CLOSE_WAIT_S = 5.0  # the child's aclose takes up to 3 s (close handshake, reader)
@@ -79,19 +82,20 @@ def _unpack(symbol: str, buf: bytearray) -> tuple[BookBatch, tuple[int, int, int
     """Return the batch of a message (writable views into ``buf``) and its counters."""
     _, _, n, levels, ev, last, frames, books, conflated = _HDR.unpack_from(buf)
     off = _HDR.size
-
-    def col(dtype: Any, count: int) -> np.ndarray:
-        nonlocal off
-        a = np.frombuffer(buf, dtype, count, off)
-        off += a.nbytes
-        return a
-
-    i64, f64, m = np.int64, np.float64, n * levels
-    cols = [col(i64, n), col(i64, n)] + [col(f64, m).reshape(n, levels) for _ in range(4)]
-    if ev:
-        ev_px, ev_sz = col(f64, n), col(f64, n)
-        cols += [col(np.uint8, n), col(np.uint8, n), ev_px, ev_sz]
-    return BookBatch(symbol, *cols), (last, frames, books, conflated)
+    ts = np.frombuffer(buf, np.int64, 2 * n, off).reshape(2, n)
+    off += 16 * n
+    book = np.frombuffer(buf, np.float64, 4 * n * levels, off).reshape(4, n, levels)
+    if not ev:
+        return BookBatch(symbol, ts[0], ts[1], book[0], book[1], book[2], book[3]), (
+            last, frames, books, conflated,
+        )  # fmt: skip
+    off += 32 * n * levels
+    evf = np.frombuffer(buf, np.float64, 2 * n, off).reshape(2, n)
+    evu = np.frombuffer(buf, np.uint8, 2 * n, off + 16 * n).reshape(2, n)
+    batch = BookBatch(
+        symbol, ts[0], ts[1], book[0], book[1], book[2], book[3], evu[0], evu[1], evf[0], evf[1]
+    )
+    return batch, (last, frames, books, conflated)
 
 
 def _pipe() -> tuple[Connection, Connection]:
@@ -162,25 +166,31 @@ class ReaderProcess:
         return sid
 
     def _send(self, msg: tuple[Any, ...]) -> None:
+        self._send_bytes(_PICKLED + pickle.dumps(msg))
+
+    def _send_bytes(self, raw: bytes) -> None:
         if self._cmd is None:
             return
         with contextlib.suppress(OSError):  # the child is gone: the data pipe's EOF tells
-            self._cmd.send(msg)
+            self._cmd.send_bytes(raw)
 
-    def _on_readable(self) -> None:
-        """Take every message waiting in the data pipe and hand it to its feed."""
+    def _on_readable(self, ready: bool = True) -> None:
+        """Take every message waiting in the data pipe and hand it to its feed (``ready``:
+        the loop said the pipe is readable, so the first read does not wait)."""
         conn = self._data
         try:
             for _ in range(256):  # then let the loop run; it calls back while data waits
-                if conn is None or not conn.poll():
+                if conn is None or not (ready or conn.poll()):
                     return
+                ready = False
                 self._dispatch(conn.recv_bytes())
+                conn = self._data  # None once a message closed it
         except (EOFError, OSError):
             self._gone()
 
     def _drain(self) -> None:
         if self._data is not None:
-            self._on_readable()
+            self._on_readable(ready=False)
 
     def _dispatch(self, msg: bytes) -> None:
         if msg[:1] == _BATCH:
@@ -332,7 +342,8 @@ class ProcessFeed:
         ``until_ns`` (at most ``max_hold_ms``); sent only when it changes."""
         if until_ns != self._hold and self._sid is not None and not self._closed:
             self._hold = until_ns
-            self.reader._send(("hold", self._sid, until_ns))
+            has = until_ns is not None
+            self.reader._send_bytes(_HOLD.pack(b"H", has, self._sid, until_ns if has else 0))
 
     async def refresh_stats(self, timeout_s: float = 5.0) -> LiveStats:
         """Ask the child for its counters now; return ``stats`` once they came (or after
@@ -351,7 +362,8 @@ class ProcessFeed:
         sent nothing for a few heartbeats); raise ``FeedError`` if the child fails."""
         if self._sid is None and not self._closed:
             self._sid = self.reader._open(self, self._spec)
-            self.reader._send(("want", self._sid))
+            self.reader._send_bytes(_WANT.pack(b"W", self._sid))
+        want = _WANT.pack(b"W", self._sid or 0)
         empty = BookBatch.empty(self.symbol)
         while not self._closed:
             if self._batch is None and self._error is None:
@@ -362,8 +374,8 @@ class ProcessFeed:
             if self._error is not None and not self._closed:
                 raise FeedError(self._error)
             batch, self._batch = self._batch, None
-            if batch is not None and self._sid is not None:
-                self.reader._send(("want", self._sid))  # the child may send the next one
+            if batch is not None:
+                self.reader._send_bytes(want)  # the child may send the next one
             if not self._closed:
                 yield empty if batch is None else batch
 
@@ -455,8 +467,22 @@ class _Child:
 
     def _on_cmd(self) -> None:
         try:
-            while self.cmd.poll():
-                self._handle(self.cmd.recv())
+            ready = True  # the loop said so: the first read does not wait
+            while ready or self.cmd.poll():
+                ready = False
+                raw = self.cmd.recv_bytes()
+                kind = raw[:1]
+                if kind == b"W":
+                    entry = self.feeds.get(_WANT.unpack(raw)[1])
+                    if entry is not None:
+                        entry[1].set()
+                elif kind == b"H":
+                    _, has, sid, until = _HOLD.unpack(raw)
+                    entry = self.feeds.get(sid)
+                    if entry is not None:
+                        entry[0].hold(until if has else None)
+                else:
+                    self._handle(pickle.loads(raw[1:]))
         except (EOFError, OSError):
             self._stop()  # the parent is gone
 
@@ -478,11 +504,7 @@ class _Child:
             self.feeds[sid] = (feed, credit, task)
         elif sid in self.feeds:
             feed, credit, _ = self.feeds[sid]
-            if kind == "want":
-                credit.set()
-            elif kind == "hold":
-                feed.hold(msg[2])
-            elif kind == "stats":
+            if kind == "stats":
                 self._send(("stats", sid, feed.stats.as_dict()))
             elif kind == "close":
                 t = asyncio.create_task(self._close(sid))
