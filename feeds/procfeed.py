@@ -60,6 +60,8 @@ _BATCH, _PICKLED = b"B", b"P"
 # Commands to the child: pickled (``_PICKLED`` + pickle) but for the two sent per batch.
 _WANT = struct.Struct("<c3xI")  # b"W", symbol id: the parent took a batch, send the next
 _HOLD = struct.Struct("<c?2xIq")  # b"H", has a time, symbol id, until_ns
+# To the parent: b"R", symbol id: rows wait to wake the consumer, who has not asked yet.
+_READY = struct.Struct("<c3xI")
 _ROOT = str(Path(__file__).resolve().parents[1])  # the directory holding ``feeds``
 _PIPE_BYTES = 1 << 20  # a large batch written whole while the parent is busy
 _CLOSE_WAIT_S = 5.0  # the child's aclose takes up to 3 s (close handshake, reader)
@@ -193,11 +195,17 @@ class ReaderProcess:
             self._on_readable(ready=False)
 
     def _dispatch(self, msg: bytes) -> None:
-        if msg[:1] == _BATCH:
+        kind = msg[:1]
+        if kind == _BATCH:
             sid = _HDR.unpack_from(msg)[1]
             f = self._feeds.get(sid)
             if f is not None:
                 f._on_batch(*_unpack(f.symbol, bytearray(msg)))
+            return
+        if kind == b"R":
+            f = self._feeds.get(_READY.unpack(msg)[1])
+            if f is not None:
+                f._ready = True
             return
         kind, *rest = pickle.loads(msg[1:])
         if kind == "log":
@@ -306,6 +314,8 @@ class ProcessFeed:
         self._stats_event = asyncio.Event()
         self._error: str | None = None
         self._hold: int | None = None
+        self._asked = False  # a credit is with the child: it sends the next batch at once
+        self._ready = False  # the child said rows wait for the next ask
         self._closed = False
 
     # -- from the reader process ---------------------------------------------------------------
@@ -313,6 +323,7 @@ class ProcessFeed:
         last, self.stats.frames, self.stats.books, self.stats.conflated = counts
         self.last_update_ns = last
         self._batch = batch
+        self._asked = self._ready = False
         self._new.set()
 
     def _on_stats(self, d: dict[str, Any]) -> None:
@@ -332,10 +343,11 @@ class ProcessFeed:
         return now - self.last_update_ns > self.stale_after_ns
 
     def idle(self) -> bool:
-        """Return True when no batch waits (received or in the pipe) to wake the consumer."""
+        """Return True when no batch waits to wake the consumer: none received, none in the
+        pipe, and the child has not said that rows wait for the consumer's next ask."""
         if self._batch is None:
             self.reader._drain()
-        return self._batch is None and self._error is None
+        return self._batch is None and not self._ready and self._error is None
 
     def hold(self, until_ns: int | None) -> None:
         """As ``WebSocketFeed.hold``: the child's feed holds rows with event time <=
@@ -359,13 +371,18 @@ class ProcessFeed:
 
     async def updates(self) -> AsyncIterator[BookBatch]:
         """Yield each batch the child sends (an empty one on its heartbeats, or when it has
-        sent nothing for a few heartbeats); raise ``FeedError`` if the child fails."""
+        sent nothing for a few heartbeats); raise ``FeedError`` if the child fails.
+
+        The child is asked for a batch when the consumer comes back for one, so the rows that
+        arrived while it worked come as one batch, as from the loop reader."""
         if self._sid is None and not self._closed:
             self._sid = self.reader._open(self, self._spec)
-            self.reader._send_bytes(_WANT.pack(b"W", self._sid))
         want = _WANT.pack(b"W", self._sid or 0)
         empty = BookBatch.empty(self.symbol)
         while not self._closed:
+            if self._batch is None and not self._asked and self._error is None:
+                self._asked, self._ready = True, False
+                self.reader._send_bytes(want)
             if self._batch is None and self._error is None:
                 with contextlib.suppress(TimeoutError):
                     async with asyncio.timeout(4 * self.heartbeat_s):
@@ -374,8 +391,6 @@ class ProcessFeed:
             if self._error is not None and not self._closed:
                 raise FeedError(self._error)
             batch, self._batch = self._batch, None
-            if batch is not None:
-                self.reader._send_bytes(want)  # the child may send the next one
             if not self._closed:
                 yield empty if batch is None else batch
 
@@ -500,6 +515,14 @@ class _Child:
                 spec["ssl_context"] = ssl.create_default_context(cafile=ca_file)
             feed = WebSocketFeed(url, symbol, **spec)
             credit = asyncio.Event()
+            ready = _READY.pack(b"R", sid)
+
+            def wake(credit: asyncio.Event = credit, ready: bytes = ready) -> None:
+                if not credit.is_set():  # the parent is busy: tell it rows wait (idle())
+                    with contextlib.suppress(OSError):
+                        self.data.send_bytes(ready)
+
+            feed.on_wake = wake
             task = asyncio.create_task(self._pump(sid, feed, credit), name=f"pump-{symbol}")
             self.feeds[sid] = (feed, credit, task)
         elif sid in self.feeds:
