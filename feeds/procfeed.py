@@ -29,6 +29,7 @@ import asyncio
 import contextlib
 import fcntl
 import logging
+import mmap
 import multiprocessing as mp
 import os
 import pickle
@@ -64,6 +65,7 @@ _HOLD = struct.Struct("<c?2xIq")  # b"H", has a time, symbol id, until_ns
 _READY = struct.Struct("<c3xI")
 _ROOT = str(Path(__file__).resolve().parents[1])  # the directory holding ``feeds``
 _PIPE_BYTES = 1 << 20  # a large batch written whole while the parent is busy
+_MAX_FEEDS = 4096  # feeds of one reader process (a byte each in the shared asks)
 _CLOSE_WAIT_S = 5.0  # the child's aclose takes up to 3 s (close handshake, reader)
 
 
@@ -118,6 +120,7 @@ class ReaderProcess:
     def __init__(self) -> None:
         self._proc: subprocess.Popen[bytes] | None = None
         self._exited = asyncio.Event()
+        self._asks: mmap.mmap | None = None  # one byte a feed: its consumer waits for a batch
         self._cmd: Connection | None = None
         self._data: Connection | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -144,13 +147,21 @@ class ReaderProcess:
         self._exited = asyncio.Event()
         env = dict(os.environ)  # the child imports this very package, wherever it lies
         env["PYTHONPATH"] = os.pathsep.join(p for p in (_ROOT, env.get("PYTHONPATH", "")) if p)
-        fds = (cmd_r.fileno(), data_w.fileno())
-        self._proc = subprocess.Popen(
-            [sys.executable, "-m", "feeds.procfeed", str(fds[0]), str(fds[1]), str(os.getpid())],
-            pass_fds=fds,
-            env=env,
-            stdin=subprocess.DEVNULL,
-        )
+        asks_fd = os.memfd_create("exec-agent-feed-asks")
+        os.ftruncate(asks_fd, _MAX_FEEDS)
+        self._asks = mmap.mmap(asks_fd, _MAX_FEEDS)
+        self._next_sid = 0
+        fds = (cmd_r.fileno(), data_w.fileno(), asks_fd)
+        args = [str(fds[0]), str(fds[1]), str(os.getpid()), str(asks_fd)]
+        try:
+            self._proc = subprocess.Popen(
+                [sys.executable, "-m", "feeds.procfeed", *args],
+                pass_fds=fds,
+                env=env,
+                stdin=subprocess.DEVNULL,
+            )
+        finally:
+            os.close(asks_fd)  # the mapping stays
         cmd_r.close()  # the child holds its ends: its death is EOF here, ours EOF there
         data_w.close()
         self._cmd, self._data = cmd_w, data_r
@@ -162,6 +173,8 @@ class ReaderProcess:
         if self._proc is None:
             self._start()
         sid = self._next_sid
+        if sid >= _MAX_FEEDS:
+            raise FeedError(f"{f.symbol}: more than {_MAX_FEEDS} feeds in one reader process")
         self._next_sid += 1
         self._feeds[sid] = f
         self._send(("open", sid, spec))
@@ -169,6 +182,12 @@ class ReaderProcess:
 
     def _send(self, msg: tuple[Any, ...]) -> None:
         self._send_bytes(_PICKLED + pickle.dumps(msg))
+
+    def _ask(self, sid: int) -> None:
+        """Say that a feed's consumer waits for its next batch (no system call: the child
+        sees it when rows wake it, or at its heartbeat)."""
+        if self._asks is not None:
+            self._asks[sid] = 1
 
     def _send_bytes(self, raw: bytes) -> None:
         if self._cmd is None:
@@ -203,8 +222,13 @@ class ReaderProcess:
                 f._on_batch(*_unpack(f.symbol, bytearray(msg)))
             return
         if kind == b"R":
-            f = self._feeds.get(_READY.unpack(msg)[1])
-            if f is not None:
+            sid = _READY.unpack(msg)[1]
+            f = self._feeds.get(sid)
+            if f is None:
+                return
+            if f._asked and f._batch is None:  # it waits already: the child needs a word
+                self._send_bytes(_WANT.pack(b"W", sid))
+            else:
                 f._ready = True
             return
         kind, *rest = pickle.loads(msg[1:])
@@ -322,7 +346,8 @@ class ProcessFeed:
     def _on_batch(self, batch: BookBatch, counts: tuple[int, int, int, int]) -> None:
         last, self.stats.frames, self.stats.books, self.stats.conflated = counts
         self.last_update_ns = last
-        self._batch = batch
+        # A second batch before the first is taken (an ask seen twice): keep both, in order.
+        self._batch = batch if self._batch is None else BookBatch.concat([self._batch, batch])
         self._asked = self._ready = False
         self._new.set()
 
@@ -381,8 +406,11 @@ class ProcessFeed:
         empty = BookBatch.empty(self.symbol)
         while not self._closed:
             if self._batch is None and not self._asked and self._error is None:
-                self._asked, self._ready = True, False
-                self.reader._send_bytes(want)
+                self._asked = True
+                self.reader._ask(self._sid or 0)
+                if self._ready:  # rows wait in the child, which does not look: tell it
+                    self._ready = False
+                    self.reader._send_bytes(want)
             if self._batch is None and self._error is None:
                 with contextlib.suppress(TimeoutError):
                     async with asyncio.timeout(4 * self.heartbeat_s):
@@ -413,11 +441,13 @@ class ProcessFeed:
 
 
 # -- the child process -------------------------------------------------------------------------
-def _child_main(cmd: Connection, data: Connection, parent_pid: int) -> None:
+def _child_main(cmd: Connection, data: Connection, parent_pid: int, asks_fd: int) -> None:
     """Run the feeds the parent opens until it says exit, its pipe closes or it dies."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the group: the parent decides
     _forward_logs(data)
-    asyncio.run(_Child(cmd, data, parent_pid).run())
+    asks = mmap.mmap(asks_fd, _MAX_FEEDS)
+    os.close(asks_fd)
+    asyncio.run(_Child(cmd, data, parent_pid, asks).run())
 
 
 def _forward_logs(data: Connection) -> None:
@@ -445,10 +475,24 @@ def _forward_logs(data: Connection) -> None:
     )
 
 
+class _Pumped:
+    """One feed in the child: its ``WebSocketFeed``, the task sending its batches, and the
+    state of the parent's asks."""
+
+    __slots__ = ("credit", "feed", "pulling", "task", "told")
+
+    def __init__(self, feed: WebSocketFeed) -> None:
+        self.feed = feed
+        self.credit = asyncio.Event()  # a ``W`` came: the parent waits for this feed
+        self.pulling = False  # the task waits for the feed's next batch
+        self.told = False  # the parent was told rows wait (``R``)
+        self.task: asyncio.Task[None] | None = None
+
+
 class _Child:
-    def __init__(self, cmd: Connection, data: Connection, parent_pid: int) -> None:
-        self.cmd, self.data, self.parent_pid = cmd, data, parent_pid
-        self.feeds: dict[int, tuple[WebSocketFeed, asyncio.Event, asyncio.Task[None]]] = {}
+    def __init__(self, cmd: Connection, data: Connection, parent_pid: int, asks: mmap.mmap) -> None:
+        self.cmd, self.data, self.parent_pid, self.asks = cmd, data, parent_pid, asks
+        self.feeds: dict[int, _Pumped] = {}
         self.tasks: set[asyncio.Task[None]] = set()
         self.done: asyncio.Future[None] | None = None
 
@@ -488,14 +532,14 @@ class _Child:
                 raw = self.cmd.recv_bytes()
                 kind = raw[:1]
                 if kind == b"W":
-                    entry = self.feeds.get(_WANT.unpack(raw)[1])
-                    if entry is not None:
-                        entry[1].set()
+                    p = self.feeds.get(_WANT.unpack(raw)[1])
+                    if p is not None:
+                        p.credit.set()
                 elif kind == b"H":
                     _, has, sid, until = _HOLD.unpack(raw)
-                    entry = self.feeds.get(sid)
-                    if entry is not None:
-                        entry[0].hold(until if has else None)
+                    p = self.feeds.get(sid)
+                    if p is not None:
+                        p.feed.hold(until if has else None)
                 else:
                     self._handle(pickle.loads(raw[1:]))
         except (EOFError, OSError):
@@ -513,35 +557,52 @@ class _Child:
             url, symbol = spec.pop("url"), spec.pop("symbol")
             if ca_file is not None:
                 spec["ssl_context"] = ssl.create_default_context(cafile=ca_file)
-            feed = WebSocketFeed(url, symbol, **spec)
-            credit = asyncio.Event()
+            p = _Pumped(WebSocketFeed(url, symbol, **spec))
             ready = _READY.pack(b"R", sid)
+            asks = self.asks
 
-            def wake(credit: asyncio.Event = credit, ready: bytes = ready) -> None:
-                if not credit.is_set():  # the parent is busy: tell it rows wait (idle())
+            def wake(p: _Pumped = p, ready: bytes = ready) -> None:
+                if p.pulling:  # the task takes the rows now
+                    return
+                if asks[sid]:  # the parent waits (its ask in shared memory): take them now
+                    p.credit.set()
+                elif not p.told:  # it is busy: say rows wait (its idle()), once
+                    p.told = True
                     with contextlib.suppress(OSError):
                         self.data.send_bytes(ready)
 
-            feed.on_wake = wake
-            task = asyncio.create_task(self._pump(sid, feed, credit), name=f"pump-{symbol}")
-            self.feeds[sid] = (feed, credit, task)
+            p.feed.on_wake = wake
+            p.task = asyncio.create_task(self._pump(sid, p), name=f"pump-{symbol}")
+            self.feeds[sid] = p
         elif sid in self.feeds:
-            feed, credit, _ = self.feeds[sid]
+            p = self.feeds[sid]
             if kind == "stats":
-                self._send(("stats", sid, feed.stats.as_dict()))
+                self._send(("stats", sid, p.feed.stats.as_dict()))
             elif kind == "close":
                 t = asyncio.create_task(self._close(sid))
                 self.tasks.add(t)
                 t.add_done_callback(self.tasks.discard)
 
-    async def _pump(self, sid: int, feed: WebSocketFeed, credit: asyncio.Event) -> None:
-        """Send the feed's batches, one per credit the parent gave."""
+    async def _pump(self, sid: int, p: _Pumped) -> None:
+        """Send the feed's batches, one each time the parent asks (its flag in shared
+        memory, seen when rows wake it or at each heartbeat; or a ``W`` command)."""
+        feed, asks = p.feed, self.asks
         updates = feed.updates()
         try:
             while True:
-                await credit.wait()
-                batch = await anext(updates)
-                credit.clear()
+                if not (p.credit.is_set() or asks[sid]):
+                    with contextlib.suppress(TimeoutError):
+                        async with asyncio.timeout(feed.heartbeat_s):
+                            await p.credit.wait()
+                    if not (p.credit.is_set() or asks[sid]):
+                        continue
+                p.credit.clear()
+                asks[sid] = 0
+                p.told, p.pulling = False, True
+                try:
+                    batch = await anext(updates)
+                finally:
+                    p.pulling = False
                 try:
                     self.data.send_bytes(_pack(sid, batch, feed))
                 except OSError:
@@ -561,15 +622,15 @@ class _Child:
         entry = self.feeds.pop(sid, None)
         if entry is None:
             return
-        feed, _, task = entry
-        await feed.aclose()
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError, Exception):
-            await task
+        await entry.feed.aclose()
+        if entry.task is not None:
+            entry.task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await entry.task
         if report:
-            self._send(("closed", sid, feed.stats.as_dict()))
+            self._send(("closed", sid, entry.feed.stats.as_dict()))
 
 
-if __name__ == "__main__":  # python -m feeds.procfeed CMD_FD DATA_FD PARENT_PID (ReaderProcess)
-    _cmd_fd, _data_fd, _ppid = (int(a) for a in sys.argv[1:4])
-    _child_main(Connection(_cmd_fd, writable=False), Connection(_data_fd, readable=False), _ppid)
+if __name__ == "__main__":  # python -m feeds.procfeed CMD DATA PARENT_PID ASKS (ReaderProcess)
+    _cmd, _data, _ppid, _asks = (int(a) for a in sys.argv[1:5])
+    _child_main(Connection(_cmd, writable=False), Connection(_data, readable=False), _ppid, _asks)
