@@ -158,6 +158,8 @@ async def test_hold_keeps_rows_before_the_next_decision_and_a_later_row_brings_t
         assert feed.stats.frames == 2 and feed.idle()  # held: nothing for the consumer yet
         far = int(t[2]) + 1
         await srv.push(encode_mbp10(batch, 3, ts_event_ns=max(far, int(t[3]))))  # past it
+        # The consumer has not asked: the book waits in the child, which says so (idle()).
+        await wait_until(lambda: not feed.idle(), timeout_s=10, what="the child said rows wait")
         got = await asyncio.wait_for(anext(it), 10)
         await feed.aclose()
     assert len(got) == 2 and got.ts_event_ns[0] == t[1]  # one batch: the held book and the later
