@@ -1,18 +1,24 @@
 """Websocket feeds read in a child process, so reading uses another core than the decisions.
 
-``ReaderProcess`` starts one child process (``multiprocessing``, "spawn" context) that runs the
-unchanged ``feeds.live.WebSocketFeed`` of every symbol opened through it (connect, reconnect,
-decode, validate, buffer, conflation and staleness counting) on its own asyncio loop.
+``ReaderProcess`` starts one child process (``python -m feeds.procfeed``, a subprocess that
+imports only this package, never the daemon's main module) that runs the unchanged
+``feeds.live.WebSocketFeed`` of every symbol opened through it (connect, reconnect, decode,
+validate, buffer, conflation and staleness counting) on its own asyncio loop.
 ``ProcessFeed`` is the daemon's side of one symbol: it has the consumer interface of a
 ``WebSocketFeed`` (``updates``, ``hold``, ``idle``, ``is_stale``, ``stats``, ``aclose``).
 
-Transport: two one-way ``multiprocessing`` pipes. The parent's loop watches the data pipe with
-``loop.add_reader``; a batch is one message of a fixed header and the batch's numpy columns as
-raw bytes (no per-row Python object, no pickle). Flow control is one credit per symbol: the
-child sends a symbol's next batch only once the parent has taken the previous one, so the
-rows a busy daemon has not taken wait in the child's ``RowBuffer``, bounded and counted there
-exactly as in the loop reader (``stats.conflated``). ``hold`` values go to the child, whose
-feed holds rows as the loop reader does.
+Transport: two one-way ``multiprocessing.connection`` pipes and one shared byte per feed (a
+memfd mapping). The parent's loop watches the data pipe with ``loop.add_reader``; a batch is
+one message of a fixed header and the batch's numpy columns as raw bytes (no per-row Python
+object, no pickle), unpacked into views. The child sends a feed's next batch only when its
+consumer asks (it comes back for one: the shared byte, which costs no system call; the child
+reads it when rows wake it or at its heartbeat), so the rows that came while the daemon
+worked arrive as one batch, and the rows a busy daemon has not taken wait in the child's
+``RowBuffer``, bounded and counted there exactly as in the loop reader (``stats.conflated``).
+A child whose rows wait unasked says so once (``R``; ``idle()`` is then false), and is sent a
+word (``W``) when the consumer asks. ``hold`` values go to the child, whose feed holds rows as
+the loop reader does. Each wake-up of the other process costs a system call and a scheduler
+hop (about 0.25 ms of the writer's time on this project's VM): one per batch is the price.
 
 Logs the child emits (``feed.connected``, ``feed.invalid_message`` ...) are sent through the
 data pipe and logged again by the parent's structlog, in order with the batches, so they reach
