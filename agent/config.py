@@ -115,9 +115,14 @@ class FeedConfig(StrictModel):
     system's certificate authorities (``ca_file``: a PEM bundle to trust instead, e.g. a
     venue's private CA); clear-text ``ws://`` to anything but loopback needs
     ``allow_insecure = true``.
+    ``reader`` (websocket): ``"loop"`` (the default) reads the websockets on the daemon's own
+    event loop; ``"process"`` reads them in one child process (``feeds.procfeed``: same
+    decoding, checks, counters and logs), which hands the daemon ready batches, so reading
+    uses another core than the decisions. Refused with ``kind = "replay"``.
     """
 
     kind: Literal["replay", "websocket"] = "replay"
+    reader: Literal["loop", "process"] = "loop"
     speed: float = Field(0.0, ge=0)
     files: dict[str, Path] = Field(default_factory=dict)
     chunk_rows: int = Field(250_000, ge=1)
@@ -162,6 +167,15 @@ class FeedConfig(StrictModel):
                 # The URL itself is not echoed: it may carry credentials.
                 raise ValueError(f"{sym}: not a valid websocket URL (host, port)") from None
         return v
+
+    @model_validator(mode="after")
+    def _reader_kind(self) -> FeedConfig:
+        if self.reader == "process" and self.kind != "websocket":
+            raise ValueError(
+                f'feed.reader = "process" reads websockets: it needs kind = "websocket", '
+                f"got kind = {self.kind!r}"
+            )
+        return self
 
     @model_validator(mode="after")
     def _clear_text(self) -> FeedConfig:

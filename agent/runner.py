@@ -13,7 +13,7 @@ import ssl
 import sys
 from collections.abc import Iterator
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import numpy as np
 import structlog
@@ -33,6 +33,7 @@ from feeds.clock import WallClock
 from feeds.errors import FeedDataError
 from feeds.live import WebSocketFeed
 from feeds.model import BookBatch
+from feeds.procfeed import ReaderProcess
 from feeds.readers import read_mbp10
 from feeds.redact import redact_text
 from feeds.replay import ReplayFeed
@@ -53,28 +54,33 @@ def make_feed_factory(cfg: AgentConfig) -> FeedFactory:
     """Return a function opening the configured feed of a symbol."""
     f = cfg.feed
     if f.kind == "websocket":
+        opts: dict[str, Any] = {
+            "stale_after_s": f.stale_after_s,
+            "heartbeat_s": f.heartbeat_s,
+            "reconnect_max_s": f.reconnect_max_s,
+            "max_size": f.max_message_bytes,
+            "max_buffered_rows": f.max_buffered_rows,
+            "max_hold_ms": f.max_hold_ms,
+            "fmt": f.format,
+            "futures": f.futures,
+            # Event times are real time: check them against the wall clock (60 s unless set).
+            "max_clock_skew_s": (
+                f.max_clock_skew_s if f.max_clock_skew_s is not None or not f.wall_clock else 60.0
+            ),
+        }
+        if f.reader == "process":
+            # One child process reads every symbol's websocket (a second core for reading).
+            reader = ReaderProcess()
+            ca = str(f.ca_file) if f.ca_file is not None else None
+
+            def proc_factory(symbol: str) -> BookFeed:
+                return reader.feed(f.urls[symbol], symbol, ca_file=ca, **opts)
+
+            return proc_factory
         tls = ssl.create_default_context(cafile=f.ca_file) if f.ca_file is not None else None
 
         def ws_factory(symbol: str) -> BookFeed:
-            return WebSocketFeed(
-                f.urls[symbol],
-                symbol,
-                stale_after_s=f.stale_after_s,
-                heartbeat_s=f.heartbeat_s,
-                reconnect_max_s=f.reconnect_max_s,
-                max_size=f.max_message_bytes,
-                max_buffered_rows=f.max_buffered_rows,
-                max_hold_ms=f.max_hold_ms,
-                fmt=f.format,
-                futures=f.futures,
-                # Event times are real time: check them against the wall clock (60 s unless set).
-                max_clock_skew_s=(
-                    f.max_clock_skew_s
-                    if f.max_clock_skew_s is not None or not f.wall_clock
-                    else 60.0
-                ),
-                ssl_context=tls,
-            )
+            return WebSocketFeed(f.urls[symbol], symbol, ssl_context=tls, **opts)
 
         return ws_factory
     speed = f.speed if f.speed > 0 else None

@@ -25,7 +25,9 @@ received. When the reader conflates, the book that should have triggered a decis
 replaced: latency is still counted from that book (the market event), not from a later one.
 
 Run: ``python bench/bench_live.py [--seconds 10] [--decisions-per-s 10] [--rates 1000,10000,40000]
-[--repeats 1]`` (bounded: every run is stopped at ``seconds + 60`` of wall time).
+[--repeats 1] [--reader loop|process]`` (bounded: every run is stopped at ``seconds + 60`` of
+wall time). ``--reader`` is the daemon's ``feed.reader``; with ``process`` the CPU counts the
+reader process too.
 ``BENCH_LIVE_KEEP=1`` keeps each run's folder (config, daemon log); ``BENCH_LIVE_PROFILE=1`` runs
 the daemon under cProfile (``daemon.prof`` in that folder).
 """
@@ -163,7 +165,9 @@ def _iso(ns: int) -> str:
     return (_EPOCH + timedelta(microseconds=ns // 1000)).isoformat().replace("+00:00", "Z")
 
 
-def _config(urls: list[str], rate: float, seconds: float, decisions_per_s: float) -> str:
+def _config(
+    urls: list[str], rate: float, seconds: float, decisions_per_s: float, reader: str = "loop"
+) -> str:
     speed = rate / len(SYMBOLS) * DT_EVENT_NS / 1e9  # event seconds per wall second
     period_s = speed / decisions_per_s
     start = T0_NS + int(speed * WARMUP_WALL_S * 1e9)
@@ -176,6 +180,7 @@ def _config(urls: list[str], rate: float, seconds: float, decisions_per_s: float
         'level = "info"',
         "[feed]",
         'kind = "websocket"',
+        f'reader = "{reader}"',
         "urls = { " + ", ".join(f'{s} = "{u}"' for s, u in zip(SYMBOLS, urls, strict=True)) + " }",
         "stale_after_s = 30.0",
         "heartbeat_s = 1.0",
@@ -212,6 +217,19 @@ def _cpu_s(pid: int) -> float | None:
     return (int(f[11]) + int(f[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def _tree_cpu_s(pid: int) -> float | None:
+    """Return ``_cpu_s`` of a process plus its running children's (the feed reader process of
+    ``feed.reader = "process"``: ``wait4`` counts the children it reaped)."""
+    own = _cpu_s(pid)
+    if own is None:
+        return None
+    try:
+        kids = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    except OSError:
+        kids = []
+    return own + sum(c for k in kids if (c := _cpu_s(int(k))) is not None)
+
+
 def _log_ns(ts: str) -> int:
     dt = datetime.fromisoformat(ts.replace("Z", "+00:00"))
     return (dt - _EPOCH) // timedelta(microseconds=1) * 1000
@@ -228,7 +246,9 @@ def latency_of(ev: dict, sent_ns: np.ndarray) -> float | None:
     return (_log_ns(ev["timestamp"]) - int(sent_ns[k, j])) / 1e9
 
 
-def run_rate(rate: float, seconds: float, decisions_per_s: float) -> dict[str, float]:
+def run_rate(
+    rate: float, seconds: float, decisions_per_s: float, reader: str = "loop"
+) -> dict[str, float]:
     with tempfile.TemporaryDirectory(prefix="bench_live_") as tmp:
         d = Path(tempfile.mkdtemp(prefix="bench_live_keep_")) if KEEP else Path(tmp)
         out = d / "sent.npy"
@@ -246,7 +266,7 @@ def run_rate(rate: float, seconds: float, decisions_per_s: float) -> dict[str, f
         try:
             urls = json.loads(srv.stdout.readline())["urls"]
             cfg = d / "live.toml"
-            cfg.write_text(_config(urls, rate, seconds, decisions_per_s))
+            cfg.write_text(_config(urls, rate, seconds, decisions_per_s, reader))
             log = (d / "daemon.log").open("w")
             prof = ["-m", "cProfile", "-o", str(d / "daemon.prof")] if PROFILE else []
             daemon = subprocess.Popen(
@@ -260,7 +280,7 @@ def run_rate(rate: float, seconds: float, decisions_per_s: float) -> dict[str, f
             status, usage, cpu0, stop_at, stopped = 0, None, None, None, ""
             while True:
                 if cpu0 is None and out.with_suffix(".started").exists():
-                    cpu0 = _cpu_s(daemon.pid)  # start-up (imports, config) left out
+                    cpu0 = _tree_cpu_s(daemon.pid)  # start-up (imports, config) left out
                 if stop_at is None and out.with_suffix(".json").exists():
                     stop_at = time.monotonic() + GRACE_S  # the feed has sent everything
                 pid, status, usage = os.wait4(daemon.pid, os.WNOHANG)
@@ -343,6 +363,12 @@ def main() -> None:
     ap.add_argument("--decisions-per-s", type=float, default=10.0, help="per parent")
     ap.add_argument("--rates", default="1000,10000,40000", help="aggregate msg/s, comma list")
     ap.add_argument("--repeats", type=int, default=1, help="runs per rate (medians printed)")
+    ap.add_argument(
+        "--reader",
+        choices=("loop", "process"),
+        default="loop",
+        help='the daemon\'s [feed] reader: "loop" (in its event loop) or "process" (a child)',
+    )
     ap.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--rate", type=float, default=1000.0, help=argparse.SUPPRESS)
     ap.add_argument("--out", type=Path, default=None, help=argparse.SUPPRESS)
@@ -352,7 +378,8 @@ def main() -> None:
         return
     print(
         f"4 symbols, 4 parents, simulated broker, {args.seconds:g} s of feed per rate, "
-        f"{args.decisions_per_s:g} decisions/s per parent; latency = frame sent -> "
+        f"{args.decisions_per_s:g} decisions/s per parent, reader = {args.reader}; "
+        "latency = frame sent -> "
         "order.submitted logged (receipt + loopback transit -> child handed to the broker)"
     )
     print(
@@ -364,7 +391,8 @@ def main() -> None:
         runs = []
         for _ in range(args.repeats):
             load = os.getloadavg()[0]
-            runs.append(run_rate(rate, args.seconds, args.decisions_per_s) | {"load": load})
+            r1 = run_rate(rate, args.seconds, args.decisions_per_s, args.reader)
+            runs.append(r1 | {"load": load})
         r = {k: statistics.median(x[k] for x in runs) for k in runs[0] if k != "exit"}
         r["exit"] = ",".join(str(x["exit"]) for x in runs)
         print(

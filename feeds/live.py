@@ -58,7 +58,7 @@ import contextlib
 import random
 import ssl
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -222,6 +222,8 @@ class WebSocketFeed:
         self.last_update_ns = self.clock.now_ns()
         self._stale = False
         self._new = asyncio.Event()  # set while rows wait for the consumer
+        # Told when rows start waiting for the consumer (a reader process tells its parent).
+        self.on_wake: Callable[[], None] | None = None
         self._waiting_since = 0  # perf_counter_ns of the first of them
         self._closed = False
         self._reader: asyncio.Task[None] | None = None
@@ -357,7 +359,7 @@ class WebSocketFeed:
             self._dropped(trade)
         hold = self.hold_until_ns
         if hold is None or row[0] > hold or not self.max_hold_s:
-            self._new.set()
+            self._wake()
         elif not self._held and not self._new.is_set():
             self._hold_rows()
 
@@ -380,7 +382,7 @@ class WebSocketFeed:
         try:
             loop = asyncio.get_running_loop()
         except RuntimeError:  # no loop (a synchronous caller): nothing can wait
-            self._new.set()
+            self._wake()
             return
         self._held = True
         self._hold_timer = loop.call_later(self.max_hold_s, self._release)
@@ -388,6 +390,12 @@ class WebSocketFeed:
     def _release(self) -> None:
         self._held = False
         self._hold_timer = None
+        self._wake()
+
+    def _wake(self) -> None:
+        """Wake the consumer: rows wait for it (``on_wake`` hears it first)."""
+        if self.on_wake is not None and not self._new.is_set():
+            self.on_wake()
         self._new.set()
 
     def _dropped(self, trade: bool) -> None:
