@@ -122,6 +122,7 @@ class IncrementalCurve:
         self.weighting: Weighting = weighting
         self._pending: deque[BookBatch] = deque()
         self._pending_rows = 0
+        self._settled_ns = -(2**63)  # rows up to here are walked in (``settle``)
         self._chunks: deque[_Chunk] = deque()
         self._last_push_ns: int | None = None
         self._last_read_ns: int | None = None
@@ -158,15 +159,16 @@ class IncrementalCurve:
         did.
 
         The work a read at ``t_ns`` would do, done before it: the read at ``t_ns`` or later
-        that follows finds the rows walked. ``t_ns`` counts as a read (no later read may be
-        earlier), so call it with a time no later than the next read's.
+        that follows finds the rows walked. A read earlier than ``t_ns`` (a parent added late,
+        deciding an instant whose books are already in) is read at ``t_ns``: those books cannot
+        be taken out again, and they were known when it decides.
         """
         t = int(t_ns)
         if self._pending_rows < max(min_rows, self._n_rows // _MAX_CHUNKS):
             return False
         if self._last_read_ns is not None and t < self._last_read_ns:
             raise ValueError(f"settle at {t} after a read at {self._last_read_ns}")
-        self._last_read_ns = t
+        self._settled_ns = max(self._settled_ns, t)
         self._cached = None
         self._absorb(t)
         self._evict(t - self.window_ns)
@@ -176,8 +178,9 @@ class IncrementalCurve:
 
     # -- output -------------------------------------------------------------------------------
     def curve(self, t_ns: int) -> CostCurve:
-        """Return the window's curve at ``t_ns`` (reads must not go back in time)."""
-        t = int(t_ns)
+        """Return the window's curve at ``t_ns`` (reads must not go back in time; a read before
+        the last ``settle`` is read at the settle's time)."""
+        t = max(int(t_ns), self._settled_ns)
         if self._last_read_ns is not None and t < self._last_read_ns:
             raise ValueError(f"curve read at {t} after a read at {self._last_read_ns}")
         if self._cached is not None and self._cached[0] == t:

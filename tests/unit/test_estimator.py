@@ -297,3 +297,25 @@ def test_settle_walks_rows_before_the_read_and_refuses_to_go_back():
     inc.push(batch.slice(200, 300))
     with pytest.raises(ValueError, match="after a read"):
         inc.settle(int(ts[150]), min_rows=1)
+
+
+def test_a_read_before_the_last_settle_is_read_at_the_settle():
+    """A parent added late may decide an instant whose books are already walked in: its read
+    is not an error (that would stop the symbol) but the window at the settle's time."""
+    rng = np.random.default_rng(4)
+    batch = _synthetic(rng, 300)
+    ts = batch.ts_event_ns
+    grid = np.linspace(10, 600, 20)
+    inc = IncrementalCurve("buy", grid, DepthPolicy(), 10**12)
+    inc.push(batch.slice(0, 250))
+    assert inc.settle(int(ts[249]), min_rows=1)
+    early = inc.curve(int(ts[100]))  # before the settle
+    ref = IncrementalCurve("buy", grid, DepthPolicy(), 10**12)
+    ref.push(batch.slice(0, 250))
+    at_settle = ref.curve(int(ts[249]))
+    np.testing.assert_allclose(early.mean_cost, at_settle.mean_cost, rtol=1e-12, equal_nan=True)
+    assert (early.n_snapshots, early.n_dropped) == (at_settle.n_snapshots, at_settle.n_dropped)
+    inc.push(batch.slice(250, 300))
+    ref.push(batch.slice(250, 300))
+    later = inc.curve(int(ts[299]))  # reads go on from there
+    assert later.n_snapshots == ref.curve(int(ts[299])).n_snapshots > at_settle.n_snapshots
