@@ -124,36 +124,27 @@ class FeatureMemo:
         return z
 
     def credits(
-        self, batches: list[BookBatch], last: tuple[int, NDArray[np.float64]] | None
+        self, batch: BookBatch, last: tuple[int, NDArray[np.float64]] | None
     ) -> NDArray[np.float64]:
-        """Return the ``credit_values`` of the intervals ``batches`` close after the book
-        ``last`` (its time and features; None: the first book): ``PeriodMeans.add``'s.
+        """Return the ``credit_values`` of the intervals ``batch`` closes after the book ``last``
+        (its time and features; None: the first book): ``PeriodMeans.add``'s ``vals``.
 
-        One batch (a replay's segment, seen by every parent): the intervals inside it are
-        computed once for all the parents, the one after ``last`` here. Several (a live feed's
-        few-row batches): one call on their concatenation. Row by row either way.
+        A replay's segment is seen by every parent: the intervals inside it are computed once
+        for all of them, the one after ``last`` here.
         """
-        if len(batches) == 1:
-            b = batches[0]
-            ts = np.asarray(b.ts_event_ns, dtype=np.int64)
-            hit = self._inner.get(id(b))
-            if hit is not None and hit[0] is b:
-                inner = hit[1]
-            else:
-                inner = credit_values(np.diff(ts).astype(np.float64), self.of(b)[:-1])
-                self._inner[id(b)] = (b, inner)
-                while len(self._inner) > self.keep:
-                    self._inner.popitem(last=False)
-            if last is None:
-                return inner
-            edge = credit_values(np.array([float(ts[0] - last[0])]), last[1][None, :])
-            return np.concatenate((edge, inner))
-        ts = np.concatenate([np.asarray(b.ts_event_ns, dtype=np.int64) for b in batches])
-        z = np.concatenate([self.of(b) for b in batches])
-        if last is not None:
-            ts = np.concatenate((np.array([last[0]], dtype=np.int64), ts))
-            z = np.concatenate((last[1][None, :], z))
-        return credit_values(np.diff(ts).astype(np.float64), z[:-1])
+        ts = np.asarray(batch.ts_event_ns, dtype=np.int64)
+        hit = self._inner.get(id(batch))
+        if hit is not None and hit[0] is batch:
+            inner = hit[1]
+        else:
+            inner = credit_values(np.diff(ts).astype(np.float64), self.of(batch)[:-1])
+            self._inner[id(batch)] = (batch, inner)
+            while len(self._inner) > self.keep:
+                self._inner.popitem(last=False)
+        if last is None:
+            return inner
+        edge = credit_values(np.array([float(ts[0] - last[0])]), last[1][None, :])
+        return np.concatenate((edge, inner))
 
     def need(self, window_ns: int) -> None:
         """Keep at least ``window_ns`` of books in the tail (a reader's longest window)."""

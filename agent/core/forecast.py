@@ -356,8 +356,8 @@ class LiquidityForecaster:
             z = np.concatenate([self._features.of(b) for b in batches])
             ts = np.concatenate([b.ts_event_ns for b in batches]).astype(np.int64, copy=False)
         vals = None
-        if self._features is not None:  # what the books credit the periods, shared too
-            vals = self._features.credits(batches, self._periods.last_book)
+        if self._features is not None and len(batches) == 1:  # one segment: shared credits
+            vals = self._features.credits(batches[0], self._periods.last_book)
         finished = self._periods.add(ts, z, vals)
         if finished:
             self._fold(finished)

@@ -327,8 +327,8 @@ class ParentCore:
         self.cancelled = False
         self.carry = 0.0  # lot-rounding residual between decisions (plan.diffuse_lots)
         self._trade_ts: list[NDArray[np.int64]] = []
-        self._prev_volume: tuple[int | None, float] = (None, math.nan)  # (time, the volume then)
         self._trade_qty: list[NDArray[np.float64]] = []
+        self._prev_volume: tuple[int | None, float] = (None, math.nan)  # (time, the volume then)
         self._trades_known = False
         self.slices: list[SliceRecord] = []
         self._slice_of: dict[str, SliceRecord] = {}

@@ -150,10 +150,13 @@ class SymbolSession:
         calls this with fewer, so a decision walks only the rows that came with its trigger.
         The results are the same to the rounding of the sums (about 1e-16 relative).
         """
+        self._settle(self._curves(), min_rows)
+
+    def _settle(self, curves: list[IncrementalCurve | SharedCurves], min_rows: int) -> None:
         t = self._last_observed_ns
         if t is None:
             return
-        for est in self._curves():
+        for est in curves:
             est.settle(t, min_rows)
         for memo in self._features.values():
             memo.settle(min_rows)
@@ -172,7 +175,8 @@ class SymbolSession:
         if parents:
             tr = trades_of(seg) if trades is None else trades.upto(int(seg.ts_event_ns[-1]))
             self._last_observed_ns = int(seg.ts_event_ns[-1])
-            for est in self._curves():  # once per estimator, however many parents share it
+            curves = self._curves()
+            for est in curves:  # once per estimator, however many parents share it
                 est.push(seg)
             for memo in self._features.values():  # the forecasts' shared tails
                 memo.push(seg)
@@ -180,7 +184,7 @@ class SymbolSession:
                 p.observe(seg)
                 if tr is not None:
                     p.on_trades(*tr)
-            self.settle(SETTLE_ROWS)
+            self._settle(curves, SETTLE_ROWS)
         events: list[OrderEvent] = []
         for v in self.venues:
             events.extend(v.advance(seg))

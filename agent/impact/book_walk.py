@@ -724,47 +724,29 @@ def book_curve(batch: BookBatch, side: Side, sizes: ArrayLike, policy: DepthPoli
 
     The current period is priced on the book in force at every decision; the accumulator's
     binning (some 60 array operations) is built for windows of many rows, not for one. The
-    standard deviation of one snapshot is 0.
+    levels are ``_prepare``'s (one definition of the walk); the standard deviation of one
+    snapshot is 0.
     """
     x = _check_sizes(sizes)
     nan = np.full(x.size, np.nan)
-    i = len(batch) - 1
-    if i < 0:
+    n = len(batch)
+    if n == 0:
         return CostCurve(x, nan, nan.copy(), 0, nan.copy(), policy, side, 0)
-    px_all, sz_all, mid_all = side_arrays(batch, side)
-    px = np.asarray(px_all[i], dtype=np.float64)
-    mid = float(mid_all[i])
-    if not (math.isfinite(mid) and math.isfinite(float(px[0]))):
+    px, sz, mid = side_arrays(batch, side)
+    p = _prepare(px[n - 1 :], sz[n - 1 :], mid[n - 1 :], policy, side)
+    if p.n_dropped:
         return CostCurve(x, nan, nan.copy(), 0, nan.copy(), policy, side, 1)
-    sz = np.asarray(sz_all[i], dtype=np.float64)
-    d = px - mid if side == "buy" else mid - px
-    live = np.isfinite(px) & (sz > 0)  # NaN sizes compare False: empty
-    s = np.where(live, sz, 0.0)
-    live[0] = True
-    src = np.maximum.accumulate(np.where(live, np.arange(px.size), 0))
-    d = d[src]  # empty levels take the distance before them: they change no slope
-    last = int(src[-1])
-    q = np.cumsum(s)
+    d, s, q = p.d[:, 0], p.s[:, 0], p.q[:, 0]
     q_prev = np.concatenate(([0.0], q[:-1]))
     cost = (np.clip(x[None, :] - q_prev[:, None], 0.0, s[:, None]) * d[:, None]).sum(axis=0)
-    depth = float(q[-1])
-    r = np.maximum(x - depth, 0.0)
-    beyond = x > depth
+    r = np.maximum(x - q[-1], 0.0)
+    beyond = r > 0
     if policy.kind is BeyondDepth.REFUSE:
         cost[beyond] = np.nan
     else:
-        if policy.kind is BeyondDepth.EXTRAPOLATE:  # as _prepare, on one row
-            span = depth - 0.5 * float(s[last]) - 0.5 * float(s[0])
-            k = (float(d[-1]) - float(d[0])) / span if span > 0 else 0.0
-            k = max(k, 0.0) if math.isfinite(k) else 0.0
-            e = float(d[-1]) + 0.5 * k * float(s[last])
-        else:  # PENALTY
-            k = 0.0
-            e = float(d[-1]) + abs(float(px[last])) * (policy.penalty_bps * 1e-4)
-        cost += r * (e + 0.5 * k * r)
-    frac = beyond.astype(np.float64)
+        cost += r * (p.e[0] + 0.5 * p.k[0] * r)
     std = np.where(np.isnan(cost), np.nan, 0.0)
-    return CostCurve(x, cost, std, 1, frac, policy, side, 0)
+    return CostCurve(x, cost, std, 1, beyond.astype(np.float64), policy, side, 0)
 
 
 def time_weights(ts_ns: ArrayLike, end_ns: int | None = None) -> NDArray[np.float64]:
