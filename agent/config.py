@@ -99,6 +99,9 @@ class FeedConfig(StrictModel):
     (counted, ``feed.conflated``; trades never are). ``max_hold_ms`` (websocket): books that
     cannot trigger a decision (before the next decision time) reach the daemon in batches, at
     most this late; a book past it reaches the daemon at once; 0: every book wakes the daemon.
+    ``conflate_after_ms`` (websocket): a reader or a daemon more than this far behind (frames
+    unread in the socket, or rows untaken for longer) conflates the books newer ones replace,
+    counted (``feed.conflated``), so decisions stay on time; at most an hour (3,600,000).
     ``max_clock_skew_s`` (websocket): a book whose event time is further than that from the
     wall clock is rejected and counted (``time_ahead`` / ``time_behind``); unset, it is 60 s
     with ``wall_clock = true`` and off without (a recording served with its old times).
@@ -135,6 +138,7 @@ class FeedConfig(StrictModel):
     max_message_bytes: int = Field(65_536, ge=1024)
     max_buffered_rows: int = Field(100_000, ge=1)
     max_hold_ms: float = Field(5.0, ge=0, le=1000, allow_inf_nan=False)
+    conflate_after_ms: float = Field(50.0, gt=0, le=3_600_000, allow_inf_nan=False)
     wall_clock: bool = True
     clock_grace_s: float = Field(1.0, ge=0, allow_inf_nan=False)
     max_clock_skew_s: float | None = Field(None, gt=0, allow_inf_nan=False)

@@ -61,6 +61,7 @@ def make_feed_factory(cfg: AgentConfig) -> FeedFactory:
             "max_size": f.max_message_bytes,
             "max_buffered_rows": f.max_buffered_rows,
             "max_hold_ms": f.max_hold_ms,
+            "conflate_after_ms": f.conflate_after_ms,
             "fmt": f.format,
             "futures": f.futures,
             # Event times are real time: check them against the wall clock (60 s unless set).

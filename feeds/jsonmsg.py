@@ -33,7 +33,7 @@ import numpy as np
 from feeds.model import N_LEVELS, SIDE_NONE, BookBatch, BookRow
 from feeds.validate import Reason, validate_row
 
-__all__ = ["Mbp10Message", "decode_mbp10", "decode_mbp10_row", "encode_mbp10"]
+__all__ = ["Mbp10Message", "decode_mbp10", "decode_mbp10_row", "encode_mbp10", "is_plain_book"]
 
 
 # Nanoseconds since the epoch that fit an int64 (a bigger value would overflow numpy).
@@ -76,6 +76,18 @@ class _Mbp10Out(msgspec.Struct, frozen=True, omit_defaults=True):
 
 
 _DECODER = msgspec.json.Decoder(Mbp10Message)
+
+
+class _Head(msgspec.Struct):
+    """The fields that say whether a frame is a book a newer book replaces (``is_plain_book``)."""
+
+    symbol: str
+    ts_event: _Ns
+    type: str = "mbp10"
+    action: str | None = None
+
+
+_HEAD = msgspec.json.Decoder(_Head)
 _ENCODER = msgspec.json.Encoder()
 
 
@@ -136,6 +148,21 @@ def decode_mbp10_row(
     Same arguments, checks and reasons as ``decode_mbp10``; never raises.
     """
     return _decode(raw, recv_ns, symbol, prev_ts_ns, validate, max_skew_ns)[1:]
+
+
+def is_plain_book(raw: bytes | str, symbol: str | None = None) -> bool:
+    """Return True when a frame is a JSON snapshot message of ``symbol`` that is not a trade.
+
+    What a reader that is behind may conflate before decoding it: the next book replaces it,
+    while a trade (``action: "T"``) carries volume and a frame that is not JSON, not a snapshot
+    or of another symbol must be counted by the full decode. About 1 us against 8.5 us for
+    ``decode_mbp10_row`` (the levels are skipped, not built, and not checked).
+    """
+    try:
+        h = _HEAD.decode(raw)
+    except (msgspec.ValidationError, msgspec.DecodeError):
+        return False
+    return h.type == "mbp10" and h.action != "T" and (symbol is None or h.symbol == symbol)
 
 
 def _decode(

@@ -6,8 +6,10 @@ then processes in one vectorised call. Nothing is conflated while the consumer k
 when more than ``max_books`` book rows wait is the oldest waiting book dropped (counted in
 ``conflated``), so memory and the backlog stay bounded when the consumer stalls. Trade rows are
 never conflated, as the volume they carry feeds participation caps; more than ``max_trades``
-waiting trades drop the oldest trade (counted in ``trades_dropped``). The rows taken are in
-arrival order, trades and books interleaved as they came.
+waiting trades drop the oldest trade (counted in ``trades_dropped``). A consumer that is
+behind in time may also ask ``take`` to conflate the books that waited longer than it can use
+(``max_age_ns``): the rows taken are then fresh, so its decisions stay on time. The rows taken
+are in arrival order, trades and books interleaved as they came.
 """
 
 from __future__ import annotations
@@ -64,11 +66,26 @@ class RowBuffer:
             return True
         return False
 
-    def take(self) -> BookBatch | None:
-        """Return every waiting row as one batch in arrival order (None when there is none)."""
+    def take(self, now_ns: int | None = None, max_age_ns: int | None = None) -> BookBatch | None:
+        """Return every waiting row as one batch in arrival order (None when there is none).
+
+        With ``now_ns`` and ``max_age_ns``: the books received (``BookRow[1]``, the reader's
+        clock) more than ``max_age_ns`` before ``now_ns`` are conflated (counted), but for the
+        newest of them, the book in force when the fresh rows begin. Trades always stay.
+        """
         books, trades = self._books, self._trades
         if not books and not trades:
             return None
+        if max_age_ns is not None and now_ns is not None and len(books) > 1:
+            cutoff = now_ns - max_age_ns
+            n_old = 0
+            for _, r in books:
+                if r[1] >= cutoff:
+                    break
+                n_old += 1
+            for _ in range(n_old - 1):  # every old book but the newest one
+                books.popleft()
+            self.conflated += max(n_old - 1, 0)
         if not trades:
             rows = [r for _, r in books]
         elif not books:

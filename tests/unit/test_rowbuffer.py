@@ -150,3 +150,42 @@ async def test_held_rows_wake_the_consumer_within_max_hold() -> None:
     feed._held = False
     feed._on_frame(_frame(2))
     assert feed._new.is_set()
+
+
+def test_rows_older_than_max_age_go_but_for_the_newest_old_book_and_every_trade() -> None:
+    buf = RowBuffer("S")
+    for i in range(10):  # received at T0 + i + 5
+        buf.append(_row(i, trade=i in (2, 7)), trade=i in (2, 7))
+    now = T0 + 5 + 100
+    b = buf.take(now, max_age_ns=100 - 6)  # rows received before T0 + 5 + 6 are old
+    assert b is not None
+    # Old books 0, 1, 3, 4, 5 (trade 2 stays): all but the newest old one (5) are conflated.
+    assert buf.conflated == 4
+    assert b.ts_event_ns.tolist() == [T0 + i for i in (2, 5, 6, 7, 8, 9)]
+    assert b.action is not None and [chr(a) for a in b.action[[0, 3]]] == ["T", "T"]
+
+
+def test_max_age_keeps_one_book_when_every_waiting_book_is_old_and_none_when_fresh() -> None:
+    buf = RowBuffer("S")
+    for i in range(5):
+        buf.append(_row(i))
+    b = buf.take(T0 + 10**9, max_age_ns=1000)
+    assert b is not None and b.ts_event_ns.tolist() == [T0 + 4] and buf.conflated == 4
+    for i in range(5, 8):
+        buf.append(_row(i))
+    b = buf.take(T0 + 12, max_age_ns=1000)  # all fresh: nothing goes
+    assert b is not None and len(b) == 3 and buf.conflated == 4
+
+
+def test_is_plain_book_lets_only_snapshots_of_the_symbol_be_skipped() -> None:
+    from feeds.jsonmsg import is_plain_book
+
+    book = {"type": "mbp10", "symbol": "S", "ts_event": 1, "bid_px": [1.0], "bid_sz": [1]}
+    assert is_plain_book(json.dumps(book), "S") and is_plain_book(json.dumps(book).encode())
+    assert is_plain_book(json.dumps(book | {"action": "A"}), "S")
+    assert not is_plain_book(json.dumps(book | {"action": "T"}), "S")  # a trade: volume
+    assert not is_plain_book(json.dumps(book), "OTHER")  # counted as wrong_symbol by decode
+    assert not is_plain_book(json.dumps(book | {"type": "x"}), "S")
+    assert not is_plain_book(json.dumps(book | {"ts_event": -1}), "S")
+    assert not is_plain_book(json.dumps({"symbol": "S"}), "S")  # no ts_event: bad_schema
+    assert not is_plain_book(b"{not json", "S") and not is_plain_book(b"[1, 2]", "S")
