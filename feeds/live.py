@@ -133,7 +133,7 @@ class LiveStats:
         }
 
 
-_RATE_WINDOW_NS = 20_000_000  # how often the arrival rate of a feed's bytes is measured
+_RATE_WINDOW_NS = 500_000_000  # how often the arrival rate of a feed's bytes is measured
 
 
 def _unread_bytes(ws: Any) -> int:
@@ -465,7 +465,7 @@ class WebSocketFeed:
         before = buf.conflated
         batch = buf.take(self.clock.now_ns(), self.conflate_after_ns)
         if buf.conflated != before:
-            self._count_conflated(buf.conflated - before)
+            self._count_conflated(buf.conflated - before, "consumer")
         return batch
 
     def _behind(self, ws: Any, size: int) -> bool:
@@ -482,20 +482,22 @@ class WebSocketFeed:
             return False
         frames = getattr(getattr(ws, "recv_messages", None), "frames", None)
         self._frame_bytes += (size - self._frame_bytes) / 64.0
-        unread = _unread_bytes(ws) + (len(frames) if frames else 0) * self._frame_bytes
+        unread = (len(frames) if frames else 0) * self._frame_bytes
         now = self.clock.now_ns()
         self._read_bytes += size
-        t0, u0 = self._rate_mark
-        if t0 is None:
-            self._rate_mark = (now, unread)
-        elif now - t0 >= _RATE_WINDOW_NS:
-            rate = (self._read_bytes + unread - u0) / (now - t0)  # bytes arrived per ns
-            self._bytes_per_ns = (
-                rate if self._bytes_per_ns <= 0 else 0.5 * (rate + self._bytes_per_ns)
-            )
-            self._rate_mark, self._read_bytes = (now, unread), 0
         rate = self._bytes_per_ns
-        if not (rate > 0 and unread > rate * self.conflate_after_ns):
+        limit = rate * self.conflate_after_ns if rate > 0 else math.inf
+        t0, u0 = self._rate_mark
+        due = t0 is None or now - t0 >= _RATE_WINDOW_NS
+        if due or unread <= limit:  # the kernel's share (a system call) only when it matters
+            unread += _unread_bytes(ws)
+        if due:
+            if t0 is not None:
+                r = (self._read_bytes + unread - u0) / (now - t0)  # bytes arrived per ns
+                self._bytes_per_ns = r if rate <= 0 else 0.5 * (r + rate)
+                limit = self._bytes_per_ns * self.conflate_after_ns
+            self._rate_mark, self._read_bytes = (now, unread), 0
+        if not (limit > 0 and unread > limit):
             return False
         # However far behind, a book is decoded every conflate_after_ms: the consumer sees the
         # market move on (its decisions come due) while the backlog is skipped.
@@ -514,19 +516,20 @@ class WebSocketFeed:
         st.books += 1
         self.last_update_ns = self.clock.now_ns()
         self._skipped += 1
-        self._count_conflated(1)
+        self._count_conflated(1, "reader")
         return True
 
-    def _count_conflated(self, k: int) -> None:
-        """Count ``k`` books conflated by lag and log the first, 10th, 100th ... as ``_dropped``."""
+    def _count_conflated(self, k: int, by: str) -> None:
+        """Count ``k`` books conflated by lag (``by`` the reader, or at the consumer's take) and
+        log the first, 10th, 100th ... as ``_dropped`` does."""
         before = self.stats.conflated
         n = self.stats.conflated = self._buf.conflated + self._skipped
         for mark in (1, 10, 100, 1000):
             if before < mark <= n:
-                self._log.info("feed.conflated", conflated=n, reason="lag")
+                self._log.info("feed.conflated", conflated=n, reason="lag", by=by)
                 return
         if before // 10_000 != n // 10_000:
-            self._log.info("feed.conflated", conflated=n, reason="lag")
+            self._log.info("feed.conflated", conflated=n, reason="lag", by=by)
 
     def _on_frame_safe(self, raw: bytes | str) -> None:
         """``_on_frame`` that survives our own bugs: log, count, skip the frame."""
