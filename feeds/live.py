@@ -96,7 +96,8 @@ FORMATS = ("mbp10-json", "binance-depth", "binance-depth10")
 
 @dataclass(slots=True)
 class LiveStats:
-    """Counters of a live feed."""
+    """Counters of a live feed (``books``: book frames accepted, including the ones conflated
+    before decoding; ``conflated``: books the consumer never got, by lag or past the buffer)."""
 
     frames: int = 0
     books: int = 0
