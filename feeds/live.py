@@ -97,7 +97,8 @@ FORMATS = ("mbp10-json", "binance-depth", "binance-depth10")
 @dataclass(slots=True)
 class LiveStats:
     """Counters of a live feed (``books``: book frames accepted, including the ones conflated
-    before decoding; ``conflated``: books the consumer never got, by lag or past the buffer)."""
+    before decoding; ``conflated``: books the consumer never got, by lag or past the buffer;
+    ``skipped``: those of them the reader skipped undecoded, being behind its socket)."""
 
     frames: int = 0
     books: int = 0
@@ -113,6 +114,7 @@ class LiveStats:
     clock_resets: int = 0
     frame_errors: int = 0
     trades_dropped: int = 0
+    skipped: int = 0
 
     def as_dict(self) -> dict[str, Any]:
         """Return the counters for a log line."""
@@ -127,6 +129,7 @@ class LiveStats:
             "frame_errors": self.frame_errors,
             "trades_dropped": self.trades_dropped,
             "conflated": self.conflated,
+            "skipped": self.skipped,
             "connects": self.connects,
             "disconnects": self.disconnects,
             "stale_events": self.stale_events,
@@ -516,7 +519,7 @@ class WebSocketFeed:
         st.frames += 1
         st.books += 1
         self.last_update_ns = self.clock.now_ns()
-        self._skipped += 1
+        self._skipped = st.skipped = self._skipped + 1
         self._count_conflated(1, "reader")
         return True
 

@@ -95,6 +95,7 @@ async def test_a_reader_behind_skips_replaced_books_and_keeps_trades_counts_and_
     # The socket's queue was read (an attribute of websockets, not documented: pinned here).
     assert st.conflated > 0, "nothing skipped: websockets' recv_messages.frames not found?"
     assert st.books == N - len(BAD) == len(ts) + st.conflated  # each book seen or counted
+    assert 0 < st.skipped <= st.conflated
     assert np.all(np.diff(ts) > 0)  # in order, none twice
     trades = {int(i) for b in got if b.action is not None for i in
               (b.ts_event_ns[b.action == EV_TRADE] - T0) // 1000}  # fmt: skip
