@@ -293,6 +293,7 @@ def _start_venue(
         venue = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=err, env=env, cwd=REPO)
     line = venue.stdout.readline().decode().strip()  # fix://127.0.0.1:PORT once listening
     if not line.startswith("fix://"):
+        venue.kill()  # a no-op once it has exited (config error, port in use)
         venue.wait(10)
         tail = (d / "venue.log").read_text().splitlines()[-5:]
         raise SystemExit(f"serve-venue did not start ({venue.returncode}):\n" + "\n".join(tail))
