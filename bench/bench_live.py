@@ -17,6 +17,16 @@ child. The daemon does not log the receive time of the triggering book; once
 the decision) and ``submitted_ns`` (``time.time_ns()`` just before ``broker.submit``), this
 bench uses them instead (see ``latency_of``).
 
+With ``--broker fix`` the daemon sends its children as FIX 4.4 NewOrderSingle (``broker.kind =
+"fix"``, with the journal and sequence store that kind requires, in the run's folder) to our
+own venue, ``exec-agent serve-venue`` (a subprocess, as in production). Latency then ends when
+the NewOrderSingle is written to the socket: the adapter's ``broker.order_sent`` line carries
+``written_ns`` (``time.time_ns()`` right after the transport write), matched by ClOrdID to its
+child's ``order.submitted`` line and so to the triggering frame. The venue is given the very
+books the feed sends (the same rows with the same re-spaced event times, one CSV per symbol in
+the run's folder), so it fills the children on the book the daemon saw, ``latency_ms`` after
+the decision, as the simulated broker does. Its CPU is not counted (it is the counterparty).
+
 Books: sent by the feed process, received by the daemon (``feed.closed``: frames), conflated by
 its reader (replaced before the daemon took them), processed (taken), dropped (sent, never
 received or invalid), each as a share of the books sent while the daemon was reading. CPU: the
@@ -25,9 +35,9 @@ received. When the reader conflates, the book that should have triggered a decis
 replaced: latency is still counted from that book (the market event), not from a later one.
 
 Run: ``python bench/bench_live.py [--seconds 10] [--decisions-per-s 10] [--rates 1000,10000,40000]
-[--repeats 1] [--reader loop|process]`` (bounded: every run is stopped at ``seconds + 60`` of
-wall time). ``--reader`` is the daemon's ``feed.reader``; with ``process`` the CPU counts the
-reader process too.
+[--repeats 1] [--reader loop|process] [--broker simulated|fix]`` (bounded: every run is stopped
+at ``seconds + 60`` of wall time). ``--reader`` is the daemon's ``feed.reader``; with
+``process`` the CPU counts the reader process too. ``--broker``: see above (default simulated).
 ``BENCH_LIVE_KEEP=1`` keeps each run's folder (config, daemon log); ``BENCH_LIVE_PROFILE=1`` runs
 the daemon under cProfile (``daemon.prof`` in that folder).
 """
@@ -62,6 +72,7 @@ DAYS = [
 SYMBOLS = ["S0", "S1", "S2", "S3"]
 T0_NS = 1_748_871_000_000_000_000  # 2025-06-02T13:30:00Z: event time of every symbol's book 0
 DT_EVENT_NS = 50_000_000  # 20 books an event second per symbol
+TEMPLATE_ROWS = 20_000  # distinct books per symbol; the feed cycles through them
 WARMUP_WALL_S = 0.5  # the parents start after this much feed (wall seconds' worth)
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 GRACE_S = 5.0  # wall seconds the daemon may lag the feed's end before it is stopped
@@ -109,7 +120,7 @@ async def _serve(rate: float, seconds: float, out: Path) -> None:
     from websockets.asyncio.server import broadcast, serve
 
     per_sym = int(rate * seconds / len(SYMBOLS)) + 1
-    tmpl = _templates(min(per_sym, 20_000))
+    tmpl = _templates(min(per_sym, TEMPLATE_ROWS))
     clients: list[set] = [set() for _ in SYMBOLS]
     ready = asyncio.Event()
     gone = asyncio.Event()
@@ -166,8 +177,15 @@ def _iso(ns: int) -> str:
 
 
 def _config(
-    urls: list[str], rate: float, seconds: float, decisions_per_s: float, reader: str = "loop"
+    urls: list[str],
+    rate: float,
+    seconds: float,
+    decisions_per_s: float,
+    reader: str = "loop",
+    fix_port: int | None = None,
 ) -> str:
+    """The daemon's TOML: simulated broker, or with ``fix_port`` FIX to that loopback port
+    (journal and sequence store next to the config)."""
     speed = rate / len(SYMBOLS) * DT_EVENT_NS / 1e9  # event seconds per wall second
     period_s = speed / decisions_per_s
     start = T0_NS + int(speed * WARMUP_WALL_S * 1e9)
@@ -186,10 +204,7 @@ def _config(
         "heartbeat_s = 1.0",
         # Event times are a recorded day's, re-spaced: event time alone drives the decisions.
         "wall_clock = false",
-        "[broker]",
-        'kind = "simulated"',
-        "latency_ms = 5",
-        "collar_bps = 100",
+        *_broker_lines(fix_port),
         "[strategy]",
         'model = "quadratic"',
     ]
@@ -206,6 +221,83 @@ def _config(
             "lot = 100",
         ]
     return "\n".join(lines) + "\n"
+
+
+def _broker_lines(fix_port: int | None) -> list[str]:
+    if fix_port is None:
+        return ["[broker]", 'kind = "simulated"', "latency_ms = 5", "collar_bps = 100"]
+    return [
+        "[broker]",
+        'kind = "fix"',
+        'host = "127.0.0.1"',
+        f"port = {fix_port}",
+        "latency_ms = 5",  # the venue executes at TransactTime + 5 ms, as the simulated broker
+        "collar_bps = 100",
+        'store_path = "fix-seq.json"',
+        "[journal]",
+        'path = "journal.sqlite"',
+    ]
+
+
+# -- the venue (--broker fix) --------------------------------------------------------------------
+def _venue_files(d: Path, rate: float, seconds: float) -> dict[str, Path]:
+    """Write, per symbol, the books the feed will send (same rows, same event times) as a
+    Databento MBP-10 CSV the venue matches against; return symbol -> file."""
+    import pandas as pd
+
+    per_sym = int(rate * seconds / len(SYMBOLS)) + 1
+    out = {}
+    for sym, path in zip(SYMBOLS, DAYS, strict=True):
+        df = pd.read_csv(path, nrows=min(per_sym, TEMPLATE_ROWS))  # the feed's templates
+        j = np.arange(per_sym)
+        rows = df.iloc[j % len(df)].reset_index(drop=True)
+        ts = pd.to_datetime(T0_NS + j * DT_EVENT_NS, utc=True)
+        rows["ts_event"] = ts
+        if "ts_recv" in rows:
+            rows["ts_recv"] = ts
+        rows["symbol"] = sym
+        out[sym] = d / f"venue-{sym}.mbp-10.csv"
+        rows.to_csv(out[sym], index=False)
+    return out
+
+
+def _venue_config(files: dict[str, Path]) -> str:
+    """The TOML ``exec-agent serve-venue`` reads: the books to match, latency, CompIDs."""
+    books = ", ".join(f'{s} = "{p.as_posix()}"' for s, p in files.items())
+    lines = [
+        "[feed]",
+        "files = { " + books + " }",
+        *_broker_lines(9878),  # the port is given on the command line (--port 0)
+        # Not traded (the venue only reads [feed] and [broker]); a config needs a parent.
+        "[[orders]]",
+        'id = "V"',
+        f'symbol = "{SYMBOLS[0]}"',
+        'side = "buy"',
+        "quantity = 100",
+        f"start = {_iso(T0_NS)}",
+        f"end = {_iso(T0_NS + 60 * 10**9)}",
+        "period_s = 60",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def _start_venue(
+    d: Path, files: dict[str, Path], env: dict[str, str]
+) -> tuple[subprocess.Popen, int]:
+    """Start ``exec-agent serve-venue`` on a free port; return it and the port."""
+    cfg = d / "venue.toml"
+    cfg.write_text(_venue_config(files))
+    cmd = [sys.executable, "-m", "agent", "serve-venue", "--config", str(cfg), "--port", "0"]
+    cmd += ["--er-log", str(d / "venue-executions.jsonl"), "--state-dir", str(d / "venue")]
+    with (d / "venue.log").open("w") as err:
+        venue = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=err, env=env, cwd=REPO)
+    line = venue.stdout.readline().decode().strip()  # fix://127.0.0.1:PORT once listening
+    if not line.startswith("fix://"):
+        venue.kill()  # a no-op once it has exited (config error, port in use)
+        venue.wait(10)
+        tail = (d / "venue.log").read_text().splitlines()[-5:]
+        raise SystemExit(f"serve-venue did not start ({venue.returncode}):\n" + "\n".join(tail))
+    return venue, int(line.rsplit(":", 1)[1])
 
 
 def _cpu_s(pid: int) -> float | None:
@@ -235,24 +327,58 @@ def _log_ns(ts: str) -> int:
     return (dt - _EPOCH) // timedelta(microseconds=1) * 1000
 
 
-def latency_of(ev: dict, sent_ns: np.ndarray) -> float | None:
-    """Return receipt (or send) to child handed to the broker, in seconds, for one child."""
+def latency_of(
+    ev: dict, sent_ns: np.ndarray, written_ns: dict[str, int] | None = None
+) -> float | None:
+    """Return receipt (or send) to child handed to the broker, in seconds, for one child's
+    ``order.submitted`` line; with ``written_ns`` (ClOrdID -> ``broker.order_sent``'s
+    ``written_ns``), to its NewOrderSingle written to the FIX socket (None: never written)."""
+    if written_ns is not None:
+        end = written_ns.get(ev["client_order_id"])
+        if end is None:
+            return None
+        start = ev.get("trigger_recv_ns")
+        if start is None:
+            start = _frame_ns(ev, sent_ns)
+        return None if start is None else (end - int(start)) / 1e9
     if "trigger_recv_ns" in ev and "submitted_ns" in ev:  # once the daemon logs them
         return (int(ev["submitted_ns"]) - int(ev["trigger_recv_ns"])) / 1e9
+    start = _frame_ns(ev, sent_ns)
+    return None if start is None else (_log_ns(ev["timestamp"]) - start) / 1e9
+
+
+def _frame_ns(ev: dict, sent_ns: np.ndarray) -> int | None:
+    """Return the send time of the frame that triggered a child's decision (None: not sent)."""
     k = SYMBOLS.index(ev["symbol"])
     j = (int(ev["ts_ns"]) - T0_NS) // DT_EVENT_NS + 1  # first book after the decision time
     if not 0 <= j < sent_ns.shape[1] or sent_ns[k, j] == 0:
         return None
-    return (_log_ns(ev["timestamp"]) - int(sent_ns[k, j])) / 1e9
+    return int(sent_ns[k, j])
+
+
+def written_of(events: list[dict]) -> dict[str, int]:
+    """Return ClOrdID -> wall time its NewOrderSingle was written (``broker.order_sent``)."""
+    return {
+        e["client_order_id"]: int(e["written_ns"])
+        for e in events
+        if e.get("event") == "broker.order_sent" and e.get("written_ns") is not None
+    }
 
 
 def run_rate(
-    rate: float, seconds: float, decisions_per_s: float, reader: str = "loop"
+    rate: float,
+    seconds: float,
+    decisions_per_s: float,
+    reader: str = "loop",
+    broker: str = "simulated",
 ) -> dict[str, float]:
     with tempfile.TemporaryDirectory(prefix="bench_live_") as tmp:
         d = Path(tempfile.mkdtemp(prefix="bench_live_keep_")) if KEEP else Path(tmp)
         out = d / "sent.npy"
         env = dict(os.environ, PYTHONPATH=str(REPO))
+        venue, fix_port = None, None
+        if broker == "fix":  # listening (its books loaded) before the feed waits for clients
+            venue, fix_port = _start_venue(d, _venue_files(d, rate, seconds), env)
         serve_cmd = [sys.executable, __file__, "--serve", "--rate", str(rate)]
         serve_cmd += ["--seconds", str(seconds), "--out", str(out)]
         srv = subprocess.Popen(
@@ -266,7 +392,7 @@ def run_rate(
         try:
             urls = json.loads(srv.stdout.readline())["urls"]
             cfg = d / "live.toml"
-            cfg.write_text(_config(urls, rate, seconds, decisions_per_s, reader))
+            cfg.write_text(_config(urls, rate, seconds, decisions_per_s, reader, fix_port))
             log = (d / "daemon.log").open("w")
             prof = ["-m", "cProfile", "-o", str(d / "daemon.prof")] if PROFILE else []
             daemon = subprocess.Popen(
@@ -311,17 +437,25 @@ def run_rate(
                     events.append(json.loads(line))
                 except json.JSONDecodeError:
                     continue
+            filled = set()
+            if venue is not None:
+                venue.terminate()  # the daemon has logged out
+                venue.wait(10)
+                er = d / "venue-executions.jsonl"
+                for line in er.read_text().splitlines() if er.exists() else []:
+                    r = json.loads(line)
+                    if r.get("exec_type") == "F":
+                        filled.add(r["client_order_id"])
         finally:
-            for p in (daemon, srv):
+            for p in (daemon, srv, venue):
                 if p is not None and p.poll() is None:
                     p.kill()
                     p.wait(10)
-    lat = [
-        v
-        for e in events
-        if e.get("event") == "order.submitted" and e.get("strategy") == "mpc"
-        if (v := latency_of(e, sent_ns)) is not None
+    written = written_of(events) if broker == "fix" else None
+    children = [
+        e for e in events if e.get("event") == "order.submitted" and e.get("strategy") == "mpc"
     ]
+    lat = [v for e in children if (v := latency_of(e, sent_ns, written)) is not None]
     closed = [e for e in events if e.get("event") == "feed.closed"]
     # Books sent while the daemon was still reading (it leaves once its parents are done).
     sent = sum(
@@ -340,7 +474,23 @@ def run_rate(
     cpu = usage.ru_utime + usage.ru_stime - (cpu0 or 0.0) if usage is not None else math.nan
     a = np.array(lat) if lat else np.array([np.nan])
     sent = max(sent, 1)
-    return {
+    fix = {}
+    if written is not None:
+        # The adapter's share: order.submitted logged (microseconds) -> NewOrderSingle written.
+        adapter = [
+            (written[e["client_order_id"]] - _log_ns(e["timestamp"])) / 1e9
+            for e in children
+            if e["client_order_id"] in written
+        ]
+        b = np.array(adapter) if adapter else np.array([np.nan])
+        fix = {
+            "submitted": len(children),
+            "unwritten": sum(1 for e in children if e["client_order_id"] not in written),
+            "filled": sum(1 for e in children if e["client_order_id"] in filled),
+            "adapter_p50": float(np.percentile(b, 50)),
+            "adapter_p99": float(np.percentile(b, 99)),
+        }
+    return fix | {
         "rate": int(info["sent"]) / info["elapsed_s"],
         "children": len(lat),
         "p50": float(np.percentile(a, 50)),
@@ -369,6 +519,13 @@ def main() -> None:
         default="loop",
         help='the daemon\'s [feed] reader: "loop" (in its event loop) or "process" (a child)',
     )
+    ap.add_argument(
+        "--broker",
+        choices=("simulated", "fix"),
+        default="simulated",
+        help='"simulated": to the child handed to the broker; "fix": to the NewOrderSingle '
+        "written to the socket of a FIX session with exec-agent serve-venue",
+    )
     ap.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--rate", type=float, default=1000.0, help=argparse.SUPPRESS)
     ap.add_argument("--out", type=Path, default=None, help=argparse.SUPPRESS)
@@ -376,12 +533,20 @@ def main() -> None:
     if args.serve:
         asyncio.run(_serve(args.rate, args.seconds, args.out))
         return
-    print(
-        f"4 symbols, 4 parents, simulated broker, {args.seconds:g} s of feed per rate, "
-        f"{args.decisions_per_s:g} decisions/s per parent, reader = {args.reader}; "
-        "latency = frame sent -> "
-        "order.submitted logged (receipt + loopback transit -> child handed to the broker)"
-    )
+    if args.broker == "fix":
+        print(
+            f"4 symbols, 4 parents, FIX broker (exec-agent serve-venue), {args.seconds:g} s of "
+            f"feed per rate, {args.decisions_per_s:g} decisions/s per parent, reader = "
+            f"{args.reader}; latency = frame sent -> NewOrderSingle written to the FIX socket "
+            "(broker.order_sent: receipt + loopback transit -> order on the wire)"
+        )
+    else:
+        print(
+            f"4 symbols, 4 parents, simulated broker, {args.seconds:g} s of feed per rate, "
+            f"{args.decisions_per_s:g} decisions/s per parent, reader = {args.reader}; "
+            "latency = frame sent -> "
+            "order.submitted logged (receipt + loopback transit -> child handed to the broker)"
+        )
     print(
         f"{'target/s':>8} {'sent/s':>7} {'children':>8} {'p50 ms':>7} {'p99 ms':>7} "
         f"{'p99.9 ms':>8} {'max ms':>7} {'processed':>9} {'conflated':>9} {'dropped':>7} "
@@ -391,7 +556,7 @@ def main() -> None:
         runs = []
         for _ in range(args.repeats):
             load = os.getloadavg()[0]
-            r1 = run_rate(rate, args.seconds, args.decisions_per_s, args.reader)
+            r1 = run_rate(rate, args.seconds, args.decisions_per_s, args.reader, args.broker)
             runs.append(r1 | {"load": load})
         r = {k: statistics.median(x[k] for x in runs) for k in runs[0] if k != "exit"}
         r["exit"] = ",".join(str(x["exit"]) for x in runs)
@@ -401,6 +566,14 @@ def main() -> None:
             f"{r['processed']:>9.1%} {r['conflated']:>9.1%} {r['dropped']:>7.1%} "
             f"{r['cpu_us']:>10.1f} {r['load']:>5.1f} {r['exit']:>7}"
         )
+        if args.broker == "fix":
+            print(
+                f"{'':>8} order.submitted -> NewOrderSingle written: p50 "
+                f"{r['adapter_p50'] * 1e3:.2f} ms, p99 {r['adapter_p99'] * 1e3:.2f} ms; "
+                f"children without one: {r['unwritten']:.0f}; filled at the venue: "
+                f"{r['filled']:.0f} of {r['submitted']:.0f}",
+                flush=True,
+            )
         if len(runs) > 1:
             p99s = ", ".join(f"{x['p99'] * 1e3:.2f}" for x in runs)
             print(f"{'':>8} runs' p99 ms: {p99s}", flush=True)

@@ -8,7 +8,8 @@ cancel or status request after a restart carries the Side(54) FIX 4.4 requires).
 reconnects with backoff after a drop (the venue's resend fills the gap); a child whose submit
 fails while disconnected raises ``BrokerUnavailable`` (the daemon keeps it in doubt, never
 re-sends it as new). The password comes from the environment (``password_env``) or a file
-and is never logged.
+and is never logged. Each NewOrderSingle is logged once written (``broker.order_sent``: ClOrdID,
+MsgSeqNum and ``written_ns``, the wall time right after the transport write).
 
 Rejects of every kind reach the daemon tied to the child's ClOrdID and are logged at warning:
 an ExecutionReport 150=8, a session Reject (35=3) or a BusinessMessageReject (35=j) of a
@@ -258,14 +259,18 @@ class FixBroker:
         async with asyncio.timeout(timeout_s):
             await self._active.wait()
 
-    async def _write(self, out: SessionOutput) -> None:
+    async def _write(self, out: SessionOutput) -> int | None:
+        """Send what the session numbered; return the wall time (ns) right after the transport
+        write (clear text: the bytes are in the kernel's socket buffer), None if not connected."""
         # The numbers are durable before a message that uses them leaves.
         self.store.save(out.persist)
         if self._writer is None:
-            return
+            return None
         for raw in out.send:
             self._writer.write(raw)
+        written_ns = time.time_ns()
         await self._writer.drain()
+        return written_ns
 
     async def _run(self) -> None:
         self._attempt = 0
@@ -440,15 +445,23 @@ class FixBroker:
         check_sendable(order, ("ioc", "day", "gtc"))
         self._check_active()
         self.refs.add(order)
-        await self._send(new_order_single(order, order.ts_created_ns), "D")
+        seq = self.session.seq.next_out
+        written_ns = await self._send(new_order_single(order, order.ts_created_ns), "D")
+        # When the order reached the socket, by ClOrdID (what bench/bench_live.py times).
+        self._log.info(
+            "broker.order_sent",
+            client_order_id=order.client_order_id,
+            msg_seq_num=seq,
+            written_ns=written_ns,
+        )
 
     def _check_active(self) -> None:
         if self._writer is None or self.session.state is not SessionState.ACTIVE:
             raise BrokerUnavailable(f"FIX session to {self.host}:{self.port} is not active")
 
-    async def _send(self, body: simplefix.FixMessage, msg_type: str) -> None:
+    async def _send(self, body: simplefix.FixMessage, msg_type: str) -> int | None:
         self._check_active()
-        await self._write(self.session.send_app(body, msg_type, self._now()))
+        return await self._write(self.session.send_app(body, msg_type, self._now()))
 
     def _ref(self, client_order_id: str) -> tuple[str, Side, float] | None:
         """Return the child's symbol, side and quantity; None when it was never sent.
