@@ -151,89 +151,170 @@ class Forecast:
         return w * self.beta_mult + (1.0 - w) * self.gamma_mult
 
 
+def _finite(x: float) -> float:
+    """``np.nan_to_num`` of one float: NaN to 0, infinities to the largest finite floats."""
+    if x != x:
+        return 0.0
+    if math.isinf(x):
+        return _BIG if x > 0 else -_BIG
+    return x
+
+
+_BIG = float(np.finfo(np.float64).max)
+
+
+@dataclass(slots=True)
+class _Feat:
+    """The running sums of ``_ArStats`` for one feature, as Python floats.
+
+    ``u = (z, L)``: ``s*`` are sums of u, ``s*_zz``/``_zl``/``_ll`` of its products (``uu'`` is
+    symmetric), ``spn_*`` of the (previous, next) products of consecutive pairs.
+    """
+
+    ew_n: float = 0.0
+    ew_z: float = 0.0
+    ew_l: float = 0.0
+    n: float = 0.0
+    sz: float = 0.0
+    sl: float = 0.0
+    szz: float = 0.0
+    szl: float = 0.0
+    sll: float = 0.0
+    pairs: float = 0.0
+    sp_z: float = 0.0
+    sp_l: float = 0.0
+    sn_z: float = 0.0
+    sn_l: float = 0.0
+    spp_zz: float = 0.0
+    spp_zl: float = 0.0
+    spp_ll: float = 0.0
+    snn_zz: float = 0.0
+    snn_zl: float = 0.0
+    snn_ll: float = 0.0
+    spn_zz: float = 0.0
+    spn_zl: float = 0.0
+    spn_lz: float = 0.0
+    spn_ll: float = 0.0
+    last_z: float = math.nan
+    last_l: float = math.nan
+
+
 class _ArStats:
     """Running sums of ``u_k = (z_k, L_k)`` (period mean, log profile) and of consecutive pairs.
 
     The sums are kept in ``u`` so that the deseasonalised ``y_k = z_k - a L_k`` and its AR(1)
     fit can be read in O(1) for any loading ``a`` (``w = (1, -a)``: ``sum y = w . sum u``,
-    ``sum y y' = w^T (sum u u'^T) w``).
+    ``sum y y' = w^T (sum u u'^T) w``). Two features of two numbers each: plain floats, not
+    numpy (a period's fold is on the decision's path, and numpy calls on 2-element arrays
+    cost more than their arithmetic); the same operations in the same order as elementwise
+    arrays would do, so the same numbers.
     """
 
     def __init__(self, level_decay: float = 1.0) -> None:
-        F = N_FEATURES
         self.level_decay = float(level_decay)  # per period, of the level's weights
-        self.ew_n = np.zeros(F)
-        self.ew_u = np.zeros((F, 2))
-        self.n = np.zeros(F)
-        self.su = np.zeros((F, 2))
-        self.suu = np.zeros((F, 2, 2))
-        self.pairs = np.zeros(F)
-        self.sp = np.zeros((F, 2))
-        self.sn = np.zeros((F, 2))
-        self.spp = np.zeros((F, 2, 2))
-        self.snn = np.zeros((F, 2, 2))
-        self.spn = np.zeros((F, 2, 2))
+        self.f = [_Feat() for _ in range(N_FEATURES)]
         self.last_period: int | None = None
-        self.last_u = np.full((F, 2), np.nan)
+
+    @property
+    def n(self) -> NDArray[np.float64]:
+        """Finished periods with a finite mean, per feature."""
+        return np.array([f.n for f in self.f])
+
+    @property
+    def pairs(self) -> NDArray[np.float64]:
+        """Consecutive pairs of finished periods with finite means, per feature."""
+        return np.array([f.pairs for f in self.f])
 
     def add(self, period: int, z: NDArray[np.float64], lp: NDArray[np.float64]) -> None:
-        u = np.stack([z, lp], axis=1)  # (F, 2)
-        fin = np.isfinite(z)
-        u0 = np.where(fin[:, None], u, 0.0)
         gap = 1 if self.last_period is None else max(period - self.last_period, 1)
         d = self.level_decay**gap
-        self.ew_n = self.ew_n * d + fin
-        self.ew_u = self.ew_u * d + u0
-        self.n += fin
-        self.su += u0
-        self.suu += u0[:, :, None] * u0[:, None, :]
-        if self.last_period is not None and period == self.last_period + 1:
-            ok = fin & np.isfinite(self.last_u[:, 0])
-            a = np.where(ok[:, None], self.last_u, 0.0)
-            b = np.where(ok[:, None], u, 0.0)
-            self.pairs += ok
-            self.sp += a
-            self.sn += b
-            self.spp += a[:, :, None] * a[:, None, :]
-            self.snn += b[:, :, None] * b[:, None, :]
-            self.spn += a[:, :, None] * b[:, None, :]
+        pair = self.last_period is not None and period == self.last_period + 1
+        for f, zf, lf in zip(self.f, z.tolist(), lp.tolist(), strict=True):
+            fin = math.isfinite(zf)
+            z0, l0 = (zf, lf) if fin else (0.0, 0.0)
+            f.ew_n = f.ew_n * d + fin
+            f.ew_z = f.ew_z * d + z0
+            f.ew_l = f.ew_l * d + l0
+            f.n += fin
+            f.sz += z0
+            f.sl += l0
+            f.szz += z0 * z0
+            f.szl += z0 * l0
+            f.sll += l0 * l0
+            if pair:
+                ok = fin and math.isfinite(f.last_z)
+                az, al = (f.last_z, f.last_l) if ok else (0.0, 0.0)
+                bz, bl = (zf, lf) if ok else (0.0, 0.0)
+                f.pairs += ok
+                f.sp_z += az
+                f.sp_l += al
+                f.sn_z += bz
+                f.sn_l += bl
+                f.spp_zz += az * az
+                f.spp_zl += az * al
+                f.spp_ll += al * al
+                f.snn_zz += bz * bz
+                f.snn_zl += bz * bl
+                f.snn_ll += bl * bl
+                f.spn_zz += az * bz
+                f.spn_zl += az * bl
+                f.spn_lz += al * bz
+                f.spn_ll += al * bl
+            f.last_z, f.last_l = zf, lf
         self.last_period = period
-        self.last_u = u
 
     def loading(self, a0: float, n0: float) -> NDArray[np.float64]:
         """Return the profile loading ``a`` per feature: OLS of z on L, shrunk toward ``a0``."""
-        n = self.n
-        with np.errstate(invalid="ignore", divide="ignore"):
-            cov = self.suu[:, 0, 1] - self.su[:, 0] * self.su[:, 1] / n
-            var = self.suu[:, 1, 1] - self.su[:, 1] ** 2 / n
-            a_hat = cov / var
-        ok = (n >= 3) & (var > 1e-12 * np.maximum(n, 1)) & np.isfinite(a_hat)
-        a_hat = np.clip(np.where(ok, a_hat, a0), 0.0, 2.0)
-        m = np.where(ok, n, 0.0)
-        return (m * a_hat + n0 * a0) / (m + n0)
+        out = []
+        for f in self.f:
+            n, a_hat = f.n, a0
+            ok = n >= 3
+            if ok:
+                cov = f.szl - f.sz * f.sl / n
+                var = f.sll - f.sl * f.sl / n
+                ok = var > 1e-12 * max(n, 1.0)
+                if ok:
+                    a_hat = cov / var
+                    ok = math.isfinite(a_hat)
+            a_hat = min(max(a_hat if ok else a0, 0.0), 2.0)
+            m = n if ok else 0.0
+            out.append((m * a_hat + n0 * a0) / (m + n0))
+        return np.array(out)
 
     def mean_y(self, a: NDArray[np.float64]) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
         """Return ``(sum y, n)`` of the deseasonalised finished periods, each weighted by
         ``level_decay ** age`` (1: the whole day the same)."""
-        return self.ew_u[:, 0] - a * self.ew_u[:, 1], self.ew_n
+        return (
+            np.array([f.ew_z - af * f.ew_l for f, af in zip(self.f, a.tolist(), strict=True)]),
+            np.array([f.ew_n for f in self.f]),
+        )
 
     def ols(self, a: NDArray[np.float64]) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
         """Return ``(phi_hat, s2_hat)`` of ``y = z - a L`` per feature; NaN below 3 pairs."""
-        w = np.stack([np.ones_like(a), -a], axis=1)  # (F, 2)
-
-        def quad(m: NDArray[np.float64]) -> NDArray[np.float64]:
-            return np.asarray(np.einsum("fi,fij,fj->f", w, m, w), dtype=np.float64)
-
-        n = self.pairs
-        sx, sy = (w * self.sp).sum(axis=1), (w * self.sn).sum(axis=1)
-        with np.errstate(invalid="ignore", divide="ignore"):
-            cov = quad(self.spn) - sx * sy / n
-            varx = quad(self.spp) - sx**2 / n
-            vary = quad(self.snn) - sy**2 / n
+        phis, s2s = [], []
+        for f, af in zip(self.f, a.tolist(), strict=True):
+            n, w1 = f.pairs, -af
+            if not n >= 3:
+                phis.append(math.nan)
+                s2s.append(math.nan)
+                continue
+            sx = f.sp_z + w1 * f.sp_l
+            sy = f.sn_z + w1 * f.sn_l
+            # w^T M w with w = (1, w1)
+            q_pn = f.spn_zz + w1 * f.spn_lz + (f.spn_zl + w1 * f.spn_ll) * w1
+            q_pp = f.spp_zz + w1 * f.spp_zl + (f.spp_zl + w1 * f.spp_ll) * w1
+            q_nn = f.snn_zz + w1 * f.snn_zl + (f.snn_zl + w1 * f.snn_ll) * w1
+            cov = q_pn - sx * sy / n
+            varx = q_pp - sx * sx / n
+            vary = q_nn - sy * sy / n
+            if not varx > 0:
+                phis.append(math.nan)
+                s2s.append(math.nan)
+                continue
             b = cov / varx
-            ssr = np.maximum(vary - b * cov, 0.0) / (n - 2)
-        ok = (n >= 3) & (varx > 0)
-        return np.where(ok, b, np.nan), np.where(ok, ssr, np.nan)
+            phis.append(b)
+            s2s.append(max(vary - b * cov, 0.0) / (n - 2))
+        return np.array(phis), np.array(s2s)
 
 
 class LiquidityForecaster:
@@ -416,13 +497,21 @@ class LiquidityForecaster:
     ) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
         """Return the current ``(phi, s^2)`` per feature, shrunk toward the prior."""
         phi_hat, s2_hat = self._ar.ols(self.loading() if a is None else a)
-        n = np.where(np.isfinite(phi_hat), self._ar.pairs, 0.0)
         n0 = self.prior.weight_pairs
-        phi_hat = np.clip(np.nan_to_num(phi_hat, nan=0.0), 0.0, _PHI_MAX)
-        s2_hat = np.nan_to_num(s2_hat, nan=0.0)
-        phi = (n * phi_hat + n0 * self._phi0) / (n + n0)
-        s2 = (n * s2_hat + n0 * self._s20) / (n + n0)
-        return phi, s2
+        phi, s2 = [], []
+        for f, ph, sh, p0, q0 in zip(
+            self._ar.f,
+            phi_hat.tolist(),
+            s2_hat.tolist(),
+            self._phi0.tolist(),
+            self._s20.tolist(),
+            strict=True,
+        ):
+            n = f.pairs if math.isfinite(ph) else 0.0
+            ph = min(max(_finite(ph), 0.0), _PHI_MAX)
+            phi.append((n * ph + n0 * p0) / (n + n0))
+            s2.append((n * _finite(sh) + n0 * q0) / (n + n0))
+        return np.array(phi), np.array(s2)
 
     def _record(
         self,
@@ -496,19 +585,21 @@ class LiquidityForecaster:
         self._record(t_ns, s, ez, sd_model, later & ok.all(axis=1))
         sd = np.where(later[:, None] & ok, sd_model * scale[None, :], 0.0)
         mult = mult * np.exp(0.5 * sd**2)  # expected, not median (see ``Forecast``)
+        ref_l = ref.tolist()
         fields: dict[str, Any] = {
-            "status": "ok" if np.all(np.isfinite(ref)) else "no_state",
-            "n_periods": int(self._ar.n.min()),
-            "n_pairs": int(self._ar.pairs.min()),
+            "status": "ok" if all(map(math.isfinite, ref_l)) else "no_state",
+            "n_periods": int(min(f.n for f in self._ar.f)),
+            "n_pairs": int(min(f.pairs for f in self._ar.f)),
             "profile": "flat" if self.profile is None else self.profile.source,
             "prior": self.prior.source,
         }
-        for i, name in enumerate(_NAMES):
-            fields[f"phi_{name}"] = float(phi[i])
-            fields[f"sd_{name}"] = float(math.sqrt(s2[i]))
-            fields[f"mu_{name}"] = float(mu[i])
-            fields[f"state_{name}"] = float(x[i])
-            fields[f"ref_{name}"] = float(ref[i])
-            fields[f"loading_{name}"] = float(a[i])
-            fields[f"sd_scale_{name}"] = float(scale[i])
+        rows = zip(*(c.tolist() for c in (phi, s2, mu, x, ref, a, scale)), strict=True)
+        for name, (ph, v, m, xi, r, ai, sc) in zip(_NAMES, rows, strict=True):
+            fields[f"phi_{name}"] = ph
+            fields[f"sd_{name}"] = math.sqrt(v)
+            fields[f"mu_{name}"] = m
+            fields[f"state_{name}"] = xi
+            fields[f"ref_{name}"] = r
+            fields[f"loading_{name}"] = ai
+            fields[f"sd_scale_{name}"] = sc
         return Forecast(mult[:, 0], mult[:, 1], sd[:, 0], sd[:, 1], fields)
