@@ -30,7 +30,10 @@ builds that matrix level by level and is the reference the accumulation is teste
 
 from __future__ import annotations
 
+import bisect
+import itertools
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any, Literal
@@ -59,6 +62,7 @@ Side = Literal["buy", "sell"]
 # Rows processed per step of the accumulation: small enough that the (levels, rows) temporaries
 # stay in cache and are recycled by the allocator (measured: 2x faster than 64k-row chunks).
 _CHUNK_ROWS = 2048
+_FEW_ROWS = 2  # rows a walk takes in plain floats (``CurveAccumulator._walk_few``)
 _MAX_CELLS = 1 << 16  # cells of the bin table of a non-arithmetic grid, at most
 _MAX_CHECKS = 6  # sizes checked after the table (more: a binary search instead)
 # Accumulator columns (a, b, c, C**2 powers 0..4) that the visible, linear pieces change.
@@ -464,6 +468,7 @@ class CurveAccumulator:
         # On an arithmetic grid the bin of a kink is one division instead of a binary search.
         self._step = float(steps[0]) if steps.size and np.all(steps == steps[0]) else 0.0
         self._cells = _bin_cells(self.sizes) if self._step == 0 and steps.size else None
+        self._py: tuple[Callable[[float], int], list[float]] | None = None  # see _py_bins
 
     def _bin(self, pos: NDArray[np.float64]) -> NDArray[np.intp]:
         """Return the index of the first grid size >= each kink position, in [0, G].
@@ -519,6 +524,10 @@ class CurveAccumulator:
         px = np.asarray(px, dtype=np.float64)
         sz = np.asarray(sz, dtype=np.float64)
         mid = np.asarray(mid, dtype=np.float64)
+        if 0 < px.shape[0] <= _FEW_ROWS and px.ndim == 2 and px.shape == sz.shape:
+            few = self._walk_few(px, sz, mid)
+            if few is not None:
+                return few
         n_lev = px.shape[1] if px.ndim == 2 else 0
         keep, ivis, dvis, ilast, dlast, jdx = [], [], [], [], [], []
         for lo in range(0, px.shape[0], _CHUNK_ROWS):  # chunks of rows, not single rows
@@ -550,6 +559,171 @@ class CurveAccumulator:
             _cat(dlast, 1, np.zeros((8, 0))),
             _cat(jdx, 0, np.zeros(0, dtype=np.intp)),
         )
+
+    def _walk_few(
+        self, px: NDArray[np.float64], sz: NDArray[np.float64], mid: NDArray[np.float64]
+    ) -> WalkedRows | None:
+        """``walk`` of a few rows in plain floats: the same numbers, bit for bit.
+
+        A live window walks the one or few books that came since its last read; numpy's
+        per-call cost is then most of a walk (about 60 calls), while the arithmetic is a few
+        hundred float operations. The operations are ``_prepare``'s, ``_pieces``' and
+        ``_bin``'s own, in the same order (``tests/unit/test_book_walk.py`` checks every array
+        against the vectorised walk). None (the vectorised walk then) for a row with an
+        infinite price or size.
+        """
+        n_lev = px.shape[1]
+        if mid.shape != (px.shape[0],) or n_lev == 0:
+            return None
+        bin_of, sizes_l = self._py_bins()
+        g1 = self.sizes.size + 1
+        sell = self.side == "sell"
+        kind, pen = self.policy.kind, self.policy.penalty_bps * 1e-4
+        keep: list[bool] = []
+        ivis: list[list[int]] = [[], [], [], [], []]  # each row-major (m, L)
+        dvis: list[list[float]] = [[], [], [], [], []]
+        ilast: list[list[int]] = [[], [], [], [], [], [], [], []]
+        dlast: list[list[float]] = [[], [], [], [], [], [], [], []]
+        jdx: list[int] = []
+        for prow, srow, m0 in zip(px.tolist(), sz.tolist(), mid.tolist(), strict=True):
+            p0 = prow[0]
+            if not (math.isfinite(m0) and math.isfinite(p0)):
+                keep.append(False)
+                continue
+            keep.append(True)
+            d: list[float] = []
+            sh: list[float] = []
+            q: list[float] = []
+            c: list[float] = []
+            qq = cc = 0.0
+            last = 0
+            dl = 0.0
+            for lev, (p, z) in enumerate(zip(prow, srow, strict=True)):
+                if math.isinf(p) or math.isinf(z):
+                    return None
+                here = p == p and z > 0  # priced and sized: the level is there
+                if here or not lev:  # level 0 is priced on every kept row
+                    last = lev
+                    dl = m0 - p if sell else p - m0
+                # else: the distance forward-filled, so an empty level changes no slope
+                sl = z if here else 0.0
+                d.append(dl)
+                sh.append(sl)
+                qq += sl
+                cc += sl * dl
+                q.append(qq)
+                c.append(cc)
+            d_last, s_last = d[-1], sh[last]
+            if kind is BeyondDepth.EXTRAPOLATE:
+                span = q[-1] - 0.5 * s_last - 0.5 * sh[0]
+                k = (d_last - d[0]) / span if span > 0 else 0.0
+                k = k if math.isfinite(k) and k > 0 else 0.0
+                e = d_last + 0.5 * k * s_last
+            elif kind is BeyondDepth.PENALTY:
+                k = 0.0
+                e = d_last + abs(prow[last]) * pen
+            else:
+                k, e = 0.0, d_last
+            # _pieces: piece l is C(x) = a_l + b_l x on (Q_{l-1}, Q_l]; kinks binned as _bin.
+            a_l = b_l = a2 = ab2 = b2 = 0.0
+            for lev in range(n_lev):
+                pos = q[lev - 1] if lev else 0.0
+                na = c[lev - 1] - d[lev] * pos if lev else -(d[0] * 0.0)
+                nb = d[lev]
+                na2, nab2, nb2 = na * na, na * nb * 2.0, nb * nb
+                if lev:
+                    dvis[0].append(na - a_l)
+                    dvis[1].append(nb - b_l)
+                    dvis[2].append(na2 - a2)
+                    dvis[3].append(nab2 - ab2)
+                    dvis[4].append(nb2 - b2)
+                else:
+                    dvis[0].append(na)
+                    dvis[1].append(nb)
+                    dvis[2].append(na2)
+                    dvis[3].append(nab2)
+                    dvis[4].append(nb2)
+                a_l, b_l, a2, ab2, b2 = na, nb, na2, nab2, nb2
+                j = bin_of(pos)
+                for r in range(5):
+                    ivis[r].append(j + r * g1)
+            big_d = q[-1]
+            half_k = 0.5 * k
+            la = c[-1] - e * big_d + half_k * big_d * big_d
+            lb = e - k * big_d
+            for row, v in zip(
+                dlast,
+                (
+                    la - a_l,
+                    lb - b_l,
+                    half_k,
+                    la * la - a2,
+                    2.0 * la * lb - ab2,
+                    lb * lb + 2.0 * la * half_k - b2,
+                    2.0 * lb * half_k,
+                    half_k * half_k,
+                ),
+                strict=True,
+            ):
+                row.append(v)
+            j = bin_of(big_d)
+            for r in range(8):
+                ilast[r].append(j + r * g1)
+            jdx.append(bisect.bisect_right(sizes_l, big_d))
+        m = len(jdx)
+        kept = np.array(keep, dtype=bool)
+        keep_at = np.array([0, *itertools.accumulate(keep)], dtype=np.intp)
+        if m == 0:
+            return WalkedRows(
+                kept,
+                keep_at,
+                np.zeros((5, n_lev, 0), dtype=np.intp),
+                np.zeros((5, n_lev, 0)),
+                np.zeros((8, 0), dtype=np.intp),
+                np.zeros((8, 0)),
+                np.zeros(0, dtype=np.intp),
+            )
+        # Level-major (5, L, m), as the vectorised walk lays them out.
+        return WalkedRows(
+            kept,
+            keep_at,
+            np.array(ivis, dtype=np.intp).reshape(5, m, n_lev).transpose(0, 2, 1),
+            np.array(dvis).reshape(5, m, n_lev).transpose(0, 2, 1),
+            np.array(ilast, dtype=np.intp),
+            np.array(dlast),
+            np.array(jdx, dtype=np.intp),
+        )
+
+    def _py_bins(self) -> tuple[Callable[[float], int], list[float]]:
+        """Return ``_bin`` of one position in plain floats, and the sizes as a list."""
+        got = self._py
+        if got is not None:
+            return got
+        sizes_l = self.sizes.tolist()
+        g = len(sizes_l)
+        if self._step > 0:
+            s0, step = sizes_l[0], self._step
+
+            def bin_of(pos: float) -> int:
+                return int(min(max(math.ceil((pos - s0) / step), 0), g))
+
+        elif self._cells is not None:
+            h, table, padded, n_check = self._cells
+            table_l, padded_l, top = table.tolist(), padded.tolist(), table.size - 1
+
+            def bin_of(pos: float) -> int:
+                idx: int = table_l[min(max(math.floor(pos / h) - 1, 0), top)]
+                for _ in range(n_check):
+                    idx += padded_l[idx] < pos
+                return idx
+
+        else:
+
+            def bin_of(pos: float) -> int:
+                return bisect.bisect_left(sizes_l, pos)
+
+        self._py = (bin_of, sizes_l)
+        return self._py
 
     def add_walked(
         self, walked: WalkedRows, a: int, b: int, weights: NDArray[np.float64] | None = None
@@ -632,6 +806,7 @@ class CurveAccumulator:
         out.sizes, out.side, out.policy, out._step = self.sizes, self.side, self.policy, self._step
         out._cells = self._cells
         out._offsets = self._offsets
+        out._py = self._py
         out._delta, out._beyond = self._delta.copy(), self._beyond.copy()
         out._n_beyond, out._n_pos = self._n_beyond.copy(), self._n_pos
         out.n_snapshots, out.n_dropped, out.weight = self.n_snapshots, self.n_dropped, self.weight
@@ -644,6 +819,7 @@ class CurveAccumulator:
         out.sizes, out.side, out.policy, out._step = self.sizes, self.side, self.policy, self._step
         out._cells = self._cells
         out._offsets = self._offsets
+        out._py = self._py
         out._delta = np.zeros_like(self._delta)
         out._beyond = np.zeros_like(self._beyond)
         out._n_beyond, out._n_pos = np.zeros_like(self._n_beyond), 0

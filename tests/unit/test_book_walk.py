@@ -490,3 +490,83 @@ def test_one_book_curve_of_nothing_or_a_book_without_a_mid():
     ref = cost_curve(bad, "buy", sizes, EXTRAP)
     assert (c.n_snapshots, c.n_dropped) == (ref.n_snapshots, ref.n_dropped) == (0, 1)
     assert np.isnan(c.mean_cost).all()
+
+
+def _walks(acc: CurveAccumulator, px, sz, mid, monkeypatch):
+    """Return (plain-float walk, vectorised walk) of the same rows."""
+    import agent.impact.book_walk as bw
+
+    few = acc.walk(px, sz, mid)
+    with monkeypatch.context() as m:
+        m.setattr(bw, "_FEW_ROWS", 0)
+        vec = acc.walk(px, sz, mid)
+    return few, vec
+
+
+def _assert_same_walk(few, vec, what: str) -> None:
+    for name in ("keep", "keep_at", "ivis", "dvis", "ilast", "dlast", "jdx"):
+        a, b = getattr(few, name), getattr(vec, name)
+        assert a.shape == b.shape and a.dtype == b.dtype, (what, name, a.shape, b.shape)
+        np.testing.assert_array_equal(a, b, err_msg=f"{what}: {name}")
+
+
+@pytest.mark.parametrize("side", ["buy", "sell"])
+@pytest.mark.parametrize("kind", list(BeyondDepth))
+@pytest.mark.parametrize("grid", ["arithmetic", "union", "irregular"])
+def test_walk_of_a_few_rows_in_floats_is_the_vectorised_walk_bit_for_bit(
+    side, kind, grid, monkeypatch
+):
+    """A live window walks one to four rows at a time in plain floats: every array it gives
+    add_walked (bins and coefficient changes) equals the vectorised walk's exactly."""
+    rng = np.random.default_rng(hash((side, str(kind), grid)) % 2**32)
+    if grid == "arithmetic":
+        sizes = np.arange(100.0, 30_001.0, 100.0)
+    elif grid == "union":
+        sizes = np.unique(np.concatenate([np.linspace(m / 50, m, 50) for m in (3e3, 7e3, 2e4)]))
+    else:
+        sizes = np.sort(rng.choice(np.arange(50, 30_000, 7), 9, replace=False)).astype(float)
+    acc = CurveAccumulator(sizes, side, DepthPolicy(kind, penalty_bps=float(rng.uniform(0, 300))))
+    if grid == "irregular":
+        acc._cells = None  # the binary search
+    # The three ways to bin a kink: one division, the table of cells, the binary search.
+    assert (acc._step > 0, acc._cells is not None) == {
+        "arithmetic": (True, False),
+        "union": (False, True),
+        "irregular": (False, False),
+    }[grid]
+    for trial in range(150):
+        n = 1 + trial % 4
+        px, sz, mid = side_arrays(_random_books(rng, n, levels=1 + trial % 10), side)
+        px, sz, mid = px.copy(), sz.copy(), mid.copy()
+        if trial % 7 == 0:
+            mid[rng.integers(n)] = np.nan  # dropped
+        if trial % 11 == 0:
+            sz[rng.integers(n), -1] = np.nan  # a NaN size: an empty level
+        few, vec = _walks(acc, px, sz, mid, monkeypatch)
+        _assert_same_walk(few, vec, f"trial {trial}")
+
+
+def test_walk_of_a_few_rows_leaves_infinite_books_to_the_vectorised_walk(monkeypatch):
+    acc = CurveAccumulator(np.linspace(100, 5000, 20), "buy")
+    batch = _random_books(np.random.default_rng(5), 2)
+    px, sz, mid = (a.copy() for a in side_arrays(batch, "buy"))
+    px[1, 3], sz[0, 2] = np.inf, np.inf
+    assert acc._walk_few(px, sz, mid) is None
+    few, vec = _walks(acc, px, sz, mid, monkeypatch)
+    _assert_same_walk(few, vec, "inf")
+
+
+def test_walk_of_a_few_rows_of_a_real_day_is_the_vectorised_walk(monkeypatch):
+    """Every book of a real day (FROG) in runs of 1 to 4, both sides, the project's grid."""
+    from feeds.readers import read_mbp10
+    from tests.conftest import FROG_DAY, require
+
+    batch = next(iter(read_mbp10(require(FROG_DAY))))
+    for side in ("buy", "sell"):
+        acc = CurveAccumulator(np.linspace(10, 5000, 50), side, EXTRAP)
+        px, sz, mid = side_arrays(batch, side)
+        i, n = 0, 1
+        while i < min(len(batch), 4000):
+            few, vec = _walks(acc, px[i : i + n], sz[i : i + n], mid[i : i + n], monkeypatch)
+            _assert_same_walk(few, vec, f"{side} rows {i}:{i + n}")
+            i, n = i + n, n % 4 + 1
