@@ -377,6 +377,53 @@ def _pieces(
     return pos, delta_vis, delta_last
 
 
+_Levels = tuple[list[float], list[float], list[float], list[float], float, float]
+
+
+def _row_levels(
+    prow: list[float], srow: list[float], m0: float, sell: bool, kind: BeyondDepth, pen: float
+) -> _Levels | None:
+    """``_prepare`` of one kept row in plain floats (the same operations in the same order):
+    ``(d, s, q, c, e, k)``, or None for an infinite price or size (the vectorised walk then).
+
+    ``pen`` is the penalty as a fraction (``penalty_bps * 1e-4``).
+    """
+    d: list[float] = []
+    sh: list[float] = []
+    q: list[float] = []
+    c: list[float] = []
+    qq = cc = 0.0
+    last = 0
+    dl = 0.0
+    for lev, (p, z) in enumerate(zip(prow, srow, strict=True)):
+        if math.isinf(p) or math.isinf(z):
+            return None
+        here = p == p and z > 0  # priced and sized: the level is there
+        if here or not lev:  # level 0 is priced on every kept row
+            last = lev
+            dl = m0 - p if sell else p - m0
+        # else: the distance forward-filled, so an empty level changes no slope
+        sl = z if here else 0.0
+        d.append(dl)
+        sh.append(sl)
+        qq += sl
+        cc += sl * dl
+        q.append(qq)
+        c.append(cc)
+    d_last, s_last = d[-1], sh[last]
+    if kind is BeyondDepth.EXTRAPOLATE:
+        span = q[-1] - 0.5 * s_last - 0.5 * sh[0]
+        k = (d_last - d[0]) / span if span > 0 else 0.0
+        k = k if math.isfinite(k) and k > 0 else 0.0
+        e = d_last + 0.5 * k * s_last
+    elif kind is BeyondDepth.PENALTY:
+        k = 0.0
+        e = d_last + abs(prow[last]) * pen
+    else:
+        k, e = 0.0, d_last
+    return d, sh, q, c, e, k
+
+
 @dataclass(frozen=True, slots=True)
 class WalkedRows:
     """Rows walked on one grid (``CurveAccumulator.walk``): their kinks' bins and coefficient
@@ -591,39 +638,10 @@ class CurveAccumulator:
                 keep.append(False)
                 continue
             keep.append(True)
-            d: list[float] = []
-            sh: list[float] = []
-            q: list[float] = []
-            c: list[float] = []
-            qq = cc = 0.0
-            last = 0
-            dl = 0.0
-            for lev, (p, z) in enumerate(zip(prow, srow, strict=True)):
-                if math.isinf(p) or math.isinf(z):
-                    return None
-                here = p == p and z > 0  # priced and sized: the level is there
-                if here or not lev:  # level 0 is priced on every kept row
-                    last = lev
-                    dl = m0 - p if sell else p - m0
-                # else: the distance forward-filled, so an empty level changes no slope
-                sl = z if here else 0.0
-                d.append(dl)
-                sh.append(sl)
-                qq += sl
-                cc += sl * dl
-                q.append(qq)
-                c.append(cc)
-            d_last, s_last = d[-1], sh[last]
-            if kind is BeyondDepth.EXTRAPOLATE:
-                span = q[-1] - 0.5 * s_last - 0.5 * sh[0]
-                k = (d_last - d[0]) / span if span > 0 else 0.0
-                k = k if math.isfinite(k) and k > 0 else 0.0
-                e = d_last + 0.5 * k * s_last
-            elif kind is BeyondDepth.PENALTY:
-                k = 0.0
-                e = d_last + abs(prow[last]) * pen
-            else:
-                k, e = 0.0, d_last
+            lv = _row_levels(prow, srow, m0, sell, kind, pen)
+            if lv is None:
+                return None
+            d, _, q, c, e, k = lv
             # _pieces: piece l is C(x) = a_l + b_l x on (Q_{l-1}, Q_l]; kinks binned as _bin.
             a_l = b_l = a2 = ab2 = b2 = 0.0
             for lev in range(n_lev):
@@ -909,10 +927,18 @@ def book_curve(batch: BookBatch, side: Side, sizes: ArrayLike, policy: DepthPoli
     if n == 0:
         return CostCurve(x, nan, nan.copy(), 0, nan.copy(), policy, side, 0)
     px, sz, mid = side_arrays(batch, side)
-    p = _prepare(px[n - 1 :], sz[n - 1 :], mid[n - 1 :], policy, side)
-    if p.n_dropped:
+    m0, prow = float(mid[n - 1]), px[n - 1].tolist()
+    if not (math.isfinite(m0) and prow and math.isfinite(prow[0])):
         return CostCurve(x, nan, nan.copy(), 0, nan.copy(), policy, side, 1)
-    d, s, q = p.d[:, 0], p.s[:, 0], p.q[:, 0]
+    pen = policy.penalty_bps * 1e-4
+    lv = _row_levels(prow, sz[n - 1].tolist(), m0, side == "sell", policy.kind, pen)
+    if lv is not None:  # the levels in plain floats, as _prepare gives them
+        d, s, q = np.array(lv[0]), np.array(lv[1]), np.array(lv[2])
+        e, k = lv[4], lv[5]
+    else:  # an infinite price or size: numpy's own rules for it
+        p = _prepare(px[n - 1 :], sz[n - 1 :], mid[n - 1 :], policy, side)
+        d, s, q = p.d[:, 0], p.s[:, 0], p.q[:, 0]
+        e, k = float(p.e[0]), float(p.k[0])
     q_prev = np.concatenate(([0.0], q[:-1]))
     cost = (np.clip(x[None, :] - q_prev[:, None], 0.0, s[:, None]) * d[:, None]).sum(axis=0)
     r = np.maximum(x - q[-1], 0.0)
@@ -920,7 +946,7 @@ def book_curve(batch: BookBatch, side: Side, sizes: ArrayLike, policy: DepthPoli
     if policy.kind is BeyondDepth.REFUSE:
         cost[beyond] = np.nan
     else:
-        cost += r * (p.e[0] + 0.5 * p.k[0] * r)
+        cost += r * (e + 0.5 * k * r)
     std = np.where(np.isnan(cost), np.nan, 0.0)
     return CostCurve(x, cost, std, 1, beyond.astype(np.float64), policy, side, 0)
 
