@@ -332,6 +332,12 @@ class StrategyParamsConfig(StrictModel):
     timing risk) plans within it, relaxed only when the deadline needs it; every strategy's
     child is cut to it before it is sent (``mpc.child_capped``), in every period but the last,
     relaxed by the solver's factor when the periods left cannot hold the rest at that rate.
+    ``decision_lead_ms``: decide each period this long before it starts, on the books known
+    then (as if the feed were silent until the period's start), and send the child at the
+    start: the child then leaves with the first book of its period instead of after a whole
+    decision, at the price of the last ``decision_lead_ms`` of books (event time; 0: decide at
+    the start, on every book up to it; below every order's ``period_s``; only with the
+    aggressive tactic).
     """
 
     pov_rate: float = Field(0.10, gt=0, le=1)
@@ -342,6 +348,7 @@ class StrategyParamsConfig(StrictModel):
     final_retry_s: float = Field(15.0, gt=0)
     scenario_weights: tuple[float, float, float] = (0.5, 0.25, 0.25)
     on_solve_failure: Literal["twap", "pause"] = "twap"
+    decision_lead_ms: float = Field(0.0, ge=0, le=3_600_000, allow_inf_nan=False)
 
     @field_validator("scenario_weights")
     @classmethod
@@ -548,6 +555,11 @@ class AgentConfig(StrictModel):
                 "orders: no [[orders]] table (a daemon without one needs [control] socket and "
                 "keep_running = true, to take parent orders on the socket)"
             )
+        if self.tactic.kind != "aggressive" and self.strategy.decision_lead_ms:
+            raise ValueError(
+                "strategy.decision_lead_ms: a decision ahead of its period is not supported with "
+                f"tactic.kind = {self.tactic.kind} (its slices follow the book through the period)"
+            )
         if self.tactic.kind == "passive" and self.feed.kind == "websocket":
             raise ValueError(
                 "tactic.kind: passive needs per-row trades for its queue model, which the "
@@ -560,6 +572,11 @@ class AgentConfig(StrictModel):
             if o.id in seen:
                 raise ValueError(f"orders[{i}].id: duplicate order id {o.id!r}")
             seen.add(o.id)
+            if st.decision_lead_ms and st.decision_lead_ms >= o.period_s * 1000:
+                raise ValueError(
+                    f"orders[{i}].period_s: strategy.decision_lead_ms ({st.decision_lead_ms:g}) "
+                    f"must be below the period ({o.period_s:g} s)"
+                )
             if (
                 o.risk_aversion
                 and st.kind == "mpc"

@@ -115,6 +115,7 @@ def parent_params(order: OrderConfig, cfg: AgentConfig, id_tag: str = "") -> Par
         max_children=cap_n,
         max_child_multiple=cfg.strategy.max_child_multiple,
         max_participation=cfg.strategy.max_participation,
+        lead_ns=round(cfg.strategy.decision_lead_ms * 1e6),
         id_tag=id_tag,
     )
 

@@ -183,9 +183,11 @@ def _config(
     decisions_per_s: float,
     reader: str = "loop",
     fix_port: int | None = None,
+    lead_ms: float = 0.0,
 ) -> str:
     """The daemon's TOML: simulated broker, or with ``fix_port`` FIX to that loopback port
-    (journal and sequence store next to the config)."""
+    (journal and sequence store next to the config); ``lead_ms`` (wall ms) is the decision
+    lead, ``strategy.decision_lead_ms`` in event time."""
     speed = rate / len(SYMBOLS) * DT_EVENT_NS / 1e9  # event seconds per wall second
     period_s = speed / decisions_per_s
     start = T0_NS + int(speed * WARMUP_WALL_S * 1e9)
@@ -207,6 +209,7 @@ def _config(
         *_broker_lines(fix_port),
         "[strategy]",
         'model = "quadratic"',
+        *([f"decision_lead_ms = {lead_ms * speed:.3f}"] if lead_ms else []),
     ]
     for k, sym in enumerate(SYMBOLS):
         lines += [
@@ -371,6 +374,7 @@ def run_rate(
     decisions_per_s: float,
     reader: str = "loop",
     broker: str = "simulated",
+    lead_ms: float = 0.0,
 ) -> dict[str, float]:
     with tempfile.TemporaryDirectory(prefix="bench_live_") as tmp:
         d = Path(tempfile.mkdtemp(prefix="bench_live_keep_")) if KEEP else Path(tmp)
@@ -392,7 +396,7 @@ def run_rate(
         try:
             urls = json.loads(srv.stdout.readline())["urls"]
             cfg = d / "live.toml"
-            cfg.write_text(_config(urls, rate, seconds, decisions_per_s, reader, fix_port))
+            cfg.write_text(_config(urls, rate, seconds, decisions_per_s, reader, fix_port, lead_ms))
             log = (d / "daemon.log").open("w")
             prof = ["-m", "cProfile", "-o", str(d / "daemon.prof")] if PROFILE else []
             daemon = subprocess.Popen(
@@ -526,6 +530,13 @@ def main() -> None:
         help='"simulated": to the child handed to the broker; "fix": to the NewOrderSingle '
         "written to the socket of a FIX session with exec-agent serve-venue",
     )
+    ap.add_argument(
+        "--lead-ms",
+        type=float,
+        default=0.0,
+        help="strategy.decision_lead_ms, in wall ms (the bench's event time runs faster): each "
+        "period decided this long before it starts, its child sent at the start; 0: off",
+    )
     ap.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--rate", type=float, default=1000.0, help=argparse.SUPPRESS)
     ap.add_argument("--out", type=Path, default=None, help=argparse.SUPPRESS)
@@ -547,6 +558,10 @@ def main() -> None:
             "latency = frame sent -> "
             "order.submitted logged (receipt + loopback transit -> child handed to the broker)"
         )
+    if args.lead_ms:
+        print(
+            f"decision lead: {args.lead_ms:g} wall ms before each period (its child at the start)"
+        )
     print(
         f"{'target/s':>8} {'sent/s':>7} {'children':>8} {'p50 ms':>7} {'p99 ms':>7} "
         f"{'p99.9 ms':>8} {'max ms':>7} {'processed':>9} {'conflated':>9} {'dropped':>7} "
@@ -556,7 +571,9 @@ def main() -> None:
         runs = []
         for _ in range(args.repeats):
             load = os.getloadavg()[0]
-            r1 = run_rate(rate, args.seconds, args.decisions_per_s, args.reader, args.broker)
+            r1 = run_rate(
+                rate, args.seconds, args.decisions_per_s, args.reader, args.broker, args.lead_ms
+            )
             runs.append(r1 | {"load": load})
         r = {k: statistics.median(x[k] for x in runs) for k in runs[0] if k != "exit"}
         r["exit"] = ",".join(str(x["exit"]) for x in runs)

@@ -94,6 +94,7 @@ def sim_params(cfg: BacktestConfig, lot: int | None = None) -> SimParams:
         ac_risk_aversion=s.ac_risk_aversion,
         risk_aversion=s.risk_aversion,
         max_child_multiple=s.max_child_multiple,
+        decision_lead_ms=s.decision_lead_ms,
         forecast=s.forecast,
         prior_profile=s.prior_profile,
         max_participation=s.max_participation,

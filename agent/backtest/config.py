@@ -214,6 +214,17 @@ class BacktestConfig(StrictModel):
                 "broker.latency_ms: must be shorter than backtest.period_s and "
                 "strategy.final_retry_s (a child settles before the next decision)"
             )
+        lead = self.strategy.decision_lead_ms
+        if lead and lead >= self.backtest.period_s * 1000:
+            raise ValueError(
+                f"strategy.decision_lead_ms: {lead:g} must be below backtest.period_s "
+                f"({self.backtest.period_s:g} s)"
+            )
+        if lead and set(self.backtest.tactics) - {"aggressive"}:
+            raise ValueError(
+                "strategy.decision_lead_ms: a decision ahead of its period is only supported "
+                'with the "aggressive" tactic (backtest.tactics)'
+            )
         return self
 
     def start_s(self) -> int:

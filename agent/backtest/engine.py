@@ -84,6 +84,7 @@ class SimParams:
     scenario_weights: tuple[float, float, float] = (0.5, 0.25, 0.25)
     unfilled_penalty_bps: float = 0.0
     max_child_multiple: float = 10.0
+    decision_lead_ms: float = 0.0
     incremental: bool = True
     forecast: str = "adaptive"
     prior_profile: bool = True
@@ -322,6 +323,7 @@ def simulate(
         max_window_rows=p.max_window_rows,
         max_child_multiple=p.max_child_multiple,
         max_participation=p.max_participation,
+        lead_ns=round(p.decision_lead_ms * 1e6),
     )
     session = SymbolSession(day.symbol, [])
     estimator = None

@@ -167,7 +167,10 @@ class IncrementalCurve:
         if self._pending_rows < max(min_rows, self._n_rows // _MAX_CHUNKS):
             return False
         if self._last_read_ns is not None and t < self._last_read_ns:
-            raise ValueError(f"settle at {t} after a read at {self._last_read_ns}")
+            # A decision ahead of its period read the window at the period's start; books from
+            # before that instant still come in. They are walked in as of that read: the window
+            # already left its old rows behind there.
+            t = self._last_read_ns
         self._settled_ns = max(self._settled_ns, t)
         self._cached = None
         self._absorb(t)

@@ -173,6 +173,9 @@ class ParentParams:
         max_participation: At most this share of each period's expected market volume (from
             the feed's trades; 0 = off): the MPC's solver cap, and a pre-trade gate that cuts
             any strategy's child to it in every period but the last.
+        lead_ns: Decide each period this long before it starts, on the books known then (the
+            decision is the one at the period's start with no later book), and send its child
+            at the start (0: decide at the start). Below ``period_ns``; aggressive tactic only.
         id_tag: Extra component of the client order ids (a run tag: ids unique across runs).
     """
 
@@ -192,6 +195,7 @@ class ParentParams:
     max_children: int = 0
     max_child_multiple: float = 0.0
     max_participation: float = 0.0
+    lead_ns: int = 0
     id_tag: str = ""
 
 
@@ -289,6 +293,8 @@ class ParentCore:
         aggregate: AggregateGates | None = None,
     ) -> None:
         p = params
+        if not 0 <= p.lead_ns < p.period_ns:
+            raise ValueError(f"lead_ns must be in [0, period_ns), got {p.lead_ns}")
         self.estimator = estimator
         self.aggregate = aggregate
         # Traded volume per period, for the participation cap (p.max_participation).
@@ -337,6 +343,9 @@ class ParentCore:
         self.tactic: Tactic | None = None  # None: every child an IOC (``set_tactic``)
         self._touch = (math.nan, math.nan)
         self._wait_step: PolicyStep | None = None
+        # decided ahead (p.lead_ns), sent at the period's start: (start, k, mpc qty, its step,
+        # twap qty)
+        self._held: tuple[int, int, float, PolicyStep, float | None] | None = None
 
     # -- inputs ---------------------------------------------------------------------------------
     @property
@@ -357,14 +366,19 @@ class ParentCore:
 
     def set_tactic(self, config: TacticConfig) -> None:
         """Work each period's child with ``config``'s tactic (``agent.core.tactic``)."""
+        if self.p.lead_ns and config.kind != "aggressive":
+            raise ValueError(f"a decision lead needs the aggressive tactic, not {config.kind}")
         sizes = np.geomspace(
             max(float(self.p.lot), 1.0), max(self.p.quantity, 2.0 * self.p.lot), 12
         )
         self.tactic = Tactic(config, self.side, sizes)
 
     def next_time(self) -> int | None:
-        """Return the next time the core acts, ns: a decision, or a wake of the tactic."""
+        """Return the next time the core acts, ns: a decision, the send of a child decided
+        ahead, or a wake of the tactic."""
         t = self._schedule_time()
+        if self._held is not None:
+            t = self._held[0] if t is None else min(t, self._held[0])
         w = self.tactic.next_wake() if self.tactic is not None and not self.done else None
         if w is None or t is None:
             return t
@@ -384,7 +398,7 @@ class ParentCore:
         if self.done:
             return None
         if self.k_next < self.grid.n:
-            return self.grid.start_of(self.k_next)
+            return self.grid.start_of(self.k_next) - self.p.lead_ns
         if self._retry_next < self.p.end_ns:
             return self._retry_next
         return self.p.end_ns
@@ -464,6 +478,11 @@ class ParentCore:
         out: list[Action] = []
         if math.isnan(self.arrival_mid) and math.isfinite(self.last_mid):
             self.arrival_mid = self.last_mid
+        if self._held is not None and t_ns >= self._held[0]:
+            self._release(env, out)
+            sched = self._schedule_time()
+            if sched is None or t_ns < sched:
+                return out  # the send of the child decided ahead only
         if self.tactic is not None and self.tactic.live:
             w = self.tactic.next_wake()
             if w is not None and w <= t_ns:
@@ -494,8 +513,10 @@ class ParentCore:
                 )
                 return out
             if k == n - 1:
-                self._retry_next = t_ns + int(self.p.final_retry_s * _NS)
-            self._decide(k, t_ns, env, out)
+                self._retry_next = self.grid.start_of(k) + int(self.p.final_retry_s * _NS)
+            # Decided ahead (lead_ns): the decision at the period's start, with the books known
+            # now; its child leaves at the start (``_release``).
+            self._decide(k, t_ns + self.p.lead_ns, env, out)
         elif t_ns < self.p.end_ns:
             self._retry_next = t_ns + int(self.p.final_retry_s * _NS)
             for leg in self.legs:
@@ -584,13 +605,32 @@ class ParentCore:
             "solve_ms": round(d.solve_ms, 4),
             "mid": self.last_mid if math.isfinite(self.last_mid) else None,
         }
+        if self.p.lead_ns:  # decided this long before ts_ns, on the books known then
+            fields["lead_ms"] = self.p.lead_ns / 1e6
         for key, v in step.fields.items():
             fields.setdefault(key, v)
         out.append(Log("info", "mpc.step", fields))
-        self._send(self.mpc, d.child_qty, t_ns, env, out, k=k, step=step)
+        twap_qty = None
         if self.twap is not None:
-            ts = self.twap.policy.decide(self._input(self.twap, k, t_ns))
-            self._send(self.twap, ts.decision.child_qty, t_ns, env, out, k=k)
+            twap_qty = self.twap.policy.decide(self._input(self.twap, k, t_ns)).decision.child_qty
+        if self.p.lead_ns:
+            self._held = (t_ns, k, d.child_qty, step, twap_qty)
+            return
+        self._send(self.mpc, d.child_qty, t_ns, env, out, k=k, step=step)
+        if self.twap is not None and twap_qty is not None:
+            self._send(self.twap, twap_qty, t_ns, env, out, k=k)
+
+    def _release(self, env: Env, out: list[Action]) -> None:
+        """Send the children decided ahead, at their period's start: sized, gated and priced
+        by the tracker and the book of now (a fill, a reject or a halt since is seen)."""
+        assert self._held is not None
+        t_ns, k, qty, step, twap_qty = self._held
+        self._held = None
+        if self.done:
+            return
+        self._send(self.mpc, qty, t_ns, env, out, k=k, step=step)
+        if self.twap is not None and twap_qty is not None:
+            self._send(self.twap, twap_qty, t_ns, env, out, k=k)
 
     def _send(
         self,
@@ -868,6 +908,7 @@ class ParentCore:
             return []
         self.cancelled = True
         self.done = True
+        self._held = None
         return [
             Log(
                 "warning",

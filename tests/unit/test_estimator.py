@@ -278,9 +278,11 @@ def test_a_second_read_at_the_same_time_is_the_first():
     assert inc.curve(t) is not a
 
 
-def test_settle_walks_rows_before_the_read_and_refuses_to_go_back():
+def test_settle_walks_rows_before_the_read_and_a_settle_before_a_read_is_as_of_it():
     """``settle`` does a read's walk early: queued rows are taken in (once enough wait), the
-    read at that time finds nothing left to walk, and no later read may be earlier."""
+    read at that time finds nothing left to walk. A settle earlier than the last read (books
+    from before a decision taken ahead of its period, ``ParentParams.lead_ns``) walks them in
+    as of that read: the next read equals the window computed from scratch."""
     rng = np.random.default_rng(3)
     batch = _synthetic(rng, 300)
     ts = batch.ts_event_ns
@@ -294,9 +296,21 @@ def test_settle_walks_rows_before_the_read_and_refuses_to_go_back():
     ref.push(batch.slice(0, 200))
     t = int(ts[199]) + 1
     np.testing.assert_allclose(inc.curve(t).mean_cost, ref.curve(t).mean_cost, rtol=1e-12)
-    inc.push(batch.slice(200, 300))
-    with pytest.raises(ValueError, match="after a read"):
-        inc.settle(int(ts[150]), min_rows=1)
+    # Read ahead at ts[260]; books up to ts[259] arrive after it and settle at their own times.
+    ahead = int(ts[260])
+    inc.curve(ahead)
+    ref.curve(ahead)
+    for i in range(200, 260, 20):
+        inc.push(batch.slice(i, i + 20))
+        ref.push(batch.slice(i, i + 20))
+        inc.settle(int(ts[i + 19]), min_rows=1)
+    inc.push(batch.slice(260, 300))
+    ref.push(batch.slice(260, 300))
+    t2 = int(ts[299]) + 1
+    np.testing.assert_allclose(inc.curve(t2).mean_cost, ref.curve(t2).mean_cost, rtol=1e-12)
+    full = IncrementalCurve("buy", np.linspace(10, 600, 20), DepthPolicy(), 10**12)
+    full.push(batch)
+    np.testing.assert_allclose(inc.curve(t2).mean_cost, full.curve(t2).mean_cost, rtol=1e-12)
 
 
 def test_a_read_before_the_last_settle_is_read_at_the_settle():
