@@ -91,6 +91,27 @@ class SolveResult:
         return self.status is SolveStatus.OPTIMAL
 
 
+_set_x, _set_cost, _set_lam, _set_status, _set_message, _set_n_iter = (
+    getattr(SolveResult, f).__set__ for f in ("x", "cost", "lam", "status", "message", "n_iter")
+)
+
+
+def _optimal(x: NDArray[np.float64], cost: float, lam: float, message: str) -> SolveResult:
+    """Return ``SolveResult(x, cost, lam, OPTIMAL, message)``, built through its slots.
+
+    The same object; a frozen dataclass's ``__init__`` sets each field by
+    ``object.__setattr__`` and costs about as much as the fast path's arithmetic.
+    """
+    r = object.__new__(SolveResult)
+    _set_x(r, x)
+    _set_cost(r, cost)
+    _set_lam(r, lam)
+    _set_status(r, SolveStatus.OPTIMAL)
+    _set_message(r, message)
+    _set_n_iter(r, 0)
+    return r
+
+
 def quadratic_cost(
     x: NDArray[np.float64], beta: NDArray[np.float64], gamma: NDArray[np.float64]
 ) -> float:
@@ -167,6 +188,13 @@ def _waterfill(
 _sum = np.add.reduce
 _min = np.minimum.reduce
 _max = np.maximum.reduce
+_dot = np.dot
+_less = np.less
+_count = np.count_nonzero
+# Newton steps on lam the fast path takes before it sorts instead (each is O(H); an MPC
+# re-solve needs 1 to 4, an adversarial instance up to H).
+_NEWTON_STEPS = 8
+_NOTHING = "nothing to allocate"
 
 
 def _waterfill_uncapped(
@@ -174,47 +202,87 @@ def _waterfill_uncapped(
 ) -> SolveResult | None:
     """Solve the uncapped, strictly convex case (every ``gamma_t > 0``) in a few array passes.
 
-    The MPC's common case, on its per-decision path. With the periods that trade (``A``),
-    ``lam = (S + sum_A beta_t/(2 gamma_t)) / sum_A 1/(2 gamma_t)``: when every period has
-    ``beta_t < lam`` (the usual case) that is the KKT point with ``A`` all periods, found in one
-    pass; otherwise ``A`` is the k cheapest by beta, found from prefix sums after one sort.
-    The same point ``_waterfill`` finds from all the breakpoints. Returns None (the general
-    path decides) for input outside this case or S <= 0.
+    The MPC's common case, on its per-decision path, where the cost is numpy's per-call
+    overhead rather than the arithmetic: every pass here is one numpy call. With the periods
+    that trade (``A``), ``lam = (S + sum_A beta_t/(2 gamma_t)) / sum_A 1/(2 gamma_t)``. When every
+    period has ``beta_t < lam`` (the usual case) that is the KKT point with ``A`` all periods.
+    Otherwise Newton's method on ``f(lam) = sum_t max(0, lam - beta_t)/(2 gamma_t) = S`` from
+    that first ``lam`` (an upper bound: f is convex) only lowers ``lam`` and drops periods,
+    and stops when the set ``{beta_t < lam}`` no longer changes: then ``lam`` is its KKT point
+    exactly. If it takes more than a few steps, ``_sorted_kkt`` finds ``A`` after one sort. The
+    same point ``_waterfill`` finds from all the breakpoints. Returns None (the general path
+    decides) for input outside this case or S < 0.
     """
-    if not (S > 0 and math.isfinite(S)):
+    if not 0 <= S < math.inf:
         return None
-    # Direct ufunc reductions: ndarray.sum/min/max add a Python-level wrapper per call.
-    if not (_min(g) > 0 and _min(b) >= 0 and _max(g) < math.inf):
+    # Direct ufunc calls: ndarray.sum/min/max add a Python-level wrapper per call. g > 0 first
+    # (no division warning); a NaN fails every comparison; b = inf makes lam inf.
+    if not (_min(g) > 0 and _min(b) >= 0):
         return None  # a linear period, a negative or NaN parameter: the general path says
+    if S == 0:
+        if not (_max(g) < math.inf and _max(b) < math.inf):
+            return None
+        return _optimal(np.zeros(b.size), 0.0, math.nan, _NOTHING)
     inv = 0.5 / g
-    lam = (S + float(b @ inv)) / float(_sum(inv))
-    if not math.isfinite(lam):
+    lam = (S + float(_dot(b, inv))) / float(_sum(inv))
+    if not lam < math.inf:
         return None
-    if _max(b) < lam:  # every period trades (the usual case: one pass)
-        x = lam - b  # > 0 exactly: lam > b_t, and a float subtraction keeps the sign
-        x *= inv
-    else:
-        # Some periods are too dear: sort by beta; with the k cheapest trading,
-        # lam_k = (S + B_k) / A_k (prefix sums). lam_k only falls while the next period's beta
-        # is below it, so the first k whose successor is priced at or above lam_k is the one.
-        order = np.argsort(b, kind="stable")
-        bs = b[order]
-        iv = inv[order]
-        lam_k = np.cumsum(bs * iv)
-        lam_k += S
-        lam_k /= np.cumsum(iv)
-        stop = lam_k[:-1] <= bs[1:]
-        k = int(np.argmax(stop)) if stop.any() else b.size - 1
-        lam = float(lam_k[k])
+    x = lam - b
+    x *= inv
+    # x > 0 everywhere: every period trades (beta_t < lam) and no gamma_t is inf (inv_t > 0).
+    if not _min(x) > 0:
+        if not _max(g) < math.inf:
+            return None
+        H = b.size
+        M = np.empty((2, H))  # sum_A 1/(2 gamma_t) and sum_A beta_t/(2 gamma_t) in one product
+        M[0] = inv
+        np.multiply(b, inv, out=M[1])
+        n = H
+        for _ in range(_NEWTON_STEPS):
+            on = _less(b, lam)  # the periods priced below lam
+            n_on = int(_count(on))
+            if n_on == n:  # nested sets {beta < lam}: same count, same set: the KKT point
+                break
+            if n_on == 0:  # lam rounded onto the cheapest beta (1/gamma beyond float range)
+                return None
+            n = n_on
+            A, B = _dot(M, on).tolist()
+            lam = (S + B) / A
+        else:
+            lam = _sorted_kkt(b, inv, S)
         x = lam - b
         np.maximum(x, 0.0, out=x)
         x *= inv
-    resid = S - float(_sum(x))
-    if resid != 0.0:  # round-off: on a period that trades (priced at lam, room unbounded)
-        j = 0 if x[0] > abs(resid) else int(np.argmax(x))
-        x[j] += max(resid, -x[j])
-    cost = float(x @ (b + g * x))
-    return SolveResult(x, cost, lam, SolveStatus.OPTIMAL, "exact")
+    sx = float(_sum(x))
+    # On a period that trades g_t x_t = (lam - beta_t) / 2: its cost is x_t (lam + beta_t) / 2.
+    cost = 0.5 * (lam * sx + float(_dot(b, x)))
+    resid = S - sx
+    if resid != 0.0:  # round-off: on a period that trades (priced at lam, room unbounded),
+        # period 0 when that moves its marginal cost by under 1e-9 relative, else the largest
+        j = 0 if float(x[0]) * 1e-9 > abs(resid) else int(np.argmax(x))
+        xj = float(x[j])
+        d = max(resid, -xj)
+        cost += d * (float(b[j]) + float(g[j]) * (2.0 * xj + d))
+        x[j] = xj + d
+    return _optimal(x, cost, lam, "exact")
+
+
+def _sorted_kkt(b: NDArray[np.float64], inv: NDArray[np.float64], S: float) -> float:
+    """Return the uncapped KKT multiplier from one sort by beta (``inv = 1/(2 gamma)``).
+
+    With the k cheapest periods trading, ``lam_k = (S + B_k) / A_k`` (prefix sums). ``lam_k``
+    only falls while the next period's beta is below it, so the first k whose successor is
+    priced at or above ``lam_k`` is the one.
+    """
+    order = np.argsort(b, kind="stable")
+    bs = b[order]
+    iv = inv[order]
+    lam_k = np.cumsum(bs * iv)
+    lam_k += S
+    lam_k /= np.cumsum(iv)
+    stop = lam_k[:-1] <= bs[1:]
+    k = int(np.argmax(stop)) if stop.any() else b.size - 1
+    return float(lam_k[k])
 
 
 def solve_quadratic(
@@ -448,7 +516,7 @@ def solve_piecewise_linear(costs: CostSet, S: float, caps: ArrayLike | None = No
     u, early = _precheck(costs, S, caps)
     if early is not None:
         return early
-    one = costs.blocks[0][0] if costs._whole else None
+    one = costs._model if costs._whole else None
     if (
         isinstance(one, PiecewiseLinearCost)
         and one.knots.shape == one.slopes.shape
@@ -552,7 +620,7 @@ def solve_auto(
     KKT. ``lot`` gives the exact integer-lot optimum in every case.
     """
     if caps is None and lot is None and costs._whole:  # the MPC's call: straight to the point
-        m = costs.blocks[0][0]
+        m = costs._model
         if type(m) is QuadraticCost and m.beta.shape == m.gamma.shape == (costs.H,):
             fast = _waterfill_uncapped(m.beta, m.gamma, float(S))
             if fast is not None:

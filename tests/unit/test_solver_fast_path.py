@@ -57,8 +57,12 @@ def test_fast_path_equals_general_waterfill(case):
         ([0.1, np.nan], [1e-3, 1e-3], 10.0),  # NaN
         ([0.1, -0.2], [1e-3, 1e-3], 10.0),  # negative beta
         ([0.1, 0.2], [1e-3, np.inf], 10.0),  # infinite gamma
-        ([0.1, 0.2], [1e-3, 1e-3], 0.0),  # nothing to allocate
         ([0.1, 0.2], [1e-3, 1e-3], -1.0),  # negative S
+        ([0.1, 0.2], [1e-3, 1e-3], np.inf),  # infinite S
+        ([0.1, np.inf], [1e-3, 1e-3], 10.0),  # infinite beta
+        ([0.1, 0.2], [1e-3, 0.0], 0.0),  # nothing to allocate, but a linear period
+        ([0.1, np.nan], [1e-3, 1e-3], 0.0),  # nothing to allocate, but NaN
+        ([0.1, 0.2], [1e-3, np.inf], 0.0),  # nothing to allocate, but infinite gamma
     ],
 )
 def test_fast_path_leaves_edge_cases_to_the_general_path(b, g, S):
@@ -66,8 +70,18 @@ def test_fast_path_leaves_edge_cases_to_the_general_path(b, g, S):
     assert _waterfill_uncapped(b, g, S) is None
     out, ref = solve_quadratic(b, g, S), _general(b, g, S)
     assert out.status is ref.status
+    assert out.message == ref.message
     if ref.status is SolveStatus.OPTIMAL:
         assert out.cost == pytest.approx(ref.cost, rel=1e-12)
+
+
+def test_nothing_to_allocate_is_answered_by_the_fast_path_as_the_general_one_does():
+    b, g = np.array([0.1, 0.2, 0.0]), np.array([1e-3, 1e-3, 2e-3])
+    fast, ref = _waterfill_uncapped(b, g, 0.0), _general(b, g, 0.0)
+    assert fast is not None
+    assert (fast.status, fast.message, fast.cost) == (ref.status, ref.message, ref.cost)
+    np.testing.assert_array_equal(fast.x, ref.x)
+    assert np.isnan(fast.lam) and np.isnan(ref.lam)
 
 
 def test_cost_set_of_shares_the_model_and_still_checks_other_sets():
@@ -127,3 +141,132 @@ def test_piecewise_linear_one_block_path_equals_the_general_one(case):
     assert fast.cost == pytest.approx(costs.total(fast.x), rel=1e-12)  # the cost of its x
     np.testing.assert_allclose(fast.x, ref.x, rtol=1e-9, atol=1e-9 * S)
     assert fast.lam == ref.lam
+
+
+# --- the per-decision path (issue 15): Newton steps, the sorted fallback, receding horizon ----
+
+
+def _kkt_certificate(b, g, S, res):
+    """Assert the KKT conditions of the uncapped problem at ``res`` (independent of any solver):
+    x >= 0 summing to S, marginal cost = lam where x > 0 and >= lam where x = 0."""
+    x, lam = res.x, res.lam
+    assert np.all(x >= 0)
+    assert x.sum() == pytest.approx(S, rel=1e-13)
+    marg = b + 2 * g * x
+    on = x > 0
+    np.testing.assert_allclose(marg[on], lam, rtol=1e-9)
+    assert np.all(b[~on] >= lam * (1 - 1e-12))
+    assert res.cost == pytest.approx(float(np.sum(b * x + g * x * x)), rel=1e-13)
+
+
+def _random_cases():
+    rng = np.random.default_rng(2026)
+    for H in (1, 2, 5, 17, 100, 390, 2000):
+        for kind in ("uniform", "decades", "tied_beta", "one_cheap", "tiny_gamma"):
+            if kind == "uniform":
+                b, g = rng.uniform(0.005, 0.05, H), rng.uniform(1e-6, 1e-4, H)
+            elif kind == "decades":  # beta and gamma over many decades
+                b, g = 10 ** rng.uniform(-6, 1, H), 10 ** rng.uniform(-9, 0, H)
+            elif kind == "tied_beta":  # a few beta levels, many exact ties among dear periods
+                b = rng.choice([0.01, 0.02, 0.03, 0.05], H)
+                g = rng.uniform(1e-6, 1e-4, H)
+            elif kind == "one_cheap":  # one period far cheaper than the rest, beta = 0 there
+                b, g = rng.uniform(1.0, 2.0, H), np.full(H, 1e-3)
+                b[rng.integers(H)] = 0.0
+            else:  # tiny gamma: 1/(2 gamma) near 1e14
+                b, g = rng.uniform(0.0, 0.1, H), 10 ** rng.uniform(-14, -10, H)
+            for S in (1e-6, 3.0, 5e4, 1e9):
+                yield kind, b, g, S
+
+
+@pytest.mark.parametrize("newton_steps", [8, 0])  # 0: every non-trivial case by the sort
+@pytest.mark.parametrize(
+    "case", list(_random_cases()), ids=lambda c: f"{c[0]}-H{c[1].size}-S{c[3]:g}"
+)
+def test_fast_path_matches_general_waterfill_and_kkt(case, newton_steps, monkeypatch):
+    import agent.mpc.solvers as solvers
+
+    monkeypatch.setattr(solvers, "_NEWTON_STEPS", newton_steps)
+    _, b, g, S = case
+    fast = _waterfill_uncapped(b, g, S)
+    ref = _general(b, g, S)
+    assert fast is not None and fast.status is ref.status is SolveStatus.OPTIMAL
+    _kkt_certificate(b, g, S, fast)
+    assert fast.cost - ref.cost <= 1e-12 * ref.cost  # never worse than the general path
+    if ref.cost - fast.cost > 1e-12 * ref.cost:
+        # Better by more only where the general path is off its own KKT point: it puts the
+        # round-off S - sum(x) on period 0 whatever its price, and when 1/(2 gamma) is huge
+        # (or S tiny) that round-off is a sizeable part of S.
+        on = ref.x > 0
+        assert np.max(b[on] + 2 * g[on] * ref.x[on]) > ref.lam * (1 + 1e-9)
+        assert np.argmax(b[on] + 2 * g[on] * ref.x[on]) == 0 and on[0]
+
+
+def test_many_newton_steps_fall_back_to_the_sort(monkeypatch):
+    """Evenly spread betas and a tiny S: each Newton step drops about half the periods, more
+    steps than the fast path takes; the sorted prefix sums then give the same point."""
+    import agent.mpc.solvers as solvers
+
+    calls = []
+    real = solvers._sorted_kkt
+    monkeypatch.setattr(solvers, "_sorted_kkt", lambda *a: calls.append(1) or real(*a))
+    H = 5000
+    b, g = np.linspace(0.0, 1.0, H), np.full(H, 1e-2)
+    S = 1e-3
+    fast = _waterfill_uncapped(b, g, S)
+    assert calls == [1]
+    _kkt_certificate(b, g, S, fast)
+
+
+def test_huge_horizon():
+    rng = np.random.default_rng(9)
+    H = 200_000
+    b, g = rng.uniform(0.005, 0.05, H), rng.uniform(1e-6, 1e-4, H)
+    for S in (1e3, 1e8):
+        fast = _waterfill_uncapped(b, g, S)
+        ref = _general(b, g, S)
+        assert abs(fast.cost - ref.cost) <= 1e-12 * ref.cost + 16 * np.spacing(S) * b.max()
+        _kkt_certificate(b, g, S, fast)
+
+
+def test_zero_gamma_and_caps_still_take_the_general_path():
+    b, g = np.array([0.01, 0.02, 0.015]), np.array([1e-4, 0.0, 2e-4])
+    costs = CostSet.of(QuadraticCost(b, g), 3)
+    for S in (0.0, 10.0, 1e4):
+        out, ref = solve_auto(costs, S), _general(b, g, S)
+        assert (out.status, out.message) == (ref.status, ref.message)
+        np.testing.assert_array_equal(out.x, ref.x)
+    caps = np.array([50.0, np.inf, 20.0])
+    out = solve_auto(CostSet.of(QuadraticCost(b, g * 0 + 1e-4), 3), 100.0, caps=caps)
+    ref = solve_quadratic(b, g * 0 + 1e-4, 100.0, caps=caps)
+    assert out.cost == ref.cost and np.all(out.x <= caps)
+
+
+@pytest.mark.parametrize("kind", ["profile", "random"])
+@pytest.mark.parametrize("N", [40, 390])
+def test_receding_horizon_run_equals_the_general_path(kind, N):
+    """The bench's MPC run (re-solve k..N-1 at every k with new costs, send x[0]): the executed
+    cost of the fast path equals the general water-filling's to 1e-12 relative."""
+    rng = np.random.default_rng(N)
+    if kind == "profile":
+        m = 1.0 + 0.5 * np.cos(np.linspace(0.0, 2.0 * np.pi, N))
+        B = 0.01 * np.exp(rng.normal(0.0, 0.1, N))[:, None] * m
+        G = 2e-5 * np.exp(rng.normal(0.0, 0.2, N))[:, None] * m
+    else:
+        B, G = rng.uniform(0.005, 0.05, (N, N)), rng.uniform(1e-6, 1e-4, (N, N))
+    cost = {}
+    for general in (False, True):
+        left, c = 50_000.0, 0.0
+        for k in range(N):
+            b, g = B[k, k:], G[k, k:]
+            if general:
+                res = solve_quadratic(b, g, left, caps=np.full(N - k, np.inf))
+            else:
+                res = solve_auto(CostSet.of(QuadraticCost(b, g), N - k), left)
+            assert res.status is SolveStatus.OPTIMAL
+            x0 = float(res.x[0])
+            c += B[k, k] * x0 + G[k, k] * x0 * x0
+            left -= x0
+        cost[general] = c
+        assert left == pytest.approx(0.0, abs=1e-6)
+    assert abs(cost[False] - cost[True]) <= 1e-12 * cost[True]
