@@ -6,7 +6,13 @@ import numpy as np
 import pytest
 
 from agent.mpc.costs import CostSet, QuadraticCost
-from agent.mpc.solvers import SolveStatus, _waterfill_uncapped, solve_auto, solve_quadratic
+from agent.mpc.solvers import (
+    SolveStatus,
+    _waterfill_uncapped,
+    quadratic_cost,
+    solve_auto,
+    solve_quadratic,
+)
 
 
 def _general(b, g, S):
@@ -270,3 +276,110 @@ def test_receding_horizon_run_equals_the_general_path(kind, N):
         cost[general] = c
         assert left == pytest.approx(0.0, abs=1e-6)
     assert abs(cost[False] - cost[True]) <= 1e-12 * cost[True]
+
+
+# --- the capped fast path (a participation cap on the MPC's re-solve) -------------------------
+
+
+def _capped_cases():
+    rng = np.random.default_rng(77)
+    for H in (1, 2, 7, 100, 390, 3000):
+        for kind in ("mpc", "random", "all_capped", "zero_caps", "tied"):
+            S = float(10 ** rng.uniform(0, 6))
+            if kind == "mpc":  # U-shaped costs, caps from a volume profile, 5 % to 4x slack
+                m = 1 + 0.5 * np.cos(np.linspace(0, 2 * np.pi, H) + rng.uniform(0, 6))
+                b = 0.01 * m * np.exp(rng.normal(0, 0.1, H))
+                g = 2e-5 * m * np.exp(rng.normal(0, 0.2, H))
+                vol = (1.5 - 0.5 * np.cos(np.linspace(0, 2 * np.pi, H))) * rng.lognormal(0, 0.3, H)
+                u = vol / vol.sum() * S * rng.uniform(1.05, 4)
+            elif kind == "random":  # some capped, some not
+                b, g = rng.uniform(0.005, 0.05, H), rng.uniform(1e-6, 1e-4, H)
+                u = np.where(rng.random(H) < 0.5, rng.uniform(0, 3 * S / max(H, 1), H), np.inf)
+            elif kind == "all_capped":  # every cap finite, barely enough room
+                b, g = rng.uniform(0.005, 0.05, H), rng.uniform(1e-6, 1e-4, H)
+                u = rng.uniform(0.5, 1.5, H)
+                u *= S / u.sum() * 1.001
+            elif kind == "zero_caps":  # periods that may not trade at all
+                b, g = rng.uniform(0.005, 0.05, H), rng.uniform(1e-6, 1e-4, H)
+                u = np.where(rng.random(H) < 0.3, 0.0, rng.uniform(0, 3 * S / max(H, 1), H))
+                u[rng.integers(H)] = np.inf
+            else:  # equal betas and gammas, equal caps: many events at one position
+                b, g = np.full(H, 0.02), np.full(H, 1e-5)
+                u = np.full(H, 2 * S / H)
+            if u.sum() > S:
+                yield kind, b, g, u, S
+
+
+@pytest.mark.parametrize("case", list(_capped_cases()), ids=lambda c: f"{c[0]}-H{c[1].size}")
+def test_capped_fast_path_matches_general_waterfill_and_kkt(case):
+    from agent.mpc.solvers import _waterfill, _waterfill_capped
+
+    _, b, g, u, S = case
+    fast = _waterfill_capped(b, g, u, S)
+    assert fast is not None and fast.status is SolveStatus.OPTIMAL
+    x_ref, _ = _waterfill(b, g, u, S)
+    ref = quadratic_cost(x_ref, b, g)
+    x, lam = fast.x, fast.lam
+    assert np.all(x >= 0) and np.all(x <= u)
+    assert x.sum() == pytest.approx(S, rel=1e-13)
+    assert fast.cost == pytest.approx(quadratic_cost(x, b, g), rel=1e-13)
+    assert abs(fast.cost - ref) <= 1e-12 * ref
+    # KKT: the marginal cost is lam where strictly inside, >= lam at 0, <= lam at the cap
+    marg = b + 2 * g * x
+    tol = 1e-9 * lam + 1e-300
+    inside = (x > 1e-9 * S) & (x < u - 1e-9 * S)
+    assert np.all(np.abs(marg[inside] - lam) <= tol)
+    assert np.all(marg[(x == 0) & (u > 0)] >= lam - tol)
+    assert np.all(marg[(x == u) & (u > 0)] <= lam + tol)
+    if np.isfinite(u).any():  # solve_quadratic and solve_auto with these caps take it
+        assert solve_quadratic(b, g, S, caps=u).cost == fast.cost
+        assert solve_auto(CostSet.of(QuadraticCost(b, g), b.size), S, caps=u).cost == fast.cost
+
+
+@pytest.mark.parametrize(
+    "b, g, u, S",
+    [
+        ([0.1, 0.2], [1e-3, 1e-3], [5.0, 5.0], 10.0),  # caps exactly S: every period at its cap
+        ([0.1, 0.2], [1e-3, 1e-3], [5.0, 4.0], 10.0),  # infeasible
+        ([0.1, 0.2], [1e-3, 0.0], [5.0, 50.0], 10.0),  # a linear period
+        ([0.1, 0.2], [1e-3, 1e-3], [5.0, np.nan], 10.0),  # NaN cap
+        ([0.1, 0.2], [1e-3, 1e-3], [5.0, -1.0], 10.0),  # negative cap
+        ([0.1, 0.2], [1e-3, 1e-3], [5.0, 50.0], 0.0),  # nothing to allocate
+        ([0.1, -0.2], [1e-3, 1e-3], [5.0, 50.0], 10.0),  # negative beta
+    ],
+)
+def test_capped_edge_cases_are_left_to_the_general_path(b, g, u, S):
+    from agent.mpc.solvers import _waterfill_capped
+
+    b, g, u = (np.asarray(v, float) for v in (b, g, u))
+    assert _waterfill_capped(b, g, u, S) is None
+    out = solve_quadratic(b, g, S, caps=u)
+    assert out.status is not SolveStatus.OPTIMAL or np.all(out.x <= u)
+
+
+def test_decide_mpc_with_a_participation_cap_uses_the_capped_optimum():
+    from agent.core.plan import PeriodGrid, decide_mpc, quadratic_costs
+
+    h = 20
+    grid = PeriodGrid(0, h * 60_000_000_000, 60_000_000_000)
+    mb = 1 + 0.5 * np.cos(np.linspace(0, 2 * np.pi, h))
+    costs = quadratic_costs(0.01, 2e-5, mb, mb)
+    caps = np.full(h, 600.0)
+    d = decide_mpc(grid, 0, 10_000.0, costs, lot=100, caps=caps)
+    ref = solve_quadratic(costs.quadratic.beta, costs.quadratic.gamma, 10_000.0, caps=caps)
+    np.testing.assert_array_equal(d.plan, ref.x)
+    assert d.status == "optimal" and np.all(d.plan <= caps)
+
+
+def test_decide_mpc_with_no_cap_known_solves_uncapped():
+    from agent.core.plan import PeriodGrid, decide_mpc, quadratic_costs
+
+    h = 12
+    grid = PeriodGrid(0, h * 60_000_000_000, 60_000_000_000)
+    mb = 1 + 0.5 * np.cos(np.linspace(0, 2 * np.pi, h))
+    costs = quadratic_costs(0.01, 2e-5, mb, mb)
+    d = decide_mpc(grid, 0, 10_000.0, costs, lot=100, caps=np.full(h, np.inf))
+    ref = solve_auto(costs, 10_000.0)
+    np.testing.assert_array_equal(d.plan, ref.x)
+    general = _general(costs.quadratic.beta, costs.quadratic.gamma, 10_000.0)
+    assert abs(d.plan @ (mb * 0.01 + mb * 2e-5 * d.plan) - general.cost) <= 1e-12 * general.cost
