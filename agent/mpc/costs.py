@@ -40,6 +40,13 @@ class QuadraticCost:
     beta: F
     gamma: F
 
+    def __init__(self, beta: F, gamma: F) -> None:
+        # The MPC makes one per decision: the frozen dataclass's own __init__ (one
+        # object.__setattr__ per field) costs half again as much.
+        d = self.__dict__
+        d["beta"] = beta
+        d["gamma"] = gamma
+
     def cost(self, x: F) -> F:
         """Return g_t(x_t), shape (n,)."""
         return self.beta * x + self.gamma * x * x

@@ -37,8 +37,12 @@ def _instances():
                 yield b, g, S
 
 
+@pytest.mark.parametrize("small_h", [12, 0])
 @pytest.mark.parametrize("case", list(_instances()), ids=lambda c: f"H{c[0].size}-S{c[2]:g}")
-def test_fast_path_equals_general_waterfill(case):
+def test_fast_path_equals_general_waterfill(case, small_h, monkeypatch):
+    import agent.mpc.solvers as solvers
+
+    monkeypatch.setattr(solvers, "_SMALL_H", small_h)
     b, g, S = case
     fast = _waterfill_uncapped(b, g, S)
     ref = _general(b, g, S)
@@ -71,7 +75,11 @@ def test_fast_path_equals_general_waterfill(case):
         ([0.1, 0.2], [1e-3, np.inf], 0.0),  # nothing to allocate, but infinite gamma
     ],
 )
-def test_fast_path_leaves_edge_cases_to_the_general_path(b, g, S):
+@pytest.mark.parametrize("small_h", [12, 0])  # in Python floats, in numpy
+def test_fast_path_leaves_edge_cases_to_the_general_path(b, g, S, small_h, monkeypatch):
+    import agent.mpc.solvers as solvers
+
+    monkeypatch.setattr(solvers, "_SMALL_H", small_h)
     b, g = np.asarray(b, float), np.asarray(g, float)
     assert _waterfill_uncapped(b, g, S) is None
     out, ref = solve_quadratic(b, g, S), _general(b, g, S)
@@ -81,7 +89,13 @@ def test_fast_path_leaves_edge_cases_to_the_general_path(b, g, S):
         assert out.cost == pytest.approx(ref.cost, rel=1e-12)
 
 
-def test_nothing_to_allocate_is_answered_by_the_fast_path_as_the_general_one_does():
+@pytest.mark.parametrize("small_h", [12, 0])
+def test_nothing_to_allocate_is_answered_by_the_fast_path_as_the_general_one_does(
+    small_h, monkeypatch
+):
+    import agent.mpc.solvers as solvers
+
+    monkeypatch.setattr(solvers, "_SMALL_H", small_h)
     b, g = np.array([0.1, 0.2, 0.0]), np.array([1e-3, 1e-3, 2e-3])
     fast, ref = _waterfill_uncapped(b, g, 0.0), _general(b, g, 0.0)
     assert fast is not None
@@ -185,14 +199,20 @@ def _random_cases():
                 yield kind, b, g, S
 
 
-@pytest.mark.parametrize("newton_steps", [8, 0])  # 0: every non-trivial case by the sort
+# (Newton steps, periods solved in Python): the default; every case with dear periods by
+# the sort; numpy even for the smallest H
+PATHS = [(8, 12), (0, 12), (8, 0)]
+
+
+@pytest.mark.parametrize("paths", PATHS, ids=["default", "sorted", "numpy_small"])
 @pytest.mark.parametrize(
     "case", list(_random_cases()), ids=lambda c: f"{c[0]}-H{c[1].size}-S{c[3]:g}"
 )
-def test_fast_path_matches_general_waterfill_and_kkt(case, newton_steps, monkeypatch):
+def test_fast_path_matches_general_waterfill_and_kkt(case, paths, monkeypatch):
     import agent.mpc.solvers as solvers
 
-    monkeypatch.setattr(solvers, "_NEWTON_STEPS", newton_steps)
+    monkeypatch.setattr(solvers, "_NEWTON_STEPS", paths[0])
+    monkeypatch.setattr(solvers, "_SMALL_H", paths[1])
     _, b, g, S = case
     fast = _waterfill_uncapped(b, g, S)
     ref = _general(b, g, S)
