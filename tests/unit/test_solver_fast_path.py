@@ -403,3 +403,40 @@ def test_decide_mpc_with_no_cap_known_solves_uncapped():
     np.testing.assert_array_equal(d.plan, ref.x)
     general = _general(costs.quadratic.beta, costs.quadratic.gamma, 10_000.0)
     assert abs(d.plan @ (mb * 0.01 + mb * 2e-5 * d.plan) - general.cost) <= 1e-12 * general.cost
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_fast_paths_against_slsqp_and_the_dp(seed):
+    """Independent references: scipy's SLSQP on the continuous problem (never cheaper than
+    the exact optimum, close to it), and the DP on a one-share grid (the integer optimum: at
+    or above the continuous one, within a share's rounding per period)."""
+    from scipy.optimize import minimize
+
+    from agent.mpc.dp import solve_dp
+
+    rng = np.random.default_rng(seed)
+    H = int(rng.integers(2, 7))
+    b, g = rng.uniform(0.005, 0.05, H), rng.uniform(1e-4, 1e-2, H)
+    S = float(rng.integers(50, 400))
+    capped = seed % 2 == 1
+    u = np.where(rng.random(H) < 0.6, rng.integers(S / H, S, H).astype(float), np.inf)
+    u = u if capped and u.sum() > S else None
+    costs = CostSet.of(QuadraticCost(b, g), H)
+    fast = solve_auto(costs, S, caps=u)
+    assert fast.status is SolveStatus.OPTIMAL
+    bounds = [(0.0, S if u is None else float(min(c, S))) for c in (u if u is not None else b)]
+    ref = minimize(
+        lambda x: float(np.sum(b * x + g * x * x)),
+        np.full(H, S / H),
+        jac=lambda x: b + 2 * g * x,
+        constraints=({"type": "eq", "fun": lambda x: x.sum() - S},),
+        bounds=bounds,
+        method="SLSQP",
+        options={"maxiter": 500, "ftol": 1e-14},
+    )
+    slsqp = float(np.sum(b * ref.x + g * ref.x * ref.x))
+    assert fast.cost <= slsqp * (1 + 1e-9)
+    assert fast.cost == pytest.approx(slsqp, rel=1e-6)
+    dp = solve_dp(costs, S, u, 1)
+    assert fast.cost <= dp.cost * (1 + 1e-12)
+    assert dp.cost - fast.cost <= H * (float(np.max(b + 2 * g * fast.x)) + float(g.max()))
