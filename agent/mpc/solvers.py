@@ -185,6 +185,7 @@ def _waterfill(
     return x, lam
 
 
+_F64 = np.dtype(np.float64)
 _sum = np.add.reduce
 _min = np.minimum.reduce
 _max = np.maximum.reduce
@@ -723,7 +724,11 @@ def solve_auto(
     """
     if caps is None and lot is None and costs._whole:  # the MPC's call: straight to the point
         m = costs._model
-        if type(m) is QuadraticCost and m.beta.shape == m.gamma.shape == (costs.H,):
+        if (
+            type(m) is QuadraticCost
+            and m.beta.shape == m.gamma.shape == (costs.H,)
+            and m.beta.dtype is _F64 is m.gamma.dtype  # float32 would round x to float32
+        ):
             fast = _waterfill_uncapped(m.beta, m.gamma, float(S))
             if fast is not None:
                 return fast

@@ -440,3 +440,14 @@ def test_fast_paths_against_slsqp_and_the_dp(seed):
     dp = solve_dp(costs, S, u, 1)
     assert fast.cost <= dp.cost * (1 + 1e-12)
     assert dp.cost - fast.cost <= H * (float(np.max(b + 2 * g * fast.x)) + float(g.max()))
+
+
+def test_a_float32_model_is_solved_in_float64():
+    """(x = lam - beta in float32 would round the plan to 7 digits.)"""
+    rng = np.random.default_rng(4)
+    b = rng.uniform(0.005, 0.05, 40).astype(np.float32)
+    g = rng.uniform(1e-6, 1e-4, 40).astype(np.float32)
+    out = solve_auto(CostSet.of(QuadraticCost(b, g), 40), 1e4)
+    assert out.x.dtype == np.float64
+    ref = _general(b.astype(float), g.astype(float), 1e4)
+    assert abs(out.cost - ref.cost) <= 1e-12 * ref.cost
