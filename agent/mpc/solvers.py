@@ -229,7 +229,10 @@ def _waterfill_uncapped(
             return None
         return _optimal(np.zeros(b.size), 0.0, math.nan, _NOTHING)
     inv = 0.5 / g
-    lam = (S + float(_dot(b, inv))) / float(_sum(inv))
+    A = float(_sum(inv))
+    if not A > 0:  # every gamma inf
+        return None
+    lam = (S + float(_dot(b, inv))) / A
     if not lam < math.inf:
         return None
     x = lam - b

@@ -89,6 +89,13 @@ def test_fast_path_leaves_edge_cases_to_the_general_path(b, g, S, small_h, monke
         assert out.cost == pytest.approx(ref.cost, rel=1e-12)
 
 
+@pytest.mark.parametrize("H", [5, 20])  # in Python floats, in numpy
+def test_every_gamma_infinite_is_invalid_input(H):
+    b, g = np.full(H, 0.01), np.full(H, np.inf)
+    assert _waterfill_uncapped(b, g, 100.0) is None
+    assert solve_auto(CostSet.of(QuadraticCost(b, g), H), 100.0).status is SolveStatus.NUMERICAL
+
+
 @pytest.mark.parametrize("small_h", [12, 0])
 def test_nothing_to_allocate_is_answered_by_the_fast_path_as_the_general_one_does(
     small_h, monkeypatch
