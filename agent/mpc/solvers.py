@@ -350,38 +350,49 @@ def _waterfill_capped(
     rises by ``1/(2 gamma_t)`` at ``beta_t`` and falls back at ``beta_t + 2 gamma_t u_t`` (the
     cap). Sorting those events gives the slope between them and f at each (prefix sums); lam is
     where f reaches S, by one search. Returns None (the general path decides) for input outside
-    this case, S = 0, or caps that cannot hold more than S.
+    this case, S = 0, or caps that cannot hold more than S (f has no slope left at S).
     """
     if not 0 < S < math.inf:
         return None
-    if not (_min(g) > 0 and _max(g) < math.inf and _min(b) >= 0 and _min(u) >= 0):
+    if not (_min(g) > 0 and _max(g) < math.inf and _min(b) >= 0 and _max(b) < math.inf):
         return None  # a linear period, NaN, a negative parameter: the general path says
-    if not float(_sum(u)) > S:  # infeasible, or every period exactly at its cap
-        return None
-    if not _max(b) < math.inf:
+    if not _min(u) >= 0:
         return None
     inv = 0.5 / g
     top = g * u  # where a period reaches its cap: lam = beta_t + 2 gamma_t u_t
     top += top
     top += b
     fin = _less(top, math.inf)
-    pos = np.concatenate((b, top[fin]))
+    if _count(fin) == b.size:  # every cap finite (a participation cap): no filtering
+        pos = np.concatenate((b, top))
+        slope = np.concatenate((inv, np.negative(inv)))
+    else:
+        pos = np.concatenate((b, top[fin]))
+        slope = np.concatenate((inv, np.negative(inv[fin])))
     order = np.argsort(pos, kind="stable")
     pos = pos[order]
-    slope = np.concatenate((inv, np.negative(inv[fin])))[order]
+    slope = slope[order]
     np.cumsum(slope, out=slope)  # f's slope on (pos_i, pos_i+1)
     f_at = np.diff(pos)
     f_at *= slope[:-1]
     np.cumsum(f_at, out=f_at)  # f(pos_i+1)
     i = int(np.searchsorted(f_at, S))  # f(pos_i) < S <= f(pos_i+1)
-    f_i = float(f_at[i - 1]) if i else 0.0
     s_i = float(slope[i])
-    lam = float(pos[i]) + (S - f_i) / s_i if s_i > 0 else float(pos[i])
+    if not s_i > 0:  # S at or past f's last value: infeasible, or every period at its cap
+        return None
+    lam = float(pos[i]) + (S - (float(f_at[i - 1]) if i else 0.0)) / s_i
     x = lam - b
     x *= inv
     np.maximum(x, 0.0, out=x)
     np.minimum(x, u, out=x)
-    _fix_residual(x, u, S)
+    resid = S - float(_sum(x))
+    if resid > 0.0:  # round-off: on the period with the most room left
+        room = u - x
+        j = int(np.argmax(room))
+        x[j] += min(resid, float(room[j]))
+    elif resid < 0.0:
+        j = int(np.argmax(x))
+        x[j] -= min(-resid, float(x[j]))
     return _optimal(x, float(_dot(x, b + g * x)), lam, "exact")
 
 

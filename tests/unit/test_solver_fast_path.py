@@ -366,7 +366,6 @@ def test_capped_fast_path_matches_general_waterfill_and_kkt(case):
 @pytest.mark.parametrize(
     "b, g, u, S",
     [
-        ([0.1, 0.2], [1e-3, 1e-3], [5.0, 5.0], 10.0),  # caps exactly S: every period at its cap
         ([0.1, 0.2], [1e-3, 1e-3], [5.0, 4.0], 10.0),  # infeasible
         ([0.1, 0.2], [1e-3, 0.0], [5.0, 50.0], 10.0),  # a linear period
         ([0.1, 0.2], [1e-3, 1e-3], [5.0, np.nan], 10.0),  # NaN cap
@@ -382,6 +381,20 @@ def test_capped_edge_cases_are_left_to_the_general_path(b, g, u, S):
     assert _waterfill_capped(b, g, u, S) is None
     out = solve_quadratic(b, g, S, caps=u)
     assert out.status is not SolveStatus.OPTIMAL or np.all(out.x <= u)
+
+
+def test_caps_holding_exactly_s_put_every_period_at_its_cap():
+    from agent.mpc.solvers import _waterfill, _waterfill_capped
+
+    b, g, u = np.array([0.1, 0.2, 0.15]), np.array([1e-3, 1e-3, 2e-3]), np.array([5.0, 5.0, 2.0])
+    fast = _waterfill_capped(b, g, u, 12.0)
+    x_ref, _ = _waterfill(b, g, u, 12.0)
+    if fast is not None:  # (or left to the general path when f's last slope rounds to 0)
+        np.testing.assert_allclose(fast.x, u, rtol=1e-15)
+    np.testing.assert_allclose(x_ref, u, rtol=1e-15)
+    out = solve_quadratic(b, g, 12.0, caps=u)
+    assert out.status is SolveStatus.OPTIMAL
+    np.testing.assert_allclose(out.x, u, rtol=1e-15)
 
 
 def test_decide_mpc_with_a_participation_cap_uses_the_capped_optimum():
