@@ -311,15 +311,16 @@ def _waterfill_small(
     if not lam < math.inf:
         return None
     x = [(lam - bt) * v if bt < lam else 0.0 for bt, v in zip(bl, inv, strict=True)]
-    sx = sum(x)
+    xa = np.array(x)
+    sx = float(_sum(xa))  # numpy's summation, so that x.sum() == S holds as on the numpy path
     cost = 0.5 * (lam * sx + sum([bt * xt for bt, xt in zip(bl, x, strict=True)]))
     resid = S - sx
     if resid != 0.0:  # the rule of _waterfill_uncapped
         j = 0 if x[0] * 1e-9 > abs(resid) else max(range(len(x)), key=x.__getitem__)
         d = max(resid, -x[j])
         cost += d * (bl[j] + gl[j] * (2.0 * x[j] + d))
-        x[j] += d
-    return _optimal(np.array(x), cost, lam, "exact")
+        xa[j] = x[j] + d
+    return _optimal(xa, cost, lam, "exact")
 
 
 def _sorted_kkt(b: NDArray[np.float64], inv: NDArray[np.float64], S: float) -> float:
