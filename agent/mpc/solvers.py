@@ -197,7 +197,7 @@ _count = np.count_nonzero
 _NEWTON_STEPS = 8
 _NOTHING = "nothing to allocate"
 # Up to this many periods the fast path runs in Python floats (measured faster than numpy).
-_SMALL_H = 12
+_SMALL_H = 8
 
 
 def _waterfill_uncapped(
@@ -280,7 +280,7 @@ def _waterfill_small(
 ) -> SolveResult | None:
     """``_waterfill_uncapped`` in Python floats, for the few periods left near a deadline.
 
-    Below about a dozen periods a numpy call costs more than its loop in Python does: the
+    Below about eight periods a numpy call costs more than its loop in Python does: the
     same checks, the same Newton steps on the set ``{beta_t < lam}``, the same round-off rule.
     """
     bl, gl = b.tolist(), g.tolist()
