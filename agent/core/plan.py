@@ -198,6 +198,8 @@ def decide_mpc(
             note = "participation cap relaxed to finish by the deadline"
         if not (fin.all() and not total > 0):  # no volume seen at all: no cap, not no trade
             u = c if u is None else np.minimum(u, c)
+        if u is not None and not float(np.min(u)) < math.inf:
+            u = None  # no cap known anywhere: the uncapped solve (the same optimum, faster)
     t0 = timer()
     res: SolveResult = solve_auto(costs, remaining, caps=u)
     solve_ms = (timer() - t0) * 1e3

@@ -40,6 +40,13 @@ class QuadraticCost:
     beta: F
     gamma: F
 
+    def __init__(self, beta: F, gamma: F) -> None:
+        # The MPC makes one per decision: the frozen dataclass's own __init__ (one
+        # object.__setattr__ per field) costs half again as much.
+        d = self.__dict__
+        d["beta"] = beta
+        d["gamma"] = gamma
+
     def cost(self, x: F) -> F:
         """Return g_t(x_t), shape (n,)."""
         return self.beta * x + self.gamma * x * x
@@ -318,7 +325,8 @@ class CostSet:
     """
 
     def __init__(self, blocks: list[tuple[Model, NDArray[np.intp]]], H: int) -> None:
-        self.blocks = blocks
+        self._blocks: list[tuple[Model, NDArray[np.intp]]] | None = blocks
+        self._model: Model | None = None  # the one model of a set made by ``of``
         self.H = H
         self._whole = False  # one model covering periods 0..H-1 in order (see ``of``)
         covered = np.zeros(H, int)
@@ -331,13 +339,23 @@ class CostSet:
     def of(model: Model, H: int) -> CostSet:
         """Return a set where one model covers all H periods (built without the cover check).
 
-        The MPC builds one per decision, so this path costs no array work beyond the index.
+        The MPC builds one per decision, so this path does no array work: the period index of
+        ``blocks`` is made when something first asks for it (the fast solver paths do not).
         """
         out = CostSet.__new__(CostSet)
-        out.blocks = [(model, np.arange(H))]
+        out._blocks = None
+        out._model = model
         out.H = H
         out._whole = True
         return out
+
+    @property
+    def blocks(self) -> list[tuple[Model, NDArray[np.intp]]]:
+        """Return the ``(model, periods)`` pairs."""
+        b = self._blocks
+        if b is None:
+            b = self._blocks = [(self._model, np.arange(self.H))]  # type: ignore[list-item]
+        return b
 
     @property
     def convex(self) -> bool:
@@ -347,13 +365,15 @@ class CostSet:
     @property
     def quadratic(self) -> QuadraticCost | None:
         """Return the whole set as one QuadraticCost when every period is quadratic."""
+        m = self._model
+        H = self.H
+        if self._whole and isinstance(m, QuadraticCost) and m.beta.shape == m.gamma.shape == (H,):
+            return m  # already in period order: no copy (frozen, never written to)
         if len(self.blocks) != 1:
             return None
         m, idx = self.blocks[0]
         if not isinstance(m, QuadraticCost):
             return None
-        if self._whole and m.beta.shape == (self.H,) and m.gamma.shape == (self.H,):
-            return m  # already in period order: no copy (frozen, never written to)
         beta = np.empty(self.H)
         gamma = np.empty(self.H)
         beta[idx] = m.beta

@@ -91,6 +91,27 @@ class SolveResult:
         return self.status is SolveStatus.OPTIMAL
 
 
+_set_x, _set_cost, _set_lam, _set_status, _set_message, _set_n_iter = (
+    getattr(SolveResult, f).__set__ for f in ("x", "cost", "lam", "status", "message", "n_iter")
+)
+
+
+def _optimal(x: NDArray[np.float64], cost: float, lam: float, message: str) -> SolveResult:
+    """Return ``SolveResult(x, cost, lam, OPTIMAL, message)``, built through its slots.
+
+    The same object; a frozen dataclass's ``__init__`` sets each field by
+    ``object.__setattr__`` and costs about as much as the fast path's arithmetic.
+    """
+    r = object.__new__(SolveResult)
+    _set_x(r, x)
+    _set_cost(r, cost)
+    _set_lam(r, lam)
+    _set_status(r, SolveStatus.OPTIMAL)
+    _set_message(r, message)
+    _set_n_iter(r, 0)
+    return r
+
+
 def quadratic_cost(
     x: NDArray[np.float64], beta: NDArray[np.float64], gamma: NDArray[np.float64]
 ) -> float:
@@ -164,9 +185,19 @@ def _waterfill(
     return x, lam
 
 
+_F64 = np.dtype(np.float64)
 _sum = np.add.reduce
 _min = np.minimum.reduce
 _max = np.maximum.reduce
+_dot = np.dot
+_less = np.less
+_count = np.count_nonzero
+# Newton steps on lam the fast path takes before it sorts instead (each is O(H); an MPC
+# re-solve needs 1 to 4, an adversarial instance up to H).
+_NEWTON_STEPS = 8
+_NOTHING = "nothing to allocate"
+# Up to this many periods the fast path runs in Python floats (measured faster than numpy).
+_SMALL_H = 8
 
 
 def _waterfill_uncapped(
@@ -174,47 +205,196 @@ def _waterfill_uncapped(
 ) -> SolveResult | None:
     """Solve the uncapped, strictly convex case (every ``gamma_t > 0``) in a few array passes.
 
-    The MPC's common case, on its per-decision path. With the periods that trade (``A``),
-    ``lam = (S + sum_A beta_t/(2 gamma_t)) / sum_A 1/(2 gamma_t)``: when every period has
-    ``beta_t < lam`` (the usual case) that is the KKT point with ``A`` all periods, found in one
-    pass; otherwise ``A`` is the k cheapest by beta, found from prefix sums after one sort.
-    The same point ``_waterfill`` finds from all the breakpoints. Returns None (the general
-    path decides) for input outside this case or S <= 0.
+    The MPC's common case, on its per-decision path, where the cost is numpy's per-call
+    overhead rather than the arithmetic: every pass here is one numpy call. With the periods
+    that trade (``A``), ``lam = (S + sum_A beta_t/(2 gamma_t)) / sum_A 1/(2 gamma_t)``. When every
+    period has ``beta_t < lam`` (the usual case) that is the KKT point with ``A`` all periods.
+    Otherwise Newton's method on ``f(lam) = sum_t max(0, lam - beta_t)/(2 gamma_t) = S`` from
+    that first ``lam`` (an upper bound: f is convex) only lowers ``lam`` and drops periods,
+    and stops when the set ``{beta_t < lam}`` no longer changes: then ``lam`` is its KKT point
+    exactly. If it takes more than a few steps, ``_sorted_kkt`` finds ``A`` after one sort. The
+    same point ``_waterfill`` finds from all the breakpoints. Returns None (the general path
+    decides) for input outside this case or S < 0.
     """
-    if not (S > 0 and math.isfinite(S)):
+    if not 0 <= S < math.inf:
         return None
-    # Direct ufunc reductions: ndarray.sum/min/max add a Python-level wrapper per call.
-    if not (_min(g) > 0 and _min(b) >= 0 and _max(g) < math.inf):
+    if b.size <= _SMALL_H:
+        return _waterfill_small(b, g, S)
+    # Direct ufunc calls: ndarray.sum/min/max add a Python-level wrapper per call. g > 0 first
+    # (no division warning); a NaN fails every comparison; b = inf makes lam inf.
+    if not (_min(g) > 0 and _min(b) >= 0):
         return None  # a linear period, a negative or NaN parameter: the general path says
+    if S == 0:
+        if not (_max(g) < math.inf and _max(b) < math.inf):
+            return None
+        return _optimal(np.zeros(b.size), 0.0, math.nan, _NOTHING)
     inv = 0.5 / g
-    lam = (S + float(b @ inv)) / float(_sum(inv))
-    if not math.isfinite(lam):
+    A = float(_sum(inv))
+    if not A > 0:  # every gamma inf
         return None
-    if _max(b) < lam:  # every period trades (the usual case: one pass)
-        x = lam - b  # > 0 exactly: lam > b_t, and a float subtraction keeps the sign
-        x *= inv
-    else:
-        # Some periods are too dear: sort by beta; with the k cheapest trading,
-        # lam_k = (S + B_k) / A_k (prefix sums). lam_k only falls while the next period's beta
-        # is below it, so the first k whose successor is priced at or above lam_k is the one.
-        order = np.argsort(b, kind="stable")
-        bs = b[order]
-        iv = inv[order]
-        lam_k = np.cumsum(bs * iv)
-        lam_k += S
-        lam_k /= np.cumsum(iv)
-        stop = lam_k[:-1] <= bs[1:]
-        k = int(np.argmax(stop)) if stop.any() else b.size - 1
-        lam = float(lam_k[k])
+    lam = (S + float(_dot(b, inv))) / A
+    if not lam < math.inf:
+        return None
+    x = lam - b
+    x *= inv
+    # x > 0 everywhere: every period trades (beta_t < lam) and no gamma_t is inf (inv_t > 0).
+    if not _min(x) > 0:
+        if not _max(g) < math.inf:
+            return None
+        H = b.size
+        M = np.empty((2, H))  # sum_A 1/(2 gamma_t) and sum_A beta_t/(2 gamma_t) in one product
+        M[0] = inv
+        np.multiply(b, inv, out=M[1])
+        n = H
+        for _ in range(_NEWTON_STEPS):
+            on = _less(b, lam)  # the periods priced below lam
+            n_on = int(_count(on))
+            if n_on == n:  # nested sets {beta < lam}: same count, same set: the KKT point
+                break
+            if n_on == 0:  # lam rounded onto the cheapest beta (1/gamma beyond float range)
+                return None
+            n = n_on
+            A, B = _dot(M, on).tolist()
+            lam = (S + B) / A
+        else:
+            lam = _sorted_kkt(b, inv, S)
         x = lam - b
         np.maximum(x, 0.0, out=x)
         x *= inv
+    sx = float(_sum(x))
+    # On a period that trades g_t x_t = (lam - beta_t) / 2: its cost is x_t (lam + beta_t) / 2.
+    cost = 0.5 * (lam * sx + float(_dot(b, x)))
+    resid = S - sx
+    if resid != 0.0:  # round-off: on a period that trades (priced at lam, room unbounded),
+        # period 0 when that moves its marginal cost by under 1e-9 relative, else the largest
+        j = 0 if float(x[0]) * 1e-9 > abs(resid) else int(np.argmax(x))
+        xj = float(x[j])
+        d = max(resid, -xj)
+        cost += d * (float(b[j]) + float(g[j]) * (2.0 * xj + d))
+        x[j] = xj + d
+    return _optimal(x, cost, lam, "exact")
+
+
+def _waterfill_small(
+    b: NDArray[np.float64], g: NDArray[np.float64], S: float
+) -> SolveResult | None:
+    """``_waterfill_uncapped`` in Python floats, for the few periods left near a deadline.
+
+    Below about eight periods a numpy call costs more than its loop in Python does: the
+    same checks, the same Newton steps on the set ``{beta_t < lam}``, the same round-off rule.
+    """
+    bl, gl = b.tolist(), g.tolist()
+    inv = []
+    A = B = 0.0
+    for bt, gt in zip(bl, gl, strict=True):
+        if not (0.0 < gt < math.inf and 0.0 <= bt < math.inf):  # NaN fails both
+            return None
+        v = 0.5 / gt
+        inv.append(v)
+        A += v
+        B += bt * v
+    if S == 0:
+        return _optimal(np.zeros(len(bl)), 0.0, math.nan, _NOTHING)
+    lam = (S + B) / A
+    n = len(bl)
+    for _ in range(n + 1):  # each step drops a period
+        on = [t for t, bt in enumerate(bl) if bt < lam]
+        if len(on) == n:
+            break
+        if not on:
+            return None
+        n = len(on)
+        A = sum([inv[t] for t in on])
+        lam = (S + sum([bl[t] * inv[t] for t in on])) / A
+    else:
+        return None
+    if not lam < math.inf:
+        return None
+    x = [(lam - bt) * v if bt < lam else 0.0 for bt, v in zip(bl, inv, strict=True)]
+    xa = np.array(x)
+    sx = float(_sum(xa))  # numpy's summation, so that x.sum() == S holds as on the numpy path
+    cost = 0.5 * (lam * sx + sum([bt * xt for bt, xt in zip(bl, x, strict=True)]))
+    resid = S - sx
+    if resid != 0.0:  # the rule of _waterfill_uncapped
+        j = 0 if x[0] * 1e-9 > abs(resid) else max(range(len(x)), key=x.__getitem__)
+        d = max(resid, -x[j])
+        cost += d * (bl[j] + gl[j] * (2.0 * x[j] + d))
+        xa[j] = x[j] + d
+    return _optimal(xa, cost, lam, "exact")
+
+
+def _sorted_kkt(b: NDArray[np.float64], inv: NDArray[np.float64], S: float) -> float:
+    """Return the uncapped KKT multiplier from one sort by beta (``inv = 1/(2 gamma)``).
+
+    With the k cheapest periods trading, ``lam_k = (S + B_k) / A_k`` (prefix sums). ``lam_k``
+    only falls while the next period's beta is below it, so the first k whose successor is
+    priced at or above ``lam_k`` is the one.
+    """
+    order = np.argsort(b, kind="stable")
+    bs = b[order]
+    iv = inv[order]
+    lam_k = np.cumsum(bs * iv)
+    lam_k += S
+    lam_k /= np.cumsum(iv)
+    stop = lam_k[:-1] <= bs[1:]
+    k = int(np.argmax(stop)) if stop.any() else b.size - 1
+    return float(lam_k[k])
+
+
+def _waterfill_capped(
+    b: NDArray[np.float64], g: NDArray[np.float64], u: NDArray[np.float64], S: float
+) -> SolveResult | None:
+    """Solve the capped, strictly convex case (every ``gamma_t > 0``) from one sort.
+
+    The MPC under a participation cap; ``_waterfill``'s method in fewer numpy calls.
+    ``f(lam) = sum_t clip((lam - beta_t)/(2 gamma_t), 0, u_t)`` is piecewise linear: its slope
+    rises by ``1/(2 gamma_t)`` at ``beta_t`` and falls back at ``beta_t + 2 gamma_t u_t`` (the
+    cap). Sorting those events gives the slope between them and f at each (prefix sums); lam is
+    where f reaches S, by one search. Returns None (the general path decides) for input outside
+    this case, S = 0, or caps that cannot hold more than S (f has no slope left at S).
+    """
+    if not 0 < S < math.inf:
+        return None
+    if not (_min(g) > 0 and _max(g) < math.inf and _min(b) >= 0 and _max(b) < math.inf):
+        return None  # a linear period, NaN, a negative parameter: the general path says
+    if not _min(u) >= 0:
+        return None
+    inv = 0.5 / g
+    top = g * u  # where a period reaches its cap: lam = beta_t + 2 gamma_t u_t
+    top += top
+    top += b
+    fin = _less(top, math.inf)
+    if _count(fin) == b.size:  # every cap finite (a participation cap): no filtering
+        pos = np.concatenate((b, top))
+        slope = np.concatenate((inv, np.negative(inv)))
+    else:
+        pos = np.concatenate((b, top[fin]))
+        slope = np.concatenate((inv, np.negative(inv[fin])))
+    order = np.argsort(pos, kind="stable")
+    pos = pos[order]
+    slope = slope[order]
+    np.cumsum(slope, out=slope)  # f's slope on (pos_i, pos_i+1)
+    f_at = np.diff(pos)
+    f_at *= slope[:-1]
+    np.cumsum(f_at, out=f_at)  # f(pos_i+1)
+    i = int(np.searchsorted(f_at, S))  # f(pos_i) < S <= f(pos_i+1)
+    s_i = float(slope[i])
+    if not s_i > 0:  # S at or past f's last value: infeasible, or every period at its cap
+        return None
+    lam = float(pos[i]) + (S - (float(f_at[i - 1]) if i else 0.0)) / s_i
+    x = lam - b
+    x *= inv
+    np.maximum(x, 0.0, out=x)
+    np.minimum(x, u, out=x)
     resid = S - float(_sum(x))
-    if resid != 0.0:  # round-off: on a period that trades (priced at lam, room unbounded)
-        j = 0 if x[0] > abs(resid) else int(np.argmax(x))
-        x[j] += max(resid, -x[j])
-    cost = float(x @ (b + g * x))
-    return SolveResult(x, cost, lam, SolveStatus.OPTIMAL, "exact")
+    if resid > 0.0:  # round-off: on the period with the most room left
+        room = u - x
+        j = int(np.argmax(room))
+        x[j] += min(resid, float(room[j]))
+    elif resid < 0.0:
+        j = int(np.argmax(x))
+        x[j] -= min(-resid, float(x[j]))
+    return _optimal(x, float(_dot(x, b + g * x)), lam, "exact")
 
 
 def solve_quadratic(
@@ -245,6 +425,12 @@ def solve_quadratic(
         if fast is not None:
             return fast
     u = np.full(H, np.inf) if caps is None else np.asarray(caps, dtype=np.float64).ravel()
+    # Some cap finite: the sorted events of the strictly convex case. Caps all infinite keep to
+    # the general path below (the reference tests and bench/bench_solvers.py compare with).
+    if lot is None and H and g.size == H == u.size and _min(u) < math.inf:
+        fast = _waterfill_capped(b, g, u, float(S))
+        if fast is not None:
+            return fast
     if H == 0 or g.size != H or u.size != H:
         return SolveResult(
             np.zeros(H),
@@ -448,7 +634,7 @@ def solve_piecewise_linear(costs: CostSet, S: float, caps: ArrayLike | None = No
     u, early = _precheck(costs, S, caps)
     if early is not None:
         return early
-    one = costs.blocks[0][0] if costs._whole else None
+    one = costs._model if costs._whole else None
     if (
         isinstance(one, PiecewiseLinearCost)
         and one.knots.shape == one.slopes.shape
@@ -552,8 +738,12 @@ def solve_auto(
     KKT. ``lot`` gives the exact integer-lot optimum in every case.
     """
     if caps is None and lot is None and costs._whole:  # the MPC's call: straight to the point
-        m = costs.blocks[0][0]
-        if type(m) is QuadraticCost and m.beta.shape == m.gamma.shape == (costs.H,):
+        m = costs._model
+        if (
+            type(m) is QuadraticCost
+            and m.beta.shape == m.gamma.shape == (costs.H,)
+            and m.beta.dtype is _F64 is m.gamma.dtype  # float32 would round x to float32
+        ):
             fast = _waterfill_uncapped(m.beta, m.gamma, float(S))
             if fast is not None:
                 return fast

@@ -6,7 +6,13 @@ import numpy as np
 import pytest
 
 from agent.mpc.costs import CostSet, QuadraticCost
-from agent.mpc.solvers import SolveStatus, _waterfill_uncapped, solve_auto, solve_quadratic
+from agent.mpc.solvers import (
+    SolveStatus,
+    _waterfill_uncapped,
+    quadratic_cost,
+    solve_auto,
+    solve_quadratic,
+)
 
 
 def _general(b, g, S):
@@ -31,8 +37,12 @@ def _instances():
                 yield b, g, S
 
 
+@pytest.mark.parametrize("small_h", [12, 0])
 @pytest.mark.parametrize("case", list(_instances()), ids=lambda c: f"H{c[0].size}-S{c[2]:g}")
-def test_fast_path_equals_general_waterfill(case):
+def test_fast_path_equals_general_waterfill(case, small_h, monkeypatch):
+    import agent.mpc.solvers as solvers
+
+    monkeypatch.setattr(solvers, "_SMALL_H", small_h)
     b, g, S = case
     fast = _waterfill_uncapped(b, g, S)
     ref = _general(b, g, S)
@@ -57,17 +67,48 @@ def test_fast_path_equals_general_waterfill(case):
         ([0.1, np.nan], [1e-3, 1e-3], 10.0),  # NaN
         ([0.1, -0.2], [1e-3, 1e-3], 10.0),  # negative beta
         ([0.1, 0.2], [1e-3, np.inf], 10.0),  # infinite gamma
-        ([0.1, 0.2], [1e-3, 1e-3], 0.0),  # nothing to allocate
         ([0.1, 0.2], [1e-3, 1e-3], -1.0),  # negative S
+        ([0.1, 0.2], [1e-3, 1e-3], np.inf),  # infinite S
+        ([0.1, np.inf], [1e-3, 1e-3], 10.0),  # infinite beta
+        ([0.1, 0.2], [1e-3, 0.0], 0.0),  # nothing to allocate, but a linear period
+        ([0.1, np.nan], [1e-3, 1e-3], 0.0),  # nothing to allocate, but NaN
+        ([0.1, 0.2], [1e-3, np.inf], 0.0),  # nothing to allocate, but infinite gamma
     ],
 )
-def test_fast_path_leaves_edge_cases_to_the_general_path(b, g, S):
+@pytest.mark.parametrize("small_h", [12, 0])  # in Python floats, in numpy
+def test_fast_path_leaves_edge_cases_to_the_general_path(b, g, S, small_h, monkeypatch):
+    import agent.mpc.solvers as solvers
+
+    monkeypatch.setattr(solvers, "_SMALL_H", small_h)
     b, g = np.asarray(b, float), np.asarray(g, float)
     assert _waterfill_uncapped(b, g, S) is None
     out, ref = solve_quadratic(b, g, S), _general(b, g, S)
     assert out.status is ref.status
+    assert out.message == ref.message
     if ref.status is SolveStatus.OPTIMAL:
         assert out.cost == pytest.approx(ref.cost, rel=1e-12)
+
+
+@pytest.mark.parametrize("H", [5, 20])  # in Python floats, in numpy
+def test_every_gamma_infinite_is_invalid_input(H):
+    b, g = np.full(H, 0.01), np.full(H, np.inf)
+    assert _waterfill_uncapped(b, g, 100.0) is None
+    assert solve_auto(CostSet.of(QuadraticCost(b, g), H), 100.0).status is SolveStatus.NUMERICAL
+
+
+@pytest.mark.parametrize("small_h", [12, 0])
+def test_nothing_to_allocate_is_answered_by_the_fast_path_as_the_general_one_does(
+    small_h, monkeypatch
+):
+    import agent.mpc.solvers as solvers
+
+    monkeypatch.setattr(solvers, "_SMALL_H", small_h)
+    b, g = np.array([0.1, 0.2, 0.0]), np.array([1e-3, 1e-3, 2e-3])
+    fast, ref = _waterfill_uncapped(b, g, 0.0), _general(b, g, 0.0)
+    assert fast is not None
+    assert (fast.status, fast.message, fast.cost) == (ref.status, ref.message, ref.cost)
+    np.testing.assert_array_equal(fast.x, ref.x)
+    assert np.isnan(fast.lam) and np.isnan(ref.lam)
 
 
 def test_cost_set_of_shares_the_model_and_still_checks_other_sets():
@@ -127,3 +168,306 @@ def test_piecewise_linear_one_block_path_equals_the_general_one(case):
     assert fast.cost == pytest.approx(costs.total(fast.x), rel=1e-12)  # the cost of its x
     np.testing.assert_allclose(fast.x, ref.x, rtol=1e-9, atol=1e-9 * S)
     assert fast.lam == ref.lam
+
+
+# --- the per-decision path (issue 15): Newton steps, the sorted fallback, receding horizon ----
+
+
+def _kkt_certificate(b, g, S, res):
+    """Assert the KKT conditions of the uncapped problem at ``res`` (independent of any solver):
+    x >= 0 summing to S, marginal cost = lam where x > 0 and >= lam where x = 0."""
+    x, lam = res.x, res.lam
+    assert np.all(x >= 0)
+    assert x.sum() == pytest.approx(S, rel=1e-13)
+    marg = b + 2 * g * x
+    on = x > 0
+    np.testing.assert_allclose(marg[on], lam, rtol=1e-9)
+    assert np.all(b[~on] >= lam * (1 - 1e-12))
+    assert res.cost == pytest.approx(float(np.sum(b * x + g * x * x)), rel=1e-13)
+
+
+def _random_cases():
+    rng = np.random.default_rng(2026)
+    for H in (1, 2, 5, 17, 100, 390, 2000):
+        for kind in ("uniform", "decades", "tied_beta", "one_cheap", "tiny_gamma"):
+            if kind == "uniform":
+                b, g = rng.uniform(0.005, 0.05, H), rng.uniform(1e-6, 1e-4, H)
+            elif kind == "decades":  # beta and gamma over many decades
+                b, g = 10 ** rng.uniform(-6, 1, H), 10 ** rng.uniform(-9, 0, H)
+            elif kind == "tied_beta":  # a few beta levels, many exact ties among dear periods
+                b = rng.choice([0.01, 0.02, 0.03, 0.05], H)
+                g = rng.uniform(1e-6, 1e-4, H)
+            elif kind == "one_cheap":  # one period far cheaper than the rest, beta = 0 there
+                b, g = rng.uniform(1.0, 2.0, H), np.full(H, 1e-3)
+                b[rng.integers(H)] = 0.0
+            else:  # tiny gamma: 1/(2 gamma) near 1e14
+                b, g = rng.uniform(0.0, 0.1, H), 10 ** rng.uniform(-14, -10, H)
+            for S in (1e-6, 3.0, 5e4, 1e9):
+                yield kind, b, g, S
+
+
+# (Newton steps, periods solved in Python): the default; every case with dear periods by
+# the sort; numpy even for the smallest H
+PATHS = [(8, 12), (0, 12), (8, 0)]
+
+
+@pytest.mark.parametrize("paths", PATHS, ids=["default", "sorted", "numpy_small"])
+@pytest.mark.parametrize(
+    "case", list(_random_cases()), ids=lambda c: f"{c[0]}-H{c[1].size}-S{c[3]:g}"
+)
+def test_fast_path_matches_general_waterfill_and_kkt(case, paths, monkeypatch):
+    import agent.mpc.solvers as solvers
+
+    monkeypatch.setattr(solvers, "_NEWTON_STEPS", paths[0])
+    monkeypatch.setattr(solvers, "_SMALL_H", paths[1])
+    _, b, g, S = case
+    fast = _waterfill_uncapped(b, g, S)
+    ref = _general(b, g, S)
+    assert fast is not None and fast.status is ref.status is SolveStatus.OPTIMAL
+    _kkt_certificate(b, g, S, fast)
+    assert fast.cost - ref.cost <= 1e-12 * ref.cost  # never worse than the general path
+    if ref.cost - fast.cost > 1e-12 * ref.cost:
+        # Better by more only where the general path is off its own KKT point: it puts the
+        # round-off S - sum(x) on period 0 whatever its price, and when 1/(2 gamma) is huge
+        # (or S tiny) that round-off is a sizeable part of S.
+        on = ref.x > 0
+        assert np.max(b[on] + 2 * g[on] * ref.x[on]) > ref.lam * (1 + 1e-9)
+        assert np.argmax(b[on] + 2 * g[on] * ref.x[on]) == 0 and on[0]
+
+
+def test_many_newton_steps_fall_back_to_the_sort(monkeypatch):
+    """Evenly spread betas and a tiny S: each Newton step drops about half the periods, more
+    steps than the fast path takes; the sorted prefix sums then give the same point."""
+    import agent.mpc.solvers as solvers
+
+    calls = []
+    real = solvers._sorted_kkt
+    monkeypatch.setattr(solvers, "_sorted_kkt", lambda *a: calls.append(1) or real(*a))
+    H = 5000
+    b, g = np.linspace(0.0, 1.0, H), np.full(H, 1e-2)
+    S = 1e-3
+    fast = _waterfill_uncapped(b, g, S)
+    assert calls == [1]
+    _kkt_certificate(b, g, S, fast)
+
+
+def test_huge_horizon():
+    rng = np.random.default_rng(9)
+    H = 200_000
+    b, g = rng.uniform(0.005, 0.05, H), rng.uniform(1e-6, 1e-4, H)
+    for S in (1e3, 1e8):
+        fast = _waterfill_uncapped(b, g, S)
+        ref = _general(b, g, S)
+        assert abs(fast.cost - ref.cost) <= 1e-12 * ref.cost + 16 * np.spacing(S) * b.max()
+        _kkt_certificate(b, g, S, fast)
+
+
+def test_zero_gamma_and_caps_still_take_the_general_path():
+    b, g = np.array([0.01, 0.02, 0.015]), np.array([1e-4, 0.0, 2e-4])
+    costs = CostSet.of(QuadraticCost(b, g), 3)
+    for S in (0.0, 10.0, 1e4):
+        out, ref = solve_auto(costs, S), _general(b, g, S)
+        assert (out.status, out.message) == (ref.status, ref.message)
+        np.testing.assert_array_equal(out.x, ref.x)
+    caps = np.array([50.0, np.inf, 20.0])
+    out = solve_auto(CostSet.of(QuadraticCost(b, g * 0 + 1e-4), 3), 100.0, caps=caps)
+    ref = solve_quadratic(b, g * 0 + 1e-4, 100.0, caps=caps)
+    assert out.cost == ref.cost and np.all(out.x <= caps)
+
+
+@pytest.mark.parametrize("kind", ["profile", "random"])
+@pytest.mark.parametrize("N", [40, 390])
+def test_receding_horizon_run_equals_the_general_path(kind, N):
+    """The bench's MPC run (re-solve k..N-1 at every k with new costs, send x[0]): the executed
+    cost of the fast path equals the general water-filling's to 1e-12 relative."""
+    rng = np.random.default_rng(N)
+    if kind == "profile":
+        m = 1.0 + 0.5 * np.cos(np.linspace(0.0, 2.0 * np.pi, N))
+        B = 0.01 * np.exp(rng.normal(0.0, 0.1, N))[:, None] * m
+        G = 2e-5 * np.exp(rng.normal(0.0, 0.2, N))[:, None] * m
+    else:
+        B, G = rng.uniform(0.005, 0.05, (N, N)), rng.uniform(1e-6, 1e-4, (N, N))
+    cost = {}
+    for general in (False, True):
+        left, c = 50_000.0, 0.0
+        for k in range(N):
+            b, g = B[k, k:], G[k, k:]
+            if general:
+                res = solve_quadratic(b, g, left, caps=np.full(N - k, np.inf))
+            else:
+                res = solve_auto(CostSet.of(QuadraticCost(b, g), N - k), left)
+            assert res.status is SolveStatus.OPTIMAL
+            x0 = float(res.x[0])
+            c += B[k, k] * x0 + G[k, k] * x0 * x0
+            left -= x0
+        cost[general] = c
+        assert left == pytest.approx(0.0, abs=1e-6)
+    assert abs(cost[False] - cost[True]) <= 1e-12 * cost[True]
+
+
+# --- the capped fast path (a participation cap on the MPC's re-solve) -------------------------
+
+
+def _capped_cases():
+    rng = np.random.default_rng(77)
+    for H in (1, 2, 7, 100, 390, 3000):
+        for kind in ("mpc", "random", "all_capped", "zero_caps", "tied"):
+            S = float(10 ** rng.uniform(0, 6))
+            if kind == "mpc":  # U-shaped costs, caps from a volume profile, 5 % to 4x slack
+                m = 1 + 0.5 * np.cos(np.linspace(0, 2 * np.pi, H) + rng.uniform(0, 6))
+                b = 0.01 * m * np.exp(rng.normal(0, 0.1, H))
+                g = 2e-5 * m * np.exp(rng.normal(0, 0.2, H))
+                vol = (1.5 - 0.5 * np.cos(np.linspace(0, 2 * np.pi, H))) * rng.lognormal(0, 0.3, H)
+                u = vol / vol.sum() * S * rng.uniform(1.05, 4)
+            elif kind == "random":  # some capped, some not
+                b, g = rng.uniform(0.005, 0.05, H), rng.uniform(1e-6, 1e-4, H)
+                u = np.where(rng.random(H) < 0.5, rng.uniform(0, 3 * S / max(H, 1), H), np.inf)
+            elif kind == "all_capped":  # every cap finite, barely enough room
+                b, g = rng.uniform(0.005, 0.05, H), rng.uniform(1e-6, 1e-4, H)
+                u = rng.uniform(0.5, 1.5, H)
+                u *= S / u.sum() * 1.001
+            elif kind == "zero_caps":  # periods that may not trade at all
+                b, g = rng.uniform(0.005, 0.05, H), rng.uniform(1e-6, 1e-4, H)
+                u = np.where(rng.random(H) < 0.3, 0.0, rng.uniform(0, 3 * S / max(H, 1), H))
+                u[rng.integers(H)] = np.inf
+            else:  # equal betas and gammas, equal caps: many events at one position
+                b, g = np.full(H, 0.02), np.full(H, 1e-5)
+                u = np.full(H, 2 * S / H)
+            if u.sum() > S:
+                yield kind, b, g, u, S
+
+
+@pytest.mark.parametrize("case", list(_capped_cases()), ids=lambda c: f"{c[0]}-H{c[1].size}")
+def test_capped_fast_path_matches_general_waterfill_and_kkt(case):
+    from agent.mpc.solvers import _waterfill, _waterfill_capped
+
+    _, b, g, u, S = case
+    fast = _waterfill_capped(b, g, u, S)
+    assert fast is not None and fast.status is SolveStatus.OPTIMAL
+    x_ref, _ = _waterfill(b, g, u, S)
+    ref = quadratic_cost(x_ref, b, g)
+    x, lam = fast.x, fast.lam
+    assert np.all(x >= 0) and np.all(x <= u)
+    assert x.sum() == pytest.approx(S, rel=1e-13)
+    assert fast.cost == pytest.approx(quadratic_cost(x, b, g), rel=1e-13)
+    assert abs(fast.cost - ref) <= 1e-12 * ref
+    # KKT: the marginal cost is lam where strictly inside, >= lam at 0, <= lam at the cap
+    marg = b + 2 * g * x
+    tol = 1e-9 * lam + 1e-300
+    inside = (x > 1e-9 * S) & (x < u - 1e-9 * S)
+    assert np.all(np.abs(marg[inside] - lam) <= tol)
+    assert np.all(marg[(x == 0) & (u > 0)] >= lam - tol)
+    assert np.all(marg[(x == u) & (u > 0)] <= lam + tol)
+    if np.isfinite(u).any():  # solve_quadratic and solve_auto with these caps take it
+        assert solve_quadratic(b, g, S, caps=u).cost == fast.cost
+        assert solve_auto(CostSet.of(QuadraticCost(b, g), b.size), S, caps=u).cost == fast.cost
+
+
+@pytest.mark.parametrize(
+    "b, g, u, S",
+    [
+        ([0.1, 0.2], [1e-3, 1e-3], [5.0, 4.0], 10.0),  # infeasible
+        ([0.1, 0.2], [1e-3, 0.0], [5.0, 50.0], 10.0),  # a linear period
+        ([0.1, 0.2], [1e-3, 1e-3], [5.0, np.nan], 10.0),  # NaN cap
+        ([0.1, 0.2], [1e-3, 1e-3], [5.0, -1.0], 10.0),  # negative cap
+        ([0.1, 0.2], [1e-3, 1e-3], [5.0, 50.0], 0.0),  # nothing to allocate
+        ([0.1, -0.2], [1e-3, 1e-3], [5.0, 50.0], 10.0),  # negative beta
+    ],
+)
+def test_capped_edge_cases_are_left_to_the_general_path(b, g, u, S):
+    from agent.mpc.solvers import _waterfill_capped
+
+    b, g, u = (np.asarray(v, float) for v in (b, g, u))
+    assert _waterfill_capped(b, g, u, S) is None
+    out = solve_quadratic(b, g, S, caps=u)
+    assert out.status is not SolveStatus.OPTIMAL or np.all(out.x <= u)
+
+
+def test_caps_holding_exactly_s_put_every_period_at_its_cap():
+    from agent.mpc.solvers import _waterfill, _waterfill_capped
+
+    b, g, u = np.array([0.1, 0.2, 0.15]), np.array([1e-3, 1e-3, 2e-3]), np.array([5.0, 5.0, 2.0])
+    fast = _waterfill_capped(b, g, u, 12.0)
+    x_ref, _ = _waterfill(b, g, u, 12.0)
+    if fast is not None:  # (or left to the general path when f's last slope rounds to 0)
+        np.testing.assert_allclose(fast.x, u, rtol=1e-15)
+    np.testing.assert_allclose(x_ref, u, rtol=1e-15)
+    out = solve_quadratic(b, g, 12.0, caps=u)
+    assert out.status is SolveStatus.OPTIMAL
+    np.testing.assert_allclose(out.x, u, rtol=1e-15)
+
+
+def test_decide_mpc_with_a_participation_cap_uses_the_capped_optimum():
+    from agent.core.plan import PeriodGrid, decide_mpc, quadratic_costs
+
+    h = 20
+    grid = PeriodGrid(0, h * 60_000_000_000, 60_000_000_000)
+    mb = 1 + 0.5 * np.cos(np.linspace(0, 2 * np.pi, h))
+    costs = quadratic_costs(0.01, 2e-5, mb, mb)
+    caps = np.full(h, 600.0)
+    d = decide_mpc(grid, 0, 10_000.0, costs, lot=100, caps=caps)
+    ref = solve_quadratic(costs.quadratic.beta, costs.quadratic.gamma, 10_000.0, caps=caps)
+    np.testing.assert_array_equal(d.plan, ref.x)
+    assert d.status == "optimal" and np.all(d.plan <= caps)
+
+
+def test_decide_mpc_with_no_cap_known_solves_uncapped():
+    from agent.core.plan import PeriodGrid, decide_mpc, quadratic_costs
+
+    h = 12
+    grid = PeriodGrid(0, h * 60_000_000_000, 60_000_000_000)
+    mb = 1 + 0.5 * np.cos(np.linspace(0, 2 * np.pi, h))
+    costs = quadratic_costs(0.01, 2e-5, mb, mb)
+    d = decide_mpc(grid, 0, 10_000.0, costs, lot=100, caps=np.full(h, np.inf))
+    ref = solve_auto(costs, 10_000.0)
+    np.testing.assert_array_equal(d.plan, ref.x)
+    general = _general(costs.quadratic.beta, costs.quadratic.gamma, 10_000.0)
+    assert abs(d.plan @ (mb * 0.01 + mb * 2e-5 * d.plan) - general.cost) <= 1e-12 * general.cost
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_fast_paths_against_slsqp_and_the_dp(seed):
+    """Independent references: scipy's SLSQP on the continuous problem (never cheaper than
+    the exact optimum, close to it), and the DP on a one-share grid (the integer optimum: at
+    or above the continuous one, within a share's rounding per period)."""
+    from scipy.optimize import minimize
+
+    from agent.mpc.dp import solve_dp
+
+    rng = np.random.default_rng(seed)
+    H = int(rng.integers(2, 7))
+    b, g = rng.uniform(0.005, 0.05, H), rng.uniform(1e-4, 1e-2, H)
+    S = float(rng.integers(50, 400))
+    capped = seed % 2 == 1
+    u = np.where(rng.random(H) < 0.6, rng.integers(S / H, S, H).astype(float), np.inf)
+    u = u if capped and u.sum() > S else None
+    costs = CostSet.of(QuadraticCost(b, g), H)
+    fast = solve_auto(costs, S, caps=u)
+    assert fast.status is SolveStatus.OPTIMAL
+    bounds = [(0.0, S if u is None else float(min(c, S))) for c in (u if u is not None else b)]
+    ref = minimize(
+        lambda x: float(np.sum(b * x + g * x * x)),
+        np.full(H, S / H),
+        jac=lambda x: b + 2 * g * x,
+        constraints=({"type": "eq", "fun": lambda x: x.sum() - S},),
+        bounds=bounds,
+        method="SLSQP",
+        options={"maxiter": 500, "ftol": 1e-14},
+    )
+    slsqp = float(np.sum(b * ref.x + g * ref.x * ref.x))
+    assert fast.cost <= slsqp * (1 + 1e-9)
+    assert fast.cost == pytest.approx(slsqp, rel=1e-6)
+    dp = solve_dp(costs, S, u, 1)
+    assert fast.cost <= dp.cost * (1 + 1e-12)
+    assert dp.cost - fast.cost <= H * (float(np.max(b + 2 * g * fast.x)) + float(g.max()))
+
+
+def test_a_float32_model_is_solved_in_float64():
+    """(x = lam - beta in float32 would round the plan to 7 digits.)"""
+    rng = np.random.default_rng(4)
+    b = rng.uniform(0.005, 0.05, 40).astype(np.float32)
+    g = rng.uniform(1e-6, 1e-4, 40).astype(np.float32)
+    out = solve_auto(CostSet.of(QuadraticCost(b, g), 40), 1e4)
+    assert out.x.dtype == np.float64
+    ref = _general(b.astype(float), g.astype(float), 1e4)
+    assert abs(out.cost - ref.cost) <= 1e-12 * ref.cost
