@@ -64,6 +64,9 @@ class FeedServer:
         host, port: Where to listen (port 0 = any free port; see ``port``).
         loop: Start the file again when it ends.
         start_delay_s: Wait this long before the first message (lets clients connect).
+        wait_for_clients: Send nothing before this many clients are connected (then
+            ``start_delay_s``): a test whose client takes long to start (a reader process on a
+            busy machine) misses no book; 0: start at once.
         fmt: ``mbp10-json`` (any book file ``read_books`` reads) or ``binance-depth`` (a
             recorded Binance session).
         futures: Binance USD-M futures sequencing.
@@ -82,6 +85,7 @@ class FeedServer:
         port: int = 0,
         loop: bool = False,
         start_delay_s: float = 0.0,
+        wait_for_clients: int = 0,
         fmt: str = "mbp10-json",
         futures: bool = False,
         restamp: bool = False,
@@ -104,6 +108,8 @@ class FeedServer:
         self._port = port
         self.loop = loop
         self.start_delay_s = start_delay_s
+        self.wait_for_clients = wait_for_clients
+        self._enough_clients = asyncio.Event()
         self.sent = 0
         self.restamp = restamp
         self.max_buffer_bytes = max_buffer_bytes
@@ -146,6 +152,8 @@ class FeedServer:
             # broadcast in between would be missing from this client's chain.
             broadcast([ws], json.dumps(snap))
         self._clients.add(ws)
+        if len(self._clients) >= self.wait_for_clients:
+            self._enough_clients.set()
         self._log.info("feed_server.client_connected", clients=len(self._clients))
         try:
             # Read and drop what the client sends: unread frames would hold back its close
@@ -176,6 +184,8 @@ class FeedServer:
 
     async def _produce(self) -> None:
         try:
+            if self.wait_for_clients:
+                await self._enough_clients.wait()
             await asyncio.sleep(self.start_delay_s)
             if self.fmt == "binance-depth":
                 await self._produce_binance()

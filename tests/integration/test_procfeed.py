@@ -239,7 +239,9 @@ async def test_the_reader_process_exits_when_its_parent_is_killed():
 
 
 async def test_the_daemon_completes_an_order_with_the_process_reader(tmp_path):
-    async with FeedServer(SAMPLE, speed=3600, start_delay_s=0.3) as srv:
+    # The books start once the reader process is connected: its start-up (a Python process)
+    # took longer than the whole replay once, on a machine at load 8.
+    async with FeedServer(SAMPLE, speed=3600, wait_for_clients=1, start_delay_s=0.3) as srv:
         p = tmp_path / "live.toml"
         text = CONFIG.format(url=srv.url, stale=5.0)
         p.write_text(text.replace("[feed]", '[feed]\nreader = "process"'))
