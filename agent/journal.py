@@ -51,6 +51,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import json
 import sqlite3
 import threading
@@ -110,6 +111,15 @@ CREATE INDEX IF NOT EXISTS records_parent ON records(parent_id, seq);
 """
 
 _INSERT = "INSERT INTO records(parent_id, kind, body) VALUES (?, ?, ?)"
+# Rows per INSERT of a batch: 3 parameters a row stays under SQLite's oldest bound of 999.
+_CHUNK = 100
+
+
+@functools.cache
+def _insert_rows_sql(n: int) -> str:
+    """The INSERT of ``n`` rows in one statement (rows inserted in the order listed)."""
+    return "INSERT INTO records(parent_id, kind, body) VALUES " + ",".join(["(?, ?, ?)"] * n)
+
 
 # Every event the tracker applies, venue reports and our cancel/replace requests alike.
 _EVENTS: dict[str, type] = {c.__name__: c for c in get_args(TrackerEvent)}
@@ -146,7 +156,9 @@ class _Write:
     parent_id: str
     kind: str
     body: dict[str, Any] | None
-    done: Future[None] | None  # None: a queued write, nobody waits for it
+    # None: a queued write, nobody waits. An asyncio future: a coroutine waits (all of a
+    # batch's are resolved by one call onto their loop). A concurrent one: a thread waits.
+    done: Future[None] | asyncio.Future[None] | None
 
 
 @dataclass(slots=True)
@@ -158,15 +170,39 @@ class _Call:
     done: Future[Any]
 
 
-def _settle(fut: Future[Any] | None, err: BaseException | None = None) -> None:
-    """Resolve a waiter (one whose caller gave up is left as it is: the record stands)."""
-    if fut is None:
-        return
+def _settle(fut: Future[Any], err: BaseException | None = None) -> None:
+    """Resolve a waiting thread (one whose caller gave up is left as it is: the record stands)."""
     with contextlib.suppress(InvalidStateError):
         if err is None:
             fut.set_result(None)
         else:
             fut.set_exception(err)
+
+
+def _settle_aio(futs: list[asyncio.Future[None]], err: BaseException | None) -> None:
+    """Resolve waiting coroutines, on their loop (a cancelled one is left as it is)."""
+    for f in futs:
+        if not f.done():
+            if err is None:
+                f.set_result(None)
+            else:
+                f.set_exception(err)
+
+
+def _release(writes: list[_Write], err: BaseException | None = None) -> None:
+    """Answer the waiters of ``writes``: the coroutines with one call onto their loop (each
+    call wakes the loop through its self-pipe, which lets go of the GIL: one a batch, not one
+    a record), the threads directly."""
+    by_loop: dict[asyncio.AbstractEventLoop, list[asyncio.Future[None]]] = {}
+    for w in writes:
+        d = w.done
+        if isinstance(d, Future):
+            _settle(d, err)
+        elif d is not None:
+            by_loop.setdefault(d.get_loop(), []).append(d)
+    for loop, futs in by_loop.items():
+        with contextlib.suppress(RuntimeError):  # loop closed: nobody waits any more
+            loop.call_soon_threadsafe(_settle_aio, futs, err)
 
 
 class Journal:
@@ -210,7 +246,10 @@ class Journal:
             raise JournalUnavailable(f"journal {self.path}: cannot open: {e}") from e
 
     def _open(self) -> None:
-        conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        # The statement cache holds every batch size's INSERT (up to _CHUNK) besides the rest.
+        conn = sqlite3.connect(
+            self.path, isolation_level=None, check_same_thread=False, cached_statements=256
+        )
         try:
             conn.execute("PRAGMA journal_mode=WAL")
             conn.execute("PRAGMA synchronous=FULL")
@@ -303,8 +342,10 @@ class Journal:
                 err = JournalUnavailable(f"journal {self.path}: writer failed: {e!r}")
                 err.__cause__ = e
                 self._fail(err)
+                _release([op for op in ops if isinstance(op, _Write)], err)
                 for op in ops:
-                    _settle(op.done, err)
+                    if isinstance(op, _Call):
+                        _settle(op.done, err)
 
     def _run(self, ops: list[_Write | _Call]) -> None:
         """Commit runs of consecutive records as one transaction each; a call runs after the
@@ -354,9 +395,7 @@ class Journal:
         if rows:
             conn = self._conn
             try:
-                conn.execute("BEGIN")
-                conn.executemany(_INSERT, rows)
-                conn.execute("COMMIT")
+                self._insert(conn, rows)
             except sqlite3.Error as e:
                 if conn.in_transaction:  # SQLITE_FULL or IOERR may have rolled it back already
                     with contextlib.suppress(sqlite3.Error):
@@ -374,20 +413,29 @@ class Journal:
                 return
             self.n_commits += 1
             self.n_written += len(rows)
-        for w in group[:n_ok]:
-            _settle(w.done)
+        _release(group[:n_ok])
         if bad is not None:
             self._fail(bad)
             self._refuse(group[n_ok:], bad)
 
+    @staticmethod
+    def _insert(conn: sqlite3.Connection, rows: list[tuple[str, str, str]]) -> None:
+        """Insert ``rows`` in order as ONE transaction: a statement per chunk of rows, not per
+        row (each sqlite call lets go of the GIL, and taking it back from a busy event loop
+        costs up to the switch interval), inside BEGIN ... COMMIT when there are several."""
+        if len(rows) <= _CHUNK:  # one statement: its own transaction, atomic and durable
+            conn.execute(_insert_rows_sql(len(rows)), [x for r in rows for x in r])
+            return
+        conn.execute("BEGIN")
+        for i in range(0, len(rows), _CHUNK):
+            part = rows[i : i + _CHUNK]
+            conn.execute(_insert_rows_sql(len(part)), [x for r in part for x in r])
+        conn.execute("COMMIT")
+
     def _refuse(self, group: list[_Write], err: JournalUnavailable) -> None:
         """Answer records that are not durable: waiters get ``err``, queued ones are counted."""
-        n = 0
-        for w in group:
-            if w.done is not None:
-                _settle(w.done, err)
-            elif w.kind:
-                n += 1
+        _release(group, err)
+        n = sum(1 for w in group if w.done is None and w.kind)
         with self._lock:
             self.n_refused += n
 
@@ -409,17 +457,14 @@ class Journal:
         with self._lock:
             self.n_refused += 1
 
-    def _durable(self, parent_id: str, kind: str, body: dict[str, Any] | None) -> Future[None]:
-        """Queue a record and return what resolves once its transaction is committed."""
+    async def _await_durable(self, parent_id: str, kind: str, body: dict[str, Any] | None) -> None:
+        """Queue a record and return once the transaction holding it is committed."""
+        self._catch_loop()
         if self.fault is not None:
             raise self.fault
-        fut: Future[None] = Future()
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._submit(_Write(parent_id, kind, body, fut))
-        return fut
-
-    async def _await_durable(self, parent_id: str, kind: str, body: dict[str, Any] | None) -> None:
-        self._catch_loop()
-        await asyncio.wrap_future(self._durable(parent_id, kind, body))
+        await fut
 
     def _call(self, fn: Callable[[], _T], what: str) -> _T:
         """Run a read or a checked write on the writer thread and wait (blocking)."""
@@ -467,7 +512,11 @@ class Journal:
 
     def set_halted(self, halted: bool, reason: str) -> None:
         """Record the kill-switch state (durable before this returns)."""
-        self._durable("*", "halt", {"halted": halted, "reason": reason}).result()
+        if self.fault is not None:
+            raise self.fault
+        done: Future[None] = Future()
+        self._submit(_Write("*", "halt", {"halted": halted, "reason": reason}, done))
+        done.result()
 
     def halted(self) -> bool:
         """Return the last recorded kill-switch state (False when never set)."""

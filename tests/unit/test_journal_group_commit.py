@@ -49,12 +49,21 @@ def labels(path) -> list[str]:
 
 
 def commits(j: Journal) -> list[str]:
-    """Start counting the COMMIT statements the journal's connection runs (a trace callback
-    on the connection itself, not the journal's own counter)."""
+    """Start counting the transactions the journal's connection commits, from the statements
+    it runs (a trace callback on the connection itself, not the journal's own counter): each
+    COMMIT, and each INSERT run outside BEGIN ... COMMIT (its own transaction)."""
     seen: list[str] = []
+    open_: list[bool] = [False]
 
     def trace(sql: str) -> None:
-        if sql.strip().upper() == "COMMIT":
+        head = sql.lstrip().split(None, 1)[0].upper()
+        if head == "BEGIN":
+            open_[0] = True
+        elif head in ("COMMIT", "ROLLBACK"):
+            open_[0] = False
+            if head == "COMMIT":
+                seen.append(sql)
+        elif head == "INSERT" and not open_[0]:
             seen.append(sql)
 
     j._pool.submit(lambda: j._conn.set_trace_callback(trace)).result()
@@ -137,6 +146,17 @@ async def test_awaited_write_waits_for_its_own_transaction_not_the_next(tmp_path
     j.close()
 
 
+def _boom_trigger(path) -> None:
+    """Make SQLite refuse any record of parent BOOM (as a full disk would, mid-batch)."""
+    con = sqlite3.connect(path)
+    con.execute(
+        "CREATE TRIGGER boom BEFORE INSERT ON records WHEN NEW.parent_id = 'BOOM' "
+        "BEGIN SELECT RAISE(ABORT, 'injected fault'); END"
+    )
+    con.commit()
+    con.close()
+
+
 async def test_a_failure_mid_batch_writes_nothing_of_it_and_fails_its_waiters(tmp_path):
     """A record refused by SQLite in the middle of a batch (a trigger aborts it, as a full disk
     would) rolls the whole transaction back: the records committed before the batch stay, none
@@ -146,13 +166,7 @@ async def test_a_failure_mid_batch_writes_nothing_of_it_and_fails_its_waiters(tm
     faults: list[JournalUnavailable] = []
     j = Journal(path, on_fault=faults.append)
     await j.intent("mpc", child(0))  # durable before the batch
-    con = sqlite3.connect(path)
-    con.execute(
-        "CREATE TRIGGER boom BEFORE INSERT ON records WHEN NEW.parent_id = 'BOOM' "
-        "BEGIN SELECT RAISE(ABORT, 'injected fault'); END"
-    )
-    con.commit()
-    con.close()
+    _boom_trigger(path)
     with capture_logs() as logs:
         with writer_held(j):
             a = asyncio.create_task(j.intent("mpc", child(1)))
@@ -179,6 +193,52 @@ async def test_a_failure_mid_batch_writes_nothing_of_it_and_fails_its_waiters(tm
     j.close()
     assert labels(path) == ["intent:P-x-00000"]
     assert [e["event"] for e in logs if e["log_level"] == "error"] == ["journal.unavailable"]
+
+
+async def test_a_batch_larger_than_one_statement_is_still_one_transaction(tmp_path):
+    """250 records (several INSERT statements) reach the writer together: one transaction,
+    in issue order."""
+    path = tmp_path / "j.sqlite"
+    j = Journal(path)
+    seen = commits(j)
+    n = 125
+    with writer_held(j):
+        for i in range(n):
+            j.decision("P", i, 10.0)
+        tasks = [asyncio.create_task(j.intent("mpc", child(i))) for i in range(n)]
+        await queued(j, 2 * n)
+    await asyncio.gather(*tasks)
+    assert len(seen) == 1 == j.n_commits
+    assert labels(path) == [f"decision:{i}" for i in range(n)] + [
+        f"intent:P-x-{i:05d}" for i in range(n)
+    ]
+    j.close()
+
+
+async def test_a_failure_in_a_later_statement_of_a_batch_rolls_back_the_earlier_ones(tmp_path):
+    """The refused record is the 201st of a 250-record batch: the 200 before it were inserted
+    by earlier statements of the same transaction, and the rollback takes them out too."""
+    path = tmp_path / "j.sqlite"
+    j = Journal(path)
+    await j.intent("mpc", child(0))
+    _boom_trigger(path)
+    with writer_held(j):
+        for i in range(200):
+            j.event("P", "mpc", fill(i))
+        bad = asyncio.create_task(j.intent("mpc", child(1, parent="BOOM")))
+        await queued(j, 201)
+        for i in range(200, 249):
+            j.event("P", "mpc", fill(i))
+        flushed = asyncio.create_task(j.flush())
+        await queued(j, 251)
+    for t in (bad, flushed):
+        with pytest.raises(JournalUnavailable, match="injected fault"):
+            await t
+    assert not j._pool.submit(lambda: j._conn.in_transaction).result()
+    assert labels(path) == ["intent:P-x-00000"]
+    assert j.health()["writes_refused"] == 249
+    j.close()
+    assert labels(path) == ["intent:P-x-00000"]
 
 
 async def test_a_record_that_cannot_be_encoded_ends_its_batch_there(tmp_path):
