@@ -400,11 +400,11 @@ class Journal:
                 if conn.in_transaction:  # SQLITE_FULL or IOERR may have rolled it back already
                     with contextlib.suppress(sqlite3.Error):
                         conn.execute("ROLLBACK")
-                first = group[0]
+                pid, kind, _ = rows[0]
                 what = (
-                    f"writing {first.kind} of {first.parent_id}"
+                    f"writing {kind} of {pid}"
                     if len(rows) == 1
-                    else f"writing {len(rows)} records ({first.kind} of {first.parent_id} first)"
+                    else f"writing {len(rows)} records ({kind} of {pid} first)"
                 )
                 err = JournalUnavailable(f"journal {self.path}: {what} failed: {e}")
                 err.__cause__ = e
