@@ -1,6 +1,15 @@
 """Crash-safe order journal: SQLite in WAL mode with ``synchronous=FULL`` (every commit is on
 disk before it returns), written by one dedicated thread off the event loop.
 
+Group commit. Every write joins one queue in the order it was issued; the writer thread takes
+everything queued when it wakes and commits each run of records in ONE transaction (one fsync:
+with WAL and ``synchronous=FULL`` SQLite syncs the WAL once per commit, whatever the number of
+rows), in queue order, so the file's ``seq`` order is the issue order. An awaited write
+(``intent``, ``add_parent``, ``cancel_parent``, ``set_halted``, ``flush``) returns only once the
+transaction holding it is committed; a burst of intents waits for one commit, not one each.
+Reads and checked writes (``load``, ``start_run``, ``add_parent``...) run after every record
+queued before them is committed. A caller that stops waiting does not withdraw its record.
+
 What is recorded, in order, for every parent order:
 
 - ``decision``: each period decided (so a restart does not decide it again);
@@ -25,23 +34,29 @@ instead of feeding a duplicate to the tracker, so a start reports it rather than
 Faults (contract). A write or read that fails (disk full, I/O error) makes the journal
 *unavailable* for good (``fault`` is set; nothing after it is written, so replay never sees a
 history with a hole in it), logs ``journal.unavailable`` at error level once and calls
-``on_fault(error)`` on the event loop, where the daemon engages the kill switch. Then:
+``on_fault(error)`` on the event loop, where the daemon engages the kill switch. A failed
+transaction is rolled back whole: none of its records is durable, and each of its waiters gets
+``JournalUnavailable`` (a record that cannot be encoded ends its batch instead: the records
+before it are committed, it and all after it are not). Then:
 
 - ``intent``, ``add_parent``, ``cancel_parent``, ``start_run``, ``set_halted``, ``flush``,
   ``load``, ``parents``, ``halted``, ``parent_known``, ``client_order_ids`` raise
   ``JournalUnavailable`` (an intent that is not durable is never sent);
-- ``decision``, ``event``, ``anomaly`` (queued) never raise: a failure is reported through
-  ``fault``/``on_fault``, and the writes refused after it are counted in ``health()``.
+- ``decision``, ``event``, ``anomaly``, ``queue_intent`` (queued) never raise: a failure is
+  reported through ``fault``/``on_fault``, and the queued writes it kept from the disk (those
+  of the failed transaction and every one after it) are counted in ``health()``.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import json
 import sqlite3
+import threading
 from collections.abc import Callable
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future, InvalidStateError, ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, TypeVar, get_args
@@ -95,6 +110,17 @@ CREATE TABLE IF NOT EXISTS records (
 CREATE INDEX IF NOT EXISTS records_parent ON records(parent_id, seq);
 """
 
+_INSERT = "INSERT INTO records(parent_id, kind, body) VALUES (?, ?, ?)"
+# Rows per INSERT of a batch: 3 parameters a row stays under SQLite's oldest bound of 999.
+_CHUNK = 100
+
+
+@functools.cache
+def _insert_rows_sql(n: int) -> str:
+    """The INSERT of ``n`` rows in one statement (rows inserted in the order listed)."""
+    return "INSERT INTO records(parent_id, kind, body) VALUES " + ",".join(["(?, ?, ?)"] * n)
+
+
 # Every event the tracker applies, venue reports and our cancel/replace requests alike.
 _EVENTS: dict[str, type] = {c.__name__: c for c in get_args(TrackerEvent)}
 
@@ -120,6 +146,65 @@ class ParentHistory:
         return not (self.periods or self.items)
 
 
+@dataclass(slots=True)
+class _Write:
+    """One record for the writer thread; ``done`` resolves once its transaction is committed.
+
+    ``kind == ""`` writes nothing: a flush, resolved with the records queued before it.
+    """
+
+    parent_id: str
+    kind: str
+    body: dict[str, Any] | None
+    # None: a queued write, nobody waits. An asyncio future: a coroutine waits (all of a
+    # batch's are resolved by one call onto their loop). A concurrent one: a thread waits.
+    done: Future[None] | asyncio.Future[None] | None
+
+
+@dataclass(slots=True)
+class _Call:
+    """A read, or a write that must read first, run on the writer thread after every record
+    queued before it is committed."""
+
+    fn: Callable[[], Any]
+    done: Future[Any]
+
+
+def _settle(fut: Future[Any], err: BaseException | None = None) -> None:
+    """Resolve a waiting thread (one whose caller gave up is left as it is: the record stands)."""
+    with contextlib.suppress(InvalidStateError):
+        if err is None:
+            fut.set_result(None)
+        else:
+            fut.set_exception(err)
+
+
+def _settle_aio(futs: list[asyncio.Future[None]], err: BaseException | None) -> None:
+    """Resolve waiting coroutines, on their loop (a cancelled one is left as it is)."""
+    for f in futs:
+        if not f.done():
+            if err is None:
+                f.set_result(None)
+            else:
+                f.set_exception(err)
+
+
+def _release(writes: list[_Write], err: BaseException | None = None) -> None:
+    """Answer the waiters of ``writes``: the coroutines with one call onto their loop (each
+    call wakes the loop through its self-pipe, which lets go of the GIL: one a batch, not one
+    a record), the threads directly."""
+    by_loop: dict[asyncio.AbstractEventLoop, list[asyncio.Future[None]]] = {}
+    for w in writes:
+        d = w.done
+        if isinstance(d, Future):
+            _settle(d, err)
+        elif d is not None:
+            by_loop.setdefault(d.get_loop(), []).append(d)
+    for loop, futs in by_loop.items():
+        with contextlib.suppress(RuntimeError):  # loop closed: nobody waits any more
+            loop.call_soon_threadsafe(_settle_aio, futs, err)
+
+
 class Journal:
     """The journal file; all writes go through one thread, in submission order.
 
@@ -141,11 +226,18 @@ class Journal:
         self.path = check_state_path(path, "file", "journal.path")
         self.on_fault = on_fault
         self.fault: JournalUnavailable | None = None
-        self.n_refused = 0  # queued writes refused after the fault
+        self.n_refused = 0  # queued writes not made durable because of the fault
+        self.n_commits = 0  # transactions committed by the writer (one fsync each)
+        self.n_written = 0  # records they held
         self._loop: asyncio.AbstractEventLoop | None = None
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="journal")
         self._conn: sqlite3.Connection | None = None
         self._report: JournalReport | None = None
+        # The writer's queue: records and calls in issue order, taken whole by _drain.
+        self._lock = threading.Lock()
+        self._ops: list[_Write | _Call] = []
+        self._draining = False  # a _drain is scheduled or running on the pool
+        self._closed = False  # close() queued: nothing more is accepted
         self._catch_loop()
         try:
             self._pool.submit(self._open).result()
@@ -154,7 +246,10 @@ class Journal:
             raise JournalUnavailable(f"journal {self.path}: cannot open: {e}") from e
 
     def _open(self) -> None:
-        conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        # The statement cache holds every batch size's INSERT (up to _CHUNK) besides the rest.
+        conn = sqlite3.connect(
+            self.path, isolation_level=None, check_same_thread=False, cached_statements=256
+        )
         try:
             conn.execute("PRAGMA journal_mode=WAL")
             conn.execute("PRAGMA synchronous=FULL")
@@ -214,63 +309,191 @@ class Journal:
             "path": str(self.path),
             "error": str(self.fault) if self.fault is not None else None,
             "writes_refused": self.n_refused,
+            "records_written": self.n_written,
+            "transactions": self.n_commits,
         }
 
-    def _write(self, parent_id: str, kind: str, body: dict[str, Any]) -> None:
-        def _insert() -> None:
-            assert self._conn is not None
-            self._conn.execute(
-                "INSERT INTO records(parent_id, kind, body) VALUES (?, ?, ?)",
-                (parent_id, kind, json.dumps(body)),
-            )
+    # -- the writer thread -----------------------------------------------------------------------
+    def _submit(self, op: _Write | _Call, *, last: bool = False) -> None:
+        """Queue ``op`` for the writer; ``last`` (close) accepts nothing after it."""
+        with self._lock:
+            if self._closed:
+                raise JournalUnavailable(f"journal {self.path}: closed")
+            self._ops.append(op)
+            self._closed = last
+            if self._draining:
+                return  # the running drain takes it with the next batch
+            self._draining = True
+        self._pool.submit(self._drain)
 
-        self._guard(_insert, f"writing {kind} of {parent_id}")
+    def _drain(self) -> None:
+        # Take everything queued, run it, and again until the queue is empty: what arrives
+        # during one commit goes into the next, so a busy journal commits in batches.
+        while True:
+            with self._lock:
+                ops = self._ops
+                if not ops:
+                    self._draining = False
+                    return
+                self._ops = []
+            try:
+                self._run(ops)
+            except BaseException as e:  # a bug here must not leave waiters hanging
+                err = JournalUnavailable(f"journal {self.path}: writer failed: {e!r}")
+                err.__cause__ = e
+                self._fail(err)
+                _release([op for op in ops if isinstance(op, _Write)], err)
+                for op in ops:
+                    if isinstance(op, _Call):
+                        _settle(op.done, err)
+
+    def _run(self, ops: list[_Write | _Call]) -> None:
+        """Commit runs of consecutive records as one transaction each; a call runs after the
+        records before it are committed, so it reads them and its own writes follow them."""
+        group: list[_Write] = []
+        for op in ops:
+            if isinstance(op, _Write):
+                group.append(op)
+                continue
+            self._commit(group)
+            group = []
+            if op.done.set_running_or_notify_cancel():  # not when its caller gave up
+                try:
+                    result = op.fn()
+                except BaseException as e:
+                    op.done.set_exception(e)
+                else:
+                    op.done.set_result(result)
+        self._commit(group)
+
+    def _commit(self, group: list[_Write]) -> None:
+        """Write ``group`` in one transaction (one fsync), then release its waiters.
+
+        A failure writes nothing of the group (rolled back), makes the journal unavailable,
+        and answers every waiter of the group with the fault; a record that cannot be encoded
+        ends the group there: what precedes it is committed, nothing after it is.
+        """
+        if not group:
+            return
+        if self.fault is not None or self._conn is None:
+            self._refuse(group, self.fault or JournalUnavailable(f"journal {self.path}: closed"))
+            return
+        rows: list[tuple[str, str, str]] = []
+        n_ok, bad = len(group), None
+        for i, w in enumerate(group):
+            if not w.kind:
+                continue  # a flush
+            try:
+                rows.append((w.parent_id, w.kind, json.dumps(w.body)))
+            except (TypeError, ValueError) as e:  # the caller's bug, still never silent
+                n_ok = i
+                bad = JournalUnavailable(
+                    f"journal {self.path}: writing {w.kind} of {w.parent_id} failed: {e!r}"
+                )
+                bad.__cause__ = e
+                break
+        if rows:
+            conn = self._conn
+            try:
+                self._insert(conn, rows)
+            except sqlite3.Error as e:
+                if conn.in_transaction:  # SQLITE_FULL or IOERR may have rolled it back already
+                    with contextlib.suppress(sqlite3.Error):
+                        conn.execute("ROLLBACK")
+                pid, kind, _ = rows[0]
+                what = (
+                    f"writing {kind} of {pid}"
+                    if len(rows) == 1
+                    else f"writing {len(rows)} records ({kind} of {pid} first)"
+                )
+                err = JournalUnavailable(f"journal {self.path}: {what} failed: {e}")
+                err.__cause__ = e
+                self._fail(err)
+                self._refuse(group, err)
+                return
+            self.n_commits += 1
+            self.n_written += len(rows)
+        _release(group[:n_ok])
+        if bad is not None:
+            self._fail(bad)
+            self._refuse(group[n_ok:], bad)
+
+    @staticmethod
+    def _insert(conn: sqlite3.Connection, rows: list[tuple[str, str, str]]) -> None:
+        """Insert ``rows`` in order as ONE transaction: a statement per chunk of rows, not per
+        row (each sqlite call lets go of the GIL, and taking it back from a busy event loop
+        costs up to the switch interval), inside BEGIN ... COMMIT when there are several."""
+        if len(rows) <= _CHUNK:  # one statement: its own transaction, atomic and durable
+            conn.execute(_insert_rows_sql(len(rows)), [x for r in rows for x in r])
+            return
+        conn.execute("BEGIN")
+        for i in range(0, len(rows), _CHUNK):
+            part = rows[i : i + _CHUNK]
+            conn.execute(_insert_rows_sql(len(part)), [x for r in part for x in r])
+        conn.execute("COMMIT")
+
+    def _refuse(self, group: list[_Write], err: JournalUnavailable) -> None:
+        """Answer records that are not durable: waiters get ``err``, queued ones are counted."""
+        _release(group, err)
+        n = sum(1 for w in group if w.done is None and w.kind)
+        with self._lock:
+            self.n_refused += n
+
+    def _write(self, parent_id: str, kind: str, body: dict[str, Any]) -> None:
+        """Insert one record now (inside a call on the writer thread, its own transaction)."""
+        assert self._conn is not None
+        self._conn.execute(_INSERT, (parent_id, kind, json.dumps(body)))
 
     def _queue(self, parent_id: str, kind: str, body: dict[str, Any]) -> None:
         # Queued write: never raises into the caller; a failure becomes the fault (logged,
         # on_fault), and a write refused after it is counted.
         self._catch_loop()
-        if self.fault is not None:
+        if self.fault is None:
+            try:
+                self._submit(_Write(parent_id, kind, body, None))
+                return
+            except JournalUnavailable:  # closed
+                pass
+        with self._lock:
             self.n_refused += 1
-            return
-        fut = self._pool.submit(self._queued_write, parent_id, kind, body)
-        fut.add_done_callback(self._queued_done)
 
-    def _queued_write(self, parent_id: str, kind: str, body: dict[str, Any]) -> None:
-        if self.fault is not None:  # queued before the fault, refused after it
-            self.n_refused += 1
-            return
-        self._write(parent_id, kind, body)
-
-    def _queued_done(self, fut: Future[None]) -> None:
-        exc = fut.exception()
-        if exc is not None and not isinstance(exc, JournalUnavailable):
-            # Not a sqlite error (e.g. a body json cannot encode): still never silent.
-            self._fail(JournalUnavailable(f"journal {self.path}: queued write failed: {exc!r}"))
-
-    def _call(self, fn: Callable[[], _T], what: str) -> _T:
-        """Run a read or durable write on the writer thread and wait (blocking)."""
-        self._catch_loop()
-        try:
-            return self._pool.submit(self._guard, fn, what).result()
-        except RuntimeError as e:  # pool shut down
-            raise JournalUnavailable(f"journal {self.path}: closed (while {what})") from e
-
-    async def _acall(self, fn: Callable[..., _T], *args: Any) -> _T:
+    async def _await_durable(self, parent_id: str, kind: str, body: dict[str, Any] | None) -> None:
+        """Queue a record and return once the transaction holding it is committed."""
         self._catch_loop()
         if self.fault is not None:
             raise self.fault
-        loop = asyncio.get_running_loop()
-        try:
-            return await loop.run_in_executor(self._pool, fn, *args)
-        except RuntimeError as e:  # pool shut down
-            raise JournalUnavailable(f"journal {self.path}: closed") from e
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._submit(_Write(parent_id, kind, body, fut))
+        await fut
 
-    # -- async writes (ordered by the single writer thread) --------------------------------------
+    def _call(self, fn: Callable[[], _T], what: str) -> _T:
+        """Run a read or a checked write on the writer thread and wait (blocking)."""
+        self._catch_loop()
+        if self.fault is not None:
+            raise self.fault
+        fut: Future[_T] = Future()
+        self._submit(_Call(lambda: self._guard(fn, what), fut))
+        return fut.result()
+
+    async def _acall(self, fn: Callable[[], _T], what: str) -> _T:
+        self._catch_loop()
+        if self.fault is not None:
+            raise self.fault
+        fut: Future[_T] = Future()
+        self._submit(_Call(lambda: self._guard(fn, what), fut))
+        return await asyncio.wrap_future(fut)
+
+    # -- writes (ordered by the single writer thread) --------------------------------------------
     async def intent(self, leg: str, child: ChildOrder) -> None:
         """Record a child before it is sent; returns once it is durable."""
         body = asdict(child) | {"leg": leg, "side": child.side.value}
-        await self._acall(self._write, child.parent_id, "intent", body)
+        await self._await_durable(child.parent_id, "intent", body)
+
+    def queue_intent(self, leg: str, child: ChildOrder) -> None:
+        """Record a child that never reaches a venue (the TWAP shadow leg): queued, durable in
+        order, so before any event of it, like ``event``; never raises."""
+        body = asdict(child) | {"leg": leg, "side": child.side.value}
+        self._queue(child.parent_id, "intent", body)
 
     def decision(self, parent_id: str, period: int, arrival_mid: float, carry: float = 0.0) -> None:
         """Record that a period was decided (queued; durable in order)."""
@@ -289,8 +512,11 @@ class Journal:
 
     def set_halted(self, halted: bool, reason: str) -> None:
         """Record the kill-switch state (durable before this returns)."""
-        body = {"halted": halted, "reason": reason}
-        self._call(lambda: self._write("*", "halt", body), "recording the kill switch")
+        if self.fault is not None:
+            raise self.fault
+        done: Future[None] = Future()
+        self._submit(_Write("*", "halt", {"halted": halted, "reason": reason}, done))
+        done.result()
 
     def halted(self) -> bool:
         """Return the last recorded kill-switch state (False when never set)."""
@@ -321,11 +547,11 @@ class Journal:
                 raise DuplicateParent(pid)
             self._write(pid, "parent", order)
 
-        await self._acall(self._guard, _add, f"recording parent {pid}")
+        await self._acall(_add, f"recording parent {pid}")
 
     async def cancel_parent(self, parent_id: str, reason: str) -> None:
         """Record that a parent was cancelled (durable before it returns)."""
-        await self._acall(self._write, parent_id, "parent_cancelled", {"reason": reason})
+        await self._await_durable(parent_id, "parent_cancelled", {"reason": reason})
 
     async def start_run(self, now_ns: int) -> str:
         """Record a new daemon start and return its run tag, never used before on this journal.
@@ -347,7 +573,7 @@ class Journal:
             self._write("*", "run", {"tag": tag, "ts_ns": now_ns})
             return tag
 
-        return await self._acall(self._guard, _start, "recording the run")
+        return await self._acall(_start, "recording the run")
 
     def _known(self, parent_id: str) -> bool:
         assert self._conn is not None
@@ -418,12 +644,12 @@ class Journal:
         return submitted, cancelled
 
     async def flush(self) -> None:
-        """Return once every queued write is durable.
+        """Return once every write queued before it is durable.
 
         Raises:
             JournalUnavailable: a write failed (then not every write is durable).
         """
-        await self._acall(lambda: None)
+        await self._await_durable("", "", None)
         if self.fault is not None:
             raise self.fault
 
@@ -438,10 +664,12 @@ class Journal:
                     self._fail(JournalUnavailable(f"journal {self.path}: close failed: {e}"))
                 self._conn = None
 
+        done: Future[None] = Future()
         try:
-            self._pool.submit(_close).result()
-        except RuntimeError:  # closed already
+            self._submit(_Call(_close, done), last=True)
+        except JournalUnavailable:  # closed already
             return
+        done.result()
         self._pool.shutdown(wait=True)
 
     # -- reading -----------------------------------------------------------------------------
