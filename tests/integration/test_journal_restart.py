@@ -110,3 +110,22 @@ async def test_restart_resumes_without_duplicates(tmp_path):
     ]
     assert s2.filled_qty == sum(fills) == 40000
     assert s2.arrival_mid == s1.arrival_mid
+
+
+async def test_the_twap_shadows_intents_are_journaled_before_their_events(tmp_path):
+    """The shadow leg's intents are queued, not awaited (it never reaches a venue), but still
+    written, each before its events, and the restart above resumes it from them."""
+    (tmp_path / "c.toml").write_text(CONFIG)
+    cfg, _ = load_config(tmp_path / "c.toml")
+    path = tmp_path / "journal.sqlite"
+    j = Journal(path)
+    with capture_logs():
+        (s,) = await run(cfg, make_feed_factory(cfg), journal=j)
+    j.close()
+    h = Journal(path).load("J")
+    twap = [(i, it) for i, (leg, it) in enumerate(h.items) if leg == "twap"]
+    intents = {it.client_order_id: i for i, it in twap if isinstance(it, ChildOrder)}
+    assert len(intents) >= 4 and s.twap_filled_qty == 40000
+    for i, it in twap:
+        if not isinstance(it, ChildOrder):
+            assert intents[it.client_order_id] < i, it  # the intent came first
