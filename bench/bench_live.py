@@ -35,9 +35,12 @@ received. When the reader conflates, the book that should have triggered a decis
 replaced: latency is still counted from that book (the market event), not from a later one.
 
 Run: ``python bench/bench_live.py [--seconds 10] [--decisions-per-s 10] [--rates 1000,10000,40000]
-[--repeats 1] [--reader loop|process] [--broker simulated|fix]`` (bounded: every run is stopped
-at ``seconds + 60`` of wall time). ``--reader`` is the daemon's ``feed.reader``; with
-``process`` the CPU counts the reader process too. ``--broker``: see above (default simulated).
+[--repeats 1] [--reader loop|process] [--broker simulated|fix] [--lead-ms 0]`` (bounded: every
+run is stopped at ``seconds + 60`` of wall time). ``--reader`` is the daemon's ``feed.reader``;
+with ``process`` the CPU counts the reader process too. ``--broker``: see above (default
+simulated). ``--lead-ms``: ``strategy.decision_lead_ms`` in wall ms (each period decided that
+long before it starts, its child sent with the period's first book, whose frame the latency is
+then counted from).
 ``BENCH_LIVE_KEEP=1`` keeps each run's folder (config, daemon log); ``BENCH_LIVE_PROFILE=1`` runs
 the daemon under cProfile (``daemon.prof`` in that folder).
 """
