@@ -238,7 +238,6 @@ class WebSocketFeed:
         self._rate_mark: tuple[int | None, float] = (None, 0.0)  # (clock ns, bytes unread)
         self._bytes_per_ns = 0.0  # arrival rate, bytes per ns of ``clock`` (0: not known yet)
         self._kept_ns = -(2**62)  # clock time of the last book decoded while behind
-        self._skipped = 0  # books conflated before decoding (reader behind)
         self.max_hold_s = max_hold_ms / 1000.0
         self.hold_until_ns: int | None = None  # see ``hold``
         self._held = False  # rows wait without having woken the consumer (a timer will)
@@ -456,9 +455,7 @@ class WebSocketFeed:
             if n in (1, 10, 100, 1000) or n % 10_000 == 0:
                 self._log.warning("feed.trades_dropped", dropped=n, kept=self.max_pending)
             return
-        n = self.stats.conflated = buf.conflated + self._skipped
-        if n in (1, 10, 100, 1000) or n % 10_000 == 0:
-            self._log.info("feed.conflated", conflated=n, kept=buf.max_books)
+        self._count_conflated("buffer")
 
     def _take(self) -> BookBatch | None:
         """Return every row received since the last take as one batch (None: no row); rows
@@ -469,7 +466,7 @@ class WebSocketFeed:
         before = buf.conflated
         batch = buf.take(self.clock.now_ns(), self.conflate_after_ns)
         if buf.conflated != before:
-            self._count_conflated(buf.conflated - before, "consumer")
+            self._count_conflated("consumer")
         return batch
 
     def _behind(self, ws: Any, size: int) -> bool:
@@ -493,7 +490,10 @@ class WebSocketFeed:
         limit = rate * self.conflate_after_ns if rate > 0 else math.inf
         t0, u0 = self._rate_mark
         due = t0 is None or now - t0 >= _RATE_WINDOW_NS
-        if due or unread <= limit:  # the kernel's share (a system call) only when it matters
+        # The kernel's share (a system call) only when it can matter: at the rate's mark, or
+        # with frames queued but fewer than the limit. A reader that keeps up finds the queue
+        # empty (it reads every frame the connection parsed): no call per frame then.
+        if due or (frames and unread <= limit):
             unread += _unread_bytes(ws)
         if due:
             if t0 is not None:
@@ -519,20 +519,23 @@ class WebSocketFeed:
         st.frames += 1
         st.books += 1
         self.last_update_ns = self.clock.now_ns()
-        self._skipped = st.skipped = self._skipped + 1
-        self._count_conflated(1, "reader")
+        st.skipped += 1
+        self._count_conflated("reader")
         return True
 
-    def _count_conflated(self, k: int, by: str) -> None:
-        """Count ``k`` books conflated by lag (``by`` the reader, or at the consumer's take) and
-        log the first, 10th, 100th ... as ``_dropped`` does."""
+    def _count_conflated(self, by: str) -> None:
+        """Update ``stats.conflated`` (the buffer's and the reader's) and log the 1st, 10th,
+        100th, 1000th, then every 10,000th: ``by`` is ``buffer`` (past ``max_buffered_rows``),
+        or by lag the ``reader`` (skipped undecoded) or the ``consumer``'s take."""
         before = self.stats.conflated
-        n = self.stats.conflated = self._buf.conflated + self._skipped
-        for mark in (1, 10, 100, 1000):
-            if before < mark <= n:
-                self._log.info("feed.conflated", conflated=n, reason="lag", by=by)
-                return
-        if before // 10_000 != n // 10_000:
+        n = self.stats.conflated = self._buf.conflated + self.stats.skipped
+        if not any(before < mark <= n for mark in (1, 10, 100, 1000)) and (
+            before // 10_000 == n // 10_000
+        ):
+            return
+        if by == "buffer":
+            self._log.info("feed.conflated", conflated=n, kept=self._buf.max_books)
+        else:
             self._log.info("feed.conflated", conflated=n, reason="lag", by=by)
 
     def _on_frame_safe(self, raw: bytes | str) -> None:

@@ -207,23 +207,14 @@ class _ArStats:
     ``sum y y' = w^T (sum u u'^T) w``). Two features of two numbers each: plain floats, not
     numpy (a period's fold is on the decision's path, and numpy calls on 2-element arrays
     cost more than their arithmetic); the same operations in the same order as elementwise
-    arrays would do, so the same numbers.
+    arrays would do, so the same numbers, but for the fit's ``w' M w``, summed in its own order
+    (rounding).
     """
 
     def __init__(self, level_decay: float = 1.0) -> None:
         self.level_decay = float(level_decay)  # per period, of the level's weights
         self.f = [_Feat() for _ in range(N_FEATURES)]
         self.last_period: int | None = None
-
-    @property
-    def n(self) -> NDArray[np.float64]:
-        """Finished periods with a finite mean, per feature."""
-        return np.array([f.n for f in self.f])
-
-    @property
-    def pairs(self) -> NDArray[np.float64]:
-        """Consecutive pairs of finished periods with finite means, per feature."""
-        return np.array([f.pairs for f in self.f])
 
     def add(self, period: int, z: NDArray[np.float64], lp: NDArray[np.float64]) -> None:
         gap = 1 if self.last_period is None else max(period - self.last_period, 1)

@@ -613,16 +613,14 @@ class ParentCore:
         twap_qty = None
         if self.twap is not None:
             twap_qty = self.twap.policy.decide(self._input(self.twap, k, t_ns)).decision.child_qty
-        if self.p.lead_ns:
-            self._held = (t_ns, k, d.child_qty, step, twap_qty)
-            return
-        self._send(self.mpc, d.child_qty, t_ns, env, out, k=k, step=step)
-        if self.twap is not None and twap_qty is not None:
-            self._send(self.twap, twap_qty, t_ns, env, out, k=k)
+        self._held = (t_ns, k, d.child_qty, step, twap_qty)
+        if not self.p.lead_ns:
+            self._release(env, out)  # decided at the start: sent now
 
     def _release(self, env: Env, out: list[Action]) -> None:
-        """Send the children decided ahead, at their period's start: sized, gated and priced
-        by the tracker and the book of now (a fill, a reject or a halt since is seen)."""
+        """Send the children decided (ahead, or just now), at their period's start: sized, gated
+        and priced by the tracker and the book of now (a fill, a reject or a halt since is
+        seen)."""
         assert self._held is not None
         t_ns, k, qty, step, twap_qty = self._held
         self._held = None

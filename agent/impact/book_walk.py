@@ -918,8 +918,9 @@ def book_curve(batch: BookBatch, side: Side, sizes: ArrayLike, policy: DepthPoli
 
     The current period is priced on the book in force at every decision; the accumulator's
     binning (some 60 array operations) is built for windows of many rows, not for one. The
-    levels are ``_prepare``'s (one definition of the walk); the standard deviation of one
-    snapshot is 0.
+    levels are ``_row_levels``', ``_prepare``'s twin in plain floats for one row (tested bit
+    for bit against it; ``_prepare`` itself for an infinite price or size); the standard
+    deviation of one snapshot is 0.
     """
     x = _check_sizes(sizes)
     nan = np.full(x.size, np.nan)
