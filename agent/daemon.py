@@ -228,6 +228,7 @@ class ParentRunner:
         self.log = structlog.get_logger().bind(parent_id=order.id, symbol=order.symbol)
         self.clock: Clock = clock or WallClock()
         self.sent_at: dict[str, int] = {}  # client order id -> clock ns when sent (ack watchdog)
+        self._trigger_recv_ns: int | None = None  # the book deciding now (``on_time``)
 
     # -- views of the core ----------------------------------------------------------------------
     @property
@@ -402,7 +403,13 @@ class ParentRunner:
                 self.apply(leg, OrderRejected(coid, child.ts_created_ns, "journal_unavailable"))
                 return
             crash_point("intent_durable")
-        if a.log is not None:
+        if a.log is not None and a.leg == "mpc" and self._trigger_recv_ns is not None:
+            # Receipt of the triggering book to the child handed to the broker, as measured here.
+            self.log.log(
+                _level(a.log.level), a.log.event, **a.log.fields,
+                trigger_recv_ns=self._trigger_recv_ns, submitted_ns=time.time_ns(),
+            )  # fmt: skip
+        elif a.log is not None:
             self._emit(a.log)
         if a.leg == "mpc":
             self.sent_at[coid] = self.clock.now_ns()
@@ -427,9 +434,16 @@ class ParentRunner:
         """Resume from the journal: replay intents and events into fresh trackers."""
         self._sync(self.core.restore(h.items, h.periods, h.arrival_mid, h.carry))
 
-    async def on_time(self, t_ns: int, now_ns: int | None = None) -> None:
-        """Act at decision time ``t_ns`` (the core decides, this executes)."""
-        await self.execute(self.core.on_time(t_ns, now_ns, self._env()))
+    async def on_time(
+        self, t_ns: int, now_ns: int | None = None, recv_ns: int | None = None
+    ) -> None:
+        """Act at decision time ``t_ns`` (the core decides, this executes); ``recv_ns`` is the
+        receive time of the book that proved the instant, logged with the children it sends."""
+        self._trigger_recv_ns = recv_ns
+        try:
+            await self.execute(self.core.on_time(t_ns, now_ns, self._env()))
+        finally:
+            self._trigger_recv_ns = None
 
     def apply(self, leg: Leg, event: OrderEvent) -> Transition:
         """Apply a broker event to the core and execute what follows (logs, journal)."""
@@ -605,7 +619,7 @@ async def _run_symbol(
                     if r is None:  # submitted since: refresh the map
                         by_core = {id(x.core): x for x in runners}
                         r = by_core[id(core)]
-                    await r.on_time(item.t_ns, now_ns=item.now_ns)
+                    await r.on_time(item.t_ns, now_ns=item.now_ns, recv_ns=item.recv_ns)
                 await _settle()
             if session.done and not keep_running:
                 break

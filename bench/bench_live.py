@@ -9,13 +9,11 @@ rewritten to a fixed spacing per symbol, so the book that triggers a decision at
 ``t`` is known: the symbol's first book with ``ts_event > t`` (the daemon decides once a later
 book proves the instant complete).
 
-Latency, per MPC child: the ``order.submitted`` log line's timestamp (wall clock, microseconds;
-logged just before ``broker.submit``) minus the send time of the triggering frame. That is the
-frame's receipt plus loopback transit (tens of microseconds), an upper bound on receipt to
-child. The daemon does not log the receive time of the triggering book; once
-``order.submitted`` carries ``trigger_recv_ns`` (the ``ts_recv_ns`` of the row that triggered
-the decision) and ``submitted_ns`` (``time.time_ns()`` just before ``broker.submit``), this
-bench uses them instead (see ``latency_of``).
+Latency, per MPC child: the daemon's own ``order.submitted`` fields, ``submitted_ns``
+(``time.time_ns()`` just before ``broker.submit``) minus ``trigger_recv_ns`` (the receive time,
+on the reader's wall clock, of the book whose arrival proved the decision's instant: receipt to
+child). A line without them (a decision the wall clock made due, or an older daemon) falls back
+to the send time of the triggering frame, which adds the loopback transit (``latency_of``).
 
 With ``--broker fix`` the daemon sends its children as FIX 4.4 NewOrderSingle (``broker.kind =
 "fix"``, with the journal and sequence store that kind requires, in the run's folder) to our
@@ -551,15 +549,15 @@ def main() -> None:
         print(
             f"4 symbols, 4 parents, FIX broker (exec-agent serve-venue), {args.seconds:g} s of "
             f"feed per rate, {args.decisions_per_s:g} decisions/s per parent, reader = "
-            f"{args.reader}; latency = frame sent -> NewOrderSingle written to the FIX socket "
-            "(broker.order_sent: receipt + loopback transit -> order on the wire)"
+            f"{args.reader}; latency = book received (the daemon's trigger_recv_ns) -> "
+            "NewOrderSingle written to the FIX socket (broker.order_sent's written_ns)"
         )
     else:
         print(
             f"4 symbols, 4 parents, simulated broker, {args.seconds:g} s of feed per rate, "
             f"{args.decisions_per_s:g} decisions/s per parent, reader = {args.reader}; "
-            "latency = frame sent -> "
-            "order.submitted logged (receipt + loopback transit -> child handed to the broker)"
+            "latency = book received -> child handed to the broker (the daemon's "
+            "order.submitted: submitted_ns - trigger_recv_ns)"
         )
     if args.lead_ms:
         print(

@@ -47,11 +47,13 @@ class VenueEvents:
 
 @dataclass(frozen=True, slots=True)
 class DecideAt:
-    """Parents whose next decision time is ``t_ns``; ``now_ns`` is the next book's time."""
+    """Parents whose next decision time is ``t_ns``; ``now_ns`` is the next book's time and
+    ``recv_ns`` its receive time (None: the clock proved the instant, no book did)."""
 
     t_ns: int
     now_ns: int
     parents: list[ParentCore]
+    recv_ns: int | None = None
 
 
 def trades_of(seg: BookBatch) -> tuple[np.ndarray, np.ndarray] | None:
@@ -233,7 +235,7 @@ class SymbolSession:
                     yield VenueEvents(events)
                 due = [p for p in list(self.parents) if p.next_time() == t_next]
                 if due:
-                    yield DecideAt(t_next, int(ts[pos]), due)
+                    yield DecideAt(t_next, int(ts[pos]), due, int(batch.ts_recv_ns[pos]))
 
     def _wakes(self, batch: BookBatch, pos: int, cut: int, t_next: int) -> tuple[int, int]:
         """Cut earlier where a parent's tactic reacts to a row or a venue answers a cancel.

@@ -4,6 +4,7 @@ stall and garbage frames; and a fuzz of the frame decoder. Real sockets, bounded
 from __future__ import annotations
 
 import asyncio
+import time
 from pathlib import Path
 
 import pytest
@@ -67,12 +68,20 @@ def check(logs, s):
 
 
 async def test_daemon_completes_an_order_on_a_live_feed(tmp_path):
+    t0 = time.time_ns()
     async with FeedServer(SAMPLE, speed=3600, start_delay_s=0.3) as srv:
         cfg = config(tmp_path, srv.url)
         with capture_logs() as logs:
             (s,) = await asyncio.wait_for(run(cfg, make_feed_factory(cfg)), 60)
+    t1 = time.time_ns()
     check(logs, s)
     assert any(e["event"] == "feed.connected" for e in logs)
+    # Each child says when the book that triggered it was received, and when it went out:
+    # wall times of this run, in that order.
+    sent = [e for e in logs if e["event"] == "order.submitted" and e["strategy"] == "mpc"]
+    assert sent
+    for e in sent:
+        assert t0 < e["trigger_recv_ns"] <= e["submitted_ns"] < t1
 
 
 async def _frames_sent(srv: FeedServer, n: int, limit_s: float = 30.0) -> None:
