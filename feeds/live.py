@@ -138,6 +138,9 @@ class LiveStats:
 
 
 _RATE_WINDOW_NS = 500_000_000  # how often the arrival rate of a feed's bytes is measured
+# How long the kernel's unread byte count (a system call) stands for the lag estimate: the lag
+# that matters is conflate_after_ms (50 ms by default), and a call per frame costs about 5 us.
+_KERNEL_EVERY_NS = 1_000_000
 
 
 def _unread_bytes(ws: Any) -> int:
@@ -238,6 +241,7 @@ class WebSocketFeed:
         self._rate_mark: tuple[int | None, float] = (None, 0.0)  # (clock ns, bytes unread)
         self._bytes_per_ns = 0.0  # arrival rate, bytes per ns of ``clock`` (0: not known yet)
         self._kept_ns = -(2**62)  # clock time of the last book decoded while behind
+        self._kernel_bytes, self._kernel_ns = 0, -(2**62)  # FIONREAD, and when it was read
         self.max_hold_s = max_hold_ms / 1000.0
         self.hold_until_ns: int | None = None  # see ``hold``
         self._held = False  # rows wait without having woken the consumer (a timer will)
@@ -250,6 +254,7 @@ class WebSocketFeed:
         self._backwards = 0  # consecutive time_backwards rejections
         self._buf = RowBuffer(symbol, max_buffered_rows, max_pending)  # rows not yet taken
         self._ws: Any = None
+        self._queue: Any = None  # the connection's queue of frames not read yet (_lag_queue)
         self.fmt = fmt
         self.futures = futures
         self._book = BinanceBook(symbol, futures=futures)
@@ -368,9 +373,11 @@ class WebSocketFeed:
             return None, r.name.lower()
         return row, ""
 
-    def _on_frame(self, raw: bytes | str) -> None:
+    def _on_frame(self, raw: bytes | str, now: int | None = None) -> None:
+        """Decode, check and buffer one frame received at ``now`` (default: the clock's now)."""
         self.stats.frames += 1
-        now = self.clock.now_ns()
+        if now is None:
+            now = self.clock.now_ns()
         row, reason = self._decode(raw, now)
         if row is None and reason == "time_backwards":
             self._backwards += 1
@@ -469,48 +476,60 @@ class WebSocketFeed:
             self._count_conflated("consumer")
         return batch
 
-    def _behind(self, ws: Any, size: int) -> bool:
+    def _lag_queue(self, ws: Any) -> Any:
+        """Return the frames ``ws`` has parsed and not handed out yet, looked up once per
+        connection; None when this feed never conflates by lag (off, or a diff stream), and
+        an empty tuple when ``websockets`` no longer has that queue (the kernel's bytes only)."""
+        if self.conflate_after_ns is None or self.fmt != "mbp10-json":
+            return None
+        frames = getattr(getattr(ws, "recv_messages", None), "frames", None)
+        return () if frames is None else frames
+
+    def _behind(self, ws: Any, size: int, now: int) -> bool:
         """Return True when the frame being read (``size`` bytes) is more than
         ``conflate_after_ms`` behind the newest data received (see the module docstring).
 
         The lag is the data not read yet over the rate it arrives at. Not read yet: the frames
         queued in the ``websockets`` connection (``recv_messages.frames``, not a documented
-        attribute: a test pins it) and the bytes in the socket's kernel buffer (``FIONREAD``).
+        attribute: a test pins it) and the bytes in the socket's kernel buffer (``FIONREAD``, read
+        at most once a millisecond).
         The arrival rate is measured every ``_RATE_WINDOW_NS``: bytes read plus the change of
         what waits. A reader that keeps up has nothing unread: no lag, whatever the rate.
         """
-        if self.conflate_after_ns is None or self.fmt != "mbp10-json":
+        frames, after = self._queue, self.conflate_after_ns
+        if frames is None or after is None:  # never conflated (see _lag_queue)
             return False
-        frames = getattr(getattr(ws, "recv_messages", None), "frames", None)
         self._frame_bytes += (size - self._frame_bytes) / 64.0
-        unread = (len(frames) if frames else 0) * self._frame_bytes
-        now = self.clock.now_ns()
+        n_queued = len(frames)
+        unread = n_queued * self._frame_bytes
         self._read_bytes += size
         rate = self._bytes_per_ns
-        limit = rate * self.conflate_after_ns if rate > 0 else math.inf
+        limit = rate * after if rate > 0 else math.inf
         t0, u0 = self._rate_mark
         due = t0 is None or now - t0 >= _RATE_WINDOW_NS
-        # The kernel's share (a system call) only when it can matter: at the rate's mark, or
-        # with frames queued but fewer than the limit. A reader that keeps up finds the queue
-        # empty (it reads every frame the connection parsed): no call per frame then.
-        if due or (frames and unread <= limit):
-            unread += _unread_bytes(ws)
+        # The kernel's share (a system call, at most once a ms) only when it can matter: at the
+        # rate's mark, or with frames queued but fewer than the limit. A reader that keeps up
+        # finds the queue empty (it reads every frame the connection parsed): no call then.
+        if due or (n_queued and unread <= limit):
+            if due or now - self._kernel_ns >= _KERNEL_EVERY_NS:
+                self._kernel_bytes, self._kernel_ns = _unread_bytes(ws), now
+            unread += self._kernel_bytes
         if due:
             if t0 is not None:
                 r = (self._read_bytes + unread - u0) / (now - t0)  # bytes arrived per ns
                 self._bytes_per_ns = r if rate <= 0 else 0.5 * (r + rate)
-                limit = self._bytes_per_ns * self.conflate_after_ns
+                limit = self._bytes_per_ns * after
             self._rate_mark, self._read_bytes = (now, unread), 0
         if not (limit > 0 and unread > limit):
             return False
         # However far behind, a book is decoded every conflate_after_ms: the consumer sees the
         # market move on (its decisions come due) while the backlog is skipped.
-        if now - self._kept_ns >= self.conflate_after_ns:
+        if now - self._kept_ns >= after:
             self._kept_ns = now
             return False
         return True
 
-    def _skip(self, raw: bytes | str) -> bool:
+    def _skip(self, raw: bytes | str, now: int) -> bool:
         """Conflate a book frame without decoding it, when a newer frame replaces it; return
         False for a frame that must be decoded (a trade, or not a well-formed snapshot)."""
         if not is_plain_book(raw, self.symbol):
@@ -518,7 +537,7 @@ class WebSocketFeed:
         st = self.stats
         st.frames += 1
         st.books += 1
-        self.last_update_ns = self.clock.now_ns()
+        self.last_update_ns = now
         st.skipped += 1
         self._count_conflated("reader")
         return True
@@ -538,10 +557,10 @@ class WebSocketFeed:
         else:
             self._log.info("feed.conflated", conflated=n, reason="lag", by=by)
 
-    def _on_frame_safe(self, raw: bytes | str) -> None:
+    def _on_frame_safe(self, raw: bytes | str, now: int) -> None:
         """``_on_frame`` that survives our own bugs: log, count, skip the frame."""
         try:
-            self._on_frame(raw)
+            self._on_frame(raw, now)
         except SequenceGap:
             raise
         except Exception:  # the reader must not die on one frame; the traceback is logged
@@ -568,11 +587,14 @@ class WebSocketFeed:
                     self._book = BinanceBook(self.symbol, futures=self.futures)
                     got = self.stats.books
                     self._ws = ws
+                    self._queue = self._lag_queue(ws)
                     yielded = 0
+                    now_ns = self.clock.now_ns
                     async for raw in ws:
+                        now = now_ns()
                         try:
-                            if not (self._behind(ws, len(raw)) and self._skip(raw)):
-                                self._on_frame_safe(raw)
+                            if not (self._behind(ws, len(raw), now) and self._skip(raw, now)):
+                                self._on_frame_safe(raw, now)
                         except SequenceGap as gap:
                             # Out of sync: a new connection brings a fresh snapshot.
                             self.stats.gaps += 1
