@@ -28,6 +28,7 @@ import numpy as np
 import structlog
 from pydantic import ValidationError
 
+from agent import accel
 from agent.brokers.base import Broker
 from agent.brokers.simulated import SimulatedBroker
 from agent.config import AgentConfig, OrderConfig, RiskConfig, key_path
@@ -1115,8 +1116,14 @@ class Daemon:
         self.metrics.halted(self.control.halted)
         for r in self.runners:
             self.metrics.remaining(r.order.id, r.mpc.tracker.remaining_qty)
+        # The compiled kernels load (or compile, the first time) now, not in the first decision.
+        t_warm = time.perf_counter()
+        n_kernels = accel.warm()
         log.info(
             "daemon.started",
+            jit=accel.status(),
+            kernels=n_kernels,
+            warm_s=round(time.perf_counter() - t_warm, 3),
             n_orders=len(self.runners),
             symbols=sorted(self.by_symbol),
             broker=self.main.name,

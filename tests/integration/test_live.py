@@ -12,6 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from structlog.testing import capture_logs
 
+from agent import accel
 from agent.config import load_config
 from agent.daemon import run
 from agent.runner import make_feed_factory
@@ -76,6 +77,8 @@ async def test_daemon_completes_an_order_on_a_live_feed(tmp_path):
     t1 = time.time_ns()
     check(logs, s)
     assert any(e["event"] == "feed.connected" for e in logs)
+    started = next(e for e in logs if e["event"] == "daemon.started")
+    assert started["jit"] == accel.status() and started["kernels"] >= 0  # which path decides
     # Each child says when the book that triggered it was received, and when it went out:
     # wall times of this run, in that order.
     sent = [e for e in logs if e["event"] == "order.submitted" and e["strategy"] == "mpc"]
