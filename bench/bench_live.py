@@ -27,7 +27,9 @@ the decision, as the simulated broker does. Its CPU is not counted (it is the co
 
 Books: sent by the feed process, received by the daemon (``feed.closed``: frames), conflated by
 its reader (replaced before the daemon took them), processed (taken), dropped (sent, never
-received or invalid), each as a share of the books sent while the daemon was reading. CPU: the
+received or invalid), each as a share of the books sent while the daemon was reading (up to
+the last book its reader accepted, ``feed.closed``'s ``last_ts_event_ns``: TCP delivers in
+order, and the frames still in flight when the daemon closed its feeds are not drops). CPU: the
 daemon's user + system time (``wait4``) from the first book sent to its exit, per message
 received. When the reader conflates, the book that should have triggered a decision may be
 replaced: latency is still counted from that book (the market event), not from a later one.
@@ -360,6 +362,16 @@ def _frame_ns(ev: dict, sent_ns: np.ndarray) -> int | None:
     return int(sent_ns[k, j])
 
 
+def _sent_while_read(closed: dict, sent_ns: np.ndarray) -> int:
+    """Return the books of one symbol sent while the daemon read it (see ``run_rate``)."""
+    row = sent_ns[SYMBOLS.index(closed["symbol"])]
+    last = closed.get("last_ts_event_ns")
+    if last is not None:
+        j = (int(last) - T0_NS) // DT_EVENT_NS  # the last book's index: its event time
+        return int(np.count_nonzero(row[: j + 1] > 0))
+    return int(np.count_nonzero((row > 0) & (row <= _log_ns(closed["timestamp"]))))
+
+
 def written_of(events: list[dict]) -> dict[str, int]:
     """Return ClOrdID -> wall time its NewOrderSingle was written (``broker.order_sent``)."""
     return {
@@ -462,16 +474,11 @@ def run_rate(
     ]
     lat = [v for e in children if (v := latency_of(e, sent_ns, written)) is not None]
     closed = [e for e in events if e.get("event") == "feed.closed"]
-    # Books sent while the daemon was still reading (it leaves once its parents are done).
-    sent = sum(
-        int(
-            np.count_nonzero(
-                (sent_ns[SYMBOLS.index(e["symbol"])] > 0)
-                & (sent_ns[SYMBOLS.index(e["symbol"])] <= _log_ns(e["timestamp"]))
-            )
-        )
-        for e in closed
-    )
+    # Books sent while the daemon was still reading (it leaves once its parents are done): up
+    # to the last book its reader accepted (TCP delivers in order, so every book sent before it
+    # was received or lost on the way); the frames still in flight when it closed are not
+    # drops. Without that field, the books sent before its feed.closed line.
+    sent = sum(_sent_while_read(e, sent_ns) for e in closed)
     frames = sum(int(e.get("frames", 0)) for e in closed)
     books = sum(int(e.get("books", 0)) for e in closed)
     conflated = sum(int(e.get("conflated", 0)) for e in closed)

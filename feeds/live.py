@@ -98,7 +98,8 @@ FORMATS = ("mbp10-json", "binance-depth", "binance-depth10")
 class LiveStats:
     """Counters of a live feed (``books``: book frames accepted, including the ones conflated
     before decoding; ``conflated``: books the consumer never got, by lag or past the buffer;
-    ``skipped``: those of them the reader skipped undecoded, being behind its socket)."""
+    ``skipped``: those of them the reader skipped undecoded, being behind its socket;
+    ``last_ts_event_ns``: event time of the last book accepted, None before the first)."""
 
     frames: int = 0
     books: int = 0
@@ -115,6 +116,7 @@ class LiveStats:
     frame_errors: int = 0
     trades_dropped: int = 0
     skipped: int = 0
+    last_ts_event_ns: int | None = None
 
     def as_dict(self) -> dict[str, Any]:
         """Return the counters for a log line."""
@@ -134,6 +136,7 @@ class LiveStats:
             "disconnects": self.disconnects,
             "stale_events": self.stale_events,
             "gaps": self.gaps,
+            "last_ts_event_ns": self.last_ts_event_ns,
         }
 
 
@@ -398,7 +401,7 @@ class WebSocketFeed:
                 self._invalid(reason, size=len(raw))
             return
         self._backwards = 0
-        self._prev_ts = row[0]
+        self._prev_ts = self.stats.last_ts_event_ns = row[0]
         self.stats.books += 1
         self.last_update_ns = now
         if self._stale:

@@ -130,6 +130,7 @@ async def test_the_process_feed_delivers_the_rows_and_counts_of_the_loop_feed():
         assert st.frames == len(frames) and st.books == len(expected)
         assert st.invalid == ref.stats.invalid and sum(st.invalid.values()) == len(GARBAGE)
         assert st.connects == 1 and st.conflated == 0
+        assert st.last_ts_event_ns == int(expected.ts_event_ns[-1])  # the last book accepted
     # The child's log events reach this process's log stream, with the symbol bound.
     names = [e["event"] for e in logs if e.get("symbol") == "SYNA"]
     assert names.count("feed.connected") == 2
