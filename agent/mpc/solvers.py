@@ -454,28 +454,26 @@ def _block_sum_py(a: NDArray[np.float64], lo: int, n: int) -> float:
 _block_sum = _helper(_block_sum_py, "float64(float64[::1], int64, int64)")
 
 
-def _psum_py(a: NDArray[np.float64]) -> float:
-    """Return ``a.sum()`` bit for bit: numpy's pairwise summation, its recursion unrolled.
+def _psum_at_py(a: NDArray[np.float64], lo: int, n: int) -> float:
+    """Return numpy's pairwise sum of ``a[lo:lo+n]``, its recursion unrolled on a stack.
 
-    (So a plan whose round-off was put back sums to S under numpy's summation too. numba
-    cannot cache a recursive function, hence the explicit stack.)
+    numpy splits a block of n > 128 at n2 = n // 2 rounded down to a multiple of 8 and adds
+    the halves' sums: a post-order walk of that tree (depth < 64 for any array). numba
+    cannot cache a recursive function, hence the explicit stack.
     """
-    n = a.size
     if n <= 128:
-        return float(_block_sum(a, 0, n))
-    # numpy splits a block of n > 128 at n2 = n // 2 rounded down to a multiple of 8, and adds
-    # the halves' sums: a post-order walk of that tree (depth < 64 for any array).
+        return float(_block_sum(a, lo, n))
     s_lo = np.empty(64, np.int64)
     s_n = np.empty(64, np.int64)
     s_state = np.empty(64, np.int64)
     vals = np.empty(64)
-    s_lo[0], s_n[0], s_state[0] = 0, n, 0
+    s_lo[0], s_n[0], s_state[0] = lo, n, 0
     sp, vp = 1, 0
     while sp > 0:
         top = sp - 1
-        lo, m = s_lo[top], s_n[top]
+        at, m = s_lo[top], s_n[top]
         if m <= 128:
-            vals[vp] = _block_sum(a, lo, m)
+            vals[vp] = _block_sum(a, at, m)
             vp += 1
             sp -= 1
             continue
@@ -488,29 +486,61 @@ def _psum_py(a: NDArray[np.float64]) -> float:
             sp -= 1
             continue
         s_state[top] = state + 1
-        s_lo[sp] = lo if state == 0 else lo + n2
+        s_lo[sp] = at if state == 0 else at + n2
         s_n[sp] = n2 if state == 0 else m - n2
         s_state[sp] = 0
         sp += 1
     return float(vals[0])
 
 
+_psum_at = _helper(_psum_at_py, "float64(float64[::1], int64, int64)")
+
+
+def _psum_py(a: NDArray[np.float64]) -> float:
+    """Return ``a.sum()`` bit for bit (numpy's pairwise summation).
+
+    So a plan whose round-off was put back sums to S under numpy's summation too. Up to about
+    500 entries (two levels of numpy's splits) without the stack of ``_psum_at``.
+    """
+    n = a.size
+    if n <= 128:
+        return float(_block_sum(a, 0, n))
+    total = 0.0
+    n2 = n // 2
+    n2 -= n2 % 8
+    for lo, m in ((0, n2), (n2, n - n2)):
+        if m <= 128:
+            part = _block_sum(a, lo, m)
+        else:
+            m2 = m // 2
+            m2 -= m2 % 8
+            if m - m2 <= 128:
+                part = _block_sum(a, lo, m2) + _block_sum(a, lo + m2, m - m2)
+            else:
+                part = _psum_at(a, lo, m)
+        total = part if lo == 0 else total + part
+    return float(total)
+
+
 _psum = _helper(_psum_py, "float64(float64[::1])")
 
 
 def _put_back_uncapped(
-    b: NDArray[np.float64], g: NDArray[np.float64], S: float, lam: float, x: NDArray[np.float64]
+    b: NDArray[np.float64],
+    g: NDArray[np.float64],
+    S: float,
+    lam: float,
+    x: NDArray[np.float64],
+    bx: float,
 ) -> float:
     """Return the plan's cost after putting the round-off ``S - sum(x)`` back on one period.
 
     The rule of ``_waterfill_uncapped_np``: period 0 when that moves its marginal cost by under
-    1e-9 relative, else the largest; its cost there is ``x_t (lam + beta_t) / 2``.
+    1e-9 relative, else the largest; on a period that trades ``g_t x_t = (lam - beta_t) / 2``,
+    so the cost is ``(lam sum(x) + sum(beta_t x_t)) / 2`` (``bx``: that last sum).
     """
     H = b.size
     sx = _psum(x)
-    bx = 0.0
-    for t in range(H):
-        bx += b[t] * x[t]
     cost = 0.5 * (lam * sx + bx)
     resid = S - sx
     if resid != 0.0:
@@ -527,7 +557,8 @@ def _put_back_uncapped(
 
 
 _put_back_uncapped_c = _helper(
-    _put_back_uncapped, "float64(float64[::1], float64[::1], float64, float64, float64[::1])"
+    _put_back_uncapped,
+    "float64(float64[::1], float64[::1], float64, float64, float64[::1], float64)",
 )
 
 
@@ -553,44 +584,29 @@ _sorted_lam = _helper(_sorted_lam_py, "float64(float64[::1], float64[::1], float
 
 
 def _below_sums_py(
-    b: NDArray[np.float64], inv: NDArray[np.float64], lam: float
+    b: NDArray[np.float64], inv: NDArray[np.float64], lam: float, idx: NDArray[np.int64], n: int
 ) -> tuple[float, float, int]:
-    """Return ``(sum inv_t, sum beta_t inv_t, count)`` over the periods with ``beta_t < lam``.
-
-    Four partial sums, so that the adds do not wait on each other (one pass per Newton step).
-    """
-    H = b.size
-    a0 = a1 = a2 = a3 = 0.0
-    c0 = c1 = c2 = c3 = 0.0
-    n = 0
-    t = 0
-    while t + 4 <= H:
-        b0, b1, b2, b3 = b[t], b[t + 1], b[t + 2], b[t + 3]
-        v0 = inv[t] if b0 < lam else 0.0
-        v1 = inv[t + 1] if b1 < lam else 0.0
-        v2 = inv[t + 2] if b2 < lam else 0.0
-        v3 = inv[t + 3] if b3 < lam else 0.0
-        a0 += v0
-        a1 += v1
-        a2 += v2
-        a3 += v3
-        c0 += b0 * v0
-        c1 += b1 * v1
-        c2 += b2 * v2
-        c3 += b3 * v3
-        n += (b0 < lam) + (b1 < lam) + (b2 < lam) + (b3 < lam)
-        t += 4
-    while t < H:
-        if b[t] < lam:
-            a0 += inv[t]
-            c0 += b[t] * inv[t]
-            n += 1
-        t += 1
-    return (a0 + a1) + (a2 + a3), (c0 + c1) + (c2 + c3), n
+    """Return ``(sum inv_t, sum beta_t inv_t, count)`` over the periods ``idx[:n]`` priced below
+    ``lam``, and keep only those in ``idx`` (in order): lam only falls, so a period priced at
+    or above it never trades again and the next step scans only the rest."""
+    A = 0.0
+    B = 0.0
+    m = 0
+    for i in range(n):
+        t = idx[i]
+        bt = b[t]
+        if bt < lam:
+            v = inv[t]
+            A += v
+            B += bt * v
+            idx[m] = t
+            m += 1
+    return A, B, m
 
 
 _below_sums = _helper(
-    _below_sums_py, "Tuple((float64, float64, int64))(float64[::1], float64[::1], float64)"
+    _below_sums_py,
+    "Tuple((float64, float64, int64))(float64[::1], float64[::1], float64, int64[::1], int64)",
 )
 
 
@@ -627,8 +643,9 @@ def _wf_uncapped_py(
     if not lam < math.inf:
         return nan, nan, _OUTSIDE
     n = H
+    idx = np.arange(H)
     for step in range(_KERNEL_STEPS + 1):
-        A, B, n_on = _below_sums(b, x, lam)
+        A, B, n_on = _below_sums(b, x, lam, idx, n)
         if n_on == n:  # nested sets: same count, same set: the KKT point
             break
         if n_on == 0:  # lam rounded onto the cheapest beta (1/gamma beyond float range)
@@ -638,10 +655,13 @@ def _wf_uncapped_py(
             lam = _sorted_lam(b, g, S)
             break
         lam = (S + B) / A
+    bx = 0.0
     for t in range(H):
         d = lam - b[t]
-        x[t] = d * x[t] if d > 0.0 else 0.0
-    return lam, _put_back_uncapped_c(b, g, S, lam, x), _SOLVED
+        xt = d * x[t] if d > 0.0 else 0.0
+        x[t] = xt
+        bx += b[t] * xt
+    return lam, _put_back_uncapped_c(b, g, S, lam, x, bx), _SOLVED
 
 
 _wf_uncapped_c = accel.compiled(
