@@ -26,6 +26,11 @@ Integer lots: the continuous optimum is rounded down to lots, then the lots stil
 handed out one at a time to the period whose cost rises least; for separable convex costs this
 reaches the exact integer optimum. An odd-lot remainder ``S mod L`` goes to the period where it
 adds least. The result sums to ``S`` exactly.
+
+Speed: the MPC re-solves at every decision, so the strictly convex quadratic cases (uncapped,
+and capped by a participation cap) run as compiled loops (``agent.accel``: numba) when numba is
+installed, and as a few numpy calls otherwise; both give the KKT point above, and the numpy
+path is the reference the tests compare the kernels with.
 """
 
 from __future__ import annotations
@@ -1202,7 +1207,10 @@ def solve_auto(
     """Solve with the exact method for the models present.
 
     Quadratic everywhere: water-filling; piecewise-linear everywhere: segment sort; otherwise
-    KKT. ``lot`` gives the exact integer-lot optimum in every case.
+    KKT. ``lot`` gives the exact integer-lot optimum in every case. One quadratic model over
+    the periods in float64 (what ``decide_mpc`` passes, ``caps`` None or a float64 array of
+    shape (H,)) goes straight to the compiled water-filling; anything the kernels do not take
+    (zero gamma, NaN, negative input, S = 0 with caps) gets the general path's answer.
     """
     if lot is None and costs._whole and type(m := costs._model) is QuadraticCost:
         # The MPC's call: straight to the water-filling (checks only what routes it there;
