@@ -530,7 +530,7 @@ def _psum_py(a: NDArray[np.float64]) -> float:
 _psum = _helper(_psum_py, "float64(float64[::1])")
 
 
-def _put_back_uncapped(
+def _put_back_py(
     b: NDArray[np.float64],
     g: NDArray[np.float64],
     S: float,
@@ -561,8 +561,8 @@ def _put_back_uncapped(
     return float(cost)
 
 
-_put_back_uncapped_c = _helper(
-    _put_back_uncapped,
+_put_back = _helper(
+    _put_back_py,
     "float64(float64[::1], float64[::1], float64, float64, float64[::1], float64)",
 )
 
@@ -666,7 +666,7 @@ def _wf_uncapped_py(
         xt = d * x[t] if d > 0.0 else 0.0
         x[t] = xt
         bx += b[t] * xt
-    return lam, _put_back_uncapped_c(b, g, S, lam, x, bx), _SOLVED
+    return lam, _put_back(b, g, S, lam, x, bx), _SOLVED
 
 
 _wf_uncapped_c = accel.compiled(
