@@ -1150,6 +1150,186 @@ def solve_piecewise_linear(costs: CostSet, S: float, caps: ArrayLike | None = No
     return SolveResult(x, costs.total(x), lam, SolveStatus.OPTIMAL, "exact")
 
 
+def _pl_shares_py(
+    sl: NDArray[np.float64], cum: NDArray[np.float64], v: float
+) -> tuple[float, float, float]:
+    """Return ``W(v)``, the length of all segments priced at most ``v`` (slopes rise along a
+    row: a prefix of each, by binary search), the largest such slope and the least above."""
+    H = sl.shape[0]
+    J = sl.shape[1]
+    w = 0.0
+    prv = -math.inf
+    nxt = math.inf
+    for r in range(H):
+        lo = 0
+        hi = J
+        while lo < hi:
+            mid = (lo + hi) // 2
+            if sl[r, mid] <= v:
+                lo = mid + 1
+            else:
+                hi = mid
+        if lo:
+            w += cum[r, lo - 1]
+            prv = max(prv, sl[r, lo - 1])
+        if lo < J:
+            nxt = min(nxt, sl[r, lo])
+    return w, prv, nxt
+
+
+_pl_shares = _helper(
+    _pl_shares_py, "Tuple((float64, float64, float64))(float64[:, ::1], float64[:, ::1], float64)"
+)
+
+
+def _pl_py(
+    kn: NDArray[np.float64],
+    sl: NDArray[np.float64],
+    u: NDArray[np.float64],
+    S: float,
+    x: NDArray[np.float64],
+    take: NDArray[np.float64],
+) -> tuple[float, float, int]:
+    """``_pl_one_block``'s segment sort without the sort: the marginal slope by bisection.
+
+    Slopes rise along each row (convexity), so the shares ``W(v)`` of the segments priced at
+    most ``v`` are, per row, a prefix found by binary search. The marginal slope is the least
+    slope with ``W >= S``: a bisection on ``v`` that snaps each bound to a slope finds it
+    exactly (trials interpolate W, step to the next slope or halve, in turn). Then the fill of
+    ``_pl_one_block``: segments cheaper than it are taken whole and
+    the ones tied with it (to 1e-12) share the rest by water level. ``take`` (shape of ``kn``)
+    receives the shares per segment. Knots that are NaN, slopes that fall along a row or
+    rounding that leaves S just out of reach return ``_OUTSIDE`` (the numpy path decides).
+    """
+    nan = math.nan
+    inf = math.inf
+    H = kn.shape[0]
+    J = kn.shape[1]
+    if (
+        H == 0
+        or J == 0
+        or sl.shape[0] != H
+        or sl.shape[1] != J
+        or take.shape[0] != H
+        or take.shape[1] != J
+        or u.size != H
+        or x.size != H
+        or not 0.0 < S < inf
+    ):
+        return nan, nan, _OUTSIDE
+    cum = np.empty((H, J))  # per row: the length of its first j+1 segments
+    v_lo = inf
+    v_hi = -inf
+    for r in range(H):
+        prev = -inf
+        acc = 0.0
+        for j in range(J):
+            k = kn[r, j]
+            s = sl[r, j]
+            if math.isnan(k) or not s >= prev:  # NaN slopes fail too
+                return nan, nan, _OUTSIDE
+            prev = s
+            d = 0.0
+            if k < inf and k > -inf:
+                end = kn[r, j + 1] if j + 1 < J else inf
+                end = min(end, u[r])
+                d = max(end - k, 0.0)
+                if s < inf:
+                    v_lo = min(v_lo, s)
+                    v_hi = max(v_hi, s)
+            take[r, j] = d
+            acc += d
+            cum[r, j] = acc
+    # the least slope with W >= S, bracketed by a (W(a) < S) and b (a slope, W(b) >= S)
+    w_b, b, _ = _pl_shares(sl, cum, v_hi)
+    if not w_b >= S:  # S out of reach of the priced segments (round-off at the caps' total)
+        return nan, nan, _OUTSIDE
+    w_a, prv, nxt_a = _pl_shares(sl, cum, v_lo)
+    if w_a >= S:
+        b = prv
+    else:
+        a = v_lo
+        for it in range(200):
+            if nxt_a >= b:  # no slope strictly between a and b: b is the one
+                break
+            # Trials in turn: interpolate W between the bounds (nearly linear there), try
+            # the next slope above a (near the end, each such try settles one slope) and
+            # halve, so that neither a kink, one-sided interpolation nor clustered slopes
+            # slow it much
+            v = 0.5 * (a + b)
+            if it % 3 == 0 and w_a < w_b < inf:
+                v = a + (b - a) * ((S - w_a) / (w_b - w_a))
+                if not a < v < b:
+                    v = 0.5 * (a + b)
+            elif it % 3 == 1:
+                v = nxt_a  # a < nxt_a < b here
+            if not a < v < b:  # adjacent floats: no slope between them either
+                break
+            w, prv, nxt = _pl_shares(sl, cum, v)
+            if w >= S:
+                b = prv  # W is constant from prv to v
+                w_b = w
+            else:
+                a = v
+                w_a = w
+                nxt_a = nxt
+        else:
+            return nan, nan, _OUTSIDE
+    lam = b
+    tol = 1e-12 * max(1.0, abs(lam))
+    # cheaper segments whole; tied ones keep their length in `take` for the level fill
+    n_tied = 0
+    for r in range(H):
+        for j in range(J):
+            s = sl[r, j]
+            if s < lam - tol:
+                continue
+            if abs(s - lam) <= tol:
+                n_tied += 1
+            else:
+                take[r, j] = 0.0
+    lens = np.empty(n_tied)
+    i = 0
+    for r in range(H):
+        for j in range(J):
+            s = sl[r, j]
+            if abs(s - lam) <= tol:
+                lens[i] = take[r, j]
+                i += 1
+                take[r, j] = 0.0
+    need = max(S - _psum(take.ravel()), 0.0)
+    level = 0.0
+    if n_tied:
+        ls = np.sort(lens)
+        before = 0.0
+        level = need / n_tied
+        for i in range(n_tied):
+            lv = (need - before) / (n_tied - i)
+            if ls[i] >= lv:
+                level = lv
+                break
+            before += ls[i]
+    i = 0
+    cost = 0.0
+    for r in range(H):
+        for j in range(J):
+            s = sl[r, j]
+            if abs(s - lam) <= tol:
+                take[r, j] = min(lens[i], level)
+                i += 1
+            if take[r, j] > 0.0:
+                cost += take[r, j] * s
+        x[r] = _psum(take[r])
+    return lam, cost, _SOLVED
+
+
+_pl_c = accel.compiled(
+    _pl_py,
+    "Tuple((float64, float64, int64))"
+    "(float64[:, ::1], float64[:, ::1], float64[::1], float64, float64[::1], float64[:, ::1])",
+)
+
+
 def _pl_one_block(
     costs: CostSet, m: PiecewiseLinearCost, S: float, u: NDArray[np.float64]
 ) -> SolveResult:
@@ -1158,9 +1338,23 @@ def _pl_one_block(
     Each row's knots are already in order, so a segment ends at the next knot of its row (or
     the cap): no per-period sort. One sort by slope finds the marginal slope; the segments
     below it are filled and the ones at it share what is left, as in the general path (the
-    order among equal slopes changes nothing).
+    order among equal slopes changes nothing). With the kernels on, ``_pl_py`` finds the same
+    slope without the sort.
     """
     kn, sl = m.knots, m.slopes
+    if (
+        _pl_c is not None
+        and kn.ndim == 2
+        and kn.dtype is _F64 is sl.dtype
+        and u.dtype is _F64
+        and kn.flags.c_contiguous
+        and sl.flags.c_contiguous
+        and u.flags.c_contiguous
+    ):
+        x = np.empty(costs.H)
+        lam, cost, code = _pl_c(kn, sl, u, float(S), x, np.empty_like(kn))
+        if code == _SOLVED:
+            return SolveResult(x, cost, lam, SolveStatus.OPTIMAL, "exact")
     real = np.isfinite(kn)
     ends = np.empty_like(kn)
     ends[:, :-1] = kn[:, 1:]

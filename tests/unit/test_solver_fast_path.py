@@ -184,8 +184,18 @@ def _pl_cases():
     yield CostSet.of(m, 2), 500.0, None
 
 
+@pytest.fixture(params=["kernel", "numpy"])
+def pl_path(request, monkeypatch):
+    """The one-block piecewise-linear path through its kernel (sort-free) or numpy's sort."""
+    if request.param == "numpy":
+        monkeypatch.setattr(solvers, "_pl_c", None)
+    elif solvers._pl_c is None:
+        monkeypatch.setattr(solvers, "_pl_c", solvers._pl_py)
+    return request.param
+
+
 @pytest.mark.parametrize("case", list(_pl_cases()))
-def test_piecewise_linear_one_block_path_equals_the_general_one(case):
+def test_piecewise_linear_one_block_path_equals_the_general_one(case, pl_path):
     from agent.mpc.solvers import solve_piecewise_linear
 
     costs, S, caps = case
@@ -623,3 +633,36 @@ def test_without_numba_the_numpy_paths_run():
         timeout=120,
     )
     assert out.stdout.split() == ["False", "None", "None", "True", "optimal"]
+
+
+@pytest.mark.parametrize(
+    "kn, sl, why",
+    [
+        ([[0.0, np.nan]], [[0.1, 0.2]], "a NaN knot"),
+        ([[0.0, 10.0]], [[0.2, 0.1]], "slopes falling along the row (not convex)"),
+        ([[0.0, 10.0]], [[0.1, np.nan]], "a NaN slope"),
+    ],
+)
+def test_the_piecewise_linear_kernel_leaves_odd_input_to_numpy(kn, sl, why):
+    kern = solvers._pl_c or solvers._pl_py
+    kn, sl = np.asarray(kn), np.asarray(sl)
+    x, take = np.empty(1), np.empty_like(kn)
+    assert kern(kn, sl, np.full(1, np.inf), 5.0, x, take)[2] == solvers._OUTSIDE, why
+
+
+def test_the_piecewise_linear_kernel_finds_the_marginal_slope_among_many_close_ones():
+    """Thousands of slopes a few ulps apart: the bisection snaps to the exact one the sort
+    finds, and the plan is the general path's."""
+    from agent.mpc.costs import PiecewiseLinearCost
+    from agent.mpc.solvers import solve_piecewise_linear
+
+    H, J = 40, 60
+    base = 0.05 + np.arange(H * J).reshape(H, J) * 4e-17  # ~1 ulp of 0.05 apart, rising
+    knots = np.tile(np.arange(J, dtype=float) * 10.0, (H, 1))
+    m = PiecewiseLinearCost(knots, base)
+    for S in (3.0, 777.7, 12_345.0):
+        fast = solve_piecewise_linear(CostSet.of(m, H), S)
+        ref = solve_piecewise_linear(CostSet([(m, np.arange(H))], H), S)
+        assert fast.lam == ref.lam
+        assert abs(fast.cost - ref.cost) <= 1e-12 * ref.cost
+        np.testing.assert_allclose(fast.x, ref.x, rtol=1e-9, atol=1e-9 * S)
