@@ -171,12 +171,15 @@ def paired(fns, repeats: int):
 @contextlib.contextmanager
 def numpy_fallback():
     """Run solve_auto's numpy fast paths (what ``EXEC_AGENT_JIT=0`` runs) inside the block."""
-    saved = solvers._wf_uncapped_c, solvers._wf_capped_c
-    solvers._wf_uncapped_c = solvers._wf_capped_c = None
+    names = ("_wf_uncapped_c", "_wf_capped_c", "_pl_c")
+    saved = [getattr(solvers, n) for n in names]
+    for n in names:
+        setattr(solvers, n, None)
     try:
         yield
     finally:
-        solvers._wf_uncapped_c, solvers._wf_capped_c = saved
+        for n, k in zip(names, saved, strict=True):
+            setattr(solvers, n, k)
 
 
 def on_numpy(fn):
