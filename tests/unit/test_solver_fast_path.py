@@ -666,3 +666,26 @@ def test_the_piecewise_linear_kernel_finds_the_marginal_slope_among_many_close_o
         assert fast.lam == ref.lam
         assert abs(fast.cost - ref.cost) <= 1e-12 * ref.cost
         np.testing.assert_allclose(fast.x, ref.x, rtol=1e-9, atol=1e-9 * S)
+
+
+def test_strided_views_take_the_numpy_path_and_compile_nothing_new(kernels):
+    """A kernel is compiled for contiguous float64 arrays; a strided view (a column of a cost
+    table) is answered by the numpy fast path, not by compiling a new specialisation in the
+    middle of a decision."""
+    rng = np.random.default_rng(6)
+    table = rng.uniform(0.005, 0.05, (30, 2)), rng.uniform(1e-6, 1e-4, (30, 2))
+    b, g = table[0][:, 0], table[1][:, 0]  # strided views
+    assert not b.flags.c_contiguous
+    before = [
+        len(getattr(k, "signatures", ())) for k in (solvers._wf_uncapped_c, solvers._wf_capped_c)
+    ]
+    u = np.full(30, 100.0)
+    out = solve_auto(CostSet.of(QuadraticCost(b, g), 30), 1e3)
+    out_c = solve_auto(CostSet.of(QuadraticCost(b, g), 30), 1e3, caps=u)
+    ref = solvers._waterfill_uncapped_np(b.copy(), g.copy(), 1e3)
+    ref_c = solvers._waterfill_capped_np(b.copy(), g.copy(), u, 1e3)
+    assert out.cost == ref.cost and out_c.cost == ref_c.cost
+    after = [
+        len(getattr(k, "signatures", ())) for k in (solvers._wf_uncapped_c, solvers._wf_capped_c)
+    ]
+    assert after == before
