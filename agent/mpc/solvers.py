@@ -590,12 +590,13 @@ _sorted_lam = _helper(_sorted_lam_py, "float64(float64[::1], float64[::1], float
 
 def _below_sums_py(
     b: NDArray[np.float64], inv: NDArray[np.float64], lam: float, idx: NDArray[np.int64], n: int
-) -> tuple[float, float, int]:
-    """Return ``(sum inv_t, sum beta_t inv_t, count)`` over the periods ``idx[:n]`` priced below
-    ``lam``, and keep only those in ``idx`` (in order): lam only falls, so a period priced at
-    or above it never trades again and the next step scans only the rest."""
+) -> tuple[float, float, int, float]:
+    """Return ``(sum inv_t, sum beta_t inv_t, count, max beta_t)`` over the periods ``idx[:n]``
+    priced below ``lam``, and keep only those in ``idx`` (in order): lam only falls, so a
+    period priced at or above it never trades again and the next step scans only the rest."""
     A = 0.0
     B = 0.0
+    top = -math.inf
     m = 0
     for i in range(n):
         t = idx[i]
@@ -604,14 +605,16 @@ def _below_sums_py(
             v = inv[t]
             A += v
             B += bt * v
+            top = max(top, bt)
             idx[m] = t
             m += 1
-    return A, B, m
+    return A, B, m, top
 
 
 _below_sums = _helper(
     _below_sums_py,
-    "Tuple((float64, float64, int64))(float64[::1], float64[::1], float64, int64[::1], int64)",
+    "Tuple((float64, float64, int64, float64))"
+    "(float64[::1], float64[::1], float64, int64[::1], int64)",
 )
 
 
@@ -622,8 +625,10 @@ def _wf_uncapped_py(
 
     From ``lam = (S + sum beta_t/(2 gamma_t)) / sum 1/(2 gamma_t)`` over every period, each step
     keeps the periods priced below lam and re-solves; lam only falls and the set only shrinks,
-    and when it no longer changes lam is the KKT point exactly. After ``_KERNEL_STEPS`` steps
-    one sort by beta finds it instead. ``x`` holds ``1/(2 gamma_t)`` until the last pass.
+    and when every period of the set is still priced below the new lam the set no longer
+    changes: lam is the KKT point exactly (the numpy path's stop, seen one pass earlier from
+    the set's dearest beta). After ``_KERNEL_STEPS`` steps one sort by beta finds it instead.
+    ``x`` holds ``1/(2 gamma_t)`` until the last pass.
     """
     nan = math.nan
     H = b.size
@@ -631,6 +636,7 @@ def _wf_uncapped_py(
         return nan, nan, _OUTSIDE
     A = 0.0
     B = 0.0
+    top = -math.inf
     for t in range(H):
         bt = b[t]
         gt = g[t]
@@ -640,6 +646,7 @@ def _wf_uncapped_py(
         x[t] = v
         A += v
         B += bt * v
+        top = max(top, bt)
     if S == 0.0:
         for t in range(H):
             x[t] = 0.0
@@ -647,19 +654,18 @@ def _wf_uncapped_py(
     lam = (S + B) / A
     if not lam < math.inf:
         return nan, nan, _OUTSIDE
-    n = H
-    idx = np.arange(H)
-    for step in range(_KERNEL_STEPS + 1):
-        A, B, n_on = _below_sums(b, x, lam, idx, n)
-        if n_on == n:  # nested sets: same count, same set: the KKT point
-            break
-        if n_on == 0:  # lam rounded onto the cheapest beta (1/gamma beyond float range)
-            return nan, nan, _OUTSIDE
-        n = n_on
-        if step == _KERNEL_STEPS:
+    if not top < lam:  # some period priced at or above lam: Newton steps
+        n = H
+        idx = np.arange(H)
+        for _ in range(_KERNEL_STEPS):
+            A, B, n, top = _below_sums(b, x, lam, idx, n)
+            if n == 0:  # lam rounded onto the cheapest beta (1/gamma beyond float range)
+                return nan, nan, _OUTSIDE
+            lam = (S + B) / A
+            if top < lam:  # the set keeps every period at the new lam: the KKT point
+                break
+        else:
             lam = _sorted_lam(b, g, S)
-            break
-        lam = (S + B) / A
     bx = 0.0
     for t in range(H):
         d = lam - b[t]
