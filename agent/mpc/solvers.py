@@ -399,13 +399,18 @@ def _waterfill_capped_np(
     np.maximum(x, 0.0, out=x)
     np.minimum(x, u, out=x)
     resid = S - float(_sum(x))
-    if resid > 0.0:  # round-off: on the period with the most room left
-        room = u - x
+    if resid != 0.0:
+        # Round-off: on the period strictly between its bounds (priced at lam, so the cost
+        # moves by resid * lam) with the most room (the largest, to take back); without one,
+        # the most room (the largest) anywhere. (Room alone could pick an uncapped period
+        # priced far above lam: with tiny S and large 1/gamma that costs 1e-6 of the total.)
+        room = u - x if resid > 0.0 else x.copy()
+        inside = _less(0.0, x) & _less(x, u)
+        if inside.any():
+            room[~inside] = -1.0
         j = int(np.argmax(room))
-        x[j] += min(resid, float(room[j]))
-    elif resid < 0.0:
-        j = int(np.argmax(x))
-        x[j] -= min(-resid, float(x[j]))
+        xj = float(x[j])
+        x[j] = xj + min(resid, float(u[j]) - xj) if resid > 0.0 else xj - min(-resid, xj)
     return _optimal(x, float(_dot(x, b + g * x)), lam, "exact")
 
 
@@ -820,18 +825,27 @@ def _wf_capped_py(
         xt = min(max(xt, 0.0), u[t])
         x[t] = xt
     resid = S - _psum(x)
-    if resid > 0.0:  # round-off: on the period with the most room left
-        j = 0
-        for t in range(1, H):
-            if u[t] - x[t] > u[j] - x[j]:
-                j = t
-        x[j] += min(resid, u[j] - x[j])
-    elif resid < 0.0:
-        j = 0
-        for t in range(1, H):
-            if x[t] > x[j]:
-                j = t
-        x[j] -= min(-resid, x[j])
+    if resid != 0.0:
+        # Round-off: the rule of _waterfill_capped_np (a period strictly between its bounds,
+        # the most room or the largest; without one, the most room or the largest anywhere).
+        j = -1
+        best = 0.0
+        for t in range(H):
+            xt = x[t]
+            if 0.0 < xt < u[t]:
+                m = u[t] - xt if resid > 0.0 else xt
+                if m > best:
+                    best = m
+                    j = t
+        if j < 0:
+            j = 0
+            for t in range(1, H):
+                if (u[t] - x[t] > u[j] - x[j]) if resid > 0.0 else (x[t] > x[j]):
+                    j = t
+        if resid > 0.0:
+            x[j] += min(resid, u[j] - x[j])
+        else:
+            x[j] -= min(-resid, x[j])
     for t in range(H):
         sx_cost += x[t] * (b[t] + g[t] * x[t])
     return lam, sx_cost, _SOLVED
