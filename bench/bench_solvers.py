@@ -9,6 +9,11 @@ Per-decision solve path (issue 15 item 3): one solve at H = 100 at most 20 us; a
 of N = H = 100 periods (re-solving periods k..N-1 at every k with time-varying costs) at most
 1 ms, N = H = 390 at most 5 ms; the objective within 1e-12 relative of the general
 water-filling (the path every solve took before the fast path), timed in the same run.
+Each row times three paths interleaved: ``new`` (solve_auto with the compiled kernels of
+``agent.accel``, numba), ``numpy`` (the same calls on the numpy fast path, what
+``EXEC_AGENT_JIT=0`` or a missing numba runs) and ``old`` (the general water-filling); the
+verdict needs the time target and both paths' objective within 1e-12 of ``old``. The first
+line says which kernels ran (``accel.status()``); they are compiled before any timing.
 
 Also timed, no target: the same under a participation cap (``capped``: what the replay and
 backtest configs solve), against the general water-filling.
@@ -20,6 +25,7 @@ Run: ``python bench/bench_solvers.py [--repeats 7]`` (Clarabel: ``pip install cl
 from __future__ import annotations
 
 import argparse
+import contextlib
 import statistics
 import time
 
@@ -27,6 +33,8 @@ import _common  # noqa: F401  (pins BLAS threads before numpy loads)
 import numpy as np
 from scipy.optimize import minimize
 
+import agent.mpc.solvers as solvers
+from agent import accel
 from agent.core.plan import nonparametric_costs
 from agent.mpc.costs import CostSet, QuadraticCost
 from agent.mpc.dp import solve_dp
@@ -145,35 +153,97 @@ def mpc_caps(N: int, S: float) -> np.ndarray:
     return 2.0 * S * v / v.sum()
 
 
+def paired(fns, repeats: int):
+    """Time ``fns`` interleaved (one repeat of each in turn): medians and the last outputs.
+
+    On a shared machine the load drifts; interleaving keeps the paths' ratios honest.
+    """
+    times = [[] for _ in fns]
+    outs = [None] * len(fns)
+    for _ in range(repeats):
+        for i, fn in enumerate(fns):
+            t0 = time.perf_counter()
+            outs[i] = fn()
+            times[i].append(time.perf_counter() - t0)
+    return [statistics.median(t) for t in times], outs
+
+
+@contextlib.contextmanager
+def numpy_fallback():
+    """Run solve_auto's numpy fast paths (what ``EXEC_AGENT_JIT=0`` runs) inside the block."""
+    names = ("_wf_uncapped_c", "_wf_capped_c", "_pl_c")
+    saved = [getattr(solvers, n) for n in names]
+    for n in names:
+        setattr(solvers, n, None)
+    try:
+        yield
+    finally:
+        for n, k in zip(names, saved, strict=True):
+            setattr(solvers, n, k)
+
+
+def on_numpy(fn):
+    """Return ``fn`` run through the numpy fallback."""
+
+    def run():
+        with numpy_fallback():
+            return fn()
+
+    return run
+
+
 def bench_mpc(repeats: int) -> None:
     """The per-decision solve path: one solve at H = 100 and whole MPC runs, new vs old."""
     reps = max(repeats, 5)
-    print("\nPer-decision solve path (solve_auto, no caps: what decide_mpc calls)")
     print(
-        f"{'case':<26} {'new':>10} {'old':>10} {'old/new':>8} {'target':>9} {'verdict':>7}"
-        f" {'obj rel gap':>12}"
+        f"\nPer-decision solve path (solve_auto: what decide_mpc calls); kernels: {accel.status()}"
     )
+    print(
+        f"{'case':<26} {'new':>10} {'numpy':>10} {'old':>10} {'old/new':>8} {'target':>9}"
+        f" {'verdict':>7} {'gap new':>9} {'gap numpy':>9}"
+    )
+
+    def row(case, t, gaps, target=None, unit="us"):
+        scale = 1e6 if unit == "us" else 1e3
+        t_new, t_np, t_old = t
+        exact = all(abs(x) <= 1e-12 for x in gaps)
+        if target is None:
+            verdict = "exact" if exact else "GAP"
+        else:
+            verdict = "PASS" if t_new <= target and exact else "FAIL"
+        tgt = "-" if target is None else f"{target * scale:g}{unit}"
+        print(
+            f"{case:<26} {t_new * scale:>8.3g}{unit} {t_np * scale:>8.3g}{unit}"
+            f" {t_old * scale:>8.3g}{unit} {t_old / t_new:>7.1f}x {tgt:>9} {verdict:>7}"
+            f" {gaps[0]:>9.1e} {gaps[1]:>9.1e}"
+        )
+
+    def rel(a, ref):
+        return (a - ref) / abs(ref)
+
     for kind in ("profile", "random"):
         B, G = mpc_costs(100, kind)
         b, g = B[0], G[0]
         costs = CostSet.of(QuadraticCost(b, g), 100)
         n_in = 200  # solves per timing sample (a median of per-sample means)
-        t_new, r_new = timed(
-            lambda c=costs, n=n_in: [solve_auto(c, 50_000.0) for _ in range(n)], reps
-        )
         inf = np.full(100, np.inf)
-        t_old, r_old = timed(
-            lambda b=b, g=g, n=n_in, u=inf: [
-                solve_quadratic(b, g, 50_000.0, caps=u) for _ in range(n)
+        new = lambda c=costs, n=n_in: [solve_auto(c, 50_000.0) for _ in range(n)]  # noqa: E731
+        t, r = paired(
+            [
+                new,
+                on_numpy(new),
+                lambda b=b, g=g, n=n_in, u=inf: [
+                    solve_quadratic(b, g, 50_000.0, caps=u) for _ in range(n)
+                ],
             ],
             reps,
         )
-        t_new, t_old = t_new / n_in, t_old / n_in
-        gap = (r_new[0].cost - r_old[0].cost) / abs(r_old[0].cost)
-        print(
-            f"{'one solve H=100 ' + kind:<26} {t_new * 1e6:>8.1f}us {t_old * 1e6:>8.1f}us"
-            f" {t_old / t_new:>7.1f}x {'20us':>9} {'PASS' if t_new <= 20e-6 else 'FAIL':>7}"
-            f" {gap:>12.1e}"
+        c_old = r[2][0].cost
+        row(
+            f"one solve H=100 {kind}",
+            [x / n_in for x in t],
+            (rel(r[0][0].cost, c_old), rel(r[1][0].cost, c_old)),
+            20e-6,
         )
     # The nonparametric model: the window's curve (50 segments) scaled by the profile.
     rng = np.random.default_rng(3)
@@ -184,24 +254,30 @@ def bench_mpc(repeats: int) -> None:
     )
     pl_old = CostSet([(pl.blocks[0][0], np.arange(100))], 100)  # built the general way
     n_in = 20
-    t_new, r_new = timed(lambda: [solve_auto(pl, 50_000.0) for _ in range(n_in)], reps)
-    t_old, r_old = timed(lambda: [solve_auto(pl_old, 50_000.0) for _ in range(n_in)], reps)
-    t_new, t_old = t_new / n_in, t_old / n_in
-    gap = (r_new[0].cost - r_old[0].cost) / abs(r_old[0].cost)
-    print(
-        f"{'one solve H=100 pwl J=50':<26} {t_new * 1e6:>8.1f}us {t_old * 1e6:>8.1f}us"
-        f" {t_old / t_new:>7.1f}x {'-':>9} {'-':>7} {gap:>12.1e}"
+    new = lambda: [solve_auto(pl, 50_000.0) for _ in range(n_in)]  # noqa: E731
+    t, r = paired(
+        [new, on_numpy(new), lambda: [solve_auto(pl_old, 50_000.0) for _ in range(n_in)]], reps
+    )
+    c_old = r[2][0].cost
+    row(
+        "one solve H=100 pwl J=50",
+        [x / n_in for x in t],
+        (rel(r[0][0].cost, c_old), rel(r[1][0].cost, c_old)),
     )
     for N, target in ((100, 1e-3), (390, 5e-3)):
         for kind in ("profile", "random"):
             B, G = mpc_costs(N, kind)
-            t_new, (c_new, _) = timed(lambda B=B, G=G: mpc_run(B, G, 50_000.0, False), reps)
-            t_old, (c_old, _) = timed(lambda B=B, G=G: mpc_run(B, G, 50_000.0, True), reps)
-            gap = (c_new - c_old) / abs(c_old)
-            print(
-                f"{f'MPC run N=H={N} {kind}':<26} {t_new * 1e3:>8.3f}ms {t_old * 1e3:>8.3f}ms"
-                f" {t_old / t_new:>7.1f}x {f'{target * 1e3:g}ms':>9}"
-                f" {'PASS' if t_new <= target else 'FAIL':>7} {gap:>12.1e}"
+            new = lambda B=B, G=G: mpc_run(B, G, 50_000.0, False)  # noqa: E731
+            t, r = paired(
+                [new, on_numpy(new), lambda B=B, G=G: mpc_run(B, G, 50_000.0, True)], reps
+            )
+            c_old = r[2][0]
+            row(
+                f"MPC run N=H={N} {kind}",
+                t,
+                (rel(r[0][0], c_old), rel(r[1][0], c_old)),
+                target,
+                "ms",
             )
     # Under a participation cap (replay and backtest configs): the capped fast path.
     for N in (100, 390):
@@ -211,41 +287,41 @@ def bench_mpc(repeats: int) -> None:
             b, g, u = B[0], G[0], U
             costs = CostSet.of(QuadraticCost(b, g), N)
             n_in = 100
-            t_new, r_new = timed(
-                lambda c=costs, u=u, n=n_in: [solve_auto(c, 50_000.0, caps=u) for _ in range(n)],
+            new = lambda c=costs, u=u, n=n_in: [  # noqa: E731
+                solve_auto(c, 50_000.0, caps=u) for _ in range(n)
+            ]
+            t, r = paired(
+                [
+                    new,
+                    on_numpy(new),
+                    lambda b=b, g=g, u=u, n=n_in: [_waterfill(b, g, u, 50_000.0) for _ in range(n)],
+                ],
                 reps,
             )
-            t_old, r_old = timed(
-                lambda b=b, g=g, u=u, n=n_in: [_waterfill(b, g, u, 50_000.0) for _ in range(n)],
-                reps,
+            c_old = quadratic_cost(r[2][0][0], b, g)
+            row(
+                "one solve H=100 capped",
+                [x / n_in for x in t],
+                (rel(r[0][0].cost, c_old), rel(r[1][0].cost, c_old)),
             )
-            t_new, t_old = t_new / n_in, t_old / n_in
-            c_old = quadratic_cost(r_old[0][0], b, g)
-            gap = (r_new[0].cost - c_old) / abs(c_old)
-            print(
-                f"{'one solve H=100 capped':<26} {t_new * 1e6:>8.1f}us {t_old * 1e6:>8.1f}us"
-                f" {t_old / t_new:>7.1f}x {'-':>9} {'-':>7} {gap:>12.1e}"
-            )
-        t_new, (c_new, _) = timed(
-            lambda B=B, G=G, U=U: mpc_run_capped(B, G, U, 50_000.0, False), reps
+        new = lambda B=B, G=G, U=U: mpc_run_capped(B, G, U, 50_000.0, False)  # noqa: E731
+        t, r = paired(
+            [new, on_numpy(new), lambda B=B, G=G, U=U: mpc_run_capped(B, G, U, 50_000.0, True)],
+            reps,
         )
-        t_old, (c_old, _) = timed(
-            lambda B=B, G=G, U=U: mpc_run_capped(B, G, U, 50_000.0, True), reps
-        )
-        gap = (c_new - c_old) / abs(c_old)
-        print(
-            f"{f'MPC run N=H={N} capped':<26} {t_new * 1e3:>8.3f}ms {t_old * 1e3:>8.3f}ms"
-            f" {t_old / t_new:>7.1f}x {'-':>9} {'-':>7} {gap:>12.1e}"
-        )
+        c_old = r[2][0]
+        row(f"MPC run N=H={N} capped", t, (rel(r[0][0], c_old), rel(r[1][0], c_old)), None, "ms")
     a = np.random.default_rng(0).random(100)
     t_ref, _ = timed(lambda: [np.add.reduce(a) for _ in range(1000)], reps)
     print(
         f"machine now: one numpy reduction of 100 floats takes {t_ref * 1e3:.2f} us (median; "
-        "the fast path makes about a dozen such calls per solve)"
+        "the numpy fast path makes about a dozen such calls per solve)"
     )
     print(
-        "new: solve_auto's fast path; old: the general water-filling every solve took before, "
-        "same instances, same process. obj rel gap: (new - old) / old of the executed cost."
+        "new: solve_auto with the compiled kernels; numpy: the same calls on the numpy fast "
+        "path (what EXEC_AGENT_JIT=0 runs); old: the general water-filling every solve took "
+        "before; same instances, interleaved in one process. gap: (path - old) / old of the "
+        "executed cost (the plan's cost for one solve)."
     )
 
 
@@ -254,6 +330,12 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=7)
     ap.add_argument("--mpc-only", action="store_true", help="only the per-decision solve path")
     args = ap.parse_args()
+    t0 = time.perf_counter()
+    n_kernels = accel.warm()  # compiled (or loaded from numba's cache) before any timing
+    print(
+        f"kernels: {accel.status()}; {n_kernels} warmed in {time.perf_counter() - t0:.2f} s"
+        f"{'' if accel.enabled() else ' (new = numpy below)'}"
+    )
     if args.mpc_only:
         bench_mpc(args.repeats)
         return

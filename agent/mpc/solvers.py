@@ -26,17 +26,25 @@ Integer lots: the continuous optimum is rounded down to lots, then the lots stil
 handed out one at a time to the period whose cost rises least; for separable convex costs this
 reaches the exact integer optimum. An odd-lot remainder ``S mod L`` goes to the period where it
 adds least. The result sums to ``S`` exactly.
+
+Speed: the MPC re-solves at every decision, so the strictly convex quadratic cases (uncapped,
+and capped by a participation cap) run as compiled loops (``agent.accel``: numba) when numba is
+installed, and as a few numpy calls otherwise; both give the KKT point above, and the numpy
+path is the reference the tests compare the kernels with.
 """
 
 from __future__ import annotations
 
 import enum
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
+from agent import accel
 from agent.mpc.costs import CostSet, PiecewiseLinearCost, QuadraticCost
 
 __all__ = [
@@ -96,17 +104,21 @@ _set_x, _set_cost, _set_lam, _set_status, _set_message, _set_n_iter = (
 )
 
 
+_new = object.__new__
+_OPTIMAL = SolveStatus.OPTIMAL
+
+
 def _optimal(x: NDArray[np.float64], cost: float, lam: float, message: str) -> SolveResult:
     """Return ``SolveResult(x, cost, lam, OPTIMAL, message)``, built through its slots.
 
     The same object; a frozen dataclass's ``__init__`` sets each field by
-    ``object.__setattr__`` and costs about as much as the fast path's arithmetic.
+    ``object.__setattr__`` and costs about as much as the compiled solve itself.
     """
-    r = object.__new__(SolveResult)
+    r = _new(SolveResult)
     _set_x(r, x)
     _set_cost(r, cost)
     _set_lam(r, lam)
-    _set_status(r, SolveStatus.OPTIMAL)
+    _set_status(r, _OPTIMAL)
     _set_message(r, message)
     _set_n_iter(r, 0)
     return r
@@ -200,7 +212,7 @@ _NOTHING = "nothing to allocate"
 _SMALL_H = 8
 
 
-def _waterfill_uncapped(
+def _waterfill_uncapped_np(
     b: NDArray[np.float64], g: NDArray[np.float64], S: float
 ) -> SolveResult | None:
     """Solve the uncapped, strictly convex case (every ``gamma_t > 0``) in a few array passes.
@@ -278,7 +290,7 @@ def _waterfill_uncapped(
 def _waterfill_small(
     b: NDArray[np.float64], g: NDArray[np.float64], S: float
 ) -> SolveResult | None:
-    """``_waterfill_uncapped`` in Python floats, for the few periods left near a deadline.
+    """``_waterfill_uncapped_np`` in Python floats, for the few periods left near a deadline.
 
     Below about eight periods a numpy call costs more than its loop in Python does: the
     same checks, the same Newton steps on the set ``{beta_t < lam}``, the same round-off rule.
@@ -315,7 +327,7 @@ def _waterfill_small(
     sx = float(_sum(xa))  # numpy's summation, so that x.sum() == S holds as on the numpy path
     cost = 0.5 * (lam * sx + sum([bt * xt for bt, xt in zip(bl, x, strict=True)]))
     resid = S - sx
-    if resid != 0.0:  # the rule of _waterfill_uncapped
+    if resid != 0.0:  # the rule of _waterfill_uncapped_np
         j = 0 if x[0] * 1e-9 > abs(resid) else max(range(len(x)), key=x.__getitem__)
         d = max(resid, -x[j])
         cost += d * (bl[j] + gl[j] * (2.0 * x[j] + d))
@@ -341,7 +353,7 @@ def _sorted_kkt(b: NDArray[np.float64], inv: NDArray[np.float64], S: float) -> f
     return float(lam_k[k])
 
 
-def _waterfill_capped(
+def _waterfill_capped_np(
     b: NDArray[np.float64], g: NDArray[np.float64], u: NDArray[np.float64], S: float
 ) -> SolveResult | None:
     """Solve the capped, strictly convex case (every ``gamma_t > 0``) from one sort.
@@ -387,14 +399,494 @@ def _waterfill_capped(
     np.maximum(x, 0.0, out=x)
     np.minimum(x, u, out=x)
     resid = S - float(_sum(x))
-    if resid > 0.0:  # round-off: on the period with the most room left
-        room = u - x
+    if resid != 0.0:
+        # Round-off: on the period strictly between its bounds (priced at lam, so the cost
+        # moves by resid * lam) with the most room (the largest, to take back); without one,
+        # the most room (the largest) anywhere. (Room alone could pick an uncapped period
+        # priced far above lam: with tiny S and large 1/gamma that costs 1e-6 of the total.)
+        room = u - x if resid > 0.0 else x.copy()
+        inside = _less(0.0, x) & _less(x, u)
+        if inside.any():
+            room[~inside] = -1.0
         j = int(np.argmax(room))
-        x[j] += min(resid, float(room[j]))
-    elif resid < 0.0:
-        j = int(np.argmax(x))
-        x[j] -= min(-resid, float(x[j]))
+        xj = float(x[j])
+        x[j] = xj + min(resid, float(u[j]) - xj) if resid > 0.0 else xj - min(-resid, xj)
     return _optimal(x, float(_dot(x, b + g * x)), lam, "exact")
+
+
+# --- compiled kernels (agent.accel): the fast paths above as plain loops -----------------------
+#
+# The numpy fast paths pay about a dozen numpy calls per solve (1.5 to 2.7 us each on a busy
+# machine); these loops do the same arithmetic in machine code, in one call. Each kernel writes
+# the plan into ``x`` and returns ``(lam, cost, code)``; ``code`` is ``_SOLVED``, ``_NONE``
+# (nothing to allocate: x is zeros) or ``_OUTSIDE`` (input outside the case: the general path
+# decides, as when a numpy fast path returns None). Without numba (or with EXEC_AGENT_JIT=0)
+# they are not used and the numpy paths run unchanged.
+
+_SOLVED, _NONE, _OUTSIDE = 0, 1, 2
+# Safeguarded Newton steps a kernel takes before it sorts instead (an MPC re-solve needs 1 to 4)
+_KERNEL_STEPS = 24
+
+
+def _helper(fn: Callable[..., Any], signature: str) -> Callable[..., Any]:
+    """Return a helper of the kernels compiled, or ``fn`` itself when kernels are off."""
+    return accel.compiled(fn, signature) or fn
+
+
+def _block_sum_py(a: NDArray[np.float64], lo: int, n: int) -> float:
+    """Return ``sum(a[lo:lo+n])`` for ``n <= 128`` as numpy sums a block (eight accumulators)."""
+    if n < 8:
+        r = 0.0
+        for i in range(lo, lo + n):
+            r += a[i]
+        return r
+    r0, r1, r2, r3 = a[lo], a[lo + 1], a[lo + 2], a[lo + 3]
+    r4, r5, r6, r7 = a[lo + 4], a[lo + 5], a[lo + 6], a[lo + 7]
+    i = lo + 8
+    end8 = lo + n - n % 8
+    while i < end8:
+        r0 += a[i]
+        r1 += a[i + 1]
+        r2 += a[i + 2]
+        r3 += a[i + 3]
+        r4 += a[i + 4]
+        r5 += a[i + 5]
+        r6 += a[i + 6]
+        r7 += a[i + 7]
+        i += 8
+    r = ((r0 + r1) + (r2 + r3)) + ((r4 + r5) + (r6 + r7))
+    while i < lo + n:
+        r += a[i]
+        i += 1
+    return float(r)
+
+
+_block_sum = _helper(_block_sum_py, "float64(float64[::1], int64, int64)")
+
+
+def _psum_at_py(a: NDArray[np.float64], lo: int, n: int) -> float:
+    """Return numpy's pairwise sum of ``a[lo:lo+n]``, its recursion unrolled on a stack.
+
+    numpy splits a block of n > 128 at n2 = n // 2 rounded down to a multiple of 8 and adds
+    the halves' sums: a post-order walk of that tree (depth < 64 for any array). numba
+    cannot cache a recursive function, hence the explicit stack.
+    """
+    if n <= 128:
+        return float(_block_sum(a, lo, n))
+    s_lo = np.empty(64, np.int64)
+    s_n = np.empty(64, np.int64)
+    s_state = np.empty(64, np.int64)
+    vals = np.empty(64)
+    s_lo[0], s_n[0], s_state[0] = lo, n, 0
+    sp, vp = 1, 0
+    while sp > 0:
+        top = sp - 1
+        at, m = s_lo[top], s_n[top]
+        if m <= 128:
+            vals[vp] = _block_sum(a, at, m)
+            vp += 1
+            sp -= 1
+            continue
+        n2 = m // 2
+        n2 -= n2 % 8
+        state = s_state[top]
+        if state == 2:  # both halves summed: combine them
+            vp -= 1
+            vals[vp - 1] += vals[vp]
+            sp -= 1
+            continue
+        s_state[top] = state + 1
+        s_lo[sp] = at if state == 0 else at + n2
+        s_n[sp] = n2 if state == 0 else m - n2
+        s_state[sp] = 0
+        sp += 1
+    return float(vals[0])
+
+
+_psum_at = _helper(_psum_at_py, "float64(float64[::1], int64, int64)")
+
+
+def _psum_py(a: NDArray[np.float64]) -> float:
+    """Return ``a.sum()`` bit for bit (numpy's pairwise summation).
+
+    So a plan whose round-off was put back sums to S under numpy's summation too. Up to about
+    500 entries (two levels of numpy's splits) without the stack of ``_psum_at``.
+    """
+    n = a.size
+    if n <= 128:
+        return float(_block_sum(a, 0, n))
+    total = 0.0
+    n2 = n // 2
+    n2 -= n2 % 8
+    for lo, m in ((0, n2), (n2, n - n2)):
+        if m <= 128:
+            part = _block_sum(a, lo, m)
+        else:
+            m2 = m // 2
+            m2 -= m2 % 8
+            if m - m2 <= 128:
+                part = _block_sum(a, lo, m2) + _block_sum(a, lo + m2, m - m2)
+            else:
+                part = _psum_at(a, lo, m)
+        total = part if lo == 0 else total + part
+    return float(total)
+
+
+_psum = _helper(_psum_py, "float64(float64[::1])")
+
+
+def _put_back_py(
+    b: NDArray[np.float64],
+    g: NDArray[np.float64],
+    S: float,
+    lam: float,
+    x: NDArray[np.float64],
+    bx: float,
+) -> float:
+    """Return the plan's cost after putting the round-off ``S - sum(x)`` back on one period.
+
+    The rule of ``_waterfill_uncapped_np``: period 0 when that moves its marginal cost by under
+    1e-9 relative, else the largest; on a period that trades ``g_t x_t = (lam - beta_t) / 2``,
+    so the cost is ``(lam sum(x) + sum(beta_t x_t)) / 2`` (``bx``: that last sum).
+    """
+    H = b.size
+    sx = _psum(x)
+    cost = 0.5 * (lam * sx + bx)
+    resid = S - sx
+    if resid != 0.0:
+        j = 0
+        if not x[0] * 1e-9 > abs(resid):
+            for t in range(1, H):
+                if x[t] > x[j]:
+                    j = t
+        xj = x[j]
+        d = max(resid, -xj)
+        cost += d * (b[j] + g[j] * (2.0 * xj + d))
+        x[j] = xj + d
+    return float(cost)
+
+
+_put_back = _helper(
+    _put_back_py,
+    "float64(float64[::1], float64[::1], float64, float64, float64[::1], float64)",
+)
+
+
+def _sorted_lam_py(b: NDArray[np.float64], g: NDArray[np.float64], S: float) -> float:
+    """``_sorted_kkt`` as a loop: the uncapped multiplier from one (stable) sort by beta."""
+    H = b.size
+    order = np.argsort(b, kind="mergesort")
+    A = 0.0
+    B = 0.0
+    lam = 0.0
+    for k in range(H):
+        t = order[k]
+        v = 0.5 / g[t]
+        B += b[t] * v
+        A += v
+        lam = (B + S) / A
+        if k == H - 1 or lam <= b[order[k + 1]]:
+            break
+    return lam
+
+
+_sorted_lam = _helper(_sorted_lam_py, "float64(float64[::1], float64[::1], float64)")
+
+
+def _below_sums_py(
+    b: NDArray[np.float64], inv: NDArray[np.float64], lam: float, idx: NDArray[np.int64], n: int
+) -> tuple[float, float, int, float]:
+    """Return ``(sum inv_t, sum beta_t inv_t, count, max beta_t)`` over the periods ``idx[:n]``
+    priced below ``lam``, and keep only those in ``idx`` (in order): lam only falls, so a
+    period priced at or above it never trades again and the next step scans only the rest."""
+    A = 0.0
+    B = 0.0
+    top = -math.inf
+    m = 0
+    for i in range(n):
+        t = idx[i]
+        bt = b[t]
+        if bt < lam:
+            v = inv[t]
+            A += v
+            B += bt * v
+            top = max(top, bt)
+            idx[m] = t
+            m += 1
+    return A, B, m, top
+
+
+_below_sums = _helper(
+    _below_sums_py,
+    "Tuple((float64, float64, int64, float64))"
+    "(float64[::1], float64[::1], float64, int64[::1], int64)",
+)
+
+
+def _wf_uncapped_py(
+    b: NDArray[np.float64], g: NDArray[np.float64], S: float, x: NDArray[np.float64]
+) -> tuple[float, float, int]:
+    """``_waterfill_uncapped_np`` as loops: Newton on lam over the set ``{beta_t < lam}``.
+
+    From ``lam = (S + sum beta_t/(2 gamma_t)) / sum 1/(2 gamma_t)`` over every period, each step
+    keeps the periods priced below lam and re-solves; lam only falls and the set only shrinks,
+    and when every period of the set is still priced below the new lam the set no longer
+    changes: lam is the KKT point exactly (the numpy path's stop, seen one pass earlier from
+    the set's dearest beta). After ``_KERNEL_STEPS`` steps one sort by beta finds it instead.
+    ``x`` holds ``1/(2 gamma_t)`` until the last pass.
+    """
+    nan = math.nan
+    H = b.size
+    if H == 0 or g.size != H or x.size != H or not 0.0 <= S < math.inf:
+        return nan, nan, _OUTSIDE
+    A = 0.0
+    B = 0.0
+    top = -math.inf
+    for t in range(H):
+        bt = b[t]
+        gt = g[t]
+        if not (0.0 < gt < math.inf and 0.0 <= bt < math.inf):  # NaN fails both
+            return nan, nan, _OUTSIDE
+        v = 0.5 / gt
+        x[t] = v
+        A += v
+        B += bt * v
+        top = max(top, bt)
+    if S == 0.0:
+        for t in range(H):
+            x[t] = 0.0
+        return nan, 0.0, _NONE
+    lam = (S + B) / A
+    if not lam < math.inf:
+        return nan, nan, _OUTSIDE
+    if not top < lam:  # some period priced at or above lam: Newton steps
+        n = H
+        idx = np.arange(H)
+        for _ in range(_KERNEL_STEPS):
+            A, B, n, top = _below_sums(b, x, lam, idx, n)
+            if n == 0:  # lam rounded onto the cheapest beta (1/gamma beyond float range)
+                return nan, nan, _OUTSIDE
+            lam = (S + B) / A
+            if top < lam:  # the set keeps every period at the new lam: the KKT point
+                break
+        else:
+            lam = _sorted_lam(b, g, S)
+    bx = 0.0
+    for t in range(H):
+        d = lam - b[t]
+        xt = d * x[t] if d > 0.0 else 0.0
+        x[t] = xt
+        bx += b[t] * xt
+    return lam, _put_back(b, g, S, lam, x, bx), _SOLVED
+
+
+_wf_uncapped_c = accel.compiled(
+    _wf_uncapped_py,
+    "Tuple((float64, float64, int64))(float64[::1], float64[::1], float64, float64[::1])",
+)
+
+
+def _sorted_capped_lam_py(
+    b: NDArray[np.float64], g: NDArray[np.float64], u: NDArray[np.float64], S: float
+) -> float:
+    """``_waterfill_capped_np``'s sort as a loop: lam where f reaches S (NaN: it never does).
+
+    The same events (slope up ``1/(2 gamma_t)`` at ``beta_t``, down at ``beta_t + 2 gamma_t u_t``),
+    the same stable order and the same prefix sums, so the same lam to the last bit.
+    """
+    H = b.size
+    nf = 0
+    for t in range(H):
+        if g[t] * u[t] < math.inf:
+            nf += 1
+    pos = np.empty(H + nf)
+    slope = np.empty(H + nf)
+    k = H
+    for t in range(H):
+        v = 0.5 / g[t]
+        pos[t] = b[t]
+        slope[t] = v
+        top = g[t] * u[t]
+        top += top
+        top += b[t]
+        if top < math.inf:
+            pos[k] = top
+            slope[k] = -v
+            k += 1
+    order = np.argsort(pos, kind="mergesort")
+    m = H + nf
+    s = 0.0
+    f = 0.0  # f at the current event
+    for i in range(m):
+        s += slope[order[i]]  # f's slope on (pos_i, pos_i+1)
+        p = pos[order[i]]
+        if i + 1 < m:
+            f_next = f + (pos[order[i + 1]] - p) * s
+            if not f_next < S:  # f(pos_i) < S <= f(pos_i+1)
+                return p + (S - f) / s if s > 0.0 else math.nan
+            f = f_next
+        else:
+            return p + (S - f) / s if s > 0.0 else math.nan
+    return math.nan
+
+
+_sorted_capped_lam = _helper(
+    _sorted_capped_lam_py, "float64(float64[::1], float64[::1], float64[::1], float64)"
+)
+
+
+def _wf_capped_py(
+    b: NDArray[np.float64],
+    g: NDArray[np.float64],
+    u: NDArray[np.float64],
+    S: float,
+    x: NDArray[np.float64],
+) -> tuple[float, float, int]:
+    """``_waterfill_capped_np`` as loops, by a safeguarded Newton method on lam before any sort.
+
+    At a trial lam every period is below (``lam <= beta_t``: 0), capped (``lam >= beta_t +
+    2 gamma_t u_t``: ``u_t``) or inside; f is linear on the interval [L, R] of lams that keep
+    that split, so the lam where that line reaches S, if it falls in [L, R], is the exact
+    root. Otherwise the split's whole interval leaves the bracket [lo, hi] around the root
+    and the next trial is that lam when inside the bracket, else the bracket's midpoint; no
+    interval is tried twice. After ``_KERNEL_STEPS`` trials the events are sorted instead.
+    """
+    nan = math.nan
+    inf = math.inf
+    H = b.size
+    if H == 0 or g.size != H or u.size != H or x.size != H or not 0.0 < S < inf:
+        return nan, nan, _OUTSIDE
+    A = 0.0
+    B = 0.0
+    for t in range(H):
+        bt = b[t]
+        gt = g[t]
+        if not (0.0 < gt < inf and 0.0 <= bt < inf and u[t] >= 0.0):  # NaN fails
+            return nan, nan, _OUTSIDE
+        v = 0.5 / gt
+        A += v
+        B += bt * v
+    lam = (S + B) / A  # the uncapped point if every period traded: a first trial
+    lo = -inf
+    hi = inf
+    found = False
+    for _ in range(_KERNEL_STEPS):
+        C = 0.0
+        A = 0.0
+        B = 0.0
+        L = -inf
+        R = inf
+        for t in range(H):
+            bt = b[t]
+            if lam <= bt:
+                R = min(R, bt)
+                continue
+            top = g[t] * u[t]
+            top += top
+            top += bt
+            if lam >= top:
+                C += u[t]
+                L = max(L, top)
+            else:
+                v = 0.5 / g[t]
+                A += v
+                B += bt * v
+                L = max(L, bt)
+                R = min(R, top)
+        if A > 0.0:
+            new = (S - C + B) / A
+            if L <= new <= R:
+                lam = new
+                found = True
+                break
+        elif C == S:  # f is flat at S here: the root's left end, where the sort finds it
+            lam = L
+            found = True
+            break
+        else:
+            new = inf if C < S else -inf
+        if new > R:
+            lo = max(lo, R)
+        else:
+            hi = min(hi, L)
+        if lo < new < hi:
+            lam = new
+        elif lo > -inf and hi < inf and lo < 0.5 * (lo + hi) < hi:
+            lam = 0.5 * (lo + hi)
+        else:
+            break
+    if not found:
+        lam = _sorted_capped_lam(b, g, u, S)
+        if math.isnan(lam):  # NaN: the caps cannot take more than S (f has no slope left)
+            return nan, nan, _OUTSIDE
+    sx_cost = 0.0
+    for t in range(H):
+        xt = (lam - b[t]) * (0.5 / g[t])
+        xt = min(max(xt, 0.0), u[t])
+        x[t] = xt
+    resid = S - _psum(x)
+    if resid != 0.0:
+        # Round-off: the rule of _waterfill_capped_np (a period strictly between its bounds,
+        # the most room or the largest; without one, the most room or the largest anywhere).
+        j = -1
+        best = 0.0
+        for t in range(H):
+            xt = x[t]
+            if 0.0 < xt < u[t]:
+                m = u[t] - xt if resid > 0.0 else xt
+                if m > best:
+                    best = m
+                    j = t
+        if j < 0:
+            j = 0
+            for t in range(1, H):
+                if (u[t] - x[t] > u[j] - x[j]) if resid > 0.0 else (x[t] > x[j]):
+                    j = t
+        if resid > 0.0:
+            x[j] += min(resid, u[j] - x[j])
+        else:
+            x[j] -= min(-resid, x[j])
+    for t in range(H):
+        sx_cost += x[t] * (b[t] + g[t] * x[t])
+    return lam, sx_cost, _SOLVED
+
+
+_wf_capped_c = accel.compiled(
+    _wf_capped_py,
+    "Tuple((float64, float64, int64))"
+    "(float64[::1], float64[::1], float64[::1], float64, float64[::1])",
+)
+
+
+def _waterfill_uncapped(
+    b: NDArray[np.float64], g: NDArray[np.float64], S: float
+) -> SolveResult | None:
+    """Solve the uncapped, strictly convex case: the compiled kernel, else the numpy path.
+
+    Same contract as ``_waterfill_uncapped_np`` (None: the general path decides). ``b`` and
+    ``g`` are float64 of one shape; strided views take the numpy path (the kernel is compiled
+    for contiguous arrays only, and a new layout would compile at its first call).
+    """
+    if _wf_uncapped_c is None or not (b.flags.c_contiguous and g.flags.c_contiguous):
+        return _waterfill_uncapped_np(b, g, S)
+    x = np.empty(b.size)
+    lam, cost, code = _wf_uncapped_c(b, g, S, x)
+    if code:
+        return _optimal(x, 0.0, math.nan, _NOTHING) if code == _NONE else None
+    return _optimal(x, cost, lam, "exact")
+
+
+def _waterfill_capped(
+    b: NDArray[np.float64], g: NDArray[np.float64], u: NDArray[np.float64], S: float
+) -> SolveResult | None:
+    """Solve the capped, strictly convex case: the compiled kernel, else the numpy path."""
+    if _wf_capped_c is None or not (
+        b.flags.c_contiguous and g.flags.c_contiguous and u.flags.c_contiguous
+    ):
+        return _waterfill_capped_np(b, g, u, S)
+    x = np.empty(b.size)
+    lam, cost, code = _wf_capped_c(b, g, u, S, x)
+    return None if code else _optimal(x, cost, lam, "exact")
 
 
 def solve_quadratic(
@@ -678,6 +1170,186 @@ def solve_piecewise_linear(costs: CostSet, S: float, caps: ArrayLike | None = No
     return SolveResult(x, costs.total(x), lam, SolveStatus.OPTIMAL, "exact")
 
 
+def _pl_shares_py(
+    sl: NDArray[np.float64], cum: NDArray[np.float64], v: float
+) -> tuple[float, float, float]:
+    """Return ``W(v)``, the length of all segments priced at most ``v`` (slopes rise along a
+    row: a prefix of each, by binary search), the largest such slope and the least above."""
+    H = sl.shape[0]
+    J = sl.shape[1]
+    w = 0.0
+    prv = -math.inf
+    nxt = math.inf
+    for r in range(H):
+        lo = 0
+        hi = J
+        while lo < hi:
+            mid = (lo + hi) // 2
+            if sl[r, mid] <= v:
+                lo = mid + 1
+            else:
+                hi = mid
+        if lo:
+            w += cum[r, lo - 1]
+            prv = max(prv, sl[r, lo - 1])
+        if lo < J:
+            nxt = min(nxt, sl[r, lo])
+    return w, prv, nxt
+
+
+_pl_shares = _helper(
+    _pl_shares_py, "Tuple((float64, float64, float64))(float64[:, ::1], float64[:, ::1], float64)"
+)
+
+
+def _pl_py(
+    kn: NDArray[np.float64],
+    sl: NDArray[np.float64],
+    u: NDArray[np.float64],
+    S: float,
+    x: NDArray[np.float64],
+    take: NDArray[np.float64],
+) -> tuple[float, float, int]:
+    """``_pl_one_block``'s segment sort without the sort: the marginal slope by bisection.
+
+    Slopes rise along each row (convexity), so the shares ``W(v)`` of the segments priced at
+    most ``v`` are, per row, a prefix found by binary search. The marginal slope is the least
+    slope with ``W >= S``: a bisection on ``v`` that snaps each bound to a slope finds it
+    exactly (trials interpolate W, step to the next slope or halve, in turn). Then the fill of
+    ``_pl_one_block``: segments cheaper than it are taken whole and
+    the ones tied with it (to 1e-12) share the rest by water level. ``take`` (shape of ``kn``)
+    receives the shares per segment. Knots that are NaN, slopes that fall along a row or
+    rounding that leaves S just out of reach return ``_OUTSIDE`` (the numpy path decides).
+    """
+    nan = math.nan
+    inf = math.inf
+    H = kn.shape[0]
+    J = kn.shape[1]
+    if (
+        H == 0
+        or J == 0
+        or sl.shape[0] != H
+        or sl.shape[1] != J
+        or take.shape[0] != H
+        or take.shape[1] != J
+        or u.size != H
+        or x.size != H
+        or not 0.0 < S < inf
+    ):
+        return nan, nan, _OUTSIDE
+    cum = np.empty((H, J))  # per row: the length of its first j+1 segments
+    v_lo = inf
+    v_hi = -inf
+    for r in range(H):
+        prev = -inf
+        acc = 0.0
+        for j in range(J):
+            k = kn[r, j]
+            s = sl[r, j]
+            if math.isnan(k) or not s >= prev:  # NaN slopes fail too
+                return nan, nan, _OUTSIDE
+            prev = s
+            d = 0.0
+            if k < inf and k > -inf:
+                end = kn[r, j + 1] if j + 1 < J else inf
+                end = min(end, u[r])
+                d = max(end - k, 0.0)
+                if s < inf:
+                    v_lo = min(v_lo, s)
+                    v_hi = max(v_hi, s)
+            take[r, j] = d
+            acc += d
+            cum[r, j] = acc
+    # the least slope with W >= S, bracketed by a (W(a) < S) and b (a slope, W(b) >= S)
+    w_b, b, _ = _pl_shares(sl, cum, v_hi)
+    if not w_b >= S:  # S out of reach of the priced segments (round-off at the caps' total)
+        return nan, nan, _OUTSIDE
+    w_a, prv, nxt_a = _pl_shares(sl, cum, v_lo)
+    if w_a >= S:
+        b = prv
+    else:
+        a = v_lo
+        for it in range(200):
+            if nxt_a >= b:  # no slope strictly between a and b: b is the one
+                break
+            # Trials in turn: interpolate W between the bounds (nearly linear there), try
+            # the next slope above a (near the end, each such try settles one slope) and
+            # halve, so that neither a kink, one-sided interpolation nor clustered slopes
+            # slow it much
+            v = 0.5 * (a + b)
+            if it % 3 == 0 and w_a < w_b < inf:
+                v = a + (b - a) * ((S - w_a) / (w_b - w_a))
+                if not a < v < b:
+                    v = 0.5 * (a + b)
+            elif it % 3 == 1:
+                v = nxt_a  # a < nxt_a < b here
+            if not a < v < b:  # adjacent floats: no slope between them either
+                break
+            w, prv, nxt = _pl_shares(sl, cum, v)
+            if w >= S:
+                b = prv  # W is constant from prv to v
+                w_b = w
+            else:
+                a = v
+                w_a = w
+                nxt_a = nxt
+        else:
+            return nan, nan, _OUTSIDE
+    lam = b
+    tol = 1e-12 * max(1.0, abs(lam))
+    # cheaper segments whole; tied ones keep their length in `take` for the level fill
+    n_tied = 0
+    for r in range(H):
+        for j in range(J):
+            s = sl[r, j]
+            if s < lam - tol:
+                continue
+            if abs(s - lam) <= tol:
+                n_tied += 1
+            else:
+                take[r, j] = 0.0
+    lens = np.empty(n_tied)
+    i = 0
+    for r in range(H):
+        for j in range(J):
+            s = sl[r, j]
+            if abs(s - lam) <= tol:
+                lens[i] = take[r, j]
+                i += 1
+                take[r, j] = 0.0
+    need = max(S - _psum(take.ravel()), 0.0)
+    level = 0.0
+    if n_tied:
+        ls = np.sort(lens)
+        before = 0.0
+        level = need / n_tied
+        for i in range(n_tied):
+            lv = (need - before) / (n_tied - i)
+            if ls[i] >= lv:
+                level = lv
+                break
+            before += ls[i]
+    i = 0
+    cost = 0.0
+    for r in range(H):
+        for j in range(J):
+            s = sl[r, j]
+            if abs(s - lam) <= tol:
+                take[r, j] = min(lens[i], level)
+                i += 1
+            if take[r, j] > 0.0:
+                cost += take[r, j] * s
+        x[r] = _psum(take[r])
+    return lam, cost, _SOLVED
+
+
+_pl_c = accel.compiled(
+    _pl_py,
+    "Tuple((float64, float64, int64))"
+    "(float64[:, ::1], float64[:, ::1], float64[::1], float64, float64[::1], float64[:, ::1])",
+)
+
+
 def _pl_one_block(
     costs: CostSet, m: PiecewiseLinearCost, S: float, u: NDArray[np.float64]
 ) -> SolveResult:
@@ -686,9 +1358,23 @@ def _pl_one_block(
     Each row's knots are already in order, so a segment ends at the next knot of its row (or
     the cap): no per-period sort. One sort by slope finds the marginal slope; the segments
     below it are filled and the ones at it share what is left, as in the general path (the
-    order among equal slopes changes nothing).
+    order among equal slopes changes nothing). With the kernels on, ``_pl_py`` finds the same
+    slope without the sort.
     """
     kn, sl = m.knots, m.slopes
+    if (
+        _pl_c is not None
+        and kn.ndim == 2
+        and kn.dtype is _F64 is sl.dtype
+        and u.dtype is _F64
+        and kn.flags.c_contiguous
+        and sl.flags.c_contiguous
+        and u.flags.c_contiguous
+    ):
+        x = np.empty(costs.H)
+        lam, cost, code = _pl_c(kn, sl, u, float(S), x, np.empty_like(kn))
+        if code == _SOLVED:
+            return SolveResult(x, cost, lam, SolveStatus.OPTIMAL, "exact")
     real = np.isfinite(kn)
     ends = np.empty_like(kn)
     ends[:, :-1] = kn[:, 1:]
@@ -735,16 +1421,22 @@ def solve_auto(
     """Solve with the exact method for the models present.
 
     Quadratic everywhere: water-filling; piecewise-linear everywhere: segment sort; otherwise
-    KKT. ``lot`` gives the exact integer-lot optimum in every case.
+    KKT. ``lot`` gives the exact integer-lot optimum in every case. One quadratic model over
+    the periods in float64 (what ``decide_mpc`` passes, ``caps`` None or a float64 array of
+    shape (H,)) goes straight to the compiled water-filling; anything the kernels do not take
+    (zero gamma, NaN, negative input, S = 0 with caps) gets the general path's answer.
     """
-    if caps is None and lot is None and costs._whole:  # the MPC's call: straight to the point
-        m = costs._model
-        if (
-            type(m) is QuadraticCost
-            and m.beta.shape == m.gamma.shape == (costs.H,)
-            and m.beta.dtype is _F64 is m.gamma.dtype  # float32 would round x to float32
-        ):
-            fast = _waterfill_uncapped(m.beta, m.gamma, float(S))
+    if lot is None and costs._whole and type(m := costs._model) is QuadraticCost:
+        # The MPC's call: straight to the water-filling (checks only what routes it there;
+        # the kernels check the numbers and leave anything odd to the general path below).
+        b, g = m.beta, m.gamma
+        if b.dtype is _F64 is g.dtype and b.shape == g.shape == (costs.H,):  # not float32
+            if caps is None:
+                fast = _waterfill_uncapped(b, g, float(S))
+            elif type(caps) is np.ndarray and caps.dtype is _F64 and caps.shape == b.shape:
+                fast = _waterfill_capped(b, g, caps, float(S))
+            else:
+                fast = None
             if fast is not None:
                 return fast
     if (q := costs.quadratic) is not None:

@@ -1,18 +1,55 @@
-"""The uncapped quadratic fast path gives the general water-filling's optimum (to 1e-12)."""
+"""The quadratic fast paths give the general water-filling's optimum (to 1e-12), and the KKT point.
+
+Every fast-path case runs twice: through the compiled kernel (``agent.accel``; its loops run as
+plain Python when numba is missing, so the kernel's logic is tested either way) and through the
+numpy fallback, which is what runs with ``EXEC_AGENT_JIT=0``.
+"""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
+import agent.mpc.solvers as solvers
 from agent.mpc.costs import CostSet, QuadraticCost
 from agent.mpc.solvers import (
     SolveStatus,
-    _waterfill_uncapped,
     quadratic_cost,
     solve_auto,
     solve_quadratic,
 )
+
+
+@pytest.fixture(params=["kernel", "numpy"])
+def uncapped(request, monkeypatch):
+    """``_waterfill_uncapped`` through the kernel or the numpy fallback (and so do solve_auto
+    and solve_quadratic in that test)."""
+    if request.param == "numpy":
+        monkeypatch.setattr(solvers, "_wf_uncapped_c", None)
+    elif solvers._wf_uncapped_c is None:  # numba missing: the kernel's loops in Python
+        monkeypatch.setattr(solvers, "_wf_uncapped_c", solvers._wf_uncapped_py)
+    return solvers._waterfill_uncapped
+
+
+@pytest.fixture(params=["kernel", "numpy"])
+def capped(request, monkeypatch):
+    """``_waterfill_capped`` through the kernel or the numpy fallback."""
+    if request.param == "numpy":
+        monkeypatch.setattr(solvers, "_wf_capped_c", None)
+    elif solvers._wf_capped_c is None:
+        monkeypatch.setattr(solvers, "_wf_capped_c", solvers._wf_capped_py)
+    return solvers._waterfill_capped
+
+
+@pytest.fixture(params=["kernel", "numpy"])
+def kernels(request, monkeypatch):
+    """Both fast paths through the kernels, or both through numpy; returns the path's name."""
+    for name in ("_wf_uncapped_c", "_wf_capped_c"):
+        if request.param == "numpy":
+            monkeypatch.setattr(solvers, name, None)
+        elif getattr(solvers, name) is None:
+            monkeypatch.setattr(solvers, name, getattr(solvers, name[:-2] + "_py"))
+    return request.param
 
 
 def _general(b, g, S):
@@ -39,14 +76,13 @@ def _instances():
 
 @pytest.mark.parametrize("small_h", [12, 0])
 @pytest.mark.parametrize("case", list(_instances()), ids=lambda c: f"H{c[0].size}-S{c[2]:g}")
-def test_fast_path_equals_general_waterfill(case, small_h, monkeypatch):
-    import agent.mpc.solvers as solvers
-
+def test_fast_path_equals_general_waterfill(case, small_h, monkeypatch, uncapped):
     monkeypatch.setattr(solvers, "_SMALL_H", small_h)
     b, g, S = case
-    fast = _waterfill_uncapped(b, g, S)
+    fast = uncapped(b, g, S)
     ref = _general(b, g, S)
     assert fast is not None and fast.status is SolveStatus.OPTIMAL
+    _kkt_certificate(b, g, S, fast)
     assert fast.x.sum() == pytest.approx(S, rel=1e-15, abs=1e-9)
     assert np.all(fast.x >= 0)
     # Never worse than the general path by more than 1e-12 relative. It may be better by the
@@ -76,12 +112,10 @@ def test_fast_path_equals_general_waterfill(case, small_h, monkeypatch):
     ],
 )
 @pytest.mark.parametrize("small_h", [12, 0])  # in Python floats, in numpy
-def test_fast_path_leaves_edge_cases_to_the_general_path(b, g, S, small_h, monkeypatch):
-    import agent.mpc.solvers as solvers
-
+def test_fast_path_leaves_edge_cases_to_the_general_path(b, g, S, small_h, monkeypatch, uncapped):
     monkeypatch.setattr(solvers, "_SMALL_H", small_h)
     b, g = np.asarray(b, float), np.asarray(g, float)
-    assert _waterfill_uncapped(b, g, S) is None
+    assert uncapped(b, g, S) is None
     out, ref = solve_quadratic(b, g, S), _general(b, g, S)
     assert out.status is ref.status
     assert out.message == ref.message
@@ -90,21 +124,19 @@ def test_fast_path_leaves_edge_cases_to_the_general_path(b, g, S, small_h, monke
 
 
 @pytest.mark.parametrize("H", [5, 20])  # in Python floats, in numpy
-def test_every_gamma_infinite_is_invalid_input(H):
+def test_every_gamma_infinite_is_invalid_input(H, uncapped):
     b, g = np.full(H, 0.01), np.full(H, np.inf)
-    assert _waterfill_uncapped(b, g, 100.0) is None
+    assert uncapped(b, g, 100.0) is None
     assert solve_auto(CostSet.of(QuadraticCost(b, g), H), 100.0).status is SolveStatus.NUMERICAL
 
 
 @pytest.mark.parametrize("small_h", [12, 0])
 def test_nothing_to_allocate_is_answered_by_the_fast_path_as_the_general_one_does(
-    small_h, monkeypatch
+    small_h, monkeypatch, uncapped
 ):
-    import agent.mpc.solvers as solvers
-
     monkeypatch.setattr(solvers, "_SMALL_H", small_h)
     b, g = np.array([0.1, 0.2, 0.0]), np.array([1e-3, 1e-3, 2e-3])
-    fast, ref = _waterfill_uncapped(b, g, 0.0), _general(b, g, 0.0)
+    fast, ref = uncapped(b, g, 0.0), _general(b, g, 0.0)
     assert fast is not None
     assert (fast.status, fast.message, fast.cost) == (ref.status, ref.message, ref.cost)
     np.testing.assert_array_equal(fast.x, ref.x)
@@ -152,8 +184,18 @@ def _pl_cases():
     yield CostSet.of(m, 2), 500.0, None
 
 
+@pytest.fixture(params=["kernel", "numpy"])
+def pl_path(request, monkeypatch):
+    """The one-block piecewise-linear path through its kernel (sort-free) or numpy's sort."""
+    if request.param == "numpy":
+        monkeypatch.setattr(solvers, "_pl_c", None)
+    elif solvers._pl_c is None:
+        monkeypatch.setattr(solvers, "_pl_c", solvers._pl_py)
+    return request.param
+
+
 @pytest.mark.parametrize("case", list(_pl_cases()))
-def test_piecewise_linear_one_block_path_equals_the_general_one(case):
+def test_piecewise_linear_one_block_path_equals_the_general_one(case, pl_path):
     from agent.mpc.solvers import solve_piecewise_linear
 
     costs, S, caps = case
@@ -215,13 +257,11 @@ PATHS = [(8, 12), (0, 12), (8, 0)]
 @pytest.mark.parametrize(
     "case", list(_random_cases()), ids=lambda c: f"{c[0]}-H{c[1].size}-S{c[3]:g}"
 )
-def test_fast_path_matches_general_waterfill_and_kkt(case, paths, monkeypatch):
-    import agent.mpc.solvers as solvers
-
+def test_fast_path_matches_general_waterfill_and_kkt(case, paths, monkeypatch, uncapped):
     monkeypatch.setattr(solvers, "_NEWTON_STEPS", paths[0])
     monkeypatch.setattr(solvers, "_SMALL_H", paths[1])
     _, b, g, S = case
-    fast = _waterfill_uncapped(b, g, S)
+    fast = uncapped(b, g, S)
     ref = _general(b, g, S)
     assert fast is not None and fast.status is ref.status is SolveStatus.OPTIMAL
     _kkt_certificate(b, g, S, fast)
@@ -237,26 +277,73 @@ def test_fast_path_matches_general_waterfill_and_kkt(case, paths, monkeypatch):
 
 def test_many_newton_steps_fall_back_to_the_sort(monkeypatch):
     """Evenly spread betas and a tiny S: each Newton step drops about half the periods, more
-    steps than the fast path takes; the sorted prefix sums then give the same point."""
-    import agent.mpc.solvers as solvers
-
+    steps than the numpy path takes; the sorted prefix sums then give the same point."""
     calls = []
     real = solvers._sorted_kkt
     monkeypatch.setattr(solvers, "_sorted_kkt", lambda *a: calls.append(1) or real(*a))
     H = 5000
     b, g = np.linspace(0.0, 1.0, H), np.full(H, 1e-2)
     S = 1e-3
-    fast = _waterfill_uncapped(b, g, S)
+    fast = solvers._waterfill_uncapped_np(b, g, S)
     assert calls == [1]
     _kkt_certificate(b, g, S, fast)
 
 
-def test_huge_horizon():
+def _one_period_per_step(H=60):
+    """Betas 0..H-1 with 1/(2 gamma) tripling: lam sits just under the dearest period that
+    trades, so each Newton step drops one period (H - 1 steps from the first lam)."""
+    b = np.arange(H, dtype=float)
+    g = 0.5 / 3.0 ** np.arange(H)
+    return b, g, 1e-3
+
+
+def test_the_kernel_sorts_after_its_newton_steps(monkeypatch, uncapped):
+    """More Newton steps than the kernel takes: its loops (run in Python here, to see the
+    call) hand over to the sort, and both kernel and fallback reach the KKT point."""
+    b, g, S = _one_period_per_step()
+    calls = []
+    real = solvers._sorted_lam
+    monkeypatch.setattr(solvers, "_sorted_lam", lambda *a: calls.append(1) or real(*a))
+    x = np.empty(b.size)
+    lam, cost, code = solvers._wf_uncapped_py(b, g, S, x)
+    assert code == solvers._SOLVED and calls == [1]
+    fast = uncapped(b, g, S)  # compiled (or numpy): the same point
+    _kkt_certificate(b, g, S, fast)
+    assert fast.lam == pytest.approx(lam, rel=1e-12)
+    assert fast.cost == pytest.approx(cost, rel=1e-12)
+    assert fast.x[-1] == 0.0 and fast.x[0] > 0  # only the cheapest periods trade
+
+
+def test_sorted_helpers_equal_the_numpy_sort_to_the_bit():
+    """The kernels' sorts are the numpy paths' sorts: same order, same prefix sums, same lam."""
+    rng = np.random.default_rng(8)
+    for H in (1, 2, 9, 130, 1000):
+        b, g = rng.choice([0.01, 0.02, 0.05], H) * rng.uniform(1, 2, H), rng.uniform(1e-6, 1e-4, H)
+        for S in (1e-3, 50.0, 5e4):
+            assert solvers._sorted_lam(b, g, S) == solvers._sorted_kkt(b, 0.5 / g, S)
+            u = np.where(rng.random(H) < 0.5, rng.uniform(0, 3 * S / H, H), np.inf)
+            if u.sum() > S:
+                ref = solvers._waterfill_capped_np(b, g, u, S)
+                if ref is not None:
+                    assert solvers._sorted_capped_lam(b, g, u, S) == ref.lam
+
+
+def test_pairwise_sum_equals_numpys_to_the_bit():
+    """(The kernels put the round-off back so that numpy's x.sum() is S.)"""
+    rng = np.random.default_rng(1)
+    for n in [*range(0, 300), 1000, 1024, 4099, 70_001]:
+        a = rng.random(n) * 10 ** rng.uniform(-3, 3, n)
+        assert solvers._psum(a) == np.add.reduce(a)
+        if n < 2000:
+            assert solvers._psum_py(a) == np.add.reduce(a)
+
+
+def test_huge_horizon(uncapped):
     rng = np.random.default_rng(9)
     H = 200_000
     b, g = rng.uniform(0.005, 0.05, H), rng.uniform(1e-6, 1e-4, H)
     for S in (1e3, 1e8):
-        fast = _waterfill_uncapped(b, g, S)
+        fast = uncapped(b, g, S)
         ref = _general(b, g, S)
         assert abs(fast.cost - ref.cost) <= 1e-12 * ref.cost + 16 * np.spacing(S) * b.max()
         _kkt_certificate(b, g, S, fast)
@@ -277,7 +364,7 @@ def test_zero_gamma_and_caps_still_take_the_general_path():
 
 @pytest.mark.parametrize("kind", ["profile", "random"])
 @pytest.mark.parametrize("N", [40, 390])
-def test_receding_horizon_run_equals_the_general_path(kind, N):
+def test_receding_horizon_run_equals_the_general_path(kind, N, uncapped):
     """The bench's MPC run (re-solve k..N-1 at every k with new costs, send x[0]): the executed
     cost of the fast path equals the general water-filling's to 1e-12 relative."""
     rng = np.random.default_rng(N)
@@ -338,11 +425,11 @@ def _capped_cases():
 
 
 @pytest.mark.parametrize("case", list(_capped_cases()), ids=lambda c: f"{c[0]}-H{c[1].size}")
-def test_capped_fast_path_matches_general_waterfill_and_kkt(case):
-    from agent.mpc.solvers import _waterfill, _waterfill_capped
+def test_capped_fast_path_matches_general_waterfill_and_kkt(case, capped):
+    from agent.mpc.solvers import _waterfill
 
     _, b, g, u, S = case
-    fast = _waterfill_capped(b, g, u, S)
+    fast = capped(b, g, u, S)
     assert fast is not None and fast.status is SolveStatus.OPTIMAL
     x_ref, _ = _waterfill(b, g, u, S)
     ref = quadratic_cost(x_ref, b, g)
@@ -374,20 +461,18 @@ def test_capped_fast_path_matches_general_waterfill_and_kkt(case):
         ([0.1, -0.2], [1e-3, 1e-3], [5.0, 50.0], 10.0),  # negative beta
     ],
 )
-def test_capped_edge_cases_are_left_to_the_general_path(b, g, u, S):
-    from agent.mpc.solvers import _waterfill_capped
-
+def test_capped_edge_cases_are_left_to_the_general_path(b, g, u, S, capped):
     b, g, u = (np.asarray(v, float) for v in (b, g, u))
-    assert _waterfill_capped(b, g, u, S) is None
+    assert capped(b, g, u, S) is None
     out = solve_quadratic(b, g, S, caps=u)
     assert out.status is not SolveStatus.OPTIMAL or np.all(out.x <= u)
 
 
-def test_caps_holding_exactly_s_put_every_period_at_its_cap():
-    from agent.mpc.solvers import _waterfill, _waterfill_capped
+def test_caps_holding_exactly_s_put_every_period_at_its_cap(capped):
+    from agent.mpc.solvers import _waterfill
 
     b, g, u = np.array([0.1, 0.2, 0.15]), np.array([1e-3, 1e-3, 2e-3]), np.array([5.0, 5.0, 2.0])
-    fast = _waterfill_capped(b, g, u, 12.0)
+    fast = capped(b, g, u, 12.0)
     x_ref, _ = _waterfill(b, g, u, 12.0)
     if fast is not None:  # (or left to the general path when f's last slope rounds to 0)
         np.testing.assert_allclose(fast.x, u, rtol=1e-15)
@@ -397,7 +482,7 @@ def test_caps_holding_exactly_s_put_every_period_at_its_cap():
     np.testing.assert_allclose(out.x, u, rtol=1e-15)
 
 
-def test_decide_mpc_with_a_participation_cap_uses_the_capped_optimum():
+def test_decide_mpc_with_a_participation_cap_uses_the_capped_optimum(kernels):
     from agent.core.plan import PeriodGrid, decide_mpc, quadratic_costs
 
     h = 20
@@ -411,7 +496,7 @@ def test_decide_mpc_with_a_participation_cap_uses_the_capped_optimum():
     assert d.status == "optimal" and np.all(d.plan <= caps)
 
 
-def test_decide_mpc_with_no_cap_known_solves_uncapped():
+def test_decide_mpc_with_no_cap_known_solves_uncapped(kernels):
     from agent.core.plan import PeriodGrid, decide_mpc, quadratic_costs
 
     h = 12
@@ -426,7 +511,7 @@ def test_decide_mpc_with_no_cap_known_solves_uncapped():
 
 
 @pytest.mark.parametrize("seed", range(12))
-def test_fast_paths_against_slsqp_and_the_dp(seed):
+def test_fast_paths_against_slsqp_and_the_dp(seed, kernels):
     """Independent references: scipy's SLSQP on the continuous problem (never cheaper than
     the exact optimum, close to it), and the DP on a one-share grid (the integer optimum: at
     or above the continuous one, within a share's rounding per period)."""
@@ -462,7 +547,7 @@ def test_fast_paths_against_slsqp_and_the_dp(seed):
     assert dp.cost - fast.cost <= H * (float(np.max(b + 2 * g * fast.x)) + float(g.max()))
 
 
-def test_a_float32_model_is_solved_in_float64():
+def test_a_float32_model_is_solved_in_float64(kernels):
     """(x = lam - beta in float32 would round the plan to 7 digits.)"""
     rng = np.random.default_rng(4)
     b = rng.uniform(0.005, 0.05, 40).astype(np.float32)
@@ -471,3 +556,187 @@ def test_a_float32_model_is_solved_in_float64():
     assert out.x.dtype == np.float64
     ref = _general(b.astype(float), g.astype(float), 1e4)
     assert abs(out.cost - ref.cost) <= 1e-12 * ref.cost
+
+
+@pytest.mark.parametrize("N", [40, 390])
+def test_receding_horizon_run_under_a_participation_cap_equals_the_general_path(N, kernels):
+    """The bench's capped MPC run: solve_auto with the caps of k..N-1 at every k against the
+    general water-filling, executed cost to 1e-12 relative, every plan within its caps."""
+    from agent.mpc.solvers import _waterfill
+
+    rng = np.random.default_rng(N + 1)
+    m = 1.0 + 0.5 * np.cos(np.linspace(0.0, 2.0 * np.pi, N))
+    B = 0.01 * np.exp(rng.normal(0.0, 0.1, N))[:, None] * m
+    G = 2e-5 * np.exp(rng.normal(0.0, 0.2, N))[:, None] * m
+    v = 1.5 - 0.5 * np.cos(np.linspace(0.0, 2.0 * np.pi, N))
+    U = 2.0 * 50_000.0 * v / v.sum()
+    cost = {}
+    for general in (False, True):
+        left, c = 50_000.0, 0.0
+        for k in range(N):
+            b, g, u = B[k, k:], G[k, k:], U[k:]
+            if general:
+                x = _waterfill(b, g, u, left)[0] if left > 0 else np.zeros(N - k)
+            else:
+                res = solve_auto(CostSet.of(QuadraticCost(b, g), N - k), left, caps=u)
+                assert res.status is SolveStatus.OPTIMAL and np.all(res.x <= u)
+                x = res.x
+            x0 = float(x[0])
+            c += B[k, k] * x0 + G[k, k] * x0 * x0
+            left -= x0
+        cost[general] = c
+        assert left == pytest.approx(0.0, abs=1e-6)
+    assert abs(cost[False] - cost[True]) <= 1e-12 * cost[True]
+
+
+def test_the_kernels_loops_in_python_give_the_compiled_numbers():
+    """``py_func`` (the source numba compiles) and the machine code agree: the kernel is the
+    function the tests read."""
+    k_u, k_c = solvers._wf_uncapped_c, solvers._wf_capped_c
+    if k_u is None or k_c is None:
+        pytest.skip("numba not installed: the kernels run as Python (tested above)")
+    rng = np.random.default_rng(12)
+    for H in (1, 3, 17, 200):
+        b, g = rng.uniform(0.005, 0.05, H), rng.uniform(1e-6, 1e-4, H)
+        u = np.where(rng.random(H) < 0.5, rng.uniform(0, 3e4 / H, H), np.inf)
+        for S in (2.0, 1e4):
+            x1, x2 = np.empty(H), np.empty(H)
+            assert k_u(b, g, S, x1) == k_u.py_func(b, g, S, x2)
+            np.testing.assert_array_equal(x1, x2)
+            if u.sum() > S:
+                assert k_c(b, g, u, S, x1) == k_c.py_func(b, g, u, S, x2)
+                np.testing.assert_array_equal(x1, x2)
+
+
+def test_without_numba_the_numpy_paths_run():
+    """``EXEC_AGENT_JIT=0``: no kernel, and solve_auto answers from the numpy fast path."""
+    import os
+    import subprocess
+    import sys
+
+    from tests.conftest import REPO
+
+    code = (
+        "import numpy as np; import agent.mpc.solvers as s; from agent import accel;"
+        "from agent.mpc.costs import CostSet, QuadraticCost;"
+        "b = np.linspace(0.01, 0.05, 50); g = np.full(50, 1e-5);"
+        "r = s.solve_auto(CostSet.of(QuadraticCost(b, g), 50), 1e4);"
+        "n = s._waterfill_uncapped_np(b, g, 1e4);"
+        "print(accel.enabled(), s._wf_uncapped_c, s._wf_capped_c, r.cost == n.cost, r.status)"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        env={**os.environ, "EXEC_AGENT_JIT": "0", "PYTHONPATH": str(REPO)},
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=120,
+    )
+    assert out.stdout.split() == ["False", "None", "None", "True", "optimal"]
+
+
+@pytest.mark.parametrize(
+    "kn, sl, why",
+    [
+        ([[0.0, np.nan]], [[0.1, 0.2]], "a NaN knot"),
+        ([[0.0, 10.0]], [[0.2, 0.1]], "slopes falling along the row (not convex)"),
+        ([[0.0, 10.0]], [[0.1, np.nan]], "a NaN slope"),
+    ],
+)
+def test_the_piecewise_linear_kernel_leaves_odd_input_to_numpy(kn, sl, why):
+    kern = solvers._pl_c or solvers._pl_py
+    kn, sl = np.asarray(kn), np.asarray(sl)
+    x, take = np.empty(1), np.empty_like(kn)
+    assert kern(kn, sl, np.full(1, np.inf), 5.0, x, take)[2] == solvers._OUTSIDE, why
+
+
+def test_the_piecewise_linear_kernel_finds_the_marginal_slope_among_many_close_ones():
+    """Thousands of slopes a few ulps apart: the bisection snaps to the exact one the sort
+    finds, and the plan is the general path's."""
+    from agent.mpc.costs import PiecewiseLinearCost
+    from agent.mpc.solvers import solve_piecewise_linear
+
+    H, J = 40, 60
+    base = 0.05 + np.arange(H * J).reshape(H, J) * 4e-17  # ~1 ulp of 0.05 apart, rising
+    knots = np.tile(np.arange(J, dtype=float) * 10.0, (H, 1))
+    m = PiecewiseLinearCost(knots, base)
+    for S in (3.0, 777.7, 12_345.0):
+        fast = solve_piecewise_linear(CostSet.of(m, H), S)
+        ref = solve_piecewise_linear(CostSet([(m, np.arange(H))], H), S)
+        assert fast.lam == ref.lam
+        assert abs(fast.cost - ref.cost) <= 1e-12 * ref.cost
+        np.testing.assert_allclose(fast.x, ref.x, rtol=1e-9, atol=1e-9 * S)
+
+
+def test_strided_views_take_the_numpy_path_and_compile_nothing_new(kernels):
+    """A kernel is compiled for contiguous float64 arrays; a strided view (a column of a cost
+    table) is answered by the numpy fast path, not by compiling a new specialisation in the
+    middle of a decision."""
+    rng = np.random.default_rng(6)
+    table = rng.uniform(0.005, 0.05, (30, 2)), rng.uniform(1e-6, 1e-4, (30, 2))
+    b, g = table[0][:, 0], table[1][:, 0]  # strided views
+    assert not b.flags.c_contiguous
+    before = [
+        len(getattr(k, "signatures", ())) for k in (solvers._wf_uncapped_c, solvers._wf_capped_c)
+    ]
+    u = np.full(30, 100.0)
+    out = solve_auto(CostSet.of(QuadraticCost(b, g), 30), 1e3)
+    out_c = solve_auto(CostSet.of(QuadraticCost(b, g), 30), 1e3, caps=u)
+    ref = solvers._waterfill_uncapped_np(b.copy(), g.copy(), 1e3)
+    ref_c = solvers._waterfill_capped_np(b.copy(), g.copy(), u, 1e3)
+    assert out.cost == ref.cost and out_c.cost == ref_c.cost
+    after = [
+        len(getattr(k, "signatures", ())) for k in (solvers._wf_uncapped_c, solvers._wf_capped_c)
+    ]
+    assert after == before
+
+
+def _wide_capped_cases():
+    """Parameters over many decades, tiny to large S, caps of every kind: where the round-off
+    of S - sum(x) is a visible part of a cost, and where it goes matters."""
+    rng = np.random.default_rng(123)
+    for it in range(300):
+        H = int(rng.integers(1, 300))
+        if it % 2:
+            b, g = 10 ** rng.uniform(-6, 1, H), 10 ** rng.uniform(-9, 0, H)
+        else:
+            b, g = rng.uniform(0, 0.05, H), rng.uniform(1e-6, 1e-4, H)
+        S = float(10 ** rng.uniform(-3, 7))
+        u = np.where(
+            rng.random(H) < rng.random(),
+            rng.uniform(0, 3 * S / H, H) * rng.choice([0, 1, 1, 1], H),
+            np.inf,
+        )
+        if u.sum() <= S:
+            u[rng.integers(H)] = np.inf
+        yield b, g, u, S
+
+
+def _dual_bound(lam, b, g, u, S):
+    """Return the Lagrangian dual at ``lam``, a lower bound on the optimum (weak duality):
+    ``min over 0 <= x <= u of sum g_t(x_t) - lam (sum x - S)``, in extended precision."""
+    L = np.longdouble
+    lam, b, g, u = L(lam), b.astype(L), g.astype(L), u.astype(L)
+    x = np.clip((lam - b) / (2 * g), 0, u)
+    return float((b * x + g * x * x).sum() - lam * (x.sum() - L(S)))
+
+
+def test_capped_round_off_goes_where_it_costs_lam(capped):
+    """Wide parameter ranges and tiny S, where the round-off S - sum(x) is a visible part of
+    the cost. Both fast paths put it on a period priced at lam: their plans are optimal to
+    1e-12 by the dual bound at their own lam (a certificate independent of any solver), and
+    never worse than the general path, which puts it on the period with the most room
+    whatever its price (up to 3e-6 off here)."""
+    from agent.mpc.solvers import _waterfill
+
+    for b, g, u, S in _wide_capped_cases():
+        fast = capped(b, g, u, S)
+        if fast is None:
+            continue
+        x_ref, _ = _waterfill(b, g, u, S)
+        ref = quadratic_cost(x_ref, b, g)
+        assert np.all(fast.x >= 0) and np.all(fast.x <= u)
+        assert fast.x.sum() == pytest.approx(S, rel=1e-13)
+        assert fast.cost == pytest.approx(quadratic_cost(fast.x, b, g), rel=1e-13)
+        assert fast.cost - ref <= 1e-12 * ref
+        assert fast.cost - _dual_bound(fast.lam, b, g, u, S) <= 1e-12 * fast.cost
