@@ -15,7 +15,9 @@ and MBP-10's 10 levels give comparable figures.
 
 from __future__ import annotations
 
+import math
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -85,6 +87,7 @@ class FeatureMemo:
         self.keep = int(keep)
         self._memo: OrderedDict[int, tuple[BookBatch, NDArray[np.float64]]] = OrderedDict()
         self._inner: OrderedDict[int, tuple[BookBatch, NDArray[np.float64]]] = OrderedDict()
+        self._total: OrderedDict[int, tuple[BookBatch, NDArray[np.float64]]] = OrderedDict()
         self.n_computed = 0  # batches computed (the rest came from the memo)
         self._queue: list[BookBatch] = []
         self._tail = Tail(N_FEATURES)
@@ -145,6 +148,31 @@ class FeatureMemo:
             return inner
         edge = credit_values(np.array([float(ts[0] - last[0])]), last[1][None, :])
         return np.concatenate((edge, inner))
+
+    def credit_total(
+        self, batch: BookBatch, last: tuple[int, NDArray[np.float64]] | None
+    ) -> NDArray[np.float64]:
+        """Return the column sums of ``credits(batch, last)``, shape (2k,) (do not write into
+        it): what the batch credits a period that holds all of it (``PeriodMeans.add``'s
+        ``total``). The inner rows are summed once for every parent; a parent adds its own
+        interval after ``last`` in plain floats (the same products as ``credit_values``).
+        """
+        hit = self._total.get(id(batch))
+        if hit is not None and hit[0] is batch:
+            inner = hit[1]
+        else:
+            ts = np.asarray(batch.ts_event_ns, dtype=np.int64)
+            inner = credit_values(np.diff(ts).astype(np.float64), self.of(batch)[:-1]).sum(axis=0)
+            self._total[id(batch)] = (batch, inner)
+            while len(self._total) > self.keep:
+                self._total.popitem(last=False)
+        if last is None:
+            return inner
+        w = float(int(batch.ts_event_ns[0]) - last[0])
+        zl = last[1].tolist()
+        ww = [w if math.isfinite(v) else 0.0 for v in zl]
+        edge = ww + [a * (v if math.isfinite(v) else 0.0) for a, v in zip(ww, zl, strict=True)]
+        return np.asarray(edge) + inner
 
     def need(self, window_ns: int) -> None:
         """Keep at least ``window_ns`` of books in the tail (a reader's longest window)."""
@@ -307,37 +335,66 @@ class PeriodMeans:
         self,
         ts: NDArray[np.int64],
         z: NDArray[np.float64],
-        vals: NDArray[np.float64] | None = None,
+        vals: NDArray[np.float64] | Callable[[], NDArray[np.float64]] | None = None,
+        total: NDArray[np.float64] | None = None,
     ) -> list[PeriodMean]:
         """Add books (non-decreasing times, after every earlier one); return finished periods.
 
         ``vals``: the ``credit_values`` of the books in force over the intervals these books
         close (the last book seen before them, then all but the newest), when the caller has
-        them already (``FeatureMemo.credits``, shared by the parents): the same sums.
+        them already (``FeatureMemo.credits``, shared by the parents; or a function that
+        returns them, called only if needed): the same sums. ``total``: their column sums
+        (``FeatureMemo.credit_total``), credited as they are when every interval lies in one
+        period (the usual batch: no per-row work; the sums to their rounding, ~1e-16).
         """
         n = int(ts.shape[0])
         if n == 0:
             return []
         if self._last_ts is not None and int(ts[0]) < self._last_ts:
             raise ValueError(f"books out of order: {int(ts[0])} after {self._last_ts}")
-        if self._last_ts is not None and self._last_z is not None:
-            t_all = np.concatenate((np.array([self._last_ts], dtype=np.int64), ts))
-            z_all = np.concatenate((self._last_z[None, :], z))
-        else:
-            t_all, z_all = ts, z
-        t0 = t_all[:-1]
-        p_all = (t_all - self.origin_ns) // self.period_ns
-        p0 = p_all[:-1]
-        same = p0 == p_all[1:]
+        if total is not None:
+            first = int(ts[0]) if self._last_ts is None else self._last_ts
+            p_last = self.period_of(int(ts[-1]))
+            if self.period_of(first) == p_last:
+                if n > 1 or self._last_ts is not None:  # some interval closed
+                    acc = self._sums.get(p_last)
+                    self._sums[p_last] = total.copy() if acc is None else acc + total
+                return self._finish(p_last, z[-1], int(ts[-1]))
+        if callable(vals):
+            vals = vals()
+        last_z = self._last_z if self._last_ts is not None else None
+        last = last_z is not None
+        t_all = np.concatenate((np.array([self._last_ts], dtype=np.int64), ts)) if last else ts
         if vals is None:
+            z_all = np.concatenate((last_z[None, :], z)) if last_z is not None else z
             vals = credit_values(np.diff(t_all).astype(np.float64), z_all[:-1])
-        if same.all():  # the usual batch: no period edge inside it
-            self._credit_vals(p0, vals)
-            return self._finish(self.period_of(int(t_all[-1])), z_all[-1], int(t_all[-1]))
-        self._credit_vals(p0[same], vals[same])
-        for j in np.flatnonzero(~same):  # books in force across a boundary: one per period edge
-            self._credit_span(int(t0[j]), int(t_all[j + 1]), z_all[j])
-        return self._finish(self.period_of(int(t_all[-1])), z_all[-1], int(t_all[-1]))
+        m = t_all.shape[0] - 1  # intervals closed (vals' rows)
+        p_a, p_b = self.period_of(int(t_all[0])), self.period_of(int(t_all[-1]))
+        if p_a == p_b:  # the usual batch: no period edge inside it
+            if m:
+                self._credit_run(p_a, vals)
+            return self._finish(p_b, z[-1], int(t_all[-1]))
+        # The intervals across a period edge: t_j < edge <= t_j+1 (the times are sorted, so a
+        # search per edge, not a period per row). The runs between them are credited first,
+        # in order, then the crossings, as a period per row and one sum per run did.
+        edges = self.origin_ns + np.arange(p_a + 1, p_b + 1, dtype=np.int64) * self.period_ns
+        cross = np.unique(np.searchsorted(t_all, edges, side="left") - 1).tolist()
+        start = 0
+        for j in [*cross, m]:
+            if j > start:
+                self._credit_run(self.period_of(int(t_all[start])), vals[start:j])
+            start = j + 1
+        off = 1 if last else 0
+        for j in cross:  # books in force across a boundary: one per period edge
+            zj = last_z if j < off and last_z is not None else z[j - off]
+            self._credit_span(int(t_all[j]), int(t_all[j + 1]), zj)
+        return self._finish(p_b, z[-1], int(t_all[-1]))
+
+    def _credit_run(self, per: int, vals: NDArray[np.float64]) -> None:
+        """Credit period ``per`` with the sum of ``vals``' rows (in row order)."""
+        row = np.add.reduceat(vals, np.zeros(1, dtype=np.intp), axis=0)[0]
+        acc = self._sums.get(per)
+        self._sums[per] = row if acc is None else acc + row
 
     def _credit(self, p: NDArray[np.int64], w: NDArray[np.float64], z: NDArray[np.float64]) -> None:
         if p.size:
