@@ -166,13 +166,7 @@ class FeatureMemo:
             self._total[id(batch)] = (batch, inner)
             while len(self._total) > self.keep:
                 self._total.popitem(last=False)
-        if last is None:
-            return inner
-        w = float(int(batch.ts_event_ns[0]) - last[0])
-        zl = last[1].tolist()
-        ww = [w if math.isfinite(v) else 0.0 for v in zl]
-        edge = ww + [a * (v if math.isfinite(v) else 0.0) for a, v in zip(ww, zl, strict=True)]
-        return np.asarray(edge) + inner
+        return _with_edge(inner, last, int(batch.ts_event_ns[0]))
 
     def need(self, window_ns: int) -> None:
         """Keep at least ``window_ns`` of books in the tail (a reader's longest window)."""
@@ -208,6 +202,21 @@ class FeatureMemo:
             assert self.last_ns is not None
             self._tail.trim(self.last_ns - self.keep_ns)
         return self._tail
+
+
+def _with_edge(
+    inner: NDArray[np.float64], last: tuple[int, NDArray[np.float64]] | None, t0: int
+) -> NDArray[np.float64]:
+    """Return ``inner`` (the column sums of a batch's inner credits) plus what the book
+    ``last`` credits up to the batch's first time ``t0``: ``credit_values``' products in plain
+    floats. One function for the shared and the own sums, so the two are the same bits."""
+    if last is None:
+        return inner
+    w = float(t0 - last[0])
+    zl = last[1].tolist()
+    ww = [w if math.isfinite(v) else 0.0 for v in zl]
+    edge = ww + [a * (v if math.isfinite(v) else 0.0) for a, v in zip(ww, zl, strict=True)]
+    return np.asarray(edge) + inner
 
 
 def _log_slope(batch: BookBatch, side: str, levels: int) -> NDArray[np.float64]:
@@ -352,14 +361,16 @@ class PeriodMeans:
             return []
         if self._last_ts is not None and int(ts[0]) < self._last_ts:
             raise ValueError(f"books out of order: {int(ts[0])} after {self._last_ts}")
-        if total is not None:
-            first = int(ts[0]) if self._last_ts is None else self._last_ts
-            p_last = self.period_of(int(ts[-1]))
-            if self.period_of(first) == p_last:
-                if n > 1 or self._last_ts is not None:  # some interval closed
-                    acc = self._sums.get(p_last)
-                    self._sums[p_last] = total.copy() if acc is None else acc + total
-                return self._finish(p_last, z[-1], int(ts[-1]))
+        first = int(ts[0]) if self._last_ts is None else self._last_ts
+        p_last = self.period_of(int(ts[-1]))
+        if self.period_of(first) == p_last and (total is not None or vals is None):
+            if total is None:  # as ``FeatureMemo.credit_total`` sums them: the same bits
+                inner = credit_values(np.diff(ts).astype(np.float64), z[:-1]).sum(axis=0)
+                total = _with_edge(inner, self.last_book, int(ts[0]))
+            if n > 1 or self._last_ts is not None:  # some interval closed
+                acc = self._sums.get(p_last)
+                self._sums[p_last] = total.copy() if acc is None else acc + total
+            return self._finish(p_last, z[-1], int(ts[-1]))
         if callable(vals):
             vals = vals()
         last_z = self._last_z if self._last_ts is not None else None
