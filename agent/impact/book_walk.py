@@ -468,14 +468,14 @@ def _walk_rows_py(
     table: NDArray[np.int64],
     sizes: NDArray[np.float64],
     keep: NDArray[np.bool_],
-    ivis: NDArray[np.int64],
+    bins: NDArray[np.int64],
     dvis: NDArray[np.float64],
-    ilast: NDArray[np.int64],
     dlast: NDArray[np.float64],
     jdx: NDArray[np.int64],
 ) -> int:
     """``CurveAccumulator.walk`` of rows ``px, sz, mid`` into the given arrays (the kept rows'
-    columns, in order); return the kept rows, or -1 at an infinite price or size (numpy then).
+    columns, in order; ``bins`` each kink's bin once, ``WalkedRows.bins``); return the kept
+    rows, or -1 at an infinite price or size (the numpy walk then).
 
     ``kind``: 0 extrapolate, 1 penalty (``pen`` a fraction), 2 refuse. ``mode`` bins a kink:
     0 by one division (an arithmetic grid: ``s0``, ``step``), 1 by a table of cells of width
@@ -483,14 +483,13 @@ def _walk_rows_py(
     """
     n, n_lev = px.shape
     g = sizes.shape[0]
-    g1 = g + 1
     top = table.shape[0] - 1
     d = np.empty(n_lev)
     s = np.empty(n_lev)
     q = np.empty(n_lev)
     c = np.empty(n_lev)
     pos_l = np.empty(n_lev + 1)
-    bins = np.empty(n_lev + 1, dtype=np.int64)
+    kb = np.empty(n_lev + 1, dtype=np.int64)
     j = 0
     for i in range(n):
         m0 = mid[i]
@@ -540,7 +539,7 @@ def _walk_rows_py(
             pos = pos_l[t]
             if mode == 0:
                 b = math.ceil((pos - s0) / step)
-                bins[t] = min(max(b, 0), g)
+                kb[t] = min(max(b, 0), g)
             else:
                 # The first size >= pos (what ``_bin``'s table of cells gives, exactly): a
                 # small table of its own (``_kernel_cells``) starts a step or two below it.
@@ -548,7 +547,7 @@ def _walk_rows_py(
                 lo_i = table[int(min(max(cell, 0.0), float(top)))]
                 while lo_i < g and sizes[lo_i] < pos:
                     lo_i += 1
-                bins[t] = lo_i
+                kb[t] = lo_i
         a_l = 0.0
         b_l = 0.0
         a2 = 0.0
@@ -573,9 +572,7 @@ def _walk_rows_py(
                 dvis[3, lev, j] = nab2
                 dvis[4, lev, j] = nb2
             a_l, b_l, a2, ab2, b2 = na, nb, na2, nab2, nb2
-            bv = bins[lev]
-            for r in range(5):
-                ivis[r, lev, j] = bv + r * g1
+            bins[lev, j] = kb[lev]
         big_d = q[n_lev - 1]
         half_k = 0.5 * k
         la = c[n_lev - 1] - e * big_d + half_k * big_d * big_d
@@ -588,9 +585,7 @@ def _walk_rows_py(
         dlast[5, j] = lb * lb + 2.0 * la * half_k - b2
         dlast[6, j] = 2.0 * lb * half_k
         dlast[7, j] = half_k * half_k
-        bv = bins[n_lev]
-        for r in range(8):
-            ilast[r, j] = bv + r * g1
+        bins[n_lev, j] = kb[n_lev]
         lo_i, hi_i = 0, g
         while lo_i < hi_i:  # first size > D (searchsorted, side="right")
             mid_i = (lo_i + hi_i) // 2
@@ -607,7 +602,7 @@ _walk_rows = accel.compiled(
     _walk_rows_py,
     "int64(float64[:, ::1], float64[:, ::1], float64[::1], boolean, int64, float64, int64,"
     " float64, float64, float64, int64[::1], float64[::1], boolean[::1],"
-    " int64[:, :, ::1], float64[:, :, ::1], int64[:, ::1], float64[:, ::1], int64[::1])",
+    " int64[:, ::1], float64[:, :, ::1], float64[:, ::1], int64[::1])",
 )
 
 
@@ -685,9 +680,8 @@ _pairwise = accel.compiled(_pairwise_py, "float64(float64[::1], int64, int64)") 
 def _add_rows_py(
     keep: NDArray[np.bool_],
     keep_at: NDArray[np.int64],
-    ivis: NDArray[np.int64],
+    bins: NDArray[np.int64],
     dvis: NDArray[np.float64],
-    ilast: NDArray[np.int64],
     dlast: NDArray[np.float64],
     jdx: NDArray[np.int64],
     a: int,
@@ -711,7 +705,7 @@ def _add_rows_py(
     """
     g1 = delta.shape[0]
     n_vis = vis_cols.shape[0]
-    n_lev = ivis.shape[1]
+    n_lev = dvis.shape[1]
     tv = np.empty(n_vis * g1)
     tl = np.empty(8 * g1)
     tb = np.empty(g1)
@@ -746,9 +740,9 @@ def _add_rows_py(
             for lev in range(n_lev):
                 for j in range(m):
                     if weighted:
-                        tv[ivis[r, lev, ka + j]] += dvis[r, lev, ka + j] * wk[j]
+                        tv[bins[lev, ka + j] + r * g1] += dvis[r, lev, ka + j] * wk[j]
                     else:
-                        tv[ivis[r, lev, ka + j]] += dvis[r, lev, ka + j]
+                        tv[bins[lev, ka + j] + r * g1] += dvis[r, lev, ka + j]
         for r in range(n_vis):
             col = vis_cols[r]
             for gi in range(g1):
@@ -757,9 +751,9 @@ def _add_rows_py(
         for r in range(8):
             for j in range(m):
                 if weighted:
-                    tl[ilast[r, ka + j]] += dlast[r, ka + j] * wk[j]
+                    tl[bins[n_lev, ka + j] + r * g1] += dlast[r, ka + j] * wk[j]
                 else:
-                    tl[ilast[r, ka + j]] += dlast[r, ka + j]
+                    tl[bins[n_lev, ka + j] + r * g1] += dlast[r, ka + j]
         for r in range(8):
             for gi in range(g1):
                 delta[gi, r] += tl[r * g1 + gi]
@@ -777,7 +771,7 @@ def _add_rows_py(
 
 _add_rows = accel.compiled(
     _add_rows_py,
-    "void(boolean[::1], int64[::1], int64[:, :, ::1], float64[:, :, ::1], int64[:, ::1],"
+    "void(boolean[::1], int64[::1], int64[:, ::1], float64[:, :, ::1],"
     " float64[:, ::1], int64[::1], int64, int64, float64[::1], boolean, int64, int64[::1],"
     " float64[:, ::1], float64[::1], float64[::1], float64[::1])",
 )
@@ -790,11 +784,40 @@ class WalkedRows:
 
     keep: NDArray[np.bool_]  # (n,) which input rows were kept
     keep_at: NDArray[np.intp]  # (n + 1,) kept rows before each input row
-    ivis: NDArray[np.intp]  # (5, L, m) bins of the visible kinks, offset per coefficient row
+    _ivis: NDArray[np.intp] | None  # (5, L, m) bins of the visible kinks, offset per row
     dvis: NDArray[np.float64]  # (5, L, m) their coefficient changes
-    ilast: NDArray[np.intp]  # (8, m) bins of the last kink (the visible depth D), offset alike
+    _ilast: NDArray[np.intp] | None  # (8, m) bins of the last kink (the depth D), offset alike
     dlast: NDArray[np.float64]  # (8, m) its coefficient changes
     jdx: NDArray[np.intp]  # (m,) first grid size past D
+    # The compiled walk keeps each kink's bin once, (L + 1, m), not once per coefficient row:
+    # a fifth of the memory it writes (the offset bins are derived when the numpy sums ask).
+    bins: NDArray[np.intp] | None = None
+    g1: int = 0  # grid sizes + 1: the offset between coefficient rows
+
+    @property
+    def ivis(self) -> NDArray[np.intp]:
+        """Bins of the visible kinks offset by (G+1) per coefficient row, (5, L, m)."""
+        if self._ivis is not None:
+            return self._ivis
+        assert self.bins is not None
+        off = np.arange(len(_VIS_COLS), dtype=np.intp) * self.g1
+        return np.asarray(self.bins[None, :-1, :] + off[:, None, None], dtype=np.intp)
+
+    @property
+    def ilast(self) -> NDArray[np.intp]:
+        """Bins of the last kink offset alike, (8, m)."""
+        if self._ilast is not None:
+            return self._ilast
+        assert self.bins is not None
+        off = np.arange(8, dtype=np.intp) * self.g1
+        return np.asarray(self.bins[None, -1, :] + off[:, None], dtype=np.intp)
+
+    def kink_bins(self) -> NDArray[np.intp]:
+        """Each kink's bin once, (L + 1, m): the visible kinks', then the last one's."""
+        if self.bins is not None:
+            return self.bins
+        assert self._ivis is not None and self._ilast is not None
+        return np.ascontiguousarray(np.vstack([self._ivis[0], self._ilast[:1]]))
 
     @property
     def n(self) -> int:
@@ -981,9 +1004,8 @@ class CurveAccumulator:
         if mid.shape != (n,):
             return None
         keep = np.empty(n, dtype=np.bool_)
-        ivis = np.empty((len(_VIS_COLS), n_lev, n), dtype=np.intp)
+        bins = np.empty((n_lev + 1, n), dtype=np.intp)
         dvis = np.empty((len(_VIS_COLS), n_lev, n))
-        ilast = np.empty((8, n), dtype=np.intp)
         dlast = np.empty((8, n))
         jdx = np.empty(n, dtype=np.intp)
         assert _walk_rows is not None
@@ -1000,23 +1022,21 @@ class CurveAccumulator:
             *_kernel_cells(self.sizes),
             np.ascontiguousarray(self.sizes),
             keep,
-            ivis,
+            bins,
             dvis,
-            ilast,
             dlast,
             jdx,
         )
         if m < 0:
             return None
         if m < n:  # dropped rows: the kept columns, contiguous again (rare: a one-sided book)
-            ivis = np.ascontiguousarray(ivis[:, :, :m])
+            bins = np.ascontiguousarray(bins[:, :m])
             dvis = np.ascontiguousarray(dvis[:, :, :m])
-            ilast = np.ascontiguousarray(ilast[:, :m])
             dlast = np.ascontiguousarray(dlast[:, :m])
             jdx = jdx[:m]
         keep_at = np.zeros(n + 1, dtype=np.intp)
         np.cumsum(keep, out=keep_at[1:])
-        return WalkedRows(keep, keep_at, ivis, dvis, ilast, dlast, jdx)
+        return WalkedRows(keep, keep_at, None, dvis, None, dlast, jdx, bins, self.sizes.size + 1)
 
     def _walk_few(
         self, px: NDArray[np.float64], sz: NDArray[np.float64], mid: NDArray[np.float64]
@@ -1205,9 +1225,8 @@ class CurveAccumulator:
         _add_rows(
             c(walked.keep),
             c(walked.keep_at),
-            c(walked.ivis),
+            walked.kink_bins(),
             c(walked.dvis),
-            c(walked.ilast),
             c(walked.dlast),
             c(walked.jdx),
             int(a),

@@ -8,6 +8,8 @@ comparisons are exact.
 
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 import pytest
 
@@ -101,9 +103,14 @@ def test_sum_kernel_gives_add_walked_bit_for_bit(kernel, grid, weighted, monkeyp
     sizes, _ = _grid(grid, rng)
     acc = CurveAccumulator(sizes, "sell", DepthPolicy())
     px, sz, mid = _books(rng, 900, "sell")
-    walked = _reference_walk(acc, px, sz, mid, monkeypatch)
+    numpy_walk = _reference_walk(acc, px, sz, mid, monkeypatch)
+    with monkeypatch.context() as m:
+        m.setattr(bw, "_walk_rows", bw._walk_rows or bw._walk_rows_py)
+        kernel_walk = acc.walk(px, sz, mid)  # each kink's bin once (WalkedRows.bins)
+    assert kernel_walk.bins is not None and numpy_walk.bins is None
     monkeypatch.setattr(bw, "_CHUNK_ROWS", 97)  # several chunks per add, as in a long window
-    for a, b in ((0, 900), (5, 6), (13, 610), (899, 900), (300, 300)):
+    cases = ((0, 900), (5, 6), (13, 610), (899, 900), (300, 300))
+    for walked, (a, b) in itertools.product((numpy_walk, kernel_walk), cases):
         w = None
         if weighted:
             w = rng.random(b - a) * 3.0
