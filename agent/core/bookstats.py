@@ -90,6 +90,7 @@ class FeatureMemo:
         self._total: OrderedDict[int, tuple[BookBatch, NDArray[np.float64]]] = OrderedDict()
         self.n_computed = 0  # batches computed (the rest came from the memo)
         self._queue: list[BookBatch] = []
+        self._queued_rows = 0  # rows in ``_queue`` (``settle`` asks at every segment)
         self._tail = Tail(N_FEATURES)
         self.keep_ns = 0  # the longest trailing window a reader needs (``need``)
         self.last_ns: int | None = None
@@ -179,11 +180,12 @@ class FeatureMemo:
                 raise ValueError("books must be pushed in event-time order")
             self.last_ns = int(batch.ts_event_ns[-1])
             self._queue.append(batch)
+            self._queued_rows += len(batch)
 
     def settle(self, min_rows: int = 64) -> None:
         """Take the queued books into the tail now if at least ``min_rows`` wait (live: between
         decisions, so a decision's read finds them in)."""
-        if sum(len(b) for b in self._queue) >= min_rows:
+        if self._queued_rows >= min_rows:
             self.tail  # noqa: B018  (the read takes them in)
 
     @property
@@ -198,7 +200,7 @@ class FeatureMemo:
                 self._tail.append(ts[0], zs[0])
             else:
                 self._tail.append(np.concatenate(ts), np.concatenate(zs))
-            self._queue = []
+            self._queue, self._queued_rows = [], 0
             assert self.last_ns is not None
             self._tail.trim(self.last_ns - self.keep_ns)
         return self._tail
