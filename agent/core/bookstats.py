@@ -23,6 +23,7 @@ from dataclasses import dataclass
 import numpy as np
 from numpy.typing import NDArray
 
+from agent import accel
 from feeds.model import BookBatch
 
 __all__ = [
@@ -56,12 +57,102 @@ def book_features(batch: BookBatch, side: str, levels: int = 5) -> NDArray[np.fl
     out = np.full((n, N_FEATURES), np.nan)
     if n == 0:
         return out
+    if _features_rows is not None and 0 < levels <= 7:
+        return _features_compiled(batch, side, levels, out)
     with np.errstate(invalid="ignore", divide="ignore"):
         hs = 0.5 * (batch.ask_px[:, 0] - batch.bid_px[:, 0])
         out[:, 0] = np.where(hs > 0, np.log(np.where(hs > 0, hs, 1.0)), np.nan)
         sides = ("buy", "sell") if side == "both" else (side,)
         logs = [_log_slope(batch, s, levels) for s in sides]
         out[:, 1] = logs[0] if len(logs) == 1 else 0.5 * (logs[0] + logs[1])
+    return out
+
+
+def _features_rows_py(
+    ask_px: NDArray[np.float64],
+    ask_sz: NDArray[np.float64],
+    bid_px: NDArray[np.float64],
+    bid_sz: NDArray[np.float64],
+    k: int,
+    want_buy: bool,
+    want_sell: bool,
+    hs_arg: NDArray[np.float64],
+    c_arg: NDArray[np.float64],
+    good: NDArray[np.bool_],
+) -> None:
+    """``book_features`` up to the logs, row by row: ``hs_arg`` the half-spread (1 where not
+    > 0, ``good[0]`` where it is), ``c_arg[s]`` the depth slope of the asks (s = 0) and the
+    bids (s = 1) through ``k`` levels (1 where undefined, ``good[1 + s]`` where defined).
+
+    ``_log_slope``'s operations in its order; its sums over at most 7 levels are sequential
+    (numpy sums 8 or more pairwise), so these are its bits and numpy's log finishes them.
+    """
+    n = ask_px.shape[0]
+    for i in range(n):
+        hs = 0.5 * (ask_px[i, 0] - bid_px[i, 0])
+        good[0, i] = hs > 0
+        hs_arg[i] = hs if hs > 0 else 1.0
+        for s in range(2):
+            if (s == 0 and not want_buy) or (s == 1 and not want_sell):
+                continue
+            px = ask_px if s == 0 else bid_px
+            sz = ask_sz if s == 0 else bid_sz
+            sign = 1.0 if s == 0 else -1.0
+            p0 = px[i, 0]
+            q = 0.0
+            num = 0.0
+            for lev in range(k):
+                p = px[i, lev]
+                z = sz[i, lev]
+                if math.isfinite(p) and z > 0:
+                    q += z
+                    num += z * (sign * (p - p0))
+                else:
+                    q += 0.0
+                    num += 0.0 * 0.0
+            qd = q if q > 0 else 1.0
+            e = num / qd
+            c = e / qd
+            ok = q > 0 and e > 0 and math.isfinite(c)
+            good[1 + s, i] = ok
+            c_arg[s, i] = c if ok else 1.0
+
+
+_features_rows = accel.compiled(
+    _features_rows_py,
+    "void(float64[:, ::1], float64[:, ::1], float64[:, ::1], float64[:, ::1], int64, boolean,"
+    " boolean, float64[::1], float64[:, ::1], boolean[:, ::1])",
+)
+
+
+def _features_compiled(
+    batch: BookBatch, side: str, levels: int, out: NDArray[np.float64]
+) -> NDArray[np.float64]:
+    """``book_features`` by the kernel ``_features_rows`` and numpy's log: the same bits."""
+    n = len(batch)
+    c = np.ascontiguousarray
+    hs_arg, c_arg = np.empty(n), np.ones((2, n))  # a side not asked for stays 1
+    good = np.zeros((3, n), dtype=np.bool_)
+    assert _features_rows is not None
+    k = min(int(levels), batch.ask_px.shape[1], batch.bid_px.shape[1])
+    _features_rows(
+        c(batch.ask_px),
+        c(batch.ask_sz),
+        c(batch.bid_px),
+        c(batch.bid_sz),
+        k,
+        side in ("buy", "both"),
+        side in ("sell", "both"),
+        hs_arg,
+        c_arg,
+        good,
+    )
+    out[:, 0] = np.where(good[0], np.log(hs_arg), np.nan)
+    logs = np.where(good[1:], np.log(c_arg), np.nan)
+    if side == "both":
+        out[:, 1] = 0.5 * (logs[0] + logs[1])
+    else:
+        out[:, 1] = logs[0 if side == "buy" else 1]
     return out
 
 

@@ -1,4 +1,5 @@
-"""The walk's compiled kernels (``agent.accel``) against the numpy path they replace.
+"""The compiled kernels (``agent.accel``) of the walk and the book features against the numpy
+path they replace.
 
 Each kernel is checked twice: compiled by numba (skipped without it) and as the plain-Python
 loop it is compiled from, both against the vectorised numpy walk and sums, which run when there
@@ -13,20 +14,22 @@ import itertools
 import numpy as np
 import pytest
 
+import agent.core.bookstats as bookstats
 import agent.impact.book_walk as bw
 from agent import accel
 from agent.impact.book_walk import BeyondDepth, CurveAccumulator, DepthPolicy, side_arrays
+from feeds.model import BookBatch
 from tests.unit.test_book_walk import _random_books
 
 WALKED = ("keep", "keep_at", "ivis", "dvis", "ilast", "dlast", "jdx")
 needs_numba = pytest.mark.skipif(not accel.enabled(), reason="numba not installed or off")
 
 
-def _kernels(name: str) -> list[object]:
+def _kernels(name: str, module: object = bw) -> list[object]:
     """The compiled kernel (when numba is there) and its Python loop."""
-    out = [pytest.param(getattr(bw, f"{name}_py"), id="python")]
+    out = [pytest.param(getattr(module, f"{name}_py"), id="python")]
     if accel.enabled():
-        out.insert(0, pytest.param(getattr(bw, name), id="compiled"))
+        out.insert(0, pytest.param(getattr(module, name), id="compiled"))
     return out
 
 
@@ -147,3 +150,39 @@ def test_pairwise_sum_is_numpys_sum(kernel):
 def test_the_kernels_are_compiled_and_warm():
     assert bw._walk_rows is not None and bw._add_rows is not None
     assert accel.warm() >= 4  # the walk's four kernels compile for their signatures
+
+
+@pytest.mark.parametrize("kernel", _kernels("_features_rows", bookstats))
+@pytest.mark.parametrize("side", ["buy", "sell", "both"])
+@pytest.mark.parametrize("levels", [1, 2, 5, 7])
+def test_features_kernel_gives_the_numpy_features_bit_for_bit(kernel, side, levels, monkeypatch):
+    """``book_features`` by the kernel (and numpy's log) against its numpy path: crossed and
+    one-sided books, holes, NaN and zero sizes, a reader's column-major arrays."""
+    bs = bookstats
+    rng = np.random.default_rng(levels * 7 + len(side))
+    b = _random_books(rng, 600)
+    ask_px, bid_px = b.ask_px.copy(), b.bid_px.copy()
+    ask_sz, bid_sz = b.ask_sz.copy(), b.bid_sz.copy()
+    ask_px[rng.random(600) < 0.05, 0] = np.nan  # one-sided
+    cross = rng.random(600) < 0.05
+    bid_px[cross, 0] = ask_px[cross, 0] + 0.01 * rng.integers(0, 2, cross.sum())  # crossed, locked
+    ask_sz[rng.random((600, 10)) < 0.05] = np.nan
+    bid_sz[rng.random((600, 10)) < 0.05] = 0.0
+    bid_px[rng.random(600) < 0.03, 0] = np.nan
+    batch = BookBatch(
+        "K",
+        b.ts_event_ns,
+        b.ts_recv_ns,
+        np.asfortranarray(bid_px),
+        np.asfortranarray(bid_sz),
+        ask_px,
+        ask_sz,
+    )
+    with monkeypatch.context() as m:
+        m.setattr(bs, "_features_rows", None)
+        ref = bs.book_features(batch, side, levels)
+    monkeypatch.setattr(bs, "_features_rows", kernel)
+    got = bs.book_features(batch, side, levels)
+    assert np.isnan(ref[:, 0]).any() and np.isnan(ref[:, 1]).any()
+    assert np.isfinite(ref[:, 1]).any() == (levels > 1)  # one level: no slope
+    np.testing.assert_array_equal(got, ref)
