@@ -21,6 +21,7 @@ from pathlib import Path
 import _common
 import pandas as pd
 
+from agent import accel
 from agent.config import load_config
 from agent.daemon import run
 from agent.logs import configure_logging
@@ -80,6 +81,7 @@ def main() -> None:
     path = _common.big_mbp10_csv(args.rows)
     print(f"file: {path} ({path.stat().st_size / 1e6:.0f} MB, {args.rows} rows)")
     print(f"load average before: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
+    print(f"compiled kernels: {accel.status()} ({accel.warm()} warmed before the runs)")
 
     with tempfile.TemporaryDirectory() as tmp:
         cfgs = {}

@@ -15,12 +15,15 @@ and MBP-10's 10 levels give comparable figures.
 
 from __future__ import annotations
 
+import math
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
 from numpy.typing import NDArray
 
+from agent import accel
 from feeds.model import BookBatch
 
 __all__ = [
@@ -54,12 +57,102 @@ def book_features(batch: BookBatch, side: str, levels: int = 5) -> NDArray[np.fl
     out = np.full((n, N_FEATURES), np.nan)
     if n == 0:
         return out
+    if _features_rows is not None and 0 < levels <= 7:
+        return _features_compiled(batch, side, levels, out)
     with np.errstate(invalid="ignore", divide="ignore"):
         hs = 0.5 * (batch.ask_px[:, 0] - batch.bid_px[:, 0])
         out[:, 0] = np.where(hs > 0, np.log(np.where(hs > 0, hs, 1.0)), np.nan)
         sides = ("buy", "sell") if side == "both" else (side,)
         logs = [_log_slope(batch, s, levels) for s in sides]
         out[:, 1] = logs[0] if len(logs) == 1 else 0.5 * (logs[0] + logs[1])
+    return out
+
+
+def _features_rows_py(
+    ask_px: NDArray[np.float64],
+    ask_sz: NDArray[np.float64],
+    bid_px: NDArray[np.float64],
+    bid_sz: NDArray[np.float64],
+    k: int,
+    want_buy: bool,
+    want_sell: bool,
+    hs_arg: NDArray[np.float64],
+    c_arg: NDArray[np.float64],
+    good: NDArray[np.bool_],
+) -> None:
+    """``book_features`` up to the logs, row by row: ``hs_arg`` the half-spread (1 where not
+    > 0, ``good[0]`` where it is), ``c_arg[s]`` the depth slope of the asks (s = 0) and the
+    bids (s = 1) through ``k`` levels (1 where undefined, ``good[1 + s]`` where defined).
+
+    ``_log_slope``'s operations in its order; its sums over at most 7 levels are sequential
+    (numpy sums 8 or more pairwise), so these are its bits and numpy's log finishes them.
+    """
+    n = ask_px.shape[0]
+    for i in range(n):
+        hs = 0.5 * (ask_px[i, 0] - bid_px[i, 0])
+        good[0, i] = hs > 0
+        hs_arg[i] = hs if hs > 0 else 1.0
+        for s in range(2):
+            if (s == 0 and not want_buy) or (s == 1 and not want_sell):
+                continue
+            px = ask_px if s == 0 else bid_px
+            sz = ask_sz if s == 0 else bid_sz
+            sign = 1.0 if s == 0 else -1.0
+            p0 = px[i, 0]
+            q = 0.0
+            num = 0.0
+            for lev in range(k):
+                p = px[i, lev]
+                z = sz[i, lev]
+                if math.isfinite(p) and z > 0:
+                    q += z
+                    num += z * (sign * (p - p0))
+                else:
+                    q += 0.0
+                    num += 0.0 * 0.0
+            qd = q if q > 0 else 1.0
+            e = num / qd
+            c = e / qd
+            ok = q > 0 and e > 0 and math.isfinite(c)
+            good[1 + s, i] = ok
+            c_arg[s, i] = c if ok else 1.0
+
+
+_features_rows = accel.compiled(
+    _features_rows_py,
+    "void(float64[:, ::1], float64[:, ::1], float64[:, ::1], float64[:, ::1], int64, boolean,"
+    " boolean, float64[::1], float64[:, ::1], boolean[:, ::1])",
+)
+
+
+def _features_compiled(
+    batch: BookBatch, side: str, levels: int, out: NDArray[np.float64]
+) -> NDArray[np.float64]:
+    """``book_features`` by the kernel ``_features_rows`` and numpy's log: the same bits."""
+    n = len(batch)
+    c = np.ascontiguousarray
+    hs_arg, c_arg = np.empty(n), np.ones((2, n))  # a side not asked for stays 1
+    good = np.zeros((3, n), dtype=np.bool_)
+    assert _features_rows is not None
+    k = min(int(levels), batch.ask_px.shape[1], batch.bid_px.shape[1])
+    _features_rows(
+        c(batch.ask_px),
+        c(batch.ask_sz),
+        c(batch.bid_px),
+        c(batch.bid_sz),
+        k,
+        side in ("buy", "both"),
+        side in ("sell", "both"),
+        hs_arg,
+        c_arg,
+        good,
+    )
+    out[:, 0] = np.where(good[0], np.log(hs_arg), np.nan)
+    logs = np.where(good[1:], np.log(c_arg), np.nan)
+    if side == "both":
+        out[:, 1] = 0.5 * (logs[0] + logs[1])
+    else:
+        out[:, 1] = logs[0 if side == "buy" else 1]
     return out
 
 
@@ -85,8 +178,10 @@ class FeatureMemo:
         self.keep = int(keep)
         self._memo: OrderedDict[int, tuple[BookBatch, NDArray[np.float64]]] = OrderedDict()
         self._inner: OrderedDict[int, tuple[BookBatch, NDArray[np.float64]]] = OrderedDict()
+        self._total: OrderedDict[int, tuple[BookBatch, NDArray[np.float64]]] = OrderedDict()
         self.n_computed = 0  # batches computed (the rest came from the memo)
         self._queue: list[BookBatch] = []
+        self._queued_rows = 0  # rows in ``_queue`` (``settle`` asks at every segment)
         self._tail = Tail(N_FEATURES)
         self.keep_ns = 0  # the longest trailing window a reader needs (``need``)
         self.last_ns: int | None = None
@@ -146,6 +241,25 @@ class FeatureMemo:
         edge = credit_values(np.array([float(ts[0] - last[0])]), last[1][None, :])
         return np.concatenate((edge, inner))
 
+    def credit_total(
+        self, batch: BookBatch, last: tuple[int, NDArray[np.float64]] | None
+    ) -> NDArray[np.float64]:
+        """Return the column sums of ``credits(batch, last)``, shape (2k,) (do not write into
+        it): what the batch credits a period that holds all of it (``PeriodMeans.add``'s
+        ``total``). The inner rows are summed once for every parent; a parent adds its own
+        interval after ``last`` in plain floats (the same products as ``credit_values``).
+        """
+        hit = self._total.get(id(batch))
+        if hit is not None and hit[0] is batch:
+            inner = hit[1]
+        else:
+            ts = np.asarray(batch.ts_event_ns, dtype=np.int64)
+            inner = credit_values(np.diff(ts).astype(np.float64), self.of(batch)[:-1]).sum(axis=0)
+            self._total[id(batch)] = (batch, inner)
+            while len(self._total) > self.keep:
+                self._total.popitem(last=False)
+        return _with_edge(inner, last, int(batch.ts_event_ns[0]))
+
     def need(self, window_ns: int) -> None:
         """Keep at least ``window_ns`` of books in the tail (a reader's longest window)."""
         self.keep_ns = max(self.keep_ns, int(window_ns))
@@ -157,11 +271,12 @@ class FeatureMemo:
                 raise ValueError("books must be pushed in event-time order")
             self.last_ns = int(batch.ts_event_ns[-1])
             self._queue.append(batch)
+            self._queued_rows += len(batch)
 
     def settle(self, min_rows: int = 64) -> None:
         """Take the queued books into the tail now if at least ``min_rows`` wait (live: between
         decisions, so a decision's read finds them in)."""
-        if sum(len(b) for b in self._queue) >= min_rows:
+        if self._queued_rows >= min_rows:
             self.tail  # noqa: B018  (the read takes them in)
 
     @property
@@ -176,10 +291,25 @@ class FeatureMemo:
                 self._tail.append(ts[0], zs[0])
             else:
                 self._tail.append(np.concatenate(ts), np.concatenate(zs))
-            self._queue = []
+            self._queue, self._queued_rows = [], 0
             assert self.last_ns is not None
             self._tail.trim(self.last_ns - self.keep_ns)
         return self._tail
+
+
+def _with_edge(
+    inner: NDArray[np.float64], last: tuple[int, NDArray[np.float64]] | None, t0: int
+) -> NDArray[np.float64]:
+    """Return ``inner`` (the column sums of a batch's inner credits) plus what the book
+    ``last`` credits up to the batch's first time ``t0``: ``credit_values``' products in plain
+    floats. One function for the shared and the own sums, so the two are the same bits."""
+    if last is None:
+        return inner
+    w = float(t0 - last[0])
+    zl = last[1].tolist()
+    ww = [w if math.isfinite(v) else 0.0 for v in zl]
+    edge = ww + [a * (v if math.isfinite(v) else 0.0) for a, v in zip(ww, zl, strict=True)]
+    return np.asarray(edge) + inner
 
 
 def _log_slope(batch: BookBatch, side: str, levels: int) -> NDArray[np.float64]:
@@ -307,37 +437,68 @@ class PeriodMeans:
         self,
         ts: NDArray[np.int64],
         z: NDArray[np.float64],
-        vals: NDArray[np.float64] | None = None,
+        vals: NDArray[np.float64] | Callable[[], NDArray[np.float64]] | None = None,
+        total: NDArray[np.float64] | None = None,
     ) -> list[PeriodMean]:
         """Add books (non-decreasing times, after every earlier one); return finished periods.
 
         ``vals``: the ``credit_values`` of the books in force over the intervals these books
         close (the last book seen before them, then all but the newest), when the caller has
-        them already (``FeatureMemo.credits``, shared by the parents): the same sums.
+        them already (``FeatureMemo.credits``, shared by the parents; or a function that
+        returns them, called only if needed): the same sums. ``total``: their column sums
+        (``FeatureMemo.credit_total``), credited as they are when every interval lies in one
+        period (the usual batch: no per-row work; the sums to their rounding, ~1e-16).
         """
         n = int(ts.shape[0])
         if n == 0:
             return []
         if self._last_ts is not None and int(ts[0]) < self._last_ts:
             raise ValueError(f"books out of order: {int(ts[0])} after {self._last_ts}")
-        if self._last_ts is not None and self._last_z is not None:
-            t_all = np.concatenate((np.array([self._last_ts], dtype=np.int64), ts))
-            z_all = np.concatenate((self._last_z[None, :], z))
-        else:
-            t_all, z_all = ts, z
-        t0 = t_all[:-1]
-        p_all = (t_all - self.origin_ns) // self.period_ns
-        p0 = p_all[:-1]
-        same = p0 == p_all[1:]
+        first = int(ts[0]) if self._last_ts is None else self._last_ts
+        p_last = self.period_of(int(ts[-1]))
+        if self.period_of(first) == p_last and (total is not None or vals is None):
+            if total is None:  # as ``FeatureMemo.credit_total`` sums them: the same bits
+                inner = credit_values(np.diff(ts).astype(np.float64), z[:-1]).sum(axis=0)
+                total = _with_edge(inner, self.last_book, int(ts[0]))
+            if n > 1 or self._last_ts is not None:  # some interval closed
+                acc = self._sums.get(p_last)
+                self._sums[p_last] = total.copy() if acc is None else acc + total
+            return self._finish(p_last, z[-1], int(ts[-1]))
+        if callable(vals):
+            vals = vals()
+        last_z = self._last_z if self._last_ts is not None else None
+        last = last_z is not None
+        t_all = np.concatenate((np.array([self._last_ts], dtype=np.int64), ts)) if last else ts
         if vals is None:
+            z_all = np.concatenate((last_z[None, :], z)) if last_z is not None else z
             vals = credit_values(np.diff(t_all).astype(np.float64), z_all[:-1])
-        if same.all():  # the usual batch: no period edge inside it
-            self._credit_vals(p0, vals)
-            return self._finish(self.period_of(int(t_all[-1])), z_all[-1], int(t_all[-1]))
-        self._credit_vals(p0[same], vals[same])
-        for j in np.flatnonzero(~same):  # books in force across a boundary: one per period edge
-            self._credit_span(int(t0[j]), int(t_all[j + 1]), z_all[j])
-        return self._finish(self.period_of(int(t_all[-1])), z_all[-1], int(t_all[-1]))
+        m = t_all.shape[0] - 1  # intervals closed (vals' rows)
+        p_a, p_b = self.period_of(int(t_all[0])), self.period_of(int(t_all[-1]))
+        if p_a == p_b:  # the usual batch: no period edge inside it
+            if m:
+                self._credit_run(p_a, vals)
+            return self._finish(p_b, z[-1], int(t_all[-1]))
+        # The intervals across a period edge: t_j < edge <= t_j+1 (the times are sorted, so a
+        # search per edge, not a period per row). The runs between them are credited first,
+        # in order, then the crossings, as a period per row and one sum per run did.
+        edges = self.origin_ns + np.arange(p_a + 1, p_b + 1, dtype=np.int64) * self.period_ns
+        cross = np.unique(np.searchsorted(t_all, edges, side="left") - 1).tolist()
+        start = 0
+        for j in [*cross, m]:
+            if j > start:
+                self._credit_run(self.period_of(int(t_all[start])), vals[start:j])
+            start = j + 1
+        off = 1 if last else 0
+        for j in cross:  # books in force across a boundary: one per period edge
+            zj = last_z if j < off and last_z is not None else z[j - off]
+            self._credit_span(int(t_all[j]), int(t_all[j + 1]), zj)
+        return self._finish(p_b, z[-1], int(t_all[-1]))
+
+    def _credit_run(self, per: int, vals: NDArray[np.float64]) -> None:
+        """Credit period ``per`` with the sum of ``vals``' rows (in row order)."""
+        row = np.add.reduceat(vals, np.zeros(1, dtype=np.intp), axis=0)[0]
+        acc = self._sums.get(per)
+        self._sums[per] = row if acc is None else acc + row
 
     def _credit(self, p: NDArray[np.int64], w: NDArray[np.float64], z: NDArray[np.float64]) -> None:
         if p.size:

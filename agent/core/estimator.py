@@ -67,6 +67,10 @@ __all__ = ["CurveBank", "CurveView", "IncrementalCurve", "SharedCurves", "Weight
 Weighting = Literal["time", "snapshot"]
 _NS = 1e9
 _NS_INT = 1_000_000_000
+# Rows of a window up to which each chunk keeps its walk (``IncrementalCurve._walked``): about
+# 60 MB a curve; past it rows are walked again when they leave.
+_KEEP_WALK_ROWS = 100_000
+_Walk = tuple[WalkedRows, int]  # a walk and the chunk row that is its row 0
 # About the most chunks ``settle`` makes of a window: each keeps its own sums (a few KB) and a
 # rebuild merges them all (~2 us each), so 4096 chunks cost ~16 MB and ~8 ms per window turnover.
 _MAX_CHUNKS = 4096
@@ -225,40 +229,61 @@ class IncrementalCurve:
         n = len(c.ts)
         return c.added < n and c.lo < n
 
-    def _walked(self, c: _Chunk) -> WalkedRows:
-        """Return the chunk's rows walked on the grid (once: they are summed in and out)."""
-        if c.walk is None:
+    def _walked(self, c: _Chunk, a: int, b: int) -> _Walk:
+        """Return rows ``a:b`` of chunk ``c`` walked on the grid, and the chunk row that is the
+        walk's row 0.
+
+        A small window keeps each chunk's walk (the rows are summed in and out from it); past
+        ``_KEEP_WALK_ROWS`` rows a chunk's rows are walked again when they are summed (a walk
+        is ~1 us a row compiled; kept, it is ~0.6 KB a row: 0.9 GB a side for a 600 s window
+        at 2.5k books/s). A row's walk does not depend on the others walked with it, so the sums
+        are the same bits either way.
+        """
+        if c.walk is not None:
+            return c.walk, 0
+        if self._n_rows <= _KEEP_WALK_ROWS:
             c.walk = self._acc.walk(c.px, c.sz, c.mid)
-        return c.walk
+            return c.walk, 0
+        return self._acc.walk(c.px[a:b], c.sz[a:b], c.mid[a:b]), a
 
     def _part(
-        self, c: _Chunk, a: int, b: int, w_ns: NDArray[np.int64] | None = None
+        self,
+        c: _Chunk,
+        a: int,
+        b: int,
+        w_ns: NDArray[np.int64] | None = None,
+        walked: _Walk | None = None,
     ) -> CurveAccumulator:
         """Sum rows ``a:b`` of chunk ``c`` into a fresh accumulator with their weights (ns, the
         chunk's own unless given; 1 each by snapshot)."""
         part = self._proto.empty_like()
         w = c.w_ns[a:b] if w_ns is None else w_ns
+        wr, off = self._walked(c, a, b) if walked is None else walked
         if self.weighting == "time":
-            part.add_walked(self._walked(c), a, b, w.astype(np.float64) / _NS)
+            part.add_walked(wr, a - off, b - off, w.astype(np.float64) / _NS)
         else:
-            part.add_walked(self._walked(c), a, b, np.ones(b - a))
+            part.add_walked(wr, a - off, b - off, np.ones(b - a))
         return part
 
-    def _beyond_of(self, c: _Chunk, a: int, b: int) -> tuple[NDArray[np.intp], NDArray[np.bool_]]:
+    def _beyond_of(
+        self, c: _Chunk, a: int, b: int, walked: _Walk | None = None
+    ) -> tuple[NDArray[np.intp], NDArray[np.bool_]]:
         """Return the first size past the visible depth of the kept rows of ``a:b`` and which
         rows were kept (the walk's, so the bins are the curve's)."""
-        wr = self._walked(c)
+        wr, off = self._walked(c, a, b) if walked is None else walked
+        a, b = a - off, b - off
         return wr.jdx[wr.keep_at[a] : wr.keep_at[b]], wr.keep[a:b]
 
     def _add(self, c: _Chunk, a: int, b: int, sign: float) -> None:
         """Add (sign +1) or take out (sign -1) rows ``a:b`` of chunk ``c``."""
         if b <= a:
             return
-        part = self._part(c, a, b)
+        walked = self._walked(c, a, b)
+        part = self._part(c, a, b, walked=walked)
         self._acc.merge(part, sign)
         self._chunk_acc(c).merge(part, sign)
         if self.weighting == "time":
-            jdx, ok = self._beyond_of(c, a, b)
+            jdx, ok = self._beyond_of(c, a, b, walked)
             w_ok = c.w_ns[a:b][ok] if sign > 0 else -c.w_ns[a:b][ok]
             np.add.at(self._beyond_ns, jdx, w_ok)
             self._weight_ns += int(w_ok.sum())
@@ -333,8 +358,9 @@ class IncrementalCurve:
     def _new_tail(self, c: _Chunk) -> None:
         """Walk the newest row once, at weight 1; each read scales it by its age."""
         i = len(c.ts) - 1
-        self._tail_part = self._part(c, i, i + 1, np.array([_NS_INT]))
-        jdx, ok = self._beyond_of(c, i, i + 1)
+        walked = self._walked(c, i, i + 1)
+        self._tail_part = self._part(c, i, i + 1, np.array([_NS_INT]), walked)
+        jdx, ok = self._beyond_of(c, i, i + 1, walked)
         self._tail_bin = int(jdx[0]) if ok[0] else -1
 
     def _evict(self, lo_ns: int) -> None:

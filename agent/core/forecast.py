@@ -427,10 +427,13 @@ class LiquidityForecaster:
         else:
             z = np.concatenate([self._features.of(b) for b in batches])
             ts = np.concatenate([b.ts_event_ns for b in batches]).astype(np.int64, copy=False)
-        vals = None
-        if self._features is not None and len(batches) == 1:  # one segment: shared credits
-            vals = self._features.credits(batches[0], self._periods.last_book)
-        finished = self._periods.add(ts, z, vals)
+        memo = self._features
+        if memo is not None and len(batches) == 1:  # one segment: shared credits
+            seg, last = batches[0], self._periods.last_book
+            total = memo.credit_total(seg, last)
+            finished = self._periods.add(ts, z, lambda: memo.credits(seg, last), total)
+        else:
+            finished = self._periods.add(ts, z)
         if finished:
             self._fold(finished)
         if self._features is None:

@@ -41,6 +41,7 @@ from typing import Any, Literal
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
+from agent import accel
 from feeds.model import BookBatch
 
 __all__ = [
@@ -424,6 +425,358 @@ def _row_levels(
     return d, sh, q, c, e, k
 
 
+# -- compiled kernels (``agent.accel``) -------------------------------------------------------
+# Plain loops over the rows, compiled by numba when it is installed; without it (or with
+# EXEC_AGENT_JIT=0) the vectorised numpy path above runs, and it is the reference: the walk
+# kernel gives its arrays bit for bit, the sum kernel its bins bit for bit
+# (``tests/unit/test_book_walk_kernels.py``). The kernels do ``_row_levels``', ``_pieces``' and
+# ``_bin``'s operations in their order, so the rounding is the same.
+_KINDS = {BeyondDepth.EXTRAPOLATE: 0, BeyondDepth.PENALTY: 1, BeyondDepth.REFUSE: 2}
+_KCELLS: dict[bytes, tuple[float, NDArray[np.intp]]] = {}
+
+
+def _kernel_cells(sizes: NDArray[np.float64]) -> tuple[float, NDArray[np.intp]]:
+    """Return the walk kernel's table of a grid: cells of width ``h``, 4 a size on average
+    (a few KB, in cache, where ``_bin_cells``' fine table is up to 512 KB of random reads),
+    each giving the first size at or past its start; the kernel steps on from there."""
+    key = sizes.tobytes()
+    got = _KCELLS.get(key)
+    if got is None:
+        h = float(sizes[-1]) / (4 * sizes.size)
+        table = np.searchsorted(sizes, np.arange(4 * sizes.size + 2) * h, side="left")
+        got = (h, np.asarray(table, dtype=np.intp))
+        if len(_KCELLS) >= 64:
+            _KCELLS.pop(next(iter(_KCELLS)))
+        _KCELLS[key] = got
+    return got
+
+
+_NO_WEIGHTS = np.zeros(1)  # ``_add_rows``' weights when it is told there are none
+
+
+def _walk_rows_py(
+    px: NDArray[np.float64],
+    sz: NDArray[np.float64],
+    mid: NDArray[np.float64],
+    sell: bool,
+    kind: int,
+    pen: float,
+    mode: int,
+    s0: float,
+    step: float,
+    h: float,
+    table: NDArray[np.int64],
+    sizes: NDArray[np.float64],
+    keep: NDArray[np.bool_],
+    bins: NDArray[np.int64],
+    dvis: NDArray[np.float64],
+    dlast: NDArray[np.float64],
+    jdx: NDArray[np.int64],
+) -> int:
+    """``CurveAccumulator.walk`` of rows ``px, sz, mid`` into the given arrays (the kept rows'
+    columns, in order; ``bins`` each kink's bin once, ``WalkedRows.bins``); return the kept
+    rows, or -1 at an infinite price or size (the numpy walk then).
+
+    ``kind``: 0 extrapolate, 1 penalty (``pen`` a fraction), 2 refuse. ``mode`` bins a kink:
+    0 by one division (an arithmetic grid: ``s0``, ``step``), 1 by a table of cells of width
+    ``h`` (``_kernel_cells``) and steps up ``sizes`` from there.
+    """
+    n, n_lev = px.shape
+    g = sizes.shape[0]
+    top = table.shape[0] - 1
+    d = np.empty(n_lev)
+    s = np.empty(n_lev)
+    q = np.empty(n_lev)
+    c = np.empty(n_lev)
+    pos_l = np.empty(n_lev + 1)
+    kb = np.empty(n_lev + 1, dtype=np.int64)
+    j = 0
+    for i in range(n):
+        m0 = mid[i]
+        p0 = px[i, 0]
+        if not (math.isfinite(m0) and math.isfinite(p0)):
+            keep[i] = False
+            continue
+        keep[i] = True
+        qq = 0.0
+        cc = 0.0
+        last = 0
+        dl = 0.0
+        for lev in range(n_lev):
+            p = px[i, lev]
+            z = sz[i, lev]
+            if math.isinf(p) or math.isinf(z):
+                return -1
+            here = p == p and z > 0
+            if here or lev == 0:
+                last = lev
+                dl = m0 - p if sell else p - m0
+            sl = z if here else 0.0
+            d[lev] = dl
+            s[lev] = sl
+            qq += sl
+            cc += sl * dl
+            q[lev] = qq
+            c[lev] = cc
+        d_last = d[n_lev - 1]
+        s_last = s[last]
+        if kind == 0:
+            span = q[n_lev - 1] - 0.5 * s_last - 0.5 * s[0]
+            k = (d_last - d[0]) / span if span > 0 else 0.0
+            if not (math.isfinite(k) and k > 0):
+                k = 0.0
+            e = d_last + 0.5 * k * s_last
+        elif kind == 1:
+            k = 0.0
+            e = d_last + abs(px[i, last]) * pen
+        else:
+            k = 0.0
+            e = d_last
+        pos_l[0] = 0.0
+        for lev in range(n_lev):
+            pos_l[lev + 1] = q[lev]
+        for t in range(n_lev + 1):  # _bin of every kink of the row
+            pos = pos_l[t]
+            if mode == 0:
+                b = math.ceil((pos - s0) / step)
+                kb[t] = min(max(b, 0), g)
+            else:
+                # The first size >= pos (what ``_bin``'s table of cells gives, exactly): a
+                # small table of its own (``_kernel_cells``) starts a step or two below it.
+                cell = math.floor(pos / h) - 1.0  # a cell back: the floor may round up
+                lo_i = table[int(min(max(cell, 0.0), float(top)))]
+                while lo_i < g and sizes[lo_i] < pos:
+                    lo_i += 1
+                kb[t] = lo_i
+        a_l = 0.0
+        b_l = 0.0
+        a2 = 0.0
+        ab2 = 0.0
+        b2 = 0.0
+        for lev in range(n_lev):
+            na = c[lev - 1] - d[lev] * pos_l[lev] if lev else -(d[0] * 0.0)
+            nb = d[lev]
+            na2 = na * na
+            nab2 = na * nb * 2.0
+            nb2 = nb * nb
+            if lev:
+                dvis[0, lev, j] = na - a_l
+                dvis[1, lev, j] = nb - b_l
+                dvis[2, lev, j] = na2 - a2
+                dvis[3, lev, j] = nab2 - ab2
+                dvis[4, lev, j] = nb2 - b2
+            else:
+                dvis[0, lev, j] = na
+                dvis[1, lev, j] = nb
+                dvis[2, lev, j] = na2
+                dvis[3, lev, j] = nab2
+                dvis[4, lev, j] = nb2
+            a_l, b_l, a2, ab2, b2 = na, nb, na2, nab2, nb2
+            bins[lev, j] = kb[lev]
+        big_d = q[n_lev - 1]
+        half_k = 0.5 * k
+        la = c[n_lev - 1] - e * big_d + half_k * big_d * big_d
+        lb = e - k * big_d
+        dlast[0, j] = la - a_l
+        dlast[1, j] = lb - b_l
+        dlast[2, j] = half_k
+        dlast[3, j] = la * la - a2
+        dlast[4, j] = 2.0 * la * lb - ab2
+        dlast[5, j] = lb * lb + 2.0 * la * half_k - b2
+        dlast[6, j] = 2.0 * lb * half_k
+        dlast[7, j] = half_k * half_k
+        bins[n_lev, j] = kb[n_lev]
+        lo_i, hi_i = 0, g
+        while lo_i < hi_i:  # first size > D (searchsorted, side="right")
+            mid_i = (lo_i + hi_i) // 2
+            if big_d < sizes[mid_i]:
+                hi_i = mid_i
+            else:
+                lo_i = mid_i + 1
+        jdx[j] = lo_i
+        j += 1
+    return j
+
+
+_walk_rows = accel.compiled(
+    _walk_rows_py,
+    "int64(float64[:, ::1], float64[:, ::1], float64[::1], boolean, int64, float64, int64,"
+    " float64, float64, float64, int64[::1], float64[::1], boolean[::1],"
+    " int64[:, ::1], float64[:, :, ::1], float64[:, ::1], int64[::1])",
+)
+
+
+def _pw_leaf_py(a: NDArray[np.float64], lo: int, n: int) -> float:
+    """numpy's pairwise sum of at most 128 values: 8 partial sums (see ``_pairwise_py``)."""
+    if n < 8:
+        res = -0.0
+        for i in range(lo, lo + n):
+            res += a[i]
+        return float(res)
+    r0, r1, r2, r3 = a[lo], a[lo + 1], a[lo + 2], a[lo + 3]
+    r4, r5, r6, r7 = a[lo + 4], a[lo + 5], a[lo + 6], a[lo + 7]
+    top = n - n % 8
+    for i in range(lo + 8, lo + top, 8):
+        r0 += a[i]
+        r1 += a[i + 1]
+        r2 += a[i + 2]
+        r3 += a[i + 3]
+        r4 += a[i + 4]
+        r5 += a[i + 5]
+        r6 += a[i + 6]
+        r7 += a[i + 7]
+    res = ((r0 + r1) + (r2 + r3)) + ((r4 + r5) + (r6 + r7))
+    for i in range(lo + top, lo + n):
+        res += a[i]
+    return float(res)
+
+
+_pw_leaf = accel.compiled(_pw_leaf_py, "float64(float64[::1], int64, int64)") or _pw_leaf_py
+
+
+def _pairwise_py(a: NDArray[np.float64], lo: int, n: int) -> float:
+    """``a[lo:lo + n].sum()`` as numpy sums a contiguous float64 array, bit for bit: halves
+    (rounded down to a multiple of 8) summed apart down to blocks of 128 (``_pw_leaf_py``).
+
+    The halving is walked with a stack of frames, not by recursion (numba's cache of a
+    recursive kernel crashes when it is loaded again).
+    """
+    if n <= 128:
+        return _pw_leaf(a, lo, n)
+    f_lo = np.empty(64, dtype=np.int64)  # frames: start, length, state (0 new, 1 left done)
+    f_n = np.empty(64, dtype=np.int64)
+    f_st = np.empty(64, dtype=np.int64)
+    f_v = np.empty(64)  # the left half's sum
+    d = 0
+    f_lo[0], f_n[0], f_st[0] = lo, n, 0
+    while True:
+        cn = f_n[d]
+        if cn > 128:  # split: the left half first
+            f_st[d] = 1
+            n2 = cn // 2
+            n2 -= n2 % 8
+            d += 1
+            f_lo[d], f_n[d], f_st[d] = f_lo[d - 1], n2, 0
+            continue
+        v = _pw_leaf(a, f_lo[d], cn)
+        while True:  # hand the sum up: a left half starts its right one, a right one adds
+            d -= 1
+            if d < 0:
+                return v
+            if f_st[d] == 1:
+                f_v[d] = v
+                f_st[d] = 2
+                n2 = f_n[d] // 2
+                n2 -= n2 % 8
+                d += 1
+                f_lo[d], f_n[d], f_st[d] = f_lo[d - 1] + n2, f_n[d - 1] - n2, 0
+                break
+            v = f_v[d] + v
+
+
+_pairwise = accel.compiled(_pairwise_py, "float64(float64[::1], int64, int64)") or _pairwise_py
+
+
+def _add_rows_py(
+    keep: NDArray[np.bool_],
+    keep_at: NDArray[np.int64],
+    bins: NDArray[np.int64],
+    dvis: NDArray[np.float64],
+    dlast: NDArray[np.float64],
+    jdx: NDArray[np.int64],
+    a: int,
+    b: int,
+    w: NDArray[np.float64],
+    weighted: bool,
+    chunk_rows: int,
+    vis_cols: NDArray[np.int64],
+    delta: NDArray[np.float64],
+    beyond: NDArray[np.float64],
+    n_beyond: NDArray[np.float64],
+    stats: NDArray[np.float64],
+) -> None:
+    """``CurveAccumulator.add_walked`` of rows ``a:b`` of a walk (weights ``w`` of those rows
+    when ``weighted``) into ``delta``, ``beyond`` and ``n_beyond``; ``stats`` gets the rows
+    dropped, the snapshots, the weight (added to the total it holds) and the rows of positive
+    weight added.
+
+    Every bin sums its values in add_walked's order (its bincounts), chunk by chunk, and the
+    weight of each chunk is numpy's pairwise sum (``_pairwise``), so the sums are its bits.
+    """
+    g1 = delta.shape[0]
+    n_vis = vis_cols.shape[0]
+    n_lev = dvis.shape[1]
+    tv = np.empty(n_vis * g1)
+    tl = np.empty(8 * g1)
+    tb = np.empty(g1)
+    tn = np.empty(g1)
+    wk = np.empty(min(chunk_rows, max(b - a, 0)))
+    for lo in range(a, b, chunk_rows):
+        hi = min(lo + chunk_rows, b)
+        ka = keep_at[lo]
+        kb = keep_at[hi]
+        m = kb - ka
+        stats[0] += (hi - lo) - m
+        if m == 0:
+            continue
+        stats[1] += m
+        if weighted:
+            j = 0
+            for i in range(lo, hi):
+                if keep[i]:
+                    wk[j] = w[i - a]
+                    j += 1
+        else:
+            for j in range(m):
+                wk[j] = 1.0
+        n_pos = 0
+        for j in range(m):
+            if wk[j] > 0:
+                n_pos += 1
+        stats[2] += _pairwise(wk, 0, m) if weighted else float(m)
+        stats[3] += n_pos if weighted else m
+        tv[:] = 0.0
+        for r in range(n_vis):
+            for lev in range(n_lev):
+                for j in range(m):
+                    if weighted:
+                        tv[bins[lev, ka + j] + r * g1] += dvis[r, lev, ka + j] * wk[j]
+                    else:
+                        tv[bins[lev, ka + j] + r * g1] += dvis[r, lev, ka + j]
+        for r in range(n_vis):
+            col = vis_cols[r]
+            for gi in range(g1):
+                delta[gi, col] += tv[r * g1 + gi]
+        tl[:] = 0.0
+        for r in range(8):
+            for j in range(m):
+                if weighted:
+                    tl[bins[n_lev, ka + j] + r * g1] += dlast[r, ka + j] * wk[j]
+                else:
+                    tl[bins[n_lev, ka + j] + r * g1] += dlast[r, ka + j]
+        for r in range(8):
+            for gi in range(g1):
+                delta[gi, r] += tl[r * g1 + gi]
+        tb[:] = 0.0
+        tn[:] = 0.0
+        for j in range(m):
+            jj = jdx[ka + j]
+            tb[jj] += wk[j]
+            if wk[j] > 0:
+                tn[jj] += 1.0
+        for gi in range(g1):
+            beyond[gi] += tb[gi]
+            n_beyond[gi] += tn[gi]
+
+
+_add_rows = accel.compiled(
+    _add_rows_py,
+    "void(boolean[::1], int64[::1], int64[:, ::1], float64[:, :, ::1],"
+    " float64[:, ::1], int64[::1], int64, int64, float64[::1], boolean, int64, int64[::1],"
+    " float64[:, ::1], float64[::1], float64[::1], float64[::1])",
+)
+
+
 @dataclass(frozen=True, slots=True)
 class WalkedRows:
     """Rows walked on one grid (``CurveAccumulator.walk``): their kinks' bins and coefficient
@@ -431,11 +784,40 @@ class WalkedRows:
 
     keep: NDArray[np.bool_]  # (n,) which input rows were kept
     keep_at: NDArray[np.intp]  # (n + 1,) kept rows before each input row
-    ivis: NDArray[np.intp]  # (5, L, m) bins of the visible kinks, offset per coefficient row
+    _ivis: NDArray[np.intp] | None  # (5, L, m) bins of the visible kinks, offset per row
     dvis: NDArray[np.float64]  # (5, L, m) their coefficient changes
-    ilast: NDArray[np.intp]  # (8, m) bins of the last kink (the visible depth D), offset alike
+    _ilast: NDArray[np.intp] | None  # (8, m) bins of the last kink (the depth D), offset alike
     dlast: NDArray[np.float64]  # (8, m) its coefficient changes
     jdx: NDArray[np.intp]  # (m,) first grid size past D
+    # The compiled walk keeps each kink's bin once, (L + 1, m), not once per coefficient row:
+    # a fifth of the memory it writes (the offset bins are derived when the numpy sums ask).
+    bins: NDArray[np.intp] | None = None
+    g1: int = 0  # grid sizes + 1: the offset between coefficient rows
+
+    @property
+    def ivis(self) -> NDArray[np.intp]:
+        """Bins of the visible kinks offset by (G+1) per coefficient row, (5, L, m)."""
+        if self._ivis is not None:
+            return self._ivis
+        assert self.bins is not None
+        off = np.arange(len(_VIS_COLS), dtype=np.intp) * self.g1
+        return np.asarray(self.bins[None, :-1, :] + off[:, None, None], dtype=np.intp)
+
+    @property
+    def ilast(self) -> NDArray[np.intp]:
+        """Bins of the last kink offset alike, (8, m)."""
+        if self._ilast is not None:
+            return self._ilast
+        assert self.bins is not None
+        off = np.arange(8, dtype=np.intp) * self.g1
+        return np.asarray(self.bins[None, -1, :] + off[:, None], dtype=np.intp)
+
+    def kink_bins(self) -> NDArray[np.intp]:
+        """Each kink's bin once, (L + 1, m): the visible kinks', then the last one's."""
+        if self.bins is not None:
+            return self.bins
+        assert self._ivis is not None and self._ilast is not None
+        return np.ascontiguousarray(np.vstack([self._ivis[0], self._ilast[:1]]))
 
     @property
     def n(self) -> int:
@@ -571,6 +953,10 @@ class CurveAccumulator:
         px = np.asarray(px, dtype=np.float64)
         sz = np.asarray(sz, dtype=np.float64)
         mid = np.asarray(mid, dtype=np.float64)
+        if _walk_rows is not None and px.ndim == 2 and px.shape == sz.shape and px.shape[1]:
+            got = self._walk_compiled(px, sz, mid)
+            if got is not None:
+                return got
         if 0 < px.shape[0] <= _FEW_ROWS and px.ndim == 2 and px.shape == sz.shape:
             few = self._walk_few(px, sz, mid)
             if few is not None:
@@ -606,6 +992,51 @@ class CurveAccumulator:
             _cat(dlast, 1, np.zeros((8, 0))),
             _cat(jdx, 0, np.zeros(0, dtype=np.intp)),
         )
+
+    def _walk_compiled(
+        self, px: NDArray[np.float64], sz: NDArray[np.float64], mid: NDArray[np.float64]
+    ) -> WalkedRows | None:
+        """``walk`` by the compiled kernel ``_walk_rows``: the same arrays, bit for bit.
+
+        None (the numpy walk then) for a row with an infinite price or size, or bad shapes.
+        """
+        n, n_lev = px.shape
+        if mid.shape != (n,):
+            return None
+        keep = np.empty(n, dtype=np.bool_)
+        bins = np.empty((n_lev + 1, n), dtype=np.intp)
+        dvis = np.empty((len(_VIS_COLS), n_lev, n))
+        dlast = np.empty((8, n))
+        jdx = np.empty(n, dtype=np.intp)
+        assert _walk_rows is not None
+        m = _walk_rows(
+            np.ascontiguousarray(px),
+            np.ascontiguousarray(sz),
+            np.ascontiguousarray(mid),
+            self.side == "sell",
+            _KINDS[self.policy.kind],
+            self.policy.penalty_bps * 1e-4,
+            0 if self._step > 0 else 1,
+            float(self.sizes[0]),
+            self._step,
+            *_kernel_cells(self.sizes),
+            np.ascontiguousarray(self.sizes),
+            keep,
+            bins,
+            dvis,
+            dlast,
+            jdx,
+        )
+        if m < 0:
+            return None
+        if m < n:  # dropped rows: the kept columns, contiguous again (rare: a one-sided book)
+            bins = np.ascontiguousarray(bins[:, :m])
+            dvis = np.ascontiguousarray(dvis[:, :, :m])
+            dlast = np.ascontiguousarray(dlast[:, :m])
+            jdx = jdx[:m]
+        keep_at = np.zeros(n + 1, dtype=np.intp)
+        np.cumsum(keep, out=keep_at[1:])
+        return WalkedRows(keep, keep_at, None, dvis, None, dlast, jdx, bins, self.sizes.size + 1)
 
     def _walk_few(
         self, px: NDArray[np.float64], sz: NDArray[np.float64], mid: NDArray[np.float64]
@@ -748,8 +1179,12 @@ class CurveAccumulator:
     ) -> None:
         """Add rows ``a:b`` of a walk (weights: of those rows, shape (b - a,); None: 1 each).
 
-        The same sums, bit for bit, as ``add_arrays`` of those rows.
+        The same sums, bit for bit, as ``add_arrays`` of those rows (by the compiled kernel
+        ``_add_rows`` when there is one: the same bits).
         """
+        if _add_rows is not None:
+            self._add_walked_compiled(walked, a, b, weights)
+            return
         g = self.sizes.size
         for lo in range(a, b, _CHUNK_ROWS):
             hi = min(lo + _CHUNK_ROWS, b)
@@ -780,6 +1215,35 @@ class CurveAccumulator:
             jdx = walked.jdx[ka:kb]
             self._beyond += np.bincount(jdx, weights=w, minlength=g + 1)
             self._n_beyond += np.bincount(jdx, weights=pos_w, minlength=g + 1)
+
+    def _add_walked_compiled(
+        self, walked: WalkedRows, a: int, b: int, weights: NDArray[np.float64] | None
+    ) -> None:
+        stats = np.array([0.0, 0.0, self.weight, 0.0])  # the weight summed on, chunk by chunk
+        c = np.ascontiguousarray
+        assert _add_rows is not None
+        _add_rows(
+            c(walked.keep),
+            c(walked.keep_at),
+            walked.kink_bins(),
+            c(walked.dvis),
+            c(walked.dlast),
+            c(walked.jdx),
+            int(a),
+            int(b),
+            _NO_WEIGHTS if weights is None else c(weights, dtype=np.float64),
+            weights is not None,
+            _CHUNK_ROWS,
+            _VIS_COLS,
+            self._delta,
+            self._beyond,
+            self._n_beyond,
+            stats,
+        )
+        self.n_dropped += int(stats[0])
+        self.n_snapshots += int(stats[1])
+        self.weight = float(stats[2])
+        self._n_pos += int(stats[3])
 
     def add(self, batch: BookBatch, weights: ArrayLike | None = None) -> None:
         """Add the rows of a batch (optionally weighted, see ``add_arrays``)."""

@@ -493,11 +493,13 @@ def test_one_book_curve_of_nothing_or_a_book_without_a_mid():
 
 
 def _walks(acc: CurveAccumulator, px, sz, mid, monkeypatch):
-    """Return (plain-float walk, vectorised walk) of the same rows."""
+    """Return (plain-float walk, vectorised walk) of the same rows (the compiled walk off:
+    ``tests/unit/test_book_walk_kernels.py`` checks it)."""
     import agent.impact.book_walk as bw
 
-    few = acc.walk(px, sz, mid)
     with monkeypatch.context() as m:
+        m.setattr(bw, "_walk_rows", None)
+        few = acc.walk(px, sz, mid)
         m.setattr(bw, "_FEW_ROWS", 0)
         vec = acc.walk(px, sz, mid)
     return few, vec

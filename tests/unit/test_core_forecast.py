@@ -398,3 +398,69 @@ def test_tail_trailing_mean_is_the_direct_one():
                 # A difference of two running sums: off by the rounding of the sums (their
                 # size, not the window's), here ~1e-12 absolute on a 1-tick window.
                 np.testing.assert_allclose(g, w, rtol=0, atol=1e-10)
+
+
+def test_shared_features_in_small_batches_give_the_same_forecasts():
+    """Batches inside one period credit the memo's shared column sums (``credit_total``); a
+    parent with features of its own sums them the same way: the same bits."""
+    from agent.core.bookstats import FeatureMemo
+
+    batch, _ = ar1_day(0.7, 30, 0.2, seed=9, per_period=80)
+    ts = batch.ts_event_ns
+    memo = FeatureMemo("buy")
+    shared = LiquidityForecaster(P, origin_ns=P // 5, features=memo)
+    alone = LiquidityForecaster(P, origin_ns=P // 5)
+    seen = 0
+    for t in P * np.arange(3, 29, 2) + P // 2:
+        hi = int(np.searchsorted(ts, t, side="right"))
+        for j in range(seen, hi, 17):
+            seg = batch.slice(j, min(j + 17, hi))
+            memo.push(seg)
+            for fc in (shared, alone):
+                fc.observe(seg)
+                fc.settle(1)  # folded batch by batch, as the session settles them
+        seen = hi
+        starts = t + P * np.arange(5)
+        fx, fy = shared.forecast(int(t), starts), alone.forecast(int(t), starts)
+        np.testing.assert_array_equal(fx.beta_mult, fy.beta_mult)
+        np.testing.assert_array_equal(fx.gamma_mult, fy.gamma_mult)
+    assert shared._ar.f[0].n > 5  # periods finished and were folded
+
+
+def test_period_means_from_shared_credits_equal_the_plain_sums():
+    """``add`` with the credits given (a function, called only across a period edge) and their
+    total gives the periods of ``add`` without them, batch by batch, gaps longer than
+    ``max_gap_periods`` included."""
+    from agent.core.bookstats import _with_edge, credit_values
+
+    rng = np.random.default_rng(4)
+    gaps = rng.choice([1, 3, 40, 400], size=600, p=[0.5, 0.3, 0.15, 0.05])
+    ts = np.cumsum(gaps).astype(np.int64)
+    z = rng.normal(size=(600, 2))
+    z[rng.random((600, 2)) < 0.1] = np.nan
+    plain, given = PeriodMeans(50, 7, max_gap_periods=2), PeriodMeans(50, 7, max_gap_periods=2)
+    called = 0
+    lo = 0
+    out_a, out_b = [], []
+    while lo < 600:
+        hi = min(lo + int(rng.integers(1, 12)), 600)
+        tb, zb = ts[lo:hi], z[lo:hi]
+        last = given.last_book
+        t_all = tb if last is None else np.r_[last[0], tb]
+        z_all = zb if last is None else np.vstack([last[1], zb])
+        vals = credit_values(np.diff(t_all).astype(np.float64), z_all[:-1])
+
+        def lazy(v=vals):
+            nonlocal called
+            called += 1
+            return v
+
+        out_a += plain.add(tb, zb)
+        inner = credit_values(np.diff(tb).astype(np.float64), zb[:-1]).sum(axis=0)
+        out_b += given.add(tb, zb, lazy, _with_edge(inner, last, int(tb[0])))
+        lo = hi
+    assert 0 < called < 200  # the credits were needed across edges only
+    assert [p.period for p in out_a] == [p.period for p in out_b] and len(out_a) > 20
+    for a, b in zip(out_a, out_b, strict=True):
+        np.testing.assert_array_equal(a.mean, b.mean)
+        np.testing.assert_array_equal(a.weight_ns, b.weight_ns)

@@ -333,3 +333,43 @@ def test_a_read_before_the_last_settle_is_read_at_the_settle():
     ref.push(batch.slice(250, 300))
     later = inc.curve(int(ts[299]))  # reads go on from there
     assert later.n_snapshots == ref.curve(int(ts[299])).n_snapshots > at_settle.n_snapshots
+
+
+@pytest.mark.parametrize("weighting", ["time", "snapshot"])
+@pytest.mark.parametrize("settle", [None, 64])
+def test_walking_rows_again_when_they_leave_gives_the_same_bits(
+    frog, weighting, settle, monkeypatch
+):
+    """Past ``_KEEP_WALK_ROWS`` a window walks its rows again when they leave instead of
+    keeping their walks: the curves are those of the kept walks, bit for bit."""
+    import agent.core.estimator as est
+
+    ts = frog.ts_event_ns
+    times = np.linspace(ts[0] + 10**9, ts[-1] + 5 * 10**9, 40).astype(np.int64)
+    sizes = np.linspace(20, 1000, 50)
+
+    def run(keep_rows: int) -> tuple[list, IncrementalCurve]:
+        monkeypatch.setattr(est, "_KEEP_WALK_ROWS", keep_rows)
+        rng = np.random.default_rng(3)
+        inc = IncrementalCurve("sell", sizes, DepthPolicy(), 120 * 10**9, weighting)
+        out, j = [], 0
+        for t in times:
+            k = int(np.searchsorted(ts, t, side="right"))
+            while j < k:
+                e = min(k, j + int(rng.integers(1, 300)))
+                inc.push(frog.slice(j, e))
+                if settle is not None:
+                    inc.settle(int(ts[e - 1]), settle)
+                j = e
+            out.append(inc.curve(int(t)))
+        return out, inc
+
+    kept, a = run(10**9)
+    again, b = run(0)
+    assert all(c.walk is not None for c in a._chunks)
+    assert all(c.walk is None for c in b._chunks)  # nothing kept: walked when summed
+    assert b.n_rebuilds > 0
+    for x, y in zip(kept, again, strict=True):
+        for name in ("mean_cost", "std_cost", "frac_beyond_depth"):
+            np.testing.assert_array_equal(getattr(x, name), getattr(y, name), err_msg=name)
+        assert (x.n_snapshots, x.n_dropped) == (y.n_snapshots, y.n_dropped)
