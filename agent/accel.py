@@ -48,7 +48,9 @@ def compiled(fn: Callable[..., Any], signature: str) -> Callable[..., Any] | Non
     """Return ``fn`` compiled for ``signature`` (numba's type string), or None without numba."""
     if _numba is None:
         return None
-    out = _numba.njit(cache=True, nogil=True)(fn)
+    # The GIL is kept: a kernel runs for microseconds, and one that released it would wait for
+    # another thread's switch interval (the journal writer's, the replay's reader) to get back.
+    out = _numba.njit(cache=True)(fn)
     _kernels.append((out, signature))
     return out  # type: ignore[no-any-return]
 
