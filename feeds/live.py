@@ -560,7 +560,7 @@ class WebSocketFeed:
         else:
             self._log.info("feed.conflated", conflated=n, reason="lag", by=by)
 
-    def _on_frame_safe(self, raw: bytes | str, now: int) -> None:
+    def _on_frame_safe(self, raw: bytes | str, now: int | None = None) -> None:
         """``_on_frame`` that survives our own bugs: log, count, skip the frame."""
         try:
             self._on_frame(raw, now)
