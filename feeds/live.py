@@ -245,6 +245,7 @@ class WebSocketFeed:
         self._bytes_per_ns = 0.0  # arrival rate, bytes per ns of ``clock`` (0: not known yet)
         self._kept_ns = -(2**62)  # clock time of the last book decoded while behind
         self._kernel_bytes, self._kernel_ns = 0, -(2**62)  # FIONREAD, and when it was read
+        self._kernel_queued = self._kernel_reads = 0  # frames queued then, read since
         self.max_hold_s = max_hold_ms / 1000.0
         self.hold_until_ns: int | None = None  # see ``hold``
         self._held = False  # rows wait without having woken the consumer (a timer will)
@@ -513,10 +514,15 @@ class WebSocketFeed:
         # The kernel's share (a system call, at most once a ms) only when it can matter: at the
         # rate's mark, or with frames queued but fewer than the limit. A reader that keeps up
         # finds the queue empty (it reads every frame the connection parsed): no call then.
+        self._kernel_reads += 1
         if due or (n_queued and unread <= limit):
             if due or now - self._kernel_ns >= _KERNEL_EVERY_NS:
                 self._kernel_bytes, self._kernel_ns = _unread_bytes(ws), now
-            unread += self._kernel_bytes
+                self._kernel_queued, self._kernel_reads = n_queued, 0
+            # What the connection took from the kernel since the count: the frames queued
+            # since, and the ones read. (New arrivals wait for the next count: at most 1 ms.)
+            moved = (n_queued - self._kernel_queued + self._kernel_reads) * self._frame_bytes
+            unread += max(self._kernel_bytes - moved, 0.0)
         if due:
             if t0 is not None:
                 r = (self._read_bytes + unread - u0) / (now - t0)  # bytes arrived per ns
