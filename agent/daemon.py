@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import gc
 import itertools
 import math
 import time
@@ -873,6 +874,7 @@ class Daemon:
         self.sessions: dict[str, SymbolSession] = {}
         self.sym_tasks: dict[str, asyncio.Task[None]] = {}
         self._live_feeds: list[Any] = []  # the symbols' feeds that can say they are idle
+        self.freeze_gc = False  # see run()
         self._tg: asyncio.TaskGroup | None = None
         self._symbol_started = asyncio.Event()
 
@@ -1119,11 +1121,18 @@ class Daemon:
         # The compiled kernels load (or compile, the first time) now, not in the first decision.
         t_warm = time.perf_counter()
         n_kernels = accel.warm()
+        if self.freeze_gc:
+            # A full collection of the start-up heap (the libraries, numba's compiler) takes
+            # 50 to 70 ms here: a stall mid-period, which the reader answers by conflating.
+            # Frozen, the collector skips what lives for the whole run (unfrozen at the end).
+            gc.collect()
+            gc.freeze()
         log.info(
             "daemon.started",
             jit=accel.status(),
             kernels=n_kernels,
             warm_s=round(time.perf_counter() - t_warm, 3),
+            gc_frozen=gc.get_freeze_count(),
             n_orders=len(self.runners),
             symbols=sorted(self.by_symbol),
             broker=self.main.name,
@@ -1180,6 +1189,8 @@ class Daemon:
         finally:
             if server is not None:
                 await server.aclose()
+            if self.freeze_gc:
+                gc.unfreeze()
         if self.journal is not None:
             with contextlib.suppress(JournalUnavailable):  # said at error level already
                 await self.journal.flush()
@@ -1225,6 +1236,7 @@ async def run(
     history_trades: dict[str, tuple[np.ndarray, np.ndarray]] | None = None,
     clock: Clock | None = None,
     ack_clock: Clock | None = None,
+    freeze_gc: bool = False,
 ) -> list[RunSummary]:
     """Work every parent order of ``cfg`` to its deadline and return the summaries.
 
@@ -1243,6 +1255,8 @@ async def run(
             replay); tests inject a ``ManualClock``.
         ack_clock: Clock of the acknowledgement watchdog (``broker.ack_timeout_s``; default:
             ``clock``, else the wall clock, replay included); tests inject a ``ManualClock``.
+        freeze_gc: Freeze the garbage collector's view of the start-up heap for the run (the
+            ``exec-agent run`` process: no full collection of it mid-period).
     """
     d = Daemon(
         cfg,
@@ -1256,4 +1270,5 @@ async def run(
         clock,
         ack_clock,
     )
+    d.freeze_gc = freeze_gc
     return await d.run()

@@ -203,6 +203,7 @@ async def _run(
             control=control,
             metrics=metrics,
             history_trades=history_trades,
+            freeze_gc=True,
         )
         return summaries, control.halted, control.reason
     finally:

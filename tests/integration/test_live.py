@@ -4,6 +4,7 @@ stall and garbage frames; and a fuzz of the frame decoder. Real sockets, bounded
 from __future__ import annotations
 
 import asyncio
+import gc
 import time
 from pathlib import Path
 
@@ -73,12 +74,15 @@ async def test_daemon_completes_an_order_on_a_live_feed(tmp_path):
     async with FeedServer(SAMPLE, speed=3600, start_delay_s=0.3) as srv:
         cfg = config(tmp_path, srv.url)
         with capture_logs() as logs:
-            (s,) = await asyncio.wait_for(run(cfg, make_feed_factory(cfg)), 60)
+            (s,) = await asyncio.wait_for(run(cfg, make_feed_factory(cfg), freeze_gc=True), 60)
     t1 = time.time_ns()
     check(logs, s)
     assert any(e["event"] == "feed.connected" for e in logs)
     started = next(e for e in logs if e["event"] == "daemon.started")
     assert started["jit"] == accel.status() and started["kernels"] >= 0  # which path decides
+    # The start-up heap was frozen for the run (no full collection of it mid-period), and is
+    # given back to the collector at the end.
+    assert started["gc_frozen"] > 1000 and gc.get_freeze_count() == 0
     # Each child says when the book that triggered it was received, and when it went out:
     # wall times of this run, in that order.
     sent = [e for e in logs if e["event"] == "order.submitted" and e["strategy"] == "mpc"]
