@@ -14,7 +14,10 @@ import os
 from collections.abc import Callable
 from typing import Any
 
-__all__ = ["ENV", "compiled", "enabled", "status", "warm"]
+import numpy as np
+from numpy.typing import NDArray
+
+__all__ = ["ENV", "compiled", "enabled", "pairwise_sum", "status", "sum_block", "warm"]
 
 ENV = "EXEC_AGENT_JIT"  # "0" (or off/false/no): never compile, use the numpy paths
 _OFF = {"0", "off", "false", "no"}
@@ -60,3 +63,78 @@ def warm() -> int:
     for disp, sig in _kernels:
         disp.compile(sig)
     return len(_kernels)
+
+
+# -- numpy's summation, for kernels that must give numpy's bits (the solver's plan sums to S
+# under numpy; the window's weight total is the numpy path's) ------------------------------
+def sum_block_py(a: NDArray[np.float64], lo: int, n: int) -> float:
+    """Return ``sum(a[lo:lo+n])`` for ``n <= 128`` as numpy sums a block (eight accumulators)."""
+    if n < 8:
+        r = 0.0
+        for i in range(lo, lo + n):
+            r += a[i]
+        return r
+    r0, r1, r2, r3 = a[lo], a[lo + 1], a[lo + 2], a[lo + 3]
+    r4, r5, r6, r7 = a[lo + 4], a[lo + 5], a[lo + 6], a[lo + 7]
+    i = lo + 8
+    end8 = lo + n - n % 8
+    while i < end8:
+        r0 += a[i]
+        r1 += a[i + 1]
+        r2 += a[i + 2]
+        r3 += a[i + 3]
+        r4 += a[i + 4]
+        r5 += a[i + 5]
+        r6 += a[i + 6]
+        r7 += a[i + 7]
+        i += 8
+    r = ((r0 + r1) + (r2 + r3)) + ((r4 + r5) + (r6 + r7))
+    while i < lo + n:
+        r += a[i]
+        i += 1
+    return float(r)
+
+
+sum_block = compiled(sum_block_py, "float64(float64[::1], int64, int64)") or sum_block_py
+
+
+def pairwise_sum_py(a: NDArray[np.float64], lo: int, n: int) -> float:
+    """Return numpy's pairwise sum of ``a[lo:lo+n]``, its recursion unrolled on a stack.
+
+    numpy splits a block of n > 128 at n2 = n // 2 rounded down to a multiple of 8 and adds
+    the halves' sums: a post-order walk of that tree (depth < 64 for any array). numba
+    cannot cache a recursive function, hence the explicit stack.
+    """
+    if n <= 128:
+        return float(sum_block(a, lo, n))
+    s_lo = np.empty(64, np.int64)
+    s_n = np.empty(64, np.int64)
+    s_state = np.empty(64, np.int64)
+    vals = np.empty(64)
+    s_lo[0], s_n[0], s_state[0] = lo, n, 0
+    sp, vp = 1, 0
+    while sp > 0:
+        top = sp - 1
+        at, m = s_lo[top], s_n[top]
+        if m <= 128:
+            vals[vp] = sum_block(a, at, m)
+            vp += 1
+            sp -= 1
+            continue
+        n2 = m // 2
+        n2 -= n2 % 8
+        state = s_state[top]
+        if state == 2:  # both halves summed: combine them
+            vp -= 1
+            vals[vp - 1] += vals[vp]
+            sp -= 1
+            continue
+        s_state[top] = state + 1
+        s_lo[sp] = at if state == 0 else at + n2
+        s_n[sp] = n2 if state == 0 else m - n2
+        s_state[sp] = 0
+        sp += 1
+    return float(vals[0])
+
+
+pairwise_sum = compiled(pairwise_sum_py, "float64(float64[::1], int64, int64)") or pairwise_sum_py

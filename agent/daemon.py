@@ -295,8 +295,8 @@ class ParentRunner:
         b = self.brokers["mpc"]
         return Env(self.control.halted, bool(getattr(b, "available", True)), b.name)
 
-    def _emit(self, a: Log) -> None:
-        self.log.log(_level(a.level), a.event, **a.fields)
+    def _emit(self, a: Log, **extra: Any) -> None:
+        self.log.log(_level(a.level), a.event, **a.fields, **extra)
         if a.event == "risk.blocked":
             self.metrics.blocked(str(a.fields["gate"]))
 
@@ -407,10 +407,7 @@ class ParentRunner:
             crash_point("intent_durable")
         if a.log is not None and a.leg == "mpc" and self._trigger_recv_ns is not None:
             # Receipt of the triggering book to the child handed to the broker, as measured here.
-            self.log.log(
-                _level(a.log.level), a.log.event, **a.log.fields,
-                trigger_recv_ns=self._trigger_recv_ns, submitted_ns=time.time_ns(),
-            )  # fmt: skip
+            self._emit(a.log, trigger_recv_ns=self._trigger_recv_ns, submitted_ns=time.time_ns())
         elif a.log is not None:
             self._emit(a.log)
         if a.leg == "mpc":

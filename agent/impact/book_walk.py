@@ -42,6 +42,7 @@ import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
 from agent import accel
+from agent.accel import pairwise_sum
 from feeds.model import BookBatch
 
 __all__ = [
@@ -606,77 +607,6 @@ _walk_rows = accel.compiled(
 )
 
 
-def _pw_leaf_py(a: NDArray[np.float64], lo: int, n: int) -> float:
-    """numpy's pairwise sum of at most 128 values: 8 partial sums (see ``_pairwise_py``)."""
-    if n < 8:
-        res = -0.0
-        for i in range(lo, lo + n):
-            res += a[i]
-        return float(res)
-    r0, r1, r2, r3 = a[lo], a[lo + 1], a[lo + 2], a[lo + 3]
-    r4, r5, r6, r7 = a[lo + 4], a[lo + 5], a[lo + 6], a[lo + 7]
-    top = n - n % 8
-    for i in range(lo + 8, lo + top, 8):
-        r0 += a[i]
-        r1 += a[i + 1]
-        r2 += a[i + 2]
-        r3 += a[i + 3]
-        r4 += a[i + 4]
-        r5 += a[i + 5]
-        r6 += a[i + 6]
-        r7 += a[i + 7]
-    res = ((r0 + r1) + (r2 + r3)) + ((r4 + r5) + (r6 + r7))
-    for i in range(lo + top, lo + n):
-        res += a[i]
-    return float(res)
-
-
-_pw_leaf = accel.compiled(_pw_leaf_py, "float64(float64[::1], int64, int64)") or _pw_leaf_py
-
-
-def _pairwise_py(a: NDArray[np.float64], lo: int, n: int) -> float:
-    """``a[lo:lo + n].sum()`` as numpy sums a contiguous float64 array, bit for bit: halves
-    (rounded down to a multiple of 8) summed apart down to blocks of 128 (``_pw_leaf_py``).
-
-    The halving is walked with a stack of frames, not by recursion (numba's cache of a
-    recursive kernel crashes when it is loaded again).
-    """
-    if n <= 128:
-        return _pw_leaf(a, lo, n)
-    f_lo = np.empty(64, dtype=np.int64)  # frames: start, length, state (0 new, 1 left done)
-    f_n = np.empty(64, dtype=np.int64)
-    f_st = np.empty(64, dtype=np.int64)
-    f_v = np.empty(64)  # the left half's sum
-    d = 0
-    f_lo[0], f_n[0], f_st[0] = lo, n, 0
-    while True:
-        cn = f_n[d]
-        if cn > 128:  # split: the left half first
-            f_st[d] = 1
-            n2 = cn // 2
-            n2 -= n2 % 8
-            d += 1
-            f_lo[d], f_n[d], f_st[d] = f_lo[d - 1], n2, 0
-            continue
-        v = _pw_leaf(a, f_lo[d], cn)
-        while True:  # hand the sum up: a left half starts its right one, a right one adds
-            d -= 1
-            if d < 0:
-                return v
-            if f_st[d] == 1:
-                f_v[d] = v
-                f_st[d] = 2
-                n2 = f_n[d] // 2
-                n2 -= n2 % 8
-                d += 1
-                f_lo[d], f_n[d], f_st[d] = f_lo[d - 1] + n2, f_n[d - 1] - n2, 0
-                break
-            v = f_v[d] + v
-
-
-_pairwise = accel.compiled(_pairwise_py, "float64(float64[::1], int64, int64)") or _pairwise_py
-
-
 def _add_rows_py(
     keep: NDArray[np.bool_],
     keep_at: NDArray[np.int64],
@@ -701,7 +631,7 @@ def _add_rows_py(
     weight added.
 
     Every bin sums its values in add_walked's order (its bincounts), chunk by chunk, and the
-    weight of each chunk is numpy's pairwise sum (``_pairwise``), so the sums are its bits.
+    weight of each chunk is numpy's pairwise sum (``accel.pairwise_sum``), so the sums are its bits.
     """
     g1 = delta.shape[0]
     n_vis = vis_cols.shape[0]
@@ -733,7 +663,7 @@ def _add_rows_py(
         for j in range(m):
             if wk[j] > 0:
                 n_pos += 1
-        stats[2] += _pairwise(wk, 0, m) if weighted else float(m)
+        stats[2] += pairwise_sum(wk, 0, m) if weighted else float(m)
         stats[3] += n_pos if weighted else m
         tv[:] = 0.0
         for r in range(n_vis):

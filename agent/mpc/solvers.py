@@ -45,6 +45,7 @@ import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
 from agent import accel
+from agent.accel import pairwise_sum, sum_block
 from agent.mpc.costs import CostSet, PiecewiseLinearCost, QuadraticCost
 
 __all__ = [
@@ -433,101 +434,28 @@ def _helper(fn: Callable[..., Any], signature: str) -> Callable[..., Any]:
     return accel.compiled(fn, signature) or fn
 
 
-def _block_sum_py(a: NDArray[np.float64], lo: int, n: int) -> float:
-    """Return ``sum(a[lo:lo+n])`` for ``n <= 128`` as numpy sums a block (eight accumulators)."""
-    if n < 8:
-        r = 0.0
-        for i in range(lo, lo + n):
-            r += a[i]
-        return r
-    r0, r1, r2, r3 = a[lo], a[lo + 1], a[lo + 2], a[lo + 3]
-    r4, r5, r6, r7 = a[lo + 4], a[lo + 5], a[lo + 6], a[lo + 7]
-    i = lo + 8
-    end8 = lo + n - n % 8
-    while i < end8:
-        r0 += a[i]
-        r1 += a[i + 1]
-        r2 += a[i + 2]
-        r3 += a[i + 3]
-        r4 += a[i + 4]
-        r5 += a[i + 5]
-        r6 += a[i + 6]
-        r7 += a[i + 7]
-        i += 8
-    r = ((r0 + r1) + (r2 + r3)) + ((r4 + r5) + (r6 + r7))
-    while i < lo + n:
-        r += a[i]
-        i += 1
-    return float(r)
-
-
-_block_sum = _helper(_block_sum_py, "float64(float64[::1], int64, int64)")
-
-
-def _psum_at_py(a: NDArray[np.float64], lo: int, n: int) -> float:
-    """Return numpy's pairwise sum of ``a[lo:lo+n]``, its recursion unrolled on a stack.
-
-    numpy splits a block of n > 128 at n2 = n // 2 rounded down to a multiple of 8 and adds
-    the halves' sums: a post-order walk of that tree (depth < 64 for any array). numba
-    cannot cache a recursive function, hence the explicit stack.
-    """
-    if n <= 128:
-        return float(_block_sum(a, lo, n))
-    s_lo = np.empty(64, np.int64)
-    s_n = np.empty(64, np.int64)
-    s_state = np.empty(64, np.int64)
-    vals = np.empty(64)
-    s_lo[0], s_n[0], s_state[0] = lo, n, 0
-    sp, vp = 1, 0
-    while sp > 0:
-        top = sp - 1
-        at, m = s_lo[top], s_n[top]
-        if m <= 128:
-            vals[vp] = _block_sum(a, at, m)
-            vp += 1
-            sp -= 1
-            continue
-        n2 = m // 2
-        n2 -= n2 % 8
-        state = s_state[top]
-        if state == 2:  # both halves summed: combine them
-            vp -= 1
-            vals[vp - 1] += vals[vp]
-            sp -= 1
-            continue
-        s_state[top] = state + 1
-        s_lo[sp] = at if state == 0 else at + n2
-        s_n[sp] = n2 if state == 0 else m - n2
-        s_state[sp] = 0
-        sp += 1
-    return float(vals[0])
-
-
-_psum_at = _helper(_psum_at_py, "float64(float64[::1], int64, int64)")
-
-
 def _psum_py(a: NDArray[np.float64]) -> float:
     """Return ``a.sum()`` bit for bit (numpy's pairwise summation).
 
     So a plan whose round-off was put back sums to S under numpy's summation too. Up to about
-    500 entries (two levels of numpy's splits) without the stack of ``_psum_at``.
+    500 entries (two levels of numpy's splits) without the stack of ``accel.pairwise_sum``.
     """
     n = a.size
     if n <= 128:
-        return float(_block_sum(a, 0, n))
+        return float(sum_block(a, 0, n))
     total = 0.0
     n2 = n // 2
     n2 -= n2 % 8
     for lo, m in ((0, n2), (n2, n - n2)):
         if m <= 128:
-            part = _block_sum(a, lo, m)
+            part = sum_block(a, lo, m)
         else:
             m2 = m // 2
             m2 -= m2 % 8
             if m - m2 <= 128:
-                part = _block_sum(a, lo, m2) + _block_sum(a, lo + m2, m - m2)
+                part = sum_block(a, lo, m2) + sum_block(a, lo + m2, m - m2)
             else:
-                part = _psum_at(a, lo, m)
+                part = pairwise_sum(a, lo, m)
         total = part if lo == 0 else total + part
     return float(total)
 

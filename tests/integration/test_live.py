@@ -70,6 +70,7 @@ def check(logs, s):
 
 
 async def test_daemon_completes_an_order_on_a_live_feed(tmp_path):
+    accel.warm()  # compiled before the feed streams (a cold cache takes seconds: books missed)
     t0 = time.time_ns()
     async with FeedServer(SAMPLE, speed=3600, start_delay_s=0.3) as srv:
         cfg = config(tmp_path, srv.url)

@@ -136,7 +136,7 @@ def test_sum_kernel_gives_add_walked_bit_for_bit(kernel, grid, weighted, monkeyp
         assert got.n_snapshots > 0 or b - a <= 1
 
 
-@pytest.mark.parametrize("kernel", _kernels("_pairwise"))
+@pytest.mark.parametrize("kernel", _kernels("pairwise_sum", accel))
 def test_pairwise_sum_is_numpys_sum(kernel):
     rng = np.random.default_rng(5)
     for n in [*range(0, 260), 511, 512, 1000, 2047, 2048, 4099, 70_000]:
