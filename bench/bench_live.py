@@ -1,13 +1,15 @@
 """Benchmark: the real daemon on loopback, from a book's frame to the child handed to the broker.
 
 A feed process (this file with ``--serve``, the loopback equivalent of ``exec-agent serve-feed``:
-the same JSON MBP-10 messages, one websocket server per symbol) sends books of 4 symbols at a
-fixed aggregate rate (1k, 10k, 40k messages a second) and records the wall time at which it
-hands every frame to the socket. The daemon itself (``python -m agent run --config ...``, a
-subprocess, simulated broker, one parent per symbol, JSON logs) trades them. Event times are
-rewritten to a fixed spacing per symbol, so the book that triggers a decision at event time
-``t`` is known: the symbol's first book with ``ts_event > t`` (the daemon decides once a later
-book proves the instant complete).
+the same JSON MBP-10 messages, one websocket server per symbol) sends books of 4 symbols at a fixed
+aggregate rate (1k, 10k, 40k messages a second) and records the wall time at which it hands every
+frame to the socket. It wakes every 0.5 ms and writes the frames then due to each connection in one
+write (``_flush``): each is still its own websocket message, as a real feed's bursts are, without a
+system call per frame on the cores the daemon uses. The daemon itself (``python -m agent run
+--config ...``, a subprocess, simulated broker, one parent per symbol, JSON logs) trades them.
+Event times are rewritten to a fixed spacing per symbol, so the book that triggers a decision at
+event time ``t`` is known: the symbol's first book with ``ts_event > t`` (the daemon decides once a
+later book proves the instant complete).
 
 Latency, per MPC child: the daemon's own ``order.submitted`` fields, ``submitted_ns``
 (``time.time_ns()`` just before ``broker.submit``) minus ``trigger_recv_ns`` (the receive time,
@@ -35,15 +37,16 @@ received. When the reader conflates, the book that should have triggered a decis
 replaced: latency is still counted from that book (the market event), not from a later one.
 
 Run: ``python bench/bench_live.py [--seconds 10] [--decisions-per-s 10] [--rates 1000,10000,40000]
-[--repeats 1] [--reader loop|process] [--broker simulated|fix] [--lead-ms 0]`` (bounded: every
-run is stopped at ``seconds + 60`` of wall time). ``--reader`` is the daemon's ``feed.reader``;
-with ``process`` the CPU counts the reader process too. ``--broker``: see above (default
-simulated). ``--lead-ms``: ``strategy.decision_lead_ms`` in wall ms (each period decided that
-long before it starts, its child sent with the period's first book, whose frame the latency is
-then counted from).
+[--repeats 1] [--reader loop|process] [--broker simulated|fix] [--lead-ms 0] [--feed-nice 0]``
+(bounded: every run is stopped at ``seconds + 60`` of wall time). ``--reader`` is the daemon's
+``feed.reader``; with ``process`` the CPU counts the reader process too. ``--broker``: see above
+(default simulated). ``--lead-ms``: ``strategy.decision_lead_ms`` in wall ms (each period decided
+that long before it starts, its child sent with the period's first book, whose frame the latency is
+then counted from). ``--feed-nice N`` runs the feed process at niceness N: in production the feed
+comes from another machine, and a positive N lets the daemon and its reader have a core first when
+the three want both (the default, 0, is the same priority for all).
 ``BENCH_LIVE_KEEP=1`` keeps each run's folder (config, daemon log); ``BENCH_LIVE_PROFILE=1`` runs
-the daemon under cProfile (``daemon.prof`` in that folder).
-"""
+the daemon under cProfile (``daemon.prof`` in that folder)."""
 
 from __future__ import annotations
 
@@ -61,6 +64,7 @@ import tempfile
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import _common  # noqa: F401  (pins BLAS threads before numpy loads)
 import numpy as np
@@ -119,8 +123,27 @@ def _to_dict(m: object) -> dict:
     return msgspec.to_builtins(m)
 
 
+def _flush(ws: Any) -> None:
+    """Write what a connection's protocol has framed as one transport write: the frames due in
+    one tick leave in one TCP send, as a real feed's bursts do, instead of a system call per
+    frame (``broadcast``). Every frame is still its own websocket message; the feed process
+    is the exchange's stand-in and its CPU is not the daemon's."""
+    chunks = ws.protocol.data_to_send()
+    if not chunks:
+        return
+    if all(chunks):
+        ws.transport.write(b"".join(chunks))
+        return
+    for c in chunks:  # an end of stream (b""): the library's own path
+        if c:
+            ws.transport.write(c)
+        elif ws.transport.can_write_eof():
+            ws.transport.write_eof()
+
+
 async def _serve(rate: float, seconds: float, out: Path) -> None:
-    from websockets.asyncio.server import broadcast, serve
+    from websockets.asyncio.server import serve
+    from websockets.protocol import OPEN
 
     per_sym = int(rate * seconds / len(SYMBOLS)) + 1
     tmpl = _templates(min(per_sym, TEMPLATE_ROWS))
@@ -161,8 +184,13 @@ async def _serve(rate: float, seconds: float, out: Path) -> None:
             ts = T0_NS + j * DT_EVENT_NS
             frame = head + str(ts).encode() + tail
             sent_ns[k, j] = time.time_ns()
-            broadcast(clients[k], frame)
+            for ws in clients[k]:
+                if ws.protocol.state is OPEN:
+                    ws.protocol.send_binary(frame)  # framed now, written below
             i += 1
+        for conns in clients:
+            for ws in conns:
+                _flush(ws)
         await asyncio.sleep(0.0005 if i < n_total else 0)
     elapsed = time.perf_counter() - t_start
     np.save(out, sent_ns)
@@ -388,6 +416,7 @@ def run_rate(
     reader: str = "loop",
     broker: str = "simulated",
     lead_ms: float = 0.0,
+    feed_nice: int = 0,
 ) -> dict[str, float]:
     with tempfile.TemporaryDirectory(prefix="bench_live_") as tmp:
         d = Path(tempfile.mkdtemp(prefix="bench_live_keep_")) if KEEP else Path(tmp)
@@ -404,6 +433,7 @@ def run_rate(
             stderr=subprocess.DEVNULL,
             env=env,
             cwd=Path(__file__).parent,
+            preexec_fn=(lambda: os.nice(feed_nice)) if feed_nice else None,
         )
         daemon = None
         try:
@@ -545,6 +575,14 @@ def main() -> None:
         help="strategy.decision_lead_ms, in wall ms (the bench's event time runs faster): each "
         "period decided this long before it starts, its child sent at the start; 0: off",
     )
+    ap.add_argument(
+        "--feed-nice",
+        type=int,
+        default=0,
+        help="niceness of the feed process (the exchange's stand-in, on another machine in "
+        "production): >0 lets the daemon and its reader run first when both want a core; 0: "
+        "the same priority as the daemon",
+    )
     ap.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--rate", type=float, default=1000.0, help=argparse.SUPPRESS)
     ap.add_argument("--out", type=Path, default=None, help=argparse.SUPPRESS)
@@ -570,6 +608,8 @@ def main() -> None:
         print(
             f"decision lead: {args.lead_ms:g} wall ms before each period (its child at the start)"
         )
+    if args.feed_nice:
+        print(f"feed process at nice {args.feed_nice} (the daemon and its reader at 0)")
     print(
         f"{'target/s':>8} {'sent/s':>7} {'children':>8} {'p50 ms':>7} {'p99 ms':>7} "
         f"{'p99.9 ms':>8} {'max ms':>7} {'processed':>9} {'conflated':>9} {'dropped':>7} "
@@ -580,7 +620,13 @@ def main() -> None:
         for _ in range(args.repeats):
             load = os.getloadavg()[0]
             r1 = run_rate(
-                rate, args.seconds, args.decisions_per_s, args.reader, args.broker, args.lead_ms
+                rate,
+                args.seconds,
+                args.decisions_per_s,
+                args.reader,
+                args.broker,
+                args.lead_ms,
+                args.feed_nice,
             )
             runs.append(r1 | {"load": load})
         r = {k: statistics.median(x[k] for x in runs) for k in runs[0] if k != "exit"}

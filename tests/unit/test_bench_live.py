@@ -120,3 +120,53 @@ def test_latency_is_matched_to_the_trigger_and_to_the_nos_by_clordid(bench) -> N
     # Once the daemon logs the trigger's receipt, it is the start.
     c = a | {"trigger_recv_ns": base + 4_000_000 + 50_000}
     assert bench.latency_of(c, sent, written) == pytest.approx(3.2e-3, abs=1e-12)
+
+
+def test_feed_process_sends_every_frame_whole_and_in_order(bench, tmp_path: Path) -> None:
+    """The feed process writes each tick's frames in one transport write per connection: a
+    real websockets client must still get every frame as its own message, in order, with the
+    event times the bench matches the triggers by."""
+    import asyncio
+    import os
+    import subprocess
+    import sys
+
+    from websockets.asyncio.client import connect
+
+    rate, seconds = 2000.0, 1.0
+    out = tmp_path / "sent.npy"
+    cmd = [sys.executable, bench.__file__, "--serve", "--rate", str(rate)]
+    cmd += ["--seconds", str(seconds), "--out", str(out)]
+    srv = subprocess.Popen(
+        cmd,
+        stdout=subprocess.PIPE,
+        env=dict(os.environ, PYTHONPATH=str(REPO)),
+        cwd=REPO / "bench",
+    )
+    try:
+        assert srv.stdout is not None
+        urls = json.loads(srv.stdout.readline())["urls"]
+        per_sym = int(rate * seconds / len(urls)) + 1
+
+        async def read(url: str) -> list[int]:
+            ts = []
+            async with connect(url, compression=None, proxy=None) as ws:
+                while len(ts) < per_sym:
+                    m = json.loads(await asyncio.wait_for(ws.recv(), 30))
+                    ts.append(m["ts_event"])
+            return ts
+
+        async def main() -> list[list[int]]:
+            return await asyncio.gather(*(read(u) for u in urls))
+
+        got = asyncio.run(main())
+        assert srv.wait(timeout=60) == 0
+    finally:
+        srv.kill()
+        srv.wait()
+        if srv.stdout is not None:
+            srv.stdout.close()
+    want = [bench.T0_NS + j * bench.DT_EVENT_NS for j in range(per_sym)]
+    assert got == [want] * len(urls)
+    sent = np.load(out)
+    assert sent.shape == (len(urls), per_sym) and (sent > 0).all()
