@@ -177,8 +177,7 @@ class FeatureMemo:
         self.levels = int(levels)
         self.keep = int(keep)
         self._memo: OrderedDict[int, tuple[BookBatch, NDArray[np.float64]]] = OrderedDict()
-        self._inner: OrderedDict[int, tuple[BookBatch, NDArray[np.float64]]] = OrderedDict()
-        self._total: OrderedDict[int, tuple[BookBatch, NDArray[np.float64]]] = OrderedDict()
+        self._inner: OrderedDict[int, _Inner] = OrderedDict()  # see ``_inner_of``
         self.n_computed = 0  # batches computed (the rest came from the memo)
         self._queue: list[BookBatch] = []
         self._queued_rows = 0  # rows in ``_queue`` (``settle`` asks at every segment)
@@ -218,6 +217,19 @@ class FeatureMemo:
         assert z is not None
         return z
 
+    def _inner_of(self, batch: BookBatch) -> _Inner:
+        """Return the batch's inner credits (the intervals between its own rows), computed
+        once for every parent: the rows, and on demand their column sums and row-order sum."""
+        hit = self._inner.get(id(batch))
+        if hit is not None and hit.batch is batch:
+            return hit
+        ts = np.asarray(batch.ts_event_ns, dtype=np.int64)
+        got = _Inner(batch, credit_values(np.diff(ts).astype(np.float64), self.of(batch)[:-1]))
+        self._inner[id(batch)] = got
+        while len(self._inner) > self.keep:
+            self._inner.popitem(last=False)
+        return got
+
     def credits(
         self, batch: BookBatch, last: tuple[int, NDArray[np.float64]] | None
     ) -> NDArray[np.float64]:
@@ -227,19 +239,18 @@ class FeatureMemo:
         A replay's segment is seen by every parent: the intervals inside it are computed once
         for all of them, the one after ``last`` here.
         """
-        ts = np.asarray(batch.ts_event_ns, dtype=np.int64)
-        hit = self._inner.get(id(batch))
-        if hit is not None and hit[0] is batch:
-            inner = hit[1]
-        else:
-            inner = credit_values(np.diff(ts).astype(np.float64), self.of(batch)[:-1])
-            self._inner[id(batch)] = (batch, inner)
-            while len(self._inner) > self.keep:
-                self._inner.popitem(last=False)
+        inner = self._inner_of(batch).rows
         if last is None:
             return inner
-        edge = credit_values(np.array([float(ts[0] - last[0])]), last[1][None, :])
+        ts0 = int(batch.ts_event_ns[0])
+        edge = credit_values(np.array([float(ts0 - last[0])]), last[1][None, :])
         return np.concatenate((edge, inner))
+
+    def credit_run(self, batch: BookBatch) -> NDArray[np.float64]:
+        """Return the row-order sum of the batch's inner credits, shape (2k,) (do not write
+        into it): what ``PeriodMeans.add`` credits the batch's period when only the interval
+        before the batch crosses a period edge (``inner_run``), the bits of its own sum."""
+        return self._inner_of(batch).run()
 
     def credit_total(
         self, batch: BookBatch, last: tuple[int, NDArray[np.float64]] | None
@@ -249,15 +260,7 @@ class FeatureMemo:
         ``total``). The inner rows are summed once for every parent; a parent adds its own
         interval after ``last`` in plain floats (the same products as ``credit_values``).
         """
-        hit = self._total.get(id(batch))
-        if hit is not None and hit[0] is batch:
-            inner = hit[1]
-        else:
-            ts = np.asarray(batch.ts_event_ns, dtype=np.int64)
-            inner = credit_values(np.diff(ts).astype(np.float64), self.of(batch)[:-1]).sum(axis=0)
-            self._total[id(batch)] = (batch, inner)
-            while len(self._total) > self.keep:
-                self._total.popitem(last=False)
+        inner = self._inner_of(batch).total()
         return _with_edge(inner, last, int(batch.ts_event_ns[0]))
 
     def need(self, window_ns: int) -> None:
@@ -295,6 +298,37 @@ class FeatureMemo:
             assert self.last_ns is not None
             self._tail.trim(self.last_ns - self.keep_ns)
         return self._tail
+
+
+class _Inner:
+    """A batch's inner credits (``FeatureMemo._inner_of``) and the two sums of them that
+    ``PeriodMeans.add`` credits, each computed once."""
+
+    __slots__ = ("_run", "_total", "batch", "rows")
+
+    def __init__(self, batch: BookBatch, rows: NDArray[np.float64]) -> None:
+        self.batch = batch  # held, so its id is not reused while kept
+        self.rows = rows
+        self._total: NDArray[np.float64] | None = None
+        self._run: NDArray[np.float64] | None = None
+
+    def total(self) -> NDArray[np.float64]:
+        """Column sums (numpy's ``sum``, as ``PeriodMeans.add`` sums a batch of one period)."""
+        if self._total is None:
+            self._total = self.rows.sum(axis=0)
+        return self._total
+
+    def run(self) -> NDArray[np.float64]:
+        """Row-order sum (``_run_sum``, as ``PeriodMeans._credit_run`` sums a run)."""
+        if self._run is None:
+            self._run = _run_sum(self.rows)
+        return self._run
+
+
+def _run_sum(vals: NDArray[np.float64]) -> NDArray[np.float64]:
+    """Return the sum of ``vals``' rows in row order (one ``reduceat``; numpy's ``sum`` over
+    rows pairs them up, so its last bits differ)."""
+    return np.add.reduceat(vals, np.zeros(1, dtype=np.intp), axis=0)[0]
 
 
 def _with_edge(
@@ -439,6 +473,7 @@ class PeriodMeans:
         z: NDArray[np.float64],
         vals: NDArray[np.float64] | Callable[[], NDArray[np.float64]] | None = None,
         total: NDArray[np.float64] | None = None,
+        inner_run: Callable[[], NDArray[np.float64]] | None = None,
     ) -> list[PeriodMean]:
         """Add books (non-decreasing times, after every earlier one); return finished periods.
 
@@ -448,6 +483,10 @@ class PeriodMeans:
         returns them, called only if needed): the same sums. ``total``: their column sums
         (``FeatureMemo.credit_total``), credited as they are when every interval lies in one
         period (the usual batch: no per-row work; the sums to their rounding, ~1e-16).
+        ``inner_run``: a function returning the row-order sum of ``vals``' rows after the
+        first (``FeatureMemo.credit_run``): credited as it is when the interval before these
+        books is the only one across a period edge (a parent's first batch of a period), the
+        bits of the run's own sum, so ``vals`` is not needed.
         """
         n = int(ts.shape[0])
         if n == 0:
@@ -464,10 +503,20 @@ class PeriodMeans:
                 acc = self._sums.get(p_last)
                 self._sums[p_last] = total.copy() if acc is None else acc + total
             return self._finish(p_last, z[-1], int(ts[-1]))
-        if callable(vals):
-            vals = vals()
         last_z = self._last_z if self._last_ts is not None else None
         last = last_z is not None
+        if inner_run is not None and last_z is not None and n > 1:
+            p_0 = self.period_of(int(ts[0]))
+            if p_0 == p_last and self.period_of(first) < p_0:
+                # Only the interval from the last book to ts[0] crosses an edge: the run after
+                # it is every inner interval (the loop below, its single run, in its order).
+                acc = self._sums.get(p_0)
+                run = inner_run()
+                self._sums[p_0] = run.copy() if acc is None else acc + run
+                self._credit_span(first, int(ts[0]), last_z)
+                return self._finish(p_last, z[-1], int(ts[-1]))
+        if callable(vals):
+            vals = vals()
         t_all = np.concatenate((np.array([self._last_ts], dtype=np.int64), ts)) if last else ts
         if vals is None:
             z_all = np.concatenate((last_z[None, :], z)) if last_z is not None else z
@@ -496,37 +545,32 @@ class PeriodMeans:
 
     def _credit_run(self, per: int, vals: NDArray[np.float64]) -> None:
         """Credit period ``per`` with the sum of ``vals``' rows (in row order)."""
-        row = np.add.reduceat(vals, np.zeros(1, dtype=np.intp), axis=0)[0]
+        row = _run_sum(vals)
         acc = self._sums.get(per)
         self._sums[per] = row if acc is None else acc + row
 
-    def _credit(self, p: NDArray[np.int64], w: NDArray[np.float64], z: NDArray[np.float64]) -> None:
-        if p.size:
-            self._credit_vals(p, credit_values(w, z))
-
-    def _credit_vals(self, p: NDArray[np.int64], vals: NDArray[np.float64]) -> None:
-        if p.size == 0:
-            return
-        # The periods come in order (the books do): one sum per run of a period, O(rows).
-        if p[0] == p[-1]:  # the usual batch: one period
-            starts = np.zeros(1, dtype=np.intp)
-        else:
-            starts = np.flatnonzero(np.concatenate(([True], p[1:] != p[:-1])))
-        rows = np.add.reduceat(vals, starts, axis=0)
-        for per, row in zip(p[starts].tolist(), rows, strict=True):
-            acc = self._sums.get(per)
-            self._sums[per] = row if acc is None else acc + row
-
     def _credit_span(self, t0: int, t1: int, z: NDArray[np.float64]) -> None:
+        """Credit one book in force from ``t0`` to ``t1`` across period edges: each period its
+        part (whole periods of a gap up to ``max_gap_periods``).
+
+        ``credit_values``' products in plain floats, one row a period (the parts are in
+        distinct periods, so each is its own run): the bits of ``_credit``, without its numpy
+        calls on rows of a few numbers."""
         pa, pb = self.period_of(t0), self.period_of(t1)
         edge = self.origin_ns + (pa + 1) * self.period_ns
         parts = [(pa, edge - t0)]
         if pb - pa - 1 <= self.max_gap_periods:
             parts += [(p, self.period_ns) for p in range(pa + 1, pb)]
         parts.append((pb, t1 - (self.origin_ns + pb * self.period_ns)))
-        p = np.array([q for q, _ in parts], dtype=np.int64)
-        w = np.array([float(d) for _, d in parts])
-        self._credit(p, w, np.tile(z, (p.size, 1)))
+        zl = z.tolist()
+        fin = [math.isfinite(v) for v in zl]
+        z0 = [v if f else 0.0 for v, f in zip(zl, fin, strict=True)]
+        for per, d in parts:
+            w = float(d)
+            ww = [w * f for f in fin]  # w * 1.0 or w * 0.0, as ``w[:, None] * fin``
+            row = np.array(ww + [a * b for a, b in zip(ww, z0, strict=True)])
+            acc = self._sums.get(per)
+            self._sums[per] = row if acc is None else acc + row
 
     def _finish(self, current: int, last_z: NDArray[np.float64], last_ts: int) -> list[PeriodMean]:
         self._last_ts = last_ts

@@ -431,7 +431,9 @@ class LiquidityForecaster:
         if memo is not None and len(batches) == 1:  # one segment: shared credits
             seg, last = batches[0], self._periods.last_book
             total = memo.credit_total(seg, last)
-            finished = self._periods.add(ts, z, lambda: memo.credits(seg, last), total)
+            finished = self._periods.add(
+                ts, z, lambda: memo.credits(seg, last), total, lambda: memo.credit_run(seg)
+            )
         else:
             finished = self._periods.add(ts, z)
         if finished:

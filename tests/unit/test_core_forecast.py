@@ -464,3 +464,104 @@ def test_period_means_from_shared_credits_equal_the_plain_sums():
     for a, b in zip(out_a, out_b, strict=True):
         np.testing.assert_array_equal(a.mean, b.mean)
         np.testing.assert_array_equal(a.weight_ns, b.weight_ns)
+
+
+def test_period_means_with_the_shared_run_equal_the_plain_sums():
+    """A parent's first batch of a period credits the memo's row-order sum of the batch's inner
+    intervals (``inner_run``) and its own crossing interval: the bits of ``add`` with the
+    credits row by row, and the credits are not asked for then."""
+    from agent.core.bookstats import _run_sum, credit_values
+
+    rng = np.random.default_rng(11)
+    gaps = rng.choice([1, 3, 40, 400], size=900, p=[0.5, 0.3, 0.15, 0.05])
+    ts = np.cumsum(gaps).astype(np.int64)
+    z = rng.normal(size=(900, 2)) * 1e3
+    z[rng.random((900, 2)) < 0.1] = np.nan
+    plain, given = PeriodMeans(50, 7, max_gap_periods=2), PeriodMeans(50, 7, max_gap_periods=2)
+    used = asked = 0
+    lo = 0
+    out_a, out_b = [], []
+    per = (ts - 7) // 50
+    while lo < 900:
+        hi = min(lo + int(rng.integers(1, 30)), 900)
+        if rng.random() < 0.7:  # cut where a period starts, as a parent's decision cuts
+            hi = min(hi, lo + 1 + int(np.searchsorted(per[lo + 1 :], per[lo], side="right")))
+        tb, zb = ts[lo:hi], z[lo:hi]
+        last = given.last_book
+        t_all = tb if last is None else np.r_[last[0], tb]
+        z_all = zb if last is None else np.vstack([last[1], zb])
+        vals = credit_values(np.diff(t_all).astype(np.float64), z_all[:-1])
+        inner = credit_values(np.diff(tb).astype(np.float64), zb[:-1])
+
+        def lazy(v=vals):
+            nonlocal asked
+            asked += 1
+            return v
+
+        def run(r=inner):
+            nonlocal used
+            used += 1
+            return _run_sum(r)
+
+        out_a += plain.add(tb, zb, vals)
+        out_b += given.add(tb, zb, lazy, None, run)
+        lo = hi
+    assert used > 20 and asked > 20  # both ways were taken
+    assert [p.period for p in out_a] == [p.period for p in out_b] and len(out_a) > 20
+    for a, b in zip(out_a, out_b, strict=True):
+        np.testing.assert_array_equal(a.mean, b.mean)
+        np.testing.assert_array_equal(a.weight_ns, b.weight_ns)
+
+
+def test_credit_span_in_floats_is_the_numpy_credit():
+    """``_credit_span`` in plain floats credits each period what ``credit_values`` of its
+    parts and a row sum per period credited (the numpy code it replaced): the same bits."""
+    from agent.core.bookstats import credit_values
+
+    rng = np.random.default_rng(5)
+    for _ in range(300):
+        pm = PeriodMeans(int(rng.integers(3, 90)), int(rng.integers(0, 50)), max_gap_periods=2)
+        t0 = int(rng.integers(0, 1000))
+        t1 = t0 + int(rng.integers(1, 500))
+        if pm.period_of(t0) == pm.period_of(t1):
+            continue
+        zz = rng.normal(size=2) * 10.0 ** rng.integers(-3, 4)
+        zz[rng.random(2) < 0.2] = np.nan
+        pm._sums = {pm.period_of(t0): rng.normal(size=4)}  # an earlier credit to add to
+        want = {p: v.copy() for p, v in pm._sums.items()}
+        pa, pb = pm.period_of(t0), pm.period_of(t1)
+        parts = [(pa, pm.origin_ns + (pa + 1) * pm.period_ns - t0)]
+        if pb - pa - 1 <= pm.max_gap_periods:
+            parts += [(p, pm.period_ns) for p in range(pa + 1, pb)]
+        parts.append((pb, t1 - (pm.origin_ns + pb * pm.period_ns)))
+        w = np.array([float(d) for _, d in parts])
+        rows = credit_values(w, np.tile(zz, (len(parts), 1)))
+        for (p, _), row in zip(parts, rows, strict=True):
+            want[p] = row if p not in want else want[p] + row
+        pm._credit_span(t0, t1, zz)
+        assert pm._sums.keys() == want.keys()
+        for p, v in want.items():
+            np.testing.assert_array_equal(pm._sums[p], v)
+
+
+def test_feature_memo_credits_share_one_computation():
+    """``credits``, ``credit_total`` and ``credit_run`` of a batch come from one computation of
+    its inner credits, with the numbers of computing each directly."""
+    from agent.core.bookstats import FeatureMemo, _run_sum, _with_edge, credit_values
+
+    batch, _ = ar1_day(0.7, 4, 0.2, seed=3, per_period=50)
+    memo = FeatureMemo("buy")
+    seg = batch.slice(10, 60)
+    ts = seg.ts_event_ns
+    zs = book_features(seg, "buy")
+    inner = credit_values(np.diff(ts).astype(np.float64), zs[:-1])
+    last = (int(batch.ts_event_ns[9]), book_features(batch.slice(9, 10), "buy")[0])
+    edge = credit_values(np.array([float(ts[0] - last[0])]), last[1][None, :])
+    np.testing.assert_array_equal(memo.credits(seg, None), inner)
+    np.testing.assert_array_equal(memo.credits(seg, last), np.concatenate((edge, inner)))
+    np.testing.assert_array_equal(
+        memo.credit_total(seg, last), _with_edge(inner.sum(axis=0), last, int(ts[0]))
+    )
+    np.testing.assert_array_equal(memo.credit_run(seg), _run_sum(inner))
+    assert memo.credit_run(seg) is memo.credit_run(seg)  # kept, not summed again
+    assert memo.n_computed == 1
