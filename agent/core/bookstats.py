@@ -554,8 +554,8 @@ class PeriodMeans:
         part (whole periods of a gap up to ``max_gap_periods``).
 
         ``credit_values``' products in plain floats, one row a period (the parts are in
-        distinct periods, so each is its own run): the bits of ``_credit``, without its numpy
-        calls on rows of a few numbers."""
+        distinct periods, so each is its own run): the bits of ``credit_values`` of the parts
+        and a row sum per period, without numpy calls on rows of a few numbers."""
         pa, pb = self.period_of(t0), self.period_of(t1)
         edge = self.origin_ns + (pa + 1) * self.period_ns
         parts = [(pa, edge - t0)]
