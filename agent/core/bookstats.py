@@ -328,7 +328,7 @@ class _Inner:
 def _run_sum(vals: NDArray[np.float64]) -> NDArray[np.float64]:
     """Return the sum of ``vals``' rows in row order (one ``reduceat``; numpy's ``sum`` over
     rows pairs them up, so its last bits differ)."""
-    return np.add.reduceat(vals, np.zeros(1, dtype=np.intp), axis=0)[0]
+    return np.asarray(np.add.reduceat(vals, np.zeros(1, dtype=np.intp), axis=0)[0], np.float64)
 
 
 def _with_edge(
