@@ -472,7 +472,9 @@ class MpcPolicy:
         self.forecaster = forecaster
         self.est = _Estimation(side, sizes, depth, min_snapshots, weighting)
         self.current_ns = None if current_window_s is None else round(current_window_s * _NS)
-        self.sizes = sizes
+        # A read-only copy: the walk of the book in force validates it once (``book_curve``).
+        self.sizes = np.array(sizes, dtype=np.float64)
+        self.sizes.flags.writeable = False
         self.profile = profile
         self.period_s = period_s
         self.weights = np.asarray(spec.scenario_weights, dtype=np.float64)
@@ -652,10 +654,14 @@ class MpcPolicy:
         size's per-share cost) makes: how a whole-cost multiplier mixes beta's and gamma's."""
         g = np.asarray(curve.mean_cost, dtype=np.float64)
         x = np.asarray(curve.sizes, dtype=np.float64)
-        j = x.size // 2
-        if not (g.size and np.isfinite(g[j]) and g[j] > 0 and np.isfinite(g[0])):
+        if not g.size:
             return 1.0
-        return float(np.clip(g[0] / x[0] * x[j] / g[j], 0.0, 1.0))
+        j = x.size // 2
+        g0, gj = float(g[0]), float(g[j])
+        if not (math.isfinite(gj) and gj > 0 and math.isfinite(g0)):
+            return 1.0
+        # np.clip's min(max(.)) in floats (the same operations; NaN stays NaN)
+        return min(max(g0 / float(x[0]) * float(x[j]) / gj, 0.0), 1.0)
 
     def decide(self, inp: DecisionInput) -> PolicyStep:
         """Return this period's decision (the fallback when there is no estimate)."""
@@ -675,7 +681,8 @@ class MpcPolicy:
         if curve is None:
             fields["fit_status"] = "insufficient_data"
             return PolicyStep(_fallback(inp, self.spec, "insufficient_data"), None, fields)
-        frac = float(np.mean(curve.frac_beyond_depth))
+        fb = curve.frac_beyond_depth
+        frac = float(np.add.reduce(fb)) / fb.size if fb.size else math.nan  # np.mean's
         fields["frac_beyond_depth"] = frac if math.isfinite(frac) else 0.0
         if curve.policy_used:
             fields["beyond_depth_policy"] = self.est.depth.kind.value

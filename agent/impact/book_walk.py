@@ -1306,6 +1306,20 @@ def cost_curve(
     return acc.result()
 
 
+_CHECKED: list[NDArray[np.float64]] = []  # the last read-only grid book_curve validated
+
+
+def _checked_grid(sizes: ArrayLike) -> NDArray[np.float64]:
+    """``_check_sizes`` of a grid, once for a read-only array asked for again (a policy prices
+    every decision's book on its own frozen grid: the check was a third of the walk)."""
+    if _CHECKED and sizes is _CHECKED[0]:
+        return _CHECKED[0]
+    x = _check_sizes(sizes)
+    if x is sizes and not x.flags.writeable:
+        _CHECKED[:] = [x]
+    return x
+
+
 def book_curve(batch: BookBatch, side: Side, sizes: ArrayLike, policy: DepthPolicy) -> CostCurve:
     """Return the curve of the last book of ``batch``: ``cost_curve`` of that one row, to the
     rounding (about 1e-16 relative), in a few operations on the grid.
@@ -1314,29 +1328,38 @@ def book_curve(batch: BookBatch, side: Side, sizes: ArrayLike, policy: DepthPoli
     binning (some 60 array operations) is built for windows of many rows, not for one. The
     levels are ``_row_levels``', ``_prepare``'s twin in plain floats for one row (tested bit
     for bit against it; ``_prepare`` itself for an infinite price or size); the standard
-    deviation of one snapshot is 0.
+    deviation of one snapshot is 0. A read-only ``sizes`` asked for again is validated once.
     """
-    x = _check_sizes(sizes)
-    nan = np.full(x.size, np.nan)
+    x = _checked_grid(sizes)
     n = len(batch)
     if n == 0:
+        nan = np.full(x.size, np.nan)
         return CostCurve(x, nan, nan.copy(), 0, nan.copy(), policy, side, 0)
     px, sz, mid = side_arrays(batch, side)
     m0, prow = float(mid[n - 1]), px[n - 1].tolist()
     if not (math.isfinite(m0) and prow and math.isfinite(prow[0])):
+        nan = np.full(x.size, np.nan)
         return CostCurve(x, nan, nan.copy(), 0, nan.copy(), policy, side, 1)
     pen = policy.penalty_bps * 1e-4
     lv = _row_levels(prow, sz[n - 1].tolist(), m0, side == "sell", policy.kind, pen)
     if lv is not None:  # the levels in plain floats, as _prepare gives them
-        d, s, q = np.array(lv[0]), np.array(lv[1]), np.array(lv[2])
-        e, k = lv[4], lv[5]
+        q = lv[2]
+        # one array of (distance, shares, depth before the level), columns of the walk
+        dsq = np.array([lv[0], lv[1], [0.0, *q[:-1]]]).T[:, :, None]
+        depth, e, k = q[-1], lv[4], lv[5]
     else:  # an infinite price or size: numpy's own rules for it
         p = _prepare(px[n - 1 :], sz[n - 1 :], mid[n - 1 :], policy, side)
-        d, s, q = p.d[:, 0], p.s[:, 0], p.q[:, 0]
-        e, k = float(p.e[0]), float(p.k[0])
-    q_prev = np.concatenate(([0.0], q[:-1]))
-    cost = (np.clip(x[None, :] - q_prev[:, None], 0.0, s[:, None]) * d[:, None]).sum(axis=0)
-    r = np.maximum(x - q[-1], 0.0)
+        qp = np.concatenate(([0.0], p.q[:-1, 0]))
+        dsq = np.stack([p.d[:, 0], p.s[:, 0], qp], axis=1)[:, :, None]
+        depth, e, k = p.q[-1, 0], float(p.e[0]), float(p.k[0])
+    # np.clip(x - q_prev, 0, s) * d summed over the levels (axis 0, in level order), in place
+    take = x - dsq[:, 2]
+    np.maximum(take, 0.0, out=take)
+    np.minimum(take, dsq[:, 1], out=take)
+    take *= dsq[:, 0]
+    cost = np.add.reduce(take, axis=0)
+    r = x - depth
+    np.maximum(r, 0.0, out=r)
     beyond = r > 0
     if policy.kind is BeyondDepth.REFUSE:
         cost[beyond] = np.nan
