@@ -380,18 +380,24 @@ class LiquidityForecaster:
         return self._periods.origin_ns
 
     def _log_profile(self, t_ns: ArrayLike) -> NDArray[np.float64]:
-        """Return ``log m`` of beta and gamma at times, shape (n, 2) (zeros when flat)."""
-        t = np.atleast_1d(np.asarray(t_ns, dtype=np.int64))
+        """Return ``log m`` of beta and gamma at times, shape (n, 2) (zeros when flat).
+
+        The log of every bucket's multipliers is taken once (the profile is frozen; the table
+        read-only): the same elementwise log of the same values as per call, so the same bits.
+        """
         prof = self.profile
         if prof is None:
-            return np.zeros((t.size, N_FEATURES))
-        # The log of every bucket's multipliers, taken once (the profile is frozen): the same
-        # elementwise log of the same values as taking it per call, so the same bits.
+            n = 1 if isinstance(t_ns, int) else np.atleast_1d(np.asarray(t_ns)).size
+            return np.zeros((n, N_FEATURES))
         memo = getattr(self, "_log_m", None)
         if memo is None or memo[0] is not prof:
-            memo = (prof, np.log(np.stack([prof.beta_mult, prof.gamma_mult], axis=1)))
-            self._log_m = memo
-        return memo[1][prof.bucket(t)]
+            table = np.log(np.stack([prof.beta_mult, prof.gamma_mult], axis=1))
+            table.flags.writeable = False
+            memo = self._log_m = (prof, table)
+        if isinstance(t_ns, int):  # one time (a decision's): its bucket in Python ints
+            b = prof.bucket_of(t_ns)
+            return memo[1][b : b + 1]
+        return memo[1][prof.bucket(np.atleast_1d(np.asarray(t_ns, dtype=np.int64)))]
 
     def observe(self, batch: BookBatch) -> None:
         """Take in books newer than every book seen so far.
@@ -560,12 +566,11 @@ class LiquidityForecaster:
             raise InvariantViolation(
                 f"forecast at {t_ns} after observing a book at {last}: the caller looked ahead"
             )
-        H = s.size
-        ones, zeros = np.ones(H), np.zeros(H)
         self._flush()
         # The tail shared with the symbol's other parents (the session feeds it), or our own.
         tail = self._tail if self._features is None else self._features.tail
         if not len(tail):
+            ones, zeros = np.ones(s.size), np.zeros(s.size)
             return Forecast(ones, ones.copy(), zeros, zeros.copy(), {"status": "no_books"})
         x, in_force = tail.trailing_mean(t_ns, self.state_window_ns)
         ref = (
@@ -574,27 +579,38 @@ class LiquidityForecaster:
         ref = np.where(np.isfinite(ref), ref, x)
         P = self.period_ns
         a, sum_y, n_y, phi, s2, scale = self._state
-        x_d = x - a * self._log_profile(t_ns - self.state_window_ns // 2)[0]
-        with np.errstate(invalid="ignore"):
-            mu = (sum_y + np.where(np.isfinite(x_d), x_d, 0.0)) / (n_y + np.isfinite(x_d))
-        lag = (s + P / 2 - (t_ns - self.state_window_ns / 2)) / P  # centre to centre, periods
-        later = s > t_ns  # a period that has started (the current one) keeps multiplier 1
-        lag = np.maximum(lag, 0.0)
-        lp = a[None, :] * self._log_profile(s + P // 2)
-        pk = phi[None, :] ** lag[:, None]  # (H, 2)
-        ez = lp + mu[None, :] + pk * (x_d - mu)[None, :]
+        t_state = t_ns - self.state_window_ns // 2
+        x_d = x - a * self._log_profile(t_state)[0]
+        # (the same operations as before, in the same order and shapes, fewer of them: a
+        # forecast is on every decision's path)
         with np.errstate(invalid="ignore", over="ignore"):
+            fin = np.isfinite(x_d)
+            mu = (sum_y + np.where(fin, x_d, 0.0)) / (n_y + fin)
+            lag = (s + P / 2 - (t_ns - self.state_window_ns / 2)) / P  # centre to centre
+            later = s > t_ns  # a period that has started (the current one) keeps multiplier 1
+            np.maximum(lag, 0.0, out=lag)
+            lp = a[None, :] * self._log_profile(s + P // 2)
+            pk = phi[None, :] ** lag[:, None]  # (H, 2)
+            ez = lp + mu[None, :]
+            ez += pk * (x_d - mu)[None, :]
             mult = np.exp(ez - ref[None, :])
-            denom = np.where(phi < 1.0, 1.0 - phi**2, 1.0)
-            var = np.where(
-                phi[None, :] < 1.0, s2[None, :] * (1.0 - pk**2) / denom[None, :], s2 * lag[:, None]
-            )
+            if bool((phi < 1.0).all()):  # the dynamics clip phi below 1: one branch
+                var = s2[None, :] * (1.0 - pk**2) / (1.0 - phi**2)[None, :]
+            else:
+                denom = np.where(phi < 1.0, 1.0 - phi**2, 1.0)
+                var = np.where(
+                    phi[None, :] < 1.0,
+                    s2[None, :] * (1.0 - pk**2) / denom[None, :],
+                    s2 * lag[:, None],
+                )
         ok = np.isfinite(mult)
-        mult = np.where(later[:, None] & ok, mult, 1.0)
-        sd_model = np.sqrt(np.maximum(var, 0.0))
+        live = later[:, None] & ok
+        mult = np.where(live, mult, 1.0)
+        np.maximum(var, 0.0, out=var)
+        sd_model = np.sqrt(var)
         self._record(t_ns, s, ez, sd_model, later & ok.all(axis=1))
-        sd = np.where(later[:, None] & ok, sd_model * scale[None, :], 0.0)
-        mult = mult * np.exp(0.5 * sd**2)  # expected, not median (see ``Forecast``)
+        sd = np.where(live, sd_model * scale[None, :], 0.0)
+        mult *= np.exp(0.5 * sd**2)  # expected, not median (see ``Forecast``)
         ref_l = ref.tolist()
         fields: dict[str, Any] = {
             "status": "ok" if all(map(math.isfinite, ref_l)) else "no_state",

@@ -432,6 +432,15 @@ class _Current:
         mc[..., 0] = self.mc
         return mb, mg, mc
 
+    def apply_bg(
+        self, mb: NDArray[np.float64], mg: NDArray[np.float64]
+    ) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
+        """``apply`` of beta's and gamma's multipliers only (the quadratic reads no ``mc``)."""
+        mb, mg = np.array(mb, dtype=np.float64), np.array(mg, dtype=np.float64)
+        mb[..., 0] = self.mb
+        mg[..., 0] = self.mg
+        return mb, mg
+
 
 def _ratio(a: float, b: float) -> float:
     """Return ``a / b`` for a positive finite ``b`` (1 otherwise: no information)."""
@@ -601,20 +610,22 @@ class MpcPolicy:
         m: _Model,
         mb: NDArray[np.float64],
         mg: NDArray[np.float64],
-        mc: NDArray[np.float64],
+        mc: NDArray[np.float64] | None,
         cur: _Model | None = None,
     ) -> CostSet:
         """Return the model's cost per period with multipliers: ``mb``/``mg`` of beta and gamma
-        (quadratic), ``mc`` of the whole cost (the others), each shape (H,).
+        (quadratic), ``mc`` of the whole cost (the others; None for the quadratic), each shape
+        (H,).
 
         ``cur``: the same model fitted to the current period's book; where its shape fits the
         window model's (power: always; piecewise power: as many regimes; nonparametric: the
         same knots), period 0 is that fit itself rather than the window's scaled by ``mc[0]``.
         """
-        h = mc.size
-        if m.kind == "quadratic":
+        if m.kind == "quadratic":  # (reads no mc: None is fine)
             beta, gamma = m.params
             return quadratic_costs(float(beta), float(gamma), mb, mg)  # type: ignore[arg-type]
+        assert mc is not None, "the models other than quadratic need the cost multipliers"
+        h = mc.size
         if m.kind == "power":
             a, bb = m.params
             a_t, b_t = float(a) * mc, np.full(h, float(bb))  # type: ignore[arg-type]
@@ -696,17 +707,22 @@ class MpcPolicy:
         fc = None
         if self.forecaster is not None:
             fc = self.forecaster.forecast(inp.t_ns, starts)
-            share = self._spread_share(curve)
             # The median multipliers: the current estimate is the window's mean curve, an
             # arithmetic mean over the same log-normal fluctuation as a later period's, so
             # later / now is the ratio of medians. The expected multipliers (exp(m + sd^2/2))
             # set a known-noisy mean against a later mean and are biased by exp(sd^2/2):
             # measured on FROG, ~2x for the next period, which front-loaded every parent.
             mb, mg = fc.median()
-            mc = share * mb + (1.0 - share) * mg
-            if now is not None:
-                mb, mg, mc = now.apply(mb, mg, mc)
-            base = self._scaled(model, mb, mg, mc, None if now is None else now.model)
+            if model.kind == "quadratic":  # beta's and gamma's own multipliers: no mc to mix
+                if now is not None:
+                    mb, mg = now.apply_bg(mb, mg)
+                base = self._scaled(model, mb, mg, None)
+            else:
+                share = self._spread_share(curve)
+                mc = share * mb + (1.0 - share) * mg
+                if now is not None:
+                    mb, mg, mc = now.apply(mb, mg, mc)
+                base = self._scaled(model, mb, mg, mc, None if now is None else now.model)
             for key in ("status", "n_pairs"):
                 if key in fc.fields:
                     fields[f"forecast_{key}"] = fc.fields[key]

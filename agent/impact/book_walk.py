@@ -1306,17 +1306,21 @@ def cost_curve(
     return acc.result()
 
 
-_CHECKED: list[NDArray[np.float64]] = []  # the last read-only grid book_curve validated
+# The read-only grids book_curve validated, by id (each held, so no id is reused while kept)
+_CHECKED: dict[int, NDArray[np.float64]] = {}
 
 
 def _checked_grid(sizes: ArrayLike) -> NDArray[np.float64]:
-    """``_check_sizes`` of a grid, once for a read-only array asked for again (a policy prices
-    every decision's book on its own frozen grid: the check was a third of the walk)."""
-    if _CHECKED and sizes is _CHECKED[0]:
-        return _CHECKED[0]
+    """``_check_sizes`` of a grid, once for a read-only array asked for again (each policy
+    prices every decision's book on its own frozen grid: the check was a third of the walk)."""
+    got = _CHECKED.get(id(sizes))
+    if got is not None and got is sizes and not got.flags.writeable:
+        return got
     x = _check_sizes(sizes)
     if x is sizes and not x.flags.writeable:
-        _CHECKED[:] = [x]
+        if len(_CHECKED) >= 256:
+            _CHECKED.pop(next(iter(_CHECKED)))
+        _CHECKED[id(x)] = x
     return x
 
 
