@@ -579,37 +579,37 @@ class LiquidityForecaster:
         ref = np.where(np.isfinite(ref), ref, x)
         P = self.period_ns
         a, sum_y, n_y, phi, s2, scale = self._state
-        t_state = t_ns - self.state_window_ns // 2
-        x_d = x - a * self._log_profile(t_state)[0]
-        # (the same operations as before, in the same order and shapes, fewer of them: a
-        # forecast is on every decision's path)
+        x_d = x - a * self._log_profile(t_ns - self.state_window_ns // 2)[0]
+        # Feature-major, shape (2, H): the per-feature parameters broadcast along contiguous
+        # rows of H (an (H, 2) layout ran every operation's inner loop over 2 elements). The
+        # same operations on the same values in the same order, so the same numbers.
         with np.errstate(invalid="ignore", over="ignore"):
             fin = np.isfinite(x_d)
             mu = (sum_y + np.where(fin, x_d, 0.0)) / (n_y + fin)
             lag = (s + P / 2 - (t_ns - self.state_window_ns / 2)) / P  # centre to centre
             later = s > t_ns  # a period that has started (the current one) keeps multiplier 1
             np.maximum(lag, 0.0, out=lag)
-            lp = a[None, :] * self._log_profile(s + P // 2)
-            pk = phi[None, :] ** lag[:, None]  # (H, 2)
-            ez = lp + mu[None, :]
-            ez += pk * (x_d - mu)[None, :]
-            mult = np.exp(ez - ref[None, :])
+            lp = np.multiply(a[:, None], self._log_profile(s + P // 2).T, order="C")
+            pk = phi[:, None] ** lag[None, :]  # (2, H)
+            ez = lp + mu[:, None]
+            ez += pk * (x_d - mu)[:, None]
+            mult = np.exp(ez - ref[:, None])
             if bool((phi < 1.0).all()):  # the dynamics clip phi below 1: one branch
-                var = s2[None, :] * (1.0 - pk**2) / (1.0 - phi**2)[None, :]
+                var = s2[:, None] * (1.0 - pk**2) / (1.0 - phi**2)[:, None]
             else:
                 denom = np.where(phi < 1.0, 1.0 - phi**2, 1.0)
                 var = np.where(
-                    phi[None, :] < 1.0,
-                    s2[None, :] * (1.0 - pk**2) / denom[None, :],
-                    s2 * lag[:, None],
+                    phi[:, None] < 1.0,
+                    s2[:, None] * (1.0 - pk**2) / denom[:, None],
+                    s2[:, None] * lag[None, :],
                 )
         ok = np.isfinite(mult)
-        live = later[:, None] & ok
+        live = later[None, :] & ok
         mult = np.where(live, mult, 1.0)
         np.maximum(var, 0.0, out=var)
         sd_model = np.sqrt(var)
-        self._record(t_ns, s, ez, sd_model, later & ok.all(axis=1))
-        sd = np.where(live, sd_model * scale[None, :], 0.0)
+        self._record(t_ns, s, ez.T, sd_model.T, later & ok.all(axis=0))
+        sd = np.where(live, sd_model * scale[:, None], 0.0)
         mult *= np.exp(0.5 * sd**2)  # expected, not median (see ``Forecast``)
         ref_l = ref.tolist()
         fields: dict[str, Any] = {
@@ -628,4 +628,4 @@ class LiquidityForecaster:
             fields[f"ref_{name}"] = r
             fields[f"loading_{name}"] = ai
             fields[f"sd_scale_{name}"] = sc
-        return Forecast(mult[:, 0], mult[:, 1], sd[:, 0], sd[:, 1], fields)
+        return Forecast(mult[0], mult[1], sd[0], sd[1], fields)
