@@ -581,7 +581,7 @@ class MpcPolicy:
         if model.kind == "quadratic":
             # beta and gamma of the book against the window's (the model's own parameters):
             # the quadratic reads only these multipliers.
-            now_fit = fit_quadratic(cur)
+            now_fit = fit_quadratic(cur, diagnostics=False)  # beta and gamma only
             beta_w, gamma_w = (float(v) for v in model.params)  # type: ignore[arg-type]
             mb0, mg0 = _ratio(now_fit.beta, beta_w), _ratio(now_fit.gamma, gamma_w)
             if not (now_fit.ok and math.isfinite(mb0 * mg0)):

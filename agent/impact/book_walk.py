@@ -156,7 +156,7 @@ class CostCurve:
     @property
     def policy_used(self) -> bool:
         """Return True when some snapshot needed the beyond-depth policy at some size."""
-        return bool(np.any(self.frac_beyond_depth > 0))  # NaN compares False
+        return bool((self.frac_beyond_depth > 0).any())  # NaN compares False
 
     def segments(self) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
         """Return the curve as a piecewise-linear cost for the solver.
@@ -1324,6 +1324,51 @@ def _checked_grid(sizes: ArrayLike) -> NDArray[np.float64]:
     return x
 
 
+def _book_grid_py(
+    x: NDArray[np.float64],
+    lev: NDArray[np.float64],
+    depth: float,
+    e: float,
+    half_k: float,
+    refuse: bool,
+    out: NDArray[np.float64],
+) -> None:
+    """The walk of one book on the grid ``x`` into ``out`` (3, G): cost, std, depth share.
+
+    ``lev`` (3, L): distance, shares and depth before each level. ``book_curve``'s numpy
+    operations one size at a time, in their order (numpy's maximum/minimum, the levels summed
+    from the first, the beyond-depth part added last), so their bits; finite inputs only.
+    """
+    n_lev = lev.shape[1]
+    for j in range(x.shape[0]):
+        xj = x[j]
+        c = 0.0
+        for lv in range(n_lev):
+            t = xj - lev[2, lv]
+            t = t if t >= 0.0 else 0.0
+            sl = lev[1, lv]
+            t = t if t <= sl else sl
+            t = t * lev[0, lv]
+            c = t if lv == 0 else c + t
+        r = xj - depth
+        r = r if r >= 0.0 else 0.0
+        if r > 0.0:
+            out[2, j] = 1.0
+            c = math.nan if refuse else c + r * (e + half_k * r)
+        else:
+            out[2, j] = 0.0
+            if not refuse:
+                c = c + r * (e + half_k * r)
+        out[0, j] = c
+        out[1, j] = math.nan if c != c else 0.0
+
+
+_book_grid = accel.compiled(
+    _book_grid_py,
+    "void(float64[::1], float64[:, ::1], float64, float64, float64, boolean, float64[:, ::1])",
+)
+
+
 def book_curve(batch: BookBatch, side: Side, sizes: ArrayLike, policy: DepthPolicy) -> CostCurve:
     """Return the curve of the last book of ``batch``: ``cost_curve`` of that one row, to the
     rounding (about 1e-16 relative), in a few operations on the grid.
@@ -1348,8 +1393,14 @@ def book_curve(batch: BookBatch, side: Side, sizes: ArrayLike, policy: DepthPoli
     lv = _row_levels(prow, sz[n - 1].tolist(), m0, side == "sell", policy.kind, pen)
     if lv is not None:  # the levels in plain floats, as _prepare gives them
         q = lv[2]
-        # one array of (distance, shares, depth before the level), columns of the walk
-        dsq = np.array([lv[0], lv[1], [0.0, *q[:-1]]]).T[:, :, None]
+        # one array of (distance, shares, depth before the level), rows of the walk
+        levels = np.array([lv[0], lv[1], [0.0, *q[:-1]]])
+        if _book_grid is not None:  # compiled: the same operations in one pass
+            out = np.empty((3, x.size))
+            refuse = policy.kind is BeyondDepth.REFUSE
+            _book_grid(x, levels, q[-1], lv[4], 0.5 * lv[5], refuse, out)
+            return CostCurve(x, out[0], out[1], 1, out[2], policy, side, 0)
+        dsq = levels.T[:, :, None]
         depth, e, k = q[-1], lv[4], lv[5]
     else:  # an infinite price or size: numpy's own rules for it
         p = _prepare(px[n - 1 :], sz[n - 1 :], mid[n - 1 :], policy, side)

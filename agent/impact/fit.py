@@ -252,7 +252,9 @@ def _failed(curve: CostCurve, status: FitStatus, message: str) -> _Failed:
 # -- quadratic ----------------------------------------------------------------------------------
 
 
-def fit_quadratic(curve: CostCurve, *, max_frac_beyond: float = 1.0) -> QuadraticFit:
+def fit_quadratic(
+    curve: CostCurve, *, max_frac_beyond: float = 1.0, diagnostics: bool = True
+) -> QuadraticFit:
     """Fit ``g(x) = beta*x + gamma*x**2`` with ``beta, gamma >= 0`` (never raises on data).
 
     Non-negative least squares of the per-share slippage ``s(x_j)`` on ``[1, x_j]`` (columns
@@ -262,6 +264,8 @@ def fit_quadratic(curve: CostCurve, *, max_frac_beyond: float = 1.0) -> Quadrati
         curve: Window curve from ``cost_curve``.
         max_frac_beyond: Leave out sizes where more than this share of snapshots needed the
             beyond-depth policy (1.0 keeps every size the policy priced).
+        diagnostics: False: leave ``r2`` and ``rmse`` NaN (the parameters are the same; the
+            MPC's fit of the book in force reads only them, at every decision).
 
     Returns:
         The fit; ``status != "ok"`` (NaN parameters) on an empty window or fewer than 2 sizes.
@@ -282,7 +286,7 @@ def fit_quadratic(curve: CostCurve, *, max_frac_beyond: float = 1.0) -> Quadrati
     np.divide(d.x, scale, out=design[:, 1])
     coef, _ = nnls(design, d.s)
     beta, gamma = float(coef[0]), float(coef[1] / scale)
-    r2, rmse = _diagnostics(d, beta + gamma * d.x)
+    r2, rmse = _diagnostics(d, beta + gamma * d.x) if diagnostics else (math.nan, math.nan)
     return QuadraticFit(
         beta,
         gamma,
