@@ -1324,48 +1324,83 @@ def _checked_grid(sizes: ArrayLike) -> NDArray[np.float64]:
     return x
 
 
-def _book_grid_py(
+def _book_walk_py(
+    prow: NDArray[np.float64],
+    srow: NDArray[np.float64],
+    m0: float,
+    sell: bool,
+    kind: int,
+    pen: float,
     x: NDArray[np.float64],
-    lev: NDArray[np.float64],
-    depth: float,
-    e: float,
-    half_k: float,
-    refuse: bool,
     out: NDArray[np.float64],
-) -> None:
-    """The walk of one book on the grid ``x`` into ``out`` (3, G): cost, std, depth share.
+) -> bool:
+    """The walk of one book on the grid ``x`` into ``out`` (3, G): cost, std, depth share;
+    False (``out`` untouched) for an infinite price or size (numpy's rules then).
 
-    ``lev`` (3, L): distance, shares and depth before each level. ``book_curve``'s numpy
-    operations one size at a time, in their order (numpy's maximum/minimum, the levels summed
-    from the first, the beyond-depth part added last), so their bits; finite inputs only.
+    ``_row_levels``' operations on the row (``kind``: ``_KINDS``' code), then ``book_curve``'s
+    numpy ones one size at a time, in their order (numpy's maximum/minimum, the levels summed
+    from the first, the beyond-depth part added last): their bits.
     """
-    n_lev = lev.shape[1]
+    n_lev = prow.shape[0]
+    d = np.empty(n_lev)
+    sh = np.empty(n_lev)
+    q = np.empty(n_lev)
+    qq = 0.0
+    last = 0
+    dl = 0.0
+    for lev in range(n_lev):
+        p, z = prow[lev], srow[lev]
+        if math.isinf(p) or math.isinf(z):
+            return False
+        here = p == p and z > 0
+        if here or lev == 0:
+            last = lev
+            dl = m0 - p if sell else p - m0
+        sl = z if here else 0.0
+        d[lev] = dl
+        sh[lev] = sl
+        qq += sl
+        q[lev] = qq
+    d_last, s_last = d[n_lev - 1], sh[last]
+    k = 0.0
+    if kind == 0:  # extrapolate
+        span = q[n_lev - 1] - 0.5 * s_last - 0.5 * sh[0]
+        k = (d_last - d[0]) / span if span > 0 else 0.0
+        k = k if math.isfinite(k) and k > 0 else 0.0
+        e = d_last + 0.5 * k * s_last
+    elif kind == 1:  # penalty
+        e = d_last + abs(prow[last]) * pen
+    else:
+        e = d_last
+    half_k = 0.5 * k
+    depth = q[n_lev - 1]
+    refuse = kind == 2
     for j in range(x.shape[0]):
         xj = x[j]
         c = 0.0
         for lv in range(n_lev):
-            t = xj - lev[2, lv]
+            t = xj - (q[lv - 1] if lv > 0 else 0.0)
             t = t if t >= 0.0 else 0.0
-            sl = lev[1, lv]
-            t = t if t <= sl else sl
-            t = t * lev[0, lv]
+            t = t if t <= sh[lv] else sh[lv]
+            t = t * d[lv]
             c = t if lv == 0 else c + t
         r = xj - depth
         r = r if r >= 0.0 else 0.0
-        if r > 0.0:
-            out[2, j] = 1.0
-            c = math.nan if refuse else c + r * (e + half_k * r)
-        else:
-            out[2, j] = 0.0
-            if not refuse:
-                c = c + r * (e + half_k * r)
+        beyond = r > 0.0
+        out[2, j] = 1.0 if beyond else 0.0
+        if refuse and beyond:
+            c = math.nan
+        elif not refuse:
+            c = c + r * (e + half_k * r)
         out[0, j] = c
         out[1, j] = math.nan if c != c else 0.0
+    return True
 
 
-_book_grid = accel.compiled(
-    _book_grid_py,
-    "void(float64[::1], float64[:, ::1], float64, float64, float64, boolean, float64[:, ::1])",
+_book_walk = accel.compiled(
+    _book_walk_py,
+    "boolean(float64[::1], float64[::1], float64, boolean, int64, float64, float64[::1], "
+    "float64[:, ::1])",
 )
 
 
@@ -1385,22 +1420,22 @@ def book_curve(batch: BookBatch, side: Side, sizes: ArrayLike, policy: DepthPoli
         nan = np.full(x.size, np.nan)
         return CostCurve(x, nan, nan.copy(), 0, nan.copy(), policy, side, 0)
     px, sz, mid = side_arrays(batch, side)
-    m0, prow = float(mid[n - 1]), px[n - 1].tolist()
-    if not (math.isfinite(m0) and prow and math.isfinite(prow[0])):
+    m0 = float(mid[n - 1])
+    if not (math.isfinite(m0) and px.shape[1] and math.isfinite(px[n - 1, 0])):
         nan = np.full(x.size, np.nan)
         return CostCurve(x, nan, nan.copy(), 0, nan.copy(), policy, side, 1)
     pen = policy.penalty_bps * 1e-4
-    lv = _row_levels(prow, sz[n - 1].tolist(), m0, side == "sell", policy.kind, pen)
+    if _book_walk is not None:  # compiled: the levels and the grid in one pass
+        out = np.empty((3, x.size))
+        c = np.ascontiguousarray
+        prow, srow = c(px[n - 1], dtype=np.float64), c(sz[n - 1], dtype=np.float64)
+        if _book_walk(prow, srow, m0, side == "sell", _KINDS[policy.kind], pen, x, out):
+            return CostCurve(x, out[0], out[1], 1, out[2], policy, side, 0)
+    lv = _row_levels(px[n - 1].tolist(), sz[n - 1].tolist(), m0, side == "sell", policy.kind, pen)
     if lv is not None:  # the levels in plain floats, as _prepare gives them
         q = lv[2]
-        # one array of (distance, shares, depth before the level), rows of the walk
-        levels = np.array([lv[0], lv[1], [0.0, *q[:-1]]])
-        if _book_grid is not None:  # compiled: the same operations in one pass
-            out = np.empty((3, x.size))
-            refuse = policy.kind is BeyondDepth.REFUSE
-            _book_grid(x, levels, q[-1], lv[4], 0.5 * lv[5], refuse, out)
-            return CostCurve(x, out[0], out[1], 1, out[2], policy, side, 0)
-        dsq = levels.T[:, :, None]
+        # one array of (distance, shares, depth before the level), columns of the walk
+        dsq = np.array([lv[0], lv[1], [0.0, *q[:-1]]]).T[:, :, None]
         depth, e, k = q[-1], lv[4], lv[5]
     else:  # an infinite price or size: numpy's own rules for it
         p = _prepare(px[n - 1 :], sz[n - 1 :], mid[n - 1 :], policy, side)

@@ -236,9 +236,9 @@ def _numpy_book_curve(batch, side, sizes, policy):
 
 
 def _kernels() -> list[object]:
-    out = [pytest.param(None, id="numpy"), pytest.param(bw._book_grid_py, id="python")]
+    out = [pytest.param(None, id="numpy"), pytest.param(bw._book_walk_py, id="python")]
     if accel.enabled():
-        out.append(pytest.param(bw._book_grid, id="compiled"))
+        out.append(pytest.param(bw._book_walk, id="compiled"))
     return out
 
 
@@ -248,7 +248,7 @@ def _kernels() -> list[object]:
 def test_book_curve_paths_give_the_replaced_walk_bit_for_bit(kernel, side, kind, monkeypatch):
     """The numpy path, the kernel's Python loop and the compiled kernel, against the walk as
     it was, on random books (empty levels, deep and shallow) and grids past the depth."""
-    monkeypatch.setattr(bw, "_book_grid", kernel)
+    monkeypatch.setattr(bw, "_book_walk", kernel)
     rng = np.random.default_rng(abs(hash((side, str(kind)))) % 2**32)
     batch = _random_books(rng, 120)
     policy = DepthPolicy(kind, penalty_bps=float(rng.uniform(0, 300)))
@@ -261,6 +261,23 @@ def test_book_curve_paths_give_the_replaced_walk_bit_for_bit(kernel, side, kind,
             assert _same(got.mean_cost, mean) and _same(got.std_cost, std)
             assert _same(got.frac_beyond_depth, frac)
             assert (got.n_snapshots, got.n_dropped) == (1, 0)
+
+
+@pytest.mark.parametrize("kernel", _kernels())
+def test_book_curve_of_an_infinite_level_takes_numpys_rules(kernel, monkeypatch):
+    rng = np.random.default_rng(9)
+    batch = _random_books(rng, 1)
+    sizes = np.linspace(100.0, 40_000.0, 30)
+    ref = book_curve(batch, "buy", sizes, DepthPolicy())
+    batch.ask_sz[0, 3] = np.inf
+    batch.bid_px[0, 4] = -np.inf
+    monkeypatch.setattr(bw, "_book_walk", None)
+    want = [book_curve(batch, side, sizes, DepthPolicy()) for side in ("buy", "sell")]
+    monkeypatch.setattr(bw, "_book_walk", kernel)
+    got = [book_curve(batch, side, sizes, DepthPolicy()) for side in ("buy", "sell")]
+    for a, b in zip(got, want, strict=True):
+        assert _same(a.mean_cost, b.mean_cost) and _same(a.frac_beyond_depth, b.frac_beyond_depth)
+    assert not _same(got[0].mean_cost, ref.mean_cost)  # the infinite size changed the walk
 
 
 def test_a_frozen_grid_is_checked_once_and_a_writeable_one_every_time(monkeypatch):
