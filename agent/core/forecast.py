@@ -583,13 +583,38 @@ class LiquidityForecaster:
         # Feature-major, shape (2, H): the per-feature parameters broadcast along contiguous
         # rows of H (an (H, 2) layout ran every operation's inner loop over 2 elements). The
         # same operations on the same values in the same order, so the same numbers.
+        # mu = (sum_y + where(isfinite(x_d), x_d, 0)) / (n_y + isfinite(x_d)): in floats (two
+        # features), numpy's own when a count is 0
+        num, den = [], []
+        for sy, xd, ny in zip(sum_y.tolist(), x_d.tolist(), n_y.tolist(), strict=True):
+            fin = math.isfinite(xd)
+            num.append(sy + (xd if fin else 0.0))
+            den.append(ny + fin)
+        if all(den):
+            mu = np.array([u / v for u, v in zip(num, den, strict=True)])
+        else:
+            with np.errstate(invalid="ignore"):
+                mu = np.array(num) / np.array(den)
+        # The log profile at the periods' middles: the rows of the last call's grid when these
+        # periods are its tail (a parent's next decision), else looked up.
+        mids = s + P // 2
+        memo = getattr(self, "_lp_memo", None)
+        h = mids.size
+        if (
+            memo is not None
+            and memo[0] is self.profile
+            and 0 < h <= memo[1].size
+            and np.array_equal(memo[1][memo[1].size - h :], mids)
+        ):
+            lp_rows = memo[2][:, memo[1].size - h :]
+        else:
+            lp_rows = np.ascontiguousarray(self._log_profile(mids).T)
+            self._lp_memo = (self.profile, mids, lp_rows)
         with np.errstate(invalid="ignore", over="ignore"):
-            fin = np.isfinite(x_d)
-            mu = (sum_y + np.where(fin, x_d, 0.0)) / (n_y + fin)
             lag = (s + P / 2 - (t_ns - self.state_window_ns / 2)) / P  # centre to centre
             later = s > t_ns  # a period that has started (the current one) keeps multiplier 1
             np.maximum(lag, 0.0, out=lag)
-            lp = np.multiply(a[:, None], self._log_profile(s + P // 2).T, order="C")
+            lp = a[:, None] * lp_rows
             pk = phi[:, None] ** lag[None, :]  # (2, H)
             ez = lp + mu[:, None]
             ez += pk * (x_d - mu)[:, None]
