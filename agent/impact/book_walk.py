@@ -1429,7 +1429,8 @@ def book_curve(batch: BookBatch, side: Side, sizes: ArrayLike, policy: DepthPoli
         out = np.empty((3, x.size))
         c = np.ascontiguousarray
         prow, srow = c(px[n - 1], dtype=np.float64), c(sz[n - 1], dtype=np.float64)
-        if _book_walk(prow, srow, m0, side == "sell", _KINDS[policy.kind], pen, x, out):
+        xc = c(x)  # (a strided grid would make numba compile another version)
+        if _book_walk(prow, srow, m0, side == "sell", _KINDS[policy.kind], pen, xc, out):
             return CostCurve(x, out[0], out[1], 1, out[2], policy, side, 0)
     lv = _row_levels(px[n - 1].tolist(), sz[n - 1].tolist(), m0, side == "sell", policy.kind, pen)
     if lv is not None:  # the levels in plain floats, as _prepare gives them
