@@ -139,7 +139,8 @@ def diffuse_lots(
     target = x0 + carry * (1.0 - min(absorbed, 1.0))
     child = max(0.0, math.floor(target / lot + 0.5) * lot)
     child = float(min(max(child, 0.0), round_lot(limit, lot)))
-    return child, float(np.clip(target - child, -lot, lot))
+    # np.clip's min(max(.)) in floats (the same operations; NaN stays NaN)
+    return child, float(min(max(target - child, -lot), lot))
 
 
 def decide_mpc(

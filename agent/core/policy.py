@@ -432,6 +432,15 @@ class _Current:
         mc[..., 0] = self.mc
         return mb, mg, mc
 
+    def apply_bg(
+        self, mb: NDArray[np.float64], mg: NDArray[np.float64]
+    ) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
+        """``apply`` of beta's and gamma's multipliers only (the quadratic reads no ``mc``)."""
+        mb, mg = np.array(mb, dtype=np.float64), np.array(mg, dtype=np.float64)
+        mb[..., 0] = self.mb
+        mg[..., 0] = self.mg
+        return mb, mg
+
 
 def _ratio(a: float, b: float) -> float:
     """Return ``a / b`` for a positive finite ``b`` (1 otherwise: no information)."""
@@ -472,7 +481,9 @@ class MpcPolicy:
         self.forecaster = forecaster
         self.est = _Estimation(side, sizes, depth, min_snapshots, weighting)
         self.current_ns = None if current_window_s is None else round(current_window_s * _NS)
-        self.sizes = sizes
+        # A read-only copy: the walk of the book in force validates it once (``book_curve``).
+        self.sizes = np.array(sizes, dtype=np.float64)
+        self.sizes.flags.writeable = False
         self.profile = profile
         self.period_s = period_s
         self.weights = np.asarray(spec.scenario_weights, dtype=np.float64)
@@ -570,7 +581,7 @@ class MpcPolicy:
         if model.kind == "quadratic":
             # beta and gamma of the book against the window's (the model's own parameters):
             # the quadratic reads only these multipliers.
-            now_fit = fit_quadratic(cur)
+            now_fit = fit_quadratic(cur, diagnostics=False)  # beta and gamma only
             beta_w, gamma_w = (float(v) for v in model.params)  # type: ignore[arg-type]
             mb0, mg0 = _ratio(now_fit.beta, beta_w), _ratio(now_fit.gamma, gamma_w)
             if not (now_fit.ok and math.isfinite(mb0 * mg0)):
@@ -599,20 +610,22 @@ class MpcPolicy:
         m: _Model,
         mb: NDArray[np.float64],
         mg: NDArray[np.float64],
-        mc: NDArray[np.float64],
+        mc: NDArray[np.float64] | None,
         cur: _Model | None = None,
     ) -> CostSet:
         """Return the model's cost per period with multipliers: ``mb``/``mg`` of beta and gamma
-        (quadratic), ``mc`` of the whole cost (the others), each shape (H,).
+        (quadratic), ``mc`` of the whole cost (the others; None for the quadratic), each shape
+        (H,).
 
         ``cur``: the same model fitted to the current period's book; where its shape fits the
         window model's (power: always; piecewise power: as many regimes; nonparametric: the
         same knots), period 0 is that fit itself rather than the window's scaled by ``mc[0]``.
         """
-        h = mc.size
-        if m.kind == "quadratic":
+        if m.kind == "quadratic":  # (reads no mc: None is fine)
             beta, gamma = m.params
             return quadratic_costs(float(beta), float(gamma), mb, mg)  # type: ignore[arg-type]
+        assert mc is not None, "the models other than quadratic need the cost multipliers"
+        h = mc.size
         if m.kind == "power":
             a, bb = m.params
             a_t, b_t = float(a) * mc, np.full(h, float(bb))  # type: ignore[arg-type]
@@ -652,10 +665,14 @@ class MpcPolicy:
         size's per-share cost) makes: how a whole-cost multiplier mixes beta's and gamma's."""
         g = np.asarray(curve.mean_cost, dtype=np.float64)
         x = np.asarray(curve.sizes, dtype=np.float64)
-        j = x.size // 2
-        if not (g.size and np.isfinite(g[j]) and g[j] > 0 and np.isfinite(g[0])):
+        if not g.size:
             return 1.0
-        return float(np.clip(g[0] / x[0] * x[j] / g[j], 0.0, 1.0))
+        j = x.size // 2
+        g0, gj = float(g[0]), float(g[j])
+        if not (math.isfinite(gj) and gj > 0 and math.isfinite(g0)):
+            return 1.0
+        # np.clip's min(max(.)) in floats (the same operations; NaN stays NaN)
+        return min(max(g0 / float(x[0]) * float(x[j]) / gj, 0.0), 1.0)
 
     def decide(self, inp: DecisionInput) -> PolicyStep:
         """Return this period's decision (the fallback when there is no estimate)."""
@@ -675,7 +692,8 @@ class MpcPolicy:
         if curve is None:
             fields["fit_status"] = "insufficient_data"
             return PolicyStep(_fallback(inp, self.spec, "insufficient_data"), None, fields)
-        frac = float(np.mean(curve.frac_beyond_depth))
+        fb = curve.frac_beyond_depth
+        frac = float(np.add.reduce(fb)) / fb.size if fb.size else math.nan  # np.mean's
         fields["frac_beyond_depth"] = frac if math.isfinite(frac) else 0.0
         if curve.policy_used:
             fields["beyond_depth_policy"] = self.est.depth.kind.value
@@ -689,17 +707,22 @@ class MpcPolicy:
         fc = None
         if self.forecaster is not None:
             fc = self.forecaster.forecast(inp.t_ns, starts)
-            share = self._spread_share(curve)
             # The median multipliers: the current estimate is the window's mean curve, an
             # arithmetic mean over the same log-normal fluctuation as a later period's, so
             # later / now is the ratio of medians. The expected multipliers (exp(m + sd^2/2))
             # set a known-noisy mean against a later mean and are biased by exp(sd^2/2):
             # measured on FROG, ~2x for the next period, which front-loaded every parent.
             mb, mg = fc.median()
-            mc = share * mb + (1.0 - share) * mg
-            if now is not None:
-                mb, mg, mc = now.apply(mb, mg, mc)
-            base = self._scaled(model, mb, mg, mc, None if now is None else now.model)
+            if model.kind == "quadratic":  # beta's and gamma's own multipliers: no mc to mix
+                if now is not None:
+                    mb, mg = now.apply_bg(mb, mg)
+                base = self._scaled(model, mb, mg, None)
+            else:
+                share = self._spread_share(curve)
+                mc = share * mb + (1.0 - share) * mg
+                if now is not None:
+                    mb, mg, mc = now.apply(mb, mg, mc)
+                base = self._scaled(model, mb, mg, mc, None if now is None else now.model)
             for key in ("status", "n_pairs"):
                 if key in fc.fields:
                     fields[f"forecast_{key}"] = fc.fields[key]

@@ -156,7 +156,7 @@ class CostCurve:
     @property
     def policy_used(self) -> bool:
         """Return True when some snapshot needed the beyond-depth policy at some size."""
-        return bool(np.any(self.frac_beyond_depth > 0))  # NaN compares False
+        return bool((self.frac_beyond_depth > 0).any())  # NaN compares False
 
     def segments(self) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
         """Return the curve as a piecewise-linear cost for the solver.
@@ -1306,6 +1306,104 @@ def cost_curve(
     return acc.result()
 
 
+# The read-only grids book_curve validated, by id (each held, so no id is reused while kept)
+_CHECKED: dict[int, NDArray[np.float64]] = {}
+
+
+def _checked_grid(sizes: ArrayLike) -> NDArray[np.float64]:
+    """``_check_sizes`` of a grid, once for a read-only array asked for again (each policy
+    prices every decision's book on its own frozen grid: the check was a third of the walk)."""
+    got = _CHECKED.get(id(sizes))
+    if got is not None and got is sizes and not got.flags.writeable:
+        return got
+    x = _check_sizes(sizes)
+    if x is sizes and not x.flags.writeable:
+        if len(_CHECKED) >= 256:
+            _CHECKED.pop(next(iter(_CHECKED)))
+        _CHECKED[id(x)] = x
+    return x
+
+
+def _book_walk_py(
+    prow: NDArray[np.float64],
+    srow: NDArray[np.float64],
+    m0: float,
+    sell: bool,
+    kind: int,
+    pen: float,
+    x: NDArray[np.float64],
+    out: NDArray[np.float64],
+) -> bool:
+    """The walk of one book on the grid ``x`` into ``out`` (3, G): cost, std, depth share;
+    False (``out`` untouched) for an infinite price or size (numpy's rules then).
+
+    ``_row_levels``' operations on the row (``kind``: ``_KINDS``' code), then ``book_curve``'s
+    numpy ones one size at a time, in their order (numpy's maximum/minimum, the levels summed
+    from the first, the beyond-depth part added last): their bits.
+    """
+    n_lev = prow.shape[0]
+    d = np.empty(n_lev)
+    sh = np.empty(n_lev)
+    q = np.empty(n_lev)
+    qq = 0.0
+    last = 0
+    dl = 0.0
+    for lev in range(n_lev):
+        p, z = prow[lev], srow[lev]
+        if math.isinf(p) or math.isinf(z):
+            return False
+        here = p == p and z > 0
+        if here or lev == 0:
+            last = lev
+            dl = m0 - p if sell else p - m0
+        sl = z if here else 0.0
+        d[lev] = dl
+        sh[lev] = sl
+        qq += sl
+        q[lev] = qq
+    d_last, s_last = d[n_lev - 1], sh[last]
+    k = 0.0
+    if kind == 0:  # extrapolate
+        span = q[n_lev - 1] - 0.5 * s_last - 0.5 * sh[0]
+        k = (d_last - d[0]) / span if span > 0 else 0.0
+        k = k if math.isfinite(k) and k > 0 else 0.0
+        e = d_last + 0.5 * k * s_last
+    elif kind == 1:  # penalty
+        e = d_last + abs(prow[last]) * pen
+    else:
+        e = d_last
+    half_k = 0.5 * k
+    depth = q[n_lev - 1]
+    refuse = kind == 2
+    for j in range(x.shape[0]):
+        xj = x[j]
+        c = 0.0
+        for lv in range(n_lev):
+            t = xj - (q[lv - 1] if lv > 0 else 0.0)
+            t = t if t >= 0.0 else 0.0
+            t = t if t <= sh[lv] else sh[lv]
+            t = t * d[lv]
+            c = t if lv == 0 else c + t
+        r = xj - depth
+        r = r if r >= 0.0 else 0.0
+        beyond = r > 0.0
+        out[2, j] = 1.0 if beyond else 0.0
+        if refuse and beyond:
+            c = math.nan
+        elif not refuse:
+            c = c + r * (e + half_k * r)
+        out[0, j] = c
+        out[1, j] = math.nan if c != c else 0.0
+    return True
+
+
+_book_walk = accel.compiled(
+    _book_walk_py,
+    "boolean(float64[::1], float64[::1], float64, boolean, int64, float64, float64[::1], "
+    "float64[:, ::1])",
+)
+
+
 def book_curve(batch: BookBatch, side: Side, sizes: ArrayLike, policy: DepthPolicy) -> CostCurve:
     """Return the curve of the last book of ``batch``: ``cost_curve`` of that one row, to the
     rounding (about 1e-16 relative), in a few operations on the grid.
@@ -1314,29 +1412,45 @@ def book_curve(batch: BookBatch, side: Side, sizes: ArrayLike, policy: DepthPoli
     binning (some 60 array operations) is built for windows of many rows, not for one. The
     levels are ``_row_levels``', ``_prepare``'s twin in plain floats for one row (tested bit
     for bit against it; ``_prepare`` itself for an infinite price or size); the standard
-    deviation of one snapshot is 0.
+    deviation of one snapshot is 0. A read-only ``sizes`` asked for again is validated once.
     """
-    x = _check_sizes(sizes)
-    nan = np.full(x.size, np.nan)
+    x = _checked_grid(sizes)
     n = len(batch)
     if n == 0:
+        nan = np.full(x.size, np.nan)
         return CostCurve(x, nan, nan.copy(), 0, nan.copy(), policy, side, 0)
     px, sz, mid = side_arrays(batch, side)
-    m0, prow = float(mid[n - 1]), px[n - 1].tolist()
-    if not (math.isfinite(m0) and prow and math.isfinite(prow[0])):
+    m0 = float(mid[n - 1])
+    if not (math.isfinite(m0) and px.shape[1] and math.isfinite(px[n - 1, 0])):
+        nan = np.full(x.size, np.nan)
         return CostCurve(x, nan, nan.copy(), 0, nan.copy(), policy, side, 1)
     pen = policy.penalty_bps * 1e-4
-    lv = _row_levels(prow, sz[n - 1].tolist(), m0, side == "sell", policy.kind, pen)
+    if _book_walk is not None:  # compiled: the levels and the grid in one pass
+        out = np.empty((3, x.size))
+        c = np.ascontiguousarray
+        prow, srow = c(px[n - 1], dtype=np.float64), c(sz[n - 1], dtype=np.float64)
+        xc = c(x)  # (a strided grid would make numba compile another version)
+        if _book_walk(prow, srow, m0, side == "sell", _KINDS[policy.kind], pen, xc, out):
+            return CostCurve(x, out[0], out[1], 1, out[2], policy, side, 0)
+    lv = _row_levels(px[n - 1].tolist(), sz[n - 1].tolist(), m0, side == "sell", policy.kind, pen)
     if lv is not None:  # the levels in plain floats, as _prepare gives them
-        d, s, q = np.array(lv[0]), np.array(lv[1]), np.array(lv[2])
-        e, k = lv[4], lv[5]
+        q = lv[2]
+        # one array of (distance, shares, depth before the level), columns of the walk
+        dsq = np.array([lv[0], lv[1], [0.0, *q[:-1]]]).T[:, :, None]
+        depth, e, k = q[-1], lv[4], lv[5]
     else:  # an infinite price or size: numpy's own rules for it
         p = _prepare(px[n - 1 :], sz[n - 1 :], mid[n - 1 :], policy, side)
-        d, s, q = p.d[:, 0], p.s[:, 0], p.q[:, 0]
-        e, k = float(p.e[0]), float(p.k[0])
-    q_prev = np.concatenate(([0.0], q[:-1]))
-    cost = (np.clip(x[None, :] - q_prev[:, None], 0.0, s[:, None]) * d[:, None]).sum(axis=0)
-    r = np.maximum(x - q[-1], 0.0)
+        qp = np.concatenate(([0.0], p.q[:-1, 0]))
+        dsq = np.stack([p.d[:, 0], p.s[:, 0], qp], axis=1)[:, :, None]
+        depth, e, k = p.q[-1, 0], float(p.e[0]), float(p.k[0])
+    # np.clip(x - q_prev, 0, s) * d summed over the levels (axis 0, in level order), in place
+    take = x - dsq[:, 2]
+    np.maximum(take, 0.0, out=take)
+    np.minimum(take, dsq[:, 1], out=take)
+    take *= dsq[:, 0]
+    cost = np.add.reduce(take, axis=0)
+    r = x - depth
+    np.maximum(r, 0.0, out=r)
     beyond = r > 0
     if policy.kind is BeyondDepth.REFUSE:
         cost[beyond] = np.nan

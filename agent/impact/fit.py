@@ -188,13 +188,19 @@ def _data(curve: CostCurve, max_frac_beyond: float) -> _Data | str:
     """Return the usable points of the curve, or the reason there are none."""
     if curve.n_snapshots == 0:
         return "empty window: no snapshot to estimate from"
-    keep = np.isfinite(curve.mean_cost) & (curve.frac_beyond_depth <= max_frac_beyond)
-    x = curve.sizes[keep]
-    s = curve.mean_cost[keep] / x
-    frac = float(np.mean(curve.frac_beyond_depth[keep])) if x.size else math.nan
+    sizes, g, fb = curve.sizes, curve.mean_cost, curve.frac_beyond_depth
+    keep = np.isfinite(g)
+    keep &= fb <= max_frac_beyond
+    if keep.all():  # every size usable (the usual case): the arrays as they are, no gather
+        x, s = sizes, g / sizes
+    else:
+        x, fb = sizes[keep], fb[keep]
+        s = g[keep] / x
+    # np.mean's own sum and division, without its wrappers (called at every decision)
+    frac = float(np.add.reduce(fb)) / x.size if x.size else math.nan
     note = ""
-    if x.size < curve.sizes.size:
-        note = f"{curve.sizes.size - x.size} of {curve.sizes.size} sizes left out"
+    if x.size < sizes.size:
+        note = f"{sizes.size - x.size} of {sizes.size} sizes left out"
         note += " (refused or above max_frac_beyond)"
     if frac > 0:
         note = (note + "; " if note else "") + (
@@ -205,12 +211,20 @@ def _data(curve: CostCurve, max_frac_beyond: float) -> _Data | str:
 
 
 def _diagnostics(d: _Data, s_hat: NDArray[np.float64]) -> tuple[float, float]:
-    """Return (R^2 of s, RMSE of g in currency)."""
+    """Return (R^2 of s, RMSE of g in currency).
+
+    ``np.sum``'s and ``np.mean``'s own reductions (``np.add.reduce``, then one division),
+    without their wrappers: the same numbers, a decision fits twice.
+    """
+    n = d.s.size
+    if n == 0:  # as np.mean of nothing: no residual (R^2 1), RMSE NaN
+        return 1.0, math.nan
     res = d.s - s_hat
-    ss_tot = float(np.sum((d.s - d.s.mean()) ** 2))
-    ss_res = float(np.sum(res * res))
+    dev = d.s - float(np.add.reduce(d.s)) / n
+    ss_tot = float(np.add.reduce(dev**2))
+    ss_res = float(np.add.reduce(res * res))
     r2 = 1.0 - ss_res / ss_tot if ss_tot > 0 else (1.0 if ss_res == 0 else 0.0)
-    rmse = float(np.sqrt(np.mean((res * d.x) ** 2)))
+    rmse = math.sqrt(float(np.add.reduce((res * d.x) ** 2)) / n)
     return r2, rmse
 
 
@@ -238,7 +252,9 @@ def _failed(curve: CostCurve, status: FitStatus, message: str) -> _Failed:
 # -- quadratic ----------------------------------------------------------------------------------
 
 
-def fit_quadratic(curve: CostCurve, *, max_frac_beyond: float = 1.0) -> QuadraticFit:
+def fit_quadratic(
+    curve: CostCurve, *, max_frac_beyond: float = 1.0, diagnostics: bool = True
+) -> QuadraticFit:
     """Fit ``g(x) = beta*x + gamma*x**2`` with ``beta, gamma >= 0`` (never raises on data).
 
     Non-negative least squares of the per-share slippage ``s(x_j)`` on ``[1, x_j]`` (columns
@@ -248,6 +264,8 @@ def fit_quadratic(curve: CostCurve, *, max_frac_beyond: float = 1.0) -> Quadrati
         curve: Window curve from ``cost_curve``.
         max_frac_beyond: Leave out sizes where more than this share of snapshots needed the
             beyond-depth policy (1.0 keeps every size the policy priced).
+        diagnostics: False: leave ``r2`` and ``rmse`` NaN (the parameters are the same; the
+            MPC's fit of the book in force reads only them, at every decision).
 
     Returns:
         The fit; ``status != "ok"`` (NaN parameters) on an empty window or fewer than 2 sizes.
@@ -263,10 +281,12 @@ def fit_quadratic(curve: CostCurve, *, max_frac_beyond: float = 1.0) -> Quadrati
             n_sizes=int(d.x.size),
         )
     scale = float(d.x.max())
-    design = np.column_stack([np.ones_like(d.x), d.x / scale])
+    design = np.empty((d.x.size, 2))  # np.column_stack([1, x / scale]) without its wrappers
+    design[:, 0] = 1.0
+    np.divide(d.x, scale, out=design[:, 1])
     coef, _ = nnls(design, d.s)
     beta, gamma = float(coef[0]), float(coef[1] / scale)
-    r2, rmse = _diagnostics(d, beta + gamma * d.x)
+    r2, rmse = _diagnostics(d, beta + gamma * d.x) if diagnostics else (math.nan, math.nan)
     return QuadraticFit(
         beta,
         gamma,

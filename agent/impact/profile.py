@@ -82,6 +82,10 @@ class IntradayProfile:
         b = (np.asarray(ts_ns, dtype=np.int64) % DAY_NS) // self.bucket_ns
         return np.minimum(b, self.beta_mult.size - 1).astype(np.intp)
 
+    def bucket_of(self, ts_ns: int) -> int:
+        """Return the bucket index of one UTC timestamp (ns): ``bucket`` in Python ints."""
+        return min((int(ts_ns) % DAY_NS) // self.bucket_ns, self.beta_mult.size - 1)
+
     def scale(self, ts_ns: int) -> float:
         """Return the liquidity multiplier of the total cost at time ``ts_ns`` (1.0 when flat)."""
         return float(self.cost_mult[self.bucket(ts_ns)])
