@@ -150,40 +150,50 @@ def _waterfill(
     """Solve the continuous problem exactly; assumes ``0 < S <= sum(u)``."""
     q = gamma > 0
     lin = ~q
-    # Events of f(lam) = sum_t x_t(lam): slope changes and jumps, by position.
+    # Where f(lam) = sum_t x_t(lam) bends or jumps: each beta, and each capped period's top.
     inv = np.where(q, 1.0 / np.where(q, 2.0 * gamma, 1.0), 0.0)
     fin = q & np.isfinite(u)  # (0 * inf would be NaN on a linear period without a cap)
     pos = np.concatenate([beta[q], beta[fin] + 2.0 * gamma[fin] * u[fin], beta[lin]])
-    dslope = np.concatenate([inv[q], -inv[q & np.isfinite(u)], np.zeros(int(lin.sum()))])
-    jump = np.concatenate(
-        [np.zeros(int(q.sum())), np.zeros(int((q & np.isfinite(u)).sum())), u[lin]]
-    )
-    order = np.argsort(pos, kind="stable")
-    pos, dslope, jump = pos[order], dslope[order], jump[order]
-    # Merge equal positions so each breakpoint is evaluated once.
-    uniq, first = np.unique(pos, return_index=True)
-    ds = np.add.reduceat(dslope, first)
-    dj = np.add.reduceat(jump, first)
-    slope_after = np.cumsum(ds)  # slope on (p_i, p_{i+1})
-    gaps = np.diff(uniq)
-    # An uncapped linear period jumps by inf: inf - inf is NaN there, and a NaN f_left fails
-    # the test below, which is right (S then falls in that jump).
+    # The breakpoints, each once. f is evaluated at them directly, term by term, and the slope
+    # of a segment summed over the periods inside it: a running sum of the slope changes
+    # cancels (+1/(2 gamma) at beta, -1/(2 gamma) at the cap) and, with one almost linear
+    # period (1/gamma ~1e21), loses every other period's slope to rounding.
+    uniq = np.unique(pos)
+
+    def f_at(lam: float) -> tuple[float, float]:  # f(lam+) and f(lam-)
+        x = _x_of_lam(lam, beta, gamma, u)
+        at = lin & (beta == lam)
+        return float(x.sum() + u[at].sum()), float(x.sum())
+
+    def slope_after(lam: float) -> float:  # on (lam, next breakpoint)
+        inside = q & (beta <= lam) & (beta + 2.0 * gamma * u > lam)
+        return float(inv[inside].sum())
+
+    lo, hi = 0, len(uniq)  # the first breakpoint with f(p+) >= S (len(uniq): none)
+    while lo < hi:
+        mid = (lo + hi) // 2
+        if f_at(float(uniq[mid]))[0] >= S:
+            hi = mid
+        else:
+            lo = mid + 1
+    i = lo
     with np.errstate(invalid="ignore"):
-        ramp = np.concatenate(([0.0], np.cumsum(slope_after[:-1] * gaps)))
-        cum_jump = np.cumsum(dj)
-        f_right = ramp + cum_jump  # f(p_i+)
-        f_left = f_right - dj  # f(p_i-)
-    i = int(np.searchsorted(f_right, S, side="left"))
-    if i == len(uniq):
-        # Beyond the last breakpoint f grows with the final slope; with none left (every
-        # period at its cap, S == sum(u) up to rounding) the last breakpoint is the answer.
-        s_end = float(slope_after[-1])
-        lam = float(uniq[-1] + (S - f_right[-1]) / s_end) if s_end > 0 else float(uniq[-1])
-    elif f_left[i] >= S:
-        lam = float(uniq[i - 1] + (S - f_right[i - 1]) / slope_after[i - 1]) if i > 0 else uniq[0]
-        lam = min(lam, float(uniq[i]))
-    else:
-        lam = float(uniq[i])  # S falls in the jump of linear periods priced exactly lam
+        if i == len(uniq):
+            # Beyond the last breakpoint f grows with the final slope; with none left (every
+            # period at its cap, S == sum(u) up to rounding) the last breakpoint is the answer.
+            p_end = float(uniq[-1])
+            s_end = slope_after(p_end)
+            lam = p_end + (S - f_at(p_end)[0]) / s_end if s_end > 0 else p_end
+        elif f_at(float(uniq[i]))[1] >= S:
+            if i > 0:
+                p_prev = float(uniq[i - 1])
+                s_prev = slope_after(p_prev)
+                lam = p_prev + (S - f_at(p_prev)[0]) / s_prev if s_prev > 0 else float(uniq[i])
+            else:
+                lam = float(uniq[0])
+            lam = min(lam, float(uniq[i]))
+        else:
+            lam = float(uniq[i])  # S falls in the jump of linear periods priced exactly lam
     x = _x_of_lam(lam, beta, gamma, u)
     ties = lin & (beta == lam)
     rest = S - float(x.sum())
@@ -194,7 +204,7 @@ def _waterfill(
         else:
             share = np.where(np.isfinite(cap), 0.0, 1.0)
             x[ties] = share * (rest / share.sum())
-    _fix_residual(x, u, S)
+    _fix_residual(x, u, S, gamma, beta, lam)
     return x, lam
 
 
@@ -211,6 +221,22 @@ _NEWTON_STEPS = 8
 _NOTHING = "nothing to allocate"
 # Up to this many periods the fast path runs in Python floats (measured faster than numpy).
 _SMALL_H = 8
+# The most a fast path's plan may miss S by, relative, and still be put right on one period as
+# round-off (a well-conditioned plan misses by H ulps or so). More means the multiplier itself
+# is off: a period whose 1/gamma dwarfs the others' (gamma ~1e-22, an almost linear book) pins
+# lam to its beta within rounding, and a lam computed a few ulps below that beta drops the
+# period and prices the rest alone. The breakpoint solve (``_waterfill``) handles that exactly.
+_ROUNDOFF = 1e-10
+
+
+def _is_roundoff(resid: float, S: float, lam: float, g_j: float, d: float) -> bool:
+    """Return True when putting ``d`` of a plan's miss ``resid`` on one period (``g_j``: its
+    gamma) puts the plan right: the miss within ``_ROUNDOFF`` of S, or all of it taken by a
+    period whose marginal cost it moves by under 1e-9 of ``lam`` (an almost linear period,
+    where a few ulps of lam are many shares)."""
+    if abs(resid) <= _ROUNDOFF * S:
+        return True
+    return d == resid and 2.0 * g_j * abs(d) <= 1e-9 * abs(lam)
 
 
 def _waterfill_uncapped_np(
@@ -283,6 +309,8 @@ def _waterfill_uncapped_np(
         j = 0 if float(x[0]) * 1e-9 > abs(resid) else int(np.argmax(x))
         xj = float(x[j])
         d = max(resid, -xj)
+        if not _is_roundoff(resid, S, lam, float(g[j]), d):  # lam is off (see _ROUNDOFF)
+            return None
         cost += d * (float(b[j]) + float(g[j]) * (2.0 * xj + d))
         x[j] = xj + d
     return _optimal(x, cost, lam, "exact")
@@ -331,6 +359,8 @@ def _waterfill_small(
     if resid != 0.0:  # the rule of _waterfill_uncapped_np
         j = 0 if x[0] * 1e-9 > abs(resid) else max(range(len(x)), key=x.__getitem__)
         d = max(resid, -x[j])
+        if not _is_roundoff(resid, S, lam, gl[j], d):  # lam is off (see _ROUNDOFF)
+            return None
         cost += d * (bl[j] + gl[j] * (2.0 * x[j] + d))
         xa[j] = x[j] + d
     return _optimal(xa, cost, lam, "exact")
@@ -411,7 +441,10 @@ def _waterfill_capped_np(
             room[~inside] = -1.0
         j = int(np.argmax(room))
         xj = float(x[j])
-        x[j] = xj + min(resid, float(u[j]) - xj) if resid > 0.0 else xj - min(-resid, xj)
+        d = min(resid, float(u[j]) - xj) if resid > 0.0 else -min(-resid, xj)
+        if not _is_roundoff(resid, S, lam, float(g[j]), d):  # lam is off (see _ROUNDOFF)
+            return None
+        x[j] = xj + d
     return _optimal(x, float(_dot(x, b + g * x)), lam, "exact")
 
 
@@ -471,7 +504,8 @@ def _put_back_py(
     x: NDArray[np.float64],
     bx: float,
 ) -> float:
-    """Return the plan's cost after putting the round-off ``S - sum(x)`` back on one period.
+    """Return the plan's cost after putting the round-off ``S - sum(x)`` back on one period
+    (NaN, with ``x`` unchanged, when the miss is more than round-off: ``_is_roundoff``).
 
     The rule of ``_waterfill_uncapped_np``: period 0 when that moves its marginal cost by under
     1e-9 relative, else the largest; on a period that trades ``g_t x_t = (lam - beta_t) / 2``,
@@ -489,6 +523,11 @@ def _put_back_py(
                     j = t
         xj = x[j]
         d = max(resid, -xj)
+        # _is_roundoff's test: a miss lam's rounding does not explain means lam is off
+        if not (
+            abs(resid) <= _ROUNDOFF * S or (d == resid and 2.0 * g[j] * abs(d) <= 1e-9 * abs(lam))
+        ):
+            return math.nan
         cost += d * (b[j] + g[j] * (2.0 * xj + d))
         x[j] = xj + d
     return float(cost)
@@ -605,7 +644,10 @@ def _wf_uncapped_py(
         xt = d * x[t] if d > 0.0 else 0.0
         x[t] = xt
         bx += b[t] * xt
-    return lam, _put_back(b, g, S, lam, x, bx), _SOLVED
+    cost = _put_back(b, g, S, lam, x, bx)
+    if math.isnan(cost):  # the plan missed S by more than round-off: the general path
+        return nan, nan, _OUTSIDE
+    return lam, cost, _SOLVED
 
 
 _wf_uncapped_c = accel.compiled(
@@ -770,10 +812,13 @@ def _wf_capped_py(
             for t in range(1, H):
                 if (u[t] - x[t] > u[j] - x[j]) if resid > 0.0 else (x[t] > x[j]):
                     j = t
-        if resid > 0.0:
-            x[j] += min(resid, u[j] - x[j])
-        else:
-            x[j] -= min(-resid, x[j])
+        d = min(resid, u[j] - x[j]) if resid > 0.0 else -min(-resid, x[j])
+        # _is_roundoff's test: a miss lam's rounding does not explain means lam is off
+        if not (
+            abs(resid) <= _ROUNDOFF * S or (d == resid and 2.0 * g[j] * abs(d) <= 1e-9 * abs(lam))
+        ):
+            return nan, nan, _OUTSIDE
+        x[j] += d
     for t in range(H):
         sx_cost += x[t] * (b[t] + g[t] * x[t])
     return lam, sx_cost, _SOLVED
@@ -928,11 +973,30 @@ def _precheck(
     return u, None
 
 
-def _fix_residual(x: NDArray[np.float64], u: NDArray[np.float64], S: float) -> None:
-    """Put the round-off ``S - sum(x)`` on the period with the most room (never past a bound)."""
+def _fix_residual(
+    x: NDArray[np.float64],
+    u: NDArray[np.float64],
+    S: float,
+    gamma: NDArray[np.float64] | None = None,
+    beta: NDArray[np.float64] | None = None,
+    lam: float = math.nan,
+) -> None:
+    """Put the round-off ``S - sum(x)`` on the period with the most room (never past a bound).
+
+    With ``gamma``, ``beta`` and ``lam``: on the period priced at or below lam, below its cap,
+    with room for all of it and the least gamma (its marginal cost moves least; an almost
+    linear period's x is lam's rounding times 1/(2 gamma), thousands of shares an ulp, and only
+    the sum pins it).
+    """
     resid = S - float(x.sum())
     if resid != 0.0:
         room = (u - x) if resid > 0 else x
+        if gamma is not None and beta is not None:
+            ok = (beta <= lam) & (x < u) & (room >= abs(resid))
+            if ok.any():
+                j = int(np.flatnonzero(ok)[np.argmin(gamma[ok])])
+                x[j] += resid
+                return
         j = int(np.argmax(room))
         x[j] += np.sign(resid) * min(abs(resid), room[j])
 

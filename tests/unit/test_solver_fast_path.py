@@ -740,3 +740,40 @@ def test_capped_round_off_goes_where_it_costs_lam(capped):
         assert fast.cost == pytest.approx(quadratic_cost(fast.x, b, g), rel=1e-13)
         assert fast.cost - ref <= 1e-12 * ref
         assert fast.cost - _dual_bound(fast.lam, b, g, u, S) <= 1e-12 * fast.cost
+
+
+def _near_linear_cases(n=40):
+    """Plans where one period is almost linear (gamma 1e-23 to 1e-20, as a book fitted with
+    no slope gives): its 1/gamma dwarfs the others', so lam sits on its beta within rounding.
+    Found in the 16-parent replay: a lam computed a few ulps below that beta dropped the
+    period, and the fast path priced the rest alone (0 shares instead of 8,100 in that
+    period, 0.5 % dearer, sold 73 shares too many in another plan) and called it optimal."""
+    for seed in range(n):
+        rng = np.random.default_rng(seed)
+        H = int(rng.integers(20, 400))
+        b = 0.0095 + 0.002 * rng.random(H)
+        g = 5e-7 * (0.5 + rng.random(H))
+        b[0] = 0.0100 - 2e-15 * rng.random()
+        g[0] = 10.0 ** rng.uniform(-23, -20)
+        yield b, g, float(rng.integers(5, 50) * 1000)
+
+
+@pytest.mark.parametrize("small_h", [12, 0])
+@pytest.mark.parametrize("case", list(_near_linear_cases()), ids=lambda c: f"H{c[0].size}")
+def test_an_almost_linear_period_gets_the_exact_plan(case, small_h, monkeypatch, kernels):
+    monkeypatch.setattr(solvers, "_SMALL_H", small_h)
+    b, g, S = case
+    ref = _general(b, g, S)
+    want = quadratic_cost(ref.x, b, g)
+    for caps in (None, np.full(b.size, 1e9), np.full(b.size, S / 3)):
+        costs = CostSet.of(QuadraticCost(b, g), b.size)
+        res = solve_auto(costs, S, caps)
+        assert res.status is SolveStatus.OPTIMAL
+        assert abs(res.x.sum() - S) <= 1e-9 * S
+        got = quadratic_cost(res.x, b, g)
+        if caps is None or caps[0] >= S:
+            assert abs(got - want) <= 1e-12 * want, (got, want)
+        else:
+            x_c, _ = solvers._waterfill(b, g, caps, S)  # the general path, capped
+            assert np.all(res.x <= caps * (1 + 1e-12))
+            assert abs(got - quadratic_cost(x_c, b, g)) <= 1e-12 * got
