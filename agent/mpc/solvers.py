@@ -147,18 +147,85 @@ def _x_of_lam(
 def _waterfill(
     beta: NDArray[np.float64], gamma: NDArray[np.float64], u: NDArray[np.float64], S: float
 ) -> tuple[NDArray[np.float64], float]:
-    """Solve the continuous problem exactly; assumes ``0 < S <= sum(u)``."""
+    """Solve the continuous problem exactly; assumes ``0 < S <= sum(u)``.
+
+    The multiplier from running sums over the sorted breakpoints (a few array passes); when the
+    plan it gives misses S by more than round-off, from f evaluated at the breakpoints term by
+    term instead (``_lam_direct``): the running sum of slope changes cancels (+1/(2 gamma) at
+    beta, -1/(2 gamma) at the cap), and with one almost linear period (1/gamma ~1e21) loses
+    every other period's slope to rounding.
+    """
     q = gamma > 0
     lin = ~q
     # Where f(lam) = sum_t x_t(lam) bends or jumps: each beta, and each capped period's top.
     inv = np.where(q, 1.0 / np.where(q, 2.0 * gamma, 1.0), 0.0)
     fin = q & np.isfinite(u)  # (0 * inf would be NaN on a linear period without a cap)
     pos = np.concatenate([beta[q], beta[fin] + 2.0 * gamma[fin] * u[fin], beta[lin]])
-    # The breakpoints, each once. f is evaluated at them directly, term by term, and the slope
-    # of a segment summed over the periods inside it: a running sum of the slope changes
-    # cancels (+1/(2 gamma) at beta, -1/(2 gamma) at the cap) and, with one almost linear
-    # period (1/gamma ~1e21), loses every other period's slope to rounding.
-    uniq = np.unique(pos)
+    lam = _lam_running(pos, inv, q, fin, lin, u, S)
+    x = _x_at(lam, beta, gamma, u, lin, S)
+    if not abs(S - float(x.sum())) <= _ROUNDOFF * S:
+        lam = _lam_direct(np.unique(pos), beta, gamma, u, inv, q, lin, S)
+        x = _x_at(lam, beta, gamma, u, lin, S)
+    _fix_residual(x, u, S, gamma, beta, lam)
+    return x, lam
+
+
+def _lam_running(
+    pos: NDArray[np.float64],
+    inv: NDArray[np.float64],
+    q: NDArray[np.bool_],
+    fin: NDArray[np.bool_],
+    lin: NDArray[np.bool_],
+    u: NDArray[np.float64],
+    S: float,
+) -> float:
+    """Return the multiplier from running sums of f's slope changes and jumps."""
+    dslope = np.concatenate([inv[q], -inv[fin], np.zeros(int(lin.sum()))])
+    jump = np.concatenate([np.zeros(int(q.sum())), np.zeros(int(fin.sum())), u[lin]])
+    order = np.argsort(pos, kind="stable")
+    pos, dslope, jump = pos[order], dslope[order], jump[order]
+    # Merge equal positions so each breakpoint is evaluated once.
+    uniq, first = np.unique(pos, return_index=True)
+    ds = np.add.reduceat(dslope, first)
+    dj = np.add.reduceat(jump, first)
+    slope_after = np.cumsum(ds)  # slope on (p_i, p_{i+1})
+    gaps = np.diff(uniq)
+    # An uncapped linear period jumps by inf: inf - inf is NaN there, and a NaN f_left fails
+    # the test below, which is right (S then falls in that jump).
+    with np.errstate(invalid="ignore"):
+        ramp = np.concatenate(([0.0], np.cumsum(slope_after[:-1] * gaps)))
+        cum_jump = np.cumsum(dj)
+        f_right = ramp + cum_jump  # f(p_i+)
+        f_left = f_right - dj  # f(p_i-)
+    i = int(np.searchsorted(f_right, S, side="left"))
+    if i == len(uniq):
+        # Beyond the last breakpoint f grows with the final slope; with none left (every
+        # period at its cap, S == sum(u) up to rounding) the last breakpoint is the answer.
+        s_end = float(slope_after[-1])
+        return float(uniq[-1] + (S - f_right[-1]) / s_end) if s_end > 0 else float(uniq[-1])
+    if f_left[i] >= S:
+        with np.errstate(divide="ignore", invalid="ignore"):
+            lam = (
+                float(uniq[i - 1] + (S - f_right[i - 1]) / slope_after[i - 1])
+                if i > 0
+                else float(uniq[0])
+            )
+        return min(lam, float(uniq[i]))
+    return float(uniq[i])  # S falls in the jump of linear periods priced exactly lam
+
+
+def _lam_direct(
+    uniq: NDArray[np.float64],
+    beta: NDArray[np.float64],
+    gamma: NDArray[np.float64],
+    u: NDArray[np.float64],
+    inv: NDArray[np.float64],
+    q: NDArray[np.bool_],
+    lin: NDArray[np.bool_],
+    S: float,
+) -> float:
+    """Return the multiplier with f evaluated at the breakpoints ``uniq`` term by term and
+    each segment's slope summed over the periods inside it (no running sum to cancel)."""
 
     def f_at(lam: float) -> tuple[float, float]:  # f(lam+) and f(lam-)
         x = _x_of_lam(lam, beta, gamma, u)
@@ -179,21 +246,28 @@ def _waterfill(
     i = lo
     with np.errstate(invalid="ignore"):
         if i == len(uniq):
-            # Beyond the last breakpoint f grows with the final slope; with none left (every
-            # period at its cap, S == sum(u) up to rounding) the last breakpoint is the answer.
             p_end = float(uniq[-1])
             s_end = slope_after(p_end)
-            lam = p_end + (S - f_at(p_end)[0]) / s_end if s_end > 0 else p_end
-        elif f_at(float(uniq[i]))[1] >= S:
-            if i > 0:
-                p_prev = float(uniq[i - 1])
-                s_prev = slope_after(p_prev)
-                lam = p_prev + (S - f_at(p_prev)[0]) / s_prev if s_prev > 0 else float(uniq[i])
-            else:
-                lam = float(uniq[0])
-            lam = min(lam, float(uniq[i]))
-        else:
-            lam = float(uniq[i])  # S falls in the jump of linear periods priced exactly lam
+            return p_end + (S - f_at(p_end)[0]) / s_end if s_end > 0 else p_end
+        if f_at(float(uniq[i]))[1] >= S:
+            if i == 0:
+                return float(uniq[0])
+            p_prev = float(uniq[i - 1])
+            s_prev = slope_after(p_prev)
+            lam = p_prev + (S - f_at(p_prev)[0]) / s_prev if s_prev > 0 else float(uniq[i])
+            return min(lam, float(uniq[i]))
+        return float(uniq[i])
+
+
+def _x_at(
+    lam: float,
+    beta: NDArray[np.float64],
+    gamma: NDArray[np.float64],
+    u: NDArray[np.float64],
+    lin: NDArray[np.bool_],
+    S: float,
+) -> NDArray[np.float64]:
+    """Return x(lam), the linear periods priced exactly lam sharing what the rest leaves."""
     x = _x_of_lam(lam, beta, gamma, u)
     ties = lin & (beta == lam)
     rest = S - float(x.sum())
@@ -204,8 +278,7 @@ def _waterfill(
         else:
             share = np.where(np.isfinite(cap), 0.0, 1.0)
             x[ties] = share * (rest / share.sum())
-    _fix_residual(x, u, S, gamma, beta, lam)
-    return x, lam
+    return x
 
 
 _F64 = np.dtype(np.float64)
