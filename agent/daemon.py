@@ -829,6 +829,8 @@ class Daemon:
         history_trades: dict[str, tuple[np.ndarray, np.ndarray]] | None = None,
         clock: Clock | None = None,
         ack_clock: Clock | None = None,
+        *,
+        freeze_gc: bool = False,
     ) -> None:
         self.cfg = cfg
         self.history_trades = history_trades or {}
@@ -871,7 +873,7 @@ class Daemon:
         self.sessions: dict[str, SymbolSession] = {}
         self.sym_tasks: dict[str, asyncio.Task[None]] = {}
         self._live_feeds: list[Any] = []  # the symbols' feeds that can say they are idle
-        self.freeze_gc = False  # see run()
+        self.freeze_gc = freeze_gc  # see run()
         self._tg: asyncio.TaskGroup | None = None
         self._symbol_started = asyncio.Event()
 
@@ -1266,6 +1268,6 @@ async def run(
         history_trades,
         clock,
         ack_clock,
+        freeze_gc=freeze_gc,
     )
-    d.freeze_gc = freeze_gc
     return await d.run()

@@ -339,11 +339,14 @@ def _with_edge(
     floats. One function for the shared and the own sums, so the two are the same bits."""
     if last is None:
         return inner
-    w = float(t0 - last[0])
-    zl = last[1].tolist()
+    return np.asarray(_credit_row(float(t0 - last[0]), last[1].tolist())) + inner
+
+
+def _credit_row(w: float, zl: list[float]) -> list[float]:
+    """``credit_values`` of one book in force ``w`` ns with features ``zl``, in plain floats:
+    the same products, so the same bits (``_with_edge``, ``PeriodMeans._credit_span``)."""
     ww = [w if math.isfinite(v) else 0.0 for v in zl]
-    edge = ww + [a * (v if math.isfinite(v) else 0.0) for a, v in zip(ww, zl, strict=True)]
-    return np.asarray(edge) + inner
+    return ww + [a * (v if math.isfinite(v) else 0.0) for a, v in zip(ww, zl, strict=True)]
 
 
 def _log_slope(batch: BookBatch, side: str, levels: int) -> NDArray[np.float64]:
@@ -563,12 +566,8 @@ class PeriodMeans:
             parts += [(p, self.period_ns) for p in range(pa + 1, pb)]
         parts.append((pb, t1 - (self.origin_ns + pb * self.period_ns)))
         zl = z.tolist()
-        fin = [math.isfinite(v) for v in zl]
-        z0 = [v if f else 0.0 for v, f in zip(zl, fin, strict=True)]
         for per, d in parts:
-            w = float(d)
-            ww = [w * f for f in fin]  # w * 1.0 or w * 0.0, as ``w[:, None] * fin``
-            row = np.array(ww + [a * b for a, b in zip(ww, z0, strict=True)])
+            row = np.array(_credit_row(float(d), zl))
             acc = self._sums.get(per)
             self._sums[per] = row if acc is None else acc + row
 

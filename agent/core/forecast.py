@@ -347,6 +347,14 @@ class LiquidityForecaster:
         self.side = side
         self.levels = int(levels)
         self.profile = profile if profile is not None and not profile.is_flat else None
+        # log m of every bucket, taken once (the profile is frozen; see ``_log_profile``), and
+        # the last forecast's periods' middles with their rows of it (see ``forecast``)
+        self._log_m: NDArray[np.float64] | None = None
+        if self.profile is not None:
+            p = self.profile
+            self._log_m = np.log(np.stack([p.beta_mult, p.gamma_mult], axis=1))
+            self._log_m.flags.writeable = False
+        self._lp_memo: tuple[NDArray[np.int64], NDArray[np.float64]] | None = None
         self.prior = prior or ArPrior()
         self.state_window_ns = int(state_window_ns if state_window_ns is not None else period_ns)
         self.now_window_ns = int(now_window_ns)
@@ -385,19 +393,14 @@ class LiquidityForecaster:
         The log of every bucket's multipliers is taken once (the profile is frozen; the table
         read-only): the same elementwise log of the same values as per call, so the same bits.
         """
-        prof = self.profile
-        if prof is None:
+        prof, table = self.profile, self._log_m
+        if prof is None or table is None:
             n = 1 if isinstance(t_ns, int) else np.atleast_1d(np.asarray(t_ns)).size
             return np.zeros((n, N_FEATURES))
-        memo = getattr(self, "_log_m", None)
-        if memo is None or memo[0] is not prof:
-            table = np.log(np.stack([prof.beta_mult, prof.gamma_mult], axis=1))
-            table.flags.writeable = False
-            memo = self._log_m = (prof, table)
         if isinstance(t_ns, int):  # one time (a decision's): its bucket in Python ints
             b = prof.bucket_of(t_ns)
-            return memo[1][b : b + 1]
-        return memo[1][prof.bucket(np.atleast_1d(np.asarray(t_ns, dtype=np.int64)))]
+            return table[b : b + 1]
+        return table[prof.bucket(np.atleast_1d(np.asarray(t_ns, dtype=np.int64)))]
 
     def observe(self, batch: BookBatch) -> None:
         """Take in books newer than every book seen so far.
@@ -600,18 +603,17 @@ class LiquidityForecaster:
         # The log profile at the periods' middles: the rows of the last call's grid when these
         # periods are its tail (a parent's next decision), else looked up.
         mids = s + P // 2
-        memo = getattr(self, "_lp_memo", None)
+        memo = self._lp_memo
         h = mids.size
         if (
             memo is not None
-            and memo[0] is self.profile
-            and 0 < h <= memo[1].size
-            and np.array_equal(memo[1][memo[1].size - h :], mids)
+            and 0 < h <= memo[0].size
+            and np.array_equal(memo[0][memo[0].size - h :], mids)
         ):
-            lp_rows = memo[2][:, memo[1].size - h :]
+            lp_rows = memo[1][:, memo[0].size - h :]
         else:
             lp_rows = np.ascontiguousarray(self._log_profile(mids).T)
-            self._lp_memo = (self.profile, mids, lp_rows)
+            self._lp_memo = (mids, lp_rows)
         with np.errstate(invalid="ignore", over="ignore"):
             lag = (s + P / 2 - (t_ns - self.state_window_ns / 2)) / P  # centre to centre
             later = s > t_ns  # a period that has started (the current one) keeps multiplier 1
